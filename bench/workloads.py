@@ -1,0 +1,504 @@
+"""The benchmarks, one function per (benchmark, engine).
+
+millstream and Ray Data run the very same function: it receives the engine's
+module (``millstream`` or ``ray.data``) as ``c.lib`` and calls the same API on
+it. polars, duckdb and pyarrow get their own version of the relational
+benchmarks, doing the same work with their native API.
+
+Every function times only the pipeline, checks its answer against the
+data manifest (outside the timed region) and returns a dict with ``wall_s``,
+``rows`` and optional ``extra`` metrics.
+
+The UDFs live at module level so Ray workers can import them by reference
+(the runner puts this folder on PYTHONPATH).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+DATASET_ENGINES = ("millstream", "ray")
+PEER_ENGINES = ("polars", "duckdb", "pyarrow")
+ALL_ENGINES = DATASET_ENGINES + PEER_ENGINES
+
+
+class NotYet(Exception):
+    """A benchmark that waits for an operator millstream does not have yet."""
+
+    def __init__(self, operator: str):
+        super().__init__(f"not yet: needs {operator}")
+        self.operator = operator
+
+
+class WrongAnswer(Exception):
+    """A pipeline ran but produced the wrong result."""
+
+
+@dataclass
+class Ctx:
+    """What a benchmark function gets: the data manifest and the engine."""
+
+    engine: str
+    manifest: dict
+    tmp_root: str
+    lib: object = None  # millstream or ray.data for the dataset engines
+
+    @property
+    def spec(self) -> dict:
+        return self.manifest["spec"]
+
+    def tmp_dir(self, tag: str) -> str:
+        path = os.path.join(self.tmp_root, f"{tag}-{self.engine}-{os.getpid()}")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return path
+
+
+def _check(name: str, got, want):
+    if got != want:
+        raise WrongAnswer(f"{name}: got {got!r}, expected {want!r}")
+
+
+def _result(wall_s: float, rows: int, **extra) -> dict:
+    return {"wall_s": wall_s, "rows": rows, "extra": extra}
+
+
+# --------------------------------------------------------------------------
+# UDFs shared by millstream and Ray Data
+
+
+def add_column(batch: dict) -> dict:
+    """Vectorised numpy arithmetic adding one float64 column ``c``."""
+    batch["c"] = batch["a"] * 2.0 + batch["b"] * batch["qty"]
+    return batch
+
+
+def noop(batch):
+    return batch
+
+
+class Scorer:
+    """A stateful UDF with a costly constructor and numpy work per batch."""
+
+    def __init__(self, sleep_s: float = 0.5):
+        time.sleep(sleep_s)  # stands for loading a model
+        rng = np.random.default_rng(7)
+        self.big = rng.standard_normal((1024, 1024))  # 8 MiB of state per actor
+        self.w = rng.standard_normal((4, 16))
+
+    def __call__(self, batch: dict) -> dict:
+        x = np.stack(
+            [
+                batch["a"],
+                batch["b"],
+                batch["qty"].astype(np.float64),
+                batch["day"].astype(np.float64),
+            ],
+            axis=1,
+        )
+        batch["score"] = np.tanh(x @ self.w).sum(axis=1)
+        return batch
+
+
+def _written_rows(out_dir: str, new_column: str) -> int:
+    import pyarrow.dataset as pads
+
+    dataset = pads.dataset(out_dir, format="parquet")
+    if new_column not in dataset.schema.names:
+        raise WrongAnswer(f"output lacks column {new_column!r}: {dataset.schema.names}")
+    return dataset.count_rows()
+
+
+def _parquet_glob(path: str) -> str:
+    return os.path.join(path, "*.parquet")
+
+
+# --------------------------------------------------------------------------
+# 1. etl: read Parquet -> filter -> map_batches -> write Parquet
+
+
+def etl_dataset(c: Ctx) -> dict:
+    lib, m = c.lib, c.manifest
+    out = c.tmp_dir("etl")
+    t0 = time.perf_counter()
+    ds = lib.read_parquet(m["main_dir"])
+    ds = ds.filter(expr=f"qty > {m['qty_threshold']}")
+    ds = ds.map_batches(add_column, batch_format="numpy")
+    ds.write_parquet(out)
+    wall = time.perf_counter() - t0
+    _check("rows written", _written_rows(out, "c"), m["filtered_rows"])
+    return _result(wall, m["rows"])
+
+
+def etl_polars(c: Ctx) -> dict:
+    import polars as pl
+
+    m = c.manifest
+    out = c.tmp_dir("etl")
+    os.makedirs(out)
+    t0 = time.perf_counter()
+    (
+        pl.scan_parquet(_parquet_glob(m["main_dir"]))
+        .filter(pl.col("qty") > m["qty_threshold"])
+        .with_columns(c=pl.col("a") * 2.0 + pl.col("b") * pl.col("qty"))
+        .sink_parquet(os.path.join(out, "part-0.parquet"))
+    )
+    wall = time.perf_counter() - t0
+    _check("rows written", _written_rows(out, "c"), m["filtered_rows"])
+    return _result(wall, m["rows"])
+
+
+def etl_duckdb(c: Ctx) -> dict:
+    import duckdb
+
+    m = c.manifest
+    out = c.tmp_dir("etl")
+    os.makedirs(out)
+    con = duckdb.connect()
+    t0 = time.perf_counter()
+    con.execute(
+        f"""COPY (SELECT *, a * 2.0 + b * qty AS c
+                  FROM read_parquet('{_parquet_glob(m["main_dir"])}')
+                  WHERE qty > {m["qty_threshold"]})
+            TO '{os.path.join(out, "part-0.parquet")}' (FORMAT parquet)"""
+    )
+    wall = time.perf_counter() - t0
+    con.close()
+    _check("rows written", _written_rows(out, "c"), m["filtered_rows"])
+    return _result(wall, m["rows"])
+
+
+def etl_pyarrow(c: Ctx) -> dict:
+    import pyarrow.dataset as pads
+
+    m = c.manifest
+    out = c.tmp_dir("etl")
+    t0 = time.perf_counter()
+    dataset = pads.dataset(m["main_dir"], format="parquet")
+    columns = {name: pads.field(name) for name in dataset.schema.names}
+    columns["c"] = pads.field("a") * 2.0 + pads.field("b") * pads.field("qty")
+    scanner = dataset.scanner(columns=columns, filter=pads.field("qty") > m["qty_threshold"])
+    pads.write_dataset(scanner, out, format="parquet")
+    wall = time.perf_counter() - t0
+    _check("rows written", _written_rows(out, "c"), m["filtered_rows"])
+    return _result(wall, m["rows"])
+
+
+# --------------------------------------------------------------------------
+# 2. ingest: read Parquet -> map_batches -> iter_batches(1024, numpy)
+
+INGEST_BATCH = 1024
+
+
+def ingest_dataset(c: Ctx) -> dict:
+    lib, m = c.lib, c.manifest
+    t0 = time.perf_counter()
+    ds = lib.read_parquet(m["main_dir"]).map_batches(add_column, batch_format="numpy")
+    rows = 0
+    first = None
+    for batch in ds.iter_batches(batch_size=INGEST_BATCH, batch_format="numpy"):
+        if first is None:
+            first = time.perf_counter() - t0
+            _check("batch columns", sorted(batch), sorted(["id", "a", "b", "cat", "qty", "day", "c"]))
+        rows += len(batch["id"])
+    wall = time.perf_counter() - t0
+    _check("rows", rows, m["rows"])
+    return _result(wall, rows, first_batch_s=first)
+
+
+def ingest_polars(c: Ctx) -> dict:
+    import polars as pl
+
+    m = c.manifest
+    t0 = time.perf_counter()
+    lf = pl.scan_parquet(_parquet_glob(m["main_dir"])).with_columns(
+        c=pl.col("a") * 2.0 + pl.col("b") * pl.col("qty")
+    )
+    rows = 0
+    first = None
+    for chunk in lf.collect_batches(chunk_size=INGEST_BATCH):
+        for frame in chunk.iter_slices(INGEST_BATCH):
+            batch = {s.name: s.to_numpy() for s in frame.get_columns()}
+            if first is None:
+                first = time.perf_counter() - t0
+            rows += len(batch["id"])
+    wall = time.perf_counter() - t0
+    _check("rows", rows, m["rows"])
+    return _result(wall, rows, first_batch_s=first)
+
+
+def ingest_duckdb(c: Ctx) -> dict:
+    import duckdb
+
+    m = c.manifest
+    con = duckdb.connect()
+    t0 = time.perf_counter()
+    reader = con.execute(
+        f"SELECT *, a * 2.0 + b * qty AS c FROM read_parquet('{_parquet_glob(m['main_dir'])}')"
+    ).fetch_record_batch(INGEST_BATCH)
+    rows = 0
+    first = None
+    for rb in reader:
+        batch = {name: col.to_numpy(zero_copy_only=False) for name, col in zip(rb.schema.names, rb.columns)}
+        if first is None:
+            first = time.perf_counter() - t0
+        rows += len(batch["id"])
+    wall = time.perf_counter() - t0
+    con.close()
+    _check("rows", rows, m["rows"])
+    return _result(wall, rows, first_batch_s=first)
+
+
+# --------------------------------------------------------------------------
+# 3. small_files: thousands of tiny files -> map -> count
+
+
+def small_files_dataset(c: Ctx) -> dict:
+    lib, m = c.lib, c.manifest
+    t0 = time.perf_counter()
+    rows = lib.read_parquet(m["small_dir"]).map_batches(add_column, batch_format="numpy").count()
+    wall = time.perf_counter() - t0
+    _check("count", rows, m["small_total_rows"])
+    return _result(wall, rows, files=c.spec["small_files"])
+
+
+# The peers would skip reading any column for a bare count, so they also sum
+# the new column, which forces them to decode a, b and qty of every file.
+
+
+def small_files_polars(c: Ctx) -> dict:
+    import polars as pl
+
+    m = c.manifest
+    t0 = time.perf_counter()
+    out = (
+        pl.scan_parquet(_parquet_glob(m["small_dir"]))
+        .with_columns(c=pl.col("a") * 2.0 + pl.col("b") * pl.col("qty"))
+        .select(pl.len().alias("n"), pl.col("c").sum())
+        .collect()
+    )
+    wall = time.perf_counter() - t0
+    rows = int(out["n"][0])
+    _check("count", rows, m["small_total_rows"])
+    return _result(wall, rows, files=c.spec["small_files"])
+
+
+def small_files_duckdb(c: Ctx) -> dict:
+    import duckdb
+
+    m = c.manifest
+    con = duckdb.connect()
+    t0 = time.perf_counter()
+    rows, _ = con.execute(
+        f"SELECT count(*), sum(a * 2.0 + b * qty) FROM read_parquet('{_parquet_glob(m['small_dir'])}')"
+    ).fetchone()
+    wall = time.perf_counter() - t0
+    con.close()
+    _check("count", rows, m["small_total_rows"])
+    return _result(wall, rows, files=c.spec["small_files"])
+
+
+def small_files_pyarrow(c: Ctx) -> dict:
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    m = c.manifest
+    t0 = time.perf_counter()
+    dataset = pads.dataset(m["small_dir"], format="parquet")
+    scanner = dataset.scanner(columns={"c": pads.field("a") * 2.0 + pads.field("b") * pads.field("qty")})
+    rows = 0
+    total = 0.0
+    for rb in scanner.to_batches():
+        rows += rb.num_rows
+        total += pc.sum(rb.column(0)).as_py() or 0.0
+    wall = time.perf_counter() - t0
+    _check("count", rows, m["small_total_rows"])
+    return _result(wall, rows, files=c.spec["small_files"])
+
+
+# --------------------------------------------------------------------------
+# 4. actor_udf: a callable class on an actor pool of 2
+
+
+# Two actors holding a whole CPU each would take every slot of a 2-core
+# machine and starve the read/count tasks that feed them (Ray Data then waits
+# forever), so each actor asks for a share that leaves one CPU free.
+ACTOR_CPUS = min(1.0, max(0.25, ((os.cpu_count() or 2) - 1) / 2))
+
+
+def actor_udf_dataset(c: Ctx) -> dict:
+    lib, m = c.lib, c.manifest
+    t0 = time.perf_counter()
+    ds = lib.read_parquet(m["main_dir"]).map_batches(
+        Scorer,
+        concurrency=2,
+        num_cpus=ACTOR_CPUS,
+        batch_format="numpy",
+        fn_constructor_kwargs={"sleep_s": c.spec["actor_sleep_s"]},
+    )
+    rows = ds.count()
+    wall = time.perf_counter() - t0
+    _check("count", rows, m["rows"])
+    return _result(wall, rows)
+
+
+# --------------------------------------------------------------------------
+# 5. block_overhead: many tiny blocks through three no-op maps
+
+
+def block_overhead_dataset(c: Ctx) -> dict:
+    lib = c.lib
+    n, blocks = c.spec["range_rows"], c.spec["range_blocks"]
+    t0 = time.perf_counter()
+    ds = lib.range(n, override_num_blocks=blocks)
+    ds = ds.map_batches(noop, batch_format="pyarrow")
+    ds = ds.map_batches(noop, batch_format="pyarrow")
+    ds = ds.map_batches(noop, batch_format="pyarrow")
+    rows = ds.count()
+    wall = time.perf_counter() - t0
+    _check("count", rows, n)
+    return _result(wall, rows, per_block_us=wall / blocks * 1e6, blocks=blocks)
+
+
+# --------------------------------------------------------------------------
+# 6. pyarrow_ref: the ingest scan in plain pyarrow (the decoder's own speed)
+
+
+def pyarrow_ref(c: Ctx) -> dict:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    m = c.manifest
+    t0 = time.perf_counter()
+    rows = 0
+    first = None
+    for path in sorted(glob.glob(_parquet_glob(m["main_dir"]))):
+        table = pq.read_table(path)
+        col = pc.add(
+            pc.multiply(table["a"], 2.0),
+            pc.multiply(table["b"], pc.cast(table["qty"], pa.float64())),
+        )
+        table = table.append_column("c", col)
+        for rb in table.to_batches(max_chunksize=INGEST_BATCH):
+            batch = {name: arr.to_numpy(zero_copy_only=False) for name, arr in zip(rb.schema.names, rb.columns)}
+            if first is None:
+                first = time.perf_counter() - t0
+            rows += len(batch["id"])
+    wall = time.perf_counter() - t0
+    _check("rows", rows, m["rows"])
+    return _result(wall, rows, first_batch_s=first)
+
+
+# --------------------------------------------------------------------------
+# Placeholders: each names the operator millstream still lacks. To enable
+# one, replace the raise by the pipeline (keep the same shape for millstream
+# and Ray Data) and list its engines in BENCHMARKS.
+
+
+def sort_100m(c: Ctx) -> dict:
+    """md.range(100_000_000) with a random int64 key -> ds.sort("key") -> consume."""
+    raise NotYet("sort (Dataset.sort)")
+
+
+def groupby_q1(c: Ctx) -> dict:
+    """TPC-H Q1 shape: filter on day -> groupby("cat") -> sum/mean/count aggregates."""
+    raise NotYet("group-by aggregate (Dataset.groupby(...).aggregate)")
+
+
+def random_shuffle(c: Ctx) -> dict:
+    """read_parquet -> random_shuffle() -> consume."""
+    raise NotYet("random_shuffle (Dataset.random_shuffle)")
+
+
+def join(c: Ctx) -> dict:
+    """main joined with a dimension table on cat, then consumed."""
+    raise NotYet("join (Dataset.join)")
+
+
+def memory_bounded(c: Ctx) -> dict:
+    """An ETL whose input is 5x DataContext's memory limit, peak RSS checked against it."""
+    raise NotYet("spilling under a memory limit (ExecutionResources memory budget + spill)")
+
+
+# --------------------------------------------------------------------------
+# Registry
+
+
+@dataclass
+class Benchmark:
+    name: str
+    what: str
+    impls: dict[str, Callable[[Ctx], dict]] = field(default_factory=dict)
+    # The benchmark whose millstream time is the denominator of the ratio.
+    ratio_to: str | None = None
+    placeholder: Callable[[Ctx], dict] | None = None
+
+
+def _both(fn):
+    return {"millstream": fn, "ray": fn}
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    b.name: b
+    for b in [
+        Benchmark(
+            "etl",
+            "read Parquet -> filter qty > 25 (keeps ~half) -> map_batches numpy arithmetic -> write Parquet",
+            {**_both(etl_dataset), "polars": etl_polars, "duckdb": etl_duckdb, "pyarrow": etl_pyarrow},
+        ),
+        Benchmark(
+            "ingest",
+            "read Parquet -> map_batches -> iter_batches(batch_size=1024, batch_format='numpy')",
+            {**_both(ingest_dataset), "polars": ingest_polars, "duckdb": ingest_duckdb},
+        ),
+        Benchmark(
+            "small_files",
+            "read thousands of tiny Parquet files -> map_batches -> count",
+            {
+                **_both(small_files_dataset),
+                "polars": small_files_polars,
+                "duckdb": small_files_duckdb,
+                "pyarrow": small_files_pyarrow,
+            },
+        ),
+        Benchmark(
+            "actor_udf",
+            "read Parquet -> map_batches(CallableClass with a 0.5 s constructor, concurrency=2) -> count",
+            _both(actor_udf_dataset),
+        ),
+        Benchmark(
+            "block_overhead",
+            "range(n, override_num_blocks=k) -> 3 no-op map_batches -> count; per-block cost = wall / k",
+            _both(block_overhead_dataset),
+        ),
+        Benchmark(
+            "pyarrow_ref",
+            "the ingest scan in plain pyarrow (read_table + compute + 1024-row numpy batches); ratio vs millstream ingest",
+            {"pyarrow": pyarrow_ref},
+            ratio_to="ingest",
+        ),
+        Benchmark("sort", "sort 100M int64 keys", placeholder=sort_100m),
+        Benchmark("groupby_q1", "group-by aggregate of TPC-H Q1 shape", placeholder=groupby_q1),
+        Benchmark("random_shuffle", "random_shuffle of the main table", placeholder=random_shuffle),
+        Benchmark("join", "hash join of the main table with a dimension table", placeholder=join),
+        Benchmark(
+            "memory_bounded",
+            "ETL over an input 5x the memory limit",
+            placeholder=memory_bounded,
+        ),
+    ]
+}
+
+
+def placeholder_reason(bench: Benchmark) -> str:
+    try:
+        bench.placeholder(None)  # type: ignore[arg-type]
+    except NotYet as e:
+        return str(e)
+    return "not yet"
