@@ -293,7 +293,8 @@ def machine_info() -> list[tuple[str, str]]:
             ["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
         ).stdout.strip()
         if commit:
-            info.append(("git commit", commit))
+            dirty = subprocess.run(["git", "-C", REPO, "diff", "--quiet", "HEAD", "--"], timeout=30).returncode != 0
+            info.append(("git commit", commit + (" (tracked files modified)" if dirty else "")))
     except (OSError, subprocess.TimeoutExpired):
         pass
     return info
