@@ -1,0 +1,181 @@
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <arrow/compute/expression.h>
+#include <arrow/result.h>
+#include <arrow/status.h>
+#include <arrow/table.h>
+
+#include "millstream/block.h"
+#include "millstream/context.h"
+#include "millstream/udf.h"
+
+namespace millstream {
+
+class LogicalOperator;
+class Execution;
+
+/// \brief Options of a Parquet read.
+struct ReadParquetOptions {
+  /// Columns to read, in this order; empty reads all.
+  std::vector<std::string> columns;
+  /// Rows to keep. Row groups whose statistics rule the predicate out are never read.
+  std::optional<arrow::compute::Expression> filter;
+  /// Number of read tasks to aim for; unset: one per file, or per group of row groups
+  /// of about `target_max_block_size`.
+  std::optional<int64_t> override_num_blocks;
+};
+
+/// \brief Formats that `Dataset::Write` produces.
+enum class FileFormat { kParquet, kCsv, kJson };
+
+/// \brief Counters of one operator over one execution.
+struct OperatorStats {
+  std::string name;
+  int64_t tasks = 0;
+  int64_t blocks_in = 0, rows_in = 0, bytes_in = 0;
+  int64_t blocks_out = 0, rows_out = 0, bytes_out = 0;
+  /// Summed wall time of this operator's tasks.
+  double task_wall_s = 0;
+  /// Time during which it had input to work on but a budget held it back.
+  double backpressure_s = 0;
+  /// Most bytes of blocks accounted to it at once.
+  int64_t peak_bytes = 0;
+};
+
+/// \brief Counters of one execution.
+struct ExecutionStats {
+  std::vector<OperatorStats> operators;
+  double wall_s = 0;
+  int64_t peak_bytes = 0;
+  int64_t memory_limit = 0;
+  bool finished = false;
+  /// A printable summary, one block per operator, then the totals.
+  std::string ToString() const;
+};
+
+/// \brief A running execution, consumed block by block.
+///
+/// Created by Dataset::Execute. Blocks arrive as the pipeline produces them; while the
+/// consumer does not pull, the pipeline stops growing once its memory budget is full.
+/// Destroying the stream cancels the execution and waits for its tasks. Not thread-safe:
+/// one consumer thread.
+class BlockStream {
+ public:
+  ~BlockStream();
+  /// The next block, or nullptr when the execution is complete. Returns the first task
+  /// error, after which the stream is finished.
+  arrow::Result<Block> Next();
+  /// Like Next, but gives up after `timeout`: then `*timed_out` is set and nullptr returned.
+  arrow::Result<Block> NextFor(std::chrono::milliseconds timeout, bool* timed_out);
+  /// Stops the execution: no task is launched any more, running ones end early.
+  void Cancel();
+  /// Counters so far (complete once Next returned nullptr).
+  ExecutionStats stats() const;
+  /// Bytes of blocks the execution accounts for right now.
+  int64_t accounted_bytes() const;
+
+ private:
+  friend class Dataset;
+  explicit BlockStream(std::unique_ptr<Execution> execution);
+  std::unique_ptr<Execution> execution_;
+};
+
+/// \brief Re-chunks a block stream into batches of exactly `batch_size` rows (the last
+/// one may be shorter unless `drop_last`); a batch crossing blocks is concatenated.
+class BatchIterator {
+ public:
+  BatchIterator(std::unique_ptr<BlockStream> stream, std::optional<int64_t> batch_size,
+                bool drop_last);
+  /// The next batch, or nullptr at the end.
+  arrow::Result<Block> Next();
+  arrow::Result<Block> NextFor(std::chrono::milliseconds timeout, bool* timed_out);
+  BlockStream& stream() { return *stream_; }
+
+ private:
+  std::unique_ptr<BlockStream> stream_;
+  std::optional<int64_t> batch_size_;
+  bool drop_last_;
+  std::vector<Block> pending_;
+  int64_t pending_rows_ = 0;
+  bool exhausted_ = false;
+};
+
+/// \brief A lazy, immutable dataset: a plan of operators over Arrow blocks.
+///
+/// Every transform returns a new Dataset sharing the plan so far; nothing runs until a
+/// consuming call (Execute, ToTable, Count, Write...). Running a Dataset twice computes it
+/// twice unless it was materialized. Thread-safe: a Dataset is an immutable value.
+class Dataset {
+ public:
+  /// Integers 0..n-1 in an int64 column named "id".
+  static arrow::Result<Dataset> Range(int64_t n, std::optional<int64_t> override_num_blocks = {});
+  /// The rows of an in-memory table, split into `override_num_blocks` blocks if given.
+  static arrow::Result<Dataset> FromArrow(std::shared_ptr<arrow::Table> table,
+                                          std::optional<int64_t> override_num_blocks = {});
+  /// Parquet files: each path is a file, a directory (read recursively; names starting
+  /// with '.' or '_' are skipped) or a glob.
+  static arrow::Result<Dataset> ReadParquet(std::vector<std::string> paths,
+                                            ReadParquetOptions options = {});
+
+  /// Applies `udf` to batches (see MapBatchesOptions).
+  Dataset MapBatches(BatchUdfFactory udf, MapBatchesOptions options) const;
+  /// Keeps the rows where `predicate` is true (nulls drop).
+  Dataset Filter(arrow::compute::Expression predicate) const;
+  /// Keeps these columns, in this order. Unknown names fail when the schema is known.
+  arrow::Result<Dataset> SelectColumns(std::vector<std::string> columns) const;
+  arrow::Result<Dataset> DropColumns(std::vector<std::string> columns) const;
+  arrow::Result<Dataset> RenameColumns(std::map<std::string, std::string> renames) const;
+  /// The first `n` rows (in execution order).
+  Dataset Limit(int64_t n) const;
+
+  /// A dataset whose execution writes this one's rows as files into `directory` and
+  /// produces no rows (Write runs it to the end).
+  Dataset WithWrite(const std::string& directory, FileFormat format) const;
+  /// The row count when metadata gives it without execution (a source of known size,
+  /// then only row-preserving steps and limits); unset otherwise.
+  std::optional<int64_t> CountFromMetadata() const;
+  /// The schema when the plan gives it without execution (no UDF in the way); else null.
+  std::shared_ptr<arrow::Schema> KnownSchema() const;
+
+  /// Starts executing the plan and returns its output stream.
+  arrow::Result<std::unique_ptr<BlockStream>> Execute(const DataContext& context) const;
+  /// Runs the plan and collects every row.
+  arrow::Result<std::shared_ptr<arrow::Table>> ToTable(const DataContext& context) const;
+  /// Rows in the dataset: from Parquet metadata or the source's size when the plan allows,
+  /// otherwise by executing it.
+  arrow::Result<int64_t> Count(const DataContext& context) const;
+  /// The schema, from the plan when it is known without running UDFs, else from the first
+  /// block of an execution; null if the dataset has no blocks.
+  arrow::Result<std::shared_ptr<arrow::Schema>> Schema(const DataContext& context) const;
+  /// Executes and keeps the blocks in memory: the result re-reads them, not its inputs.
+  arrow::Result<Dataset> Materialize(const DataContext& context,
+                                     ExecutionStats* stats = nullptr) const;
+  /// Writes files into `directory` (created if missing). Each file is written under a
+  /// hidden temporary name and renamed when complete, so readers never see a torn file.
+  arrow::Status Write(const std::string& directory, FileFormat format,
+                      const DataContext& context, ExecutionStats* stats = nullptr) const;
+
+  /// The logical, optimized and physical plans.
+  std::string Explain(const DataContext& context = {}) const;
+  /// One line, e.g. "ReadParquet -> MapBatches(f) -> Limit[10]".
+  std::string ToString() const;
+
+  const std::shared_ptr<const LogicalOperator>& plan() const { return plan_; }
+  explicit Dataset(std::shared_ptr<const LogicalOperator> plan) : plan_(std::move(plan)) {}
+
+ private:
+  std::shared_ptr<const LogicalOperator> plan_;
+};
+
+/// \brief Registers Arrow's compute functions; call once before using the engine
+/// (idempotent and thread-safe).
+arrow::Status Initialize();
+
+}  // namespace millstream

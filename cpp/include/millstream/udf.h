@@ -1,0 +1,62 @@
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <arrow/record_batch.h>
+#include <arrow/result.h>
+#include <arrow/table.h>
+
+namespace millstream {
+
+/// \brief A user function over batches: one batch in, a table out (any number of rows).
+///
+/// `Call` may run on any engine thread. A task-pool UDF instance is shared by concurrent
+/// tasks and must be thread-safe; an actor-pool instance serves one task at a time.
+class BatchUdf {
+ public:
+  virtual ~BatchUdf() = default;
+  virtual arrow::Result<std::shared_ptr<arrow::Table>> Call(
+      const std::shared_ptr<arrow::RecordBatch>& batch) = 0;
+};
+
+/// \brief Makes UDF instances: once for a task pool, once per actor for an actor pool
+/// (that is where expensive setup, such as loading a model, belongs).
+using BatchUdfFactory = std::function<arrow::Result<std::shared_ptr<BatchUdf>>()>;
+
+/// \brief Where a map runs.
+struct ComputeStrategy {
+  enum class Kind { kTasks, kActors };
+  Kind kind = Kind::kTasks;
+  /// Tasks: the most tasks in flight (0: no cap). Actors: the pool's size bounds.
+  int min_size = 0;
+  int max_size = 0;
+  /// Tasks an actor queues at once (it runs them one at a time).
+  int max_tasks_in_flight_per_actor = 1;
+
+  static ComputeStrategy Tasks(int concurrency = 0) {
+    return {Kind::kTasks, 0, concurrency, 1};
+  }
+  static ComputeStrategy Actors(int min_size, int max_size) {
+    return {Kind::kActors, min_size, max_size, 1};
+  }
+  bool operator==(const ComputeStrategy&) const = default;
+};
+
+/// \brief Options of a map over batches (`map_batches` in Python).
+struct MapBatchesOptions {
+  /// Rows per UDF call; unset: whole blocks. Small blocks are bundled to reach it.
+  std::optional<int64_t> batch_size;
+  /// The operator's name in plans and stats, e.g. "MapBatches(normalize)".
+  std::string name = "MapBatches";
+  /// True when the UDF returns exactly one row per input row, in order (lets a limit
+  /// move ahead of it).
+  bool row_preserving = false;
+  ComputeStrategy compute;
+  double num_cpus = 1;
+  double num_gpus = 0;
+};
+
+}  // namespace millstream

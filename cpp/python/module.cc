@@ -1,0 +1,269 @@
+// The Python extension module `millstream._core`: the only place C++ meets Python.
+// The Python package (python/millstream) builds its Ray-Data-style API on these types.
+
+#include <chrono>
+#include <mutex>
+#include <set>
+
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <arrow/api.h>
+#include <arrow/compute/expression.h>
+
+#include "millstream/millstream.h"
+#include "py_interop.h"
+
+namespace py = pybind11;
+using namespace millstream;
+using millstream::python::CheckStatus;
+using millstream::python::ValueOrRaise;
+
+namespace {
+
+DataContext ContextFromDict(const py::dict& d) {
+  DataContext ctx;
+  auto get_int = [&](const char* key, int64_t* out) {
+    if (d.contains(key) && !d[key].is_none()) *out = d[key].cast<int64_t>();
+  };
+  auto get_opt = [&](const char* key, auto* out) {
+    using T = typename std::remove_reference_t<decltype(*out)>::value_type;
+    if (d.contains(key) && !d[key].is_none()) *out = d[key].cast<T>();
+  };
+  get_int("target_max_block_size", &ctx.target_max_block_size);
+  get_int("target_min_block_size", &ctx.target_min_block_size);
+  get_int("read_op_min_num_blocks", &ctx.read_op_min_num_blocks);
+  get_int("consumer_prefetch_blocks", &ctx.consumer_prefetch_blocks);
+  auto& limits = ctx.execution_options.resource_limits;
+  auto& exclude = ctx.execution_options.exclude_resources;
+  get_opt("cpu", &limits.cpu);
+  get_opt("gpu", &limits.gpu);
+  get_opt("object_store_memory", &limits.object_store_memory);
+  get_opt("exclude_cpu", &exclude.cpu);
+  get_opt("exclude_gpu", &exclude.gpu);
+  get_opt("exclude_object_store_memory", &exclude.object_store_memory);
+  if (d.contains("preserve_order")) ctx.execution_options.preserve_order = d["preserve_order"].cast<bool>();
+  if (d.contains("op_resource_reservation_enabled"))
+    ctx.op_resource_reservation_enabled = d["op_resource_reservation_enabled"].cast<bool>();
+  if (d.contains("op_resource_reservation_ratio"))
+    ctx.op_resource_reservation_ratio = d["op_resource_reservation_ratio"].cast<double>();
+  return ctx;
+}
+
+arrow::compute::Expression ExpressionFromBytes(const py::bytes& data) {
+  auto buffer = arrow::Buffer::FromString(std::string(data));
+  return ValueOrRaise(arrow::compute::Deserialize(buffer));
+}
+
+py::list StatsToPython(const ExecutionStats& stats) {
+  py::list ops;
+  for (const auto& op : stats.operators) {
+    py::dict d;
+    d["name"] = op.name;
+    d["tasks"] = op.tasks;
+    d["blocks_in"] = op.blocks_in;
+    d["rows_in"] = op.rows_in;
+    d["bytes_in"] = op.bytes_in;
+    d["blocks_out"] = op.blocks_out;
+    d["rows_out"] = op.rows_out;
+    d["bytes_out"] = op.bytes_out;
+    d["task_wall_s"] = op.task_wall_s;
+    d["backpressure_s"] = op.backpressure_s;
+    d["peak_bytes"] = op.peak_bytes;
+    ops.append(d);
+  }
+  return ops;
+}
+
+/// Every execution the module started and has not yet destroyed: cancelled at interpreter
+/// exit so no worker thread calls into a finalizing interpreter.
+std::mutex g_live_mutex;
+std::set<BatchIterator*> g_live;
+
+/// A running execution seen from Python: batches out, Ctrl-C in.
+class PyBatchIterator {
+ public:
+  explicit PyBatchIterator(std::unique_ptr<BatchIterator> it) : it_(std::move(it)) {
+    std::lock_guard<std::mutex> lock(g_live_mutex);
+    g_live.insert(it_.get());
+  }
+  ~PyBatchIterator() { Close(); }
+
+  /// The next batch as a pyarrow.RecordBatch, or None at the end. Waits with the GIL
+  /// released, checking for signals (Ctrl-C cancels the execution and raises).
+  py::object Next() {
+    if (!it_) return py::none();
+    while (true) {
+      bool timed_out = false;
+      arrow::Result<Block> next;
+      {
+        py::gil_scoped_release release;
+        next = it_->NextFor(std::chrono::milliseconds(100), &timed_out);
+      }
+      if (!next.ok()) {
+        CheckStatus(next.status());
+      }
+      if (timed_out) {
+        if (PyErr_CheckSignals() != 0) {
+          Cancel();
+          throw py::error_already_set();
+        }
+        continue;
+      }
+      if (!*next) return py::none();
+      return python::BatchToPyArrow(*next);
+    }
+  }
+
+  /// Runs to the end, counting rows without handing batches to Python.
+  int64_t Drain() {
+    int64_t rows = 0;
+    while (it_) {
+      bool timed_out = false;
+      arrow::Result<Block> next;
+      {
+        py::gil_scoped_release release;
+        next = it_->NextFor(std::chrono::milliseconds(100), &timed_out);
+      }
+      if (!next.ok()) CheckStatus(next.status());
+      if (timed_out) {
+        if (PyErr_CheckSignals() != 0) {
+          Cancel();
+          throw py::error_already_set();
+        }
+        continue;
+      }
+      if (!*next) break;
+      rows += (*next)->num_rows();
+    }
+    return rows;
+  }
+
+  void Cancel() {
+    if (it_) it_->stream().Cancel();
+  }
+
+  void Close() {
+    if (!it_) return;
+    {
+      std::lock_guard<std::mutex> lock(g_live_mutex);
+      g_live.erase(it_.get());
+    }
+    // Joining the execution waits for tasks that may need the GIL.
+    py::gil_scoped_release release;
+    it_.reset();
+  }
+
+  py::tuple Stats() const {
+    if (!it_) return py::make_tuple("", py::list());
+    auto stats = it_->stream().stats();
+    py::dict totals;
+    totals["wall_s"] = stats.wall_s;
+    totals["peak_bytes"] = stats.peak_bytes;
+    totals["memory_limit"] = stats.memory_limit;
+    totals["finished"] = stats.finished;
+    return py::make_tuple(stats.ToString(), StatsToPython(stats), totals);
+  }
+
+  int64_t AccountedBytes() const { return it_ ? it_->stream().accounted_bytes() : 0; }
+
+ private:
+  std::unique_ptr<BatchIterator> it_;
+};
+
+void CancelAllExecutions() {
+  std::lock_guard<std::mutex> lock(g_live_mutex);
+  for (auto* it : g_live) it->stream().Cancel();
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "millstream's C++ engine";
+  CheckStatus(millstream::Initialize());
+
+  m.def("cancel_all_executions", &CancelAllExecutions,
+        "Cancel every running execution (called at interpreter exit).");
+
+  py::class_<PyBatchIterator>(m, "BatchIterator")
+      .def("next", &PyBatchIterator::Next)
+      .def("drain", &PyBatchIterator::Drain)
+      .def("cancel", &PyBatchIterator::Cancel)
+      .def("close", &PyBatchIterator::Close)
+      .def("stats", &PyBatchIterator::Stats)
+      .def("accounted_bytes", &PyBatchIterator::AccountedBytes);
+
+  py::class_<Dataset>(m, "Dataset")
+      .def_static("range", [](int64_t n, std::optional<int64_t> blocks) {
+        return ValueOrRaise(Dataset::Range(n, blocks));
+      })
+      .def_static("from_arrow", [](py::object table, std::optional<int64_t> blocks) {
+        auto t = ValueOrRaise(python::TableFromPython(table));
+        return ValueOrRaise(Dataset::FromArrow(std::move(t), blocks));
+      })
+      .def_static("read_parquet", [](std::vector<std::string> paths, std::vector<std::string> columns,
+                                     std::optional<py::bytes> filter, std::optional<int64_t> blocks) {
+        ReadParquetOptions options;
+        options.columns = std::move(columns);
+        if (filter) options.filter = ExpressionFromBytes(*filter);
+        options.override_num_blocks = blocks;
+        arrow::Result<Dataset> result;
+        {
+          py::gil_scoped_release release;
+          result = Dataset::ReadParquet(std::move(paths), std::move(options));
+        }
+        return ValueOrRaise(std::move(result));
+      })
+      .def("map_batches", [](const Dataset& self, py::object fn, bool is_class, std::string name,
+                             std::optional<int64_t> batch_size, bool row_preserving,
+                             bool actors, int min_size, int max_size, double num_cpus,
+                             double num_gpus) {
+        MapBatchesOptions options;
+        options.batch_size = batch_size;
+        options.name = name;
+        options.row_preserving = row_preserving;
+        options.compute = actors ? ComputeStrategy::Actors(min_size, max_size)
+                                 : ComputeStrategy::Tasks(max_size);
+        options.num_cpus = num_cpus;
+        options.num_gpus = num_gpus;
+        return self.MapBatches(python::MakePythonUdfFactory(std::move(fn), is_class, name), options);
+      })
+      .def("filter_expr", [](const Dataset& self, py::bytes expr) {
+        return self.Filter(ExpressionFromBytes(expr));
+      })
+      .def("select_columns", [](const Dataset& self, std::vector<std::string> cols) {
+        return ValueOrRaise(self.SelectColumns(std::move(cols)));
+      })
+      .def("drop_columns", [](const Dataset& self, std::vector<std::string> cols) {
+        return ValueOrRaise(self.DropColumns(std::move(cols)));
+      })
+      .def("rename_columns", [](const Dataset& self, std::map<std::string, std::string> renames) {
+        return ValueOrRaise(self.RenameColumns(std::move(renames)));
+      })
+      .def("limit", &Dataset::Limit)
+      .def("with_write", [](const Dataset& self, const std::string& dir, const std::string& fmt) {
+        FileFormat format = fmt == "parquet" ? FileFormat::kParquet
+                            : fmt == "csv"   ? FileFormat::kCsv
+                                             : FileFormat::kJson;
+        return self.WithWrite(dir, format);
+      })
+      .def("execute", [](const Dataset& self, py::dict ctx, std::optional<int64_t> batch_size,
+                         bool drop_last) {
+        auto context = ContextFromDict(ctx);
+        arrow::Result<std::unique_ptr<BlockStream>> stream;
+        {
+          py::gil_scoped_release release;
+          stream = self.Execute(context);
+        }
+        auto it = std::make_unique<BatchIterator>(ValueOrRaise(std::move(stream)), batch_size, drop_last);
+        return std::make_unique<PyBatchIterator>(std::move(it));
+      })
+      .def("count_from_metadata", &Dataset::CountFromMetadata)
+      .def("known_schema", [](const Dataset& self) -> py::object {
+        auto schema = self.KnownSchema();
+        if (!schema) return py::none();
+        return python::SchemaToPyArrow(schema);
+      })
+      .def("explain", [](const Dataset& self, py::dict ctx) { return self.Explain(ContextFromDict(ctx)); })
+      .def("__str__", &Dataset::ToString);
+}

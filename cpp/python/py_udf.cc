@@ -1,0 +1,196 @@
+#include <arrow/c/abi.h>
+#include <arrow/c/bridge.h>
+#include <arrow/api.h>
+
+#include "py_interop.h"
+
+namespace millstream::python {
+
+namespace {
+
+/// Holds a Python object from C++ code that may drop it on any thread.
+class PyRef {
+ public:
+  explicit PyRef(py::object obj) : obj_(std::move(obj)) {}
+  ~PyRef() {
+    if (!Py_IsInitialized() || _Py_IsFinalizing()) {
+      obj_.release();  // the interpreter is gone: nothing to release it to
+      return;
+    }
+    py::gil_scoped_acquire gil;
+    obj_ = py::object();
+  }
+  const py::object& get() const { return obj_; }
+
+ private:
+  py::object obj_;
+};
+
+/// A status detail carrying the Python exception a UDF raised.
+class PyErrorDetail : public arrow::StatusDetail {
+ public:
+  explicit PyErrorDetail(py::object exception) : exception_(std::move(exception)) {}
+  const char* type_id() const override { return "millstream::python::PyErrorDetail"; }
+  std::string ToString() const override { return "Python exception"; }
+  const py::object& exception() const { return exception_.get(); }
+
+ private:
+  PyRef exception_;
+};
+
+void DeleteSchemaCapsule(PyObject* capsule) {
+  auto* schema = static_cast<ArrowSchema*>(PyCapsule_GetPointer(capsule, "arrow_schema"));
+  if (schema->release) schema->release(schema);
+  delete schema;
+}
+
+void DeleteArrayCapsule(PyObject* capsule) {
+  auto* array = static_cast<ArrowArray*>(PyCapsule_GetPointer(capsule, "arrow_array"));
+  if (array->release) array->release(array);
+  delete array;
+}
+
+py::object PyArrowAttr(const char* cls, const char* attr) {
+  return py::module_::import("pyarrow").attr(cls).attr(attr);
+}
+
+class PythonUdf : public BatchUdf {
+ public:
+  PythonUdf(py::object fn, std::string name) : fn_(std::move(fn)), name_(std::move(name)) {}
+
+  arrow::Result<std::shared_ptr<arrow::Table>> Call(
+      const std::shared_ptr<arrow::RecordBatch>& batch) override {
+    py::gil_scoped_acquire gil;
+    try {
+      py::object result = fn_.get()(BatchToPyArrow(batch));
+      return TableFromPython(result);
+    } catch (py::error_already_set& error) {
+      py::object exception = error.value();
+      if (!error.trace().is_none() && py::hasattr(exception, "__traceback__") &&
+          exception.attr("__traceback__").is_none()) {
+        exception.attr("__traceback__") = error.trace();
+      }
+      if (py::hasattr(exception, "add_note")) {
+        exception.attr("add_note")("(raised in millstream operator " + name_ + ")");
+      }
+      std::string message = py::str(exception);
+      std::string type = py::str(exception.get_type().attr("__name__"));
+      return arrow::Status(arrow::StatusCode::ExecutionError, type + ": " + message,
+                           std::make_shared<PyErrorDetail>(exception));
+    }
+  }
+
+ private:
+  PyRef fn_;
+  std::string name_;
+};
+
+}  // namespace
+
+py::object BatchToPyArrow(const std::shared_ptr<arrow::RecordBatch>& batch) {
+  auto* c_schema = new ArrowSchema();
+  auto* c_array = new ArrowArray();
+  auto status = arrow::ExportRecordBatch(*batch, c_array, c_schema);
+  if (!status.ok()) {
+    delete c_schema;
+    delete c_array;
+    RaiseStatus(status);
+  }
+  py::capsule schema_capsule(c_schema, "arrow_schema", &DeleteSchemaCapsule);
+  py::capsule array_capsule(c_array, "arrow_array", &DeleteArrayCapsule);
+  static py::object import_batch = PyArrowAttr("RecordBatch", "_import_from_c_capsule");
+  return import_batch(schema_capsule, array_capsule);
+}
+
+py::object SchemaToPyArrow(const std::shared_ptr<arrow::Schema>& schema) {
+  auto* c_schema = new ArrowSchema();
+  CheckStatus(arrow::ExportSchema(*schema, c_schema));
+  py::capsule capsule(c_schema, "arrow_schema", &DeleteSchemaCapsule);
+  static py::object import_schema = PyArrowAttr("Schema", "_import_from_c_capsule");
+  return import_schema(capsule);
+}
+
+arrow::Result<std::shared_ptr<arrow::Table>> TableFromPython(const py::handle& obj) {
+  if (py::hasattr(obj, "__arrow_c_array__") && !py::hasattr(obj, "num_chunks") &&
+      py::hasattr(obj, "num_columns")) {
+    // A single batch: import it directly.
+    py::tuple capsules = obj.attr("__arrow_c_array__")();
+    auto* c_schema = static_cast<ArrowSchema*>(
+        PyCapsule_GetPointer(capsules[0].ptr(), "arrow_schema"));
+    auto* c_array = static_cast<ArrowArray*>(PyCapsule_GetPointer(capsules[1].ptr(), "arrow_array"));
+    ARROW_ASSIGN_OR_RAISE(auto batch, arrow::ImportRecordBatch(c_array, c_schema));
+    return arrow::Table::FromRecordBatches({batch});
+  }
+  if (!py::hasattr(obj, "__arrow_c_stream__")) {
+    return arrow::Status::TypeError("expected Arrow data (a pyarrow Table or RecordBatch), got ",
+                                    std::string(py::str(obj.get_type().attr("__name__"))));
+  }
+  py::object capsule = obj.attr("__arrow_c_stream__")();
+  auto* c_stream = static_cast<ArrowArrayStream*>(
+      PyCapsule_GetPointer(capsule.ptr(), "arrow_array_stream"));
+  ARROW_ASSIGN_OR_RAISE(auto reader, arrow::ImportRecordBatchReader(c_stream));
+  return reader->ToTable();
+}
+
+BatchUdfFactory MakePythonUdfFactory(py::object fn, bool is_class, std::string name) {
+  auto callable = std::make_shared<PyRef>(std::move(fn));
+  if (!is_class) {
+    auto udf = std::make_shared<PythonUdf>(callable->get(), name);
+    return [udf]() -> arrow::Result<std::shared_ptr<BatchUdf>> { return udf; };
+  }
+  return [callable, name]() -> arrow::Result<std::shared_ptr<BatchUdf>> {
+    py::gil_scoped_acquire gil;
+    try {
+      py::object instance = callable->get()();
+      return std::make_shared<PythonUdf>(std::move(instance), name);
+    } catch (py::error_already_set& error) {
+      py::object exception = error.value();
+      if (py::hasattr(exception, "add_note")) {
+        exception.attr("add_note")("(raised constructing the actor of millstream operator " +
+                                   name + ")");
+      }
+      std::string message = py::str(exception);
+      return arrow::Status(arrow::StatusCode::ExecutionError, message,
+                           std::make_shared<PyErrorDetail>(exception));
+    }
+  };
+}
+
+[[noreturn]] void RaiseStatus(const arrow::Status& status) {
+  if (auto detail = std::dynamic_pointer_cast<PyErrorDetail>(status.detail())) {
+    py::object exception = detail->exception();
+    py::object traceback = py::getattr(exception, "__traceback__", py::none());
+    PyErr_Restore(py::type::of(exception).inc_ref().ptr(), exception.inc_ref().ptr(),
+                  traceback.is_none() ? nullptr : traceback.inc_ref().ptr());
+    throw py::error_already_set();
+  }
+  std::string message = status.message();
+  switch (status.code()) {
+    case arrow::StatusCode::KeyError:
+      throw py::key_error(message);
+    case arrow::StatusCode::Invalid:
+      throw py::value_error(message);
+    case arrow::StatusCode::TypeError:
+      throw py::type_error(message);
+    case arrow::StatusCode::IndexError:
+      throw py::index_error(message);
+    case arrow::StatusCode::NotImplemented:
+      PyErr_SetString(PyExc_NotImplementedError, message.c_str());
+      throw py::error_already_set();
+    case arrow::StatusCode::IOError:
+      if (message.find("no such file") != std::string::npos ||
+          message.find("no files match") != std::string::npos) {
+        PyErr_SetString(PyExc_FileNotFoundError, message.c_str());
+      } else {
+        PyErr_SetString(PyExc_OSError, message.c_str());
+      }
+      throw py::error_already_set();
+    case arrow::StatusCode::OutOfMemory:
+      PyErr_SetString(PyExc_MemoryError, message.c_str());
+      throw py::error_already_set();
+    default:
+      throw std::runtime_error(message);
+  }
+}
+
+}  // namespace millstream::python

@@ -1,0 +1,373 @@
+#include "millstream/dataset.h"
+
+#include <iomanip>
+#include <random>
+#include <sstream>
+
+#include <arrow/api.h>
+#include <arrow/filesystem/api.h>
+
+#include "exec/streaming_executor.h"
+#include "exec/transforms.h"
+#include "io/sources.h"
+#include "optimizer/optimizer.h"
+
+namespace millstream {
+
+namespace {
+
+using Kind = LogicalOperator::Kind;
+
+/// The schema the plan produces, when no step with an unknown output (a UDF) is in the way.
+std::shared_ptr<arrow::Schema> StaticSchema(const PlanPtr& plan) {
+  std::shared_ptr<arrow::Schema> schema;
+  for (const auto& op : PlanChain(plan)) {
+    if (op->source) schema = op->source->schema();
+    if (!schema) return nullptr;
+    for (const auto& transform : op->transforms) {
+      if (auto project = dynamic_cast<const ProjectTransform*>(transform.get())) {
+        auto projected = project->Apply(*schema);
+        if (!projected.ok()) return nullptr;
+        schema = *projected;
+      } else if (transform->name().rfind("Filter(", 0) != 0) {
+        return nullptr;
+      }
+    }
+  }
+  return schema;
+}
+
+std::string RandomId() {
+  std::random_device device;
+  std::mt19937_64 rng(device());
+  std::ostringstream out;
+  out << std::hex << std::setw(16) << std::setfill('0') << rng();
+  return out.str().substr(0, 12);
+}
+
+std::string FormatBytes(int64_t bytes) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(1);
+  if (bytes >= (1LL << 30)) out << bytes / double(1LL << 30) << " GiB";
+  else if (bytes >= (1LL << 20)) out << bytes / double(1LL << 20) << " MiB";
+  else if (bytes >= (1LL << 10)) out << bytes / double(1LL << 10) << " KiB";
+  else out << bytes << " B";
+  return out.str();
+}
+
+}  // namespace
+
+// ---- BlockStream / BatchIterator ------------------------------------------------------
+
+BlockStream::BlockStream(std::unique_ptr<Execution> execution) : execution_(std::move(execution)) {}
+BlockStream::~BlockStream() = default;
+
+arrow::Result<Block> BlockStream::Next() {
+  return execution_->Next(std::chrono::milliseconds(-1), nullptr);
+}
+arrow::Result<Block> BlockStream::NextFor(std::chrono::milliseconds timeout, bool* timed_out) {
+  return execution_->Next(timeout, timed_out);
+}
+void BlockStream::Cancel() { execution_->Cancel(); }
+ExecutionStats BlockStream::stats() const { return execution_->stats(); }
+int64_t BlockStream::accounted_bytes() const { return execution_->accounted_bytes(); }
+
+BatchIterator::BatchIterator(std::unique_ptr<BlockStream> stream,
+                             std::optional<int64_t> batch_size, bool drop_last)
+    : stream_(std::move(stream)), batch_size_(batch_size), drop_last_(drop_last) {}
+
+arrow::Result<Block> BatchIterator::Next() {
+  bool timed_out = false;
+  return NextFor(std::chrono::milliseconds(-1), &timed_out);
+}
+
+arrow::Result<Block> BatchIterator::NextFor(std::chrono::milliseconds timeout, bool* timed_out) {
+  *timed_out = false;
+  while (true) {
+    if (!batch_size_) {
+      if (exhausted_) return nullptr;
+      ARROW_ASSIGN_OR_RAISE(auto block, stream_->NextFor(timeout, timed_out));
+      if (*timed_out) return nullptr;
+      if (!block) {
+        exhausted_ = true;
+        return nullptr;
+      }
+      if (block->num_rows() == 0) continue;
+      return block;
+    }
+    if (pending_rows_ >= *batch_size_ || (exhausted_ && pending_rows_ > 0)) {
+      // Cut one batch from the front of the pending blocks.
+      int64_t want = std::min(*batch_size_, pending_rows_);
+      if (exhausted_ && want < *batch_size_ && drop_last_) {
+        pending_.clear();
+        pending_rows_ = 0;
+        return nullptr;
+      }
+      std::vector<Block> parts;
+      int64_t have = 0;
+      while (have < want) {
+        Block& front = pending_.front();
+        int64_t take = std::min(want - have, front->num_rows());
+        parts.push_back(front->Slice(0, take));
+        have += take;
+        if (take == front->num_rows()) {
+          pending_.erase(pending_.begin());
+        } else {
+          front = front->Slice(take);
+        }
+      }
+      pending_rows_ -= want;
+      if (parts.size() == 1) return parts[0];
+      return arrow::ConcatenateRecordBatches(parts);
+    }
+    if (exhausted_) return nullptr;
+    ARROW_ASSIGN_OR_RAISE(auto block, stream_->NextFor(timeout, timed_out));
+    if (*timed_out) return nullptr;
+    if (!block) {
+      exhausted_ = true;
+      continue;
+    }
+    if (block->num_rows() == 0) continue;
+    pending_rows_ += block->num_rows();
+    pending_.push_back(std::move(block));
+  }
+}
+
+// ---- Stats ------------------------------------------------------------------------------
+
+std::string ExecutionStats::ToString() const {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(3);
+  for (size_t i = 0; i < operators.size(); ++i) {
+    const auto& op = operators[i];
+    out << "Operator " << i << " " << op.name << ": " << op.tasks << " tasks, "
+        << op.blocks_out << " blocks produced\n"
+        << "* Rows in: " << op.rows_in << ", rows out: " << op.rows_out << "\n"
+        << "* Bytes in: " << FormatBytes(op.bytes_in) << ", bytes out: " << FormatBytes(op.bytes_out)
+        << "\n"
+        << "* Task wall time (sum): " << op.task_wall_s << " s\n"
+        << "* Held back by backpressure: " << op.backpressure_s << " s\n"
+        << "* Peak memory held: " << FormatBytes(op.peak_bytes) << "\n\n";
+  }
+  out << "Dataset: " << (finished ? "finished" : "running") << " in " << wall_s << " s, peak "
+      << FormatBytes(peak_bytes) << " of blocks held (limit " << FormatBytes(memory_limit) << ")\n";
+  return out.str();
+}
+
+// ---- Dataset ----------------------------------------------------------------------------
+
+arrow::Result<Dataset> Dataset::Range(int64_t n, std::optional<int64_t> override_num_blocks) {
+  if (n < 0) return arrow::Status::Invalid("range: n must be >= 0, got ", n);
+  if (override_num_blocks && *override_num_blocks <= 0) {
+    return arrow::Status::Invalid("override_num_blocks must be positive, got ", *override_num_blocks);
+  }
+  return Dataset(LogicalOperator::MakeRead(MakeRangeSource(n), override_num_blocks.value_or(200)));
+}
+
+arrow::Result<Dataset> Dataset::FromArrow(std::shared_ptr<arrow::Table> table,
+                                          std::optional<int64_t> override_num_blocks) {
+  if (override_num_blocks && *override_num_blocks <= 0) {
+    return arrow::Status::Invalid("override_num_blocks must be positive, got ", *override_num_blocks);
+  }
+  std::vector<Block> blocks;
+  arrow::TableBatchReader reader(*table);
+  std::shared_ptr<arrow::RecordBatch> batch;
+  while (true) {
+    ARROW_RETURN_NOT_OK(reader.ReadNext(&batch));
+    if (!batch) break;
+    blocks.push_back(batch);
+  }
+  if (blocks.empty()) {
+    ARROW_ASSIGN_OR_RAISE(auto empty, arrow::RecordBatch::MakeEmpty(table->schema()));
+    blocks.push_back(std::move(empty));
+  }
+  return Dataset(LogicalOperator::MakeRead(
+      MakeBlocksSource(std::move(blocks), table->schema(), "FromArrow"), override_num_blocks));
+}
+
+arrow::Result<Dataset> Dataset::ReadParquet(std::vector<std::string> paths,
+                                            ReadParquetOptions options) {
+  if (options.override_num_blocks && *options.override_num_blocks <= 0) {
+    return arrow::Status::Invalid("override_num_blocks must be positive, got ",
+                                  *options.override_num_blocks);
+  }
+  ARROW_ASSIGN_OR_RAISE(auto source, MakeParquetSource(paths, options));
+  return Dataset(LogicalOperator::MakeRead(std::move(source), options.override_num_blocks));
+}
+
+Dataset Dataset::MapBatches(BatchUdfFactory udf, MapBatchesOptions options) const {
+  auto transform = MakeUdfTransform(std::move(udf), options);
+  return Dataset(LogicalOperator::MakeMap(plan_, std::move(transform), options.compute,
+                                          options.num_cpus, options.num_gpus,
+                                          options.batch_size.value_or(0)));
+}
+
+Dataset Dataset::Filter(arrow::compute::Expression predicate) const {
+  return Dataset(LogicalOperator::MakeMap(plan_, MakeFilterTransform(std::move(predicate))));
+}
+
+arrow::Result<Dataset> Dataset::SelectColumns(std::vector<std::string> columns) const {
+  auto project = std::make_shared<ProjectTransform>(std::move(columns),
+                                                    std::map<std::string, std::string>{});
+  if (auto schema = StaticSchema(plan_)) ARROW_RETURN_NOT_OK(project->Apply(*schema).status());
+  return Dataset(LogicalOperator::MakeMap(plan_, std::move(project)));
+}
+
+arrow::Result<Dataset> Dataset::DropColumns(std::vector<std::string> columns) const {
+  auto schema = StaticSchema(plan_);
+  if (!schema) {
+    return arrow::Status::NotImplemented(
+        "drop_columns needs the schema; it is unknown after a UDF until execution");
+  }
+  std::vector<std::string> keep;
+  for (const auto& column : columns) {
+    if (schema->GetFieldIndex(column) < 0) {
+      return arrow::Status::KeyError("drop_columns: column '", column, "' not found; the columns are: ",
+                                     schema->ToString());
+    }
+  }
+  for (const auto& name : schema->field_names()) {
+    if (std::find(columns.begin(), columns.end(), name) == columns.end()) keep.push_back(name);
+  }
+  return SelectColumns(std::move(keep));
+}
+
+arrow::Result<Dataset> Dataset::RenameColumns(std::map<std::string, std::string> renames) const {
+  auto project = std::make_shared<ProjectTransform>(std::nullopt, std::move(renames));
+  if (auto schema = StaticSchema(plan_)) ARROW_RETURN_NOT_OK(project->Apply(*schema).status());
+  return Dataset(LogicalOperator::MakeMap(plan_, std::move(project)));
+}
+
+Dataset Dataset::Limit(int64_t n) const {
+  return Dataset(LogicalOperator::MakeLimit(plan_, std::max<int64_t>(0, n)));
+}
+
+arrow::Result<std::unique_ptr<BlockStream>> Dataset::Execute(const DataContext& context) const {
+  ARROW_RETURN_NOT_OK(Initialize());
+  ARROW_ASSIGN_OR_RAISE(auto optimized, Optimize(plan_));
+  ARROW_ASSIGN_OR_RAISE(auto physical, PlanPhysical(optimized, context));
+  ARROW_ASSIGN_OR_RAISE(auto execution, Execution::Start(std::move(physical), context));
+  return std::unique_ptr<BlockStream>(new BlockStream(std::move(execution)));
+}
+
+arrow::Result<std::shared_ptr<arrow::Table>> Dataset::ToTable(const DataContext& context) const {
+  ARROW_ASSIGN_OR_RAISE(auto stream, Execute(context));
+  std::vector<Block> blocks;
+  while (true) {
+    ARROW_ASSIGN_OR_RAISE(auto block, stream->Next());
+    if (!block) break;
+    blocks.push_back(std::move(block));
+  }
+  if (blocks.empty()) {
+    ARROW_ASSIGN_OR_RAISE(auto schema, Schema(context));
+    if (!schema) schema = arrow::schema({});
+    return arrow::Table::MakeEmpty(schema);
+  }
+  return arrow::Table::FromRecordBatches(blocks.front()->schema(), blocks);
+}
+
+std::optional<int64_t> Dataset::CountFromMetadata() const {
+  auto chain = PlanChain(plan_);
+  std::optional<int64_t> rows = chain.front()->source->num_rows();
+  for (size_t i = 1; rows && i < chain.size(); ++i) {
+    if (chain[i]->kind == Kind::kLimit) {
+      rows = std::min(*rows, chain[i]->limit);
+    } else if (!chain[i]->RowPreserving()) {
+      rows.reset();
+    }
+  }
+  return rows;
+}
+
+std::shared_ptr<arrow::Schema> Dataset::KnownSchema() const { return StaticSchema(plan_); }
+
+arrow::Result<int64_t> Dataset::Count(const DataContext& context) const {
+  if (auto rows = CountFromMetadata()) return *rows;
+  ARROW_ASSIGN_OR_RAISE(auto stream, Execute(context));
+  int64_t count = 0;
+  while (true) {
+    ARROW_ASSIGN_OR_RAISE(auto block, stream->Next());
+    if (!block) break;
+    count += block->num_rows();
+  }
+  return count;
+}
+
+arrow::Result<std::shared_ptr<arrow::Schema>> Dataset::Schema(const DataContext& context) const {
+  if (auto schema = StaticSchema(plan_)) return schema;
+  ARROW_ASSIGN_OR_RAISE(auto stream, Limit(1).Execute(context));
+  std::shared_ptr<arrow::Schema> schema;
+  while (true) {
+    ARROW_ASSIGN_OR_RAISE(auto block, stream->Next());
+    if (!block) break;
+    if (!schema) schema = block->schema();
+  }
+  return schema;
+}
+
+arrow::Result<Dataset> Dataset::Materialize(const DataContext& context,
+                                            ExecutionStats* stats) const {
+  ARROW_ASSIGN_OR_RAISE(auto stream, Execute(context));
+  std::vector<Block> blocks;
+  while (true) {
+    ARROW_ASSIGN_OR_RAISE(auto block, stream->Next());
+    if (!block) break;
+    blocks.push_back(std::move(block));
+  }
+  if (stats) *stats = stream->stats();
+  std::shared_ptr<arrow::Schema> schema;
+  if (!blocks.empty()) {
+    schema = blocks.front()->schema();
+  } else {
+    schema = StaticSchema(plan_);
+    if (!schema) schema = arrow::schema({});
+    ARROW_ASSIGN_OR_RAISE(auto empty, arrow::RecordBatch::MakeEmpty(schema));
+    blocks.push_back(std::move(empty));
+  }
+  return Dataset(LogicalOperator::MakeRead(MakeBlocksSource(std::move(blocks), schema, "InputData"),
+                                           std::nullopt));
+}
+
+Dataset Dataset::WithWrite(const std::string& directory, FileFormat format) const {
+  return Dataset(LogicalOperator::MakeMap(plan_, MakeWriteTransform(directory, format, RandomId())));
+}
+
+arrow::Status Dataset::Write(const std::string& directory, FileFormat format,
+                             const DataContext& context, ExecutionStats* stats) const {
+  std::string local;
+  ARROW_ASSIGN_OR_RAISE(auto fs, arrow::fs::FileSystemFromUriOrPath(directory, &local));
+  if (!dynamic_cast<arrow::fs::LocalFileSystem*>(fs.get())) {
+    return arrow::Status::NotImplemented("writing to '", directory, "': only local paths are supported");
+  }
+  ARROW_ASSIGN_OR_RAISE(auto info, fs->GetFileInfo(local));
+  if (info.IsFile()) {
+    return arrow::Status::IOError("cannot write into '", directory, "': it is a file, not a directory");
+  }
+  ARROW_RETURN_NOT_OK(fs->CreateDir(local, /*recursive=*/true));
+  ARROW_ASSIGN_OR_RAISE(auto stream, WithWrite(local, format).Execute(context));
+  while (true) {
+    ARROW_ASSIGN_OR_RAISE(auto block, stream->Next());
+    if (!block) break;
+  }
+  if (stats) *stats = stream->stats();
+  return arrow::Status::OK();
+}
+
+std::string Dataset::Explain(const DataContext& context) const {
+  std::string out = "-------- Logical Plan --------\n" + FormatPlan(plan_);
+  auto optimized = Optimize(plan_);
+  if (!optimized.ok()) return out + "(optimizer failed: " + optimized.status().ToString() + ")\n";
+  out += "-------- Logical Plan (Optimized) --------\n" + FormatPlan(*optimized);
+  auto physical = PlanPhysical(*optimized, context);
+  out += "-------- Physical Plan --------\n";
+  out += physical.ok() ? physical->ToString() : physical.status().ToString() + "\n";
+  return out;
+}
+
+std::string Dataset::ToString() const {
+  std::string out;
+  for (const auto& op : PlanChain(plan_)) out += (out.empty() ? "" : " -> ") + op->Name();
+  return out;
+}
+
+}  // namespace millstream

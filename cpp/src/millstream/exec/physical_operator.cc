@@ -1,0 +1,55 @@
+#include "exec/physical_operator.h"
+
+namespace millstream {
+
+RefBundle RefBundle::Of(Block block) {
+  RefBundle bundle;
+  bundle.rows = block->num_rows();
+  bundle.bytes = BlockBytes(*block);
+  bundle.blocks.push_back(std::move(block));
+  return bundle;
+}
+
+std::string PhysicalOperator::Describe() const {
+  if (kind == Kind::kLimit) return "LimitOperator[" + name + "]";
+  if (compute.kind == ComputeStrategy::Kind::kActors) {
+    return "ActorPoolMapOperator[" + name + "] (actors " + std::to_string(compute.min_size) +
+           ".." + std::to_string(compute.max_size) + ")";
+  }
+  return "TaskPoolMapOperator[" + name + "]";
+}
+
+bool PhysicalOperator::HasBundleReady() const {
+  if (input_queue.empty()) return false;
+  if (input_queue.front().read_task) return true;
+  return inputs_done || min_rows_per_bundle <= 0 || input_rows >= min_rows_per_bundle;
+}
+
+RefBundle PhysicalOperator::TakeBundle() {
+  RefBundle bundle = std::move(input_queue.front());
+  input_queue.pop_front();
+  // Small blocks are bundled until the task has a whole batch to work on.
+  while (!bundle.read_task && bundle.rows < min_rows_per_bundle && !input_queue.empty() &&
+         !input_queue.front().read_task) {
+    auto& next = input_queue.front();
+    bundle.blocks.insert(bundle.blocks.end(), next.blocks.begin(), next.blocks.end());
+    bundle.rows += next.rows;
+    bundle.bytes += next.bytes;
+    input_queue.pop_front();
+  }
+  input_rows -= bundle.rows;
+  input_bytes -= bundle.bytes;
+  return bundle;
+}
+
+bool PhysicalOperator::Completed() const {
+  return inputs_done && input_queue.empty() && running.empty();
+}
+
+int64_t PhysicalOperator::TaskBytes() const {
+  int64_t bytes = 0;
+  for (const auto& [id, task] : running) bytes += task.input_bytes + task.produced_bytes;
+  return bytes;
+}
+
+}  // namespace millstream

@@ -1,0 +1,83 @@
+#pragma once
+
+#include <atomic>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "exec/transform.h"
+#include "millstream/dataset.h"
+#include "plan/logical_operator.h"
+
+namespace millstream {
+
+/// \brief The unit that flows into an operator: blocks, or a read task that makes them.
+struct RefBundle {
+  std::vector<Block> blocks;
+  std::shared_ptr<ReadTask> read_task;
+  int64_t rows = 0;
+  int64_t bytes = 0;
+  static RefBundle Of(Block block);
+};
+
+/// \brief A task in flight and what it has produced so far.
+struct RunningTask {
+  int64_t input_bytes = 0;
+  int64_t estimated_output_bytes = 0;
+  std::deque<Block> produced;  // held back until earlier tasks finish (preserve_order)
+  int64_t produced_bytes = 0;
+  bool done = false;
+  int actor = -1;
+};
+
+/// \brief One physical operator's runtime state, owned and touched only by the
+/// executor under its lock. Two kinds:
+/// - map: runs `transforms` (after an optional read) as tasks, on a task pool or actors;
+/// - limit: slices blocks inline until `limit` rows passed, then stops its upstream.
+struct PhysicalOperator {
+  enum class Kind { kMap, kLimit };
+  Kind kind = Kind::kMap;
+  std::string name;
+  std::vector<std::shared_ptr<const Transform>> transforms;
+  ComputeStrategy compute;
+  double num_cpus = 1;
+  double num_gpus = 0;
+  int64_t min_rows_per_bundle = 0;
+  int64_t limit = 0;
+
+  // Inputs.
+  std::deque<RefBundle> input_queue;
+  int64_t input_rows = 0;
+  int64_t input_bytes = 0;
+  bool inputs_done = false;
+  // Tasks.
+  int64_t next_task_index = 0;
+  int active_tasks = 0;  // launched and not done
+  std::map<int64_t, RunningTask> running;
+  std::vector<std::unique_ptr<ActorState>> actors;
+  std::vector<bool> actor_busy;
+  // Outputs waiting for the next operator (or the consumer, for the last one).
+  std::deque<Block> output_queue;
+  int64_t output_bytes = 0;
+  // Limit.
+  int64_t rows_passed = 0;
+  // Set when a downstream limit is satisfied or the execution stops: no more launches.
+  std::shared_ptr<std::atomic<bool>> stopped = std::make_shared<std::atomic<bool>>(false);
+  // Average output bytes of finished tasks (for the budget's estimate of the next one).
+  int64_t finished_tasks = 0;
+  int64_t finished_output_bytes = 0;
+  double backpressure_since = -1;
+
+  OperatorStats stats;
+
+  /// "TaskPoolMapOperator[ReadParquet->MapBatches(f)]", "LimitOperator[10]"...
+  std::string Describe() const;
+  bool HasBundleReady() const;
+  RefBundle TakeBundle();
+  bool Completed() const;
+  int64_t TaskBytes() const;
+};
+
+}  // namespace millstream

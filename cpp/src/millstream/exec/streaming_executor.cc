@@ -1,0 +1,483 @@
+#include "exec/streaming_executor.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "exec/block_shaper.h"
+
+namespace millstream {
+
+namespace {
+
+bool IsCancellation(const arrow::Status& status) {
+  return status.code() == arrow::StatusCode::Cancelled;
+}
+
+}  // namespace
+
+std::string PhysicalPlan::ToString() const {
+  std::string out = "Input[" + std::to_string(read_tasks.size()) + " read tasks]";
+  for (const auto& op : operators) out += " -> " + op->Describe();
+  return out + "\n";
+}
+
+arrow::Result<PhysicalPlan> PlanPhysical(const PlanPtr& optimized, const DataContext& context) {
+  PhysicalPlan plan;
+  auto limits = ResolveLimits(context);
+  for (const auto& logical : PlanChain(optimized)) {
+    auto op = std::make_unique<PhysicalOperator>();
+    using Kind = LogicalOperator::Kind;
+    if (logical->kind == Kind::kLimit) {
+      op->kind = PhysicalOperator::Kind::kLimit;
+      op->limit = logical->limit;
+      op->name = std::to_string(logical->limit);
+    } else {
+      op->kind = PhysicalOperator::Kind::kMap;
+      op->name = logical->Name();
+      op->transforms = logical->transforms;
+      op->compute = logical->compute;
+      op->num_cpus = logical->num_cpus;
+      op->num_gpus = logical->num_gpus;
+      op->min_rows_per_bundle = logical->min_rows_per_bundle;
+      if (op->num_cpus > limits.cpu) {
+        return arrow::Status::Invalid(op->name, " asks for num_cpus=", op->num_cpus,
+                                      " per task but the CPU limit is ", limits.cpu,
+                                      "; lower num_cpus or raise resource_limits.cpu");
+      }
+      if (op->num_gpus > limits.gpu) {
+        return arrow::Status::Invalid(op->name, " asks for num_gpus=", op->num_gpus,
+                                      " per task but ", limits.gpu,
+                                      " GPUs are available; set resource_limits.gpu if the "
+                                      "machine has GPUs, or drop num_gpus");
+      }
+      if (logical->source) {
+        if (!plan.operators.empty()) {
+          return arrow::Status::Invalid("a read must be the first operator of a plan");
+        }
+        int64_t parallelism = logical->override_num_blocks.value_or(0);
+        ARROW_ASSIGN_OR_RAISE(plan.read_tasks, logical->source->GetReadTasks(
+                                                   parallelism, context.target_max_block_size));
+      }
+    }
+    op->stats.name = op->Describe();
+    plan.operators.push_back(std::move(op));
+  }
+  if (plan.operators.empty() || plan.operators.front()->kind != PhysicalOperator::Kind::kMap) {
+    return arrow::Status::Invalid("a plan must start with a read");
+  }
+  return plan;
+}
+
+Execution::Execution(PhysicalPlan plan, const DataContext& context)
+    : context_(context), limits_(ResolveLimits(context)), plan_(std::move(plan)),
+      ops_(plan_.operators), start_(std::chrono::steady_clock::now()) {}
+
+arrow::Result<std::unique_ptr<Execution>> Execution::Start(PhysicalPlan plan,
+                                                           const DataContext& context) {
+  std::unique_ptr<Execution> execution(new Execution(std::move(plan), context));
+  auto& first = *execution->ops_.front();
+  for (auto& task : execution->plan_.read_tasks) {
+    RefBundle bundle;
+    bundle.read_task = task;
+    bundle.rows = task->estimated_rows();
+    first.input_queue.push_back(std::move(bundle));
+  }
+  first.inputs_done = true;
+  int threads = std::max(1, static_cast<int>(std::ceil(execution->limits_.cpu)));
+  execution->pool_ = std::make_unique<ThreadPool>(threads);
+  execution->scheduler_ = std::thread([e = execution.get()] { e->SchedulingLoop(); });
+  return execution;
+}
+
+Execution::~Execution() {
+  Cancel();
+  if (scheduler_.joinable()) scheduler_.join();
+  pool_.reset();
+}
+
+double Execution::Now() const {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+}
+
+void Execution::Cancel() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!cancelled_) {
+      cancelled_ = true;
+      for (auto& op : ops_) *op->stopped = true;
+    }
+  }
+  scheduler_wake_.notify_all();
+  consumer_wake_.notify_all();
+}
+
+void Execution::Fail(arrow::Status status) {
+  if (error_.ok()) error_ = std::move(status);
+  cancelled_ = true;
+  for (auto& op : ops_) *op->stopped = true;
+  consumer_wake_.notify_all();
+}
+
+void Execution::Post(Event event) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    events_.push_back(std::move(event));
+  }
+  scheduler_wake_.notify_one();
+}
+
+arrow::Result<Block> Execution::Next(std::chrono::milliseconds timeout, bool* timed_out) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  auto& last = *ops_.back();
+  auto ready = [&] {
+    return !error_.ok() || !last.output_queue.empty() || finished_ || cancelled_;
+  };
+  if (timed_out) *timed_out = false;
+  if (timeout.count() < 0) {
+    consumer_wake_.wait(lock, ready);
+  } else if (!consumer_wake_.wait_for(lock, timeout, ready)) {
+    if (timed_out) *timed_out = true;
+    return nullptr;
+  }
+  if (!error_.ok()) return error_;
+  if (!last.output_queue.empty()) {
+    Block block = std::move(last.output_queue.front());
+    last.output_queue.pop_front();
+    last.output_bytes -= BlockBytes(*block);
+    lock.unlock();
+    scheduler_wake_.notify_one();
+    return block;
+  }
+  if (cancelled_ && !finished_) return arrow::Status::Cancelled("the execution was cancelled");
+  consumer_took_end_ = true;
+  return nullptr;
+}
+
+void Execution::SchedulingLoop() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  while (true) {
+    auto events = std::move(events_);
+    events_.clear();
+    for (auto& event : events) ProcessEvent(std::move(event));
+    for (size_t i = 0; i < ops_.size(); ++i) Forward(i);
+    // Completion flows downstream.
+    for (size_t i = 0; i + 1 < ops_.size(); ++i) {
+      if (ops_[i]->Completed() && ops_[i]->output_queue.empty()) ops_[i + 1]->inputs_done = true;
+    }
+    if (!cancelled_) {
+      if (!TryLaunch(false) && running_tasks_ == 0 && ops_.back()->output_queue.empty()) {
+        TryLaunch(true);  // liveness: nothing runs and the consumer waits
+      }
+    }
+    UpdatePeaks();
+    bool done = ops_.back()->Completed();
+    if (done && !finished_) {
+      finished_ = true;
+      end_s_ = Now();
+      consumer_wake_.notify_all();
+    }
+    if ((finished_ || cancelled_) && running_tasks_ == 0 && events_.empty()) {
+      if (end_s_ < 0) end_s_ = Now();
+      consumer_wake_.notify_all();
+      return;
+    }
+    scheduler_wake_.wait(lock);
+  }
+}
+
+void Execution::ProcessEvent(Event event) {
+  auto& op = *ops_[event.op];
+  auto it = op.running.find(event.task);
+  if (it == op.running.end()) return;
+  auto& task = it->second;
+  if (!event.done) {
+    if (*op.stopped) return;  // a satisfied limit or a failure: drop late output
+    int64_t bytes = BlockBytes(*event.block);
+    op.stats.blocks_out += 1;
+    op.stats.rows_out += event.block->num_rows();
+    op.stats.bytes_out += bytes;
+    task.produced_bytes += bytes;
+    task.produced.push_back(std::move(event.block));
+  } else {
+    task.done = true;
+    op.active_tasks -= 1;
+    running_tasks_ -= 1;
+    cpus_in_use_ -= op.num_cpus;
+    gpus_in_use_ -= op.num_gpus;
+    if (task.actor >= 0) op.actor_busy[task.actor] = false;
+    op.stats.task_wall_s += event.wall_s;
+    op.finished_tasks += 1;
+    op.finished_output_bytes += task.produced_bytes;
+    if (!event.status.ok() && !(IsCancellation(event.status) && (*op.stopped || cancelled_))) {
+      Fail(event.status.WithMessage(op.name, ": ", event.status.message()));
+    }
+  }
+  // Release outputs: all at once, or in task order under preserve_order.
+  bool ordered = context_.execution_options.preserve_order;
+  for (auto t = ordered ? op.running.begin() : it; t != op.running.end();) {
+    auto& running = t->second;
+    while (!running.produced.empty()) {
+      Block block = std::move(running.produced.front());
+      running.produced.pop_front();
+      int64_t bytes = BlockBytes(*block);
+      running.produced_bytes -= bytes;
+      running.input_bytes = 0;  // the input is consumed once output flows
+      op.output_bytes += bytes;
+      op.output_queue.push_back(std::move(block));
+    }
+    if (running.done) {
+      t = op.running.erase(t);
+      if (!ordered) break;
+      continue;
+    }
+    break;
+  }
+  if (*op.stopped) {
+    op.output_queue.clear();
+    op.output_bytes = 0;
+  }
+}
+
+void Execution::PushOutput(size_t i, Block block) {
+  auto& op = *ops_[i];
+  op.output_bytes += BlockBytes(*block);
+  op.output_queue.push_back(std::move(block));
+}
+
+void Execution::Forward(size_t i) {
+  if (i + 1 >= ops_.size()) return;
+  auto& op = *ops_[i];
+  auto& next = *ops_[i + 1];
+  while (!op.output_queue.empty()) {
+    Block block = std::move(op.output_queue.front());
+    op.output_queue.pop_front();
+    int64_t bytes = BlockBytes(*block);
+    op.output_bytes -= bytes;
+    if (*next.stopped) continue;
+    next.stats.blocks_in += 1;
+    next.stats.rows_in += block->num_rows();
+    next.stats.bytes_in += bytes;
+    if (next.kind == PhysicalOperator::Kind::kLimit) {
+      int64_t remaining = next.limit - next.rows_passed;
+      if (remaining <= 0) continue;
+      if (block->num_rows() > remaining) block = block->Slice(0, remaining);
+      next.rows_passed += block->num_rows();
+      next.stats.blocks_out += 1;
+      next.stats.rows_out += block->num_rows();
+      next.stats.bytes_out += BlockBytes(*block);
+      PushOutput(i + 1, std::move(block));
+      if (next.rows_passed >= next.limit) {
+        StopUpstream(i + 1);
+        next.inputs_done = true;
+      }
+      continue;
+    }
+    next.input_rows += block->num_rows();
+    next.input_bytes += bytes;
+    next.input_queue.push_back(RefBundle::Of(std::move(block)));
+  }
+}
+
+void Execution::StopUpstream(size_t limit_op) {
+  for (size_t j = 0; j < limit_op; ++j) {
+    auto& op = *ops_[j];
+    *op.stopped = true;
+    op.input_queue.clear();
+    op.input_rows = op.input_bytes = 0;
+    op.inputs_done = true;
+    op.output_queue.clear();
+    op.output_bytes = 0;
+    for (auto& [id, task] : op.running) {
+      task.produced.clear();
+      task.produced_bytes = 0;
+    }
+  }
+}
+
+int64_t Execution::OperatorUsage(size_t i) const {
+  const auto& op = *ops_[i];
+  int64_t bytes = op.TaskBytes() + op.output_bytes;
+  if (i + 1 < ops_.size()) bytes += ops_[i + 1]->input_bytes;
+  return bytes;
+}
+
+int64_t Execution::TotalUsage() const {
+  int64_t total = 0;
+  for (size_t i = 0; i < ops_.size(); ++i) total += OperatorUsage(i);
+  return total;
+}
+
+int64_t Execution::EstimateTaskOutput(size_t i) const {
+  const auto& op = *ops_[i];
+  if (op.finished_tasks > 0 && op.finished_output_bytes > 0) {
+    return op.finished_output_bytes / op.finished_tasks;
+  }
+  if (op.input_queue.empty()) return 0;
+  const auto& front = op.input_queue.front();
+  if (front.read_task) return front.read_task->estimated_bytes();
+  return std::max<int64_t>(front.bytes, op.min_rows_per_bundle > 0 && front.rows > 0
+                                            ? front.bytes * op.min_rows_per_bundle / front.rows
+                                            : 0);
+}
+
+bool Execution::CanLaunch(size_t i, bool force) {
+  auto& op = *ops_[i];
+  if (op.kind != PhysicalOperator::Kind::kMap || *op.stopped || !op.HasBundleReady()) return false;
+  if (cpus_in_use_ + op.num_cpus > limits_.cpu + 1e-9 && running_tasks_ > 0) return false;
+  if (gpus_in_use_ + op.num_gpus > limits_.gpu + 1e-9) return false;
+  if (op.compute.kind == ComputeStrategy::Kind::kTasks) {
+    if (op.compute.max_size > 0 && op.active_tasks >= op.compute.max_size) return false;
+  } else {
+    bool free_actor = std::find(op.actor_busy.begin(), op.actor_busy.end(), false) != op.actor_busy.end();
+    if (!free_actor && static_cast<int>(op.actors.size()) >= op.compute.max_size) return false;
+  }
+  if (force) return true;
+  // The memory budget: this operator's reservation plus what is free of the shared part.
+  const int64_t limit = limits_.memory;
+  int64_t estimate = EstimateTaskOutput(i);
+  int64_t total = TotalUsage();
+  if (total + estimate > limit) return false;
+  if (!context_.op_resource_reservation_enabled) return true;
+  double ratio = std::clamp(context_.op_resource_reservation_ratio, 0.0, 1.0);
+  int64_t map_ops = 0;
+  for (const auto& o : ops_) map_ops += o->kind == PhysicalOperator::Kind::kMap;
+  int64_t reserved = static_cast<int64_t>(limit * ratio / std::max<int64_t>(1, map_ops));
+  int64_t shared = static_cast<int64_t>(limit * (1 - ratio));
+  int64_t shared_used_by_others = 0;
+  for (size_t j = 0; j < ops_.size(); ++j) {
+    if (j == i || ops_[j]->kind != PhysicalOperator::Kind::kMap) continue;
+    shared_used_by_others += std::max<int64_t>(0, OperatorUsage(j) - reserved);
+  }
+  int64_t mine = OperatorUsage(i) + estimate;
+  return std::max<int64_t>(0, mine - reserved) <= shared - shared_used_by_others;
+}
+
+bool Execution::TryLaunch(bool force) {
+  bool launched_any = false;
+  bool launched = true;
+  while (launched && !cancelled_) {
+    launched = false;
+    for (size_t k = ops_.size(); k-- > 0;) {
+      auto& op = *ops_[k];
+      bool ready = op.kind == PhysicalOperator::Kind::kMap && !*op.stopped && op.HasBundleReady();
+      if (CanLaunch(k, force)) {
+        if (op.backpressure_since >= 0) {
+          op.stats.backpressure_s += Now() - op.backpressure_since;
+          op.backpressure_since = -1;
+        }
+        Launch(k);
+        launched = launched_any = true;
+        if (force) return true;
+        break;
+      }
+      if (ready && op.backpressure_since < 0 && !force) op.backpressure_since = Now();
+    }
+  }
+  return launched_any;
+}
+
+void Execution::Launch(size_t i) {
+  auto& op = *ops_[i];
+  RefBundle bundle = op.TakeBundle();
+  int64_t task_index = op.next_task_index++;
+  RunningTask task;
+  task.input_bytes = bundle.bytes;
+  ActorState* actor = nullptr;
+  if (op.compute.kind == ComputeStrategy::Kind::kActors) {
+    auto free_actor = std::find(op.actor_busy.begin(), op.actor_busy.end(), false);
+    if (free_actor == op.actor_busy.end()) {
+      op.actors.push_back(std::make_unique<ActorState>());
+      op.actor_busy.push_back(false);
+      free_actor = op.actor_busy.end() - 1;
+    }
+    task.actor = static_cast<int>(free_actor - op.actor_busy.begin());
+    op.actor_busy[task.actor] = true;
+    actor = op.actors[task.actor].get();
+  }
+  op.running.emplace(task_index, std::move(task));
+  op.active_tasks += 1;
+  running_tasks_ += 1;
+  cpus_in_use_ += op.num_cpus;
+  gpus_in_use_ += op.num_gpus;
+  op.stats.tasks += 1;
+  if (i == 0) {
+    op.stats.rows_in += bundle.rows;
+    op.stats.blocks_in += static_cast<int64_t>(bundle.blocks.size());
+  }
+  pool_->Submit([this, i, task_index, bundle = std::move(bundle), actor,
+                 stopped = op.stopped]() mutable {
+    RunTask(i, task_index, std::move(bundle), actor, std::move(stopped));
+  });
+}
+
+void Execution::RunTask(size_t i, int64_t task_index, RefBundle bundle, ActorState* actor,
+                        std::shared_ptr<std::atomic<bool>> stopped) {
+  auto started = std::chrono::steady_clock::now();
+  const auto& transforms = ops_[i]->transforms;
+  auto post = [&](Block block) {
+    Post(Event{i, task_index, std::move(block)});
+    return arrow::Status::OK();
+  };
+  auto run = [&]() -> arrow::Status {
+    TaskContext task{task_index, actor, &cancelled_};
+    std::vector<std::unique_ptr<TransformState>> states;
+    for (const auto& transform : transforms) {
+      ARROW_ASSIGN_OR_RAISE(auto state, transform->MakeState(task));
+      states.push_back(std::move(state));
+    }
+    BlockShaper shaper(context_.target_min_block_size, context_.target_max_block_size);
+    const size_t n = states.size();
+    std::vector<Emit> emits(n + 1);
+    emits[n] = [&](Block block) { return shaper.Push(std::move(block), post); };
+    for (size_t k = n; k-- > 0;) {
+      emits[k] = [&, k](Block block) -> arrow::Status {
+        if (cancelled_ || *stopped) return arrow::Status::Cancelled("stopped");
+        return states[k]->Push(std::move(block), emits[k + 1]);
+      };
+    }
+    if (bundle.read_task) {
+      ARROW_RETURN_NOT_OK(bundle.read_task->Run(emits[0]));
+    } else {
+      for (auto& block : bundle.blocks) ARROW_RETURN_NOT_OK(emits[0](std::move(block)));
+    }
+    for (size_t k = 0; k < n; ++k) ARROW_RETURN_NOT_OK(states[k]->Finish(emits[k + 1]));
+    return shaper.Finish(post);
+  };
+  arrow::Status status;
+  try {
+    status = run();
+  } catch (const std::exception& e) {
+    status = arrow::Status::UnknownError("unexpected exception: ", e.what());
+  }
+  double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  Event done{i, task_index, nullptr, true, std::move(status), wall};
+  Post(std::move(done));
+}
+
+void Execution::UpdatePeaks() {
+  int64_t total = 0;
+  for (size_t i = 0; i < ops_.size(); ++i) {
+    int64_t usage = OperatorUsage(i);
+    ops_[i]->stats.peak_bytes = std::max(ops_[i]->stats.peak_bytes, usage);
+    total += usage;
+  }
+  peak_bytes_ = std::max(peak_bytes_, total);
+}
+
+ExecutionStats Execution::stats() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ExecutionStats stats;
+  for (const auto& op : ops_) stats.operators.push_back(op->stats);
+  stats.wall_s = end_s_ >= 0 ? end_s_ : Now();
+  stats.peak_bytes = peak_bytes_;
+  stats.memory_limit = limits_.memory;
+  stats.finished = finished_;
+  return stats;
+}
+
+int64_t Execution::accounted_bytes() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return TotalUsage();
+}
+
+}  // namespace millstream

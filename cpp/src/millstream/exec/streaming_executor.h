@@ -1,0 +1,103 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "exec/physical_operator.h"
+#include "millstream/context.h"
+#include "millstream/dataset.h"
+#include "runtime/thread_pool.h"
+
+namespace millstream {
+
+/// \brief The physical plan: operators from source to sink; the first reads `read_tasks`.
+struct PhysicalPlan {
+  std::vector<std::unique_ptr<PhysicalOperator>> operators;
+  std::vector<std::shared_ptr<ReadTask>> read_tasks;
+  std::string ToString() const;
+};
+
+/// Turns an optimized logical plan into operators, and asks the source for its read tasks.
+arrow::Result<PhysicalPlan> PlanPhysical(const PlanPtr& optimized, const DataContext& context);
+
+/// \brief One run of a physical plan: the StreamingExecutor.
+///
+/// A scheduling thread owns the operators. Each turn it moves finished work into the
+/// queues, then launches tasks (most downstream first) while the resource budget allows,
+/// and sleeps until a task produces something or the consumer takes a block. Every live
+/// block is accounted to the operator holding it; an operator may launch a task when its
+/// reserved share plus the free shared part of the memory limit covers the task's expected
+/// output. When nothing runs and the consumer has nothing to take, one task may launch
+/// past the budget, so the pipeline never deadlocks. Tasks run on a thread pool sized to
+/// the CPU limit. Thread-safe: one consumer calls Next while tasks report from the pool.
+class Execution {
+ public:
+  static arrow::Result<std::unique_ptr<Execution>> Start(PhysicalPlan plan,
+                                                         const DataContext& context);
+  ~Execution();
+
+  /// The next output block; nullptr at the end. `timeout` < 0 waits without limit.
+  arrow::Result<Block> Next(std::chrono::milliseconds timeout, bool* timed_out);
+  void Cancel();
+  ExecutionStats stats() const;
+  int64_t accounted_bytes() const;
+
+ private:
+  Execution(PhysicalPlan plan, const DataContext& context);
+  struct Event {
+    size_t op;
+    int64_t task;
+    Block block;
+    bool done = false;
+    arrow::Status status;
+    double wall_s = 0;
+  };
+
+  void SchedulingLoop();
+  void ProcessEvent(Event event);
+  void Forward(size_t op);
+  void PushOutput(size_t op, Block block);
+  void StopUpstream(size_t op);
+  bool TryLaunch(bool force);
+  bool CanLaunch(size_t op, bool force);
+  void Launch(size_t op);
+  void RunTask(size_t op, int64_t task_index, RefBundle bundle, ActorState* actor,
+               std::shared_ptr<std::atomic<bool>> stopped);
+  void Post(Event event);
+  int64_t OperatorUsage(size_t op) const;
+  int64_t TotalUsage() const;
+  int64_t EstimateTaskOutput(size_t op) const;
+  void UpdatePeaks();
+  double Now() const;
+  void Fail(arrow::Status status);
+
+  DataContext context_;
+  EffectiveLimits limits_;
+  PhysicalPlan plan_;
+  std::vector<std::unique_ptr<PhysicalOperator>>& ops_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable scheduler_wake_;
+  std::condition_variable consumer_wake_;
+  std::vector<Event> events_;
+  double cpus_in_use_ = 0;
+  double gpus_in_use_ = 0;
+  int64_t running_tasks_ = 0;
+  bool finished_ = false;  // the last operator completed: no more output
+  bool consumer_took_end_ = false;
+  arrow::Status error_;
+  std::atomic<bool> cancelled_{false};
+  int64_t peak_bytes_ = 0;
+  std::chrono::steady_clock::time_point start_;
+  double end_s_ = -1;
+
+  std::unique_ptr<ThreadPool> pool_;
+  std::thread scheduler_;
+};
+
+}  // namespace millstream

@@ -1,0 +1,54 @@
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <string>
+
+#include <arrow/result.h>
+#include <arrow/status.h>
+
+#include "io/datasource.h"
+#include "millstream/block.h"
+
+namespace millstream {
+
+/// \brief The per-actor state of an actor-pool map: one UDF instance per transform that
+/// asks for it, built on the actor's first task. Touched by one task at a time.
+struct ActorState {
+  std::map<const void*, std::shared_ptr<void>> instances;
+};
+
+/// \brief What a task knows about itself while its transforms run.
+struct TaskContext {
+  int64_t task_index = 0;
+  /// Set when the task runs on an actor.
+  ActorState* actor = nullptr;
+  /// Set when the execution is cancelled; transforms stop at the next block.
+  const std::atomic<bool>* cancelled = nullptr;
+};
+
+/// \brief The running state of one transform inside one task (buffers, open files).
+class TransformState {
+ public:
+  virtual ~TransformState() = default;
+  /// Consumes one block, emitting any number of output blocks.
+  virtual arrow::Status Push(Block block, const Emit& emit) = 0;
+  /// The task's input is over: emit what is buffered, close what is open.
+  virtual arrow::Status Finish(const Emit& emit) { return arrow::Status::OK(); }
+};
+
+/// \brief One step of a map operator (a UDF, a predicate, a projection, a write).
+/// Immutable after planning; fused steps run one after another inside one task.
+class Transform {
+ public:
+  virtual ~Transform() = default;
+  /// The name shown in plans and stats, e.g. "MapBatches(f)".
+  virtual std::string name() const = 0;
+  virtual arrow::Result<std::unique_ptr<TransformState>> MakeState(
+      const TaskContext& task) const = 0;
+  /// One output row per input row, in order: a limit may move ahead of it.
+  virtual bool row_preserving() const { return false; }
+};
+
+}  // namespace millstream

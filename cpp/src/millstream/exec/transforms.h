@@ -1,0 +1,52 @@
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <arrow/compute/expression.h>
+
+#include "exec/transform.h"
+#include "millstream/dataset.h"
+#include "millstream/udf.h"
+
+namespace millstream {
+
+/// A user function over batches of `options.batch_size` rows (whole blocks if unset).
+std::shared_ptr<const Transform> MakeUdfTransform(BatchUdfFactory factory,
+                                                  const MapBatchesOptions& options);
+
+/// Keeps rows where `predicate` is true; the expression is bound to each block's schema.
+std::shared_ptr<const Transform> MakeFilterTransform(arrow::compute::Expression predicate);
+
+/// \brief Selects columns (all if `select` is unset), then renames some of them.
+class ProjectTransform : public Transform {
+ public:
+  ProjectTransform(std::optional<std::vector<std::string>> select,
+                   std::map<std::string, std::string> renames);
+  std::string name() const override;
+  bool row_preserving() const override { return true; }
+  arrow::Result<std::unique_ptr<TransformState>> MakeState(const TaskContext&) const override;
+  /// Applies the projection to one block or schema.
+  arrow::Result<Block> Apply(const Block& block) const;
+  arrow::Result<std::shared_ptr<arrow::Schema>> Apply(const arrow::Schema& schema) const;
+
+  const std::optional<std::vector<std::string>>& select() const { return select_; }
+  const std::map<std::string, std::string>& renames() const { return renames_; }
+
+ private:
+  std::optional<std::vector<std::string>> select_;
+  std::map<std::string, std::string> renames_;
+};
+
+/// Writes every block it gets into one file per task under `directory`, committed by a
+/// rename when the task finishes. Emits nothing.
+std::shared_ptr<const Transform> MakeWriteTransform(std::string directory, FileFormat format,
+                                                    std::string write_id);
+
+/// The file name extension of a format, e.g. "parquet".
+std::string FormatExtension(FileFormat format);
+
+}  // namespace millstream

@@ -1,0 +1,121 @@
+#include <arrow/api.h>
+
+#include "exec/transforms.h"
+
+namespace millstream {
+namespace {
+
+class UdfTransform;
+
+/// Cuts incoming blocks into batches of exactly `batch_size` rows (the task's last batch
+/// may be shorter) and calls the UDF on each.
+class UdfState : public TransformState {
+ public:
+  UdfState(std::shared_ptr<BatchUdf> udf, std::optional<int64_t> batch_size)
+      : udf_(std::move(udf)), batch_size_(batch_size) {}
+
+  arrow::Status Push(Block block, const Emit& emit) override {
+    if (!batch_size_) return Call(block, emit);
+    if (pending_.empty() && block->num_rows() == *batch_size_) return Call(block, emit);
+    int64_t offset = 0;
+    while (offset < block->num_rows()) {
+      int64_t take = std::min(*batch_size_ - pending_rows_, block->num_rows() - offset);
+      pending_.push_back(block->Slice(offset, take));
+      pending_rows_ += take;
+      offset += take;
+      if (pending_rows_ == *batch_size_) ARROW_RETURN_NOT_OK(Flush(emit));
+    }
+    return arrow::Status::OK();
+  }
+
+  arrow::Status Finish(const Emit& emit) override {
+    if (pending_rows_ > 0) return Flush(emit);
+    return arrow::Status::OK();
+  }
+
+ private:
+  arrow::Status Flush(const Emit& emit) {
+    Block batch;
+    if (pending_.size() == 1) {
+      batch = pending_[0];
+    } else {
+      ARROW_ASSIGN_OR_RAISE(batch, arrow::ConcatenateRecordBatches(pending_));
+    }
+    pending_.clear();
+    pending_rows_ = 0;
+    return Call(batch, emit);
+  }
+
+  arrow::Status Call(const Block& batch, const Emit& emit) {
+    ARROW_ASSIGN_OR_RAISE(auto table, udf_->Call(batch));
+    if (!table) return arrow::Status::Invalid("the function returned no batch");
+    arrow::TableBatchReader reader(*table);
+    reader.set_chunksize(std::numeric_limits<int64_t>::max());
+    std::shared_ptr<arrow::RecordBatch> out;
+    while (true) {
+      ARROW_RETURN_NOT_OK(reader.ReadNext(&out));
+      if (!out) break;
+      ARROW_RETURN_NOT_OK(emit(std::move(out)));
+    }
+    return arrow::Status::OK();
+  }
+
+  std::shared_ptr<BatchUdf> udf_;
+  std::optional<int64_t> batch_size_;
+  std::vector<Block> pending_;
+  int64_t pending_rows_ = 0;
+};
+
+class UdfTransform : public Transform {
+ public:
+  UdfTransform(BatchUdfFactory factory, const MapBatchesOptions& options)
+      : factory_(std::move(factory)), options_(options) {}
+
+  std::string name() const override { return options_.name; }
+  bool row_preserving() const override { return options_.row_preserving; }
+
+  arrow::Result<std::unique_ptr<TransformState>> MakeState(
+      const TaskContext& task) const override {
+    std::shared_ptr<BatchUdf> udf;
+    if (task.actor) {
+      // One instance per actor, built by the actor's first task.
+      auto& slot = task.actor->instances[this];
+      if (!slot) {
+        ARROW_ASSIGN_OR_RAISE(auto made, MakeInstance());
+        slot = made;
+      }
+      udf = std::static_pointer_cast<BatchUdf>(slot);
+    } else {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!shared_) {
+        ARROW_ASSIGN_OR_RAISE(shared_, MakeInstance());
+      }
+      udf = shared_;
+    }
+    return std::make_unique<UdfState>(std::move(udf), options_.batch_size);
+  }
+
+ private:
+  arrow::Result<std::shared_ptr<BatchUdf>> MakeInstance() const {
+    auto made = factory_();
+    if (!made.ok()) return made.status().WithMessage(
+        "constructing ", options_.name, " failed: ", made.status().message());
+    if (!*made) return arrow::Status::Invalid(options_.name, ": the UDF factory made nothing");
+    return made;
+  }
+
+  BatchUdfFactory factory_;
+  MapBatchesOptions options_;
+  // Task pools share one instance, made by the first task that needs it.
+  mutable std::mutex mutex_;
+  mutable std::shared_ptr<BatchUdf> shared_;
+};
+
+}  // namespace
+
+std::shared_ptr<const Transform> MakeUdfTransform(BatchUdfFactory factory,
+                                                  const MapBatchesOptions& options) {
+  return std::make_shared<UdfTransform>(std::move(factory), options);
+}
+
+}  // namespace millstream

@@ -1,0 +1,50 @@
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <arrow/result.h>
+#include <arrow/type_fwd.h>
+
+#include "millstream/block.h"
+
+namespace millstream {
+
+using Emit = std::function<arrow::Status(Block)>;
+
+/// \brief One unit of reading: a file, some row groups of a file, a range of integers.
+/// Immutable; Run may be called from any thread.
+class ReadTask {
+ public:
+  virtual ~ReadTask() = default;
+  /// Produces the task's blocks, in order, through `emit`; stops at the first error.
+  virtual arrow::Status Run(const Emit& emit) const = 0;
+  /// Expected rows and in-memory bytes (from metadata), for budgets and progress.
+  virtual int64_t estimated_rows() const = 0;
+  virtual int64_t estimated_bytes() const = 0;
+};
+
+/// \brief Where a Read operator's data comes from.
+class Datasource {
+ public:
+  virtual ~Datasource() = default;
+  /// The operator name in plans: "ReadParquet", "Range", "FromArrow".
+  virtual std::string name() const = 0;
+  /// Splits the read into tasks, aiming at `parallelism` of them (0: the source decides).
+  virtual arrow::Result<std::vector<std::shared_ptr<ReadTask>>> GetReadTasks(
+      int64_t parallelism, int64_t target_max_block_size) const = 0;
+  /// Rows the source will produce, if known without reading data.
+  virtual std::optional<int64_t> num_rows() const = 0;
+  /// The output schema, if known without reading data.
+  virtual std::shared_ptr<arrow::Schema> schema() const = 0;
+  /// A copy reading only `columns`, or nullptr if this source cannot push a projection.
+  virtual arrow::Result<std::shared_ptr<Datasource>> WithColumns(
+      const std::vector<std::string>& columns) const {
+    return nullptr;
+  }
+};
+
+}  // namespace millstream

@@ -1,0 +1,91 @@
+#include <fnmatch.h>
+
+#include <algorithm>
+
+#include <arrow/filesystem/api.h>
+
+#include "io/sources.h"
+
+namespace millstream {
+namespace {
+
+bool IsHidden(const std::string& path) {
+  auto slash = path.find_last_of('/');
+  std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  return !base.empty() && (base[0] == '.' || base[0] == '_');
+}
+
+bool HasGlob(const std::string& path) { return path.find_first_of("*?[") != std::string::npos; }
+
+}  // namespace
+
+arrow::Result<std::vector<FoundFile>> ExpandPaths(const std::vector<std::string>& paths,
+                                                  std::shared_ptr<arrow::fs::FileSystem>* fs) {
+  if (paths.empty()) return arrow::Status::Invalid("no paths given");
+  std::vector<FoundFile> files;
+  for (const auto& given : paths) {
+    std::string path;
+    auto made = arrow::fs::FileSystemFromUriOrPath(given, &path);
+    if (!made.ok()) {
+      return arrow::Status::IOError("cannot open path '", given, "': ", made.status().message());
+    }
+    if (!*fs) *fs = *made;
+    if (HasGlob(path)) {
+      // List from the deepest directory without a wildcard, then match the rest.
+      auto wildcard = path.find_first_of("*?[");
+      auto dir_end = path.rfind('/', wildcard);
+      std::string base = dir_end == std::string::npos ? "." : path.substr(0, dir_end);
+      arrow::fs::FileSelector selector;
+      selector.base_dir = base;
+      selector.recursive = true;
+      auto listed = (*made)->GetFileInfo(selector);
+      if (!listed.ok()) {
+        return arrow::Status::IOError("no such file or directory: '", given, "'");
+      }
+      size_t before = files.size();
+      for (const auto& info : *listed) {
+        if (info.IsFile() && !IsHidden(info.path()) &&
+            fnmatch(path.c_str(), info.path().c_str(), FNM_PATHNAME) == 0) {
+          files.push_back({info.path(), info.size()});
+        }
+      }
+      if (files.size() == before) {
+        return arrow::Status::IOError("no files match '", given, "'");
+      }
+      continue;
+    }
+    ARROW_ASSIGN_OR_RAISE(auto info, (*made)->GetFileInfo(path));
+    if (info.type() == arrow::fs::FileType::NotFound) {
+      return arrow::Status::IOError("no such file or directory: '", given, "'");
+    }
+    if (info.IsFile()) {
+      files.push_back({info.path(), info.size()});
+      continue;
+    }
+    arrow::fs::FileSelector selector;
+    selector.base_dir = path;
+    selector.recursive = true;
+    ARROW_ASSIGN_OR_RAISE(auto listed, (*made)->GetFileInfo(selector));
+    std::vector<FoundFile> in_dir;
+    for (const auto& entry : listed) {
+      // Skip anything under a hidden directory too (temporary and metadata files).
+      std::string relative = entry.path().substr(path.size());
+      bool hidden = false;
+      size_t start = 0;
+      while (start < relative.size()) {
+        auto end = relative.find('/', start);
+        if (end == std::string::npos) end = relative.size();
+        std::string part = relative.substr(start, end - start);
+        if (!part.empty() && (part[0] == '.' || part[0] == '_')) hidden = true;
+        start = end + 1;
+      }
+      if (entry.IsFile() && !hidden) in_dir.push_back({entry.path(), entry.size()});
+    }
+    std::sort(in_dir.begin(), in_dir.end(),
+              [](const FoundFile& a, const FoundFile& b) { return a.path < b.path; });
+    files.insert(files.end(), in_dir.begin(), in_dir.end());
+  }
+  return files;
+}
+
+}  // namespace millstream

@@ -1,0 +1,366 @@
+#include <algorithm>
+#include <set>
+
+#include <arrow/api.h>
+#include <arrow/compute/api.h>
+#include <arrow/filesystem/api.h>
+#include <parquet/arrow/reader.h>
+#include <parquet/arrow/schema.h>
+#include <parquet/file_reader.h>
+#include <parquet/statistics.h>
+
+#include "io/sources.h"
+
+namespace millstream {
+namespace {
+
+namespace cp = arrow::compute;
+
+/// One Parquet file's footer and what the read needs from it.
+struct ParquetFile {
+  std::string path;
+  std::shared_ptr<parquet::FileMetaData> metadata;
+  std::shared_ptr<arrow::Schema> schema;
+};
+
+std::string ColumnList(const arrow::Schema& schema) {
+  std::string out;
+  for (const auto& name : schema.field_names()) out += (out.empty() ? "" : ", ") + name;
+  return out;
+}
+
+/// Leaf column indices of the top-level fields `fields` (all when empty).
+std::vector<int> LeafColumns(const parquet::arrow::SchemaManifest& manifest,
+                             const std::vector<int>& fields) {
+  std::vector<int> leaves;
+  std::function<void(const parquet::arrow::SchemaField&)> visit =
+      [&](const parquet::arrow::SchemaField& field) {
+        if (field.is_leaf()) leaves.push_back(field.column_index);
+        for (const auto& child : field.children) visit(child);
+      };
+  for (int i : fields) visit(manifest.schema_fields[i]);
+  return leaves;
+}
+
+/// Whether the statistics of row group `rg` prove that no row can satisfy `bound_filter`.
+bool RowGroupExcluded(const ParquetFile& file, int rg, const cp::Expression& bound_filter) {
+  auto row_group = file.metadata->RowGroup(rg);
+  std::vector<cp::Expression> facts;
+  for (const auto& ref : cp::FieldsInExpression(bound_filter)) {
+    const std::string* name = ref.name();
+    if (!name) continue;
+    int leaf = file.metadata->schema()->ColumnIndex(*name);
+    auto field = file.schema->GetFieldByName(*name);
+    if (leaf < 0 || !field) continue;
+    auto chunk = row_group->ColumnChunk(leaf);
+    auto stats = chunk->statistics();
+    if (!stats) continue;
+    if (stats->HasNullCount() && stats->null_count() == row_group->num_rows()) {
+      facts.push_back(cp::is_null(cp::field_ref(*name)));
+      continue;
+    }
+    if (!stats->HasMinMax()) continue;
+    std::shared_ptr<arrow::Scalar> min, max;
+    if (!parquet::arrow::StatisticsAsScalars(*stats, &min, &max).ok()) continue;
+    auto min_cast = min->CastTo(field->type());
+    auto max_cast = max->CastTo(field->type());
+    if (!min_cast.ok() || !max_cast.ok()) continue;
+    auto range = cp::and_(cp::greater_equal(cp::field_ref(*name), cp::literal(*min_cast)),
+                          cp::less_equal(cp::field_ref(*name), cp::literal(*max_cast)));
+    if (stats->HasNullCount() && stats->null_count() > 0) {
+      range = cp::or_(range, cp::is_null(cp::field_ref(*name)));
+    }
+    facts.push_back(range);
+  }
+  if (facts.empty()) return false;
+  auto guarantee = cp::and_(facts).Bind(*file.schema);
+  if (!guarantee.ok()) return false;
+  auto simplified = cp::SimplifyWithGuarantee(bound_filter, *guarantee);
+  if (!simplified.ok()) return false;
+  auto literal = simplified->literal();
+  if (!literal || !literal->is_scalar()) return false;
+  const auto& scalar = *literal->scalar();
+  return !scalar.is_valid ||
+         (scalar.type->id() == arrow::Type::BOOL &&
+          !static_cast<const arrow::BooleanScalar&>(scalar).value);
+}
+
+class ParquetReadTask : public ReadTask {
+ public:
+  ParquetReadTask(std::shared_ptr<arrow::fs::FileSystem> fs, std::string path,
+                  std::vector<int> row_groups, std::vector<std::string> columns,
+                  std::optional<cp::Expression> filter, int64_t rows, int64_t bytes,
+                  int64_t batch_rows)
+      : fs_(std::move(fs)), path_(std::move(path)), row_groups_(std::move(row_groups)),
+        columns_(std::move(columns)), filter_(std::move(filter)), rows_(rows), bytes_(bytes),
+        batch_rows_(batch_rows) {}
+
+  arrow::Status Run(const Emit& emit) const override {
+    arrow::Status status;
+    try {
+      status = RunImpl(emit);
+    } catch (const std::exception& e) {
+      status = arrow::Status::IOError(e.what());
+    }
+    if (!status.ok() && status.code() != arrow::StatusCode::Cancelled &&
+        status.message().find(path_) == std::string::npos) {
+      return status.WithMessage("reading '", path_, "': ", status.message());
+    }
+    return status;
+  }
+
+  int64_t estimated_rows() const override { return rows_; }
+  int64_t estimated_bytes() const override { return bytes_; }
+
+ private:
+  arrow::Status RunImpl(const Emit& emit) const {
+    ARROW_ASSIGN_OR_RAISE(auto input, fs_->OpenInputFile(path_));
+    parquet::ArrowReaderProperties arrow_props;
+    arrow_props.set_batch_size(batch_rows_);
+    arrow_props.set_pre_buffer(true);
+    arrow_props.set_use_threads(false);
+    parquet::arrow::FileReaderBuilder builder;
+    ARROW_RETURN_NOT_OK(builder.Open(input));
+    std::unique_ptr<parquet::arrow::FileReader> reader;
+    ARROW_RETURN_NOT_OK(builder.properties(arrow_props)->Build(&reader));
+    std::shared_ptr<arrow::Schema> file_schema;
+    ARROW_RETURN_NOT_OK(reader->GetSchema(&file_schema));
+
+    // Read the projected columns plus those the filter needs.
+    std::vector<std::string> wanted = columns_.empty() ? file_schema->field_names() : columns_;
+    std::vector<std::string> to_read = wanted;
+    if (filter_) {
+      for (const auto& ref : cp::FieldsInExpression(*filter_)) {
+        if (ref.name() && std::find(to_read.begin(), to_read.end(), *ref.name()) == to_read.end()) {
+          to_read.push_back(*ref.name());
+        }
+      }
+    }
+    std::vector<int> fields;
+    for (const auto& name : to_read) {
+      int index = file_schema->GetFieldIndex(name);
+      if (index < 0) {
+        return arrow::Status::KeyError("column '", name, "' not found in '", path_,
+                                       "'; its columns are: ", ColumnList(*file_schema));
+      }
+      fields.push_back(index);
+    }
+    auto leaves = LeafColumns(reader->manifest(), fields);
+    ARROW_ASSIGN_OR_RAISE(auto batches, reader->GetRecordBatchReader(row_groups_, leaves));
+
+    cp::Expression bound;
+    std::shared_ptr<arrow::Schema> bound_schema;
+    while (true) {
+      ARROW_ASSIGN_OR_RAISE(auto batch, batches->Next());
+      if (!batch) break;
+      if (filter_) {
+        if (!bound_schema || !bound_schema->Equals(*batch->schema())) {
+          ARROW_ASSIGN_OR_RAISE(bound, filter_->Bind(*batch->schema()));
+          bound_schema = batch->schema();
+        }
+        ARROW_ASSIGN_OR_RAISE(auto mask, cp::ExecuteScalarExpression(bound, cp::ExecBatch(*batch)));
+        ARROW_ASSIGN_OR_RAISE(auto filtered, cp::Filter(batch, mask));
+        batch = filtered.record_batch();
+      }
+      if (to_read.size() != wanted.size() || !columns_.empty()) {
+        arrow::FieldVector out_fields;
+        arrow::ArrayVector out_columns;
+        for (const auto& name : wanted) {
+          int index = batch->schema()->GetFieldIndex(name);
+          out_fields.push_back(batch->schema()->field(index));
+          out_columns.push_back(batch->column(index));
+        }
+        batch = arrow::RecordBatch::Make(arrow::schema(out_fields, batch->schema()->metadata()),
+                                         batch->num_rows(), out_columns);
+      }
+      ARROW_RETURN_NOT_OK(emit(std::move(batch)));
+    }
+    return arrow::Status::OK();
+  }
+
+  std::shared_ptr<arrow::fs::FileSystem> fs_;
+  std::string path_;
+  std::vector<int> row_groups_;
+  std::vector<std::string> columns_;
+  std::optional<cp::Expression> filter_;
+  int64_t rows_, bytes_, batch_rows_;
+};
+
+class ParquetDatasource : public Datasource {
+ public:
+  ParquetDatasource(std::shared_ptr<arrow::fs::FileSystem> fs,
+                    std::shared_ptr<std::vector<ParquetFile>> files,
+                    std::shared_ptr<arrow::Schema> schema, ReadParquetOptions options)
+      : fs_(std::move(fs)), files_(std::move(files)), schema_(std::move(schema)),
+        options_(std::move(options)) {}
+
+  std::string name() const override { return "ReadParquet"; }
+
+  arrow::Result<std::vector<std::shared_ptr<ReadTask>>> GetReadTasks(
+      int64_t parallelism, int64_t target_max_block_size) const override {
+    if (options_.override_num_blocks) parallelism = *options_.override_num_blocks;
+    struct Piece {
+      const ParquetFile* file;
+      std::vector<int> row_groups;
+      int64_t rows = 0, bytes = 0;
+    };
+    std::vector<Piece> pieces;
+    for (const auto& file : *files_) {
+      std::optional<cp::Expression> bound;
+      if (options_.filter) {
+        auto bound_result = options_.filter->Bind(*file.schema);
+        if (!bound_result.ok()) {
+          return arrow::Status::Invalid("read_parquet filter ", options_.filter->ToString(),
+                                        " does not apply to '", file.path,
+                                        "': ", bound_result.status().message());
+        }
+        bound = *bound_result;
+      }
+      Piece piece{&file, {}, 0, 0};
+      for (int rg = 0; rg < file.metadata->num_row_groups(); ++rg) {
+        if (bound && RowGroupExcluded(file, rg, *bound)) continue;
+        auto row_group = file.metadata->RowGroup(rg);
+        int64_t bytes = ProjectedBytes(*row_group, file);
+        if (!piece.row_groups.empty() && piece.bytes + bytes > target_max_block_size) {
+          pieces.push_back(std::move(piece));
+          piece = Piece{&file, {}, 0, 0};
+        }
+        piece.row_groups.push_back(rg);
+        piece.rows += row_group->num_rows();
+        piece.bytes += bytes;
+      }
+      if (!piece.row_groups.empty()) pieces.push_back(std::move(piece));
+    }
+    // Split the largest pieces further (by row group) while fewer than asked for.
+    while (static_cast<int64_t>(pieces.size()) < parallelism) {
+      auto largest = std::max_element(pieces.begin(), pieces.end(), [](const Piece& a, const Piece& b) {
+        return a.row_groups.size() < b.row_groups.size();
+      });
+      if (largest == pieces.end() || largest->row_groups.size() < 2) break;
+      Piece second{largest->file, {}, 0, 0};
+      size_t half = largest->row_groups.size() / 2;
+      second.row_groups.assign(largest->row_groups.begin() + half, largest->row_groups.end());
+      largest->row_groups.resize(half);
+      for (Piece* p : {&*largest, &second}) {
+        p->rows = p->bytes = 0;
+        for (int rg : p->row_groups) {
+          p->rows += p->file->metadata->RowGroup(rg)->num_rows();
+          p->bytes += ProjectedBytes(*p->file->metadata->RowGroup(rg), *p->file);
+        }
+      }
+      pieces.insert(largest + 1, std::move(second));
+    }
+    std::vector<std::shared_ptr<ReadTask>> tasks;
+    for (const auto& piece : pieces) {
+      int64_t bytes_per_row = piece.rows ? std::max<int64_t>(1, piece.bytes / piece.rows) : 1;
+      int64_t batch_rows = std::clamp<int64_t>(target_max_block_size / bytes_per_row, 1024, 1 << 22);
+      tasks.push_back(std::make_shared<ParquetReadTask>(
+          fs_, piece.file->path, piece.row_groups, options_.columns, options_.filter, piece.rows,
+          piece.bytes, batch_rows));
+    }
+    return tasks;
+  }
+
+  std::optional<int64_t> num_rows() const override {
+    if (options_.filter) return std::nullopt;
+    int64_t rows = 0;
+    for (const auto& file : *files_) rows += file.metadata->num_rows();
+    return rows;
+  }
+
+  std::shared_ptr<arrow::Schema> schema() const override {
+    if (options_.columns.empty()) return schema_;
+    arrow::FieldVector fields;
+    for (const auto& name : options_.columns) fields.push_back(schema_->GetFieldByName(name));
+    return arrow::schema(fields, schema_->metadata());
+  }
+
+  arrow::Result<std::shared_ptr<Datasource>> WithColumns(
+      const std::vector<std::string>& columns) const override {
+    ARROW_RETURN_NOT_OK(CheckColumns(*schema(), columns, files_->front().path));
+    auto options = options_;
+    options.columns = columns;
+    return std::make_shared<ParquetDatasource>(fs_, files_, schema_, options);
+  }
+
+  static arrow::Status CheckColumns(const arrow::Schema& schema,
+                                    const std::vector<std::string>& columns,
+                                    const std::string& path) {
+    for (const auto& name : columns) {
+      if (schema.GetFieldIndex(name) < 0) {
+        return arrow::Status::KeyError("column '", name, "' not found in '", path,
+                                       "'; its columns are: ", ColumnList(schema));
+      }
+    }
+    return arrow::Status::OK();
+  }
+
+ private:
+  /// Uncompressed bytes of the row group's columns that this read decodes.
+  int64_t ProjectedBytes(const parquet::RowGroupMetaData& row_group, const ParquetFile& file) const {
+    if (options_.columns.empty()) return row_group.total_byte_size();
+    std::set<std::string> wanted(options_.columns.begin(), options_.columns.end());
+    int64_t bytes = 0;
+    for (int c = 0; c < row_group.num_columns(); ++c) {
+      auto chunk = row_group.ColumnChunk(c);
+      auto top = chunk->path_in_schema()->ToDotVector();
+      if (!top.empty() && wanted.count(top[0])) bytes += chunk->total_uncompressed_size();
+    }
+    return bytes;
+  }
+
+  std::shared_ptr<arrow::fs::FileSystem> fs_;
+  std::shared_ptr<std::vector<ParquetFile>> files_;
+  std::shared_ptr<arrow::Schema> schema_;
+  ReadParquetOptions options_;
+};
+
+arrow::Result<ParquetFile> ReadFooter(arrow::fs::FileSystem& fs, const FoundFile& found) {
+  ARROW_ASSIGN_OR_RAISE(auto input, fs.OpenInputFile(found.path));
+  auto reader = parquet::ParquetFileReader::Open(input);
+  ParquetFile file{found.path, reader->metadata(), nullptr};
+  std::unique_ptr<parquet::arrow::FileReader> arrow_reader;
+  ARROW_RETURN_NOT_OK(
+      parquet::arrow::FileReader::Make(arrow::default_memory_pool(), std::move(reader), &arrow_reader));
+  ARROW_RETURN_NOT_OK(arrow_reader->GetSchema(&file.schema));
+  return file;
+}
+
+}  // namespace
+
+arrow::Result<std::shared_ptr<Datasource>> MakeParquetSource(
+    const std::vector<std::string>& paths, const ReadParquetOptions& options) {
+  std::shared_ptr<arrow::fs::FileSystem> fs;
+  ARROW_ASSIGN_OR_RAISE(auto found, ExpandPaths(paths, &fs));
+  if (found.empty()) {
+    return arrow::Status::IOError("read_parquet: no Parquet files under '", paths.front(), "'");
+  }
+  auto files = std::make_shared<std::vector<ParquetFile>>();
+  files->reserve(found.size());
+  for (const auto& f : found) {
+    // parquet throws ParquetException on a bad footer; turn it into a Status naming the file.
+    arrow::Result<ParquetFile> file;
+    try {
+      file = ReadFooter(*fs, f);
+    } catch (const std::exception& e) {
+      file = arrow::Status::IOError(e.what());
+    }
+    if (!file.ok()) {
+      return arrow::Status::IOError("read_parquet: '", f.path, "' is not a readable Parquet file: ",
+                                    file.status().message());
+    }
+    files->push_back(std::move(*file));
+  }
+  auto schema = files->front().schema;
+  ARROW_RETURN_NOT_OK(ParquetDatasource::CheckColumns(*schema, options.columns, files->front().path));
+  if (options.filter) {
+    auto bound = options.filter->Bind(*schema);
+    if (!bound.ok()) {
+      return arrow::Status::Invalid("read_parquet filter ", options.filter->ToString(), ": ",
+                                    bound.status().message(), " (columns: ", ColumnList(*schema), ")");
+    }
+  }
+  return std::make_shared<ParquetDatasource>(fs, files, schema, options);
+}
+
+}  // namespace millstream

@@ -1,0 +1,39 @@
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <arrow/filesystem/filesystem.h>
+
+#include "io/datasource.h"
+#include "millstream/dataset.h"
+
+namespace millstream {
+
+/// Integers [0, n) in an int64 column "id".
+std::shared_ptr<Datasource> MakeRangeSource(int64_t n);
+
+/// Blocks already in memory; `name` is "FromArrow", "InputData"...
+std::shared_ptr<Datasource> MakeBlocksSource(std::vector<Block> blocks,
+                                             std::shared_ptr<arrow::Schema> schema,
+                                             std::string name);
+
+/// Parquet files; reads every file's footer now (for the schema, counts and splits).
+arrow::Result<std::shared_ptr<Datasource>> MakeParquetSource(
+    const std::vector<std::string>& paths, const ReadParquetOptions& options);
+
+/// A file found by ExpandPaths.
+struct FoundFile {
+  std::string path;
+  int64_t size = 0;
+};
+
+/// Resolves files, directories (recursively) and globs into a sorted file list on one
+/// filesystem, skipping hidden names ('.' or '_' first). A missing path or a pattern
+/// matching nothing is an IOError naming it.
+arrow::Result<std::vector<FoundFile>> ExpandPaths(const std::vector<std::string>& paths,
+                                                  std::shared_ptr<arrow::fs::FileSystem>* fs);
+
+}  // namespace millstream

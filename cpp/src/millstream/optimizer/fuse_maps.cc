@@ -1,0 +1,60 @@
+#include <algorithm>
+
+#include "optimizer/optimizer.h"
+
+namespace millstream {
+namespace {
+
+using Kind = LogicalOperator::Kind;
+
+/// Whether `next` can run inside the tasks of `prev`.
+bool CanFuse(const LogicalOperator& prev, const LogicalOperator& next) {
+  if (next.kind != Kind::kMap) return false;
+  if (prev.kind == Kind::kRead) return true;
+  if (prev.kind != Kind::kMap) return false;
+  // An actor's work is its own: nothing joins it from behind.
+  if (prev.compute.kind == ComputeStrategy::Kind::kActors) return false;
+  // A task→actor pair runs as the actor's work.
+  if (next.compute.kind == ComputeStrategy::Kind::kActors) return true;
+  return prev.compute == next.compute && prev.num_cpus == next.num_cpus &&
+         prev.num_gpus == next.num_gpus;
+}
+
+/// Merges chains of map-like operators (a read included) into one operator whose task
+/// runs every step on each block: one task per block instead of one per step.
+class FuseMapsRule : public Rule {
+ public:
+  std::string name() const override { return "FuseMaps"; }
+
+  arrow::Result<PlanPtr> Apply(PlanPtr plan) const override {
+    auto chain = CopyChain(plan);
+    std::vector<std::shared_ptr<LogicalOperator>> fused;
+    for (auto& op : chain) {
+      if (!fused.empty() && CanFuse(*fused.back(), *op)) {
+        auto& prev = fused.back();
+        if (prev->kind == Kind::kRead) {
+          prev->kind = Kind::kMap;
+          prev->compute = op->compute;
+          prev->num_cpus = op->num_cpus;
+          prev->num_gpus = op->num_gpus;
+        } else if (op->compute.kind == ComputeStrategy::Kind::kActors) {
+          prev->compute = op->compute;
+          prev->num_cpus = op->num_cpus;
+          prev->num_gpus = op->num_gpus;
+        }
+        prev->transforms.insert(prev->transforms.end(), op->transforms.begin(),
+                                op->transforms.end());
+        prev->min_rows_per_bundle = std::max(prev->min_rows_per_bundle, op->min_rows_per_bundle);
+        continue;
+      }
+      fused.push_back(op);
+    }
+    return LinkChain(fused);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Rule> MakeFuseMapsRule() { return std::make_unique<FuseMapsRule>(); }
+
+}  // namespace millstream
