@@ -370,7 +370,10 @@ bool Execution::TryLaunch(bool force) {
         if (force) return true;
         break;
       }
-      if (ready && op.backpressure_since < 0 && !force) op.backpressure_since = Now();
+      // Held back by the memory budget (not merely waiting for a free CPU slot).
+      if (ready && op.backpressure_since < 0 && !force && CanLaunch(k, /*force=*/true)) {
+        op.backpressure_since = Now();
+      }
     }
   }
   return launched_any;

@@ -1,0 +1,35 @@
+"""millstream: a streaming batch engine for ML and ETL data, with Ray Data's API.
+
+    import millstream as md
+    ds = md.read_parquet("data/").filter(expr="qty > 10").map_batches(fn)
+    ds.write_parquet("out/")
+"""
+
+import atexit as _atexit
+
+import pyarrow as _pyarrow  # noqa: F401  (loads Arrow's libraries before the engine)
+
+from millstream import _core
+from millstream.context import DataContext, ExecutionOptions, ExecutionResources
+from millstream.dataset import (
+    DataIterator,
+    Dataset,
+    MaterializedDataset,
+    Schema,
+    from_arrow,
+    from_items,
+    from_numpy,
+    from_pandas,
+    range,
+    read_parquet,
+)
+
+__version__ = "0.1.0"
+
+_atexit.register(_core.cancel_all_executions)
+
+__all__ = [
+    "DataContext", "DataIterator", "Dataset", "ExecutionOptions", "ExecutionResources",
+    "MaterializedDataset", "Schema", "from_arrow", "from_items", "from_numpy", "from_pandas",
+    "range", "read_parquet",
+]

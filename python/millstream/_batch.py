@@ -1,0 +1,119 @@
+"""Batch formats at the Python boundary: Arrow blocks to numpy / pandas / pyarrow and back."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Dict, Iterable
+
+import numpy as np
+import pyarrow as pa
+
+BATCH_FORMATS = ("default", "numpy", "pandas", "pyarrow")
+
+
+def check_batch_format(batch_format: str | None) -> str:
+    batch_format = batch_format or "default"
+    if batch_format not in BATCH_FORMATS:
+        raise ValueError(
+            f"batch_format must be one of {', '.join(repr(f) for f in BATCH_FORMATS)}, "
+            f"got {batch_format!r}"
+        )
+    return "numpy" if batch_format == "default" else batch_format
+
+
+def _column_to_numpy(column: pa.Array | pa.ChunkedArray, writable: bool) -> np.ndarray:
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if isinstance(column.type, pa.FixedShapeTensorType):
+        out = column.to_numpy_ndarray()
+    elif pa.types.is_fixed_size_list(column.type) and column.null_count == 0:
+        width = column.type.list_size
+        out = column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), width)
+    else:
+        out = column.to_numpy(zero_copy_only=False)
+    if writable and not out.flags.writeable:
+        out = out.copy()
+    return out
+
+
+def to_format(batch: pa.RecordBatch | pa.Table, batch_format: str, writable: bool = False) -> Any:
+    """`batch` in the user's format: dict of numpy arrays (zero-copy where Arrow allows),
+    a pandas DataFrame, or a pyarrow Table."""
+    if batch_format == "numpy":
+        return {name: _column_to_numpy(batch.column(i), writable) for i, name in enumerate(batch.schema.names)}
+    if batch_format == "pandas":
+        return batch.to_pandas()
+    if isinstance(batch, pa.RecordBatch):
+        return pa.Table.from_batches([batch])
+    return batch
+
+
+def _array_from_numpy(values: Any) -> pa.Array:
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        return values
+    arr = np.asarray(values)
+    if arr.ndim > 1:
+        return pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(arr))
+    return pa.array(arr)
+
+
+def from_format(result: Any, operator: str) -> pa.Table:
+    """A UDF's return value as a pyarrow Table; a clear TypeError otherwise."""
+    if isinstance(result, pa.Table):
+        return result
+    if isinstance(result, pa.RecordBatch):
+        return pa.Table.from_batches([result])
+    if isinstance(result, dict):
+        if not result:
+            return pa.table({})
+        try:
+            return pa.table({str(k): _array_from_numpy(v) for k, v in result.items()})
+        except (pa.ArrowInvalid, ValueError) as e:
+            raise ValueError(f"{operator}: the returned dict of columns is not a valid batch: {e}") from e
+    try:
+        import pandas as pd
+
+        if isinstance(result, pd.DataFrame):
+            return pa.Table.from_pandas(result, preserve_index=False)
+    except ImportError:  # pragma: no cover
+        pass
+    if hasattr(result, "__arrow_c_stream__"):
+        return pa.table(result)
+    raise TypeError(
+        f"{operator} must return a dict of numpy arrays, a pandas DataFrame or a pyarrow Table; "
+        f"it returned {type(result).__name__}"
+    )
+
+
+def concat_results(results: Iterable[Any], operator: str) -> pa.Table:
+    tables = [from_format(r, operator) for r in results]
+    if not tables:
+        return pa.table({})
+    return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+
+
+def batch_adapter(fn: Callable, batch_format: str, operator: str, writable: bool,
+                  fn_args=(), fn_kwargs=None) -> Callable[[pa.RecordBatch], pa.Table]:
+    """Wraps a user batch function into the engine's RecordBatch -> Table call."""
+    fn_kwargs = fn_kwargs or {}
+
+    def call(batch: pa.RecordBatch) -> pa.Table:
+        result = fn(to_format(batch, batch_format, writable), *fn_args, **fn_kwargs)
+        if inspect.isgenerator(result) or (hasattr(result, "__next__") and not isinstance(result, dict)):
+            return concat_results(result, operator)
+        return from_format(result, operator)
+
+    return call
+
+
+def rows_of(batch: pa.RecordBatch) -> list[Dict[str, Any]]:
+    return batch.to_pylist()
+
+
+def table_from_rows(rows: list, schema_hint: pa.Schema | None, operator: str) -> pa.Table:
+    for row in rows:
+        if not isinstance(row, dict):
+            raise TypeError(f"{operator} must return a dict per row, got {type(row).__name__}")
+    if not rows:
+        return pa.table({}) if schema_hint is None else schema_hint.empty_table()
+    return pa.Table.from_pylist(rows)

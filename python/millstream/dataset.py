@@ -1,0 +1,523 @@
+"""The Dataset API: lazy, immutable, Ray Data's names and parameters."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+
+import numpy as np
+import pyarrow as pa
+
+from millstream import _batch, _core
+from millstream._expr import serialize, to_expression
+from millstream.context import DataContext, _cpu_count
+
+
+def _fn_name(fn: Any) -> str:
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    return "<lambda>" if name == "<lambda>" else name
+
+
+def _compute(fn: Any, concurrency, compute) -> Tuple[bool, int, int]:
+    """(actors?, min, max) from Ray's `concurrency` (int or (min, max[, initial]))."""
+    is_class = inspect.isclass(fn)
+    if compute is not None and not isinstance(compute, (str, type(None))):
+        size = getattr(compute, "size", None) or (getattr(compute, "min_size", 1), getattr(compute, "max_size", None))
+        concurrency = size
+    if isinstance(concurrency, tuple):
+        if len(concurrency) not in (2, 3) or concurrency[0] < 1 or concurrency[1] < concurrency[0]:
+            raise ValueError(f"concurrency must be n, (min, max) or (min, max, initial) with 1 <= min <= max; got {concurrency}")
+        lo, hi = concurrency[0], concurrency[1]
+    elif concurrency is None:
+        lo, hi = (1, _cpu_count()) if is_class else (0, 0)
+    else:
+        if int(concurrency) < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        lo = hi = int(concurrency)
+    if not is_class and isinstance(concurrency, tuple):
+        raise ValueError("a (min, max) concurrency makes an autoscaling actor pool; it needs a callable class, not a function")
+    return is_class, (lo if is_class else 0), hi
+
+
+class Schema:
+    """The schema of a Dataset: column names and types (``base_schema`` is the pyarrow one)."""
+
+    def __init__(self, schema: pa.Schema):
+        self.base_schema = schema
+
+    @property
+    def names(self) -> List[str]:
+        return list(self.base_schema.names)
+
+    @property
+    def types(self) -> List[pa.DataType]:
+        return list(self.base_schema.types)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Schema) and other.base_schema == self.base_schema
+
+    def __repr__(self) -> str:
+        width = max([len("Column")] + [len(n) for n in self.names])
+        lines = [f"{'Column':<{width}}  Type", f"{'------':<{width}}  ----"]
+        lines += [f"{n:<{width}}  {t}" for n, t in zip(self.names, self.types)]
+        return "\n".join(lines)
+
+
+class DataIterator:
+    """Iterates over a Dataset's batches (``ds.iterator()``); each iteration re-executes."""
+
+    def __init__(self, dataset: "Dataset"):
+        self._dataset = dataset
+
+    def iter_batches(self, **kwargs):
+        return self._dataset.iter_batches(**kwargs)
+
+    def iter_rows(self):
+        return self._dataset.iter_rows()
+
+    def __repr__(self) -> str:
+        return f"DataIterator({self._dataset!r})"
+
+
+class Dataset:
+    """A lazy, immutable dataset of Arrow blocks.
+
+    Transforms (``map_batches``, ``filter``...) return a new Dataset and run nothing; a
+    consuming call (``iter_batches``, ``take``, ``write_parquet``...) executes the plan as
+    a stream under the memory budget of ``DataContext.get_current()``.
+    """
+
+    def __init__(self, core: "_core.Dataset"):
+        self._core = core
+        self._last_stats: Optional[tuple] = None
+
+    # ---- transforms -----------------------------------------------------------------
+
+    def _map(self, adapter_for: Callable[[Any], Callable], fn: Any, name: str, *, batch_size=None,
+             row_preserving=False, compute=None, concurrency=None, fn_constructor_args=None,
+             fn_constructor_kwargs=None, num_cpus=None, num_gpus=None, memory=None,
+             **ray_remote_args) -> "Dataset":
+        if not callable(fn):
+            raise TypeError(f"{name}: fn must be a function or a callable class, got {type(fn).__name__}")
+        is_class, lo, hi = _compute(fn, concurrency, compute)
+        if batch_size is not None and batch_size != "auto":
+            if not isinstance(batch_size, int) or batch_size < 1:
+                raise ValueError(f"{name}: batch_size must be a positive int or None, got {batch_size!r}")
+        else:
+            batch_size = None
+        if is_class:
+            args = tuple(fn_constructor_args or ())
+            kwargs = dict(fn_constructor_kwargs or {})
+
+            def make_instance(cls=fn):
+                instance = cls(*args, **kwargs)
+                return adapter_for(instance)
+
+            target = make_instance
+        else:
+            if fn_constructor_args or fn_constructor_kwargs:
+                raise ValueError(f"{name}: fn_constructor_args apply only to callable classes")
+            target = adapter_for(fn)
+        cpus = 1.0 if num_cpus is None else float(num_cpus)
+        gpus = 0.0 if num_gpus is None else float(num_gpus)
+        if cpus < 0 or gpus < 0:
+            raise ValueError(f"{name}: num_cpus and num_gpus must be >= 0")
+        return Dataset(self._core.map_batches(target, is_class, name, batch_size, row_preserving,
+                                              is_class, lo, hi, cpus, gpus))
+
+    def map_batches(self, fn, *, batch_size: Union[int, None, str] = None, compute=None,
+                    batch_format: Optional[str] = "default", zero_copy_batch: bool = True,
+                    fn_args=None, fn_kwargs=None, fn_constructor_args=None,
+                    fn_constructor_kwargs=None, num_cpus=None, num_gpus=None, memory=None,
+                    concurrency=None, udf_modifying_row_count: bool = True,
+                    ray_remote_args_fn=None, **ray_remote_args) -> "Dataset":
+        """Applies ``fn`` to batches of ``batch_size`` rows (whole blocks if None).
+
+        ``fn`` takes and returns a batch in ``batch_format``: "numpy" (the default; a dict
+        of arrays, read-only views of Arrow memory when ``zero_copy_batch``), "pandas" or
+        "pyarrow". A callable class runs on an actor pool (``concurrency=n`` or
+        ``(min, max)``), constructed once per actor with ``fn_constructor_args/kwargs``.
+        """
+        fmt = _batch.check_batch_format(batch_format)
+        name = f"MapBatches({_fn_name(fn)})"
+        args, kwargs = tuple(fn_args or ()), dict(fn_kwargs or {})
+        adapter = lambda f: _batch.batch_adapter(f, fmt, name, not zero_copy_batch, args, kwargs)
+        return self._map(adapter, fn, name, batch_size=batch_size, compute=compute,
+                         concurrency=concurrency, fn_constructor_args=fn_constructor_args,
+                         fn_constructor_kwargs=fn_constructor_kwargs, num_cpus=num_cpus,
+                         num_gpus=num_gpus, row_preserving=not udf_modifying_row_count)
+
+    def map(self, fn, *, compute=None, fn_args=None, fn_kwargs=None, fn_constructor_args=None,
+            fn_constructor_kwargs=None, num_cpus=None, num_gpus=None, memory=None,
+            concurrency=None, ray_remote_args_fn=None, **ray_remote_args) -> "Dataset":
+        """Applies ``fn`` to each row (a dict), which returns one row (a dict)."""
+        name = f"Map({_fn_name(fn)})"
+        args, kwargs = tuple(fn_args or ()), dict(fn_kwargs or {})
+
+        def adapter(f):
+            def call(batch: pa.RecordBatch) -> pa.Table:
+                return _batch.table_from_rows([f(row, *args, **kwargs) for row in batch.to_pylist()], None, name)
+            return call
+
+        return self._map(adapter, fn, name, row_preserving=True, compute=compute,
+                         concurrency=concurrency, fn_constructor_args=fn_constructor_args,
+                         fn_constructor_kwargs=fn_constructor_kwargs, num_cpus=num_cpus, num_gpus=num_gpus)
+
+    def flat_map(self, fn, *, compute=None, fn_args=None, fn_kwargs=None, fn_constructor_args=None,
+                 fn_constructor_kwargs=None, num_cpus=None, num_gpus=None, memory=None,
+                 concurrency=None, ray_remote_args_fn=None, **ray_remote_args) -> "Dataset":
+        """Applies ``fn`` to each row; it returns a list of rows (dicts), possibly empty."""
+        name = f"FlatMap({_fn_name(fn)})"
+        args, kwargs = tuple(fn_args or ()), dict(fn_kwargs or {})
+
+        def adapter(f):
+            def call(batch: pa.RecordBatch) -> pa.Table:
+                rows = []
+                for row in batch.to_pylist():
+                    out = f(row, *args, **kwargs)
+                    rows.extend([out] if isinstance(out, dict) else list(out))
+                return _batch.table_from_rows(rows, None, name)
+            return call
+
+        return self._map(adapter, fn, name, compute=compute, concurrency=concurrency,
+                         fn_constructor_args=fn_constructor_args,
+                         fn_constructor_kwargs=fn_constructor_kwargs, num_cpus=num_cpus, num_gpus=num_gpus)
+
+    def filter(self, fn=None, expr=None, *, compute=None, fn_args=None, fn_kwargs=None,
+               fn_constructor_args=None, fn_constructor_kwargs=None, num_cpus=None,
+               num_gpus=None, memory=None, concurrency=None, ray_remote_args_fn=None,
+               **ray_remote_args) -> "Dataset":
+        """Keeps rows for which ``fn(row)`` is true, or where ``expr`` holds.
+
+        ``expr`` is a string (``"qty > 10 and cat == 'a'"``) or a
+        ``pyarrow.compute.Expression``; it runs vectorised in the engine, without Python.
+        """
+        if (fn is None) == (expr is None):
+            raise ValueError("filter needs exactly one of fn or expr")
+        if expr is not None:
+            return Dataset(self._core.filter_expr(serialize(to_expression(expr))))
+        name = f"Filter({_fn_name(fn)})"
+        args, kwargs = tuple(fn_args or ()), dict(fn_kwargs or {})
+
+        def adapter(f):
+            def call(batch: pa.RecordBatch) -> pa.RecordBatch:
+                mask = [bool(f(row, *args, **kwargs)) for row in batch.to_pylist()]
+                return batch.filter(pa.array(mask, type=pa.bool_()))
+            return call
+
+        return self._map(adapter, fn, name, compute=compute, concurrency=concurrency,
+                         fn_constructor_args=fn_constructor_args,
+                         fn_constructor_kwargs=fn_constructor_kwargs, num_cpus=num_cpus, num_gpus=num_gpus)
+
+    def add_column(self, col: str, fn: Callable, *, batch_format: Optional[str] = "pandas",
+                   compute=None, concurrency=None, **ray_remote_args) -> "Dataset":
+        """Adds (or replaces) column ``col`` with ``fn(batch)``, computed per batch."""
+        fmt = _batch.check_batch_format(batch_format)
+        name = f"AddColumn({col})"
+
+        def adapter(f):
+            def call(batch: pa.RecordBatch) -> pa.Table:
+                values = f(_batch.to_format(batch, fmt))
+                if hasattr(values, "to_numpy") and not isinstance(values, (pa.Array, pa.ChunkedArray)):
+                    values = values.to_numpy()
+                column = _batch._array_from_numpy(values)
+                table = pa.Table.from_batches([batch])
+                if col in table.column_names:
+                    return table.set_column(table.column_names.index(col), col, column)
+                return table.append_column(col, column)
+            return call
+
+        return self._map(adapter, fn, name, row_preserving=True, concurrency=concurrency)
+
+    def select_columns(self, cols: Union[str, List[str]], *, compute=None, concurrency=None,
+                       **ray_remote_args) -> "Dataset":
+        """Keeps only ``cols``, in that order."""
+        cols = [cols] if isinstance(cols, str) else list(cols)
+        if len(set(cols)) != len(cols):
+            raise ValueError(f"select_columns: duplicate column names in {cols}")
+        return Dataset(self._core.select_columns(cols))
+
+    def drop_columns(self, cols: Union[str, List[str]], *, compute=None, concurrency=None,
+                     **ray_remote_args) -> "Dataset":
+        """Removes ``cols``."""
+        cols = [cols] if isinstance(cols, str) else list(cols)
+        if self._core.known_schema() is None:
+            def drop(table: pa.Table) -> pa.Table:
+                missing = [c for c in cols if c not in table.column_names]
+                if missing:
+                    raise KeyError(f"drop_columns: column(s) {missing} not found; the columns are {table.column_names}")
+                return table.drop_columns(cols)
+            return self.map_batches(drop, batch_format="pyarrow", udf_modifying_row_count=False)
+        return Dataset(self._core.drop_columns(cols))
+
+    def rename_columns(self, names: Union[List[str], Dict[str, str]], *, concurrency=None,
+                       **ray_remote_args) -> "Dataset":
+        """Renames columns: a dict old -> new, or a list of new names for every column."""
+        if isinstance(names, dict):
+            return Dataset(self._core.rename_columns(dict(names)))
+        current = self.columns()
+        if len(names) != len(current):
+            raise ValueError(f"rename_columns: got {len(names)} names for {len(current)} columns {current}")
+        return Dataset(self._core.rename_columns(dict(zip(current, names))))
+
+    def limit(self, limit: int) -> "Dataset":
+        """The first ``limit`` rows; upstream stops reading once they are produced."""
+        if not isinstance(limit, int) or limit < 0:
+            raise ValueError(f"limit must be a non-negative int, got {limit!r}")
+        return Dataset(self._core.limit(limit))
+
+    # ---- execution ------------------------------------------------------------------
+
+    def _execute(self, batch_size=None, drop_last=False):
+        return self._core.execute(DataContext.get_current()._to_core(), batch_size, drop_last)
+
+    def _batches(self, batch_size=None, drop_last=False) -> Iterator[pa.RecordBatch]:
+        it = self._execute(batch_size, drop_last)
+        try:
+            while True:
+                batch = it.next()
+                if batch is None:
+                    break
+                yield batch
+        finally:
+            self._last_stats = it.stats()
+            it.close()
+
+    def iter_batches(self, *, prefetch_batches: int = 1, batch_size: Optional[int] = 256,
+                     batch_format: Optional[str] = "default", drop_last: bool = False,
+                     local_shuffle_buffer_size: Optional[int] = None,
+                     local_shuffle_seed: Optional[int] = None, _collate_fn=None) -> Iterator[Any]:
+        """Streams the dataset as batches of ``batch_size`` rows in ``batch_format``.
+
+        The pipeline runs ahead while memory allows; when the consumer is slow, upstream
+        stops. ``batch_size=None`` yields whole blocks.
+        """
+        fmt = _batch.check_batch_format(batch_format)
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+        if local_shuffle_buffer_size is not None:
+            raise NotImplementedError("local_shuffle_buffer_size is not supported yet")
+        for batch in self._batches(batch_size, drop_last):
+            out = _batch.to_format(batch, fmt)
+            yield _collate_fn(out) if _collate_fn else out
+
+    def iter_rows(self) -> Iterator[Dict[str, Any]]:
+        """Streams the rows as dicts."""
+        for batch in self._batches(None):
+            yield from batch.to_pylist()
+
+    def iterator(self) -> DataIterator:
+        return DataIterator(self)
+
+    def take(self, limit: int = 20) -> List[Dict[str, Any]]:
+        """The first ``limit`` rows as dicts."""
+        return self.limit(limit).take_all()
+
+    def take_all(self, limit: Optional[int] = None) -> List[Dict[str, Any]]:
+        """Every row as a dict; with ``limit``, raises if there are more."""
+        rows = []
+        for batch in self._batches(None):
+            rows.extend(batch.to_pylist())
+            if limit is not None and len(rows) > limit:
+                raise ValueError(f"the dataset has more than the given limit of {limit} rows")
+        return rows
+
+    def take_batch(self, batch_size: int = 20, *, batch_format: Optional[str] = "default"):
+        """The first ``batch_size`` rows as one batch."""
+        fmt = _batch.check_batch_format(batch_format)
+        return _batch.to_format(self.limit(batch_size).to_arrow(), fmt)
+
+    def show(self, limit: int = 20) -> None:
+        """Prints the first ``limit`` rows."""
+        for row in self.take(limit):
+            print(row)
+
+    def count(self) -> int:
+        """The number of rows: from metadata when the plan allows, else by executing."""
+        rows = self._core.count_from_metadata()
+        if rows is not None:
+            return rows
+        it = self._execute()
+        try:
+            return it.drain()
+        finally:
+            self._last_stats = it.stats()
+            it.close()
+
+    def schema(self, fetch_if_missing: bool = True) -> Optional[Schema]:
+        """The schema: from the plan when known, else from the first block produced."""
+        schema = self._core.known_schema()
+        if schema is None and fetch_if_missing:
+            for batch in self.limit(1)._batches(None):
+                schema = batch.schema
+                break
+        return None if schema is None else Schema(schema)
+
+    def columns(self, fetch_if_missing: bool = True) -> Optional[List[str]]:
+        schema = self.schema(fetch_if_missing)
+        return None if schema is None else schema.names
+
+    def to_arrow(self) -> pa.Table:
+        """Every row as one pyarrow Table."""
+        batches = list(self._batches(None))
+        if batches:
+            return pa.Table.from_batches(batches)
+        schema = self.schema()
+        return (schema.base_schema if schema else pa.schema([])).empty_table()
+
+    def to_pandas(self, limit: Optional[int] = None):
+        """Every row as one pandas DataFrame (``limit``: raise if there are more rows)."""
+        table = self.to_arrow()
+        if limit is not None and table.num_rows > limit:
+            raise ValueError(f"the dataset has {table.num_rows} rows, more than limit={limit}")
+        return table.to_pandas()
+
+    def materialize(self) -> "MaterializedDataset":
+        """Executes now and keeps the blocks in memory; later uses re-read those."""
+        table = self.to_arrow()
+        stats = self._last_stats
+        out = MaterializedDataset(_core.Dataset.from_arrow(table, None))
+        out._last_stats = stats
+        return out
+
+    def stats(self) -> str:
+        """Per-operator counters of the last execution, then its totals."""
+        if self._last_stats is None:
+            return "Dataset has not been executed yet: no stats (execute it, e.g. with materialize())."
+        return self._last_stats[0]
+
+    def _write(self, path: str, fmt: str) -> None:
+        if not isinstance(path, str) or not path:
+            raise ValueError(f"write_{fmt}: path must be a directory path, got {path!r}")
+        if path.startswith("file://"):
+            path = path[len("file://"):]
+        if os.path.isfile(path):
+            raise FileExistsError(f"write_{fmt}: '{path}' is a file; give a directory")
+        os.makedirs(path, exist_ok=True)
+        it = self._core.with_write(os.path.abspath(path), fmt).execute(
+            DataContext.get_current()._to_core(), None, False)
+        try:
+            it.drain()
+        finally:
+            self._last_stats = it.stats()
+            it.close()
+
+    def write_parquet(self, path: str, *, filesystem=None, try_create_dir: bool = True,
+                      **kwargs) -> None:
+        """Writes Parquet files (snappy) into directory ``path``, one per task.
+
+        Each file is written under a hidden temporary name and renamed when complete: a
+        failure or a killed process never leaves a partial file that a reader would load.
+        """
+        self._write(path, "parquet")
+
+    def write_csv(self, path: str, *, filesystem=None, try_create_dir: bool = True, **kwargs) -> None:
+        """Writes CSV files (with a header row) into directory ``path``, one per task."""
+        self._write(path, "csv")
+
+    def write_json(self, path: str, *, filesystem=None, try_create_dir: bool = True, **kwargs) -> None:
+        """Writes JSON Lines files into directory ``path``, one per task."""
+        self._write(path, "json")
+
+    def explain(self) -> None:
+        """Prints the logical, optimized and physical plans (fused operators by name)."""
+        print(self._explain_str(), end="")
+
+    def _explain_str(self) -> str:
+        return self._core.explain(DataContext.get_current()._to_core())
+
+    def __iter__(self):
+        raise TypeError("a Dataset is not iterable; use iter_rows() or iter_batches()")
+
+    def __repr__(self) -> str:
+        rows = self._core.count_from_metadata()
+        schema = self._core.known_schema()
+        schema_text = "{" + ", ".join(f"{f.name}: {f.type}" for f in schema) + "}" if schema is not None else "Unknown schema"
+        return (f"{type(self).__name__}(num_rows={'?' if rows is None else rows}, "
+                f"schema={schema_text}, plan={self._core})")
+
+
+class MaterializedDataset(Dataset):
+    """A Dataset whose blocks are in memory (from ``materialize`` or ``from_*``)."""
+
+
+# ---- sources ------------------------------------------------------------------------
+
+
+def _blocks(override_num_blocks, parallelism=-1):
+    if override_num_blocks is not None:
+        if not isinstance(override_num_blocks, int) or override_num_blocks < 1:
+            raise ValueError(f"override_num_blocks must be a positive int, got {override_num_blocks!r}")
+        return override_num_blocks
+    if parallelism is not None and parallelism > 0:
+        return parallelism
+    return None
+
+
+def range(n: int, *, parallelism: int = -1, concurrency=None, override_num_blocks=None) -> Dataset:  # noqa: A001
+    """Rows ``{"id": i}`` for i in [0, n)."""
+    if not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"range: n must be a non-negative int, got {n!r}")
+    return Dataset(_core.Dataset.range(int(n), _blocks(override_num_blocks, parallelism)))
+
+
+def from_arrow(tables, *, override_num_blocks=None) -> MaterializedDataset:
+    """A dataset of pyarrow Tables (or one Table)."""
+    if isinstance(tables, (list, tuple)):
+        tables = [t if isinstance(t, pa.Table) else pa.table(t) for t in tables]
+        table = pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
+    elif isinstance(tables, pa.RecordBatch):
+        table = pa.Table.from_batches([tables])
+    else:
+        table = tables
+    if not isinstance(table, pa.Table):
+        raise TypeError(f"from_arrow expects pyarrow Tables, got {type(tables).__name__}")
+    return MaterializedDataset(_core.Dataset.from_arrow(table, _blocks(override_num_blocks)))
+
+
+def from_items(items: List[Any], *, parallelism: int = -1, override_num_blocks=None) -> MaterializedDataset:
+    """A dataset of Python items: dicts become rows; other values become ``{"item": v}``."""
+    if not isinstance(items, (list, tuple)):
+        raise TypeError(f"from_items expects a list, got {type(items).__name__}")
+    rows = [it if isinstance(it, dict) else {"item": it} for it in items]
+    table = pa.Table.from_pylist(rows) if rows else pa.table({})
+    blocks = _blocks(override_num_blocks, parallelism) or max(1, min(len(rows), 200))
+    return MaterializedDataset(_core.Dataset.from_arrow(table, blocks))
+
+
+def from_pandas(dfs, override_num_blocks=None) -> MaterializedDataset:
+    """A dataset of pandas DataFrames (or one DataFrame)."""
+    import pandas as pd
+
+    dfs = [dfs] if isinstance(dfs, pd.DataFrame) else list(dfs)
+    tables = [pa.Table.from_pandas(df, preserve_index=False) for df in dfs]
+    return from_arrow(tables, override_num_blocks=override_num_blocks)
+
+
+def from_numpy(ndarrays) -> MaterializedDataset:
+    """A dataset with one column "data" from numpy arrays (rows along the first axis)."""
+    arrays = [ndarrays] if isinstance(ndarrays, np.ndarray) else list(ndarrays)
+    tables = [pa.table({"data": _batch._array_from_numpy(a)}) for a in arrays]
+    return from_arrow(tables)
+
+
+def read_parquet(paths: Union[str, List[str]], *, filesystem=None, columns: Optional[List[str]] = None,
+                 parallelism: int = -1, override_num_blocks: Optional[int] = None,
+                 filter=None, **arrow_parquet_args) -> Dataset:  # noqa: A002
+    """Parquet files: a file, a directory (recursive; hidden names skipped), a glob, or a list.
+
+    ``columns`` reads only those columns; ``filter`` (a ``pyarrow.compute.Expression`` or
+    a string like ``"qty > 10"``) keeps matching rows and skips row groups whose statistics
+    rule it out.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [os.fspath(paths)]
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+        raise ValueError("read_parquet: no paths given")
+    if columns is not None and (isinstance(columns, str) or not all(isinstance(c, str) for c in columns)):
+        raise TypeError(f"read_parquet: columns must be a list of names, got {columns!r}")
+    expr = None if filter is None else serialize(to_expression(filter))
+    return Dataset(_core.Dataset.read_parquet(paths, list(columns or []), expr,
+                                              _blocks(override_num_blocks, parallelism)))
