@@ -1,0 +1,135 @@
+"""Shared fixtures for the millstream test suite.
+
+Every expected value in this suite is computed by a reference library (pyarrow, pandas,
+numpy) on the same input, never copied from millstream's own output.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import faulthandler
+import os
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import millstream as md
+
+# A test that hangs kills the run (with every thread's traceback) instead of blocking CI.
+PER_TEST_TIMEOUT_S = 90
+
+
+@pytest.fixture(autouse=True)
+def _no_hang():
+    faulthandler.dump_traceback_later(PER_TEST_TIMEOUT_S, exit=True, file=sys.stderr)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
+def _snapshot(obj):
+    return {f.name: copy.deepcopy(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+
+
+@pytest.fixture(autouse=True)
+def restore_context():
+    """Restores the process-wide DataContext (in place) after every test."""
+    ctx = md.DataContext.get_current()
+    saved = _snapshot(ctx)
+    yield ctx
+    current = md.DataContext.get_current()
+    for name, value in saved.items():
+        object.__setattr__(current, name, copy.deepcopy(value))
+    if current is not ctx:  # a test replaced the singleton: put the original back
+        for name, value in saved.items():
+            object.__setattr__(ctx, name, copy.deepcopy(value))
+        md.DataContext._set_current(ctx)
+
+
+@pytest.fixture
+def ctx():
+    return md.DataContext.get_current()
+
+
+# ---- reference data -----------------------------------------------------------------
+
+
+def make_table(n: int, seed: int = 0, start: int = 0) -> pa.Table:
+    """Mixed-type rows; "key" is unique (start..start+n) so results can be sorted."""
+    rng = np.random.default_rng(seed)
+    cats = np.array(["a", "b", "c", "d"])
+    return pa.table({
+        "key": np.arange(start, start + n, dtype=np.int64),
+        "qty": rng.integers(0, 100, n).astype(np.int32),
+        "price": np.round(rng.random(n) * 100, 3),
+        "cat": pa.array(cats[rng.integers(0, 4, n)]),
+    })
+
+
+def sort_table(table: pa.Table, key: str = "key") -> pa.Table:
+    return table.sort_by(key)
+
+
+def assert_tables_equal(actual: pa.Table, expected: pa.Table, key: str | None = "key"):
+    """Same schema names/types and same rows (order-insensitive when key is given)."""
+    assert actual.column_names == expected.column_names
+    if key is not None:
+        actual, expected = actual.sort_by(key), expected.sort_by(key)
+    actual = actual.combine_chunks()
+    expected = expected.combine_chunks()
+    assert actual.schema.types == expected.schema.types, (actual.schema, expected.schema)
+    assert actual.num_rows == expected.num_rows
+    assert actual.equals(expected), (actual.slice(0, 5).to_pydict(), expected.slice(0, 5).to_pydict())
+
+
+def sorted_rows(rows, key="key"):
+    return sorted(rows, key=lambda r: r[key])
+
+
+@pytest.fixture
+def parquet_dir(tmp_path):
+    """A directory of Parquet files, nested, with hidden/underscore decoys.
+
+    Returns (directory, expected pyarrow Table of the visible files).
+    """
+    root = tmp_path / "data"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    parts = []
+    layout = [
+        root / "part-000.parquet",
+        root / "part-001.parquet",
+        root / "sub" / "part-002.parquet",
+        root / "sub" / "deeper" / "part-003.parquet",
+    ]
+    for i, path in enumerate(layout):
+        t = make_table(250, seed=i, start=i * 250)
+        pq.write_table(t, path, row_group_size=50)
+        parts.append(t)
+    # Decoys a reader must skip: hidden temp files, hidden dirs, _SUCCESS markers.
+    decoy = make_table(17, seed=99, start=10_000)
+    pq.write_table(decoy, root / ".tmp-part-004.parquet")
+    (root / ".tmp-partial.parquet").write_bytes(b"PAR1 this is not a complete parquet file")
+    (root / ".hidden").mkdir()
+    pq.write_table(decoy, root / ".hidden" / "part-005.parquet")
+    (root / "_SUCCESS").write_bytes(b"")
+    (root / "sub" / "_SUCCESS").write_bytes(b"")
+    return root, pa.concat_tables(parts)
+
+
+def visible_files(directory) -> list[str]:
+    """Files a reader would load: no path component starting with '.' or '_'."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(directory):
+        dirnames[:] = [d for d in dirnames if not d.startswith((".", "_"))]
+        out += [os.path.join(dirpath, f) for f in filenames if not f.startswith((".", "_"))]
+    return sorted(out)
+
+
+def all_files(directory) -> list[str]:
+    out = []
+    for dirpath, _, filenames in os.walk(directory):
+        out += [os.path.join(dirpath, f) for f in filenames]
+    return sorted(out)

@@ -1,0 +1,314 @@
+"""Sources: range, from_items, from_arrow, from_pandas, from_numpy, read_parquet."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+
+import millstream as md
+from conftest import assert_tables_equal, make_table
+
+
+# ---- range ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [0, 1, 10, 1000])
+def test_range_rows(n):
+    ds = md.range(n)
+    expected = pa.table({"id": np.arange(n, dtype=np.int64)})
+    out = ds.to_arrow()
+    assert out.schema.names == expected.schema.names
+    assert out.schema.types == expected.schema.types
+    assert sorted(out["id"].to_pylist()) == expected["id"].to_pylist()
+    assert ds.count() == n
+
+
+def test_range_schema_is_int64():
+    assert md.range(5).schema().names == ["id"]
+    assert md.range(5).schema().types == [pa.int64()]
+
+
+@pytest.mark.parametrize("blocks", [1, 7, 50])
+def test_range_override_num_blocks(blocks):
+    n = 1000
+    ds = md.range(n, override_num_blocks=blocks)
+    sizes = [len(b["id"]) for b in ds.iter_batches(batch_size=None)]
+    assert len(sizes) == blocks
+    assert sum(sizes) == n
+    # Blocks are an even split of the range (sizes differ by at most one row).
+    assert max(sizes) - min(sizes) <= 1
+    got = np.sort(np.concatenate([b["id"] for b in ds.iter_batches(batch_size=None)]))
+    np.testing.assert_array_equal(got, np.arange(n))
+
+
+def test_range_preserve_order(ctx):
+    ctx.execution_options.preserve_order = True
+    ds = md.range(5000, override_num_blocks=25).map_batches(lambda b: {"id": b["id"] * 3})
+    assert [r["id"] for r in ds.take_all()] == list(np.arange(5000) * 3)
+
+
+def test_range_bad_n():
+    with pytest.raises(ValueError):
+        md.range(-1)
+    with pytest.raises(ValueError):
+        md.range(10, override_num_blocks=0)
+
+
+# ---- from_items ----------------------------------------------------------------------
+
+
+def test_from_items_dicts():
+    items = [{"key": i, "name": f"n{i}", "score": i * 0.5} for i in range(300)]
+    ds = md.from_items(items)
+    assert isinstance(ds, md.MaterializedDataset)
+    expected = pa.Table.from_pylist(items)
+    assert_tables_equal(ds.to_arrow(), expected)
+    assert ds.count() == len(items)
+    assert ds.columns() == ["key", "name", "score"]
+
+
+def test_from_items_scalars_become_item_column():
+    items = list(range(100, 160))
+    ds = md.from_items(items)
+    assert ds.columns() == ["item"]
+    assert sorted(r["item"] for r in ds.take_all()) == items
+    strings = ["x", "yy", "zzz"]
+    assert sorted(r["item"] for r in md.from_items(strings).take_all()) == sorted(strings)
+
+
+def test_from_items_override_num_blocks():
+    items = [{"key": i} for i in range(100)]
+    ds = md.from_items(items, override_num_blocks=4)
+    sizes = [len(b["key"]) for b in ds.iter_batches(batch_size=None)]
+    assert len(sizes) == 4 and sum(sizes) == 100
+
+
+# ---- from_arrow / from_pandas ----------------------------------------------------------
+
+
+def test_from_arrow_table():
+    table = make_table(500)
+    ds = md.from_arrow(table)
+    assert isinstance(ds, md.MaterializedDataset)
+    assert_tables_equal(ds.to_arrow(), table)
+    assert ds.schema().base_schema == table.schema
+    assert ds.count() == 500
+
+
+def test_from_arrow_list_of_tables():
+    tables = [make_table(100, seed=s, start=s * 100) for s in range(3)]
+    ds = md.from_arrow(tables)
+    assert_tables_equal(ds.to_arrow(), pa.concat_tables(tables))
+
+
+def test_from_arrow_override_num_blocks():
+    table = make_table(400)
+    ds = md.from_arrow(table, override_num_blocks=8)
+    batches = list(ds.iter_batches(batch_size=None, batch_format="pyarrow"))
+    assert len(batches) == 8
+    assert_tables_equal(pa.concat_tables(batches), table)
+
+
+def test_from_pandas():
+    df = make_table(300).to_pandas()
+    ds = md.from_pandas(df)
+    out = ds.to_pandas().sort_values("key").reset_index(drop=True)
+    pd.testing.assert_frame_equal(out, df)
+
+
+def test_from_pandas_list():
+    dfs = [make_table(50, seed=i, start=i * 50).to_pandas() for i in range(4)]
+    out = md.from_pandas(dfs).to_pandas().sort_values("key").reset_index(drop=True)
+    pd.testing.assert_frame_equal(out, pd.concat(dfs, ignore_index=True))
+
+
+# ---- from_numpy ----------------------------------------------------------------------
+
+
+def test_from_numpy_1d():
+    arr = np.arange(100, dtype=np.float64) * 1.5
+    ds = md.from_numpy(arr)
+    assert ds.columns() == ["data"]
+    batch = ds.take_batch(100)
+    np.testing.assert_array_equal(np.sort(batch["data"]), arr)
+
+
+def test_from_numpy_list_of_arrays():
+    arrays = [np.arange(10), np.arange(10, 25)]
+    ds = md.from_numpy(arrays)
+    assert ds.count() == 25
+    np.testing.assert_array_equal(np.sort(ds.take_batch(100)["data"]), np.concatenate(arrays))
+
+
+@pytest.mark.parametrize("shape", [(40, 3), (12, 2, 5)])
+def test_from_numpy_tensor_round_trip(shape):
+    arr = np.arange(np.prod(shape), dtype=np.int64).reshape(shape)
+    ds = md.from_numpy(arr)
+    assert ds.columns() == ["data"]
+    batch = ds.take_batch(shape[0])["data"]
+    assert batch.shape == shape
+    order = np.argsort(batch.reshape(shape[0], -1)[:, 0])
+    np.testing.assert_array_equal(batch[order], arr)
+    # Through a UDF: the tensor arrives with its shape and a returned tensor keeps it.
+    seen_shapes = []
+
+    def double(b):
+        seen_shapes.append(b["data"].shape[1:])
+        return {"data": b["data"] * 2}
+
+    out = md.from_numpy(arr).map_batches(double).take_batch(shape[0])["data"]
+    assert all(s == shape[1:] for s in seen_shapes) and seen_shapes
+    assert out.shape == shape
+    order = np.argsort(out.reshape(shape[0], -1)[:, 0])
+    np.testing.assert_array_equal(out[order], arr * 2)
+    # In Arrow, a fixed-shape tensor column.
+    col = md.from_numpy(arr).to_arrow()["data"].combine_chunks()
+    assert isinstance(col.type, pa.FixedShapeTensorType)
+    assert tuple(col.type.shape) == shape[1:]
+
+
+# ---- read_parquet --------------------------------------------------------------------
+
+
+def test_read_parquet_single_file(tmp_path):
+    table = make_table(1000)
+    path = tmp_path / "one.parquet"
+    pq.write_table(table, path, row_group_size=128)
+    ds = md.read_parquet(str(path))
+    expected = pq.read_table(path)
+    assert_tables_equal(ds.to_arrow(), expected)
+    assert ds.count() == expected.num_rows
+    assert ds.schema().base_schema.names == expected.schema.names
+    assert ds.schema().types == expected.schema.types
+
+
+def test_read_parquet_pathlike(tmp_path):
+    table = make_table(10)
+    path = tmp_path / "one.parquet"
+    pq.write_table(table, path)
+    assert_tables_equal(md.read_parquet(path).to_arrow(), table)
+
+
+def test_read_parquet_directory_recursive_skips_hidden(parquet_dir):
+    root, expected = parquet_dir
+    ds = md.read_parquet(str(root))
+    out = ds.to_arrow()
+    assert_tables_equal(out, expected)
+    # None of the decoy rows (keys >= 10000) appear.
+    assert pc.max(out["key"]).as_py() < 10_000
+    assert ds.count() == expected.num_rows
+
+
+def test_read_parquet_glob(parquet_dir):
+    root, _ = parquet_dir
+    expected = pa.concat_tables([pq.read_table(root / f"part-00{i}.parquet") for i in (0, 1)])
+    ds = md.read_parquet(str(root / "part-*.parquet"))
+    assert_tables_equal(ds.to_arrow(), expected)
+
+
+def test_read_parquet_list_of_paths(parquet_dir):
+    root, _ = parquet_dir
+    paths = [root / "part-001.parquet", root / "sub" / "deeper" / "part-003.parquet"]
+    expected = pa.concat_tables([pq.read_table(p) for p in paths])
+    assert_tables_equal(md.read_parquet([str(p) for p in paths]).to_arrow(), expected)
+    # A list mixing a file and a directory.
+    mixed = [str(root / "part-000.parquet"), str(root / "sub")]
+    expected = pa.concat_tables([pq.read_table(root / "part-000.parquet"),
+                                 pq.read_table(root / "sub" / "part-002.parquet"),
+                                 pq.read_table(root / "sub" / "deeper" / "part-003.parquet")])
+    assert_tables_equal(md.read_parquet(mixed).to_arrow(), expected)
+
+
+def test_read_parquet_columns(parquet_dir):
+    root, expected = parquet_dir
+    ds = md.read_parquet(str(root), columns=["price", "key"])
+    assert ds.columns() == ["price", "key"]
+    out = ds.to_arrow()
+    assert_tables_equal(out, expected.select(["price", "key"]))
+
+
+def _sorted_row_groups(tmp_path) -> tuple[str, pa.Table]:
+    """One file, 10 row groups of 100 rows, sorted by "key" (so statistics can prune)."""
+    table = make_table(1000, seed=3)
+    path = tmp_path / "sorted.parquet"
+    pq.write_table(table, path, row_group_size=100)
+    assert pq.ParquetFile(path).metadata.num_row_groups == 10
+    return str(path), table
+
+
+def _read_rows_in(stats: str, op: str = "ReadParquet") -> int:
+    m = re.search(r"\[[^\]]*" + op + r"[^\]]*\].*?\n\* Rows in: (\d+)", stats)
+    assert m, stats
+    return int(m.group(1))
+
+
+def test_read_parquet_filter_expression_prunes(tmp_path):
+    path, table = _sorted_row_groups(tmp_path)
+    expr = (pc.field("key") >= 850) & (pc.field("cat") != "a")
+    expected = pads.dataset(path).to_table(filter=expr)
+    ds = md.read_parquet(path, filter=expr)
+    out = ds.to_arrow()
+    assert_tables_equal(out, expected)
+    # Row groups 0..7 hold keys < 800: the reader must not have read them.
+    assert _read_rows_in(ds.stats()) <= 200
+
+
+def test_read_parquet_filter_string(tmp_path):
+    path, table = _sorted_row_groups(tmp_path)
+    expr = (pc.field("key") < 120) | ((pc.field("qty") > 90) & (pc.field("cat") == "b"))
+    expected = pads.dataset(path).to_table(filter=expr)
+    ds = md.read_parquet(path, filter="key < 120 or (qty > 90 and cat == 'b')")
+    assert_tables_equal(ds.to_arrow(), expected)
+
+
+def test_read_parquet_filter_with_columns(tmp_path):
+    path, table = _sorted_row_groups(tmp_path)
+    expected = pads.dataset(path).to_table(filter=pc.field("qty") >= 50, columns=["key"])
+    ds = md.read_parquet(path, columns=["key"], filter="qty >= 50")
+    assert ds.columns() == ["key"]
+    assert_tables_equal(ds.to_arrow(), expected)
+
+
+def test_read_parquet_filter_string_in(tmp_path):
+    path, table = _sorted_row_groups(tmp_path)
+    expected = table.filter(pc.field("cat").isin(["a", "c"]) & (pc.field("price") > 10.5))
+    ds = md.read_parquet(path, filter="cat in ['a', 'c'] and price > 10.5")
+    assert_tables_equal(ds.to_arrow(), expected)
+
+
+def test_read_parquet_filter_string_is_none(tmp_path):
+    table = pa.table({"key": np.arange(100), "v": pa.array([None if i % 3 == 0 else i for i in range(100)])})
+    path = tmp_path / "nulls.parquet"
+    pq.write_table(table, path, row_group_size=25)
+    assert_tables_equal(md.read_parquet(str(path), filter="v is None").to_arrow(),
+                        table.filter(pc.field("v").is_null()))
+    assert_tables_equal(md.read_parquet(str(path), filter="v is not None").to_arrow(),
+                        table.filter(pc.field("v").is_valid()))
+
+
+@pytest.mark.parametrize("blocks", [2, 5, 10])
+def test_read_parquet_override_num_blocks(tmp_path, blocks):
+    path, table = _sorted_row_groups(tmp_path)
+    ds = md.read_parquet(path, override_num_blocks=blocks)
+    batches = list(ds.iter_batches(batch_size=None, batch_format="pyarrow"))
+    assert len(batches) == blocks
+    assert_tables_equal(pa.concat_tables(batches), table)
+
+
+def test_read_parquet_count_from_metadata(parquet_dir):
+    root, expected = parquet_dir
+    ds = md.read_parquet(str(root))
+    assert ds.count() == expected.num_rows
+    # Counting a plain read uses the footers: nothing executed, so there are no stats.
+    assert "Rows in" not in ds.stats()
+    assert "ReadParquet" not in ds.stats()
+    # After a real execution there are.
+    ds.materialize()
+    assert "ReadParquet" in ds.stats()
