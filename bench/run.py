@@ -300,6 +300,12 @@ def machine_info() -> list[tuple[str, str]]:
     return info
 
 
+def _show_path(path: str) -> str:
+    """The path relative to the current folder when it lies below it."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
 def _fmt_num(x: float) -> str:
     if x >= 1e9:
         return f"{x / 1e9:.2f}G"
@@ -350,7 +356,7 @@ def build_rows(selected, engines, unavailable, results, repeats) -> tuple[list[l
             if bad:
                 r = bad[0]
                 msg = r.message.splitlines()[0] if r.message else "failed"
-                errors.append(f"{name}/{engine} (repeat {r.repeat}): {r.message}\n    log: {os.path.relpath(r.log, REPO)}")
+                errors.append(f"{name}/{engine} (repeat {r.repeat}): {r.message}\n    log: {_show_path(r.log)}")
                 rows.append([name, engine, "-", "-", "-", "-", "-", f"ERROR: {msg[:120]}"])
                 continue
             if not runs:
@@ -403,7 +409,15 @@ def markdown_table(rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def write_results(path: str, rows, errors, args, size: str, manifest: dict, repeats: int, started: float) -> None:
+def _loadavg() -> str:
+    try:
+        return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def write_results(path: str, rows, errors, args, size: str, manifest: dict, repeats: int, started: float,
+                  load_start: str) -> None:
     spec = manifest["spec"]
     lines = [
         "# millstream benchmark results",
@@ -417,6 +431,7 @@ def write_results(path: str, rows, errors, args, size: str, manifest: dict, repe
         "",
     ]
     lines += [f"- **{k}**: {v}" for k, v in machine_info()]
+    lines.append(f"- **load average** (1/5/15 min): {load_start} at the start, {_loadavg()} at the end")
     lines += [
         "",
         "## Data",
@@ -488,6 +503,7 @@ def main(argv=None) -> int:
             print(f"{b.name:15} {b.what}\n{'':15} [{engines}]")
         return 0
     started = time.time()
+    load_start = _loadavg()
     size = "smoke" if args.smoke else "quick" if args.quick else "full"
     repeats = args.repeats or (1 if args.smoke else 3)
     timeout = args.timeout or DEFAULT_TIMEOUT[size]
@@ -541,8 +557,8 @@ def main(argv=None) -> int:
     rows, errors = build_rows(selected, engines, unavailable, results, repeats)
     print()
     print(text_table(rows))
-    write_results(results_path, rows, errors, args, size, manifest, repeats, started)
-    print(f"\nwrote {os.path.relpath(results_path, os.getcwd())}")
+    write_results(results_path, rows, errors, args, size, manifest, repeats, started, load_start)
+    print(f"\nwrote {_show_path(results_path)}")
     if errors:
         print(f"\n{len(errors)} benchmark(s) failed:", file=sys.stderr)
         for e in errors:
