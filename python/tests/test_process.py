@@ -1,0 +1,145 @@
+"""Process-level behaviour: Ctrl-C during a long pipeline, and the `millstream` CLI."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+_SIGINT_SCRIPT = textwrap.dedent("""
+    import sys, time
+    import millstream as md
+
+    def slow(batch):
+        time.sleep(0.02)
+        return batch
+
+    mode, out = sys.argv[1], sys.argv[2]
+    ds = md.range(10**8, override_num_blocks=100_000).map_batches(slow)
+    if mode == "iterate":
+        for i, batch in enumerate(ds.iter_batches(batch_size=100)):
+            if i == 0:
+                print("ready", flush=True)
+    else:
+        print("ready", flush=True)
+        if mode == "materialize":
+            ds.materialize()
+        elif mode == "count":
+            ds.count()
+        elif mode == "write":
+            ds.write_parquet(out)
+        elif mode == "recover":
+            try:
+                ds.take_all()
+            except KeyboardInterrupt:
+                print("caught", flush=True)
+                assert md.range(1000, override_num_blocks=10).map_batches(lambda b: b).count() == 1000
+                print("engine still works", flush=True)
+                sys.exit(0)
+    print("finished without interruption", flush=True)
+""")
+
+
+def _start(tmp_path, mode):
+    script = tmp_path / "long.py"
+    script.write_text(_SIGINT_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), mode, str(tmp_path / "out")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert line.strip() == "ready", (line, proc.stderr.read() if proc.poll() is not None else "")
+    time.sleep(0.5)  # well inside the pipeline now
+    return proc
+
+
+@pytest.mark.parametrize("mode", ["materialize", "iterate", "count", "write"])
+def test_sigint_exits_promptly_with_keyboard_interrupt(tmp_path, mode):
+    proc = _start(tmp_path, mode)
+    try:
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            pytest.fail(f"still running 5 s after SIGINT ({mode}); stderr: {err[-2000:]}")
+        elapsed = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    assert "KeyboardInterrupt" in err, err[-2000:]
+    assert "finished without interruption" not in out
+    assert elapsed < 5
+    if mode == "write":
+        # No partial file visible after the interrupt.
+        out_dir = tmp_path / "out"
+        for f in (out_dir.iterdir() if out_dir.exists() else []):
+            if not f.name.startswith((".", "_")):
+                pq.read_table(f)
+
+
+def test_sigint_is_catchable_and_engine_recovers(tmp_path):
+    proc = _start(tmp_path, "recover")
+    try:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "caught" in out, err[-2000:]
+    assert "engine still works" in out, err[-2000:]
+    assert proc.returncode == 0
+
+
+def _cli() -> list[str]:
+    exe = Path(sys.executable).parent / "millstream"
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("millstream")
+    assert found, "the millstream console script is not installed"
+    return [found]
+
+
+def test_cli_demo(tmp_path):
+    proc = subprocess.run(_cli() + ["demo", "--rows", "200000", "--files", "2", "--dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Summary" in proc.stdout
+    # Check the demo's output against pyarrow on its input.
+    orders = pq.read_table(tmp_path / "orders")
+    assert orders.num_rows == 200_000
+    assert len([f for f in os.listdir(tmp_path / "orders") if f.endswith(".parquet")]) == 2
+    kept = orders.filter(pc.field("quantity") >= 3)
+    revenue = pq.read_table(tmp_path / "revenue")
+    assert revenue.num_rows == kept.num_rows
+    assert set(revenue.column_names) >= {"order_id", "price", "quantity", "category", "revenue", "discounted"}
+    revenue = revenue.sort_by("order_id")
+    kept = kept.sort_by("order_id")
+    expected_rev = kept["price"].to_numpy() * kept["quantity"].to_numpy()
+    np.testing.assert_allclose(revenue["revenue"].to_numpy(), expected_rev)
+    expected_disc = np.where(kept["quantity"].to_numpy() >= 5, expected_rev * 0.9, expected_rev)
+    np.testing.assert_allclose(revenue["discounted"].to_numpy(), expected_disc)
+    m = re.search(r"total discounted revenue ([\d,]+\.\d\d)", proc.stdout)
+    assert m, proc.stdout
+    assert float(m.group(1).replace(",", "")) == pytest.approx(np.sum(expected_disc), abs=0.011)
+
+
+def test_cli_help_and_bad_command():
+    proc = subprocess.run(_cli() + ["--help"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and "demo" in proc.stdout
+    proc = subprocess.run(_cli() + ["nonsense"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0
