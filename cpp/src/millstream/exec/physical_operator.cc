@@ -21,18 +21,17 @@ std::string PhysicalOperator::Describe() const {
 
 bool PhysicalOperator::HasBundleReady() const {
   if (input_queue.empty()) return false;
-  if (input_queue.front().read_task) return true;
   return inputs_done || min_rows_per_bundle <= 0 || input_rows >= min_rows_per_bundle;
 }
 
 RefBundle PhysicalOperator::TakeBundle() {
   RefBundle bundle = std::move(input_queue.front());
   input_queue.pop_front();
-  // Small blocks are bundled until the task has a whole batch to work on.
-  while (!bundle.read_task && bundle.rows < min_rows_per_bundle && !input_queue.empty() &&
-         !input_queue.front().read_task) {
+  // Small blocks (or small reads) are bundled until the task has a whole batch to work on.
+  while (bundle.rows < min_rows_per_bundle && !input_queue.empty()) {
     auto& next = input_queue.front();
     bundle.blocks.insert(bundle.blocks.end(), next.blocks.begin(), next.blocks.end());
+    bundle.read_tasks.insert(bundle.read_tasks.end(), next.read_tasks.begin(), next.read_tasks.end());
     bundle.rows += next.rows;
     bundle.bytes += next.bytes;
     input_queue.pop_front();

@@ -13,10 +13,10 @@
 
 namespace millstream {
 
-/// \brief The unit that flows into an operator: blocks, or a read task that makes them.
+/// \brief The unit that flows into an operator: blocks, or read tasks that make them.
 struct RefBundle {
   std::vector<Block> blocks;
-  std::shared_ptr<ReadTask> read_task;
+  std::vector<std::shared_ptr<ReadTask>> read_tasks;
   int64_t rows = 0;
   int64_t bytes = 0;
   static RefBundle Of(Block block);

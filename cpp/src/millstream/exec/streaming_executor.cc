@@ -78,7 +78,7 @@ arrow::Result<std::unique_ptr<Execution>> Execution::Start(PhysicalPlan plan,
   auto& first = *execution->ops_.front();
   for (auto& task : execution->plan_.read_tasks) {
     RefBundle bundle;
-    bundle.read_task = task;
+    bundle.read_tasks.push_back(task);
     bundle.rows = task->estimated_rows();
     first.input_queue.push_back(std::move(bundle));
   }
@@ -140,6 +140,7 @@ arrow::Result<Block> Execution::Next(std::chrono::milliseconds timeout, bool* ti
     return nullptr;
   }
   if (!error_.ok()) return error_;
+  if (cancelled_) return arrow::Status::Cancelled("the execution was cancelled");
   if (!last.output_queue.empty()) {
     Block block = std::move(last.output_queue.front());
     last.output_queue.pop_front();
@@ -148,7 +149,6 @@ arrow::Result<Block> Execution::Next(std::chrono::milliseconds timeout, bool* ti
     scheduler_wake_.notify_one();
     return block;
   }
-  if (cancelled_ && !finished_) return arrow::Status::Cancelled("the execution was cancelled");
   consumer_took_end_ = true;
   return nullptr;
 }
@@ -170,6 +170,7 @@ void Execution::SchedulingLoop() {
       }
     }
     UpdatePeaks();
+    if (!ops_.back()->output_queue.empty()) consumer_wake_.notify_all();
     bool done = ops_.back()->Completed();
     if (done && !finished_) {
       finished_ = true;
@@ -314,7 +315,11 @@ int64_t Execution::EstimateTaskOutput(size_t i) const {
   }
   if (op.input_queue.empty()) return 0;
   const auto& front = op.input_queue.front();
-  if (front.read_task) return front.read_task->estimated_bytes();
+  if (!front.read_tasks.empty()) {
+    int64_t bytes = 0;
+    for (const auto& task : front.read_tasks) bytes += task->estimated_bytes();
+    return bytes;
+  }
   return std::max<int64_t>(front.bytes, op.min_rows_per_bundle > 0 && front.rows > 0
                                             ? front.bytes * op.min_rows_per_bundle / front.rows
                                             : 0);
@@ -438,11 +443,8 @@ void Execution::RunTask(size_t i, int64_t task_index, RefBundle bundle, ActorSta
         return states[k]->Push(std::move(block), emits[k + 1]);
       };
     }
-    if (bundle.read_task) {
-      ARROW_RETURN_NOT_OK(bundle.read_task->Run(emits[0]));
-    } else {
-      for (auto& block : bundle.blocks) ARROW_RETURN_NOT_OK(emits[0](std::move(block)));
-    }
+    for (const auto& read_task : bundle.read_tasks) ARROW_RETURN_NOT_OK(read_task->Run(emits[0]));
+    for (auto& block : bundle.blocks) ARROW_RETURN_NOT_OK(emits[0](std::move(block)));
     for (size_t k = 0; k < n; ++k) ARROW_RETURN_NOT_OK(states[k]->Finish(emits[k + 1]));
     return shaper.Finish(post);
   };

@@ -1,0 +1,206 @@
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "test_util.h"
+
+namespace millstream {
+namespace {
+
+using testing::IdTable;
+using testing::SortedBy;
+using testing::Udf;
+namespace cp = arrow::compute;
+
+MapBatchesOptions Named(std::string name) {
+  MapBatchesOptions options;
+  options.name = std::move(name);
+  return options;
+}
+
+/// A UDF that sleeps `delay` per batch and returns it unchanged.
+BatchUdfFactory Slow(std::chrono::milliseconds delay) {
+  return Udf([delay](const std::shared_ptr<arrow::RecordBatch>& b) {
+    std::this_thread::sleep_for(delay);
+    return arrow::Table::FromRecordBatches({b});
+  });
+}
+
+/// A UDF making a block of `bytes` bytes per input batch.
+BatchUdfFactory Inflate(int64_t bytes) {
+  return Udf([bytes](const std::shared_ptr<arrow::RecordBatch>& b)
+                 -> arrow::Result<std::shared_ptr<arrow::Table>> {
+    ARROW_ASSIGN_OR_RAISE(auto buffer, arrow::AllocateBuffer(bytes));
+    std::memset(buffer->mutable_data(), 1, bytes);
+    auto values = std::make_shared<arrow::Int64Array>(bytes / 8, std::move(buffer));
+    return arrow::Table::Make(arrow::schema({arrow::field("v", arrow::int64())}), {values});
+  });
+}
+
+TEST(Executor, ResultsMatchTheInput) {
+  auto table = IdTable(10000);
+  auto ds = Dataset::FromArrow(table, 37).ValueOrDie().MapBatches(Slow(std::chrono::milliseconds(0)),
+                                                                  Named("MapBatches(id)"));
+  auto out = ds.ToTable(DataContext{}).ValueOrDie();
+  EXPECT_TRUE(SortedBy(out, "id")->Equals(*table->CombineChunks().ValueOrDie()));
+}
+
+TEST(Executor, PreserveOrderDeliversInInputOrder) {
+  DataContext context;
+  context.execution_options.preserve_order = true;
+  // Earlier blocks are slower, so without ordering they would arrive last.
+  auto ds = Dataset::Range(64, 16).ValueOrDie().MapBatches(
+      Udf([](const std::shared_ptr<arrow::RecordBatch>& b) {
+        auto first = std::static_pointer_cast<arrow::Int64Array>(b->column(0))->Value(0);
+        std::this_thread::sleep_for(std::chrono::milliseconds(64 - first));
+        return arrow::Table::FromRecordBatches({b});
+      }),
+      Named("MapBatches(slow_first)"));
+  auto out = ds.ToTable(context).ValueOrDie()->CombineChunks().ValueOrDie();
+  auto ids = std::static_pointer_cast<arrow::Int64Array>(out->column(0)->chunk(0));
+  ASSERT_EQ(ids->length(), 64);
+  for (int64_t i = 0; i < 64; ++i) EXPECT_EQ(ids->Value(i), i);
+}
+
+TEST(Executor, BatchSizeBundlesSmallBlocks) {
+  std::atomic<int> calls{0};
+  std::atomic<int> wrong_sizes{0};
+  MapBatchesOptions options = Named("MapBatches(check)");
+  options.batch_size = 100;
+  auto ds = Dataset::Range(1000, 100).ValueOrDie().MapBatches(
+      Udf([&](const std::shared_ptr<arrow::RecordBatch>& b) {
+        ++calls;
+        if (b->num_rows() != 100) ++wrong_sizes;
+        return arrow::Table::FromRecordBatches({b});
+      }),
+      options);
+  EXPECT_EQ(ds.Count(DataContext{}).ValueOrDie(), 1000);
+  EXPECT_EQ(calls.load(), 10);
+  EXPECT_EQ(wrong_sizes.load(), 0);
+}
+
+TEST(Executor, BlocksSplitAtTargetMaxBlockSize) {
+  DataContext context;
+  context.target_max_block_size = 1 << 20;
+  auto ds = Dataset::Range(10, 1).ValueOrDie().MapBatches(Inflate(8 << 20), Named("MapBatches(big)"));
+  auto stream = ds.Execute(context).ValueOrDie();
+  int blocks = 0;
+  while (auto block = stream->Next().ValueOrDie()) {
+    EXPECT_LE(BlockBytes(*block), (1 << 20) + 8);
+    ++blocks;
+  }
+  EXPECT_EQ(blocks, 8);
+}
+
+TEST(Executor, UdfErrorFailsTheExecutionWithTheOperatorName) {
+  auto ds = Dataset::Range(100, 10).ValueOrDie().MapBatches(
+      Udf([](const std::shared_ptr<arrow::RecordBatch>& b) -> arrow::Result<std::shared_ptr<arrow::Table>> {
+        auto first = std::static_pointer_cast<arrow::Int64Array>(b->column(0))->Value(0);
+        if (first == 50) return arrow::Status::Invalid("bad row ", first);
+        return arrow::Table::FromRecordBatches({b});
+      }),
+      Named("MapBatches(picky)"));
+  auto result = ds.ToTable(DataContext{});
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), arrow::StatusCode::Invalid);
+  EXPECT_NE(result.status().message().find("MapBatches(picky)"), std::string::npos);
+  EXPECT_NE(result.status().message().find("bad row 50"), std::string::npos);
+}
+
+TEST(Executor, LimitStopsUpstreamEarly) {
+  std::atomic<int> calls{0};
+  auto ds = Dataset::Range(100000, 1000).ValueOrDie().MapBatches(
+      Udf([&](const std::shared_ptr<arrow::RecordBatch>& b) {
+        ++calls;
+        return arrow::Table::FromRecordBatches({b});
+      }),
+      Named("MapBatches(count)")).Limit(10);
+  auto out = ds.ToTable(DataContext{}).ValueOrDie();
+  EXPECT_EQ(out->num_rows(), 10);
+  EXPECT_LT(calls.load(), 100);
+}
+
+TEST(Executor, CancelStopsPromptly) {
+  auto ds = Dataset::Range(1000, 1000).ValueOrDie().MapBatches(Slow(std::chrono::milliseconds(20)),
+                                                                Named("MapBatches(slow)"));
+  auto stream = ds.Execute(DataContext{}).ValueOrDie();
+  ASSERT_NE(stream->Next().ValueOrDie(), nullptr);
+  auto start = std::chrono::steady_clock::now();
+  stream->Cancel();
+  auto next = stream->Next();
+  EXPECT_FALSE(next.ok());
+  EXPECT_EQ(next.status().code(), arrow::StatusCode::Cancelled);
+  stream.reset();  // joins the execution
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+}
+
+TEST(Executor, StalledConsumerKeepsAccountedMemoryUnderTheLimit) {
+  // Fast producer (8 MiB blocks), consumer that stops pulling: the accounted bytes stay
+  // under the limit plus one task's output.
+  const int64_t limit = 64LL << 20, block = 8LL << 20;
+  DataContext context;
+  context.execution_options.resource_limits.object_store_memory = limit;
+  auto ds = Dataset::Range(400, 400).ValueOrDie().MapBatches(Inflate(block), Named("MapBatches(inflate)"));
+  auto stream = ds.Execute(context).ValueOrDie();
+  ASSERT_NE(stream->Next().ValueOrDie(), nullptr);
+  int64_t peak = 0;
+  for (int i = 0; i < 20; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    peak = std::max(peak, stream->accounted_bytes());
+  }
+  EXPECT_LE(peak, limit + 2 * block);
+  auto stats = stream->stats();
+  EXPECT_FALSE(stats.finished);
+  EXPECT_LT(stats.operators.back().tasks, 400);
+}
+
+TEST(Executor, SlowMiddleStageBoundsMemory) {
+  const int64_t limit = 48LL << 20, block = 4LL << 20;
+  DataContext context;
+  context.execution_options.resource_limits.object_store_memory = limit;
+  auto ds = Dataset::Range(120, 120).ValueOrDie()
+                .MapBatches(Inflate(block), Named("MapBatches(inflate)"))
+                .MapBatches(Slow(std::chrono::milliseconds(5)), [] {
+                  auto o = Named("MapBatches(slow)");
+                  o.num_cpus = 0.5;
+                  return o;
+                }());
+  ExecutionStats stats;
+  auto out = ds.Materialize(context, &stats);
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  // The consumer (Materialize) keeps every block, so only the pipeline's own accounting
+  // is bounded: the peak stays within the limit plus one task's input and output.
+  EXPECT_EQ(stats.operators.back().rows_out, 120 * (block / 8));
+  EXPECT_LE(stats.peak_bytes, limit + 2 * block);
+}
+
+TEST(Executor, ImpossibleResourceRequestFailsAtOnce) {
+  auto options = Named("MapBatches(gpu)");
+  options.num_gpus = 1;
+  auto ds = Dataset::Range(10).ValueOrDie().MapBatches(Slow(std::chrono::milliseconds(0)), options);
+  auto result = ds.ToTable(DataContext{});
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.status().message().find("num_gpus"), std::string::npos);
+}
+
+TEST(Executor, ActorPoolConstructsOncePerActor) {
+  std::atomic<int> constructed{0};
+  MapBatchesOptions options = Named("MapBatches(Model)");
+  options.compute = ComputeStrategy::Actors(2, 2);
+  auto udf = std::make_shared<testing::FnUdf>([](const std::shared_ptr<arrow::RecordBatch>& b) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    return arrow::Table::FromRecordBatches({b});
+  });
+  auto ds = Dataset::Range(1000, 50).ValueOrDie().MapBatches(
+      [&]() -> arrow::Result<std::shared_ptr<BatchUdf>> {
+        ++constructed;
+        return udf;
+      },
+      options);
+  EXPECT_EQ(ds.ToTable(DataContext{}).ValueOrDie()->num_rows(), 1000);
+  EXPECT_GE(constructed.load(), 1);
+  EXPECT_LE(constructed.load(), 2);
+}
+
+}  // namespace
+}  // namespace millstream

@@ -1,0 +1,145 @@
+#include <arrow/io/api.h>
+#include <parquet/arrow/reader.h>
+#include <parquet/arrow/writer.h>
+
+#include "io/sources.h"
+#include "test_util.h"
+
+namespace millstream {
+namespace {
+
+using testing::IdTable;
+using testing::SortedBy;
+using testing::TempDir;
+namespace cp = arrow::compute;
+
+/// Writes `table` as Parquet with row groups of `row_group_size` rows.
+void WriteParquet(const std::shared_ptr<arrow::Table>& table, const std::string& path,
+                  int64_t row_group_size) {
+  auto out = arrow::io::FileOutputStream::Open(path).ValueOrDie();
+  ASSERT_OK(parquet::arrow::WriteTable(*table, arrow::default_memory_pool(), out, row_group_size));
+  ASSERT_OK(out->Close());
+}
+
+std::shared_ptr<arrow::Table> ReadWithArrow(const std::string& path) {
+  auto input = arrow::io::ReadableFile::Open(path).ValueOrDie();
+  auto reader = parquet::arrow::OpenFile(input, arrow::default_memory_pool()).ValueOrDie();
+  std::shared_ptr<arrow::Table> table;
+  EXPECT_TRUE(reader->ReadTable(&table).ok());
+  return table;
+}
+
+TEST(ParquetRead, DirectoryGlobAndListAgree) {
+  TempDir dir;
+  auto table = IdTable(3000);
+  WriteParquet(table->Slice(0, 1000), dir.path() + "/a.parquet", 300);
+  WriteParquet(table->Slice(1000, 2000), dir.path() + "/b.parquet", 300);
+  WriteParquet(table->Slice(0, 10), dir.path() + "/.hidden.parquet", 300);
+  auto expected = table->CombineChunks().ValueOrDie();
+  for (const auto& paths : std::vector<std::vector<std::string>>{
+           {dir.path()}, {dir.path() + "/*.parquet"}, {dir.path() + "/a.parquet", dir.path() + "/b.parquet"}}) {
+    auto ds = Dataset::ReadParquet(paths).ValueOrDie();
+    auto out = ds.ToTable(DataContext{}).ValueOrDie();
+    EXPECT_TRUE(SortedBy(out, "id")->Equals(*expected)) << paths[0];
+    EXPECT_EQ(ds.Count(DataContext{}).ValueOrDie(), 3000);
+  }
+}
+
+TEST(ParquetRead, ColumnsAndFilter) {
+  TempDir dir;
+  auto table = IdTable(5000);
+  WriteParquet(table, dir.path() + "/t.parquet", 500);
+  ReadParquetOptions options;
+  options.columns = {"x"};
+  options.filter = cp::greater_equal(cp::field_ref("id"), cp::literal(int64_t{4200}));
+  auto ds = Dataset::ReadParquet({dir.path()}, options).ValueOrDie();
+  auto out = ds.ToTable(DataContext{}).ValueOrDie();
+  ASSERT_EQ(out->num_columns(), 1);
+  EXPECT_EQ(out->schema()->field(0)->name(), "x");
+  EXPECT_EQ(out->num_rows(), 800);
+  // Row groups are ordered by id: only the last two can hold id >= 4200.
+  auto source = MakeParquetSource({dir.path()}, options).ValueOrDie();
+  auto tasks = source->GetReadTasks(0, 128 << 20).ValueOrDie();
+  int64_t rows = 0;
+  for (const auto& task : tasks) rows += task->estimated_rows();
+  EXPECT_EQ(rows, 1000);
+}
+
+TEST(ParquetRead, MissingPathAndUnknownColumnAreClearErrors) {
+  auto missing = Dataset::ReadParquet({"/no/such/dir"});
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("/no/such/dir"), std::string::npos);
+
+  TempDir dir;
+  WriteParquet(IdTable(10), dir.path() + "/t.parquet", 10);
+  ReadParquetOptions options;
+  options.columns = {"nope"};
+  auto unknown = Dataset::ReadParquet({dir.path()}, options);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.status().code(), arrow::StatusCode::KeyError);
+  EXPECT_NE(unknown.status().message().find("nope"), std::string::npos);
+}
+
+TEST(ParquetRead, CorruptFileIsNamed) {
+  TempDir dir;
+  {
+    auto out = arrow::io::FileOutputStream::Open(dir.path() + "/bad.parquet").ValueOrDie();
+    ASSERT_OK(out->Write("this is not parquet"));
+    ASSERT_OK(out->Close());
+  }
+  auto ds = Dataset::ReadParquet({dir.path()});
+  ASSERT_FALSE(ds.ok());
+  EXPECT_NE(ds.status().message().find("bad.parquet"), std::string::npos);
+}
+
+TEST(ParquetWrite, RoundTripLeavesOnlyCompleteFiles) {
+  TempDir dir;
+  auto table = IdTable(20000);
+  auto ds = Dataset::FromArrow(table, 7).ValueOrDie();
+  ASSERT_OK(ds.Write(dir.path() + "/out", FileFormat::kParquet, DataContext{}));
+  auto fs = arrow::fs::LocalFileSystem();
+  arrow::fs::FileSelector selector;
+  selector.base_dir = dir.path() + "/out";
+  auto files = fs.GetFileInfo(selector).ValueOrDie();
+  EXPECT_EQ(files.size(), 7u);
+  std::vector<std::shared_ptr<arrow::Table>> parts;
+  for (const auto& f : files) {
+    EXPECT_EQ(f.base_name().find(".tmp"), std::string::npos);
+    parts.push_back(ReadWithArrow(f.path()));
+  }
+  auto all = arrow::ConcatenateTables(parts).ValueOrDie();
+  EXPECT_TRUE(SortedBy(all, "id")->Equals(*table->CombineChunks().ValueOrDie()));
+}
+
+TEST(ParquetWrite, FailedTaskLeavesNoFile) {
+  TempDir dir;
+  MapBatchesOptions options;
+  options.name = "MapBatches(fail_late)";
+  auto ds = Dataset::Range(100, 1).ValueOrDie().MapBatches(
+      testing::Udf([](const std::shared_ptr<arrow::RecordBatch>& b) -> arrow::Result<std::shared_ptr<arrow::Table>> {
+        return arrow::Status::Invalid("boom");
+      }),
+      options);
+  auto status = ds.Write(dir.path() + "/out", FileFormat::kParquet, DataContext{});
+  EXPECT_FALSE(status.ok());
+  arrow::fs::FileSelector selector;
+  selector.base_dir = dir.path() + "/out";
+  selector.allow_not_found = true;
+  auto files = arrow::fs::LocalFileSystem().GetFileInfo(selector).ValueOrDie();
+  EXPECT_TRUE(files.empty());
+}
+
+TEST(CsvJsonWrite, ProduceOneFilePerTask) {
+  TempDir dir;
+  auto ds = Dataset::FromArrow(IdTable(100), 2).ValueOrDie();
+  ASSERT_OK(ds.Write(dir.path() + "/csv", FileFormat::kCsv, DataContext{}));
+  ASSERT_OK(ds.Write(dir.path() + "/json", FileFormat::kJson, DataContext{}));
+  for (const auto& sub : {"/csv", "/json"}) {
+    arrow::fs::FileSelector selector;
+    selector.base_dir = dir.path() + sub;
+    EXPECT_EQ(arrow::fs::LocalFileSystem().GetFileInfo(selector).ValueOrDie().size(), 2u);
+  }
+}
+
+}  // namespace
+}  // namespace millstream
