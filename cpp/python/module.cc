@@ -81,6 +81,10 @@ std::mutex g_live_mutex;
 std::set<BatchIterator*> g_live;
 
 /// A running execution seen from Python: batches out, Ctrl-C in.
+///
+/// Lock order: the engine may need the GIL while it holds its own lock (dropping a block
+/// whose memory a Python object owns), so every call into the engine that can wait on that
+/// lock releases the GIL first.
 class PyBatchIterator {
  public:
   explicit PyBatchIterator(std::unique_ptr<BatchIterator> it) : it_(std::move(it)) {
@@ -100,16 +104,9 @@ class PyBatchIterator {
         py::gil_scoped_release release;
         next = it_->NextFor(std::chrono::milliseconds(100), &timed_out);
       }
-      if (!next.ok()) {
-        CheckStatus(next.status());
-      }
-      if (timed_out) {
-        if (PyErr_CheckSignals() != 0) {
-          Cancel();
-          throw py::error_already_set();
-        }
-        continue;
-      }
+      if (!next.ok()) CheckStatus(next.status());
+      CheckSignals();
+      if (timed_out) continue;
       if (!*next) return py::none();
       return python::BatchToPyArrow(*next);
     }
@@ -126,13 +123,8 @@ class PyBatchIterator {
         next = it_->NextFor(std::chrono::milliseconds(100), &timed_out);
       }
       if (!next.ok()) CheckStatus(next.status());
-      if (timed_out) {
-        if (PyErr_CheckSignals() != 0) {
-          Cancel();
-          throw py::error_already_set();
-        }
-        continue;
-      }
+      CheckSignals();
+      if (timed_out) continue;
       if (!*next) break;
       rows += (*next)->num_rows();
     }
@@ -140,7 +132,17 @@ class PyBatchIterator {
   }
 
   void Cancel() {
+    py::gil_scoped_release release;
     if (it_) it_->stream().Cancel();
+  }
+
+  /// Ctrl-C (or any signal handler raising) cancels the execution and raises.
+  void CheckSignals() {
+    if (PyErr_CheckSignals() != 0) {
+      py::error_already_set error;
+      Close();
+      throw error;
+    }
   }
 
   void Close() {
@@ -156,7 +158,11 @@ class PyBatchIterator {
 
   py::tuple Stats() const {
     if (!it_) return py::make_tuple("", py::list());
-    auto stats = it_->stream().stats();
+    ExecutionStats stats;
+    {
+      py::gil_scoped_release release;
+      stats = it_->stream().stats();
+    }
     py::dict totals;
     totals["wall_s"] = stats.wall_s;
     totals["peak_bytes"] = stats.peak_bytes;
@@ -165,13 +171,17 @@ class PyBatchIterator {
     return py::make_tuple(stats.ToString(), StatsToPython(stats), totals);
   }
 
-  int64_t AccountedBytes() const { return it_ ? it_->stream().accounted_bytes() : 0; }
+  int64_t AccountedBytes() const {
+    py::gil_scoped_release release;
+    return it_ ? it_->stream().accounted_bytes() : 0;
+  }
 
  private:
   std::unique_ptr<BatchIterator> it_;
 };
 
 void CancelAllExecutions() {
+  py::gil_scoped_release release;
   std::lock_guard<std::mutex> lock(g_live_mutex);
   for (auto* it : g_live) it->stream().Cancel();
 }

@@ -145,6 +145,9 @@ BatchUdfFactory MakePythonUdfFactory(py::object fn, bool is_class, std::string n
       return std::make_shared<PythonUdf>(std::move(instance), name);
     } catch (py::error_already_set& error) {
       py::object exception = error.value();
+      if (!error.trace().is_none() && exception.attr("__traceback__").is_none()) {
+        exception.attr("__traceback__") = error.trace();
+      }
       if (py::hasattr(exception, "add_note")) {
         exception.attr("add_note")("(raised constructing the actor of millstream operator " +
                                    name + ")");

@@ -83,7 +83,7 @@ class DataContext(_Strict):
     enable_auto_log_stats: bool = False
     verbose_stats_logs: bool = False
     max_errored_blocks: int = 0
-    eager_free: bool = True
+    eager_free: bool = False
     # Cluster-only (no effect on one machine).
     scheduling_strategy: str = "SPREAD"
     scheduling_strategy_large_args: str = "DEFAULT"

@@ -326,7 +326,10 @@ class Dataset:
     def take_batch(self, batch_size: int = 20, *, batch_format: Optional[str] = "default"):
         """The first ``batch_size`` rows as one batch."""
         fmt = _batch.check_batch_format(batch_format)
-        return _batch.to_format(self.limit(batch_size).to_arrow(), fmt)
+        table = self.limit(batch_size).to_arrow()
+        if table.num_rows == 0:
+            raise ValueError("take_batch: the dataset is empty")
+        return _batch.to_format(table, fmt)
 
     def show(self, limit: int = 20) -> None:
         """Prints the first ``limit`` rows."""

@@ -158,7 +158,12 @@ void Execution::SchedulingLoop() {
   while (true) {
     auto events = std::move(events_);
     events_.clear();
-    for (auto& event : events) ProcessEvent(std::move(event));
+    for (auto& event : events) ProcessEvent(event);
+    // What the events still hold (dropped blocks, extra errors) may own Python objects
+    // whose release takes the GIL: let them go outside the lock.
+    lock.unlock();
+    events.clear();
+    lock.lock();
     for (size_t i = 0; i < ops_.size(); ++i) Forward(i);
     // Completion flows downstream.
     for (size_t i = 0; i + 1 < ops_.size(); ++i) {
@@ -186,7 +191,7 @@ void Execution::SchedulingLoop() {
   }
 }
 
-void Execution::ProcessEvent(Event event) {
+void Execution::ProcessEvent(Event& event) {
   auto& op = *ops_[event.op];
   auto it = op.running.find(event.task);
   if (it == op.running.end()) return;

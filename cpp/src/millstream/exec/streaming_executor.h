@@ -59,7 +59,7 @@ class Execution {
   };
 
   void SchedulingLoop();
-  void ProcessEvent(Event event);
+  void ProcessEvent(Event& event);
   void Forward(size_t op);
   void PushOutput(size_t op, Block block);
   void StopUpstream(size_t op);
