@@ -10,7 +10,6 @@ import copy
 import dataclasses
 import faulthandler
 import os
-import sys
 
 import numpy as np
 import pyarrow as pa
@@ -20,12 +19,33 @@ import pytest
 import millstream as md
 
 # A test that hangs kills the run (with every thread's traceback) instead of blocking CI.
-PER_TEST_TIMEOUT_S = 90
+PER_TEST_TIMEOUT_S = 45
+
+
+_config = None
+_stderr_fd = None
+
+
+def pytest_configure(config):
+    global _config
+    _config = config
+
+
+def _real_stderr_fd() -> int:
+    """A copy of the terminal's stderr: pytest redirects fd 2 while it captures output."""
+    try:
+        capman = _config.pluginmanager.getplugin("capturemanager")
+        return os.dup(capman._global_capturing.err.targetfd_save)
+    except Exception:
+        return os.dup(2)
 
 
 @pytest.fixture(autouse=True)
 def _no_hang():
-    faulthandler.dump_traceback_later(PER_TEST_TIMEOUT_S, exit=True, file=sys.stderr)
+    global _stderr_fd
+    if _stderr_fd is None:
+        _stderr_fd = _real_stderr_fd()
+    faulthandler.dump_traceback_later(PER_TEST_TIMEOUT_S, exit=True, file=_stderr_fd)
     yield
     faulthandler.cancel_dump_traceback_later()
 

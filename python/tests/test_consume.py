@@ -336,3 +336,30 @@ def test_lazy_transforms_run_nothing():
     ds = ds.filter(lambda r: calls.append(1) or True).limit(5)
     assert calls == []
     assert len(ds.take_all()) == 5 and calls
+
+
+def test_schema_object(table):
+    a = md.Schema(table.schema)
+    assert a == md.Schema(table.schema)
+    assert a != md.Schema(table.drop_columns(["cat"]).schema)
+    assert a.names == table.schema.names and a.types == table.schema.types
+    lines = repr(a).splitlines()
+    assert lines[0].split() == ["Column", "Type"]
+    assert [line.split()[0] for line in lines[2:]] == table.schema.names
+    assert [line.split(None, 1)[1] for line in lines[2:]] == [str(t) for t in table.schema.types]
+
+
+def test_iter_batches_collate_fn(ds, table):
+    out = list(ds.iter_batches(batch_size=250, _collate_fn=lambda b: len(b["key"])))
+    assert out == [250] * 4
+
+
+def test_read_parquet_parallelism_alias(tmp_path, table):
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=100)
+    blocks = list(md.read_parquet(str(tmp_path), parallelism=5).iter_batches(batch_size=None))
+    assert len(blocks) == 5
+    assert sum(len(b["key"]) for b in blocks) == table.num_rows
+
+
+def test_version():
+    assert isinstance(md.__version__, str) and md.__version__.count(".") >= 1

@@ -205,3 +205,21 @@ def test_cpu_limit_caps_concurrent_tasks(ctx, cpus):
     out = md.range(400, override_num_blocks=40).map_batches(slow).take_all()
     assert sorted(r["id"] for r in out) == list(range(400))
     assert 1 <= state["max"] <= cpus
+
+
+def test_small_task_outputs_are_combined():
+    # 100 UDF outputs of 10 rows per task are far under target_min_block_size (1 MiB):
+    # each task hands over one combined block.
+    blocks = list(md.range(1000, override_num_blocks=2).map_batches(lambda b: b, batch_size=10)
+                  .iter_batches(batch_size=None, batch_format="pyarrow"))
+    assert sorted(b.num_rows for b in blocks) == [500, 500]
+    ids = np.sort(np.concatenate([b["id"].to_numpy() for b in blocks]))
+    np.testing.assert_array_equal(ids, np.arange(1000))
+
+
+def test_min_block_size_zero_keeps_outputs_apart(ctx):
+    ctx.target_min_block_size = 1
+    blocks = list(md.range(1000, override_num_blocks=2).map_batches(lambda b: b, batch_size=100)
+                  .iter_batches(batch_size=None, batch_format="pyarrow"))
+    assert sum(b.num_rows for b in blocks) == 1000
+    assert len(blocks) == 10

@@ -143,3 +143,33 @@ def test_cli_help_and_bad_command():
     assert proc.returncode == 0 and "demo" in proc.stdout
     proc = subprocess.run(_cli() + ["nonsense"], capture_output=True, text=True, timeout=30)
     assert proc.returncode != 0
+
+
+_EARLY_STOP_SCRIPT = textwrap.dedent("""
+    import numpy as np
+    import pyarrow as pa
+    import millstream as md
+
+    table = pa.table({"price": np.random.default_rng(0).random(1000)})
+    for i in range(150):
+        ds = md.from_arrow(table, override_num_blocks=7).map_batches(
+            lambda b: {"z": b["price"].astype(np.float32)})
+        assert ds.schema().names == ["z"]          # stops after the first block
+        assert len(ds.take(1)) == 1                # limit: stops early
+        for batch in ds.iter_batches(batch_size=None):
+            break                                  # consumer walks away
+    print("done", flush=True)
+""")
+
+
+def test_early_stop_of_udf_pipeline_does_not_deadlock(tmp_path):
+    # Stopping a running execution whose blocks hold numpy-backed buffers (UDF output)
+    # must not hang: repeated many times, in a subprocess so a hang fails cleanly.
+    script = tmp_path / "early_stop.py"
+    script.write_text(_EARLY_STOP_SCRIPT)
+    try:
+        proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=15)
+    except subprocess.TimeoutExpired:
+        pytest.fail("stopping a running UDF pipeline early deadlocked (no progress for 15 s)")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "done" in proc.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -456,3 +457,69 @@ def test_limit_stops_upstream_early():
 def test_limit_chained():
     assert md.range(100).limit(50).limit(10).count() == 10
     assert md.range(100).limit(10).limit(50).count() == 10
+
+
+def test_limit_pushed_ahead_of_row_preserving_map():
+    rows_seen = []
+    lock = threading.Lock()
+
+    def f(row):
+        with lock:
+            rows_seen.append(row["id"])
+        return {"id": row["id"] + 1}
+
+    out = md.range(1000, override_num_blocks=10).map(f).limit(5).take_all()
+    assert len(out) == 5
+    assert len(rows_seen) == 5
+    assert sorted(r["id"] for r in out) == sorted(i + 1 for i in rows_seen)
+
+
+def test_limit_pushed_ahead_of_row_preserving_map_batches():
+    seen = []
+    lock = threading.Lock()
+
+    def f(batch):
+        with lock:
+            seen.append(len(batch["id"]))
+        return {"id": batch["id"]}
+
+    ds = md.range(1000, override_num_blocks=1).map_batches(f, udf_modifying_row_count=False).limit(7)
+    assert len(ds.take_all()) == 7
+    assert sum(seen) == 7
+
+
+def _concurrency_probe():
+    lock = threading.Lock()
+    state = {"active": 0, "max": 0}
+
+    def slow(batch):
+        with lock:
+            state["active"] += 1
+            state["max"] = max(state["max"], state["active"])
+        time.sleep(0.01)
+        with lock:
+            state["active"] -= 1
+        return batch
+
+    return slow, state
+
+
+def test_function_concurrency_caps_tasks(ctx):
+    ctx.execution_options.resource_limits.cpu = 8
+    slow, state = _concurrency_probe()
+    out = md.range(300, override_num_blocks=30).map_batches(slow, concurrency=1).take_all()
+    assert sorted(r["id"] for r in out) == list(range(300))
+    assert state["max"] == 1
+
+
+def test_num_cpus_reserves_slots(ctx):
+    ctx.execution_options.resource_limits.cpu = 4
+    slow, state = _concurrency_probe()
+    out = md.range(300, override_num_blocks=30).map_batches(slow, num_cpus=2).take_all()
+    assert sorted(r["id"] for r in out) == list(range(300))
+    assert 1 <= state["max"] <= 2
+
+
+def test_negative_num_cpus_rejected():
+    with pytest.raises(ValueError):
+        md.range(3).map_batches(lambda b: b, num_cpus=-1)
