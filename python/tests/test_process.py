@@ -173,3 +173,27 @@ def test_early_stop_of_udf_pipeline_does_not_deadlock(tmp_path):
         pytest.fail("stopping a running UDF pipeline early deadlocked (no progress for 15 s)")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "done" in proc.stdout
+
+
+_STRESS_SCRIPT = textwrap.dedent("""
+    import millstream as md
+
+    for i in range(300):
+        ds = md.range(1000, override_num_blocks=100)
+        assert sum(len(b["id"]) for b in ds.iter_batches(batch_size=64)) == 1000
+        assert len(ds.map_batches(lambda b: b).take_all()) == 1000
+    print("done", flush=True)
+""")
+
+
+def test_many_small_executions_never_stall(tmp_path):
+    # 600 short executions over 100 small blocks each: a lost wake-up in the scheduler
+    # shows up as a stall; in a subprocess so it fails cleanly instead of hanging.
+    script = tmp_path / "stress.py"
+    script.write_text(_STRESS_SCRIPT)
+    try:
+        proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("an execution stalled: no progress for 20 s over 600 small executions")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "done" in proc.stdout
