@@ -54,12 +54,31 @@ py::object PyArrowAttr(const char* cls, const char* attr) {
   return py::module_::import("pyarrow").attr(cls).attr(attr);
 }
 
+/// Keeps an engine thread's Python thread state alive from its first UDF call until the
+/// thread exits, instead of creating and destroying one around every call.
+struct ThreadStateKeeper {
+  bool kept = false;
+  void Keep() {
+    if (kept) return;
+    py::gil_scoped_acquire gil;
+    gil.inc_ref();
+    kept = true;
+  }
+  ~ThreadStateKeeper() {
+    if (!kept || !Py_IsInitialized() || _Py_IsFinalizing()) return;
+    py::gil_scoped_acquire gil;
+    gil.dec_ref();
+  }
+};
+thread_local ThreadStateKeeper t_thread_state;
+
 class PythonUdf : public BatchUdf {
  public:
   PythonUdf(py::object fn, std::string name) : fn_(std::move(fn)), name_(std::move(name)) {}
 
   arrow::Result<std::shared_ptr<arrow::Table>> Call(
       const std::shared_ptr<arrow::RecordBatch>& batch) override {
+    t_thread_state.Keep();
     py::gil_scoped_acquire gil;
     try {
       py::object result = fn_.get()(BatchToPyArrow(batch));

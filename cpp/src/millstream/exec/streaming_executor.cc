@@ -106,6 +106,7 @@ void Execution::Cancel() {
       cancelled_ = true;
       for (auto& op : ops_) *op->stopped = true;
     }
+    poked_ = true;
   }
   scheduler_wake_.notify_all();
   consumer_wake_.notify_all();
@@ -145,6 +146,7 @@ arrow::Result<Block> Execution::Next(std::chrono::milliseconds timeout, bool* ti
     Block block = std::move(last.output_queue.front());
     last.output_queue.pop_front();
     last.output_bytes -= BlockBytes(*block);
+    poked_ = true;
     lock.unlock();
     scheduler_wake_.notify_one();
     return block;
@@ -187,7 +189,8 @@ void Execution::SchedulingLoop() {
       consumer_wake_.notify_all();
       return;
     }
-    scheduler_wake_.wait(lock);
+    scheduler_wake_.wait(lock, [this] { return !events_.empty() || poked_; });
+    poked_ = false;
   }
 }
 

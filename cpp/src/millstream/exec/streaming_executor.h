@@ -85,6 +85,7 @@ class Execution {
   std::condition_variable scheduler_wake_;
   std::condition_variable consumer_wake_;
   std::vector<Event> events_;
+  bool poked_ = false;  // the consumer took a block or the execution was cancelled
   double cpus_in_use_ = 0;
   double gpus_in_use_ = 0;
   int64_t running_tasks_ = 0;
