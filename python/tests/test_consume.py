@@ -363,3 +363,74 @@ def test_read_parquet_parallelism_alias(tmp_path, table):
 
 def test_version():
     assert isinstance(md.__version__, str) and md.__version__.count(".") >= 1
+
+
+def test_preserve_order_with_scrambled_task_times(ctx, table):
+    ctx.execution_options.preserve_order = True
+    rng = np.random.default_rng(0)
+    delays = iter(rng.random(1000) * 0.01)
+    lock = threading.Lock()
+
+    def jitter(batch):
+        with lock:
+            d = next(delays)
+        import time
+        time.sleep(d)
+        return batch
+
+    ds = md.from_arrow(table, override_num_blocks=20).map_batches(jitter, batch_size=25)
+    got = pa.concat_tables(list(ds.iter_batches(batch_size=77, batch_format="pyarrow")))
+    assert got.equals(table)
+    assert ds.take(30) == table.slice(0, 30).to_pylist()
+
+
+def test_slow_consumer_gets_everything_within_budget(ctx):
+    ctx.execution_options.resource_limits.object_store_memory = 16 << 20
+    n_blocks, rows = 40, 1 << 17  # 40 blocks of 1 MiB
+
+    def make(batch):
+        start = int(batch["id"][0]) * rows
+        return {"v": np.arange(start, start + rows, dtype=np.int64)}
+
+    ds = md.range(n_blocks, override_num_blocks=n_blocks).map_batches(make)
+    total, count = 0, 0
+    import time
+    for batch in ds.iter_batches(batch_size=50_000):
+        time.sleep(0.003)
+        total += int(batch["v"].sum())
+        count += len(batch["v"])
+    n = n_blocks * rows
+    assert count == n
+    assert total == n * (n - 1) // 2
+    peak = re.search(r"peak ([\d.]+) (\w+) of blocks held", ds.stats())
+    unit = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}[peak.group(2)]
+    assert float(peak.group(1)) * unit <= (16 << 20) + 2 * (1 << 20)
+
+
+def test_two_concurrent_consumers(table):
+    ds = md.from_arrow(table, override_num_blocks=10).map_batches(
+        lambda b: {"key": b["key"], "p2": b["price"] * 2})
+    results, errors = {}, []
+
+    def consume(name):
+        try:
+            results[name] = pa.concat_tables(list(ds.iter_batches(batch_size=64, batch_format="pyarrow")))
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=consume, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    expected = pa.table({"key": table["key"], "p2": pa.compute.multiply(table["price"], 2)})
+    for name in range(3):
+        assert_tables_equal(results[name], expected)
+
+
+def test_iter_rows_early_break_then_reuse(ds, table):
+    for i, row in enumerate(ds.iter_rows()):
+        if i == 3:
+            break
+    assert len(list(ds.iter_rows())) == table.num_rows

@@ -242,3 +242,14 @@ def test_udf_returning_ragged_dict_is_value_error():
     with pytest.raises(ValueError) as info:
         md.range(10).map_batches(ragged).take_all()
     assert "MapBatches(ragged)" in str(info.value) + _notes(info.value)
+
+
+def test_actor_call_error_names_operator():
+    class Fails:
+        def __call__(self, batch):
+            raise MyError("actor call failed")
+
+    with pytest.raises(MyError, match="actor call failed") as info:
+        md.range(100, override_num_blocks=4).map_batches(Fails, concurrency=2).take_all()
+    assert "MapBatches(Fails)" in _notes(info.value)
+    assert "__call__" in _frames(info.value)

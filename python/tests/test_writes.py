@@ -186,3 +186,21 @@ def test_sigkill_while_writing_leaves_no_partial_visible_file(tmp_path):
     assert pq.read_table(str(out)).num_rows == rows
     assert md.read_parquet(str(out)).count() == rows
     assert md.read_parquet(str(out)).to_arrow().num_rows == rows
+
+
+def test_write_after_limit(tmp_path):
+    out = tmp_path / "out"
+    md.range(10_000, override_num_blocks=10).limit(10).write_parquet(str(out))
+    got = pq.read_table(str(out))
+    assert got.num_rows == 10
+    assert len(set(got["id"].to_pylist())) == 10
+    _no_temp_files(out)
+
+
+def test_write_tensor_column_round_trip(tmp_path):
+    arr = np.arange(60, dtype=np.float32).reshape(20, 3)
+    out = tmp_path / "t"
+    md.from_numpy(arr).write_parquet(str(out))
+    back = md.read_parquet(str(out)).take_batch(20)["data"]
+    assert back.shape == (20, 3)
+    np.testing.assert_array_equal(back[np.argsort(back[:, 0])], arr)
