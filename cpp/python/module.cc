@@ -33,7 +33,16 @@ DataContext ContextFromDict(const py::dict& d) {
   get_int("target_max_block_size", &ctx.target_max_block_size);
   get_int("target_min_block_size", &ctx.target_min_block_size);
   get_int("read_op_min_num_blocks", &ctx.read_op_min_num_blocks);
-  get_int("consumer_prefetch_blocks", &ctx.consumer_prefetch_blocks);
+  auto get_double = [&](const char* key, double* out) {
+    if (d.contains(key) && !d[key].is_none()) *out = d[key].cast<double>();
+  };
+  get_double("actor_pool_util_upscaling_threshold",
+             &ctx.autoscaling_config.actor_pool_util_upscaling_threshold);
+  get_double("actor_pool_util_downscaling_threshold",
+             &ctx.autoscaling_config.actor_pool_util_downscaling_threshold);
+  if (d.contains("actor_pool_max_upscaling_delta"))
+    ctx.autoscaling_config.actor_pool_max_upscaling_delta = d["actor_pool_max_upscaling_delta"].cast<int>();
+  get_double("downstream_capacity_backpressure_ratio", &ctx.downstream_capacity_backpressure_ratio);
   auto& limits = ctx.execution_options.resource_limits;
   auto& exclude = ctx.execution_options.exclude_resources;
   get_opt("cpu", &limits.cpu);
@@ -70,6 +79,16 @@ py::list StatsToPython(const ExecutionStats& stats) {
     d["task_wall_s"] = op.task_wall_s;
     d["backpressure_s"] = op.backpressure_s;
     d["peak_bytes"] = op.peak_bytes;
+    d["cpu_s"] = op.cpu_s;
+    d["udf_s"] = op.udf_s;
+    d["active_tasks"] = op.active_tasks;
+    d["queued_bundles"] = op.queued_bundles;
+    d["queued_bytes"] = op.queued_bytes;
+    d["actors"] = op.actors;
+    d["peak_actors"] = op.peak_actors;
+    d["actors_started"] = op.actors_started;
+    d["estimated_rows_out"] = op.estimated_rows_out;
+    d["done"] = op.done;
     ops.append(d);
   }
   return ops;

@@ -202,5 +202,103 @@ TEST(Executor, ActorPoolConstructsOncePerActor) {
   EXPECT_LE(constructed.load(), 2);
 }
 
+TEST(ActorPool, AutoscalesUpUnderLoadWithinBounds) {
+  MapBatchesOptions options = Named("MapBatches(Model)");
+  options.compute = ComputeStrategy::Actors(1, 3);
+  options.num_cpus = 0.5;
+  std::atomic<int> constructed{0};
+  auto udf = std::make_shared<testing::FnUdf>([](const std::shared_ptr<arrow::RecordBatch>& b) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    return arrow::Table::FromRecordBatches({b});
+  });
+  auto ds = Dataset::Range(4000, 200).ValueOrDie().MapBatches(
+      [&]() -> arrow::Result<std::shared_ptr<BatchUdf>> {
+        ++constructed;
+        return udf;
+      },
+      options);
+  ExecutionStats stats;
+  auto out = ds.Materialize(DataContext{}, &stats).ValueOrDie();
+  const auto& op = stats.operators.back();
+  EXPECT_EQ(op.rows_out, 4000);
+  EXPECT_EQ(op.peak_actors, 3);  // 200 queued bundles: the pool grows to its max, no further
+  EXPECT_EQ(constructed.load(), 3);
+  EXPECT_EQ(op.actors_started, 3);
+}
+
+TEST(ActorPool, StaysSmallWhenInputTrickles) {
+  MapBatchesOptions slow = Named("MapBatches(slow_source)");
+  slow.compute = ComputeStrategy::Tasks(1);  // capped: stays its own operator
+  MapBatchesOptions actor = Named("MapBatches(Fast)");
+  actor.compute = ComputeStrategy::Actors(1, 4);
+  actor.num_cpus = 0.5;
+  auto ds = Dataset::Range(40, 40).ValueOrDie()
+                .MapBatches(Slow(std::chrono::milliseconds(15)), slow)
+                .MapBatches(Slow(std::chrono::milliseconds(0)), actor);
+  ExecutionStats stats;
+  DataContext context;
+  context.execution_options.resource_limits.cpu = 1.5;
+  auto out = ds.Materialize(context, &stats).ValueOrDie();
+  EXPECT_EQ(stats.operators.back().rows_out, 40);
+  EXPECT_EQ(stats.operators.back().peak_actors, 1);
+}
+
+TEST(ActorPool, ActorsAskingForEveryCpuDoNotStarveUpstream) {
+  DataContext context;
+  context.execution_options.resource_limits.cpu = 2;
+  MapBatchesOptions upstream = Named("MapBatches(prepare)");
+  MapBatchesOptions actor = Named("MapBatches(Model)");
+  actor.compute = ComputeStrategy::Actors(2, 2);
+  actor.num_cpus = 1;  // two actors x one CPU: every CPU of the limit
+  upstream.num_cpus = 1;
+  upstream.compute = ComputeStrategy::Tasks(1);  // not fusable: different strategy
+  auto ds = Dataset::Range(1000, 50).ValueOrDie()
+                .MapBatches(Slow(std::chrono::milliseconds(1)), upstream)
+                .MapBatches(Slow(std::chrono::milliseconds(1)), actor);
+  auto start = std::chrono::steady_clock::now();
+  auto out = ds.ToTable(context);
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_EQ((*out)->num_rows(), 1000);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20));
+}
+
+TEST(ActorPool, ConstructorFailureNamesTheOperator) {
+  MapBatchesOptions options = Named("MapBatches(BrokenModel)");
+  options.compute = ComputeStrategy::Actors(1, 2);
+  auto ds = Dataset::Range(10, 2).ValueOrDie().MapBatches(
+      []() -> arrow::Result<std::shared_ptr<BatchUdf>> {
+        return arrow::Status::IOError("weights file missing");
+      },
+      options);
+  auto result = ds.ToTable(DataContext{});
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.status().message().find("BrokenModel"), std::string::npos);
+  EXPECT_NE(result.status().message().find("weights file missing"), std::string::npos);
+}
+
+TEST(Stats, CountersMatchTheData) {
+  // The map fuses into the read; the filter, asking for other resources, stays apart.
+  MapBatchesOptions map = Named("MapBatches(a)");
+  map.num_cpus = 0.5;
+  auto ds = Dataset::Range(1000, 10).ValueOrDie()
+                .MapBatches(Slow(std::chrono::milliseconds(1)), map)
+                .Filter(cp::less(cp::field_ref("id"), cp::literal(int64_t{300})));
+  ExecutionStats stats;
+  (void)ds.Materialize(DataContext{}, &stats).ValueOrDie();
+  ASSERT_EQ(stats.operators.size(), 2u);
+  const auto& first = stats.operators[0];
+  const auto& filter = stats.operators[1];
+  EXPECT_NE(first.name.find("ReadRange->MapBatches(a)"), std::string::npos) << first.name;
+  EXPECT_EQ(first.rows_out, 1000);
+  EXPECT_EQ(first.tasks, 10);
+  EXPECT_GE(first.udf_s, 0.009);  // ten calls sleeping 1 ms each
+  EXPECT_GE(first.task_wall_s, first.udf_s);
+  EXPECT_EQ(filter.rows_in, first.rows_out);
+  EXPECT_EQ(filter.bytes_in, first.bytes_out);
+  EXPECT_EQ(filter.rows_out, 300);
+  EXPECT_EQ(filter.udf_s, 0);
+  EXPECT_TRUE(stats.finished);
+}
+
 }  // namespace
 }  // namespace millstream

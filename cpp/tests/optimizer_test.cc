@@ -59,6 +59,16 @@ TEST(FuseMaps, TaskIntoActorFusesButActorIsNeverFusedInto) {
   EXPECT_EQ(PlanChain(optimized)[0]->compute.kind, ComputeStrategy::Kind::kActors);
 }
 
+TEST(FuseMaps, CappedTasksDoNotFuseIntoActors) {
+  auto capped = Named("MapBatches(capped)");
+  capped.compute = ComputeStrategy::Tasks(2);
+  auto actor = Named("MapBatches(Model)");
+  actor.compute = ComputeStrategy::Actors(1, 2);
+  auto ds = Source().MapBatches(Identity(), capped).MapBatches(Identity(), actor);
+  auto optimized = MakeFuseMapsRule()->Apply(ds.plan()).ValueOrDie();
+  EXPECT_EQ(Names(optimized), "ReadRange->MapBatches(capped) | MapBatches(Model)");
+}
+
 TEST(FuseMaps, LimitBreaksFusion) {
   auto ds = Source().Limit(5).MapBatches(Identity(), Named("MapBatches(f)"));
   auto optimized = Optimize(ds.plan()).ValueOrDie();

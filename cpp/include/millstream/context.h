@@ -23,6 +23,19 @@ struct ExecutionOptions {
   bool preserve_order = false;
 };
 
+/// \brief When an autoscaling actor pool grows and shrinks (Ray Data's AutoscalingConfig).
+///
+/// Utilization is (tasks running + bundles waiting) / (actors x max_tasks_in_flight_per_actor):
+/// when every actor is busy and it is at or above the upscaling
+/// threshold the pool adds up to `actor_pool_max_upscaling_delta` actors per scheduling
+/// round; at or below the downscaling threshold it retires an idle actor. Never outside
+/// the pool's [min, max].
+struct AutoscalingConfig {
+  double actor_pool_util_upscaling_threshold = 1.75;
+  double actor_pool_util_downscaling_threshold = 0.5;
+  int actor_pool_max_upscaling_delta = 1;
+};
+
 /// \brief The engine's knobs, with Ray Data's names and defaults.
 ///
 /// A DataContext is a value: an execution copies the one it is given when it starts.
@@ -38,8 +51,10 @@ struct DataContext {
   double op_resource_reservation_ratio = 0.5;
   /// Sources aim for at least this many blocks when no override is given.
   int64_t read_op_min_num_blocks = 200;
-  /// Blocks buffered ahead of the consumer (iter_batches' prefetch), at least 1.
-  int64_t consumer_prefetch_blocks = 2;
+  AutoscalingConfig autoscaling_config;
+  /// An operator stops launching while its downstream map has more than this many
+  /// bundles queued per task it can run at once (0 or less: no such cap).
+  double downstream_capacity_backpressure_ratio = 2.0;
 };
 
 /// \brief The limits that an execution with `context` runs under, with unset fields

@@ -45,8 +45,22 @@ struct OperatorStats {
   double task_wall_s = 0;
   /// Time during which it had input to work on but a budget held it back.
   double backpressure_s = 0;
+  /// Summed CPU time of this operator's task threads, and the part spent inside UDFs.
+  double cpu_s = 0;
+  double udf_s = 0;
   /// Most bytes of blocks accounted to it at once.
   int64_t peak_bytes = 0;
+  /// Live state, for progress: tasks running, input waiting, actors alive (and built).
+  int64_t active_tasks = 0;
+  int64_t queued_bundles = 0;
+  int64_t queued_bytes = 0;
+  int64_t actors = 0;
+  int64_t peak_actors = 0;
+  int64_t actors_started = 0;
+  /// Rows this operator is expected to output in all (from source metadata and the
+  /// selectivity seen so far); -1 when unknown.
+  int64_t estimated_rows_out = -1;
+  bool done = false;
 };
 
 /// \brief Counters of one execution.

@@ -33,14 +33,15 @@ struct ComputeStrategy {
   /// Tasks: the most tasks in flight (0: no cap). Actors: the pool's size bounds.
   int min_size = 0;
   int max_size = 0;
-  /// Tasks an actor queues at once (it runs them one at a time).
-  int max_tasks_in_flight_per_actor = 1;
+  /// Tasks one actor is expected to keep queued (it runs them one at a time): the
+  /// autoscaler's unit of load.
+  int max_tasks_in_flight_per_actor = 4;
 
   static ComputeStrategy Tasks(int concurrency = 0) {
-    return {Kind::kTasks, 0, concurrency, 1};
+    return {Kind::kTasks, 0, concurrency, 4};
   }
-  static ComputeStrategy Actors(int min_size, int max_size) {
-    return {Kind::kActors, min_size, max_size, 1};
+  static ComputeStrategy Actors(int min_size, int max_size, int max_tasks_in_flight = 4) {
+    return {Kind::kActors, min_size, max_size, max_tasks_in_flight};
   }
   bool operator==(const ComputeStrategy&) const = default;
 };

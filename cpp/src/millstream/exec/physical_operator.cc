@@ -45,6 +45,13 @@ bool PhysicalOperator::Completed() const {
   return inputs_done && input_queue.empty() && running.empty();
 }
 
+ActorState* PhysicalOperator::FreeActor() const {
+  for (const auto& actor : actors) {
+    if (!actor->busy) return actor.get();
+  }
+  return nullptr;
+}
+
 int64_t PhysicalOperator::TaskBytes() const {
   int64_t bytes = 0;
   for (const auto& [id, task] : running) bytes += task.input_bytes + task.produced_bytes;

@@ -29,7 +29,7 @@ struct RunningTask {
   std::deque<Block> produced;  // held back until earlier tasks finish (preserve_order)
   int64_t produced_bytes = 0;
   bool done = false;
-  int actor = -1;
+  ActorState* actor = nullptr;
 };
 
 /// \brief One physical operator's runtime state, owned and touched only by the
@@ -57,7 +57,6 @@ struct PhysicalOperator {
   int active_tasks = 0;  // launched and not done
   std::map<int64_t, RunningTask> running;
   std::vector<std::unique_ptr<ActorState>> actors;
-  std::vector<bool> actor_busy;
   // Outputs waiting for the next operator (or the consumer, for the last one).
   std::deque<Block> output_queue;
   int64_t output_bytes = 0;
@@ -78,6 +77,8 @@ struct PhysicalOperator {
   RefBundle TakeBundle();
   bool Completed() const;
   int64_t TaskBytes() const;
+  /// An actor with no task running, or null.
+  ActorState* FreeActor() const;
 };
 
 }  // namespace millstream

@@ -1,5 +1,7 @@
 #include "exec/streaming_executor.h"
 
+#include <time.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -11,6 +13,12 @@ namespace {
 
 bool IsCancellation(const arrow::Status& status) {
   return status.code() == arrow::StatusCode::Cancelled;
+}
+
+double ThreadCpuSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 }  // namespace
@@ -80,6 +88,7 @@ arrow::Result<std::unique_ptr<Execution>> Execution::Start(PhysicalPlan plan,
     RefBundle bundle;
     bundle.read_tasks.push_back(task);
     bundle.rows = task->estimated_rows();
+    execution->estimated_input_rows_ += bundle.rows;
     first.input_queue.push_back(std::move(bundle));
   }
   first.inputs_done = true;
@@ -163,14 +172,18 @@ void Execution::SchedulingLoop() {
     for (auto& event : events) ProcessEvent(event);
     // What the events still hold (dropped blocks, extra errors) may own Python objects
     // whose release takes the GIL: let them go outside the lock.
+    auto retired = std::move(retired_actors_);
+    retired_actors_.clear();
     lock.unlock();
     events.clear();
+    retired.clear();
     lock.lock();
     for (size_t i = 0; i < ops_.size(); ++i) Forward(i);
     // Completion flows downstream.
     for (size_t i = 0; i + 1 < ops_.size(); ++i) {
       if (ops_[i]->Completed() && ops_[i]->output_queue.empty()) ops_[i + 1]->inputs_done = true;
     }
+    ScaleActorPools();
     if (!cancelled_) {
       if (!TryLaunch(false) && running_tasks_ == 0 && ops_.back()->output_queue.empty()) {
         TryLaunch(true);  // liveness: nothing runs and the consumer waits
@@ -213,8 +226,10 @@ void Execution::ProcessEvent(Event& event) {
     running_tasks_ -= 1;
     cpus_in_use_ -= op.num_cpus;
     gpus_in_use_ -= op.num_gpus;
-    if (task.actor >= 0) op.actor_busy[task.actor] = false;
+    if (task.actor) task.actor->busy = false;
     op.stats.task_wall_s += event.wall_s;
+    op.stats.cpu_s += event.cpu_s;
+    op.stats.udf_s += event.udf_s;
     op.finished_tasks += 1;
     op.finished_output_bytes += task.produced_bytes;
     if (!event.status.ok() && !(IsCancellation(event.status) && (*op.stopped || cancelled_))) {
@@ -341,10 +356,10 @@ bool Execution::CanLaunch(size_t i, bool force) {
   if (op.compute.kind == ComputeStrategy::Kind::kTasks) {
     if (op.compute.max_size > 0 && op.active_tasks >= op.compute.max_size) return false;
   } else {
-    bool free_actor = std::find(op.actor_busy.begin(), op.actor_busy.end(), false) != op.actor_busy.end();
-    if (!free_actor && static_cast<int>(op.actors.size()) >= op.compute.max_size) return false;
+    if (!op.FreeActor()) return false;
   }
   if (force) return true;
+  if (DownstreamFull(i)) return false;
   // The memory budget: this operator's reservation plus what is free of the shared part.
   const int64_t limit = limits_.memory;
   int64_t estimate = EstimateTaskOutput(i);
@@ -400,15 +415,9 @@ void Execution::Launch(size_t i) {
   task.input_bytes = bundle.bytes;
   ActorState* actor = nullptr;
   if (op.compute.kind == ComputeStrategy::Kind::kActors) {
-    auto free_actor = std::find(op.actor_busy.begin(), op.actor_busy.end(), false);
-    if (free_actor == op.actor_busy.end()) {
-      op.actors.push_back(std::make_unique<ActorState>());
-      op.actor_busy.push_back(false);
-      free_actor = op.actor_busy.end() - 1;
-    }
-    task.actor = static_cast<int>(free_actor - op.actor_busy.begin());
-    op.actor_busy[task.actor] = true;
-    actor = op.actors[task.actor].get();
+    actor = op.FreeActor();
+    actor->busy = true;
+    task.actor = actor;
   }
   op.running.emplace(task_index, std::move(task));
   op.active_tasks += 1;
@@ -429,13 +438,15 @@ void Execution::Launch(size_t i) {
 void Execution::RunTask(size_t i, int64_t task_index, RefBundle bundle, ActorState* actor,
                         std::shared_ptr<std::atomic<bool>> stopped) {
   auto started = std::chrono::steady_clock::now();
+  double cpu_started = ThreadCpuSeconds();
+  double udf_seconds = 0;
   const auto& transforms = ops_[i]->transforms;
   auto post = [&](Block block) {
     Post(Event{i, task_index, std::move(block)});
     return arrow::Status::OK();
   };
   auto run = [&]() -> arrow::Status {
-    TaskContext task{task_index, actor, &cancelled_};
+    TaskContext task{task_index, actor, &cancelled_, &udf_seconds};
     std::vector<std::unique_ptr<TransformState>> states;
     for (const auto& transform : transforms) {
       ARROW_ASSIGN_OR_RAISE(auto state, transform->MakeState(task));
@@ -463,8 +474,70 @@ void Execution::RunTask(size_t i, int64_t task_index, RefBundle bundle, ActorSta
     status = arrow::Status::UnknownError("unexpected exception: ", e.what());
   }
   double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  Event done{i, task_index, nullptr, true, std::move(status), wall};
+  Event done{i, task_index, nullptr, true, std::move(status), wall,
+             ThreadCpuSeconds() - cpu_started, udf_seconds};
   Post(std::move(done));
+}
+
+bool Execution::DownstreamFull(size_t i) const {
+  double ratio = context_.downstream_capacity_backpressure_ratio;
+  if (ratio <= 0 || i + 1 >= ops_.size()) return false;
+  const auto& next = *ops_[i + 1];
+  if (next.kind != PhysicalOperator::Kind::kMap) return false;
+  double capacity;
+  if (next.compute.kind == ComputeStrategy::Kind::kActors) {
+    capacity = std::max<double>(1, next.compute.max_size);
+  } else if (next.compute.max_size > 0) {
+    capacity = next.compute.max_size;
+  } else {
+    capacity = std::max(1.0, next.num_cpus > 0 ? std::floor(limits_.cpu / next.num_cpus) : limits_.cpu);
+  }
+  return static_cast<double>(next.input_queue.size()) > ratio * capacity;
+}
+
+void Execution::RetireActor(PhysicalOperator& op, size_t index) {
+  op.stats.actors_started += op.actors[index]->constructed;
+  retired_actors_.push_back(std::move(op.actors[index]));
+  op.actors.erase(op.actors.begin() + index);
+}
+
+void Execution::ScaleActorPools() {
+  const auto& config = context_.autoscaling_config;
+  for (auto& op_ptr : ops_) {
+    auto& op = *op_ptr;
+    if (op.kind != PhysicalOperator::Kind::kMap || op.compute.kind != ComputeStrategy::Kind::kActors) continue;
+    const int min_size = std::max(1, op.compute.min_size);
+    const int max_size = std::max(min_size, op.compute.max_size);
+    if (op.Completed() || *op.stopped) {
+      // The pool's work is over: release every idle actor (and with it, its model).
+      for (size_t a = op.actors.size(); a-- > 0;) {
+        if (!op.actors[a]->busy) RetireActor(op, a);
+      }
+      continue;
+    }
+    if (op.input_queue.empty() && op.actors.empty()) continue;  // not started yet
+    while (static_cast<int>(op.actors.size()) < min_size) {
+      op.actors.push_back(std::make_unique<ActorState>());
+    }
+    double actors = static_cast<double>(op.actors.size()) *
+                    std::max(1, op.compute.max_tasks_in_flight_per_actor);
+    double utilization = (op.active_tasks + static_cast<double>(op.input_queue.size())) / actors;
+    bool all_busy = op.FreeActor() == nullptr;
+    if (all_busy && utilization >= config.actor_pool_util_upscaling_threshold) {
+      int add = std::min(std::max(1, config.actor_pool_max_upscaling_delta),
+                         max_size - static_cast<int>(op.actors.size()));
+      for (int k = 0; k < add; ++k) op.actors.push_back(std::make_unique<ActorState>());
+    } else if (utilization <= config.actor_pool_util_downscaling_threshold &&
+               static_cast<int>(op.actors.size()) > min_size) {
+      for (size_t a = op.actors.size(); a-- > 0;) {
+        if (!op.actors[a]->busy) {
+          RetireActor(op, a);
+          break;
+        }
+      }
+    }
+    op.stats.peak_actors = std::max<int64_t>(op.stats.peak_actors, op.actors.size());
+  }
 }
 
 void Execution::UpdatePeaks() {
@@ -480,7 +553,28 @@ void Execution::UpdatePeaks() {
 ExecutionStats Execution::stats() const {
   std::lock_guard<std::mutex> lock(mutex_);
   ExecutionStats stats;
-  for (const auto& op : ops_) stats.operators.push_back(op->stats);
+  int64_t estimate = estimated_input_rows_;
+  for (const auto& op : ops_) {
+    OperatorStats snapshot = op->stats;
+    snapshot.active_tasks = op->active_tasks;
+    snapshot.queued_bundles = static_cast<int64_t>(op->input_queue.size());
+    snapshot.queued_bytes = op->input_bytes;
+    snapshot.actors = static_cast<int64_t>(op->actors.size());
+    snapshot.actors_started = op->stats.actors_started;
+    for (const auto& actor : op->actors) snapshot.actors_started += actor->constructed;
+    snapshot.done = op->Completed() || *op->stopped;
+    if (op->kind == PhysicalOperator::Kind::kLimit) {
+      estimate = std::min(estimate, op->limit);
+    } else if (op->stats.rows_in > 0 && op->Completed() == false) {
+      estimate = static_cast<int64_t>(estimate * (double(op->stats.rows_out) / op->stats.rows_in));
+    } else if (op->Completed()) {
+      estimate = op->stats.rows_out;
+    }
+    snapshot.estimated_rows_out = std::max(estimate, snapshot.rows_out);
+    if (op->Completed()) snapshot.estimated_rows_out = snapshot.rows_out;
+    estimate = snapshot.estimated_rows_out;
+    stats.operators.push_back(std::move(snapshot));
+  }
   stats.wall_s = end_s_ >= 0 ? end_s_ : Now();
   stats.peak_bytes = peak_bytes_;
   stats.memory_limit = limits_.memory;

@@ -56,6 +56,8 @@ class Execution {
     bool done = false;
     arrow::Status status;
     double wall_s = 0;
+    double cpu_s = 0;
+    double udf_s = 0;
   };
 
   void SchedulingLoop();
@@ -75,6 +77,9 @@ class Execution {
   void UpdatePeaks();
   double Now() const;
   void Fail(arrow::Status status);
+  void ScaleActorPools();
+  void RetireActor(PhysicalOperator& op, size_t index);
+  bool DownstreamFull(size_t op) const;
 
   DataContext context_;
   EffectiveLimits limits_;
@@ -85,7 +90,10 @@ class Execution {
   std::condition_variable scheduler_wake_;
   std::condition_variable consumer_wake_;
   std::vector<Event> events_;
-  bool poked_ = false;  // the consumer took a block or the execution was cancelled
+  bool poked_ = false;
+  // Actors removed from their pools, destroyed outside the lock (their UDFs may need the GIL).
+  std::vector<std::unique_ptr<ActorState>> retired_actors_;
+  int64_t estimated_input_rows_ = 0;  // the consumer took a block or the execution was cancelled
   double cpus_in_use_ = 0;
   double gpus_in_use_ = 0;
   int64_t running_tasks_ = 0;

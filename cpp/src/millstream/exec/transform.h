@@ -17,6 +17,10 @@ namespace millstream {
 /// asks for it, built on the actor's first task. Touched by one task at a time.
 struct ActorState {
   std::map<const void*, std::shared_ptr<void>> instances;
+  /// Constructions of UDF instances on this actor (each transform builds once).
+  std::atomic<int> constructed{0};
+  /// A task is running on it (the scheduler's flag, read and written under its lock).
+  bool busy = false;
 };
 
 /// \brief What a task knows about itself while its transforms run.
@@ -26,6 +30,8 @@ struct TaskContext {
   ActorState* actor = nullptr;
   /// Set when the execution is cancelled; transforms stop at the next block.
   const std::atomic<bool>* cancelled = nullptr;
+  /// Seconds spent inside user functions, added to by the transforms of this task.
+  double* udf_seconds = nullptr;
 };
 
 /// \brief The running state of one transform inside one task (buffers, open files).

@@ -1,3 +1,5 @@
+#include <chrono>
+
 #include <arrow/api.h>
 
 #include "exec/transforms.h"
@@ -11,8 +13,8 @@ class UdfTransform;
 /// may be shorter) and calls the UDF on each.
 class UdfState : public TransformState {
  public:
-  UdfState(std::shared_ptr<BatchUdf> udf, std::optional<int64_t> batch_size)
-      : udf_(std::move(udf)), batch_size_(batch_size) {}
+  UdfState(std::shared_ptr<BatchUdf> udf, std::optional<int64_t> batch_size, double* udf_seconds)
+      : udf_(std::move(udf)), batch_size_(batch_size), udf_seconds_(udf_seconds) {}
 
   arrow::Status Push(Block block, const Emit& emit) override {
     if (!batch_size_) return Call(block, emit);
@@ -47,7 +49,12 @@ class UdfState : public TransformState {
   }
 
   arrow::Status Call(const Block& batch, const Emit& emit) {
-    ARROW_ASSIGN_OR_RAISE(auto table, udf_->Call(batch));
+    auto started = std::chrono::steady_clock::now();
+    auto result = udf_->Call(batch);
+    if (udf_seconds_) {
+      *udf_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    }
+    ARROW_ASSIGN_OR_RAISE(auto table, std::move(result));
     if (!table) return arrow::Status::Invalid("the function returned no batch");
     arrow::TableBatchReader reader(*table);
     reader.set_chunksize(std::numeric_limits<int64_t>::max());
@@ -62,6 +69,7 @@ class UdfState : public TransformState {
 
   std::shared_ptr<BatchUdf> udf_;
   std::optional<int64_t> batch_size_;
+  double* udf_seconds_;
   std::vector<Block> pending_;
   int64_t pending_rows_ = 0;
 };
@@ -83,6 +91,7 @@ class UdfTransform : public Transform {
       if (!slot) {
         ARROW_ASSIGN_OR_RAISE(auto made, MakeInstance());
         slot = made;
+        task.actor->constructed += 1;
       }
       udf = std::static_pointer_cast<BatchUdf>(slot);
     } else {
@@ -92,7 +101,7 @@ class UdfTransform : public Transform {
       }
       udf = shared_;
     }
-    return std::make_unique<UdfState>(std::move(udf), options_.batch_size);
+    return std::make_unique<UdfState>(std::move(udf), options_.batch_size, task.udf_seconds);
   }
 
  private:

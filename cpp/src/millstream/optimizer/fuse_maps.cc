@@ -14,8 +14,9 @@ bool CanFuse(const LogicalOperator& prev, const LogicalOperator& next) {
   if (prev.kind != Kind::kMap) return false;
   // An actor's work is its own: nothing joins it from behind.
   if (prev.compute.kind == ComputeStrategy::Kind::kActors) return false;
-  // A task→actor pair runs as the actor's work.
-  if (next.compute.kind == ComputeStrategy::Kind::kActors) return true;
+  // A task→actor pair runs as the actor's work, unless the tasks carry a concurrency cap
+  // of their own that fusion would lose.
+  if (next.compute.kind == ComputeStrategy::Kind::kActors) return prev.compute.max_size == 0;
   return prev.compute == next.compute && prev.num_cpus == next.num_cpus &&
          prev.num_gpus == next.num_gpus;
 }
