@@ -12,6 +12,7 @@ import pyarrow as pa
 from millstream import _batch, _core
 from millstream._expr import serialize, to_expression
 from millstream.context import DataContext, _cpu_count
+from millstream.progress import ProgressReporter
 
 
 def _fn_name(fn: Any) -> str:
@@ -274,6 +275,7 @@ class Dataset:
 
     def _batches(self, batch_size=None, drop_last=False) -> Iterator[pa.RecordBatch]:
         it = self._execute(batch_size, drop_last)
+        progress = ProgressReporter(it.stats, DataContext.get_current()).start()
         try:
             while True:
                 batch = it.next()
@@ -281,8 +283,26 @@ class Dataset:
                     break
                 yield batch
         finally:
-            self._last_stats = it.stats()
-            it.close()
+            progress.stop()
+            self._finish(it)
+
+    def _drain(self, it) -> int:
+        """Runs an execution to its end without handing batches to Python."""
+        progress = ProgressReporter(it.stats, DataContext.get_current()).start()
+        try:
+            return it.drain()
+        finally:
+            progress.stop()
+            self._finish(it)
+
+    def _finish(self, it) -> None:
+        self._last_stats = it.stats()
+        it.close()
+        context = DataContext.get_current()
+        if context.enable_auto_log_stats:
+            import logging
+
+            logging.getLogger("millstream").info("Execution stats:\n%s", self.stats())
 
     def iter_batches(self, *, prefetch_batches: int = 1, batch_size: Optional[int] = 256,
                      batch_format: Optional[str] = "default", drop_last: bool = False,
@@ -341,12 +361,7 @@ class Dataset:
         rows = self._core.count_from_metadata()
         if rows is not None:
             return rows
-        it = self._execute()
-        try:
-            return it.drain()
-        finally:
-            self._last_stats = it.stats()
-            it.close()
+        return self._drain(self._execute())
 
     def schema(self, fetch_if_missing: bool = True) -> Optional[Schema]:
         """The schema: from the plan when known, else from the first block produced."""
@@ -398,13 +413,8 @@ class Dataset:
         if os.path.isfile(path):
             raise FileExistsError(f"write_{fmt}: '{path}' is a file; give a directory")
         os.makedirs(path, exist_ok=True)
-        it = self._core.with_write(os.path.abspath(path), fmt).execute(
-            DataContext.get_current()._to_core(), None, False)
-        try:
-            it.drain()
-        finally:
-            self._last_stats = it.stats()
-            it.close()
+        self._drain(self._core.with_write(os.path.abspath(path), fmt).execute(
+            DataContext.get_current()._to_core(), None, False))
 
     def write_parquet(self, path: str, *, filesystem=None, try_create_dir: bool = True,
                       **kwargs) -> None:
