@@ -43,6 +43,7 @@ DataContext ContextFromDict(const py::dict& d) {
   if (d.contains("actor_pool_max_upscaling_delta"))
     ctx.autoscaling_config.actor_pool_max_upscaling_delta = d["actor_pool_max_upscaling_delta"].cast<int>();
   get_double("downstream_capacity_backpressure_ratio", &ctx.downstream_capacity_backpressure_ratio);
+  get_int("max_errored_blocks", &ctx.max_errored_blocks);
   auto& limits = ctx.execution_options.resource_limits;
   auto& exclude = ctx.execution_options.exclude_resources;
   get_opt("cpu", &limits.cpu);
@@ -89,6 +90,7 @@ py::list StatsToPython(const ExecutionStats& stats) {
     d["actors_started"] = op.actors_started;
     d["estimated_rows_out"] = op.estimated_rows_out;
     d["done"] = op.done;
+    d["errored_tasks"] = op.errored_tasks;
     ops.append(d);
   }
   return ops;
@@ -258,12 +260,12 @@ PYBIND11_MODULE(_core, m) {
       .def("map_batches", [](const Dataset& self, py::object fn, bool is_class, std::string name,
                              std::optional<int64_t> batch_size, bool row_preserving,
                              bool actors, int min_size, int max_size, double num_cpus,
-                             double num_gpus) {
+                             double num_gpus, int max_tasks_in_flight) {
         MapBatchesOptions options;
         options.batch_size = batch_size;
         options.name = name;
         options.row_preserving = row_preserving;
-        options.compute = actors ? ComputeStrategy::Actors(min_size, max_size)
+        options.compute = actors ? ComputeStrategy::Actors(min_size, max_size, max_tasks_in_flight)
                                  : ComputeStrategy::Tasks(max_size);
         options.num_cpus = num_cpus;
         options.num_gpus = num_gpus;

@@ -107,6 +107,26 @@ TEST(Executor, UdfErrorFailsTheExecutionWithTheOperatorName) {
   EXPECT_NE(result.status().message().find("bad row 50"), std::string::npos);
 }
 
+TEST(Executor, MaxErroredBlocksToleratesThatManyFailures) {
+  auto picky = Udf([](const std::shared_ptr<arrow::RecordBatch>& b) -> arrow::Result<std::shared_ptr<arrow::Table>> {
+    auto first = std::static_pointer_cast<arrow::Int64Array>(b->column(0))->Value(0);
+    if (first % 30 == 0) return arrow::Status::Invalid("bad block at ", first);  // 0, 30, 60, 90
+    return arrow::Table::FromRecordBatches({b});
+  });
+  auto ds = Dataset::Range(100, 10).ValueOrDie().MapBatches(picky, Named("MapBatches(picky)"));
+  DataContext context;
+  context.max_errored_blocks = 2;  // blocks starting at 0, 30, 60, 90 fail: 4 > 2
+  EXPECT_FALSE(ds.ToTable(context).ok());
+  context.max_errored_blocks = 4;
+  ExecutionStats stats;
+  auto out = ds.Materialize(context, &stats);
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_EQ(out->Count(context).ValueOrDie(), 60);  // 10 blocks of 10 rows, 4 dropped
+  EXPECT_EQ(stats.operators.back().errored_tasks, 4);
+  context.max_errored_blocks = -1;
+  EXPECT_EQ(ds.ToTable(context).ValueOrDie()->num_rows(), 60);
+}
+
 TEST(Executor, LimitStopsUpstreamEarly) {
   std::atomic<int> calls{0};
   auto ds = Dataset::Range(100000, 1000).ValueOrDie().MapBatches(

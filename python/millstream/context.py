@@ -64,32 +64,124 @@ class ExecutionOptions(_Strict):
 
 
 @dataclass
+class AutoscalingConfig(_Strict):
+    """When an autoscaling actor pool (``concurrency=(min, max)``) grows and shrinks.
+
+    Utilization is (tasks running + bundles waiting) / (actors x max tasks in flight per
+    actor, 4 by default). When every actor is busy and utilization reaches the upscaling
+    threshold, the pool adds up to ``actor_pool_max_upscaling_delta`` actors per
+    scheduling round; at or below the downscaling threshold it retires an idle actor.
+    It never leaves [min, max].
+    """
+
+    actor_pool_util_upscaling_threshold: float = 1.75
+    actor_pool_util_downscaling_threshold: float = 0.5
+    actor_pool_max_upscaling_delta: int = 1
+
+
+def _cluster_only(default):
+    """A Ray Data field that only means something on a cluster (or in a Ray feature
+    millstream does not have): kept with Ray's default so code setting it still runs."""
+    return field(default_factory=lambda: default, metadata={"effective": False})
+
+
+@dataclass
 class DataContext(_Strict):
     """The engine's settings; ``DataContext.get_current()`` returns the process-wide one.
 
-    Fields that only mean something on a cluster exist, with Ray's defaults, and have no
-    effect on a single machine (they are listed in the README).
+    Every field of Ray Data 2.58's DataContext exists here with Ray's name and default.
+    Those that steer this engine: ``target_max_block_size``, ``target_min_block_size``,
+    ``read_op_min_num_blocks``, ``execution_options`` (resource limits, excluded
+    resources, preserve_order), ``op_resource_reservation_enabled/ratio``,
+    ``autoscaling_config``, ``downstream_capacity_backpressure_ratio``,
+    ``max_tasks_in_flight_per_actor``, ``max_errored_blocks``, ``enable_progress_bars``,
+    ``enable_operator_progress_bars``, ``enable_progress_bar_name_truncation``,
+    ``progress_bar_log_interval``, ``enable_auto_log_stats``, ``verbose_stats_logs``.
+    The others only mean something on a Ray cluster or for Ray features not built here;
+    they are accepted and have no effect (``DataContext.cluster_only_fields()`` lists them).
     """
 
     target_max_block_size: int = 128 * 1024 * 1024
     target_min_block_size: int = 1 * 1024 * 1024
     read_op_min_num_blocks: int = 200
+    min_parallelism: int = 200
     execution_options: ExecutionOptions = field(default_factory=ExecutionOptions)
     op_resource_reservation_enabled: bool = True
     op_resource_reservation_ratio: float = 0.5
+    autoscaling_config: AutoscalingConfig = field(default_factory=AutoscalingConfig)
+    downstream_capacity_backpressure_ratio: Optional[float] = 2.0
+    max_tasks_in_flight_per_actor: Optional[int] = None
+    max_errored_blocks: int = 0
     enable_progress_bars: bool = True
     enable_operator_progress_bars: bool = True
+    enable_progress_bar_name_truncation: bool = True
     progress_bar_log_interval: int = 5
     enable_auto_log_stats: bool = False
     verbose_stats_logs: bool = False
-    max_errored_blocks: int = 0
     eager_free: bool = False
-    # Cluster-only (no effect on one machine).
-    scheduling_strategy: str = "SPREAD"
-    scheduling_strategy_large_args: str = "DEFAULT"
-    large_args_threshold: int = 50 * 1024 * 1024
-    use_push_based_shuffle: bool = False
     enable_tensor_extension_casting: bool = True
+    raise_original_map_exception: bool = False
+    print_on_execution_start: bool = True
+    # Cluster-only, or Ray features not built here (accepted; no effect).
+    streaming_read_buffer_size: int = _cluster_only(32 * 1024 * 1024)
+    enable_pandas_block: bool = _cluster_only(True)
+    actor_prefetcher_enabled: bool = _cluster_only(False)
+    use_push_based_shuffle: bool = _cluster_only(False)
+    pipeline_push_based_shuffle_reduce_tasks: bool = _cluster_only(True)
+    default_hash_shuffle_parallelism: int = _cluster_only(200)
+    hash_shuffle_compression: str = _cluster_only("zstd")
+    hash_shuffle_reduce_batch_size: int = _cluster_only(16)
+    hash_shuffle_reduce_get_timeout_s: float = _cluster_only(1800.0)
+    shuffle_input_batch_bytes: int = _cluster_only(1024 * 1024 * 1024)
+    max_hash_shuffle_aggregators: Optional[int] = _cluster_only(None)
+    min_hash_shuffle_aggregator_wait_time_in_s: int = _cluster_only(300)
+    hash_shuffle_aggregator_health_warning_interval_s: int = _cluster_only(30)
+    max_hash_shuffle_finalization_batch_size: Optional[int] = _cluster_only(None)
+    join_operator_actor_num_cpus_override: Optional[float] = _cluster_only(None)
+    hash_shuffle_operator_actor_num_cpus_override: Optional[float] = _cluster_only(None)
+    hash_aggregate_operator_actor_num_cpus_override: Optional[float] = _cluster_only(None)
+    gpu_shuffle_num_actors: Optional[int] = _cluster_only(None)
+    gpu_shuffle_rmm_pool_size: Optional[int] = _cluster_only(None)
+    gpu_shuffle_spill_memory_limit: str = _cluster_only("auto")
+    gpu_shuffle_setup_timeout_s: float = _cluster_only(120.0)
+    scheduling_strategy: str = _cluster_only("SPREAD")
+    scheduling_strategy_large_args: str = _cluster_only("DEFAULT")
+    large_args_threshold: int = _cluster_only(50 * 1024 * 1024)
+    use_polars: bool = _cluster_only(False)
+    use_polars_sort: bool = _cluster_only(False)
+    use_legacy_dataset_ids: bool = _cluster_only(False)
+    decoding_size_estimation: bool = _cluster_only(True)
+    use_datasource_v2: bool = _cluster_only(True)
+    parquet_chunker_target_chunk_size: Optional[int] = _cluster_only(None)
+    use_arrow_tensor_v2: bool = _cluster_only(True)
+    enable_fallback_to_arrow_object_ext_type: Optional[bool] = _cluster_only(None)
+    trace_allocations: bool = _cluster_only(False)
+    use_ray_tqdm: bool = _cluster_only(True)
+    enable_rich_progress_bars: bool = _cluster_only(False)
+    enable_get_object_locations_for_metrics: bool = _cluster_only(False)
+    warn_on_driver_memory_usage_bytes: int = _cluster_only(2 * 1024 * 1024 * 1024)
+    actor_task_retry_on_errors: bool = _cluster_only(False)
+    actor_init_retry_on_errors: bool = _cluster_only(False)
+    actor_init_max_retries: int = _cluster_only(3)
+    max_consecutive_actor_init_deaths: int = _cluster_only(0)
+    retried_map_errors: bool = _cluster_only(False)
+    max_map_retries: int = _cluster_only(3)
+    execution_no_progress_timeout_s: int = _cluster_only(1800)
+    log_internal_stack_trace: bool = _cluster_only(False)
+    s3_try_create_dir: bool = _cluster_only(False)
+    wait_for_min_actors_s: int = _cluster_only(-1)
+    enable_per_node_metrics: bool = _cluster_only(False)
+    override_object_store_memory_limit_fraction: Optional[float] = _cluster_only(None)
+    memory_usage_poll_interval_s: int = _cluster_only(1)
+    dataset_logger_id: Optional[str] = _cluster_only(None)
+    isolate_read_workers: bool = _cluster_only(False)
+    enable_dynamic_output_queue_size_backpressure: bool = _cluster_only(False)
+    enforce_schemas: bool = _cluster_only(False)
+    pandas_block_ignore_metadata: bool = _cluster_only(False)
+    enable_arrow_backed_pandas_conversion: bool = _cluster_only(True)
+    batch_to_block_arrow_format: bool = _cluster_only(True)
+    custom_execution_callback_classes: list = _cluster_only([])
+    default_map_logical_memory_enabled: bool = _cluster_only(False)
 
     _lock = threading.Lock()
     _current = None  # the process-wide instance (not a field)
@@ -106,23 +198,38 @@ class DataContext(_Strict):
     def _set_current(cls, context: "DataContext") -> None:
         DataContext._current = context
 
+    @classmethod
+    def cluster_only_fields(cls) -> list:
+        """Fields accepted for compatibility that have no effect on this engine."""
+        return [f.name for f in fields(cls) if f.metadata.get("effective") is False]
+
     def _to_core(self) -> dict:
         """The settings the C++ engine reads, as a plain dict."""
         limits = self.execution_options.resource_limits
         exclude = self.execution_options.exclude_resources
+        autoscaling = self.autoscaling_config
+
+        def finite(value):
+            return None if value is None or value == float("inf") else value
+
         return {
             "target_max_block_size": int(self.target_max_block_size),
             "target_min_block_size": int(self.target_min_block_size),
             "read_op_min_num_blocks": int(self.read_op_min_num_blocks),
-            "cpu": None if limits.cpu is None else float(limits.cpu),
-            "gpu": None if limits.gpu is None else float(limits.gpu),
-            "object_store_memory": None if limits.object_store_memory is None else int(limits.object_store_memory),
+            "cpu": None if finite(limits.cpu) is None else float(limits.cpu),
+            "gpu": None if finite(limits.gpu) is None else float(limits.gpu),
+            "object_store_memory": None if finite(limits.object_store_memory) is None else int(limits.object_store_memory),
             "exclude_cpu": float(exclude.cpu or 0),
             "exclude_gpu": float(exclude.gpu or 0),
             "exclude_object_store_memory": int(exclude.object_store_memory or 0),
             "preserve_order": bool(self.execution_options.preserve_order),
             "op_resource_reservation_enabled": bool(self.op_resource_reservation_enabled),
             "op_resource_reservation_ratio": float(self.op_resource_reservation_ratio),
+            "actor_pool_util_upscaling_threshold": float(autoscaling.actor_pool_util_upscaling_threshold),
+            "actor_pool_util_downscaling_threshold": float(autoscaling.actor_pool_util_downscaling_threshold),
+            "actor_pool_max_upscaling_delta": int(autoscaling.actor_pool_max_upscaling_delta),
+            "downstream_capacity_backpressure_ratio": float(self.downstream_capacity_backpressure_ratio or 0),
+            "max_errored_blocks": int(self.max_errored_blocks),
         }
 
 

@@ -124,8 +124,10 @@ class Dataset:
         gpus = 0.0 if num_gpus is None else float(num_gpus)
         if cpus < 0 or gpus < 0:
             raise ValueError(f"{name}: num_cpus and num_gpus must be >= 0")
+        in_flight = ray_remote_args.get("max_tasks_in_flight_per_actor") or getattr(compute, "max_tasks_in_flight_per_actor", None) \
+            or DataContext.get_current().max_tasks_in_flight_per_actor or 4
         return Dataset(self._core.map_batches(target, is_class, name, batch_size, row_preserving,
-                                              is_class, lo, hi, cpus, gpus))
+                                              is_class, lo, hi, cpus, gpus, int(in_flight)))
 
     def map_batches(self, fn, *, batch_size: Union[int, None, str] = None, compute=None,
                     batch_format: Optional[str] = "default", zero_copy_batch: bool = True,
@@ -299,6 +301,13 @@ class Dataset:
         self._last_stats = it.stats()
         it.close()
         context = DataContext.get_current()
+        failed = sum(op.get("errored_tasks", 0) for op in self._last_stats[1])
+        if failed:
+            import logging
+
+            logging.getLogger("millstream").warning(
+                "%d task(s) failed and were skipped (max_errored_blocks=%s); their rows are "
+                "missing from the output", failed, context.max_errored_blocks)
         if context.enable_auto_log_stats:
             import logging
 

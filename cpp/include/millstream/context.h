@@ -52,6 +52,10 @@ struct DataContext {
   /// Sources aim for at least this many blocks when no override is given.
   int64_t read_op_min_num_blocks = 200;
   AutoscalingConfig autoscaling_config;
+  /// Failed tasks to tolerate before failing the execution (-1: any number). A tolerated
+  /// failure drops that task's remaining output and is counted in the stats; for a
+  /// write, the task's file is never committed.
+  int64_t max_errored_blocks = 0;
   /// An operator stops launching while its downstream map has more than this many
   /// bundles queued per task it can run at once (0 or less: no such cap).
   double downstream_capacity_backpressure_ratio = 2.0;

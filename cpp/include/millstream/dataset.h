@@ -61,6 +61,8 @@ struct OperatorStats {
   /// selectivity seen so far); -1 when unknown.
   int64_t estimated_rows_out = -1;
   bool done = false;
+  /// Tasks that failed and were tolerated (DataContext::max_errored_blocks).
+  int64_t errored_tasks = 0;
 };
 
 /// \brief Counters of one execution.

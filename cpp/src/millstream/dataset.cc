@@ -143,13 +143,29 @@ std::string ExecutionStats::ToString() const {
     out << "Operator " << i << " " << op.name << ": " << op.tasks << " tasks, "
         << op.blocks_out << " blocks produced\n"
         << "* Rows in: " << op.rows_in << ", rows out: " << op.rows_out << "\n"
-        << "* Bytes in: " << FormatBytes(op.bytes_in) << ", bytes out: " << FormatBytes(op.bytes_out)
-        << "\n"
-        << "* Task wall time (sum): " << op.task_wall_s << " s\n"
+        << "* Blocks in: " << op.blocks_in << ", bytes in: " << FormatBytes(op.bytes_in)
+        << ", bytes out: " << FormatBytes(op.bytes_out) << "\n"
+        << "* Task wall time (sum): " << op.task_wall_s << " s, CPU time: " << op.cpu_s
+        << " s, in UDFs: " << op.udf_s << " s\n"
         << "* Held back by backpressure: " << op.backpressure_s << " s\n"
-        << "* Peak memory held: " << FormatBytes(op.peak_bytes) << "\n\n";
+        << "* Peak memory held: " << FormatBytes(op.peak_bytes) << "\n";
+    if (op.peak_actors > 0) {
+      out << "* Actors: peak " << op.peak_actors << ", constructed " << op.actors_started << "\n";
+    }
+    if (op.errored_tasks > 0) {
+      out << "* Failed tasks tolerated (max_errored_blocks): " << op.errored_tasks << "\n";
+    }
+    out << "\n";
   }
-  out << "Dataset: " << (finished ? "finished" : "running") << " in " << wall_s << " s, peak "
+  int64_t rows = operators.empty() ? 0 : operators.back().rows_out;
+  double cpu = 0, udf = 0;
+  for (const auto& op : operators) {
+    cpu += op.cpu_s;
+    udf += op.udf_s;
+  }
+  out << "Dataset: " << rows << " rows out, " << (finished ? "finished" : "running") << " in " << wall_s
+      << " s (" << (wall_s > 0 ? rows / wall_s : 0) << " rows/s), CPU " << cpu << " s, UDFs " << udf
+      << " s, peak "
       << FormatBytes(peak_bytes) << " of blocks held (limit " << FormatBytes(memory_limit) << ")\n";
   return out.str();
 }

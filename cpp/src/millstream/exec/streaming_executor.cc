@@ -233,7 +233,17 @@ void Execution::ProcessEvent(Event& event) {
     op.finished_tasks += 1;
     op.finished_output_bytes += task.produced_bytes;
     if (!event.status.ok() && !(IsCancellation(event.status) && (*op.stopped || cancelled_))) {
-      Fail(event.status.WithMessage(op.name, ": ", event.status.message()));
+      int64_t tolerated = context_.max_errored_blocks;
+      if (tolerated < 0 || errored_tasks_ < tolerated) {
+        // Tolerated: drop what the task has not yet handed on, keep going.
+        errored_tasks_ += 1;
+        op.stats.errored_tasks += 1;
+        task.produced.clear();
+        task.produced_bytes = 0;
+        last_tolerated_error_ = event.status.WithMessage(op.name, ": ", event.status.message());
+      } else {
+        Fail(event.status.WithMessage(op.name, ": ", event.status.message()));
+      }
     }
   }
   // Release outputs: all at once, or in task order under preserve_order.

@@ -93,7 +93,9 @@ class Execution {
   bool poked_ = false;
   // Actors removed from their pools, destroyed outside the lock (their UDFs may need the GIL).
   std::vector<std::unique_ptr<ActorState>> retired_actors_;
-  int64_t estimated_input_rows_ = 0;  // the consumer took a block or the execution was cancelled
+  int64_t estimated_input_rows_ = 0;
+  int64_t errored_tasks_ = 0;
+  arrow::Status last_tolerated_error_;  // the consumer took a block or the execution was cancelled
   double cpus_in_use_ = 0;
   double gpus_in_use_ = 0;
   int64_t running_tasks_ = 0;
