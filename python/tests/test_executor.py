@@ -1,0 +1,298 @@
+"""The executor under a budget: resources, backpressure, actor pools, stats.
+
+Speeds of the stages vary from test to test; the memory promise, liveness and the
+actor pool bounds must hold in every combination. Nothing here asserts a timing beyond
+"finishes" and "fails fast" (whole seconds of slack)."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import numpy as np
+import psutil
+import pyarrow as pa
+import pytest
+
+import millstream as md
+
+MiB = 1 << 20
+
+
+def _inflate(nbytes):
+    def inflate(batch):
+        return {"v": np.ones(nbytes // 8, dtype=np.int64)}
+    return inflate
+
+
+def _sleep(seconds):
+    def sleep(batch):
+        time.sleep(seconds)
+        return batch
+    return sleep
+
+
+def _stat(ds, pattern):
+    found = re.findall(pattern, ds.stats())
+    assert found, ds.stats()
+    return found
+
+
+# ---- memory ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("producer_s,middle_s,consumer_s", [
+    (0.0, 0.0, 0.02),    # fast producer, slow consumer
+    (0.0, 0.02, 0.0),    # slow middle stage
+    (0.01, 0.0, 0.01),   # everything slow-ish
+])
+def test_accounted_memory_stays_under_the_limit(producer_s, middle_s, consumer_s):
+    limit, block = 48 * MiB, 4 * MiB
+    ctx = md.DataContext.get_current()
+    ctx.execution_options.resource_limits.object_store_memory = limit
+    ds = (md.range(60, override_num_blocks=60)
+          .map_batches(lambda b: (time.sleep(producer_s), _inflate(block)(b))[1])
+          .map_batches(_sleep(middle_s), num_cpus=0.5))  # its own operator
+    it = ds._execute(None, False)
+    peak_accounted = 0
+    rows = 0
+    try:
+        while True:
+            batch = it.next()
+            if batch is None:
+                break
+            rows += batch.num_rows
+            peak_accounted = max(peak_accounted, it.accounted_bytes())
+            time.sleep(consumer_s)
+        text, ops, totals = it.stats()
+    finally:
+        it.close()
+    assert rows == 60 * block // 8
+    # The promise: the limit plus one task's input and output.
+    assert totals["peak_bytes"] <= limit + 2 * block
+    assert peak_accounted <= limit + 2 * block
+
+
+def test_resident_memory_follows_a_stalled_consumer():
+    limit, block = 64 * MiB, 8 * MiB
+    md.DataContext.get_current().execution_options.resource_limits.object_store_memory = limit
+    ds = md.range(200, override_num_blocks=200).map_batches(_inflate(block))  # 1.6 GB in all
+    proc = psutil.Process()
+    before = proc.memory_info().rss
+    it = iter(ds.iter_batches(batch_size=None))
+    next(it)
+    time.sleep(1.5)  # the consumer stalls; the pipeline must stop growing
+    grown = proc.memory_info().rss - before
+    it.close()
+    assert grown < limit + 6 * block, f"RSS grew {grown / MiB:.0f} MiB with a {limit / MiB:.0f} MiB limit"
+
+
+# ---- resources --------------------------------------------------------------------------
+
+
+def test_impossible_gpu_request_fails_at_once():
+    start = time.monotonic()
+    with pytest.raises(ValueError, match="num_gpus"):
+        md.range(10).map_batches(lambda b: b, num_gpus=1).take_all()
+    assert time.monotonic() - start < 5
+
+
+def test_num_cpus_above_the_limit_fails_at_once():
+    md.DataContext.get_current().execution_options.resource_limits.cpu = 2
+    with pytest.raises(ValueError, match="num_cpus"):
+        md.range(10).map_batches(lambda b: b, num_cpus=3).take_all()
+
+
+def test_logical_gpus_bound_concurrency():
+    ctx = md.DataContext.get_current()
+    ctx.execution_options.resource_limits.gpu = 2
+    ctx.execution_options.resource_limits.cpu = 4
+    lock, running, peak = threading.Lock(), [0], [0]
+
+    def on_gpu(batch):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.02)
+        with lock:
+            running[0] -= 1
+        return batch
+
+    out = md.range(400, override_num_blocks=20).map_batches(on_gpu, num_gpus=1, num_cpus=0).take_all()
+    assert sorted(r["id"] for r in out) == list(range(400))
+    assert peak[0] == 2  # two logical GPUs, one per task
+
+
+def test_concurrency_caps_tasks_in_flight():
+    lock, running, peak = threading.Lock(), [0], [0]
+
+    def track(batch):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.01)
+        with lock:
+            running[0] -= 1
+        return batch
+
+    md.DataContext.get_current().execution_options.resource_limits.cpu = 4
+    assert md.range(200, override_num_blocks=20).map_batches(track, concurrency=1, num_cpus=0.25).count() == 200
+    assert peak[0] == 1
+
+
+def test_exclude_resources_reduces_the_limit():
+    ctx = md.DataContext.get_current()
+    ctx.execution_options.resource_limits.cpu = 2
+    ctx.execution_options.exclude_resources.cpu = 1
+    with pytest.raises(ValueError, match="num_cpus"):
+        md.range(10).map_batches(lambda b: b, num_cpus=2).take_all()
+
+
+# ---- actor pools ------------------------------------------------------------------------
+
+
+class _Counted:
+    lock = threading.Lock()
+    constructed = 0
+
+    def __init__(self, delay=0.0):
+        with _Counted.lock:
+            _Counted.constructed += 1
+        self.delay = delay
+
+    def __call__(self, batch):
+        time.sleep(self.delay)
+        return {"id": batch["id"] * 2}
+
+
+@pytest.fixture
+def counted():
+    _Counted.constructed = 0
+    return _Counted
+
+
+def test_autoscaling_pool_grows_to_max_under_load_and_no_further(counted):
+    ds = md.range(3000, override_num_blocks=150).map_batches(
+        counted, fn_constructor_args=(0.004,), concurrency=(1, 3), num_cpus=0.5)
+    out = ds.take_all()
+    assert sorted(r["id"] for r in out) == [2 * i for i in range(3000)]
+    assert counted.constructed == 3
+    assert int(_stat(ds, r"Actors: peak (\d+)")[0]) == 3
+
+
+def test_autoscaling_pool_stays_at_min_when_input_trickles(counted):
+    md.DataContext.get_current().execution_options.resource_limits.cpu = 1.5
+    ds = (md.range(30, override_num_blocks=30)
+          .map_batches(_sleep(0.02), concurrency=1)     # a slow, capped producer
+          .map_batches(counted, concurrency=(1, 4), num_cpus=0.5))
+    assert ds.count() == 30
+    assert counted.constructed == 1
+
+
+def test_fixed_pool_constructs_each_actor_once(counted):
+    ds = md.range(2000, override_num_blocks=100).map_batches(counted, fn_constructor_args=(0.001,),
+                                                             concurrency=2, num_cpus=0.5)
+    assert ds.count() == 2000
+    assert 1 <= counted.constructed <= 2
+
+
+def test_actors_taking_every_cpu_do_not_starve_upstream(counted):
+    md.DataContext.get_current().execution_options.resource_limits.cpu = 2
+    ds = (md.range(500, override_num_blocks=25)
+          .map_batches(_sleep(0.001), concurrency=1)    # upstream tasks need a CPU too
+          .map_batches(counted, concurrency=2, num_cpus=1))
+    done = []
+    t = threading.Thread(target=lambda: done.append(ds.count()), daemon=True)
+    t.start()
+    t.join(30)
+    assert done == [500], "the pipeline hung: actors starved their upstream"
+
+
+def test_autoscaling_config_fields_steer_the_pool(counted):
+    md.DataContext.get_current().autoscaling_config.actor_pool_util_upscaling_threshold = 1e9
+    ds = md.range(1000, override_num_blocks=50).map_batches(counted, concurrency=(1, 4), num_cpus=0.5)
+    assert ds.count() == 1000
+    assert counted.constructed == 1  # never busy enough to grow
+
+
+def test_constructor_failure_names_the_class():
+    class Broken:
+        def __init__(self):
+            raise RuntimeError("weights missing")
+
+        def __call__(self, batch):
+            return batch
+
+    with pytest.raises(RuntimeError, match="weights missing") as info:
+        md.range(10).map_batches(Broken, concurrency=1).take_all()
+    assert "Broken" in " ".join(getattr(info.value, "__notes__", []))
+
+
+# ---- failures tolerated -----------------------------------------------------------------
+
+
+def test_max_errored_blocks_skips_failed_blocks(caplog):
+    def picky(batch):
+        if batch["id"][0] % 300 == 0:
+            raise ValueError("bad block")
+        return batch
+
+    ds = md.range(1000, override_num_blocks=10).map_batches(picky)
+    with pytest.raises(ValueError, match="bad block"):
+        ds.take_all()
+    md.DataContext.get_current().max_errored_blocks = 4
+    rows = ds.take_all()
+    expected = [i for i in range(1000) if (i // 100 * 100) % 300 != 0]
+    assert sorted(r["id"] for r in rows) == expected
+    assert "failed and were skipped" in caplog.text
+
+
+# ---- stats ------------------------------------------------------------------------------
+
+
+def test_stats_before_and_after_execution():
+    ds = md.range(1000, override_num_blocks=10).map_batches(_sleep(0.001)).filter(expr="id < 250")
+    assert "not been executed" in ds.stats()
+    assert ds.count() == 250
+    text = ds.stats()
+    rows_in = [int(x) for x in re.findall(r"Rows in: (\d+)", text)]
+    rows_out = [int(x) for x in re.findall(r"rows out: (\d+)", text)]
+    assert rows_in[0] == 1000 and rows_out[-1] == 250
+    udf = float(re.findall(r"in UDFs: ([0-9.]+) s", text)[0])
+    assert udf >= 0.009  # ten calls of at least 1 ms
+    assert "ReadRange->MapBatches(sleep)->Filter" in text
+
+
+def test_map_stats_rows_out_equal_rows_in_for_row_preserving_maps():
+    ds = (md.range(500, override_num_blocks=5).map_batches(lambda b: b, num_cpus=0.5)
+          .map(lambda r: r))  # different resources: two operators
+    assert len(ds.take_all()) == 500
+    rows_in = [int(x) for x in re.findall(r"Rows in: (\d+)", ds.stats())]
+    rows_out = [int(x) for x in re.findall(r"rows out: (\d+)", ds.stats())]
+    assert rows_in == [500, 500] and rows_out == [500, 500]
+
+
+# ---- DataContext ------------------------------------------------------------------------
+
+
+def test_every_ray_field_exists_with_its_default():
+    ctx = md.DataContext()
+    # A sample across categories, values from Ray Data 2.58's DataContext().
+    assert ctx.autoscaling_config.actor_pool_util_upscaling_threshold == 1.75
+    assert ctx.autoscaling_config.actor_pool_util_downscaling_threshold == 0.5
+    assert ctx.autoscaling_config.actor_pool_max_upscaling_delta == 1
+    assert ctx.downstream_capacity_backpressure_ratio == 2.0
+    assert ctx.max_tasks_in_flight_per_actor is None
+    assert ctx.streaming_read_buffer_size == 32 * MiB
+    assert ctx.execution_no_progress_timeout_s == 1800
+    assert "scheduling_strategy" in md.DataContext.cluster_only_fields()
+    assert "target_max_block_size" not in md.DataContext.cluster_only_fields()
+
+
+def test_misspelled_field_names_the_nearest():
+    ctx = md.DataContext.get_current()
+    with pytest.raises(AttributeError, match="actor_pool_util_upscaling_threshold"):
+        ctx.autoscaling_config.actor_pool_upscaling_threshold = 2.0
+    with pytest.raises(AttributeError, match="op_resource_reservation_ratio"):
+        ctx.op_resource_reservation_ration = 0.3
