@@ -18,8 +18,12 @@ import pyarrow.parquet as pq
 import pytest
 
 _SIGINT_SCRIPT = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
     import millstream as md
+
+    # A parent started in the background (as CI may be) passes SIGINT down ignored;
+    # a user at a terminal has Python's default handler, which is what this checks.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def slow(batch):
         time.sleep(0.02)
