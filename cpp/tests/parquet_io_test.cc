@@ -65,6 +65,20 @@ TEST(ParquetRead, ColumnsAndFilter) {
   EXPECT_EQ(rows, 1000);
 }
 
+TEST(ParquetRead, BlocksStreamOneRowGroupAtATime) {
+  TempDir dir;
+  WriteParquet(IdTable(5000), dir.path() + "/t.parquet", 500);
+  DataContext context;
+  context.target_min_block_size = 1;  // no combining of small blocks: see the reader's own
+  auto stream = Dataset::ReadParquet({dir.path()}).ValueOrDie().Execute(context).ValueOrDie();
+  int64_t rows = 0;
+  while (auto block = stream->Next().ValueOrDie()) {
+    EXPECT_LE(block->num_rows(), 500);
+    rows += block->num_rows();
+  }
+  EXPECT_EQ(rows, 5000);
+}
+
 TEST(ParquetRead, MissingPathAndUnknownColumnAreClearErrors) {
   auto missing = Dataset::ReadParquet({"/no/such/dir"});
   ASSERT_FALSE(missing.ok());

@@ -57,8 +57,13 @@ def _array_from_numpy(values: Any) -> pa.Array:
     return pa.array(arr)
 
 
-def from_format(result: Any, operator: str) -> pa.Table:
-    """A UDF's return value as a pyarrow Table; a clear TypeError otherwise."""
+def from_format(result: Any, operator: str, originals: dict | None = None) -> pa.Table:
+    """A UDF's return value as a pyarrow Table; a clear TypeError otherwise.
+
+    ``originals`` maps ``id(array)`` to ``(array, arrow_column)`` for the arrays handed to
+    the UDF: a read-only view it returns untouched goes back as the original Arrow column,
+    with no conversion.
+    """
     if isinstance(result, pa.Table):
         return result
     if isinstance(result, pa.RecordBatch):
@@ -66,8 +71,17 @@ def from_format(result: Any, operator: str) -> pa.Table:
     if isinstance(result, dict):
         if not result:
             return pa.table({})
+
+        def column(value):
+            if originals:
+                known = originals.get(id(value))
+                # Only read-only views: a writable array may have been changed in place.
+                if known is not None and known[0] is value and not value.flags.writeable:
+                    return known[1]
+            return _array_from_numpy(value)
+
         try:
-            return pa.table({str(k): _array_from_numpy(v) for k, v in result.items()})
+            return pa.table({str(k): column(v) for k, v in result.items()})
         except (pa.ArrowInvalid, ValueError) as e:
             raise ValueError(f"{operator}: the returned dict of columns is not a valid batch: {e}") from e
     try:
@@ -98,10 +112,14 @@ def batch_adapter(fn: Callable, batch_format: str, operator: str, writable: bool
     fn_kwargs = fn_kwargs or {}
 
     def call(batch: pa.RecordBatch) -> pa.Table:
-        result = fn(to_format(batch, batch_format, writable), *fn_args, **fn_kwargs)
+        user_batch = to_format(batch, batch_format, writable)
+        originals = None
+        if batch_format == "numpy":
+            originals = {id(a): (a, batch.column(i)) for i, a in enumerate(user_batch.values())}
+        result = fn(user_batch, *fn_args, **fn_kwargs)
         if inspect.isgenerator(result) or (hasattr(result, "__next__") and not isinstance(result, dict)):
             return concat_results(result, operator)
-        return from_format(result, operator)
+        return from_format(result, operator, originals)
 
     return call
 

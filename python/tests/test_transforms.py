@@ -523,3 +523,26 @@ def test_num_cpus_reserves_slots(ctx):
 def test_negative_num_cpus_rejected():
     with pytest.raises(ValueError):
         md.range(3).map_batches(lambda b: b, num_cpus=-1)
+
+
+def test_numpy_udf_in_place_changes_to_converted_columns_are_kept():
+    # String columns reach numpy as writable object arrays; a UDF that edits one in place
+    # and returns it must see its edit in the output (no stale reuse of the Arrow column).
+    table = pa.table({"s": ["a", "b", "c", "d"], "x": [1, 2, 3, 4]})
+
+    def shout(batch):
+        batch["s"][:] = [v.upper() for v in batch["s"]]
+        return batch
+
+    out = md.from_arrow(table).map_batches(shout, zero_copy_batch=False).to_arrow()
+    expected = pa.compute.utf8_upper(table["s"]).to_pylist()
+    assert sorted(out["s"].to_pylist()) == sorted(expected)
+    out = md.from_arrow(table).map_batches(shout).to_arrow()
+    assert sorted(out["s"].to_pylist()) == sorted(expected)
+
+
+def test_numpy_udf_returning_columns_untouched_keeps_types():
+    table = pa.table({"s": pa.array(["x", None, "z"], pa.string()), "n": pa.array([1, 2, 3], pa.int32())})
+    out = md.from_arrow(table).map_batches(lambda b: b).to_arrow()
+    assert out.schema == table.schema
+    assert out.sort_by("n").equals(table)

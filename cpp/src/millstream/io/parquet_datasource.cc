@@ -252,8 +252,15 @@ class ParquetDatasource : public Datasource {
     }
     std::vector<std::shared_ptr<ReadTask>> tasks;
     for (const auto& piece : pieces) {
+      // Blocks of at most one row group (so the first block streams out after decoding
+      // one row group, not the whole piece) and at most target_max_block_size.
       int64_t bytes_per_row = piece.rows ? std::max<int64_t>(1, piece.bytes / piece.rows) : 1;
-      int64_t batch_rows = std::clamp<int64_t>(target_max_block_size / bytes_per_row, 1024, 1 << 22);
+      int64_t largest_row_group = 1;
+      for (int rg : piece.row_groups) {
+        largest_row_group = std::max(largest_row_group, piece.file->metadata->RowGroup(rg)->num_rows());
+      }
+      int64_t batch_rows = std::min(largest_row_group,
+                                    std::max<int64_t>(1024, target_max_block_size / bytes_per_row));
       tasks.push_back(std::make_shared<ParquetReadTask>(
           fs_, piece.file->path, piece.row_groups, options_.columns, options_.filter, piece.rows,
           piece.bytes, batch_rows));
