@@ -670,8 +670,12 @@ class ProgressReporter:
     def _finish(self) -> None:
         if not self._shown:
             return
-        snap = self._snapshot(final=True) or self._last
-        if snap is None:
+        snap = self._snapshot(final=True)
+        if (snap is None or not snap.operators) and self._last is not None:
+            # The execution was already torn down (e.g. by an interrupt): its last counters.
+            last = self._last
+            snap = _Snapshot(last.operators, last.totals, None, last.elapsed_s, last.rate, True)
+        if snap is None or not snap.operators:
             return
         if self._mode == "bars":
             lines = render_lines(snap, self._title, self._columns(), self._glyphs, self._show_operators)
@@ -769,5 +773,6 @@ class ProgressReporter:
             elif elapsed > 0:
                 rate = rows / elapsed
         snap = _Snapshot(operators, totals, held, elapsed, rate, final)
-        self._last = snap
+        if snap.operators:
+            self._last = snap
         return snap

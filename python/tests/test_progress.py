@@ -379,6 +379,20 @@ def test_stop_is_prompt_and_stats_errors_are_contained(ctx):
         assert stats.calls == calls_after_stop  # never polled after stop()
 
 
+def test_final_state_when_execution_already_torn_down(ctx):
+    with console() as tty:
+        stats = FakeStats()
+        rep = reporter(stats, ctx, tty).start()
+        try:
+            assert wait_for(lambda: "Running" in tty.getvalue())
+        finally:
+            stats.set([])  # a closed execution has no counters any more
+            rep.stop()
+        lines = Screen(tty.getvalue()).lines
+        assert len(lines) == 3 and lines[0].startswith("Stopped") and "50.0k/1.0M rows" in lines[0]
+        assert "120k/1.0M rows" in lines[1]
+
+
 def test_two_reporters_share_the_screen(ctx):
     with console() as tty:
         a = reporter(FakeStats(), ctx, tty, title="First").start()
