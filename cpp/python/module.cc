@@ -260,7 +260,7 @@ PYBIND11_MODULE(_core, m) {
       .def("map_batches", [](const Dataset& self, py::object fn, bool is_class, std::string name,
                              std::optional<int64_t> batch_size, bool row_preserving,
                              bool actors, int min_size, int max_size, double num_cpus,
-                             double num_gpus, int max_tasks_in_flight) {
+                             double num_gpus, int max_tasks_in_flight, int64_t memory) {
         MapBatchesOptions options;
         options.batch_size = batch_size;
         options.name = name;
@@ -269,6 +269,7 @@ PYBIND11_MODULE(_core, m) {
                                  : ComputeStrategy::Tasks(max_size);
         options.num_cpus = num_cpus;
         options.num_gpus = num_gpus;
+        options.memory = memory;
         return self.MapBatches(python::MakePythonUdfFactory(std::move(fn), is_class, name), options);
       })
       .def("filter_expr", [](const Dataset& self, py::bytes expr) {

@@ -122,12 +122,13 @@ class Dataset:
             target = adapter_for(fn)
         cpus = 1.0 if num_cpus is None else float(num_cpus)
         gpus = 0.0 if num_gpus is None else float(num_gpus)
-        if cpus < 0 or gpus < 0:
-            raise ValueError(f"{name}: num_cpus and num_gpus must be >= 0")
+        mem = 0 if memory is None else int(memory)
+        if cpus < 0 or gpus < 0 or mem < 0:
+            raise ValueError(f"{name}: num_cpus, num_gpus and memory must be >= 0")
         in_flight = ray_remote_args.get("max_tasks_in_flight_per_actor") or getattr(compute, "max_tasks_in_flight_per_actor", None) \
             or DataContext.get_current().max_tasks_in_flight_per_actor or 4
         return Dataset(self._core.map_batches(target, is_class, name, batch_size, row_preserving,
-                                              is_class, lo, hi, cpus, gpus, int(in_flight)))
+                                              is_class, lo, hi, cpus, gpus, int(in_flight), mem))
 
     def map_batches(self, fn, *, batch_size: Union[int, None, str] = None, compute=None,
                     batch_format: Optional[str] = "default", zero_copy_batch: bool = True,
@@ -149,7 +150,7 @@ class Dataset:
         return self._map(adapter, fn, name, batch_size=batch_size, compute=compute,
                          concurrency=concurrency, fn_constructor_args=fn_constructor_args,
                          fn_constructor_kwargs=fn_constructor_kwargs, num_cpus=num_cpus,
-                         num_gpus=num_gpus, row_preserving=not udf_modifying_row_count)
+                         num_gpus=num_gpus, memory=memory, row_preserving=not udf_modifying_row_count)
 
     def map(self, fn, *, compute=None, fn_args=None, fn_kwargs=None, fn_constructor_args=None,
             fn_constructor_kwargs=None, num_cpus=None, num_gpus=None, memory=None,
@@ -165,7 +166,8 @@ class Dataset:
 
         return self._map(adapter, fn, name, row_preserving=True, compute=compute,
                          concurrency=concurrency, fn_constructor_args=fn_constructor_args,
-                         fn_constructor_kwargs=fn_constructor_kwargs, num_cpus=num_cpus, num_gpus=num_gpus)
+                         fn_constructor_kwargs=fn_constructor_kwargs, num_cpus=num_cpus, num_gpus=num_gpus,
+                         memory=memory)
 
     def flat_map(self, fn, *, compute=None, fn_args=None, fn_kwargs=None, fn_constructor_args=None,
                  fn_constructor_kwargs=None, num_cpus=None, num_gpus=None, memory=None,
@@ -185,7 +187,8 @@ class Dataset:
 
         return self._map(adapter, fn, name, compute=compute, concurrency=concurrency,
                          fn_constructor_args=fn_constructor_args,
-                         fn_constructor_kwargs=fn_constructor_kwargs, num_cpus=num_cpus, num_gpus=num_gpus)
+                         fn_constructor_kwargs=fn_constructor_kwargs, num_cpus=num_cpus, num_gpus=num_gpus,
+                         memory=memory)
 
     def filter(self, fn=None, expr=None, *, compute=None, fn_args=None, fn_kwargs=None,
                fn_constructor_args=None, fn_constructor_kwargs=None, num_cpus=None,
@@ -211,7 +214,8 @@ class Dataset:
 
         return self._map(adapter, fn, name, compute=compute, concurrency=concurrency,
                          fn_constructor_args=fn_constructor_args,
-                         fn_constructor_kwargs=fn_constructor_kwargs, num_cpus=num_cpus, num_gpus=num_gpus)
+                         fn_constructor_kwargs=fn_constructor_kwargs, num_cpus=num_cpus, num_gpus=num_gpus,
+                         memory=memory)
 
     def add_column(self, col: str, fn: Callable, *, batch_format: Optional[str] = "pandas",
                    compute=None, concurrency=None, **ray_remote_args) -> "Dataset":

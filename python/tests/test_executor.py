@@ -296,3 +296,30 @@ def test_misspelled_field_names_the_nearest():
         ctx.autoscaling_config.actor_pool_upscaling_threshold = 2.0
     with pytest.raises(AttributeError, match="op_resource_reservation_ratio"):
         ctx.op_resource_reservation_ration = 0.3
+
+
+def test_memory_per_task_is_held_against_the_limit():
+    ctx = md.DataContext.get_current()
+    ctx.execution_options.resource_limits.cpu = 4
+    ctx.execution_options.resource_limits.object_store_memory = 100 * MiB
+    lock, running, peak = threading.Lock(), [0], [0]
+
+    def heavy(batch):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.02)
+        with lock:
+            running[0] -= 1
+        return batch
+
+    ds = md.range(400, override_num_blocks=20).map_batches(heavy, num_cpus=0.5, memory=40 * MiB)
+    assert ds.count() == 400
+    assert peak[0] <= 2  # three tasks would hold 120 MiB of a 100 MiB limit
+    assert peak[0] >= 1
+
+
+def test_memory_request_above_the_limit_fails_at_once():
+    md.DataContext.get_current().execution_options.resource_limits.object_store_memory = 10 * MiB
+    with pytest.raises(ValueError, match="memory"):
+        md.range(10).map_batches(lambda b: b, memory=20 * MiB).take_all()

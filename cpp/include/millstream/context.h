@@ -6,7 +6,8 @@
 namespace millstream {
 
 /// \brief Limits on what an execution may use. An unset field means "derive from the
-/// machine": all CPUs, detected GPUs (none here), 30% of physical memory for blocks.
+/// machine": all CPUs, the GPUs detected (CUDA_VISIBLE_DEVICES, else the NVIDIA driver's
+/// count, else 0), 30% of physical memory for blocks.
 struct ResourceLimits {
   std::optional<double> cpu;
   std::optional<double> gpu;

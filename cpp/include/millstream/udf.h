@@ -58,6 +58,9 @@ struct MapBatchesOptions {
   ComputeStrategy compute;
   double num_cpus = 1;
   double num_gpus = 0;
+  /// Bytes of memory one task (or actor) needs beyond its blocks, e.g. a model: held
+  /// against the memory limit while a task runs. 0: only its blocks count.
+  int64_t memory = 0;
 };
 
 }  // namespace millstream

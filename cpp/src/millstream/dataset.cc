@@ -213,9 +213,11 @@ arrow::Result<Dataset> Dataset::ReadParquet(std::vector<std::string> paths,
 
 Dataset Dataset::MapBatches(BatchUdfFactory udf, MapBatchesOptions options) const {
   auto transform = MakeUdfTransform(std::move(udf), options);
-  return Dataset(LogicalOperator::MakeMap(plan_, std::move(transform), options.compute,
-                                          options.num_cpus, options.num_gpus,
-                                          options.batch_size.value_or(0)));
+  auto op = LogicalOperator::MakeMap(plan_, std::move(transform), options.compute,
+                                     options.num_cpus, options.num_gpus,
+                                     options.batch_size.value_or(0));
+  const_cast<LogicalOperator&>(*op).memory = options.memory;
+  return Dataset(std::move(op));
 }
 
 Dataset Dataset::Filter(arrow::compute::Expression predicate) const {

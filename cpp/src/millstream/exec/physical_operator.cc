@@ -54,7 +54,9 @@ ActorState* PhysicalOperator::FreeActor() const {
 
 int64_t PhysicalOperator::TaskBytes() const {
   int64_t bytes = 0;
-  for (const auto& [id, task] : running) bytes += task.input_bytes + task.produced_bytes;
+  for (const auto& [id, task] : running) {
+    bytes += task.input_bytes + task.produced_bytes + (task.done ? 0 : memory);
+  }
   return bytes;
 }
 

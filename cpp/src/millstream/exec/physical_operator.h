@@ -44,6 +44,7 @@ struct PhysicalOperator {
   ComputeStrategy compute;
   double num_cpus = 1;
   double num_gpus = 0;
+  int64_t memory = 0;
   int64_t min_rows_per_bundle = 0;
   int64_t limit = 0;
 

@@ -46,6 +46,7 @@ arrow::Result<PhysicalPlan> PlanPhysical(const PlanPtr& optimized, const DataCon
       op->compute = logical->compute;
       op->num_cpus = logical->num_cpus;
       op->num_gpus = logical->num_gpus;
+      op->memory = logical->memory;
       op->min_rows_per_bundle = logical->min_rows_per_bundle;
       if (op->num_cpus > limits.cpu) {
         return arrow::Status::Invalid(op->name, " asks for num_cpus=", op->num_cpus,
@@ -57,6 +58,12 @@ arrow::Result<PhysicalPlan> PlanPhysical(const PlanPtr& optimized, const DataCon
                                       " per task but ", limits.gpu,
                                       " GPUs are available; set resource_limits.gpu if the "
                                       "machine has GPUs, or drop num_gpus");
+      }
+      if (op->memory > limits.memory) {
+        return arrow::Status::Invalid(op->name, " asks for memory=", op->memory,
+                                      " bytes per task but the memory limit "
+                                      "(object_store_memory) is ", limits.memory,
+                                      " bytes; lower memory or raise the limit");
       }
       if (logical->source) {
         if (!plan.operators.empty()) {
@@ -372,7 +379,7 @@ bool Execution::CanLaunch(size_t i, bool force) {
   if (DownstreamFull(i)) return false;
   // The memory budget: this operator's reservation plus what is free of the shared part.
   const int64_t limit = limits_.memory;
-  int64_t estimate = EstimateTaskOutput(i);
+  int64_t estimate = EstimateTaskOutput(i) + op.memory;
   int64_t total = TotalUsage();
   if (total + estimate > limit) return false;
   if (!context_.op_resource_reservation_enabled) return true;

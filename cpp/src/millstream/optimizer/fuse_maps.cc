@@ -18,7 +18,7 @@ bool CanFuse(const LogicalOperator& prev, const LogicalOperator& next) {
   // of their own that fusion would lose.
   if (next.compute.kind == ComputeStrategy::Kind::kActors) return prev.compute.max_size == 0;
   return prev.compute == next.compute && prev.num_cpus == next.num_cpus &&
-         prev.num_gpus == next.num_gpus;
+         prev.num_gpus == next.num_gpus && prev.memory == next.memory;
 }
 
 /// Merges chains of map-like operators (a read included) into one operator whose task
@@ -33,15 +33,13 @@ class FuseMapsRule : public Rule {
     for (auto& op : chain) {
       if (!fused.empty() && CanFuse(*fused.back(), *op)) {
         auto& prev = fused.back();
-        if (prev->kind == Kind::kRead) {
+        if (prev->kind == Kind::kRead || op->compute.kind == ComputeStrategy::Kind::kActors) {
+          // The fused operator runs as the later one asks (tasks after a read, or actors).
           prev->kind = Kind::kMap;
           prev->compute = op->compute;
           prev->num_cpus = op->num_cpus;
           prev->num_gpus = op->num_gpus;
-        } else if (op->compute.kind == ComputeStrategy::Kind::kActors) {
-          prev->compute = op->compute;
-          prev->num_cpus = op->num_cpus;
-          prev->num_gpus = op->num_gpus;
+          prev->memory = std::max(prev->memory, op->memory);
         }
         prev->transforms.insert(prev->transforms.end(), op->transforms.begin(),
                                 op->transforms.end());

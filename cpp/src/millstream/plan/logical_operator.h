@@ -30,6 +30,8 @@ class LogicalOperator {
   ComputeStrategy compute;
   double num_cpus = 1;
   double num_gpus = 0;
+  /// Bytes a running task holds beyond its blocks (see MapBatchesOptions::memory).
+  int64_t memory = 0;
   /// Rows to bundle before launching a task (a map_batches batch_size), 0: one bundle.
   int64_t min_rows_per_bundle = 0;
   /// For reads: the number of read tasks the user asked for.
