@@ -4,7 +4,8 @@ Every execution (``Dataset._batches`` / ``Dataset._drain``) runs inside a
 :class:`ProgressReporter`. What it shows is governed by the current ``DataContext``:
 
 * ``enable_progress_bars=False``: nothing at all (no thread is started).
-* ``enable_operator_progress_bars=False``: only the overall line, no per-operator lines.
+* ``enable_operator_progress_bars=False`` (or ``execution_options.verbose_progress=False``,
+  as in Ray): only the overall line, no per-operator lines.
 * ``progress_bar_log_interval``: seconds between two log lines when stderr is not a
   terminal.
 
@@ -337,6 +338,8 @@ def render_log_line(snap: _Snapshot, title: str, show_operators: bool = True) ->
 _UP = "\x1b[A"
 _CLEAR_LINE = "\x1b[2K"
 _CLEAR_TO_END = "\x1b[K"
+#: After a program's line, bars are redrawn at once unless they were drawn this recently.
+_USER_REDRAW_S = 0.05
 
 
 class _StreamProxy:
@@ -381,6 +384,7 @@ class _Terminal:
         self.entries: dict = {}  # reporter -> its current lines (insertion ordered)
         self.drawn = 0  # bar lines on screen; the cursor is at the end of the last one
         self.mid_line = False  # the program's output left the cursor inside a line
+        self.last_draw = 0.0
         self.proxies: list = []  # (name in sys, proxy)
         self.handlers: list = []  # (handler, original stream, proxy)
         self.atexit_registered = False
@@ -416,6 +420,7 @@ class _Terminal:
         out.append("\n".join(line + _CLEAR_TO_END for line in lines))
         self._write("".join(out))
         self.drawn = len(lines)
+        self.last_draw = time.monotonic()
 
     def _install(self) -> None:
         for name in ("stdout", "stderr"):
@@ -481,7 +486,10 @@ class _Terminal:
                     original.flush()
                 except Exception:
                     pass
-                self._draw()
+                # A burst of prints redraws the bars at most every _USER_REDRAW_S; in between
+                # the reporter's next tick puts them back.
+                if time.monotonic() - self.last_draw >= _USER_REDRAW_S:
+                    self._draw()
             return result
 
     def show(self, reporter, lines: List[str]) -> bool:
@@ -495,7 +503,7 @@ class _Terminal:
                 self.drawn = 0
                 self.entries[reporter] = lines
                 self._install()
-            elif self.entries.get(reporter) == lines:
+            elif self.entries.get(reporter) == lines and self.drawn:
                 return True
             self.entries[reporter] = lines
             self._draw()
@@ -530,6 +538,22 @@ class _Terminal:
 
 
 _terminal = _Terminal()
+
+
+def _reset_after_fork() -> None:
+    """A forked child has no progress threads: it gets its plain streams back, and never
+    clears or redraws the parent's bars."""
+    terminal = _terminal
+    terminal.lock = threading.RLock()
+    terminal.entries.clear()
+    terminal.drawn = 0
+    terminal.mid_line = False
+    terminal._uninstall()
+    terminal.stream = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def _terminal_width(stream) -> int:
@@ -595,7 +619,12 @@ class ProgressReporter:
 
     @property
     def _show_operators(self) -> bool:
-        return bool(self._setting("enable_operator_progress_bars", True))
+        """Per-operator lines: off with ``enable_operator_progress_bars=False`` or (as in
+        Ray) ``execution_options.verbose_progress=False``."""
+        if not self._setting("enable_operator_progress_bars", True):
+            return False
+        options = self._setting("execution_options", None)
+        return bool(getattr(options, "verbose_progress", True))
 
     @property
     def _log_interval(self) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import re
 import sys
 import threading
@@ -226,9 +227,13 @@ def test_operator_and_overall_lines(ctx):
         assert "✔" in final[1] and "✔" in final[2] and "running" not in final[1]
 
 
-def test_operator_bars_disabled_shows_only_overall_line(ctx):
+@pytest.mark.parametrize("knob", ["enable_operator_progress_bars", "verbose_progress"])
+def test_operator_bars_disabled_shows_only_overall_line(ctx, knob):
     with console() as tty:
-        ctx.enable_operator_progress_bars = False
+        if knob == "verbose_progress":
+            ctx.execution_options.verbose_progress = False
+        else:
+            ctx.enable_operator_progress_bars = False
         stats = FakeStats()
         rep = reporter(stats, ctx, tty).start()
         try:
@@ -391,6 +396,22 @@ def test_final_state_when_execution_already_torn_down(ctx):
         lines = Screen(tty.getvalue()).lines
         assert len(lines) == 3 and lines[0].startswith("Stopped") and "50.0k/1.0M rows" in lines[0]
         assert "120k/1.0M rows" in lines[1]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_gets_plain_streams(ctx):
+    with console() as tty:
+        rep = reporter(FakeStats(), ctx, tty).start()
+        try:
+            assert wait_for(lambda: isinstance(sys.stdout, progress._StreamProxy))
+            pid = os.fork()
+            if pid == 0:  # the child: no proxies, nothing to clear
+                ok = sys.stdout is tty and sys.stderr is tty and not progress._terminal.entries
+                os._exit(0 if ok else 1)
+            _, status = os.waitpid(pid, 0)
+        finally:
+            rep.stop()
+        assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_two_reporters_share_the_screen(ctx):
