@@ -199,6 +199,7 @@ class PyBatchIterator {
     py::dict totals;
     totals["wall_s"] = stats.wall_s;
     totals["peak_bytes"] = stats.peak_bytes;
+    totals["held_bytes"] = stats.held_bytes;
     totals["memory_limit"] = stats.memory_limit;
     totals["finished"] = stats.finished;
     return py::make_tuple(stats.ToString(), StatsToPython(stats), totals);

@@ -296,6 +296,21 @@ TEST(ActorPool, ConstructorFailureNamesTheOperator) {
   EXPECT_NE(result.status().message().find("weights file missing"), std::string::npos);
 }
 
+TEST(Stats, RowEstimatesUseFinishedTasksOnly) {
+  // A one-to-one map over 1000 rows: while it runs, the estimate is the input's size.
+  auto ds = Dataset::Range(1000, 100).ValueOrDie().MapBatches(Slow(std::chrono::milliseconds(3)),
+                                                               Named("MapBatches(same)"));
+  auto stream = ds.Execute(DataContext{}).ValueOrDie();
+  for (int i = 0; i < 5; ++i) ASSERT_NE(stream->Next().ValueOrDie(), nullptr);
+  auto stats = stream->stats();
+  EXPECT_FALSE(stats.finished);
+  EXPECT_EQ(stats.operators.back().estimated_rows_out, 1000);
+  while (stream->Next().ValueOrDie()) {
+  }
+  EXPECT_EQ(stream->stats().operators.back().estimated_rows_out, 1000);
+  EXPECT_EQ(stream->stats().held_bytes, 0);
+}
+
 TEST(Stats, CountersMatchTheData) {
   // The map fuses into the read; the filter, asking for other resources, stays apart.
   MapBatchesOptions map = Named("MapBatches(a)");

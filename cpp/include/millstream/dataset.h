@@ -70,6 +70,8 @@ struct ExecutionStats {
   std::vector<OperatorStats> operators;
   double wall_s = 0;
   int64_t peak_bytes = 0;
+  /// Bytes of blocks held right now (queued, in flight, waiting for the consumer).
+  int64_t held_bytes = 0;
   int64_t memory_limit = 0;
   bool finished = false;
   /// A printable summary, one block per operator, then the totals.

@@ -24,6 +24,8 @@ struct RefBundle {
 
 /// \brief A task in flight and what it has produced so far.
 struct RunningTask {
+  int64_t input_rows = 0;
+  int64_t output_rows = 0;
   int64_t input_bytes = 0;
   int64_t estimated_output_bytes = 0;
   std::deque<Block> produced;  // held back until earlier tasks finish (preserve_order)
@@ -68,6 +70,9 @@ struct PhysicalOperator {
   // Average output bytes of finished tasks (for the budget's estimate of the next one).
   int64_t finished_tasks = 0;
   int64_t finished_output_bytes = 0;
+  // Rows in and out of finished tasks: the selectivity that row estimates use.
+  int64_t finished_rows_in = 0;
+  int64_t finished_rows_out = 0;
   double backpressure_since = -1;
 
   OperatorStats stats;

@@ -226,6 +226,7 @@ void Execution::ProcessEvent(Event& event) {
     op.stats.rows_out += event.block->num_rows();
     op.stats.bytes_out += bytes;
     task.produced_bytes += bytes;
+    task.output_rows += event.block->num_rows();
     task.produced.push_back(std::move(event.block));
   } else {
     task.done = true;
@@ -239,6 +240,8 @@ void Execution::ProcessEvent(Event& event) {
     op.stats.udf_s += event.udf_s;
     op.finished_tasks += 1;
     op.finished_output_bytes += task.produced_bytes;
+    op.finished_rows_in += task.input_rows;
+    op.finished_rows_out += task.output_rows;
     if (!event.status.ok() && !(IsCancellation(event.status) && (*op.stopped || cancelled_))) {
       int64_t tolerated = context_.max_errored_blocks;
       if (tolerated < 0 || errored_tasks_ < tolerated) {
@@ -430,6 +433,7 @@ void Execution::Launch(size_t i) {
   int64_t task_index = op.next_task_index++;
   RunningTask task;
   task.input_bytes = bundle.bytes;
+  task.input_rows = bundle.rows;
   ActorState* actor = nullptr;
   if (op.compute.kind == ComputeStrategy::Kind::kActors) {
     actor = op.FreeActor();
@@ -582,8 +586,9 @@ ExecutionStats Execution::stats() const {
     snapshot.done = op->Completed() || *op->stopped;
     if (op->kind == PhysicalOperator::Kind::kLimit) {
       estimate = std::min(estimate, op->limit);
-    } else if (op->stats.rows_in > 0 && op->Completed() == false) {
-      estimate = static_cast<int64_t>(estimate * (double(op->stats.rows_out) / op->stats.rows_in));
+    } else if (op->finished_rows_in > 0 && !op->Completed()) {
+      // Selectivity of finished tasks only: running ones have input but partial output.
+      estimate = static_cast<int64_t>(estimate * (double(op->finished_rows_out) / op->finished_rows_in));
     } else if (op->Completed()) {
       estimate = op->stats.rows_out;
     }
@@ -594,6 +599,7 @@ ExecutionStats Execution::stats() const {
   }
   stats.wall_s = end_s_ >= 0 ? end_s_ : Now();
   stats.peak_bytes = peak_bytes_;
+  stats.held_bytes = TotalUsage();
   stats.memory_limit = limits_.memory;
   stats.finished = finished_;
   return stats;
