@@ -59,7 +59,7 @@ TEST(ParquetRead, ColumnsAndFilter) {
   EXPECT_EQ(out->num_rows(), 800);
   // Row groups are ordered by id: only the last two can hold id >= 4200.
   auto source = MakeParquetSource({dir.path()}, options).ValueOrDie();
-  auto tasks = source->GetReadTasks(0, 128 << 20).ValueOrDie();
+  auto tasks = source->GetReadTasks(ReadTaskOptions{}).ValueOrDie();
   int64_t rows = 0;
   for (const auto& task : tasks) rows += task->estimated_rows();
   EXPECT_EQ(rows, 1000);
@@ -77,6 +77,29 @@ TEST(ParquetRead, BlocksStreamOneRowGroupAtATime) {
     rows += block->num_rows();
   }
   EXPECT_EQ(rows, 5000);
+}
+
+TEST(ParquetRead, ManySmallFilesAreGroupedIntoFewerTasks) {
+  TempDir dir;
+  auto table = IdTable(3000);
+  for (int i = 0; i < 30; ++i) {
+    WriteParquet(table->Slice(i * 100, 100), dir.path() + "/part-" + std::to_string(100 + i) + ".parquet", 100);
+  }
+  auto source = MakeParquetSource({dir.path()}, {}).ValueOrDie();
+  ReadTaskOptions options;
+  options.min_tasks = 8;
+  auto tasks = source->GetReadTasks(options).ValueOrDie();
+  EXPECT_EQ(tasks.size(), 8u);  // 30 files, 4 per task (the last one 2)
+  int64_t rows = 0;
+  for (const auto& task : tasks) rows += task->estimated_rows();
+  EXPECT_EQ(rows, 3000);
+  options.parallelism = 30;  // asked for: one file each
+  EXPECT_EQ(source->GetReadTasks(options).ValueOrDie().size(), 30u);
+
+  DataContext context;
+  context.read_op_min_num_blocks = 8;
+  auto out = Dataset::ReadParquet({dir.path()}).ValueOrDie().ToTable(context).ValueOrDie();
+  EXPECT_TRUE(SortedBy(out, "id")->Equals(*table->CombineChunks().ValueOrDie()));
 }
 
 TEST(ParquetRead, MissingPathAndUnknownColumnAreClearErrors) {

@@ -342,3 +342,22 @@ def test_read_parquet_count_from_metadata(parquet_dir):
     # After a real execution there are.
     ds.materialize()
     assert "ReadParquet" in ds.stats()
+
+
+def test_small_files_reach_the_udf_as_whole_blocks(tmp_path):
+    # 60 tiny files: the read groups them and combines what it reads into blocks, so a
+    # UDF over whole blocks runs far fewer than 60 times; the rows are all there.
+    table = pa.table({"id": np.arange(600), "x": np.arange(600) * 0.5})
+    for i in range(60):
+        pq.write_table(table.slice(i * 10, 10), tmp_path / f"part-{i:03d}.parquet")
+    md.DataContext.get_current().read_op_min_num_blocks = 6
+    calls = []
+
+    def f(batch):
+        calls.append(len(batch["id"]))
+        return batch
+
+    out = md.read_parquet(str(tmp_path)).map_batches(f).to_arrow()
+    assert sorted(out["id"].to_pylist()) == table["id"].to_pylist()
+    assert len(calls) <= 6
+    assert sum(calls) == 600

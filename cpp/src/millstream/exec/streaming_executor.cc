@@ -69,9 +69,11 @@ arrow::Result<PhysicalPlan> PlanPhysical(const PlanPtr& optimized, const DataCon
         if (!plan.operators.empty()) {
           return arrow::Status::Invalid("a read must be the first operator of a plan");
         }
-        int64_t parallelism = logical->override_num_blocks.value_or(0);
-        ARROW_ASSIGN_OR_RAISE(plan.read_tasks, logical->source->GetReadTasks(
-                                                   parallelism, context.target_max_block_size));
+        ReadTaskOptions read_options;
+        read_options.parallelism = logical->override_num_blocks.value_or(0);
+        read_options.min_tasks = context.read_op_min_num_blocks;
+        read_options.target_max_block_size = context.target_max_block_size;
+        ARROW_ASSIGN_OR_RAISE(plan.read_tasks, logical->source->GetReadTasks(read_options));
       }
     }
     op->stats.name = op->Describe();
@@ -483,7 +485,14 @@ void Execution::RunTask(size_t i, int64_t task_index, RefBundle bundle, ActorSta
         return states[k]->Push(std::move(block), emits[k + 1]);
       };
     }
-    for (const auto& read_task : bundle.read_tasks) ARROW_RETURN_NOT_OK(read_task->Run(emits[0]));
+    if (!bundle.read_tasks.empty()) {
+      // Shape what the read produces before the first transform sees it, so a UDF with
+      // batch_size=None gets blocks, not one tiny piece per small file.
+      BlockShaper read_shaper(context_.target_min_block_size, context_.target_max_block_size);
+      Emit into_first = [&](Block block) { return read_shaper.Push(std::move(block), emits[0]); };
+      for (const auto& read_task : bundle.read_tasks) ARROW_RETURN_NOT_OK(read_task->Run(into_first));
+      ARROW_RETURN_NOT_OK(read_shaper.Finish(emits[0]));
+    }
     for (auto& block : bundle.blocks) ARROW_RETURN_NOT_OK(emits[0](std::move(block)));
     for (size_t k = 0; k < n; ++k) ARROW_RETURN_NOT_OK(states[k]->Finish(emits[k + 1]));
     return shaper.Finish(post);

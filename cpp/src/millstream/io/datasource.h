@@ -27,15 +27,25 @@ class ReadTask {
   virtual int64_t estimated_bytes() const = 0;
 };
 
+/// \brief How a source should split its read.
+struct ReadTaskOptions {
+  /// Tasks the user asked for (override_num_blocks); 0: the source decides.
+  int64_t parallelism = 0;
+  /// When the source decides: small pieces are grouped, but never into fewer tasks than
+  /// this (DataContext::read_op_min_num_blocks).
+  int64_t min_tasks = 200;
+  int64_t target_max_block_size = 128LL << 20;
+};
+
 /// \brief Where a Read operator's data comes from.
 class Datasource {
  public:
   virtual ~Datasource() = default;
   /// The operator name in plans: "ReadParquet", "Range", "FromArrow".
   virtual std::string name() const = 0;
-  /// Splits the read into tasks, aiming at `parallelism` of them (0: the source decides).
+  /// Splits the read into tasks (see ReadTaskOptions).
   virtual arrow::Result<std::vector<std::shared_ptr<ReadTask>>> GetReadTasks(
-      int64_t parallelism, int64_t target_max_block_size) const = 0;
+      const ReadTaskOptions& options) const = 0;
   /// Rows the source will produce, if known without reading data.
   virtual std::optional<int64_t> num_rows() const = 0;
   /// The output schema, if known without reading data.

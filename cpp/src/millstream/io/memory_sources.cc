@@ -33,7 +33,9 @@ class RangeSource : public Datasource {
   explicit RangeSource(int64_t n) : n_(n) {}
   std::string name() const override { return "ReadRange"; }
   arrow::Result<std::vector<std::shared_ptr<ReadTask>>> GetReadTasks(
-      int64_t parallelism, int64_t target_max_block_size) const override {
+      const ReadTaskOptions& options) const override {
+    const int64_t parallelism = options.parallelism;
+    const int64_t target_max_block_size = options.target_max_block_size;
     int64_t by_size = (8 * n_ + target_max_block_size - 1) / std::max<int64_t>(1, target_max_block_size);
     int64_t blocks = std::max<int64_t>({1, parallelism, by_size});
     blocks = std::min(blocks, std::max<int64_t>(1, n_));
@@ -77,7 +79,8 @@ class BlocksSource : public Datasource {
   std::string name() const override { return name_; }
 
   arrow::Result<std::vector<std::shared_ptr<ReadTask>>> GetReadTasks(
-      int64_t parallelism, int64_t target_max_block_size) const override {
+      const ReadTaskOptions& options) const override {
+    const int64_t parallelism = options.parallelism;
     std::vector<std::shared_ptr<ReadTask>> tasks;
     if (parallelism <= 0) {
       for (const auto& block : blocks_) {

@@ -88,12 +88,12 @@ bool RowGroupExcluded(const ParquetFile& file, int rg, const cp::Expression& bou
 class ParquetReadTask : public ReadTask {
  public:
   ParquetReadTask(std::shared_ptr<arrow::fs::FileSystem> fs, std::string path,
-                  std::vector<int> row_groups, std::vector<std::string> columns,
-                  std::optional<cp::Expression> filter, int64_t rows, int64_t bytes,
-                  int64_t batch_rows)
-      : fs_(std::move(fs)), path_(std::move(path)), row_groups_(std::move(row_groups)),
-        columns_(std::move(columns)), filter_(std::move(filter)), rows_(rows), bytes_(bytes),
-        batch_rows_(batch_rows) {}
+                  std::shared_ptr<parquet::FileMetaData> metadata, std::vector<int> row_groups,
+                  std::vector<std::string> columns, std::optional<cp::Expression> filter,
+                  int64_t rows, int64_t bytes, int64_t batch_rows)
+      : fs_(std::move(fs)), path_(std::move(path)), metadata_(std::move(metadata)),
+        row_groups_(std::move(row_groups)), columns_(std::move(columns)),
+        filter_(std::move(filter)), rows_(rows), bytes_(bytes), batch_rows_(batch_rows) {}
 
   arrow::Status Run(const Emit& emit) const override {
     arrow::Status status;
@@ -120,7 +120,8 @@ class ParquetReadTask : public ReadTask {
     arrow_props.set_pre_buffer(true);
     arrow_props.set_use_threads(false);
     parquet::arrow::FileReaderBuilder builder;
-    ARROW_RETURN_NOT_OK(builder.Open(input));
+    // The footer was parsed when the read was planned: don't parse it again.
+    ARROW_RETURN_NOT_OK(builder.Open(input, parquet::default_reader_properties(), metadata_));
     std::unique_ptr<parquet::arrow::FileReader> reader;
     ARROW_RETURN_NOT_OK(builder.properties(arrow_props)->Build(&reader));
     std::shared_ptr<arrow::Schema> file_schema;
@@ -180,10 +181,34 @@ class ParquetReadTask : public ReadTask {
 
   std::shared_ptr<arrow::fs::FileSystem> fs_;
   std::string path_;
+  std::shared_ptr<parquet::FileMetaData> metadata_;
   std::vector<int> row_groups_;
   std::vector<std::string> columns_;
   std::optional<cp::Expression> filter_;
   int64_t rows_, bytes_, batch_rows_;
+};
+
+/// Several small reads run one after the other as one task (many small files).
+class GroupedReadTask : public ReadTask {
+ public:
+  explicit GroupedReadTask(std::vector<std::shared_ptr<ReadTask>> parts) : parts_(std::move(parts)) {}
+  arrow::Status Run(const Emit& emit) const override {
+    for (const auto& part : parts_) ARROW_RETURN_NOT_OK(part->Run(emit));
+    return arrow::Status::OK();
+  }
+  int64_t estimated_rows() const override {
+    int64_t rows = 0;
+    for (const auto& part : parts_) rows += part->estimated_rows();
+    return rows;
+  }
+  int64_t estimated_bytes() const override {
+    int64_t bytes = 0;
+    for (const auto& part : parts_) bytes += part->estimated_bytes();
+    return bytes;
+  }
+
+ private:
+  std::vector<std::shared_ptr<ReadTask>> parts_;
 };
 
 class ParquetDatasource : public Datasource {
@@ -197,7 +222,9 @@ class ParquetDatasource : public Datasource {
   std::string name() const override { return "ReadParquet"; }
 
   arrow::Result<std::vector<std::shared_ptr<ReadTask>>> GetReadTasks(
-      int64_t parallelism, int64_t target_max_block_size) const override {
+      const ReadTaskOptions& read_options) const override {
+    int64_t parallelism = read_options.parallelism;
+    const int64_t target_max_block_size = read_options.target_max_block_size;
     if (options_.override_num_blocks) parallelism = *options_.override_num_blocks;
     struct Piece {
       const ParquetFile* file;
@@ -262,10 +289,33 @@ class ParquetDatasource : public Datasource {
       int64_t batch_rows = std::min(largest_row_group,
                                     std::max<int64_t>(1024, target_max_block_size / bytes_per_row));
       tasks.push_back(std::make_shared<ParquetReadTask>(
-          fs_, piece.file->path, piece.row_groups, options_.columns, options_.filter, piece.rows,
-          piece.bytes, batch_rows));
+          fs_, piece.file->path, piece.file->metadata, piece.row_groups, options_.columns,
+          options_.filter, piece.rows, piece.bytes, batch_rows));
     }
-    return tasks;
+    // Many small pieces (many small files): group neighbours so that there are about
+    // max(parallelism, min_tasks) tasks, no group larger than a block.
+    int64_t wanted = std::max<int64_t>(1, parallelism > 0 ? parallelism : read_options.min_tasks);
+    if (static_cast<int64_t>(tasks.size()) <= wanted) return tasks;
+    int64_t per_group = (static_cast<int64_t>(tasks.size()) + wanted - 1) / wanted;
+    std::vector<std::shared_ptr<ReadTask>> grouped;
+    std::vector<std::shared_ptr<ReadTask>> group;
+    int64_t group_bytes = 0;
+    auto flush = [&] {
+      if (group.size() == 1) grouped.push_back(group[0]);
+      else if (!group.empty()) grouped.push_back(std::make_shared<GroupedReadTask>(std::move(group)));
+      group.clear();
+      group_bytes = 0;
+    };
+    for (auto& task : tasks) {
+      if (!group.empty() && (static_cast<int64_t>(group.size()) >= per_group ||
+                             group_bytes + task->estimated_bytes() > target_max_block_size)) {
+        flush();
+      }
+      group_bytes += task->estimated_bytes();
+      group.push_back(std::move(task));
+    }
+    flush();
+    return grouped;
   }
 
   std::optional<int64_t> num_rows() const override {
