@@ -16,6 +16,10 @@ namespace {
 
 namespace cp = arrow::compute;
 
+/// Rows per decoded batch at most: small enough that the first block of a read reaches
+/// the next stage quickly, large enough that per-block costs vanish next to the work.
+constexpr int64_t kMaxReadBatchRows = 64 * 1024;
+
 /// One Parquet file's footer and what the read needs from it.
 struct ParquetFile {
   std::string path;
@@ -286,8 +290,8 @@ class ParquetDatasource : public Datasource {
       for (int rg : piece.row_groups) {
         largest_row_group = std::max(largest_row_group, piece.file->metadata->RowGroup(rg)->num_rows());
       }
-      int64_t batch_rows = std::min(largest_row_group,
-                                    std::max<int64_t>(1024, target_max_block_size / bytes_per_row));
+      int64_t batch_rows = std::min({largest_row_group, kMaxReadBatchRows,
+                                     std::max<int64_t>(1024, target_max_block_size / bytes_per_row)});
       tasks.push_back(std::make_shared<ParquetReadTask>(
           fs_, piece.file->path, piece.file->metadata, piece.row_groups, options_.columns,
           options_.filter, piece.rows, piece.bytes, batch_rows));
