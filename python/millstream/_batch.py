@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import inspect
 from typing import Any, Callable, Dict, Iterable
 
@@ -60,9 +61,9 @@ def _array_from_numpy(values: Any) -> pa.Array:
 def from_format(result: Any, operator: str, originals: dict | None = None) -> pa.Table:
     """A UDF's return value as a pyarrow Table; a clear TypeError otherwise.
 
-    ``originals`` maps ``id(array)`` to ``(array, arrow_column)`` for the arrays handed to
-    the UDF: a read-only view it returns untouched goes back as the original Arrow column,
-    with no conversion.
+    ``originals`` maps ``id(array)`` to ``(array, arrow_column, pointers)`` for the arrays
+    handed to the UDF: one it returns unchanged goes back as the original Arrow column,
+    with no conversion (see ``_unchanged``).
     """
     if isinstance(result, pa.Table):
         return result
@@ -75,8 +76,7 @@ def from_format(result: Any, operator: str, originals: dict | None = None) -> pa
         def column(value):
             if originals:
                 known = originals.get(id(value))
-                # Only read-only views: a writable array may have been changed in place.
-                if known is not None and known[0] is value and not value.flags.writeable:
+                if known is not None and known[0] is value and _unchanged(value, known[2]):
                     return known[1]
             return _array_from_numpy(value)
 
@@ -106,6 +106,39 @@ def concat_results(results: Iterable[Any], operator: str) -> pa.Table:
     return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
 
 
+def _element_pointers(arr: np.ndarray) -> np.ndarray:
+    """The object pointers of a contiguous 1-D object array, viewed as integers (no copy)."""
+    if arr.size == 0:
+        return np.empty(0, dtype=np.uintp)
+    raw = (ctypes.c_size_t * arr.size).from_address(arr.ctypes.data)
+    return np.ctypeslib.as_array(raw)
+
+
+def _holds_immutable_objects(arrow_type: pa.DataType) -> bool:
+    """Columns whose numpy form is an object array of str/bytes (immutable objects)."""
+    return (pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+            or pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type))
+
+
+def _snapshot(arr: np.ndarray, arrow_type: pa.DataType):
+    """What ``_unchanged`` needs to tell later whether ``arr`` was modified in place."""
+    if (_holds_immutable_objects(arrow_type) and arr.dtype == object and arr.ndim == 1
+            and arr.flags.c_contiguous and arr.flags.writeable):
+        return _element_pointers(arr).copy()
+    return None
+
+
+def _unchanged(arr: np.ndarray, pointers) -> bool:
+    """True when ``arr`` still holds what it was given: a read-only view can't change; an
+    object array of strings or bytes holding the very same objects can't either, since
+    those objects are immutable. Anything else is converted again, to be safe."""
+    if not arr.flags.writeable:
+        return True
+    if pointers is None or arr.dtype != object or arr.size != pointers.size:
+        return False
+    return bool(np.array_equal(_element_pointers(arr), pointers))
+
+
 def batch_adapter(fn: Callable, batch_format: str, operator: str, writable: bool,
                   fn_args=(), fn_kwargs=None) -> Callable[[pa.RecordBatch], pa.Table]:
     """Wraps a user batch function into the engine's RecordBatch -> Table call."""
@@ -115,7 +148,8 @@ def batch_adapter(fn: Callable, batch_format: str, operator: str, writable: bool
         user_batch = to_format(batch, batch_format, writable)
         originals = None
         if batch_format == "numpy":
-            originals = {id(a): (a, batch.column(i)) for i, a in enumerate(user_batch.values())}
+            originals = {id(a): (a, batch.column(i), _snapshot(a, batch.schema.types[i]))
+                         for i, a in enumerate(user_batch.values())}
         result = fn(user_batch, *fn_args, **fn_kwargs)
         if inspect.isgenerator(result) or (hasattr(result, "__next__") and not isinstance(result, dict)):
             return concat_results(result, operator)

@@ -546,3 +546,15 @@ def test_numpy_udf_returning_columns_untouched_keeps_types():
     out = md.from_arrow(table).map_batches(lambda b: b).to_arrow()
     assert out.schema == table.schema
     assert out.sort_by("n").equals(table)
+
+
+def test_numpy_udf_single_element_edit_of_a_string_column_is_kept():
+    table = pa.table({"s": ["a", "b", "c"], "n": [1, 2, 3]})
+
+    def edit(batch):
+        batch["s"][batch["n"] == 2] = "changed"
+        return batch
+
+    out = md.from_arrow(table).map_batches(edit).to_arrow().sort_by("n")
+    assert out["s"].to_pylist() == ["a", "changed", "c"]
+
