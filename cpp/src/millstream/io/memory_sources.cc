@@ -20,7 +20,7 @@ class RangeReadTask : public ReadTask {
   int64_t estimated_rows() const override { return end_ - start_; }
   int64_t estimated_bytes() const override { return 8 * (end_ - start_); }
   static std::shared_ptr<arrow::Schema> RangeSchema() {
-    static auto schema = arrow::schema({arrow::field("id", arrow::int64(), false)});
+    static auto schema = arrow::schema({arrow::field("id", arrow::int64())});
     return schema;
   }
 
