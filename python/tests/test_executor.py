@@ -33,6 +33,23 @@ def _sleep(seconds):
     return sleep
 
 
+class _ConcurrencyProbe:
+    """A batch function that sleeps and records how many calls ran at once."""
+
+    def __init__(self, seconds):
+        self.seconds, self.lock, self.running, self.peak = seconds, threading.Lock(), 0, 0
+        self.__name__ = "probe"
+
+    def __call__(self, batch):
+        with self.lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        time.sleep(self.seconds)
+        with self.lock:
+            self.running -= 1
+        return batch
+
+
 def _stat(ds, pattern):
     found = re.findall(pattern, ds.stats())
     assert found, ds.stats()
@@ -108,37 +125,17 @@ def test_logical_gpus_bound_concurrency():
     ctx = md.DataContext.get_current()
     ctx.execution_options.resource_limits.gpu = 2
     ctx.execution_options.resource_limits.cpu = 4
-    lock, running, peak = threading.Lock(), [0], [0]
-
-    def on_gpu(batch):
-        with lock:
-            running[0] += 1
-            peak[0] = max(peak[0], running[0])
-        time.sleep(0.02)
-        with lock:
-            running[0] -= 1
-        return batch
-
+    on_gpu = _ConcurrencyProbe(0.02)
     out = md.range(400, override_num_blocks=20).map_batches(on_gpu, num_gpus=1, num_cpus=0).take_all()
     assert sorted(r["id"] for r in out) == list(range(400))
-    assert peak[0] == 2  # two logical GPUs, one per task
+    assert on_gpu.peak == 2  # two logical GPUs, one per task
 
 
 def test_concurrency_caps_tasks_in_flight():
-    lock, running, peak = threading.Lock(), [0], [0]
-
-    def track(batch):
-        with lock:
-            running[0] += 1
-            peak[0] = max(peak[0], running[0])
-        time.sleep(0.01)
-        with lock:
-            running[0] -= 1
-        return batch
-
+    track = _ConcurrencyProbe(0.01)
     md.DataContext.get_current().execution_options.resource_limits.cpu = 4
     assert md.range(200, override_num_blocks=20).map_batches(track, concurrency=1, num_cpus=0.25).count() == 200
-    assert peak[0] == 1
+    assert track.peak == 1
 
 
 def test_exclude_resources_reduces_the_limit():
@@ -302,21 +299,10 @@ def test_memory_per_task_is_held_against_the_limit():
     ctx = md.DataContext.get_current()
     ctx.execution_options.resource_limits.cpu = 4
     ctx.execution_options.resource_limits.object_store_memory = 100 * MiB
-    lock, running, peak = threading.Lock(), [0], [0]
-
-    def heavy(batch):
-        with lock:
-            running[0] += 1
-            peak[0] = max(peak[0], running[0])
-        time.sleep(0.02)
-        with lock:
-            running[0] -= 1
-        return batch
-
+    heavy = _ConcurrencyProbe(0.02)
     ds = md.range(400, override_num_blocks=20).map_batches(heavy, num_cpus=0.5, memory=40 * MiB)
     assert ds.count() == 400
-    assert peak[0] <= 2  # three tasks would hold 120 MiB of a 100 MiB limit
-    assert peak[0] >= 1
+    assert 1 <= heavy.peak <= 2  # three tasks would hold 120 MiB of a 100 MiB limit
 
 
 def test_memory_request_above_the_limit_fails_at_once():

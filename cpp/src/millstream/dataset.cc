@@ -45,6 +45,16 @@ std::string RandomId() {
   return out.str().substr(0, 12);
 }
 
+/// Every remaining block of `stream`.
+arrow::Result<std::vector<Block>> ReadAll(BlockStream& stream) {
+  std::vector<Block> blocks;
+  while (true) {
+    ARROW_ASSIGN_OR_RAISE(auto block, stream.Next());
+    if (!block) return blocks;
+    blocks.push_back(std::move(block));
+  }
+}
+
 std::string FormatBytes(int64_t bytes) {
   std::ostringstream out;
   out << std::fixed << std::setprecision(1);
@@ -270,12 +280,7 @@ arrow::Result<std::unique_ptr<BlockStream>> Dataset::Execute(const DataContext& 
 
 arrow::Result<std::shared_ptr<arrow::Table>> Dataset::ToTable(const DataContext& context) const {
   ARROW_ASSIGN_OR_RAISE(auto stream, Execute(context));
-  std::vector<Block> blocks;
-  while (true) {
-    ARROW_ASSIGN_OR_RAISE(auto block, stream->Next());
-    if (!block) break;
-    blocks.push_back(std::move(block));
-  }
+  ARROW_ASSIGN_OR_RAISE(auto blocks, ReadAll(*stream));
   if (blocks.empty()) {
     ARROW_ASSIGN_OR_RAISE(auto schema, Schema(context));
     if (!schema) schema = arrow::schema({});
@@ -326,12 +331,7 @@ arrow::Result<std::shared_ptr<arrow::Schema>> Dataset::Schema(const DataContext&
 arrow::Result<Dataset> Dataset::Materialize(const DataContext& context,
                                             ExecutionStats* stats) const {
   ARROW_ASSIGN_OR_RAISE(auto stream, Execute(context));
-  std::vector<Block> blocks;
-  while (true) {
-    ARROW_ASSIGN_OR_RAISE(auto block, stream->Next());
-    if (!block) break;
-    blocks.push_back(std::move(block));
-  }
+  ARROW_ASSIGN_OR_RAISE(auto blocks, ReadAll(*stream));
   if (stats) *stats = stream->stats();
   std::shared_ptr<arrow::Schema> schema;
   if (!blocks.empty()) {
