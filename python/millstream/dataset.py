@@ -315,7 +315,9 @@ class Dataset:
         if context.enable_auto_log_stats:
             import logging
 
-            logging.getLogger("millstream").info("Execution stats:\n%s", self.stats())
+            # The totals line alone, or every operator's counters with verbose_stats_logs.
+            text = self.stats() if context.verbose_stats_logs else self.stats().rstrip().splitlines()[-1]
+            logging.getLogger("millstream").info("Execution stats:\n%s", text)
 
     def iter_batches(self, *, prefetch_batches: int = 1, batch_size: Optional[int] = 256,
                      batch_format: Optional[str] = "default", drop_last: bool = False,

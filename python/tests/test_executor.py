@@ -309,3 +309,20 @@ def test_memory_request_above_the_limit_fails_at_once():
     md.DataContext.get_current().execution_options.resource_limits.object_store_memory = 10 * MiB
     with pytest.raises(ValueError, match="memory"):
         md.range(10).map_batches(lambda b: b, memory=20 * MiB).take_all()
+
+
+def test_auto_log_stats_totals_or_verbose(caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="millstream")
+    ctx = md.DataContext.get_current()
+    ctx.enable_auto_log_stats = True
+    ds = md.range(100, override_num_blocks=4).map_batches(lambda b: b)
+    assert ds.count() == 100
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "millstream")
+    assert "100 rows out" in logged and "Operator 0" not in logged
+    caplog.clear()
+    ctx.verbose_stats_logs = True
+    assert ds.count() == 100
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "millstream")
+    assert "Operator 0" in logged and "Rows in: 100" in logged
