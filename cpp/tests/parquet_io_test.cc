@@ -1,3 +1,5 @@
+#include <filesystem>
+
 #include <arrow/io/api.h>
 #include <parquet/arrow/reader.h>
 #include <parquet/arrow/writer.h>
@@ -100,6 +102,20 @@ TEST(ParquetRead, ManySmallFilesAreGroupedIntoFewerTasks) {
   context.read_op_min_num_blocks = 8;
   auto out = Dataset::ReadParquet({dir.path()}).ValueOrDie().ToTable(context).ValueOrDie();
   EXPECT_TRUE(SortedBy(out, "id")->Equals(*table->CombineChunks().ValueOrDie()));
+}
+
+TEST(ParquetRead, RelativePathsResolveAgainstTheWorkingDirectory) {
+  TempDir dir;
+  WriteParquet(IdTable(100), dir.path() + "/t.parquet", 50);
+  auto previous = std::filesystem::current_path();
+  std::filesystem::current_path(dir.path());
+  ASSERT_OK(Dataset::ReadParquet({"t.parquet"}).ValueOrDie().Write("out", FileFormat::kParquet, DataContext{}));
+  auto rows = Dataset::ReadParquet({"./out"}).ValueOrDie().Count(DataContext{});
+  auto glob_rows = Dataset::ReadParquet({"*.parquet"}).ValueOrDie().Count(DataContext{});
+  std::filesystem::current_path(previous);
+  ASSERT_TRUE(rows.ok()) << rows.status().ToString();
+  EXPECT_EQ(*rows, 100);
+  EXPECT_EQ(glob_rows.ValueOrDie(), 100);
 }
 
 TEST(ParquetRead, MissingPathAndUnknownColumnAreClearErrors) {

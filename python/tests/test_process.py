@@ -119,8 +119,10 @@ def _cli() -> list[str]:
 
 
 def test_cli_demo(tmp_path):
-    proc = subprocess.run(_cli() + ["demo", "--rows", "200000", "--files", "2", "--dir", str(tmp_path)],
+    # As a user runs it: from a working directory, with the default relative --dir.
+    proc = subprocess.run(_cli() + ["demo", "--rows", "200000", "--files", "2"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
+    tmp_path = tmp_path / "millstream-demo"
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "Summary" in proc.stdout
     # Check the demo's output against pyarrow on its input.

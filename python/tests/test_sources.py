@@ -361,3 +361,14 @@ def test_small_files_reach_the_udf_as_whole_blocks(tmp_path):
     assert sorted(out["id"].to_pylist()) == table["id"].to_pylist()
     assert len(calls) <= 6
     assert sum(calls) == 600
+
+
+def test_relative_paths_read_and_write(tmp_path, monkeypatch):
+    table = pa.table({"id": np.arange(50), "x": np.arange(50) * 2.0})
+    (tmp_path / "data").mkdir()
+    pq.write_table(table, tmp_path / "data" / "a.parquet")
+    monkeypatch.chdir(tmp_path)
+    md.read_parquet("data").write_parquet("out")
+    for path in ["out", "./out/", "out/*.parquet", ["data/a.parquet"]]:
+        got = md.read_parquet(path).to_arrow().sort_by("id")
+        assert got.equals(table), path

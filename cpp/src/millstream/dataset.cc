@@ -353,7 +353,7 @@ Dataset Dataset::WithWrite(const std::string& directory, FileFormat format) cons
 arrow::Status Dataset::Write(const std::string& directory, FileFormat format,
                              const DataContext& context, ExecutionStats* stats) const {
   std::string local;
-  ARROW_ASSIGN_OR_RAISE(auto fs, arrow::fs::FileSystemFromUriOrPath(directory, &local));
+  ARROW_ASSIGN_OR_RAISE(auto fs, arrow::fs::FileSystemFromUriOrPath(AbsoluteLocalPath(directory), &local));
   if (!dynamic_cast<arrow::fs::LocalFileSystem*>(fs.get())) {
     return arrow::Status::NotImplemented("writing to '", directory, "': only local paths are supported");
   }

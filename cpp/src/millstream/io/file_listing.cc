@@ -1,6 +1,7 @@
 #include <fnmatch.h>
 
 #include <algorithm>
+#include <filesystem>
 
 #include <arrow/filesystem/api.h>
 
@@ -19,13 +20,20 @@ bool HasGlob(const std::string& path) { return path.find_first_of("*?[") != std:
 
 }  // namespace
 
+std::string AbsoluteLocalPath(const std::string& path) {
+  if (path.empty() || path[0] == '/' || path.find("://") != std::string::npos) return path;
+  std::error_code error;
+  auto absolute = std::filesystem::absolute(path, error);
+  return error ? path : absolute.lexically_normal().string();
+}
+
 arrow::Result<std::vector<FoundFile>> ExpandPaths(const std::vector<std::string>& paths,
                                                   std::shared_ptr<arrow::fs::FileSystem>* fs) {
   if (paths.empty()) return arrow::Status::Invalid("no paths given");
   std::vector<FoundFile> files;
   for (const auto& given : paths) {
     std::string path;
-    auto made = arrow::fs::FileSystemFromUriOrPath(given, &path);
+    auto made = arrow::fs::FileSystemFromUriOrPath(AbsoluteLocalPath(given), &path);
     if (!made.ok()) {
       return arrow::Status::IOError("cannot open path '", given, "': ", made.status().message());
     }

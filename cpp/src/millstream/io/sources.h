@@ -30,6 +30,9 @@ struct FoundFile {
   int64_t size = 0;
 };
 
+/// `path` made absolute when it is a relative local path (URIs are left alone).
+std::string AbsoluteLocalPath(const std::string& path);
+
 /// Resolves files, directories (recursively) and globs into a sorted file list on one
 /// filesystem, skipping hidden names ('.' or '_' first). A missing path or a pattern
 /// matching nothing is an IOError naming it.
