@@ -246,8 +246,10 @@ PYBIND11_MODULE(_core, m) {
         return ValueOrRaise(Dataset::FromArrow(std::move(t), blocks));
       })
       .def_static("read_parquet", [](std::vector<std::string> paths, std::vector<std::string> columns,
-                                     std::optional<py::bytes> filter, std::optional<int64_t> blocks) {
+                                     std::optional<py::bytes> filter, std::optional<int64_t> blocks,
+                                     std::vector<std::string> file_extensions) {
         ReadParquetOptions options;
+        options.file_extensions = std::move(file_extensions);
         options.columns = std::move(columns);
         if (filter) options.filter = ExpressionFromBytes(*filter);
         options.override_num_blocks = blocks;

@@ -532,12 +532,14 @@ def from_numpy(ndarrays) -> MaterializedDataset:
 
 def read_parquet(paths: Union[str, List[str]], *, filesystem=None, columns: Optional[List[str]] = None,
                  parallelism: int = -1, override_num_blocks: Optional[int] = None,
+                 file_extensions: Optional[List[str]] = ["parquet"],  # noqa: B006 (Ray's default)
                  filter=None, **arrow_parquet_args) -> Dataset:  # noqa: A002
     """Parquet files: a file, a directory (recursive; hidden names skipped), a glob, or a list.
 
     ``columns`` reads only those columns; ``filter`` (a ``pyarrow.compute.Expression`` or
     a string like ``"qty > 10"``) keeps matching rows and skips row groups whose statistics
-    rule it out.
+    rule it out. In directories and globs only files ending in one of ``file_extensions``
+    are read (None: every file); files named explicitly are always read.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [os.fspath(paths)]
@@ -547,5 +549,6 @@ def read_parquet(paths: Union[str, List[str]], *, filesystem=None, columns: Opti
     if columns is not None and (isinstance(columns, str) or not all(isinstance(c, str) for c in columns)):
         raise TypeError(f"read_parquet: columns must be a list of names, got {columns!r}")
     expr = None if filter is None else serialize(to_expression(filter))
+    extensions = [e.lstrip(".") for e in (file_extensions or [])]
     return Dataset(_core.Dataset.read_parquet(paths, list(columns or []), expr,
-                                              _blocks(override_num_blocks, parallelism)))
+                                              _blocks(override_num_blocks, parallelism), extensions))

@@ -372,3 +372,17 @@ def test_relative_paths_read_and_write(tmp_path, monkeypatch):
     for path in ["out", "./out/", "out/*.parquet", ["data/a.parquet"]]:
         got = md.read_parquet(path).to_arrow().sort_by("id")
         assert got.equals(table), path
+
+
+def test_file_extensions_filter_directories_not_named_files(tmp_path):
+    table = pa.table({"id": np.arange(20)})
+    pq.write_table(table, tmp_path / "data.parquet")
+    (tmp_path / "notes.txt").write_text("not parquet")
+    # Ray's default: only *.parquet inside a directory.
+    assert md.read_parquet(str(tmp_path)).to_arrow().equals(table)
+    with pytest.raises(OSError, match="notes.txt"):
+        md.read_parquet(str(tmp_path), file_extensions=None)
+    # A file named explicitly is read whatever its extension.
+    pq.write_table(table, tmp_path / "other.bin")
+    assert md.read_parquet(str(tmp_path / "other.bin")).count() == 20
+    assert md.read_parquet(str(tmp_path), file_extensions=["bin"]).count() == 20

@@ -30,6 +30,9 @@ struct ReadParquetOptions {
   /// Number of read tasks to aim for; unset: one per file, or per group of row groups
   /// of about `target_max_block_size`.
   std::optional<int64_t> override_num_blocks;
+  /// Files found in directories or by globs are read only with one of these extensions
+  /// (case-insensitive, without the dot); empty: every file. Named files are always read.
+  std::vector<std::string> file_extensions = {"parquet"};
 };
 
 /// \brief Formats that `Dataset::Write` produces.

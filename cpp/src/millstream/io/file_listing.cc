@@ -1,6 +1,7 @@
 #include <fnmatch.h>
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 
 #include <arrow/filesystem/api.h>
@@ -18,6 +19,22 @@ bool IsHidden(const std::string& path) {
 
 bool HasGlob(const std::string& path) { return path.find_first_of("*?[") != std::string::npos; }
 
+bool HasExtension(const std::string& path, const std::vector<std::string>& extensions) {
+  if (extensions.empty()) return true;
+  auto lower = [](std::string s) {
+    for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+  };
+  std::string name = lower(path);
+  for (const auto& extension : extensions) {
+    std::string suffix = "." + lower(extension);
+    if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 std::string AbsoluteLocalPath(const std::string& path) {
@@ -28,7 +45,8 @@ std::string AbsoluteLocalPath(const std::string& path) {
 }
 
 arrow::Result<std::vector<FoundFile>> ExpandPaths(const std::vector<std::string>& paths,
-                                                  std::shared_ptr<arrow::fs::FileSystem>* fs) {
+                                                  std::shared_ptr<arrow::fs::FileSystem>* fs,
+                                                  const std::vector<std::string>& extensions) {
   if (paths.empty()) return arrow::Status::Invalid("no paths given");
   std::vector<FoundFile> files;
   for (const auto& given : paths) {
@@ -52,7 +70,7 @@ arrow::Result<std::vector<FoundFile>> ExpandPaths(const std::vector<std::string>
       }
       size_t before = files.size();
       for (const auto& info : *listed) {
-        if (info.IsFile() && !IsHidden(info.path()) &&
+        if (info.IsFile() && !IsHidden(info.path()) && HasExtension(info.path(), extensions) &&
             fnmatch(path.c_str(), info.path().c_str(), FNM_PATHNAME) == 0) {
           files.push_back({info.path(), info.size()});
         }
@@ -87,7 +105,9 @@ arrow::Result<std::vector<FoundFile>> ExpandPaths(const std::vector<std::string>
         if (!part.empty() && (part[0] == '.' || part[0] == '_')) hidden = true;
         start = end + 1;
       }
-      if (entry.IsFile() && !hidden) in_dir.push_back({entry.path(), entry.size()});
+      if (entry.IsFile() && !hidden && HasExtension(entry.path(), extensions)) {
+        in_dir.push_back({entry.path(), entry.size()});
+      }
     }
     std::sort(in_dir.begin(), in_dir.end(),
               [](const FoundFile& a, const FoundFile& b) { return a.path < b.path; });

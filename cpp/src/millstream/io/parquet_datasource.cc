@@ -392,7 +392,7 @@ arrow::Result<ParquetFile> ReadFooter(arrow::fs::FileSystem& fs, const FoundFile
 arrow::Result<std::shared_ptr<Datasource>> MakeParquetSource(
     const std::vector<std::string>& paths, const ReadParquetOptions& options) {
   std::shared_ptr<arrow::fs::FileSystem> fs;
-  ARROW_ASSIGN_OR_RAISE(auto found, ExpandPaths(paths, &fs));
+  ARROW_ASSIGN_OR_RAISE(auto found, ExpandPaths(paths, &fs, options.file_extensions));
   if (found.empty()) {
     return arrow::Status::IOError("read_parquet: no Parquet files under '", paths.front(), "'");
   }

@@ -34,9 +34,11 @@ struct FoundFile {
 std::string AbsoluteLocalPath(const std::string& path);
 
 /// Resolves files, directories (recursively) and globs into a sorted file list on one
-/// filesystem, skipping hidden names ('.' or '_' first). A missing path or a pattern
-/// matching nothing is an IOError naming it.
+/// filesystem, skipping hidden names ('.' or '_' first) and, in directories and globs,
+/// files without one of `extensions` (none given: keep all). A missing path or a
+/// pattern matching nothing is an IOError naming it.
 arrow::Result<std::vector<FoundFile>> ExpandPaths(const std::vector<std::string>& paths,
-                                                  std::shared_ptr<arrow::fs::FileSystem>* fs);
+                                                  std::shared_ptr<arrow::fs::FileSystem>* fs,
+                                                  const std::vector<std::string>& extensions = {});
 
 }  // namespace millstream
