@@ -247,9 +247,10 @@ PYBIND11_MODULE(_core, m) {
       })
       .def_static("read_parquet", [](std::vector<std::string> paths, std::vector<std::string> columns,
                                      std::optional<py::bytes> filter, std::optional<int64_t> blocks,
-                                     std::vector<std::string> file_extensions) {
+                                     std::vector<std::string> file_extensions, bool hive) {
         ReadParquetOptions options;
         options.file_extensions = std::move(file_extensions);
+        options.hive_partitioning = hive;
         options.columns = std::move(columns);
         if (filter) options.filter = ExpressionFromBytes(*filter);
         options.override_num_blocks = blocks;

@@ -118,6 +118,29 @@ TEST(ParquetRead, RelativePathsResolveAgainstTheWorkingDirectory) {
   EXPECT_EQ(glob_rows.ValueOrDie(), 100);
 }
 
+TEST(ParquetRead, HivePartitionsAreColumnsAndPruneFiles) {
+  TempDir dir;
+  auto table = IdTable(300);
+  for (int part = 0; part < 3; ++part) {
+    std::string sub = dir.path() + "/region=r" + std::to_string(part);
+    ASSERT_OK(arrow::fs::LocalFileSystem().CreateDir(sub));
+    WriteParquet(table->Slice(part * 100, 100), sub + "/data.parquet", 50);
+  }
+  ReadParquetOptions options;
+  options.filter = cp::equal(cp::field_ref("region"), cp::literal("r1"));
+  auto source = MakeParquetSource({dir.path()}, options).ValueOrDie();
+  ASSERT_EQ(source->schema()->GetFieldIndex("region"), 2);
+  int64_t rows = 0;
+  for (const auto& task : source->GetReadTasks(ReadTaskOptions{}).ValueOrDie()) {
+    rows += task->estimated_rows();
+  }
+  EXPECT_EQ(rows, 100);  // the other two directories are never opened
+  auto out = Dataset::ReadParquet({dir.path()}, options).ValueOrDie().ToTable(DataContext{}).ValueOrDie();
+  ASSERT_EQ(out->num_rows(), 100);
+  auto ids = SortedBy(out, "id")->column(0)->chunk(0);
+  EXPECT_EQ(std::static_pointer_cast<arrow::Int64Array>(ids)->Value(0), 100);
+}
+
 TEST(ParquetRead, MissingPathAndUnknownColumnAreClearErrors) {
   auto missing = Dataset::ReadParquet({"/no/such/dir"});
   ASSERT_FALSE(missing.ok());

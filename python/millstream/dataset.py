@@ -533,13 +533,15 @@ def from_numpy(ndarrays) -> MaterializedDataset:
 def read_parquet(paths: Union[str, List[str]], *, filesystem=None, columns: Optional[List[str]] = None,
                  parallelism: int = -1, override_num_blocks: Optional[int] = None,
                  file_extensions: Optional[List[str]] = ["parquet"],  # noqa: B006 (Ray's default)
-                 filter=None, **arrow_parquet_args) -> Dataset:  # noqa: A002
+                 partitioning="hive", filter=None, **arrow_parquet_args) -> Dataset:  # noqa: A002
     """Parquet files: a file, a directory (recursive; hidden names skipped), a glob, or a list.
 
     ``columns`` reads only those columns; ``filter`` (a ``pyarrow.compute.Expression`` or
     a string like ``"qty > 10"``) keeps matching rows and skips row groups whose statistics
     rule it out. In directories and globs only files ending in one of ``file_extensions``
     are read (None: every file); files named explicitly are always read.
+    ``partitioning="hive"`` (the default; None turns it off) turns ``key=value``
+    directories into string columns, and a ``filter`` on them skips whole files.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [os.fspath(paths)]
@@ -550,5 +552,10 @@ def read_parquet(paths: Union[str, List[str]], *, filesystem=None, columns: Opti
         raise TypeError(f"read_parquet: columns must be a list of names, got {columns!r}")
     expr = None if filter is None else serialize(to_expression(filter))
     extensions = [e.lstrip(".") for e in (file_extensions or [])]
+    style = getattr(partitioning, "style", partitioning)
+    style = getattr(style, "value", style)
+    if style not in ("hive", None):
+        raise NotImplementedError(f"read_parquet: partitioning style {style!r} is not supported; use 'hive' or None")
     return Dataset(_core.Dataset.read_parquet(paths, list(columns or []), expr,
-                                              _blocks(override_num_blocks, parallelism), extensions))
+                                              _blocks(override_num_blocks, parallelism), extensions,
+                                              style == "hive"))

@@ -386,3 +386,21 @@ def test_file_extensions_filter_directories_not_named_files(tmp_path):
     pq.write_table(table, tmp_path / "other.bin")
     assert md.read_parquet(str(tmp_path / "other.bin")).count() == 20
     assert md.read_parquet(str(tmp_path), file_extensions=["bin"]).count() == 20
+
+
+def test_hive_partitions_become_columns_and_prune_files(tmp_path):
+    table = pa.table({"id": np.arange(300), "year": np.repeat(["2023", "2024", "2025"], 100),
+                      "x": np.arange(300) * 1.5})
+    pads.write_dataset(table, tmp_path, format="parquet", partitioning=["year"],
+                       partitioning_flavor="hive")
+    ds = md.read_parquet(str(tmp_path))
+    assert set(ds.columns()) == {"id", "x", "year"}
+    got = ds.to_arrow().select(["id", "year", "x"]).sort_by("id")
+    assert got.equals(table)
+    # A filter on the partition key: only that directory's rows, as pyarrow computes.
+    expected = table.filter(pc.field("year") == "2024").sort_by("id")
+    got = md.read_parquet(str(tmp_path), filter=pc.field("year") == "2024").to_arrow()
+    assert got.select(["id", "year", "x"]).sort_by("id").equals(expected)
+    assert md.read_parquet(str(tmp_path), columns=["year"]).to_arrow().column("year").to_pylist().count("2025") == 100
+    # Turned off: no partition column.
+    assert "year" not in md.read_parquet(str(tmp_path), partitioning=None).columns()

@@ -33,6 +33,10 @@ struct ReadParquetOptions {
   /// Files found in directories or by globs are read only with one of these extensions
   /// (case-insensitive, without the dot); empty: every file. Named files are always read.
   std::vector<std::string> file_extensions = {"parquet"};
+  /// Hive-style partitions: `key=value` directories below a listed directory become
+  /// string columns (unless the files hold a column of that name); a filter on them
+  /// skips whole files.
+  bool hive_partitioning = true;
 };
 
 /// \brief Formats that `Dataset::Write` produces.

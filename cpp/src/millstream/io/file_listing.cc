@@ -37,6 +37,27 @@ bool HasExtension(const std::string& path, const std::vector<std::string>& exten
 
 }  // namespace
 
+std::vector<std::pair<std::string, std::string>> HivePartition(const FoundFile& file) {
+  std::vector<std::pair<std::string, std::string>> keys;
+  if (file.base_dir.empty() || file.path.compare(0, file.base_dir.size(), file.base_dir) != 0) {
+    return keys;
+  }
+  std::string relative = file.path.substr(file.base_dir.size());
+  auto last_slash = relative.find_last_of('/');
+  if (last_slash == std::string::npos) return keys;
+  std::string dirs = relative.substr(0, last_slash);
+  size_t start = 0;
+  while (start <= dirs.size()) {
+    auto end = dirs.find('/', start);
+    if (end == std::string::npos) end = dirs.size();
+    std::string part = dirs.substr(start, end - start);
+    auto eq = part.find('=');
+    if (eq != std::string::npos && eq > 0) keys.emplace_back(part.substr(0, eq), part.substr(eq + 1));
+    start = end + 1;
+  }
+  return keys;
+}
+
 std::string AbsoluteLocalPath(const std::string& path) {
   if (path.empty() || path[0] == '/' || path.find("://") != std::string::npos) return path;
   std::error_code error;
@@ -72,7 +93,7 @@ arrow::Result<std::vector<FoundFile>> ExpandPaths(const std::vector<std::string>
       for (const auto& info : *listed) {
         if (info.IsFile() && !IsHidden(info.path()) && HasExtension(info.path(), extensions) &&
             fnmatch(path.c_str(), info.path().c_str(), FNM_PATHNAME) == 0) {
-          files.push_back({info.path(), info.size()});
+          files.push_back({info.path(), info.size(), base});
         }
       }
       if (files.size() == before) {
@@ -85,7 +106,7 @@ arrow::Result<std::vector<FoundFile>> ExpandPaths(const std::vector<std::string>
       return arrow::Status::IOError("no such file or directory: '", given, "'");
     }
     if (info.IsFile()) {
-      files.push_back({info.path(), info.size()});
+      files.push_back({info.path(), info.size(), ""});
       continue;
     }
     arrow::fs::FileSelector selector;
@@ -106,7 +127,7 @@ arrow::Result<std::vector<FoundFile>> ExpandPaths(const std::vector<std::string>
         start = end + 1;
       }
       if (entry.IsFile() && !hidden && HasExtension(entry.path(), extensions)) {
-        in_dir.push_back({entry.path(), entry.size()});
+        in_dir.push_back({entry.path(), entry.size(), path});
       }
     }
     std::sort(in_dir.begin(), in_dir.end(),

@@ -24,7 +24,10 @@ constexpr int64_t kMaxReadBatchRows = 64 * 1024;
 struct ParquetFile {
   std::string path;
   std::shared_ptr<parquet::FileMetaData> metadata;
+  /// The file's columns, then its partition columns.
   std::shared_ptr<arrow::Schema> schema;
+  /// Hive partition values of this file, for keys that are not columns of the file.
+  std::vector<std::pair<std::string, std::string>> partition;
 };
 
 std::string ColumnList(const arrow::Schema& schema) {
@@ -50,6 +53,9 @@ std::vector<int> LeafColumns(const parquet::arrow::SchemaManifest& manifest,
 bool RowGroupExcluded(const ParquetFile& file, int rg, const cp::Expression& bound_filter) {
   auto row_group = file.metadata->RowGroup(rg);
   std::vector<cp::Expression> facts;
+  for (const auto& [key, value] : file.partition) {
+    facts.push_back(cp::equal(cp::field_ref(key), cp::literal(value)));
+  }
   for (const auto& ref : cp::FieldsInExpression(bound_filter)) {
     const std::string* name = ref.name();
     if (!name) continue;
@@ -94,10 +100,12 @@ class ParquetReadTask : public ReadTask {
   ParquetReadTask(std::shared_ptr<arrow::fs::FileSystem> fs, std::string path,
                   std::shared_ptr<parquet::FileMetaData> metadata, std::vector<int> row_groups,
                   std::vector<std::string> columns, std::optional<cp::Expression> filter,
-                  int64_t rows, int64_t bytes, int64_t batch_rows)
+                  int64_t rows, int64_t bytes, int64_t batch_rows,
+                  std::vector<std::pair<std::string, std::string>> partition)
       : fs_(std::move(fs)), path_(std::move(path)), metadata_(std::move(metadata)),
         row_groups_(std::move(row_groups)), columns_(std::move(columns)),
-        filter_(std::move(filter)), rows_(rows), bytes_(bytes), batch_rows_(batch_rows) {}
+        filter_(std::move(filter)), rows_(rows), bytes_(bytes), batch_rows_(batch_rows),
+        partition_(std::move(partition)) {}
 
   arrow::Status Run(const Emit& emit) const override {
     arrow::Status status;
@@ -131,12 +139,25 @@ class ParquetReadTask : public ReadTask {
     std::shared_ptr<arrow::Schema> file_schema;
     ARROW_RETURN_NOT_OK(reader->GetSchema(&file_schema));
 
-    // Read the projected columns plus those the filter needs.
-    std::vector<std::string> wanted = columns_.empty() ? file_schema->field_names() : columns_;
-    std::vector<std::string> to_read = wanted;
+    // Read the projected columns plus those the filter needs; partition columns come
+    // from the path, not the file.
+    auto is_partition_key = [&](const std::string& name) {
+      return std::any_of(partition_.begin(), partition_.end(),
+                         [&](const auto& kv) { return kv.first == name; });
+    };
+    std::vector<std::string> wanted = columns_;
+    if (wanted.empty()) {
+      wanted = file_schema->field_names();
+      for (const auto& [key, value] : partition_) wanted.push_back(key);
+    }
+    std::vector<std::string> to_read;
+    for (const auto& name : wanted) {
+      if (!is_partition_key(name)) to_read.push_back(name);
+    }
     if (filter_) {
       for (const auto& ref : cp::FieldsInExpression(*filter_)) {
-        if (ref.name() && std::find(to_read.begin(), to_read.end(), *ref.name()) == to_read.end()) {
+        if (ref.name() && !is_partition_key(*ref.name()) &&
+            std::find(to_read.begin(), to_read.end(), *ref.name()) == to_read.end()) {
           to_read.push_back(*ref.name());
         }
       }
@@ -158,6 +179,12 @@ class ParquetReadTask : public ReadTask {
     while (true) {
       ARROW_ASSIGN_OR_RAISE(auto batch, batches->Next());
       if (!batch) break;
+      for (const auto& [key, value] : partition_) {
+        ARROW_ASSIGN_OR_RAISE(auto column, arrow::MakeArrayFromScalar(arrow::StringScalar(value),
+                                                                      batch->num_rows()));
+        ARROW_ASSIGN_OR_RAISE(batch, batch->AddColumn(batch->num_columns(),
+                                                      arrow::field(key, arrow::utf8()), column));
+      }
       if (filter_) {
         if (!bound_schema || !bound_schema->Equals(*batch->schema())) {
           ARROW_ASSIGN_OR_RAISE(bound, filter_->Bind(*batch->schema()));
@@ -167,7 +194,7 @@ class ParquetReadTask : public ReadTask {
         ARROW_ASSIGN_OR_RAISE(auto filtered, cp::Filter(batch, mask));
         batch = filtered.record_batch();
       }
-      if (to_read.size() != wanted.size() || !columns_.empty()) {
+      if (batch->num_columns() != static_cast<int>(wanted.size()) || !columns_.empty()) {
         arrow::FieldVector out_fields;
         arrow::ArrayVector out_columns;
         for (const auto& name : wanted) {
@@ -190,6 +217,7 @@ class ParquetReadTask : public ReadTask {
   std::vector<std::string> columns_;
   std::optional<cp::Expression> filter_;
   int64_t rows_, bytes_, batch_rows_;
+  std::vector<std::pair<std::string, std::string>> partition_;
 };
 
 /// Several small reads run one after the other as one task (many small files).
@@ -294,7 +322,7 @@ class ParquetDatasource : public Datasource {
                                      std::max<int64_t>(1024, target_max_block_size / bytes_per_row)});
       tasks.push_back(std::make_shared<ParquetReadTask>(
           fs_, piece.file->path, piece.file->metadata, piece.row_groups, options_.columns,
-          options_.filter, piece.rows, piece.bytes, batch_rows));
+          options_.filter, piece.rows, piece.bytes, batch_rows, piece.file->partition));
     }
     // Many small pieces (many small files): group neighbours so that there are about
     // max(parallelism, min_tasks) tasks, no group larger than a block.
@@ -376,7 +404,8 @@ class ParquetDatasource : public Datasource {
   ReadParquetOptions options_;
 };
 
-arrow::Result<ParquetFile> ReadFooter(arrow::fs::FileSystem& fs, const FoundFile& found) {
+arrow::Result<ParquetFile> ReadFooter(arrow::fs::FileSystem& fs, const FoundFile& found,
+                                      bool hive_partitioning) {
   ARROW_ASSIGN_OR_RAISE(auto input, fs.OpenInputFile(found.path));
   auto reader = parquet::ParquetFileReader::Open(input);
   ParquetFile file{found.path, reader->metadata(), nullptr};
@@ -384,6 +413,14 @@ arrow::Result<ParquetFile> ReadFooter(arrow::fs::FileSystem& fs, const FoundFile
   ARROW_RETURN_NOT_OK(
       parquet::arrow::FileReader::Make(arrow::default_memory_pool(), std::move(reader), &arrow_reader));
   ARROW_RETURN_NOT_OK(arrow_reader->GetSchema(&file.schema));
+  if (hive_partitioning) {
+    for (auto& [key, value] : HivePartition(found)) {
+      if (file.schema->GetFieldIndex(key) >= 0) continue;  // the file's own column wins
+      ARROW_ASSIGN_OR_RAISE(file.schema, file.schema->AddField(file.schema->num_fields(),
+                                                               arrow::field(key, arrow::utf8())));
+      file.partition.emplace_back(key, value);
+    }
+  }
   return file;
 }
 
@@ -402,7 +439,7 @@ arrow::Result<std::shared_ptr<Datasource>> MakeParquetSource(
     // parquet throws ParquetException on a bad footer; turn it into a Status naming the file.
     arrow::Result<ParquetFile> file;
     try {
-      file = ReadFooter(*fs, f);
+      file = ReadFooter(*fs, f, options.hive_partitioning);
     } catch (const std::exception& e) {
       file = arrow::Status::IOError(e.what());
     }

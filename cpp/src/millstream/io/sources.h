@@ -28,7 +28,13 @@ arrow::Result<std::shared_ptr<Datasource>> MakeParquetSource(
 struct FoundFile {
   std::string path;
   int64_t size = 0;
+  /// The directory the path was found under (a listed directory, or a glob's fixed
+  /// prefix); empty for a file named explicitly. Partition keys live below it.
+  std::string base_dir;
 };
+
+/// The `key=value` directory names between `file.base_dir` and the file (hive style).
+std::vector<std::pair<std::string, std::string>> HivePartition(const FoundFile& file);
 
 /// `path` made absolute when it is a relative local path (URIs are left alone).
 std::string AbsoluteLocalPath(const std::string& path);
