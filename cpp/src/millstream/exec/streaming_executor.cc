@@ -169,7 +169,6 @@ arrow::Result<Block> Execution::Next(std::chrono::milliseconds timeout, bool* ti
     scheduler_wake_.notify_one();
     return block;
   }
-  consumer_took_end_ = true;
   return nullptr;
 }
 
@@ -252,7 +251,6 @@ void Execution::ProcessEvent(Event& event) {
         op.stats.errored_tasks += 1;
         task.produced.clear();
         task.produced_bytes = 0;
-        last_tolerated_error_ = event.status.WithMessage(op.name, ": ", event.status.message());
       } else {
         Fail(event.status.WithMessage(op.name, ": ", event.status.message()));
       }
@@ -465,7 +463,11 @@ void Execution::RunTask(size_t i, int64_t task_index, RefBundle bundle, ActorSta
   double udf_seconds = 0;
   const auto& transforms = ops_[i]->transforms;
   auto post = [&](Block block) {
-    Post(Event{i, task_index, std::move(block)});
+    Event output;
+    output.op = i;
+    output.task = task_index;
+    output.block = std::move(block);
+    Post(std::move(output));
     return arrow::Status::OK();
   };
   auto run = [&]() -> arrow::Status {
@@ -504,8 +506,14 @@ void Execution::RunTask(size_t i, int64_t task_index, RefBundle bundle, ActorSta
     status = arrow::Status::UnknownError("unexpected exception: ", e.what());
   }
   double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  Event done{i, task_index, nullptr, true, std::move(status), wall,
-             ThreadCpuSeconds() - cpu_started, udf_seconds};
+  Event done;
+  done.op = i;
+  done.task = task_index;
+  done.done = true;
+  done.status = std::move(status);
+  done.wall_s = wall;
+  done.cpu_s = ThreadCpuSeconds() - cpu_started;
+  done.udf_s = udf_seconds;
   Post(std::move(done));
 }
 

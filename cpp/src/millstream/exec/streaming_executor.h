@@ -50,8 +50,8 @@ class Execution {
  private:
   Execution(PhysicalPlan plan, const DataContext& context);
   struct Event {
-    size_t op;
-    int64_t task;
+    size_t op = 0;
+    int64_t task = 0;
     Block block;
     bool done = false;
     arrow::Status status;
@@ -90,17 +90,15 @@ class Execution {
   std::condition_variable scheduler_wake_;
   std::condition_variable consumer_wake_;
   std::vector<Event> events_;
-  bool poked_ = false;
+  bool poked_ = false;  // the consumer took a block or the execution was cancelled
   // Actors removed from their pools, destroyed outside the lock (their UDFs may need the GIL).
   std::vector<std::unique_ptr<ActorState>> retired_actors_;
   int64_t estimated_input_rows_ = 0;
   int64_t errored_tasks_ = 0;
-  arrow::Status last_tolerated_error_;  // the consumer took a block or the execution was cancelled
   double cpus_in_use_ = 0;
   double gpus_in_use_ = 0;
   int64_t running_tasks_ = 0;
   bool finished_ = false;  // the last operator completed: no more output
-  bool consumer_took_end_ = false;
   arrow::Status error_;
   std::atomic<bool> cancelled_{false};
   int64_t peak_bytes_ = 0;

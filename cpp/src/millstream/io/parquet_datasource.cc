@@ -408,10 +408,11 @@ arrow::Result<ParquetFile> ReadFooter(arrow::fs::FileSystem& fs, const FoundFile
                                       bool hive_partitioning) {
   ARROW_ASSIGN_OR_RAISE(auto input, fs.OpenInputFile(found.path));
   auto reader = parquet::ParquetFileReader::Open(input);
-  ParquetFile file{found.path, reader->metadata(), nullptr};
-  std::unique_ptr<parquet::arrow::FileReader> arrow_reader;
-  ARROW_RETURN_NOT_OK(
-      parquet::arrow::FileReader::Make(arrow::default_memory_pool(), std::move(reader), &arrow_reader));
+  ParquetFile file;
+  file.path = found.path;
+  file.metadata = reader->metadata();
+  ARROW_ASSIGN_OR_RAISE(auto arrow_reader,
+                        parquet::arrow::FileReader::Make(arrow::default_memory_pool(), std::move(reader)));
   ARROW_RETURN_NOT_OK(arrow_reader->GetSchema(&file.schema));
   if (hive_partitioning) {
     for (auto& [key, value] : HivePartition(found)) {
