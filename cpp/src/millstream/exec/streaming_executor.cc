@@ -103,13 +103,20 @@ arrow::Result<std::unique_ptr<Execution>> Execution::Start(PhysicalPlan plan,
   first.inputs_done = true;
   int threads = std::max(1, static_cast<int>(std::ceil(execution->limits_.cpu)));
   execution->pool_ = std::make_unique<ThreadPool>(threads);
-  execution->scheduler_ = std::thread([e = execution.get()] { e->SchedulingLoop(); });
+  {
+    std::unique_lock<std::mutex> lock(execution->mutex_);
+    execution->Drive(lock);
+  }
   return execution;
 }
 
 Execution::~Execution() {
   Cancel();
-  if (scheduler_.joinable()) scheduler_.join();
+  {
+    // Running tasks end early once cancelled; wait for the last one to report.
+    std::unique_lock<std::mutex> lock(mutex_);
+    consumer_wake_.wait(lock, [this] { return running_tasks_ == 0; });
+  }
   pool_.reset();
 }
 
@@ -118,16 +125,12 @@ double Execution::Now() const {
 }
 
 void Execution::Cancel() {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (!cancelled_) {
-      cancelled_ = true;
-      for (auto& op : ops_) *op->stopped = true;
-    }
-    poked_ = true;
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (!cancelled_) {
+    cancelled_ = true;
+    for (auto& op : ops_) *op->stopped = true;
   }
-  scheduler_wake_.notify_all();
-  consumer_wake_.notify_all();
+  Drive(lock);
 }
 
 void Execution::Fail(arrow::Status status) {
@@ -138,11 +141,11 @@ void Execution::Fail(arrow::Status status) {
 }
 
 void Execution::Post(Event event) {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    events_.push_back(std::move(event));
-  }
-  scheduler_wake_.notify_one();
+  // The posting worker runs the scheduling pass itself: no hand-off to another thread,
+  // and the task it launches next is usually picked up by this same thread.
+  std::unique_lock<std::mutex> lock(mutex_);
+  events_.push_back(std::move(event));
+  Drive(lock);
 }
 
 arrow::Result<Block> Execution::Next(std::chrono::milliseconds timeout, bool* timed_out) {
@@ -164,55 +167,45 @@ arrow::Result<Block> Execution::Next(std::chrono::milliseconds timeout, bool* ti
     Block block = std::move(last.output_queue.front());
     last.output_queue.pop_front();
     last.output_bytes -= BlockBytes(*block);
-    poked_ = true;
-    lock.unlock();
-    scheduler_wake_.notify_one();
+    Drive(lock);  // room freed: launch what the budget now allows
     return block;
   }
   return nullptr;
 }
 
-void Execution::SchedulingLoop() {
-  std::unique_lock<std::mutex> lock(mutex_);
-  while (true) {
-    auto events = std::move(events_);
-    events_.clear();
-    for (auto& event : events) ProcessEvent(event);
-    // What the events still hold (dropped blocks, extra errors) may own Python objects
-    // whose release takes the GIL: let them go outside the lock.
-    auto retired = std::move(retired_actors_);
-    retired_actors_.clear();
+void Execution::Drive(std::unique_lock<std::mutex>& lock) {
+  auto events = std::move(events_);
+  events_.clear();
+  for (auto& event : events) ProcessEvent(event);
+  // What the events still hold (dropped blocks, extra errors) and retired actors may own
+  // Python objects whose release takes the GIL: let them go outside the lock.
+  auto retired = std::move(retired_actors_);
+  retired_actors_.clear();
+  if (!events.empty() || !retired.empty()) {
     lock.unlock();
     events.clear();
     retired.clear();
     lock.lock();
-    for (size_t i = 0; i < ops_.size(); ++i) Forward(i);
-    // Completion flows downstream.
-    for (size_t i = 0; i + 1 < ops_.size(); ++i) {
-      if (ops_[i]->Completed() && ops_[i]->output_queue.empty()) ops_[i + 1]->inputs_done = true;
-    }
-    ScaleActorPools();
-    if (!cancelled_) {
-      if (!TryLaunch(false) && running_tasks_ == 0 && ops_.back()->output_queue.empty()) {
-        TryLaunch(true);  // liveness: nothing runs and the consumer waits
-      }
-    }
-    UpdatePeaks();
-    if (!ops_.back()->output_queue.empty()) consumer_wake_.notify_all();
-    bool done = ops_.back()->Completed();
-    if (done && !finished_) {
-      finished_ = true;
-      end_s_ = Now();
-      consumer_wake_.notify_all();
-    }
-    if ((finished_ || cancelled_) && running_tasks_ == 0 && events_.empty()) {
-      if (end_s_ < 0) end_s_ = Now();
-      consumer_wake_.notify_all();
-      return;
-    }
-    scheduler_wake_.wait(lock, [this] { return !events_.empty() || poked_; });
-    poked_ = false;
   }
+  for (size_t i = 0; i < ops_.size(); ++i) Forward(i);
+  // Completion flows downstream.
+  for (size_t i = 0; i + 1 < ops_.size(); ++i) {
+    if (ops_[i]->Completed() && ops_[i]->output_queue.empty()) ops_[i + 1]->inputs_done = true;
+  }
+  ScaleActorPools();
+  if (!cancelled_) {
+    if (!TryLaunch(false) && running_tasks_ == 0 && ops_.back()->output_queue.empty()) {
+      TryLaunch(true);  // liveness: nothing runs and the consumer waits
+    }
+  }
+  UpdatePeaks();
+  if (ops_.back()->Completed() && !finished_) {
+    finished_ = true;
+    end_s_ = Now();
+  }
+  if ((finished_ || cancelled_) && running_tasks_ == 0 && end_s_ < 0) end_s_ = Now();
+  // Wakes the consumer (output, end, error) and a destructor waiting for tasks to drain.
+  consumer_wake_.notify_all();
 }
 
 void Execution::ProcessEvent(Event& event) {

@@ -27,9 +27,11 @@ arrow::Result<PhysicalPlan> PlanPhysical(const PlanPtr& optimized, const DataCon
 
 /// \brief One run of a physical plan: the StreamingExecutor.
 ///
-/// A scheduling thread owns the operators. Each turn it moves finished work into the
-/// queues, then launches tasks (most downstream first) while the resource budget allows,
-/// and sleeps until a task produces something or the consumer takes a block. Every live
+/// The operators' state lives under one lock. A scheduling pass (Drive) runs on whichever
+/// thread changed it — a worker reporting output or completion, the consumer taking a
+/// block, Start, Cancel — so no hand-off to a scheduler thread is needed: it moves
+/// finished work into the queues, then launches tasks (most downstream first) while the
+/// resource budget allows. Every live
 /// block is accounted to the operator holding it; an operator may launch a task when its
 /// reserved share plus the free shared part of the memory limit covers the task's expected
 /// output. When nothing runs and the consumer has nothing to take, one task may launch
@@ -60,7 +62,9 @@ class Execution {
     double udf_s = 0;
   };
 
-  void SchedulingLoop();
+  /// One scheduling pass; runs on whichever thread changed the state (a worker posting,
+  /// the consumer taking a block, Start, Cancel), with the lock held.
+  void Drive(std::unique_lock<std::mutex>& lock);
   void ProcessEvent(Event& event);
   void Forward(size_t op);
   void PushOutput(size_t op, Block block);
@@ -87,10 +91,8 @@ class Execution {
   std::vector<std::unique_ptr<PhysicalOperator>>& ops_;
 
   mutable std::mutex mutex_;
-  std::condition_variable scheduler_wake_;
   std::condition_variable consumer_wake_;
   std::vector<Event> events_;
-  bool poked_ = false;  // the consumer took a block or the execution was cancelled
   // Actors removed from their pools, destroyed outside the lock (their UDFs may need the GIL).
   std::vector<std::unique_ptr<ActorState>> retired_actors_;
   int64_t estimated_input_rows_ = 0;
@@ -106,7 +108,6 @@ class Execution {
   double end_s_ = -1;
 
   std::unique_ptr<ThreadPool> pool_;
-  std::thread scheduler_;
 };
 
 }  // namespace millstream
