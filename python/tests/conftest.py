@@ -153,3 +153,25 @@ def all_files(directory) -> list[str]:
     for dirpath, _, filenames in os.walk(directory):
         out += [os.path.join(dirpath, f) for f in filenames]
     return sorted(out)
+
+
+class ConcurrencyProbe:
+    """A batch function that sleeps and records how many of its calls ran at once."""
+
+    def __init__(self, seconds=0.01):
+        import threading
+
+        self.seconds, self.lock, self.running, self.peak = seconds, threading.Lock(), 0, 0
+        self.__name__ = "probe"
+
+    def __call__(self, batch):
+        import time
+
+        with self.lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        time.sleep(self.seconds)
+        with self.lock:
+            self.running -= 1
+        return batch
+

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 
 import millstream as md
+from conftest import ConcurrencyProbe
 
 MiB = 1 << 20
 
@@ -190,21 +191,10 @@ def test_stalled_consumer_memory_stays_bounded(ctx):
 @pytest.mark.parametrize("cpus", [1, 2])
 def test_cpu_limit_caps_concurrent_tasks(ctx, cpus):
     ctx.execution_options.resource_limits.cpu = cpus
-    lock = threading.Lock()
-    state = {"active": 0, "max": 0}
-
-    def slow(batch):
-        with lock:
-            state["active"] += 1
-            state["max"] = max(state["max"], state["active"])
-        time.sleep(0.01)
-        with lock:
-            state["active"] -= 1
-        return batch
-
+    slow = ConcurrencyProbe(0.01)
     out = md.range(400, override_num_blocks=40).map_batches(slow).take_all()
     assert sorted(r["id"] for r in out) == list(range(400))
-    assert 1 <= state["max"] <= cpus
+    assert 1 <= slow.peak <= cpus
 
 
 def test_small_task_outputs_are_combined():

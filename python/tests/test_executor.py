@@ -16,6 +16,7 @@ import pyarrow as pa
 import pytest
 
 import millstream as md
+from conftest import ConcurrencyProbe
 
 MiB = 1 << 20
 
@@ -31,23 +32,6 @@ def _sleep(seconds):
         time.sleep(seconds)
         return batch
     return sleep
-
-
-class _ConcurrencyProbe:
-    """A batch function that sleeps and records how many calls ran at once."""
-
-    def __init__(self, seconds):
-        self.seconds, self.lock, self.running, self.peak = seconds, threading.Lock(), 0, 0
-        self.__name__ = "probe"
-
-    def __call__(self, batch):
-        with self.lock:
-            self.running += 1
-            self.peak = max(self.peak, self.running)
-        time.sleep(self.seconds)
-        with self.lock:
-            self.running -= 1
-        return batch
 
 
 def _stat(ds, pattern):
@@ -125,14 +109,14 @@ def test_logical_gpus_bound_concurrency():
     ctx = md.DataContext.get_current()
     ctx.execution_options.resource_limits.gpu = 2
     ctx.execution_options.resource_limits.cpu = 4
-    on_gpu = _ConcurrencyProbe(0.02)
+    on_gpu = ConcurrencyProbe(0.02)
     out = md.range(400, override_num_blocks=20).map_batches(on_gpu, num_gpus=1, num_cpus=0).take_all()
     assert sorted(r["id"] for r in out) == list(range(400))
     assert on_gpu.peak == 2  # two logical GPUs, one per task
 
 
 def test_concurrency_caps_tasks_in_flight():
-    track = _ConcurrencyProbe(0.01)
+    track = ConcurrencyProbe(0.01)
     md.DataContext.get_current().execution_options.resource_limits.cpu = 4
     assert md.range(200, override_num_blocks=20).map_batches(track, concurrency=1, num_cpus=0.25).count() == 200
     assert track.peak == 1
@@ -299,7 +283,7 @@ def test_memory_per_task_is_held_against_the_limit():
     ctx = md.DataContext.get_current()
     ctx.execution_options.resource_limits.cpu = 4
     ctx.execution_options.resource_limits.object_store_memory = 100 * MiB
-    heavy = _ConcurrencyProbe(0.02)
+    heavy = ConcurrencyProbe(0.02)
     ds = md.range(400, override_num_blocks=20).map_batches(heavy, num_cpus=0.5, memory=40 * MiB)
     assert ds.count() == 400
     assert 1 <= heavy.peak <= 2  # three tasks would hold 120 MiB of a 100 MiB limit

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pytest
 
 import millstream as md
-from conftest import assert_tables_equal, make_table, sorted_rows
+from conftest import ConcurrencyProbe, assert_tables_equal, make_table, sorted_rows
 
 
 @pytest.fixture
@@ -488,36 +488,20 @@ def test_limit_pushed_ahead_of_row_preserving_map_batches():
     assert sum(seen) == 7
 
 
-def _concurrency_probe():
-    lock = threading.Lock()
-    state = {"active": 0, "max": 0}
-
-    def slow(batch):
-        with lock:
-            state["active"] += 1
-            state["max"] = max(state["max"], state["active"])
-        time.sleep(0.01)
-        with lock:
-            state["active"] -= 1
-        return batch
-
-    return slow, state
-
-
 def test_function_concurrency_caps_tasks(ctx):
     ctx.execution_options.resource_limits.cpu = 8
-    slow, state = _concurrency_probe()
+    slow = ConcurrencyProbe(0.01)
     out = md.range(300, override_num_blocks=30).map_batches(slow, concurrency=1).take_all()
     assert sorted(r["id"] for r in out) == list(range(300))
-    assert state["max"] == 1
+    assert slow.peak == 1
 
 
 def test_num_cpus_reserves_slots(ctx):
     ctx.execution_options.resource_limits.cpu = 4
-    slow, state = _concurrency_probe()
+    slow = ConcurrencyProbe(0.01)
     out = md.range(300, override_num_blocks=30).map_batches(slow, num_cpus=2).take_all()
     assert sorted(r["id"] for r in out) == list(range(300))
-    assert 1 <= state["max"] <= 2
+    assert 1 <= slow.peak <= 2
 
 
 def test_negative_num_cpus_rejected():
