@@ -22,9 +22,31 @@ def check_batch_format(batch_format: str | None) -> str:
     return "numpy" if batch_format == "default" else batch_format
 
 
+# Fixed-width numeric types whose Arrow data buffer is laid out as numpy's: viewed
+# directly, without pyarrow's conversion layer (which also imports pandas, ~150 ms).
+_NUMERIC = {
+    pa.int8(): np.dtype(np.int8), pa.int16(): np.dtype(np.int16),
+    pa.int32(): np.dtype(np.int32), pa.int64(): np.dtype(np.int64),
+    pa.uint8(): np.dtype(np.uint8), pa.uint16(): np.dtype(np.uint16),
+    pa.uint32(): np.dtype(np.uint32), pa.uint64(): np.dtype(np.uint64),
+    pa.float16(): np.dtype(np.float16), pa.float32(): np.dtype(np.float32),
+    pa.float64(): np.dtype(np.float64),
+}
+_NUMERIC_BY_DTYPE = {dtype: arrow_type for arrow_type, dtype in _NUMERIC.items()}
+
+
 def _column_to_numpy(column: pa.Array | pa.ChunkedArray, writable: bool) -> np.ndarray:
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
+    dtype = _NUMERIC.get(column.type)
+    if dtype is not None and column.null_count == 0:
+        data = column.buffers()[1]
+        if data is None or len(column) == 0:
+            out = np.empty(0, dtype=dtype)
+        else:
+            # A read-only view of the Arrow buffer (zero-copy).
+            out = np.frombuffer(data, dtype=dtype, count=len(column), offset=column.offset * dtype.itemsize)
+        return out.copy() if writable else out
     if isinstance(column.type, pa.FixedShapeTensorType):
         out = column.to_numpy_ndarray()
     elif pa.types.is_fixed_size_list(column.type) and column.null_count == 0:
@@ -53,6 +75,10 @@ def _array_from_numpy(values: Any) -> pa.Array:
     if isinstance(values, (pa.Array, pa.ChunkedArray)):
         return values
     arr = np.asarray(values)
+    arrow_type = _NUMERIC_BY_DTYPE.get(arr.dtype) if arr.ndim == 1 else None
+    if arrow_type is not None and arr.flags.c_contiguous and arr.dtype.isnative:
+        # Zero-copy: the Arrow array keeps the numpy array alive through the buffer.
+        return pa.Array.from_buffers(arrow_type, len(arr), [None, pa.py_buffer(arr)])
     if arr.ndim > 1:
         return pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(arr))
     return pa.array(arr)
