@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import inspect
 import os
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
@@ -326,14 +327,23 @@ class Dataset:
         """Streams the dataset as batches of ``batch_size`` rows in ``batch_format``.
 
         The pipeline runs ahead while memory allows; when the consumer is slow, upstream
-        stops. ``batch_size=None`` yields whole blocks.
+        stops. ``batch_size=None`` yields whole blocks. ``local_shuffle_buffer_size=n``
+        shuffles rows within a buffer of at least n rows before batching (seeded by
+        ``local_shuffle_seed``), as training loops want.
         """
         fmt = _batch.check_batch_format(batch_format)
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
         if local_shuffle_buffer_size is not None:
-            raise NotImplementedError("local_shuffle_buffer_size is not supported yet")
-        for batch in self._batches(batch_size, drop_last):
+            if not isinstance(local_shuffle_buffer_size, int) or local_shuffle_buffer_size < 1:
+                raise ValueError(f"local_shuffle_buffer_size must be a positive int, got {local_shuffle_buffer_size!r}")
+            if batch_size is None:
+                raise ValueError("local_shuffle_buffer_size needs a batch_size")
+            batches = _shuffled_batches(self._batches(None), local_shuffle_buffer_size, batch_size,
+                                        drop_last, local_shuffle_seed)
+        else:
+            batches = self._batches(batch_size, drop_last)
+        for batch in batches:
             out = _batch.to_format(batch, fmt)
             yield _collate_fn(out) if _collate_fn else out
 
@@ -464,6 +474,42 @@ class Dataset:
         schema_text = "{" + ", ".join(f"{f.name}: {f.type}" for f in schema) + "}" if schema is not None else "Unknown schema"
         return (f"{type(self).__name__}(num_rows={'?' if rows is None else rows}, "
                 f"schema={schema_text}, plan={self._core})")
+
+
+def _shuffled_batches(blocks: Iterator[pa.RecordBatch], buffer_rows: int, batch_size: int,
+                      drop_last: bool, seed: Optional[int]) -> Iterator[pa.Table]:
+    """Batches of ``batch_size`` rows drawn at random from a buffer of at least
+    ``buffer_rows`` rows, refilled from ``blocks`` as it drains."""
+    rng = np.random.default_rng(seed)
+    buffer: List[pa.RecordBatch] = []
+    buffered = 0
+
+    def draw(final: bool):
+        nonlocal buffer, buffered
+        table = pa.Table.from_batches(buffer).combine_chunks()
+        shuffled = table.take(pa.array(rng.permutation(table.num_rows)))
+        # Keep buffer_rows back for mixing with what comes next, unless the input is over.
+        keep = 0 if final else min(buffer_rows, shuffled.num_rows)
+        out_rows = (shuffled.num_rows - keep) // batch_size * batch_size
+        if final:
+            out_rows = shuffled.num_rows
+        for start in builtins.range(0, out_rows, batch_size):
+            piece = shuffled.slice(start, min(batch_size, out_rows - start))
+            if piece.num_rows == batch_size or not drop_last:
+                yield piece
+        rest = shuffled.slice(out_rows)
+        buffer = rest.to_batches() if rest.num_rows else []
+        buffered = rest.num_rows
+
+    for block in blocks:
+        if block.num_rows == 0:
+            continue
+        buffer.append(block)
+        buffered += block.num_rows
+        if buffered >= buffer_rows + batch_size:
+            yield from draw(final=False)
+    if buffered:
+        yield from draw(final=True)
 
 
 class MaterializedDataset(Dataset):

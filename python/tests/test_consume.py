@@ -434,3 +434,27 @@ def test_iter_rows_early_break_then_reuse(ds, table):
         if i == 3:
             break
     assert len(list(ds.iter_rows())) == table.num_rows
+
+
+def test_iter_batches_local_shuffle_keeps_every_row_and_mixes_them():
+    n = 5000
+    ds = md.range(n, override_num_blocks=10)
+    md.DataContext.get_current().execution_options.preserve_order = True
+    batches = list(ds.iter_batches(batch_size=100, local_shuffle_buffer_size=1000, local_shuffle_seed=7))
+    ids = np.concatenate([b["id"] for b in batches])
+    assert sorted(ids.tolist()) == list(range(n))              # nothing lost or repeated
+    assert all(len(b["id"]) == 100 for b in batches)           # exact sizes (5000 = 50 x 100)
+    assert not np.array_equal(ids, np.arange(n))               # the order changed
+    # Rows move far within the buffer: the first batch spans more than one input block.
+    assert np.ptp(batches[0]["id"]) > 500
+    again = np.concatenate([b["id"] for b in ds.iter_batches(batch_size=100, local_shuffle_buffer_size=1000,
+                                                             local_shuffle_seed=7)])
+    assert np.array_equal(ids, again)                          # seeded: reproducible
+
+
+def test_iter_batches_local_shuffle_drop_last_and_errors():
+    ds = md.range(250, override_num_blocks=3)
+    sizes = [len(b["id"]) for b in ds.iter_batches(batch_size=100, local_shuffle_buffer_size=50, drop_last=True)]
+    assert sizes == [100, 100]
+    with pytest.raises(ValueError, match="local_shuffle_buffer_size"):
+        list(ds.iter_batches(local_shuffle_buffer_size=0))
