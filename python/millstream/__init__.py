@@ -10,6 +10,7 @@ import atexit as _atexit
 import pyarrow as _pyarrow  # noqa: F401  (loads Arrow's libraries before the engine)
 
 from millstream import _core
+from millstream.compute import ActorPoolStrategy, TaskPoolStrategy
 from millstream.context import DataContext, ExecutionOptions, ExecutionResources
 from millstream.dataset import (
     DataIterator,
@@ -29,7 +30,7 @@ __version__ = "0.1.0"
 _atexit.register(_core.cancel_all_executions)
 
 __all__ = [
-    "DataContext", "DataIterator", "Dataset", "ExecutionOptions", "ExecutionResources",
+    "ActorPoolStrategy", "TaskPoolStrategy", "DataContext", "DataIterator", "Dataset", "ExecutionOptions", "ExecutionResources",
     "MaterializedDataset", "Schema", "from_arrow", "from_items", "from_numpy", "from_pandas",
     "range", "read_parquet",
 ]

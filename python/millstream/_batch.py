@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import inspect
+import sys
 from typing import Any, Callable, Dict, Iterable
 
 import numpy as np
@@ -22,8 +23,10 @@ def check_batch_format(batch_format: str | None) -> str:
     return "numpy" if batch_format == "default" else batch_format
 
 
-# Fixed-width numeric types whose Arrow data buffer is laid out as numpy's: viewed
-# directly, without pyarrow's conversion layer (which also imports pandas, ~150 ms).
+# Fixed-width numeric types whose Arrow data buffer is laid out as numpy's. pyarrow's own
+# conversion imports pandas on first use (~150 ms); until something has imported pandas,
+# such columns are viewed directly instead. Once pandas is loaded, pyarrow's conversion is
+# the cheaper of the two (0.4 vs 0.8 us a column).
 _NUMERIC = {
     pa.int8(): np.dtype(np.int8), pa.int16(): np.dtype(np.int16),
     pa.int32(): np.dtype(np.int32), pa.int64(): np.dtype(np.int64),
@@ -38,7 +41,7 @@ _NUMERIC_BY_DTYPE = {dtype: arrow_type for arrow_type, dtype in _NUMERIC.items()
 def _column_to_numpy(column: pa.Array | pa.ChunkedArray, writable: bool) -> np.ndarray:
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
-    dtype = _NUMERIC.get(column.type)
+    dtype = _NUMERIC.get(column.type) if "pandas" not in sys.modules else None
     if dtype is not None and column.null_count == 0:
         data = column.buffers()[1]
         if data is None or len(column) == 0:

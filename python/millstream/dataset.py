@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from millstream import _batch, _core
 from millstream._expr import serialize, to_expression
+from millstream.compute import ActorPoolStrategy, TaskPoolStrategy
 from millstream.context import DataContext, _cpu_count
 from millstream.progress import ProgressReporter
 
@@ -22,11 +23,17 @@ def _fn_name(fn: Any) -> str:
 
 
 def _compute(fn: Any, concurrency, compute) -> Tuple[bool, int, int]:
-    """(actors?, min, max) from Ray's `concurrency` (int or (min, max[, initial]))."""
+    """(actors?, min, max) from Ray's `concurrency` (int or (min, max[, initial])) or its
+    `compute` strategy."""
     is_class = inspect.isclass(fn)
-    if compute is not None and not isinstance(compute, (str, type(None))):
-        size = getattr(compute, "size", None) or (getattr(compute, "min_size", 1), getattr(compute, "max_size", None))
-        concurrency = size
+    if isinstance(compute, ActorPoolStrategy):
+        if not is_class:
+            raise ValueError("ActorPoolStrategy runs a callable class; got a function (use TaskPoolStrategy)")
+        return True, compute.min_size, compute.max_size or max(compute.min_size, _cpu_count())
+    if isinstance(compute, TaskPoolStrategy):
+        if is_class:
+            raise ValueError("a callable class runs on actors: use ActorPoolStrategy or concurrency=")
+        return False, 0, compute.size or 0
     if isinstance(concurrency, tuple):
         if len(concurrency) not in (2, 3) or concurrency[0] < 1 or concurrency[1] < concurrency[0]:
             raise ValueError(f"concurrency must be n, (min, max) or (min, max, initial) with 1 <= min <= max; got {concurrency}")

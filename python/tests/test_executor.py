@@ -310,3 +310,19 @@ def test_auto_log_stats_totals_or_verbose(caplog):
     assert ds.count() == 100
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "millstream")
     assert "Operator 0" in logged and "Rows in: 100" in logged
+
+
+def test_compute_strategies_as_in_ray(counted):
+    ds = md.range(600, override_num_blocks=30).map_batches(
+        counted, fn_constructor_args=(0.002,), compute=md.ActorPoolStrategy(size=2), num_cpus=0.5)
+    assert sorted(r["id"] for r in ds.take_all()) == [2 * i for i in range(600)]
+    assert 1 <= counted.constructed <= 2
+    probe = ConcurrencyProbe(0.005)
+    md.DataContext.get_current().execution_options.resource_limits.cpu = 4
+    assert md.range(100, override_num_blocks=10).map_batches(
+        probe, compute=md.TaskPoolStrategy(size=1), num_cpus=0.25).count() == 100
+    assert probe.peak == 1
+    with pytest.raises(ValueError, match="callable class"):
+        md.range(10).map_batches(lambda b: b, compute=md.ActorPoolStrategy(size=1))
+    with pytest.raises(ValueError, match="min_size"):
+        md.ActorPoolStrategy(min_size=3, max_size=2)

@@ -568,9 +568,12 @@ def test_numeric_pipeline_does_not_import_pandas():
     import subprocess
     import sys
 
+    # Batches of 64 rows are slices (offsets) of 334-row blocks: the direct views must honour them.
     code = ("import sys, millstream as md\n"
-            "rows = md.range(100).map_batches(lambda b: {'id': b['id'] * 2}).take_all()\n"
-            "assert sorted(r['id'] for r in rows) == list(range(0, 200, 2))\n"
+            "rows = md.range(1000, override_num_blocks=3).map_batches(\n"
+            "    lambda b: {'id': b['id'] * 2, 'x': b['id'] * 0.5}, batch_size=64).take_all()\n"
+            "assert sorted(r['id'] for r in rows) == list(range(0, 2000, 2))\n"
+            "assert sorted(r['x'] for r in rows) == [i * 0.5 for i in range(1000)]\n"
             "print('pandas' in sys.modules)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

@@ -1,0 +1,39 @@
+"""Compute strategies, as in Ray Data: where a map's function runs."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+class TaskPoolStrategy:
+    """Run the function as tasks; ``size`` caps how many run at once (None: no cap)."""
+
+    def __init__(self, size: Optional[int] = None):
+        if size is not None and size < 1:
+            raise ValueError(f"TaskPoolStrategy size must be >= 1, got {size}")
+        self.size = size
+
+    def __repr__(self) -> str:
+        return f"TaskPoolStrategy(size={self.size})"
+
+
+class ActorPoolStrategy:
+    """Run a callable class on a pool of actors: ``size`` fixed, or ``min_size`` to
+    ``max_size`` autoscaling (see ``DataContext.autoscaling_config``)."""
+
+    def __init__(self, *, size: Optional[int] = None, min_size: Optional[int] = None,
+                 max_size: Optional[int] = None, initial_size: Optional[int] = None,
+                 max_tasks_in_flight_per_actor: Optional[int] = None):
+        if size is not None:
+            if min_size is not None or max_size is not None:
+                raise ValueError("ActorPoolStrategy: give size, or min_size/max_size, not both")
+            min_size = max_size = size
+        self.min_size = 1 if min_size is None else min_size
+        self.max_size = max_size
+        if self.min_size < 1 or (self.max_size is not None and self.max_size < self.min_size):
+            raise ValueError(f"ActorPoolStrategy needs 1 <= min_size <= max_size; got {self.min_size}, {self.max_size}")
+        self.initial_size = initial_size
+        self.max_tasks_in_flight_per_actor = max_tasks_in_flight_per_actor
+
+    def __repr__(self) -> str:
+        return f"ActorPoolStrategy(min_size={self.min_size}, max_size={self.max_size})"
