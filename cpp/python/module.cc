@@ -289,11 +289,12 @@ PYBIND11_MODULE(_core, m) {
         return ValueOrRaise(self.RenameColumns(std::move(renames)));
       })
       .def("limit", &Dataset::Limit)
-      .def("with_write", [](const Dataset& self, const std::string& dir, const std::string& fmt) {
+      .def("with_write", [](const Dataset& self, const std::string& dir, const std::string& fmt,
+                            std::vector<std::string> partition_cols) {
         FileFormat format = fmt == "parquet" ? FileFormat::kParquet
                             : fmt == "csv"   ? FileFormat::kCsv
                                              : FileFormat::kJson;
-        return self.WithWrite(dir, format);
+        return self.WithWrite(dir, format, std::move(partition_cols));
       })
       .def("execute", [](const Dataset& self, py::dict ctx, std::optional<int64_t> batch_size,
                          bool drop_last) {

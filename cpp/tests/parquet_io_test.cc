@@ -26,9 +26,7 @@ void WriteParquet(const std::shared_ptr<arrow::Table>& table, const std::string&
 std::shared_ptr<arrow::Table> ReadWithArrow(const std::string& path) {
   auto input = arrow::io::ReadableFile::Open(path).ValueOrDie();
   auto reader = parquet::arrow::OpenFile(input, arrow::default_memory_pool()).ValueOrDie();
-  std::shared_ptr<arrow::Table> table;
-  EXPECT_TRUE(reader->ReadTable(&table).ok());
-  return table;
+  return reader->ReadTable().ValueOrDie();
 }
 
 TEST(ParquetRead, DirectoryGlobAndListAgree) {

@@ -437,7 +437,7 @@ class Dataset:
             return "Dataset has not been executed yet: no stats (execute it, e.g. with materialize())."
         return self._last_stats[0]
 
-    def _write(self, path: str, fmt: str) -> None:
+    def _write(self, path: str, fmt: str, partition_cols=None) -> None:
         if not isinstance(path, str) or not path:
             raise ValueError(f"write_{fmt}: path must be a directory path, got {path!r}")
         if path.startswith("file://"):
@@ -445,17 +445,20 @@ class Dataset:
         if os.path.isfile(path):
             raise FileExistsError(f"write_{fmt}: '{path}' is a file; give a directory")
         os.makedirs(path, exist_ok=True)
-        self._drain(self._core.with_write(os.path.abspath(path), fmt).execute(
+        cols = [partition_cols] if isinstance(partition_cols, str) else list(partition_cols or [])
+        self._drain(self._core.with_write(os.path.abspath(path), fmt, cols).execute(
             DataContext.get_current()._to_core(), None, False))
 
-    def write_parquet(self, path: str, *, filesystem=None, try_create_dir: bool = True,
-                      **kwargs) -> None:
+    def write_parquet(self, path: str, *, partition_cols: Optional[List[str]] = None,
+                      filesystem=None, try_create_dir: bool = True, **kwargs) -> None:
         """Writes Parquet files (snappy) into directory ``path``, one per task.
 
+        With ``partition_cols``, rows go to Hive-style ``key=value/`` subdirectories
+        (those columns are left out of the files; ``read_parquet`` restores them).
         Each file is written under a hidden temporary name and renamed when complete: a
         failure or a killed process never leaves a partial file that a reader would load.
         """
-        self._write(path, "parquet")
+        self._write(path, "parquet", partition_cols)
 
     def write_csv(self, path: str, *, filesystem=None, try_create_dir: bool = True, **kwargs) -> None:
         """Writes CSV files (with a header row) into directory ``path``, one per task."""

@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
@@ -204,3 +205,28 @@ def test_write_tensor_column_round_trip(tmp_path):
     back = md.read_parquet(str(out)).take_batch(20)["data"]
     assert back.shape == (20, 3)
     np.testing.assert_array_equal(back[np.argsort(back[:, 0])], arr)
+
+
+def test_write_parquet_partition_cols_round_trip(tmp_path):
+    rng = np.random.default_rng(3)
+    table = pa.table({"id": np.arange(600), "region": rng.choice(["eu", "us", "ap"], 600),
+                      "year": rng.choice([2023, 2024], 600), "x": rng.normal(size=600)})
+    md.from_arrow(table, override_num_blocks=4).write_parquet(str(tmp_path / "out"), partition_cols=["region", "year"])
+    dirs = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").glob("*/*") if p.is_dir())
+    expected_dirs = sorted({f"region={r}/year={y}" for r, y in zip(table["region"].to_pylist(), table["year"].to_pylist())})
+    assert dirs == expected_dirs
+    assert not list((tmp_path / "out").rglob(".tmp-*"))
+    # Files leave the partition columns out; readers restore them from the path.
+    some_file = next((tmp_path / "out").rglob("*.parquet"))
+    assert pq.read_schema(some_file).names == ["id", "x"]
+    back = pads.dataset(str(tmp_path / "out"), format="parquet", partitioning="hive").to_table()
+    assert sorted(back["id"].to_pylist()) == list(range(600))
+    ours = md.read_parquet(str(tmp_path / "out")).to_arrow().sort_by("id")
+    assert ours["region"].to_pylist() == table["region"].to_pylist()
+    assert [int(y) for y in ours["year"].to_pylist()] == table["year"].to_pylist()
+    assert np.allclose(ours["x"].to_numpy(), table["x"].to_numpy())
+
+
+def test_write_parquet_partition_col_missing_is_a_clear_error(tmp_path):
+    with pytest.raises(KeyError, match="nope"):
+        md.range(10).write_parquet(str(tmp_path / "out"), partition_cols=["nope"])

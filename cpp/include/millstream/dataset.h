@@ -162,7 +162,10 @@ class Dataset {
 
   /// A dataset whose execution writes this one's rows as files into `directory` and
   /// produces no rows (Write runs it to the end).
-  Dataset WithWrite(const std::string& directory, FileFormat format) const;
+  /// With `partition_cols`, rows go to `key=value/...` subdirectories (Hive style) and
+  /// the files leave those columns out.
+  Dataset WithWrite(const std::string& directory, FileFormat format,
+                    std::vector<std::string> partition_cols = {}) const;
   /// The row count when metadata gives it without execution (a source of known size,
   /// then only row-preserving steps and limits); unset otherwise.
   std::optional<int64_t> CountFromMetadata() const;

@@ -346,8 +346,10 @@ arrow::Result<Dataset> Dataset::Materialize(const DataContext& context,
                                            std::nullopt));
 }
 
-Dataset Dataset::WithWrite(const std::string& directory, FileFormat format) const {
-  return Dataset(LogicalOperator::MakeMap(plan_, MakeWriteTransform(directory, format, RandomId())));
+Dataset Dataset::WithWrite(const std::string& directory, FileFormat format,
+                           std::vector<std::string> partition_cols) const {
+  return Dataset(LogicalOperator::MakeMap(
+      plan_, MakeWriteTransform(directory, format, RandomId(), std::move(partition_cols))));
 }
 
 arrow::Status Dataset::Write(const std::string& directory, FileFormat format,

@@ -41,10 +41,12 @@ class ProjectTransform : public Transform {
   std::map<std::string, std::string> renames_;
 };
 
-/// Writes every block it gets into one file per task under `directory`, committed by a
-/// rename when the task finishes. Emits nothing.
+/// Writes every block it gets into one file per task under `directory` (with
+/// `partition_cols`, one per task and `key=value/...` directory, Hive style), committed by
+/// a rename when the task finishes. Emits nothing.
 std::shared_ptr<const Transform> MakeWriteTransform(std::string directory, FileFormat format,
-                                                    std::string write_id);
+                                                    std::string write_id,
+                                                    std::vector<std::string> partition_cols = {});
 
 /// The file name extension of a format, e.g. "parquet".
 std::string FormatExtension(FileFormat format);

@@ -1,4 +1,7 @@
+#include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <map>
 #include <cstdio>
 #include <iomanip>
 #include <sstream>
@@ -201,30 +204,24 @@ class JsonFormatWriter : public FormatWriter {
   std::shared_ptr<arrow::io::OutputStream> out_;
 };
 
-class WriteState : public TransformState {
+/// One output file: written under a hidden temporary name, renamed when committed,
+/// removed if it never is (a failed or cancelled task leaves nothing behind).
+class FileSink {
  public:
-  WriteState(std::string directory, FileFormat format, std::string write_id, int64_t task_index)
-      : directory_(std::move(directory)), format_(format) {
-    std::ostringstream name;
-    name << write_id << "_" << std::setw(6) << std::setfill('0') << task_index << "_000000."
-         << FormatExtension(format);
-    final_path_ = directory_ + "/" + name.str();
-    temp_path_ = directory_ + "/.tmp-" + name.str();
+  FileSink(std::string directory, std::string name, FileFormat format)
+      : final_path_(directory + "/" + name), temp_path_(directory + "/.tmp-" + name),
+        format_(format) {}
+
+  ~FileSink() {
+    if (committed_ || !out_) return;
+    writer_.reset();
+    if (!out_->closed()) (void)out_->Close();
+    std::remove(temp_path_.c_str());
   }
 
-  ~WriteState() override {
-    // A task that failed or was cancelled leaves no file behind.
-    if (writer_ || out_) {
-      writer_.reset();
-      if (out_ && !out_->closed()) (void)out_->Close();
-      std::remove(temp_path_.c_str());
-    }
-  }
-
-  arrow::Status Push(Block block, const Emit&) override {
-    if (block->num_rows() == 0) return arrow::Status::OK();
+  arrow::Status Write(const arrow::RecordBatch& block) {
     if (!writer_) {
-      schema_ = block->schema();
+      schema_ = block.schema();
       ARROW_ASSIGN_OR_RAISE(out_, arrow::io::FileOutputStream::Open(temp_path_));
       if (format_ == FileFormat::kParquet) {
         ARROW_ASSIGN_OR_RAISE(writer_, ParquetFormatWriter::Open(out_, schema_));
@@ -233,40 +230,121 @@ class WriteState : public TransformState {
       } else {
         writer_ = std::make_unique<JsonFormatWriter>(out_);
       }
-    } else if (!block->schema()->Equals(*schema_, /*check_metadata=*/false)) {
+    } else if (!block.schema()->Equals(*schema_, /*check_metadata=*/false)) {
       return arrow::Status::Invalid("writing '", final_path_, "': a block's schema (",
-                                    block->schema()->ToString(), ") differs from the file's (",
+                                    block.schema()->ToString(), ") differs from the file's (",
                                     schema_->ToString(), ")");
     }
-    return writer_->Write(*block);
+    return writer_->Write(block);
   }
 
-  arrow::Status Finish(const Emit&) override {
+  arrow::Status Commit() {
     if (!writer_) return arrow::Status::OK();
     ARROW_RETURN_NOT_OK(writer_->Close());
     if (!out_->closed()) ARROW_RETURN_NOT_OK(out_->Close());
-    writer_.reset();
-    out_.reset();
     if (std::rename(temp_path_.c_str(), final_path_.c_str()) != 0) {
-      std::remove(temp_path_.c_str());
       return arrow::Status::IOError("cannot rename '", temp_path_, "' to '", final_path_, "'");
     }
+    committed_ = true;
     return arrow::Status::OK();
   }
 
  private:
-  std::string directory_;
-  FileFormat format_;
   std::string final_path_, temp_path_;
+  FileFormat format_;
   std::shared_ptr<arrow::Schema> schema_;
   std::shared_ptr<arrow::io::FileOutputStream> out_;
   std::unique_ptr<FormatWriter> writer_;
+  bool committed_ = false;
+};
+
+/// The directory name of a partition value, Hive style (nulls as Hive writes them).
+std::string PartitionValue(const arrow::StringArray& values, int64_t row) {
+  return values.IsNull(row) ? "__HIVE_DEFAULT_PARTITION__" : std::string(values.GetView(row));
+}
+
+/// Writes a task's blocks: into one file, or with partition columns into one file per
+/// `key=value/...` directory (the partition columns left out of the files).
+class WriteState : public TransformState {
+ public:
+  WriteState(std::string directory, FileFormat format, std::string file_name,
+             std::vector<std::string> partition_cols)
+      : directory_(std::move(directory)), format_(format), file_name_(std::move(file_name)),
+        partition_cols_(std::move(partition_cols)) {}
+
+  arrow::Status Push(Block block, const Emit&) override {
+    if (block->num_rows() == 0) return arrow::Status::OK();
+    if (partition_cols_.empty()) return Sink("")->Write(*block);
+    namespace cp = arrow::compute;
+    // Each row's partition directory, from its partition columns as text.
+    std::vector<std::shared_ptr<arrow::StringArray>> keys;
+    std::vector<int> key_indices;
+    for (const auto& name : partition_cols_) {
+      int index = block->schema()->GetFieldIndex(name);
+      if (index < 0) {
+        return arrow::Status::KeyError("write partition column '", name, "' not found; the columns are: ",
+                                       block->schema()->ToString());
+      }
+      ARROW_ASSIGN_OR_RAISE(auto text, cp::Cast(*block->column(index), arrow::utf8()));
+      keys.push_back(std::static_pointer_cast<arrow::StringArray>(text));
+      key_indices.push_back(index);
+    }
+    std::map<std::string, std::vector<int64_t>> rows_by_dir;
+    for (int64_t row = 0; row < block->num_rows(); ++row) {
+      std::string dir;
+      for (size_t k = 0; k < keys.size(); ++k) {
+        if (k > 0) dir.push_back('/');
+        dir.append(partition_cols_[k]).push_back('=');
+        dir.append(PartitionValue(*keys[k], row));
+      }
+      rows_by_dir[dir].push_back(row);
+    }
+    // The files hold the other columns.
+    std::vector<int> kept;
+    for (int c = 0; c < block->num_columns(); ++c) {
+      if (std::find(key_indices.begin(), key_indices.end(), c) == key_indices.end()) kept.push_back(c);
+    }
+    ARROW_ASSIGN_OR_RAISE(auto values, block->SelectColumns(kept));
+    for (const auto& [dir, rows] : rows_by_dir) {
+      arrow::Int64Builder indices;
+      ARROW_RETURN_NOT_OK(indices.AppendValues(rows));
+      ARROW_ASSIGN_OR_RAISE(auto take, indices.Finish());
+      ARROW_ASSIGN_OR_RAISE(auto part, cp::Take(values, take));
+      ARROW_RETURN_NOT_OK(Sink(dir)->Write(*part.record_batch()));
+    }
+    return arrow::Status::OK();
+  }
+
+  arrow::Status Finish(const Emit&) override {
+    for (auto& [dir, sink] : sinks_) ARROW_RETURN_NOT_OK(sink->Commit());
+    return arrow::Status::OK();
+  }
+
+ private:
+  FileSink* Sink(const std::string& partition_dir) {
+    auto& sink = sinks_[partition_dir];
+    if (!sink) {
+      std::string dir = partition_dir.empty() ? directory_ : directory_ + "/" + partition_dir;
+      std::error_code error;
+      std::filesystem::create_directories(dir, error);  // an error surfaces when the file opens
+      sink = std::make_unique<FileSink>(dir, file_name_, format_);
+    }
+    return sink.get();
+  }
+
+  std::string directory_;
+  FileFormat format_;
+  std::string file_name_;
+  std::vector<std::string> partition_cols_;
+  std::map<std::string, std::unique_ptr<FileSink>> sinks_;
 };
 
 class WriteTransform : public Transform {
  public:
-  WriteTransform(std::string directory, FileFormat format, std::string write_id)
-      : directory_(std::move(directory)), format_(format), write_id_(std::move(write_id)) {}
+  WriteTransform(std::string directory, FileFormat format, std::string write_id,
+                 std::vector<std::string> partition_cols)
+      : directory_(std::move(directory)), format_(format), write_id_(std::move(write_id)),
+        partition_cols_(std::move(partition_cols)) {}
   std::string name() const override {
     switch (format_) {
       case FileFormat::kParquet: return "WriteParquet";
@@ -276,13 +354,17 @@ class WriteTransform : public Transform {
     return "Write";
   }
   arrow::Result<std::unique_ptr<TransformState>> MakeState(const TaskContext& task) const override {
-    return std::make_unique<WriteState>(directory_, format_, write_id_, task.task_index);
+    std::ostringstream name;
+    name << write_id_ << "_" << std::setw(6) << std::setfill('0') << task.task_index << "_000000."
+         << FormatExtension(format_);
+    return std::make_unique<WriteState>(directory_, format_, name.str(), partition_cols_);
   }
 
  private:
   std::string directory_;
   FileFormat format_;
   std::string write_id_;
+  std::vector<std::string> partition_cols_;
 };
 
 }  // namespace
@@ -297,8 +379,10 @@ std::string FormatExtension(FileFormat format) {
 }
 
 std::shared_ptr<const Transform> MakeWriteTransform(std::string directory, FileFormat format,
-                                                    std::string write_id) {
-  return std::make_shared<WriteTransform>(std::move(directory), format, std::move(write_id));
+                                                    std::string write_id,
+                                                    std::vector<std::string> partition_cols) {
+  return std::make_shared<WriteTransform>(std::move(directory), format, std::move(write_id),
+                                          std::move(partition_cols));
 }
 
 }  // namespace millstream
