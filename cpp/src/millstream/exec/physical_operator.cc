@@ -12,23 +12,23 @@ RefBundle RefBundle::Of(Block block) {
 
 std::string PhysicalOperator::Describe() const {
   if (kind == Kind::kLimit) return "LimitOperator[" + name + "]";
-  if (compute.kind == ComputeStrategy::Kind::kActors) {
-    return "ActorPoolMapOperator[" + name + "] (actors " + std::to_string(compute.min_size) +
-           ".." + std::to_string(compute.max_size) + ")";
+  if (spec().compute.kind == ComputeStrategy::Kind::kActors) {
+    return "ActorPoolMapOperator[" + name + "] (actors " + std::to_string(spec().compute.min_size) +
+           ".." + std::to_string(spec().compute.max_size) + ")";
   }
   return "TaskPoolMapOperator[" + name + "]";
 }
 
 bool PhysicalOperator::HasBundleReady() const {
   if (input_queue.empty()) return false;
-  return inputs_done || min_rows_per_bundle <= 0 || input_rows >= min_rows_per_bundle;
+  return inputs_done || spec().min_rows_per_bundle <= 0 || input_rows >= spec().min_rows_per_bundle;
 }
 
 RefBundle PhysicalOperator::TakeBundle() {
   RefBundle bundle = std::move(input_queue.front());
   input_queue.pop_front();
   // Small blocks (or small reads) are bundled until the task has a whole batch to work on.
-  while (bundle.rows < min_rows_per_bundle && !input_queue.empty()) {
+  while (bundle.rows < spec().min_rows_per_bundle && !input_queue.empty()) {
     auto& next = input_queue.front();
     bundle.blocks.insert(bundle.blocks.end(), next.blocks.begin(), next.blocks.end());
     bundle.read_tasks.insert(bundle.read_tasks.end(), next.read_tasks.begin(), next.read_tasks.end());
@@ -55,7 +55,7 @@ ActorState* PhysicalOperator::FreeActor() const {
 int64_t PhysicalOperator::TaskBytes() const {
   int64_t bytes = 0;
   for (const auto& [id, task] : running) {
-    bytes += task.input_bytes + task.produced_bytes + (task.done ? 0 : memory);
+    bytes += task.input_bytes + task.produced_bytes + (task.done ? 0 : spec().memory);
   }
   return bytes;
 }

@@ -42,13 +42,9 @@ struct PhysicalOperator {
   enum class Kind { kMap, kLimit };
   Kind kind = Kind::kMap;
   std::string name;
-  std::vector<std::shared_ptr<const Transform>> transforms;
-  ComputeStrategy compute;
-  double num_cpus = 1;
-  double num_gpus = 0;
-  int64_t memory = 0;
-  int64_t min_rows_per_bundle = 0;
-  int64_t limit = 0;
+  /// What to run, and with which resources: the optimized logical operator.
+  PlanPtr logical;
+  const LogicalOperator& spec() const { return *logical; }
 
   // Inputs.
   std::deque<RefBundle> input_queue;

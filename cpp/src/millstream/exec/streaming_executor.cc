@@ -34,33 +34,27 @@ arrow::Result<PhysicalPlan> PlanPhysical(const PlanPtr& optimized, const DataCon
   auto limits = ResolveLimits(context);
   for (const auto& logical : PlanChain(optimized)) {
     auto op = std::make_unique<PhysicalOperator>();
+    op->logical = logical;
     using Kind = LogicalOperator::Kind;
     if (logical->kind == Kind::kLimit) {
       op->kind = PhysicalOperator::Kind::kLimit;
-      op->limit = logical->limit;
       op->name = std::to_string(logical->limit);
     } else {
       op->kind = PhysicalOperator::Kind::kMap;
       op->name = logical->Name();
-      op->transforms = logical->transforms;
-      op->compute = logical->compute;
-      op->num_cpus = logical->num_cpus;
-      op->num_gpus = logical->num_gpus;
-      op->memory = logical->memory;
-      op->min_rows_per_bundle = logical->min_rows_per_bundle;
-      if (op->num_cpus > limits.cpu) {
-        return arrow::Status::Invalid(op->name, " asks for num_cpus=", op->num_cpus,
+      if (op->spec().num_cpus > limits.cpu) {
+        return arrow::Status::Invalid(op->name, " asks for num_cpus=", op->spec().num_cpus,
                                       " per task but the CPU limit is ", limits.cpu,
                                       "; lower num_cpus or raise resource_limits.cpu");
       }
-      if (op->num_gpus > limits.gpu) {
-        return arrow::Status::Invalid(op->name, " asks for num_gpus=", op->num_gpus,
+      if (op->spec().num_gpus > limits.gpu) {
+        return arrow::Status::Invalid(op->name, " asks for num_gpus=", op->spec().num_gpus,
                                       " per task but ", limits.gpu,
                                       " GPUs are available; set resource_limits.gpu if the "
                                       "machine has GPUs, or drop num_gpus");
       }
-      if (op->memory > limits.memory) {
-        return arrow::Status::Invalid(op->name, " asks for memory=", op->memory,
+      if (op->spec().memory > limits.memory) {
+        return arrow::Status::Invalid(op->name, " asks for memory=", op->spec().memory,
                                       " bytes per task but the memory limit "
                                       "(object_store_memory) is ", limits.memory,
                                       " bytes; lower memory or raise the limit");
@@ -226,8 +220,8 @@ void Execution::ProcessEvent(Event& event) {
     task.done = true;
     op.active_tasks -= 1;
     running_tasks_ -= 1;
-    cpus_in_use_ -= op.num_cpus;
-    gpus_in_use_ -= op.num_gpus;
+    cpus_in_use_ -= op.spec().num_cpus;
+    gpus_in_use_ -= op.spec().num_gpus;
     if (task.actor) task.actor->busy = false;
     op.stats.task_wall_s += event.wall_s;
     op.stats.cpu_s += event.cpu_s;
@@ -295,7 +289,7 @@ void Execution::Forward(size_t i) {
     next.stats.rows_in += block->num_rows();
     next.stats.bytes_in += bytes;
     if (next.kind == PhysicalOperator::Kind::kLimit) {
-      int64_t remaining = next.limit - next.rows_passed;
+      int64_t remaining = next.spec().limit - next.rows_passed;
       if (remaining <= 0) continue;
       if (block->num_rows() > remaining) block = block->Slice(0, remaining);
       next.rows_passed += block->num_rows();
@@ -303,7 +297,7 @@ void Execution::Forward(size_t i) {
       next.stats.rows_out += block->num_rows();
       next.stats.bytes_out += BlockBytes(*block);
       PushOutput(i + 1, std::move(block));
-      if (next.rows_passed >= next.limit) {
+      if (next.rows_passed >= next.spec().limit) {
         StopUpstream(i + 1);
         next.inputs_done = true;
       }
@@ -356,18 +350,18 @@ int64_t Execution::EstimateTaskOutput(size_t i) const {
     for (const auto& task : front.read_tasks) bytes += task->estimated_bytes();
     return bytes;
   }
-  return std::max<int64_t>(front.bytes, op.min_rows_per_bundle > 0 && front.rows > 0
-                                            ? front.bytes * op.min_rows_per_bundle / front.rows
+  return std::max<int64_t>(front.bytes, op.spec().min_rows_per_bundle > 0 && front.rows > 0
+                                            ? front.bytes * op.spec().min_rows_per_bundle / front.rows
                                             : 0);
 }
 
 bool Execution::CanLaunch(size_t i, bool force) {
   auto& op = *ops_[i];
   if (op.kind != PhysicalOperator::Kind::kMap || *op.stopped || !op.HasBundleReady()) return false;
-  if (cpus_in_use_ + op.num_cpus > limits_.cpu + 1e-9 && running_tasks_ > 0) return false;
-  if (gpus_in_use_ + op.num_gpus > limits_.gpu + 1e-9) return false;
-  if (op.compute.kind == ComputeStrategy::Kind::kTasks) {
-    if (op.compute.max_size > 0 && op.active_tasks >= op.compute.max_size) return false;
+  if (cpus_in_use_ + op.spec().num_cpus > limits_.cpu + 1e-9 && running_tasks_ > 0) return false;
+  if (gpus_in_use_ + op.spec().num_gpus > limits_.gpu + 1e-9) return false;
+  if (op.spec().compute.kind == ComputeStrategy::Kind::kTasks) {
+    if (op.spec().compute.max_size > 0 && op.active_tasks >= op.spec().compute.max_size) return false;
   } else {
     if (!op.FreeActor()) return false;
   }
@@ -375,7 +369,7 @@ bool Execution::CanLaunch(size_t i, bool force) {
   if (DownstreamFull(i)) return false;
   // The memory budget: this operator's reservation plus what is free of the shared part.
   const int64_t limit = limits_.memory;
-  int64_t estimate = EstimateTaskOutput(i) + op.memory;
+  int64_t estimate = EstimateTaskOutput(i) + op.spec().memory;
   int64_t total = TotalUsage();
   if (total + estimate > limit) return false;
   if (!context_.op_resource_reservation_enabled) return true;
@@ -428,7 +422,7 @@ void Execution::Launch(size_t i) {
   task.input_bytes = bundle.bytes;
   task.input_rows = bundle.rows;
   ActorState* actor = nullptr;
-  if (op.compute.kind == ComputeStrategy::Kind::kActors) {
+  if (op.spec().compute.kind == ComputeStrategy::Kind::kActors) {
     actor = op.FreeActor();
     actor->busy = true;
     task.actor = actor;
@@ -436,8 +430,8 @@ void Execution::Launch(size_t i) {
   op.running.emplace(task_index, std::move(task));
   op.active_tasks += 1;
   running_tasks_ += 1;
-  cpus_in_use_ += op.num_cpus;
-  gpus_in_use_ += op.num_gpus;
+  cpus_in_use_ += op.spec().num_cpus;
+  gpus_in_use_ += op.spec().num_gpus;
   op.stats.tasks += 1;
   if (i == 0) {
     op.stats.rows_in += bundle.rows;
@@ -454,7 +448,7 @@ void Execution::RunTask(size_t i, int64_t task_index, RefBundle bundle, ActorSta
   auto started = std::chrono::steady_clock::now();
   double cpu_started = ThreadCpuSeconds();
   double udf_seconds = 0;
-  const auto& transforms = ops_[i]->transforms;
+  const auto& transforms = ops_[i]->spec().transforms;
   auto post = [&](Block block) {
     Event output;
     output.op = i;
@@ -516,12 +510,12 @@ bool Execution::DownstreamFull(size_t i) const {
   const auto& next = *ops_[i + 1];
   if (next.kind != PhysicalOperator::Kind::kMap) return false;
   double capacity;
-  if (next.compute.kind == ComputeStrategy::Kind::kActors) {
-    capacity = std::max<double>(1, next.compute.max_size);
-  } else if (next.compute.max_size > 0) {
-    capacity = next.compute.max_size;
+  if (next.spec().compute.kind == ComputeStrategy::Kind::kActors) {
+    capacity = std::max<double>(1, next.spec().compute.max_size);
+  } else if (next.spec().compute.max_size > 0) {
+    capacity = next.spec().compute.max_size;
   } else {
-    capacity = std::max(1.0, next.num_cpus > 0 ? std::floor(limits_.cpu / next.num_cpus) : limits_.cpu);
+    capacity = std::max(1.0, next.spec().num_cpus > 0 ? std::floor(limits_.cpu / next.spec().num_cpus) : limits_.cpu);
   }
   return static_cast<double>(next.input_queue.size()) > ratio * capacity;
 }
@@ -536,9 +530,9 @@ void Execution::ScaleActorPools() {
   const auto& config = context_.autoscaling_config;
   for (auto& op_ptr : ops_) {
     auto& op = *op_ptr;
-    if (op.kind != PhysicalOperator::Kind::kMap || op.compute.kind != ComputeStrategy::Kind::kActors) continue;
-    const int min_size = std::max(1, op.compute.min_size);
-    const int max_size = std::max(min_size, op.compute.max_size);
+    if (op.kind != PhysicalOperator::Kind::kMap || op.spec().compute.kind != ComputeStrategy::Kind::kActors) continue;
+    const int min_size = std::max(1, op.spec().compute.min_size);
+    const int max_size = std::max(min_size, op.spec().compute.max_size);
     if (op.Completed() || *op.stopped) {
       // The pool's work is over: release every idle actor (and with it, its model).
       for (size_t a = op.actors.size(); a-- > 0;) {
@@ -551,7 +545,7 @@ void Execution::ScaleActorPools() {
       op.actors.push_back(std::make_unique<ActorState>());
     }
     double actors = static_cast<double>(op.actors.size()) *
-                    std::max(1, op.compute.max_tasks_in_flight_per_actor);
+                    std::max(1, op.spec().compute.max_tasks_in_flight_per_actor);
     double utilization = (op.active_tasks + static_cast<double>(op.input_queue.size())) / actors;
     bool all_busy = op.FreeActor() == nullptr;
     if (all_busy && utilization >= config.actor_pool_util_upscaling_threshold) {
@@ -595,7 +589,7 @@ ExecutionStats Execution::stats() const {
     for (const auto& actor : op->actors) snapshot.actors_started += actor->constructed;
     snapshot.done = op->Completed() || *op->stopped;
     if (op->kind == PhysicalOperator::Kind::kLimit) {
-      estimate = std::min(estimate, op->limit);
+      estimate = std::min(estimate, op->spec().limit);
     } else if (op->finished_rows_in > 0 && !op->Completed()) {
       // Selectivity of finished tasks only: running ones have input but partial output.
       estimate = static_cast<int64_t>(estimate * (double(op->finished_rows_out) / op->finished_rows_in));
