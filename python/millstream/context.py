@@ -95,7 +95,7 @@ class DataContext(_Strict):
     resources, preserve_order), ``op_resource_reservation_enabled/ratio``,
     ``autoscaling_config``, ``downstream_capacity_backpressure_ratio``,
     ``max_tasks_in_flight_per_actor``, ``max_errored_blocks``, ``enable_progress_bars``,
-    ``enable_operator_progress_bars``, ``enable_progress_bar_name_truncation``,
+    ``enable_operator_progress_bars``,
     ``progress_bar_log_interval``, ``enable_auto_log_stats``, ``verbose_stats_logs``.
     The others only mean something on a Ray cluster or for Ray features not built here;
     they are accepted and have no effect (``DataContext.cluster_only_fields()`` lists them).
@@ -104,7 +104,7 @@ class DataContext(_Strict):
     target_max_block_size: int = 128 * 1024 * 1024
     target_min_block_size: int = 1 * 1024 * 1024
     read_op_min_num_blocks: int = 200
-    min_parallelism: int = 200
+    min_parallelism: int = _cluster_only(200)
     execution_options: ExecutionOptions = field(default_factory=ExecutionOptions)
     op_resource_reservation_enabled: bool = True
     op_resource_reservation_ratio: float = 0.5
@@ -114,14 +114,14 @@ class DataContext(_Strict):
     max_errored_blocks: int = 0
     enable_progress_bars: bool = True
     enable_operator_progress_bars: bool = True
-    enable_progress_bar_name_truncation: bool = True
+    enable_progress_bar_name_truncation: bool = _cluster_only(True)  # names always fit the terminal
     progress_bar_log_interval: int = 5
     enable_auto_log_stats: bool = False
     verbose_stats_logs: bool = False
-    eager_free: bool = False
-    enable_tensor_extension_casting: bool = True
-    raise_original_map_exception: bool = False
-    print_on_execution_start: bool = True
+    eager_free: bool = _cluster_only(False)  # blocks are always freed when their last user is done
+    enable_tensor_extension_casting: bool = _cluster_only(True)
+    raise_original_map_exception: bool = _cluster_only(False)  # the original is always raised
+    print_on_execution_start: bool = _cluster_only(True)
     # Cluster-only, or Ray features not built here (accepted; no effect).
     streaming_read_buffer_size: int = _cluster_only(32 * 1024 * 1024)
     enable_pandas_block: bool = _cluster_only(True)
