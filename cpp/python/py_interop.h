@@ -35,6 +35,16 @@ BatchUdfFactory MakePythonUdfFactory(py::object fn, bool is_class, std::string n
 /// message, traceback) when it came from Python, else the mapped builtin type.
 [[noreturn]] void RaiseStatus(const arrow::Status& status);
 
+/// True while Python can still run code: initialized and not finalizing. Safe to call
+/// without the GIL. Uses only public API (Py_IsFinalizing is public from 3.13 on).
+inline bool InterpreterAlive() {
+#if PY_VERSION_HEX >= 0x030D0000
+  return Py_IsInitialized() && !Py_IsFinalizing();
+#else
+  return Py_IsInitialized() && !_Py_IsFinalizing();
+#endif
+}
+
 template <typename T>
 T ValueOrRaise(arrow::Result<T> result) {
   if (!result.ok()) RaiseStatus(result.status());

@@ -13,7 +13,7 @@ class PyRef {
  public:
   explicit PyRef(py::object obj) : obj_(std::move(obj)) {}
   ~PyRef() {
-    if (!Py_IsInitialized() || _Py_IsFinalizing()) {
+    if (!InterpreterAlive()) {
       obj_.release();  // the interpreter is gone: nothing to release it to
       return;
     }
@@ -65,7 +65,7 @@ struct ThreadStateKeeper {
     kept = true;
   }
   ~ThreadStateKeeper() {
-    if (!kept || !Py_IsInitialized() || _Py_IsFinalizing()) return;
+    if (!kept || !InterpreterAlive()) return;
     py::gil_scoped_acquire gil;
     gil.dec_ref();
   }
