@@ -192,9 +192,14 @@ def rows_of(batch: pa.RecordBatch) -> list[Dict[str, Any]]:
 
 
 def table_from_rows(rows: list, schema_hint: pa.Schema | None, operator: str) -> pa.Table:
+    """Rows (dicts) as a Table with the union of their keys as columns."""
     for row in rows:
         if not isinstance(row, dict):
             raise TypeError(f"{operator} must return a dict per row, got {type(row).__name__}")
     if not rows:
         return pa.table({}) if schema_hint is None else schema_hint.empty_table()
-    return pa.Table.from_pylist(rows)
+    # Every key any row has, in order of first appearance; a row without a key gets null
+    # there (as Ray and ``pd.DataFrame(rows)`` do). ``from_pylist`` alone would keep only
+    # the first row's keys.
+    keys = dict.fromkeys(key for row in rows for key in row)
+    return pa.table({str(key): [row.get(key) for row in rows] for key in keys})

@@ -565,7 +565,7 @@ def from_items(items: List[Any], *, parallelism: int = -1, override_num_blocks=N
     if not isinstance(items, (list, tuple)):
         raise TypeError(f"from_items expects a list, got {type(items).__name__}")
     rows = [it if isinstance(it, dict) else {"item": it} for it in items]
-    table = pa.Table.from_pylist(rows) if rows else pa.table({})
+    table = _batch.table_from_rows(rows, None, "from_items")
     blocks = _blocks(override_num_blocks, parallelism) or max(1, min(len(rows), 200))
     return MaterializedDataset(_core.Dataset.from_arrow(table, blocks))
 
