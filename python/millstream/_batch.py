@@ -132,7 +132,28 @@ def concat_results(results: Iterable[Any], operator: str) -> pa.Table:
     tables = [from_format(r, operator) for r in results]
     if not tables:
         return pa.table({})
-    return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+    return concat_tables(tables)
+
+
+def concat_tables(tables: list) -> pa.Table:
+    """One Table of ``tables`` (at least one), whose columns and types may differ: the
+    union of columns (missing ones null) with types promoted as the engine does
+    (``promote_options="permissive"``: null to any type, int to float, wider ints...).
+    Types that cannot be unified raise ``pyarrow.ArrowTypeError`` naming the column and
+    both types."""
+    if len(tables) == 1:
+        return tables[0]
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def concat_batches(batches: list, schema: pa.Schema | None = None) -> pa.Table:
+    """``batches`` (RecordBatches from different blocks) as one Table, as ``concat_tables``."""
+    if not batches:
+        return (schema or pa.schema([])).empty_table()
+    first = batches[0].schema
+    if all(b.schema.equals(first) for b in batches):
+        return pa.Table.from_batches(batches)
+    return concat_tables([pa.Table.from_batches([b]) for b in batches])
 
 
 def _element_pointers(arr: np.ndarray) -> np.ndarray:

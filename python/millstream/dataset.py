@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 import numpy as np
 import pyarrow as pa
 
-from millstream import _batch, _core
+from millstream import _batch, _core, _files
 from millstream._expr import serialize, to_expression
 from millstream.compute import ActorPoolStrategy, TaskPoolStrategy
 from millstream.context import DataContext, _cpu_count
@@ -412,7 +412,7 @@ class Dataset:
         """Every row as one pyarrow Table."""
         batches = list(self._batches(None))
         if batches:
-            return pa.Table.from_batches(batches)
+            return _batch.concat_batches(batches)
         schema = self.schema()
         return (schema.base_schema if schema else pa.schema([])).empty_table()
 
@@ -446,8 +446,12 @@ class Dataset:
             raise FileExistsError(f"write_{fmt}: '{path}' is a file; give a directory")
         os.makedirs(path, exist_ok=True)
         cols = [partition_cols] if isinstance(partition_cols, str) else list(partition_cols or [])
+        before = _files.listing(path, "parquet") if fmt == "parquet" else set()
         self._drain(self._core.with_write(os.path.abspath(path), fmt, cols).execute(
             DataContext.get_current()._to_core(), None, False))
+        if fmt == "parquet":
+            # Blocks of different tasks may differ in columns or types: one schema for all.
+            _files.unify_parquet_files(_files.listing(path, "parquet") - before)
 
     def write_parquet(self, path: str, *, partition_cols: Optional[List[str]] = None,
                       filesystem=None, try_create_dir: bool = True, **kwargs) -> None:
@@ -496,7 +500,7 @@ def _shuffled_batches(blocks: Iterator[pa.RecordBatch], buffer_rows: int, batch_
 
     def draw(final: bool):
         nonlocal buffer, buffered
-        table = pa.Table.from_batches(buffer).combine_chunks()
+        table = _batch.concat_batches(buffer).combine_chunks()
         shuffled = table.take(pa.array(rng.permutation(table.num_rows)))
         # Keep buffer_rows back for mixing with what comes next, unless the input is over.
         keep = 0 if final else min(buffer_rows, shuffled.num_rows)
@@ -550,7 +554,7 @@ def from_arrow(tables, *, override_num_blocks=None) -> MaterializedDataset:
     """A dataset of pyarrow Tables (or one Table)."""
     if isinstance(tables, (list, tuple)):
         tables = [t if isinstance(t, pa.Table) else pa.table(t) for t in tables]
-        table = pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
+        table = _batch.concat_tables(tables) if tables else pa.table({})
     elif isinstance(tables, pa.RecordBatch):
         table = pa.Table.from_batches([tables])
     else:

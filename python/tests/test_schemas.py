@@ -54,3 +54,161 @@ def test_flat_map_rows_with_different_keys():
     out = md.range(3, override_num_blocks=1).flat_map(f).to_pandas()
     expected = pd.DataFrame([r for i in range(3) for r in f({"id": i})])
     assert_frames_equal(out, expected)
+
+
+# ---- blocks with different schemas: unified wherever blocks meet ----------------------
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.dataset as pads  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+N_BLOCKS = 6
+
+
+def _varying(batch: pa.Table) -> pa.Table:
+    """Per block (one row each): an extra column only in odd blocks, an all-null (null
+    type) column next to strings, and int next to float."""
+    i = batch["id"][0].as_py()
+    columns = {"id": batch["id"]}
+    if i % 2:
+        columns["extra"] = pa.array([f"x{i}"])
+    columns["maybe_null"] = pa.nulls(1) if i % 3 == 0 else pa.array([f"s{i}"])
+    columns["num"] = pa.array([i], pa.int64()) if i < 3 else pa.array([i + 0.5])
+    return pa.table(columns)
+
+
+def _varying_dataset():
+    return md.range(N_BLOCKS, override_num_blocks=N_BLOCKS).map_batches(_varying, batch_format="pyarrow")
+
+
+def _expected() -> pa.Table:
+    blocks = [_varying(pa.table({"id": pa.array([i])})) for i in range(N_BLOCKS)]
+    return pa.concat_tables(blocks, promote_options="permissive")
+
+
+def _sorted(table: pa.Table) -> pa.Table:
+    return table.sort_by("id").combine_chunks()
+
+
+def test_different_schemas_to_arrow():
+    out = _varying_dataset().to_arrow()
+    expected = _expected()
+    assert set(out.column_names) == set(expected.column_names)
+    assert _sorted(out.select(expected.column_names)).equals(_sorted(expected))
+
+
+def test_different_schemas_to_pandas():
+    expected = _sorted(_expected()).to_pandas()
+    out = _varying_dataset().to_pandas()
+    out = out[list(expected.columns)].sort_values("id").reset_index(drop=True)
+    assert_frames_equal(out, expected)
+
+
+def test_different_schemas_materialize():
+    materialized = _varying_dataset().materialize()
+    expected = _expected()
+    out = materialized.to_arrow()
+    assert _sorted(out.select(expected.column_names)).equals(_sorted(expected))
+
+
+def test_different_schemas_iter_batches_concatenates_blocks():
+    expected = _sorted(_expected())
+    batches = list(_varying_dataset().iter_batches(batch_size=N_BLOCKS, batch_format="pyarrow"))
+    assert len(batches) == 1
+    assert _sorted(batches[0].select(expected.column_names)).equals(expected)
+
+
+def test_different_schemas_bundled_into_one_udf_batch():
+    seen = []
+
+    def g(batch):
+        seen.append(batch)
+        return batch
+
+    # num_cpus keeps the steps apart, so g's batches bundle blocks of different tasks.
+    ds = _varying_dataset().map_batches(lambda b: b, batch_format="pyarrow", num_cpus=0.5)
+    out = ds.map_batches(g, batch_format="pyarrow", batch_size=N_BLOCKS).to_arrow()
+    expected = _sorted(_expected())
+    assert _sorted(out.select(expected.column_names)).equals(expected)
+    assert sum(t.num_rows for t in seen) == N_BLOCKS
+
+
+def test_different_schemas_write_parquet_one_schema(tmp_path):
+    _varying_dataset().write_parquet(str(tmp_path))
+    files = sorted(tmp_path.glob("*.parquet"))
+    schemas = {tuple((f.name, str(f.type)) for f in pq.read_schema(p)) for p in files}
+    assert len(schemas) == 1, schemas
+    out = pads.dataset(str(tmp_path), format="parquet").to_table()
+    expected = _expected()
+    assert _sorted(out.select(expected.column_names)).equals(_sorted(expected))
+
+
+def _one_task_dataset():
+    # One read block cut into batches of one row: one task writes blocks of every schema.
+    return md.range(N_BLOCKS, override_num_blocks=1).map_batches(
+        _varying, batch_format="pyarrow", batch_size=1)
+
+
+def test_different_schemas_in_one_write_task_parquet(tmp_path):
+    _one_task_dataset().write_parquet(str(tmp_path))
+    schemas = {tuple((f.name, str(f.type)) for f in pq.read_schema(p)) for p in tmp_path.glob("*.parquet")}
+    assert len(schemas) == 1, schemas
+    out = pads.dataset(str(tmp_path), format="parquet").to_table()
+    expected = _expected()
+    assert _sorted(out.select(expected.column_names)).equals(_sorted(expected))
+
+
+def test_different_schemas_in_one_write_task_json(tmp_path):
+    _one_task_dataset().write_json(str(tmp_path))
+    rows = [r for p in tmp_path.glob("*.json") for r in pd.read_json(p, lines=True).to_dict("records")]
+    assert sorted(r["id"] for r in rows) == list(np.arange(N_BLOCKS))
+
+
+def test_different_schemas_in_one_write_task_csv(tmp_path):
+    _one_task_dataset().write_csv(str(tmp_path))
+    frames = [pd.read_csv(p) for p in tmp_path.glob("*.csv")]
+    out = pd.concat(frames).sort_values("id").reset_index(drop=True)
+    expected = _sorted(_expected()).to_pandas()
+    assert sorted(out.columns) == sorted(expected.columns)
+    assert out["id"].tolist() == expected["id"].tolist()
+    np.testing.assert_allclose(out["num"], expected["num"])
+
+
+def test_from_arrow_tables_with_different_schemas():
+    tables = [pa.table({"a": [1]}), pa.table({"a": [2.5], "b": ["x"]}), pa.table({"b": pa.nulls(1)})]
+    out = md.from_arrow(tables).to_arrow()
+    expected = pa.concat_tables(tables, promote_options="permissive")
+    assert out.sort_by("a").equals(expected.sort_by("a"))
+
+
+def _conflicting(batch: pa.Table) -> pa.Table:
+    i = batch["id"][0].as_py()
+    return pa.table({"id": batch["id"], "v": pa.array([i]) if i % 2 else pa.array([str(i)])})
+
+
+def _conflict_dataset():
+    return md.range(4, override_num_blocks=4).map_batches(_conflicting, batch_format="pyarrow")
+
+
+def _assert_names_conflict(excinfo):
+    message = str(excinfo.value)
+    assert "v" in message and "int64" in message and "string" in message, message
+
+
+def test_conflicting_types_to_arrow_raise_naming_column_and_types():
+    with pytest.raises((pa.ArrowTypeError, pa.ArrowInvalid, TypeError)) as excinfo:
+        _conflict_dataset().to_arrow()
+    _assert_names_conflict(excinfo)
+
+
+def test_conflicting_types_iter_batches_raise_naming_column_and_types():
+    with pytest.raises((pa.ArrowTypeError, pa.ArrowInvalid, TypeError)) as excinfo:
+        list(_conflict_dataset().iter_batches(batch_size=4))
+    _assert_names_conflict(excinfo)
+
+
+def test_conflicting_types_write_raise_naming_column_and_types(tmp_path):
+    with pytest.raises((pa.ArrowTypeError, pa.ArrowInvalid, TypeError)) as excinfo:
+        _conflict_dataset().write_parquet(str(tmp_path))
+    _assert_names_conflict(excinfo)

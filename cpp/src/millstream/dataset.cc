@@ -7,6 +7,7 @@
 #include <arrow/api.h>
 #include <arrow/filesystem/api.h>
 
+#include "exec/schema_unify.h"
 #include "exec/streaming_executor.h"
 #include "exec/transforms.h"
 #include "io/sources.h"
@@ -127,8 +128,8 @@ arrow::Result<Block> BatchIterator::NextFor(std::chrono::milliseconds timeout, b
         }
       }
       pending_rows_ -= want;
-      if (parts.size() == 1) return parts[0];
-      return arrow::ConcatenateRecordBatches(parts);
+      // Blocks from different tasks may differ in columns or types: unified here.
+      return ConcatenateBlocks(std::move(parts));
     }
     if (exhausted_) return nullptr;
     ARROW_ASSIGN_OR_RAISE(auto block, stream_->NextFor(timeout, timed_out));
@@ -286,6 +287,7 @@ arrow::Result<std::shared_ptr<arrow::Table>> Dataset::ToTable(const DataContext&
     if (!schema) schema = arrow::schema({});
     return arrow::Table::MakeEmpty(schema);
   }
+  ARROW_ASSIGN_OR_RAISE(blocks, UnifyBlocks(std::move(blocks)));
   return arrow::Table::FromRecordBatches(blocks.front()->schema(), blocks);
 }
 
@@ -335,6 +337,7 @@ arrow::Result<Dataset> Dataset::Materialize(const DataContext& context,
   if (stats) *stats = stream->stats();
   std::shared_ptr<arrow::Schema> schema;
   if (!blocks.empty()) {
+    ARROW_ASSIGN_OR_RAISE(blocks, UnifyBlocks(std::move(blocks)));
     schema = blocks.front()->schema();
   } else {
     schema = StaticSchema(plan_);

@@ -2,6 +2,7 @@
 
 #include <arrow/api.h>
 
+#include "exec/schema_unify.h"
 #include "exec/transforms.h"
 
 namespace millstream {
@@ -37,12 +38,8 @@ class UdfState : public TransformState {
 
  private:
   arrow::Status Flush(const Emit& emit) {
-    Block batch;
-    if (pending_.size() == 1) {
-      batch = pending_[0];
-    } else {
-      ARROW_ASSIGN_OR_RAISE(batch, arrow::ConcatenateRecordBatches(pending_));
-    }
+    // The bundled blocks may come from different upstream tasks, with different schemas.
+    ARROW_ASSIGN_OR_RAISE(auto batch, ConcatenateBlocks(std::move(pending_)));
     pending_.clear();
     pending_rows_ = 0;
     return Call(batch, emit);

@@ -14,6 +14,7 @@
 #include <arrow/ipc/writer.h>
 #include <parquet/arrow/writer.h>
 
+#include "exec/schema_unify.h"
 #include "exec/transforms.h"
 
 namespace millstream {
@@ -221,25 +222,16 @@ class FileSink {
 
   arrow::Status Write(const arrow::RecordBatch& block) {
     if (!writer_) {
-      schema_ = block.schema();
-      ARROW_ASSIGN_OR_RAISE(out_, arrow::io::FileOutputStream::Open(temp_path_));
-      if (format_ == FileFormat::kParquet) {
-        ARROW_ASSIGN_OR_RAISE(writer_, ParquetFormatWriter::Open(out_, schema_));
-      } else if (format_ == FileFormat::kCsv) {
-        ARROW_ASSIGN_OR_RAISE(writer_, CsvFormatWriter::Open(out_, schema_));
-      } else {
-        writer_ = std::make_unique<JsonFormatWriter>(out_);
-      }
-    } else if (!block.schema()->Equals(*schema_, /*check_metadata=*/false)) {
-      return arrow::Status::Invalid("writing '", final_path_, "': a block's schema (",
-                                    block.schema()->ToString(), ") differs from the file's (",
-                                    schema_->ToString(), ")");
+      ARROW_RETURN_NOT_OK(Open(block.schema()));
+    } else if (format_ != FileFormat::kJson && !SameColumns(*block.schema(), *schema_)) {
+      ARROW_ASSIGN_OR_RAISE(auto conformed, ConformToFile(block));
+      return writer_->Write(*conformed);
     }
     return writer_->Write(block);
   }
 
   arrow::Status Commit() {
-    if (!writer_) return arrow::Status::OK();
+    if (!writer_ || committed_) return arrow::Status::OK();
     ARROW_RETURN_NOT_OK(writer_->Close());
     if (!out_->closed()) ARROW_RETURN_NOT_OK(out_->Close());
     if (std::rename(temp_path_.c_str(), final_path_.c_str()) != 0) {
@@ -250,6 +242,56 @@ class FileSink {
   }
 
  private:
+  arrow::Status Open(std::shared_ptr<arrow::Schema> schema) {
+    schema_ = std::move(schema);
+    ARROW_ASSIGN_OR_RAISE(out_, arrow::io::FileOutputStream::Open(temp_path_));
+    if (format_ == FileFormat::kParquet) {
+      ARROW_ASSIGN_OR_RAISE(writer_, ParquetFormatWriter::Open(out_, schema_));
+    } else if (format_ == FileFormat::kCsv) {
+      ARROW_ASSIGN_OR_RAISE(writer_, CsvFormatWriter::Open(out_, schema_));
+    } else {
+      writer_ = std::make_unique<JsonFormatWriter>(out_);
+    }
+    return arrow::Status::OK();
+  }
+
+  /// A block whose columns differ from the open file's (blocks of one task need not
+  /// share a schema): cast to the file's schema when that holds it (columns missing from
+  /// the block become null, narrower types are widened); otherwise the file is
+  /// committed and the next one (the name's last number + 1) opens with the unified
+  /// schema. Types that cannot be unified are an error naming the column and both types.
+  arrow::Result<std::shared_ptr<arrow::RecordBatch>> ConformToFile(const arrow::RecordBatch& block) {
+    auto batch = arrow::RecordBatch::Make(block.schema(), block.num_rows(), block.columns());
+    auto unified = UnifyBlockSchemas({schema_, batch->schema()});
+    if (!unified.ok()) return unified.status().WithMessage("writing '", final_path_, "': ", unified.status().message());
+    if (!SameColumns(**unified, *schema_)) {
+      ARROW_RETURN_NOT_OK(Commit());
+      ARROW_RETURN_NOT_OK(NextFileName());
+      writer_.reset();
+      out_.reset();
+      committed_ = false;
+      ARROW_RETURN_NOT_OK(Open(*unified));
+    }
+    return CastBlockToSchema(batch, schema_);
+  }
+
+  /// Moves the names to the next file of this sink: `<id>_<task>_<n>.<ext>` -> n + 1.
+  arrow::Status NextFileName() {
+    auto rename = [](std::string* path) -> arrow::Status {
+      size_t dot = path->rfind('.'), underscore = path->rfind('_', dot);
+      if (dot == std::string::npos || underscore == std::string::npos) {
+        return arrow::Status::Invalid("cannot number the next file after '", *path, "'");
+      }
+      int64_t n = std::stoll(path->substr(underscore + 1, dot - underscore - 1));
+      std::ostringstream next;
+      next << std::setw(6) << std::setfill('0') << n + 1;
+      path->replace(underscore + 1, dot - underscore - 1, next.str());
+      return arrow::Status::OK();
+    };
+    ARROW_RETURN_NOT_OK(rename(&final_path_));
+    return rename(&temp_path_);
+  }
+
   std::string final_path_, temp_path_;
   FileFormat format_;
   std::shared_ptr<arrow::Schema> schema_;
