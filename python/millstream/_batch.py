@@ -74,10 +74,56 @@ def to_format(batch: pa.RecordBatch | pa.Table, batch_format: str, writable: boo
     return batch
 
 
-def _array_from_numpy(values: Any) -> pa.Array:
+# ---- ownership of what a UDF or a source hands over ------------------------------------
+#
+# Blocks are immutable once produced. An Arrow array built from a numpy array without a
+# copy shares its memory, so a later write to the numpy array (a UDF refilling a buffer it
+# keeps, a user changing the array given to from_numpy) would change the block. The
+# engine therefore takes a numpy array over without a copy only when it can prove that
+# nobody else holds it: the array owns its memory (``base is None and flags.owndata``: no
+# view of someone else's memory), and its only references are the engine's own (the
+# returned dict, which in turn only the engine holds). Reference counts are compared with
+# those of a fresh object measured through the same code at import time, so the rule holds
+# whatever the interpreter counts for arguments and locals. Anything else is copied. A
+# fresh result of the UDF (``b["x"] * 2``, ``np.zeros(n)``), the common case, stays
+# zero-copy.
+
+
+def _local_refs(obj) -> int:
+    return sys.getrefcount(obj)
+
+
+def _measure_local() -> int:
+    result = {}
+    return _local_refs(result)
+
+
+def _value_refs(container: dict, key) -> int:
+    value = container[key]
+    return sys.getrefcount(value)
+
+
+# References to a dict held only in a local of the engine's caller, and to a value held
+# only by such a dict, as counted through the functions above.
+_SOLE_LOCAL_REFS = _measure_local()
+_SOLE_VALUE_REFS = _value_refs({"x": object()}, "x")
+
+
+def _owns_memory(arr: np.ndarray) -> bool:
+    return arr.base is None and arr.flags.owndata
+
+
+def _array_from_numpy(values: Any, sole_owner: bool = False) -> pa.Array:
+    """``values`` as an Arrow array that shares no memory anyone else can write: numpy
+    memory is taken over only when ``sole_owner`` (the caller proved nobody else holds the
+    array) and the array owns it; otherwise it is copied."""
     if isinstance(values, (pa.Array, pa.ChunkedArray)):
         return values
     arr = np.asarray(values)
+    # Numeric, temporal and tensor arrays become Arrow arrays over the same memory.
+    shares_memory = arr.dtype.kind in "iufcmM" or arr.ndim > 1
+    if shares_memory and not (sole_owner and _owns_memory(arr)):
+        arr = arr.copy()
     arrow_type = _NUMERIC_BY_DTYPE.get(arr.dtype) if arr.ndim == 1 else None
     if arrow_type is not None and arr.flags.c_contiguous and arr.dtype.isnative:
         # Zero-copy: the Arrow array keeps the numpy array alive through the buffer.
@@ -87,12 +133,32 @@ def _array_from_numpy(values: Any) -> pa.Array:
     return pa.array(arr)
 
 
-def from_format(result: Any, operator: str, originals: dict | None = None) -> pa.Table:
+def table_from_pandas(df) -> pa.Table:
+    """``df`` as a Table that shares no memory with it: pyarrow takes numeric columns over
+    without a copy, and the frame (or a view of it) may still be written to."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    for i, name in enumerate(table.column_names):
+        column = table.column(i)
+        if column.num_chunks != 1 or len(column) == 0:
+            continue
+        data = column.chunk(0).buffers()
+        if len(data) < 2 or data[1] is None:
+            continue
+        source = df.iloc[:, i]
+        values = getattr(source, "values", None)
+        if isinstance(values, np.ndarray) and values.size and values.ctypes.data <= data[1].address < values.ctypes.data + values.nbytes:
+            table = table.set_column(i, table.field(i), pa.chunked_array([pa.concat_arrays([column.chunk(0)])]))
+    return table
+
+
+def from_format(result: Any, operator: str, originals: dict | None = None,
+                owned: bool = False, handed: dict | None = None) -> pa.Table:
     """A UDF's return value as a pyarrow Table; a clear TypeError otherwise.
 
     ``originals`` maps ``id(array)`` to ``(array, arrow_column, pointers)`` for the arrays
-    handed to the UDF: one it returns unchanged goes back as the original Arrow column,
-    with no conversion (see ``_unchanged``).
+    handed to the UDF (in the dict ``handed``): one it returns unchanged goes back as the
+    original Arrow column, with no conversion (see ``_unchanged``). ``owned``: nobody but
+    the engine holds ``result`` (see the ownership rule above).
     """
     if isinstance(result, pa.Table):
         return result
@@ -101,25 +167,32 @@ def from_format(result: Any, operator: str, originals: dict | None = None) -> pa
     if isinstance(result, dict):
         if not result:
             return pa.table({})
-
-        def column(value):
-            if originals:
-                known = originals.get(id(value))
-                if known is not None and known[0] is value and _unchanged(value, known[2]):
-                    return known[1]
-            return _array_from_numpy(value)
-
+        handed_ids = {id(v) for v in handed.values()} if handed is not None and handed is not result else ()
+        columns = {}
+        for key in list(result):
+            refs = _value_refs(result, key)
+            value = result[key]
+            known = originals.get(id(value)) if originals else None
+            if known is not None and known[0] is value:
+                if _unchanged(value, known[2]):
+                    columns[str(key)] = known[1]
+                    continue
+                # An array the engine made for the UDF: `originals` holds it, and the dict
+                # handed to the UDF too when that is not the dict returned.
+                refs -= 1 + (id(value) in handed_ids)
+            try:
+                columns[str(key)] = _array_from_numpy(value, owned and refs <= _SOLE_VALUE_REFS)
+            except (pa.ArrowInvalid, ValueError) as e:
+                raise ValueError(f"{operator}: the returned dict of columns is not a valid batch: {e}") from e
         try:
-            return pa.table({str(k): column(v) for k, v in result.items()})
+            return pa.table(columns)
         except (pa.ArrowInvalid, ValueError) as e:
             raise ValueError(f"{operator}: the returned dict of columns is not a valid batch: {e}") from e
-    try:
+    if "pandas" in sys.modules:
         import pandas as pd
 
         if isinstance(result, pd.DataFrame):
-            return pa.Table.from_pandas(result, preserve_index=False)
-    except ImportError:  # pragma: no cover
-        pass
+            return table_from_pandas(result)
     if hasattr(result, "__arrow_c_stream__"):
         return pa.table(result)
     raise TypeError(
@@ -129,7 +202,9 @@ def from_format(result: Any, operator: str, originals: dict | None = None) -> pa
 
 
 def concat_results(results: Iterable[Any], operator: str) -> pa.Table:
-    tables = [from_format(r, operator) for r in results]
+    tables = []
+    for result in results:
+        tables.append(from_format(result, operator, owned=_local_refs(result) <= _SOLE_LOCAL_REFS))
     if not tables:
         return pa.table({})
     return concat_tables(tables)
@@ -203,7 +278,9 @@ def batch_adapter(fn: Callable, batch_format: str, operator: str, writable: bool
         result = fn(user_batch, *fn_args, **fn_kwargs)
         if inspect.isgenerator(result) or (hasattr(result, "__next__") and not isinstance(result, dict)):
             return concat_results(result, operator)
-        return from_format(result, operator, originals)
+        # `user_batch` is a second local reference when the UDF returned the batch itself.
+        owned = _local_refs(result) <= _SOLE_LOCAL_REFS + (result is user_batch)
+        return from_format(result, operator, originals, owned, user_batch)
 
     return call
 

@@ -579,14 +579,16 @@ def from_pandas(dfs, override_num_blocks=None) -> MaterializedDataset:
     import pandas as pd
 
     dfs = [dfs] if isinstance(dfs, pd.DataFrame) else list(dfs)
-    tables = [pa.Table.from_pandas(df, preserve_index=False) for df in dfs]
+    # Copies of the frames' memory: a later change to a frame leaves the dataset as it was.
+    tables = [_batch.table_from_pandas(df) for df in dfs]
     return from_arrow(tables, override_num_blocks=override_num_blocks)
 
 
 def from_numpy(ndarrays) -> MaterializedDataset:
     """A dataset with one column "data" from numpy arrays (rows along the first axis)."""
     arrays = [ndarrays] if isinstance(ndarrays, np.ndarray) else list(ndarrays)
-    tables = [pa.table({"data": _batch._array_from_numpy(a)}) for a in arrays]
+    # Copies (the caller still holds the arrays): a later change leaves the dataset as it was.
+    tables = [pa.table({"data": _batch._array_from_numpy(a, sole_owner=False)}) for a in arrays]
     return from_arrow(tables)
 
 
