@@ -66,7 +66,9 @@ def to_format(batch: pa.RecordBatch | pa.Table, batch_format: str, writable: boo
     """`batch` in the user's format: dict of numpy arrays (zero-copy where Arrow allows),
     a pandas DataFrame, or a pyarrow Table."""
     if batch_format == "numpy":
-        return {name: _column_to_numpy(batch.column(i), writable) for i, name in enumerate(batch.schema.names)}
+        # Names and columns fetched once: each `batch.schema` builds a new O(columns) object.
+        return {name: _column_to_numpy(column, writable)
+                for name, column in zip(batch.schema.names, batch.columns)}
     if batch_format == "pandas":
         return batch.to_pandas()
     if isinstance(batch, pa.RecordBatch):
@@ -273,8 +275,9 @@ def batch_adapter(fn: Callable, batch_format: str, operator: str, writable: bool
         user_batch = to_format(batch, batch_format, writable)
         originals = None
         if batch_format == "numpy":
-            originals = {id(a): (a, batch.column(i), _snapshot(a, batch.schema.types[i]))
-                         for i, a in enumerate(user_batch.values())}
+            # Linear in the columns: schema and columns fetched once, not per column.
+            originals = {id(a): (a, column, _snapshot(a, column.type))
+                         for a, column in zip(user_batch.values(), batch.columns)}
         result = fn(user_batch, *fn_args, **fn_kwargs)
         if inspect.isgenerator(result) or (hasattr(result, "__next__") and not isinstance(result, dict)):
             return concat_results(result, operator)
