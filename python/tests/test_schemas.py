@@ -212,3 +212,11 @@ def test_conflicting_types_write_raise_naming_column_and_types(tmp_path):
     with pytest.raises((pa.ArrowTypeError, pa.ArrowInvalid, TypeError)) as excinfo:
         _conflict_dataset().write_parquet(str(tmp_path))
     _assert_names_conflict(excinfo)
+
+
+def test_different_schemas_local_shuffle():
+    batches = _varying_dataset().iter_batches(batch_size=2, batch_format="pyarrow",
+                                              local_shuffle_buffer_size=2, local_shuffle_seed=0)
+    out = pa.concat_tables(list(batches), promote_options="permissive")
+    expected = _expected()
+    assert _sorted(out.select(expected.column_names)).equals(_sorted(expected))
