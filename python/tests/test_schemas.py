@@ -4,7 +4,11 @@ and an error naming the column and both types on a real conflict."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import pytest
 
 import millstream as md
@@ -57,11 +61,6 @@ def test_flat_map_rows_with_different_keys():
 
 
 # ---- blocks with different schemas: unified wherever blocks meet ----------------------
-
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.dataset as pads  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
 
 N_BLOCKS = 6
 
