@@ -1,6 +1,9 @@
 #include <arrow/c/abi.h>
 #include <arrow/c/bridge.h>
 #include <arrow/api.h>
+#include <arrow/util/io_util.h>
+
+#include <cstring>
 
 #include "py_interop.h"
 
@@ -178,6 +181,35 @@ BatchUdfFactory MakePythonUdfFactory(py::object fn, bool is_class, std::string n
   };
 }
 
+namespace {
+
+/// The first quoted path ('/...') in an error message, or "" if there is none.
+std::string QuotedPath(const std::string& message) {
+  for (size_t open = message.find('\''); open != std::string::npos;
+       open = message.find('\'', open + 1)) {
+    size_t close = message.find('\'', open + 1);
+    if (close == std::string::npos) break;
+    std::string quoted = message.substr(open + 1, close - open - 1);
+    if (quoted.find('/') != std::string::npos) return quoted;
+    open = close;
+  }
+  return "";
+}
+
+/// An OS error as Python's own: OSError(errno, text, path), which Python turns into the
+/// subclass for that errno (PermissionError, FileNotFoundError...). The text keeps the
+/// engine's message (operator, file) and adds the system's ("No space left on device").
+[[noreturn]] void RaiseOSError(int errnum, const std::string& message) {
+  std::string text = message + ": " + std::strerror(errnum);
+  std::string path = QuotedPath(message);
+  py::object error = path.empty() ? py::reinterpret_borrow<py::object>(PyExc_OSError)(errnum, text)
+                                  : py::reinterpret_borrow<py::object>(PyExc_OSError)(errnum, text, path);
+  PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(error.ptr())), error.ptr());
+  throw py::error_already_set();
+}
+
+}  // namespace
+
 [[noreturn]] void RaiseStatus(const arrow::Status& status) {
   if (auto detail = std::dynamic_pointer_cast<PyErrorDetail>(status.detail())) {
     py::object exception = detail->exception();
@@ -200,6 +232,9 @@ BatchUdfFactory MakePythonUdfFactory(py::object fn, bool is_class, std::string n
       PyErr_SetString(PyExc_NotImplementedError, message.c_str());
       throw py::error_already_set();
     case arrow::StatusCode::IOError:
+      if (int errnum = arrow::internal::ErrnoFromStatus(status); errnum != 0) {
+        RaiseOSError(errnum, message);
+      }
       if (message.find("no such file") != std::string::npos ||
           message.find("no files match") != std::string::npos) {
         PyErr_SetString(PyExc_FileNotFoundError, message.c_str());

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Optional
 
+from millstream._args import Unsupported, check_int, public
+
 
 class TaskPoolStrategy:
     """Run the function as tasks; ``size`` caps how many run at once (None: no cap)."""
 
+    @public
     def __init__(self, size: Optional[int] = None):
-        if size is not None and size < 1:
-            raise ValueError(f"TaskPoolStrategy size must be >= 1, got {size}")
-        self.size = size
+        self.size = check_int("TaskPoolStrategy", "size", size, min=1, none_ok=True)
 
     def __repr__(self) -> str:
         return f"TaskPoolStrategy(size={self.size})"
@@ -21,9 +22,16 @@ class ActorPoolStrategy:
     """Run a callable class on a pool of actors: ``size`` fixed, or ``min_size`` to
     ``max_size`` autoscaling (see ``DataContext.autoscaling_config``)."""
 
+    @public(unsupported={"enable_true_multi_threading": Unsupported(
+        None, False, why="an actor runs one task at a time")})
     def __init__(self, *, size: Optional[int] = None, min_size: Optional[int] = None,
                  max_size: Optional[int] = None, initial_size: Optional[int] = None,
-                 max_tasks_in_flight_per_actor: Optional[int] = None):
+                 max_tasks_in_flight_per_actor: Optional[int] = None,
+                 enable_true_multi_threading: Optional[bool] = None):
+        size, min_size, max_size, initial_size, max_tasks_in_flight_per_actor = (
+            check_int("ActorPoolStrategy", name, value, min=1, none_ok=True) for name, value in (
+                ("size", size), ("min_size", min_size), ("max_size", max_size),
+                ("initial_size", initial_size), ("max_tasks_in_flight_per_actor", max_tasks_in_flight_per_actor)))
         if size is not None:
             if min_size is not None or max_size is not None:
                 raise ValueError("ActorPoolStrategy: give size, or min_size/max_size, not both")

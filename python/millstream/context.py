@@ -6,11 +6,12 @@ field raises AttributeError naming the nearest real field, so a typo never passe
 
 from __future__ import annotations
 
-import difflib
 import os
 import threading
 from dataclasses import dataclass, field, fields
 from typing import Optional
+
+from millstream._args import check_int, check_number, nearest, public
 
 
 class _Strict:
@@ -19,8 +20,8 @@ class _Strict:
     def __setattr__(self, name, value):
         names = [f.name for f in fields(self)]
         if name not in names:
-            close = difflib.get_close_matches(name, names, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
+            close = nearest(name, names)
+            hint = f"; did you mean '{close}'?" if close else ""
             raise AttributeError(f"{type(self).__name__} has no field '{name}'{hint}")
         object.__setattr__(self, name, value)
 
@@ -39,6 +40,7 @@ class ExecutionResources(_Strict):
         return cls(cpu=0, gpu=0, object_store_memory=0, memory=0)
 
     @classmethod
+    @public
     def for_limits(cls, cpu=None, gpu=None, object_store_memory=None, memory=None):
         return cls(cpu=cpu, gpu=gpu, object_store_memory=object_store_memory, memory=memory)
 
@@ -212,26 +214,43 @@ class DataContext(_Strict):
         def finite(value):
             return None if value is None or value == float("inf") else value
 
+        def count(name, value, min=0):  # noqa: A002
+            return check_int("DataContext", name, value, min=min)
+
+        def amount(name, value, none_ok=False):
+            return check_number("DataContext", name, finite(value), none_ok=none_ok)
+
         return {
-            "target_max_block_size": int(self.target_max_block_size),
-            "target_min_block_size": int(self.target_min_block_size),
-            "read_op_min_num_blocks": int(self.read_op_min_num_blocks),
-            "cpu": None if finite(limits.cpu) is None else float(limits.cpu),
-            "gpu": None if finite(limits.gpu) is None else float(limits.gpu),
-            "object_store_memory": None if finite(limits.object_store_memory) is None else int(limits.object_store_memory),
-            "exclude_cpu": float(exclude.cpu or 0),
-            "exclude_gpu": float(exclude.gpu or 0),
-            "exclude_object_store_memory": int(exclude.object_store_memory or 0),
+            "target_max_block_size": count("target_max_block_size", self.target_max_block_size, min=1),
+            "target_min_block_size": count("target_min_block_size", self.target_min_block_size),
+            "read_op_min_num_blocks": count("read_op_min_num_blocks", self.read_op_min_num_blocks),
+            "cpu": amount("resource_limits.cpu", limits.cpu, none_ok=True),
+            "gpu": amount("resource_limits.gpu", limits.gpu, none_ok=True),
+            "object_store_memory": None if finite(limits.object_store_memory) is None else
+            int(amount("resource_limits.object_store_memory", limits.object_store_memory)),
+            "exclude_cpu": amount("exclude_resources.cpu", exclude.cpu or 0),
+            "exclude_gpu": amount("exclude_resources.gpu", exclude.gpu or 0),
+            "exclude_object_store_memory": int(amount("exclude_resources.object_store_memory",
+                                                      exclude.object_store_memory or 0)),
             "preserve_order": bool(self.execution_options.preserve_order),
             "op_resource_reservation_enabled": bool(self.op_resource_reservation_enabled),
-            "op_resource_reservation_ratio": float(self.op_resource_reservation_ratio),
-            "actor_pool_util_upscaling_threshold": float(autoscaling.actor_pool_util_upscaling_threshold),
-            "actor_pool_util_downscaling_threshold": float(autoscaling.actor_pool_util_downscaling_threshold),
-            "actor_pool_max_upscaling_delta": int(autoscaling.actor_pool_max_upscaling_delta),
-            "downstream_capacity_backpressure_ratio": float(self.downstream_capacity_backpressure_ratio or 0),
-            "max_errored_blocks": int(self.max_errored_blocks),
+            "op_resource_reservation_ratio": amount("op_resource_reservation_ratio", self.op_resource_reservation_ratio),
+            "actor_pool_util_upscaling_threshold": amount("autoscaling_config.actor_pool_util_upscaling_threshold",
+                                                          autoscaling.actor_pool_util_upscaling_threshold),
+            "actor_pool_util_downscaling_threshold": amount("autoscaling_config.actor_pool_util_downscaling_threshold",
+                                                            autoscaling.actor_pool_util_downscaling_threshold),
+            "actor_pool_max_upscaling_delta": count("autoscaling_config.actor_pool_max_upscaling_delta",
+                                                    autoscaling.actor_pool_max_upscaling_delta, min=1),
+            "downstream_capacity_backpressure_ratio": amount("downstream_capacity_backpressure_ratio",
+                                                             self.downstream_capacity_backpressure_ratio or 0),
+            "max_errored_blocks": count("max_errored_blocks", self.max_errored_blocks, min=-1),
         }
 
 
 def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+# Constructors name the nearest field for a misspelt keyword, as attribute assignment does.
+for _cls in (ExecutionResources, ExecutionOptions, AutoscalingConfig, DataContext):
+    _cls.__init__ = public(_cls.__init__, name=_cls.__name__)

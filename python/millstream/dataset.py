@@ -10,11 +10,30 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 import numpy as np
 import pyarrow as pa
 
-from millstream import _batch, _core, _files
+from millstream import _args, _batch, _core, _files
+from millstream._args import Unsupported, public
 from millstream._expr import serialize, to_expression
 from millstream.compute import ActorPoolStrategy, TaskPoolStrategy
 from millstream.context import DataContext, _cpu_count
 from millstream.progress import ProgressReporter
+
+
+# Ray parameters this engine does not implement (see _args.public).
+_DYNAMIC_REMOTE_ARGS = Unsupported(None, why="per-task remote args: tasks here take num_cpus/num_gpus/memory")
+_NOT_A_TASK = "this step runs inside the engine's operators, not as a task of its own"
+_NO_TASK_ARGS = {"compute": Unsupported(None, why=_NOT_A_TASK), "concurrency": Unsupported(None, why=_NOT_A_TASK)}
+_NOT_YET = "not implemented yet"
+_WRITE_UNSUPPORTED = {
+    "filesystem": Unsupported(None, why="writes go to the local filesystem"),
+    "try_create_dir": Unsupported(True, why="the directory is always created"),
+    "arrow_open_stream_args": Unsupported(None, why=_NOT_YET),
+    "filename_provider": Unsupported(None, why="file names are the engine's own"),
+    "min_rows_per_file": Unsupported(None, why="one file per task; " + _NOT_YET),
+    "num_rows_per_file": Unsupported(None, why="one file per task; " + _NOT_YET),
+    "ray_remote_args": _args.RAY_REMOTE_ARGS_NO_TASK.rule(),
+    "concurrency": Unsupported(None, why=_NOT_YET),
+    "mode": Unsupported("append", why="files are added to the directory; other modes " + _NOT_YET),
+}
 
 
 def _fn_name(fn: Any) -> str:
@@ -26,6 +45,14 @@ def _compute(fn: Any, concurrency, compute) -> Tuple[bool, int, int]:
     """(actors?, min, max) from Ray's `concurrency` (int or (min, max[, initial])) or its
     `compute` strategy."""
     is_class = inspect.isclass(fn)
+    if isinstance(compute, str):
+        if compute not in ("tasks", "actors"):
+            raise ValueError(f"compute must be 'tasks', 'actors', a TaskPoolStrategy or an ActorPoolStrategy, got {compute!r}")
+        compute = ActorPoolStrategy() if compute == "actors" else TaskPoolStrategy()
+    initial = compute.initial_size if isinstance(compute, ActorPoolStrategy) else (
+        concurrency[2] if isinstance(concurrency, tuple) and len(concurrency) == 3 else None)
+    if initial is not None and initial != (compute.min_size if isinstance(compute, ActorPoolStrategy) else concurrency[0]):
+        raise NotImplementedError(f"an actor pool starts with its minimum size; initial size {initial} is not supported")
     if isinstance(compute, ActorPoolStrategy):
         if not is_class:
             raise ValueError("ActorPoolStrategy runs a callable class; got a function (use TaskPoolStrategy)")
@@ -35,15 +62,14 @@ def _compute(fn: Any, concurrency, compute) -> Tuple[bool, int, int]:
             raise ValueError("a callable class runs on actors: use ActorPoolStrategy or concurrency=")
         return False, 0, compute.size or 0
     if isinstance(concurrency, tuple):
-        if len(concurrency) not in (2, 3) or concurrency[0] < 1 or concurrency[1] < concurrency[0]:
+        concurrency = tuple(_args.check_int(_fn_name(fn), "concurrency", c, min=1) for c in concurrency)
+        if len(concurrency) not in (2, 3) or concurrency[1] < concurrency[0]:
             raise ValueError(f"concurrency must be n, (min, max) or (min, max, initial) with 1 <= min <= max; got {concurrency}")
         lo, hi = concurrency[0], concurrency[1]
     elif concurrency is None:
         lo, hi = (1, _cpu_count()) if is_class else (0, 0)
     else:
-        if int(concurrency) < 1:
-            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-        lo = hi = int(concurrency)
+        lo = hi = _args.check_int(_fn_name(fn), "concurrency", concurrency, min=1)
     if not is_class and isinstance(concurrency, tuple):
         raise ValueError("a (min, max) concurrency makes an autoscaling actor pool; it needs a callable class, not a function")
     return is_class, (lo if is_class else 0), hi
@@ -79,9 +105,17 @@ class DataIterator:
     def __init__(self, dataset: "Dataset"):
         self._dataset = dataset
 
-    def iter_batches(self, **kwargs):
-        return self._dataset.iter_batches(**kwargs)
+    @public
+    def iter_batches(self, *, prefetch_batches: int = 1, batch_size: Optional[int] = 256,
+                     batch_format: Optional[str] = "default", drop_last: bool = False,
+                     local_shuffle_buffer_size: Optional[int] = None,
+                     local_shuffle_seed: Optional[int] = None) -> Iterator[Any]:
+        return self._dataset.iter_batches(
+            prefetch_batches=prefetch_batches, batch_size=batch_size, batch_format=batch_format,
+            drop_last=drop_last, local_shuffle_buffer_size=local_shuffle_buffer_size,
+            local_shuffle_seed=local_shuffle_seed)
 
+    @public
     def iter_rows(self):
         return self._dataset.iter_rows()
 
@@ -110,11 +144,9 @@ class Dataset:
         if not callable(fn):
             raise TypeError(f"{name}: fn must be a function or a callable class, got {type(fn).__name__}")
         is_class, lo, hi = _compute(fn, concurrency, compute)
-        if batch_size is not None and batch_size != "auto":
-            if not isinstance(batch_size, int) or batch_size < 1:
-                raise ValueError(f"{name}: batch_size must be a positive int or None, got {batch_size!r}")
-        else:
+        if isinstance(batch_size, str) and batch_size == "auto":
             batch_size = None
+        batch_size = _args.check_int(name, "batch_size", batch_size, min=1, none_ok=True)
         if is_class:
             args = tuple(fn_constructor_args or ())
             kwargs = dict(fn_constructor_kwargs or {})
@@ -128,16 +160,16 @@ class Dataset:
             if fn_constructor_args or fn_constructor_kwargs:
                 raise ValueError(f"{name}: fn_constructor_args apply only to callable classes")
             target = adapter_for(fn)
-        cpus = 1.0 if num_cpus is None else float(num_cpus)
-        gpus = 0.0 if num_gpus is None else float(num_gpus)
-        mem = 0 if memory is None else int(memory)
-        if cpus < 0 or gpus < 0 or mem < 0:
-            raise ValueError(f"{name}: num_cpus, num_gpus and memory must be >= 0")
-        in_flight = ray_remote_args.get("max_tasks_in_flight_per_actor") or getattr(compute, "max_tasks_in_flight_per_actor", None) \
+        cpus = _args.check_number(name, "num_cpus", 1.0 if num_cpus is None else num_cpus)
+        gpus = _args.check_number(name, "num_gpus", 0.0 if num_gpus is None else num_gpus)
+        mem = int(_args.check_number(name, "memory", 0 if memory is None else memory))
+        in_flight = getattr(compute, "max_tasks_in_flight_per_actor", None) \
             or DataContext.get_current().max_tasks_in_flight_per_actor or 4
+        in_flight = _args.check_int(name, "max_tasks_in_flight_per_actor", in_flight, min=1)
         return Dataset(self._core.map_batches(target, is_class, name, batch_size, row_preserving,
                                               is_class, lo, hi, cpus, gpus, int(in_flight), mem))
 
+    @public(passthrough=_args.RAY_REMOTE_ARGS, unsupported={"ray_remote_args_fn": _DYNAMIC_REMOTE_ARGS})
     def map_batches(self, fn, *, batch_size: Union[int, None, str] = None, compute=None,
                     batch_format: Optional[str] = "default", zero_copy_batch: bool = True,
                     fn_args=None, fn_kwargs=None, fn_constructor_args=None,
@@ -160,6 +192,7 @@ class Dataset:
                          fn_constructor_kwargs=fn_constructor_kwargs, num_cpus=num_cpus,
                          num_gpus=num_gpus, memory=memory, row_preserving=not udf_modifying_row_count)
 
+    @public(passthrough=_args.RAY_REMOTE_ARGS, unsupported={"ray_remote_args_fn": _DYNAMIC_REMOTE_ARGS})
     def map(self, fn, *, compute=None, fn_args=None, fn_kwargs=None, fn_constructor_args=None,
             fn_constructor_kwargs=None, num_cpus=None, num_gpus=None, memory=None,
             concurrency=None, ray_remote_args_fn=None, **ray_remote_args) -> "Dataset":
@@ -177,6 +210,7 @@ class Dataset:
                          fn_constructor_kwargs=fn_constructor_kwargs, num_cpus=num_cpus, num_gpus=num_gpus,
                          memory=memory)
 
+    @public(passthrough=_args.RAY_REMOTE_ARGS, unsupported={"ray_remote_args_fn": _DYNAMIC_REMOTE_ARGS})
     def flat_map(self, fn, *, compute=None, fn_args=None, fn_kwargs=None, fn_constructor_args=None,
                  fn_constructor_kwargs=None, num_cpus=None, num_gpus=None, memory=None,
                  concurrency=None, ray_remote_args_fn=None, **ray_remote_args) -> "Dataset":
@@ -198,6 +232,7 @@ class Dataset:
                          fn_constructor_kwargs=fn_constructor_kwargs, num_cpus=num_cpus, num_gpus=num_gpus,
                          memory=memory)
 
+    @public(passthrough=_args.RAY_REMOTE_ARGS, unsupported={"ray_remote_args_fn": _DYNAMIC_REMOTE_ARGS})
     def filter(self, fn=None, expr=None, *, compute=None, fn_args=None, fn_kwargs=None,
                fn_constructor_args=None, fn_constructor_kwargs=None, num_cpus=None,
                num_gpus=None, memory=None, concurrency=None, ray_remote_args_fn=None,
@@ -207,6 +242,7 @@ class Dataset:
         ``expr`` is a string (``"qty > 10 and cat == 'a'"``) or a
         ``pyarrow.compute.Expression``; it runs vectorised in the engine, without Python.
         """
+        _args.check_expr_filter(expr, locals())
         if (fn is None) == (expr is None):
             raise ValueError("filter needs exactly one of fn or expr")
         if expr is not None:
@@ -225,9 +261,12 @@ class Dataset:
                          fn_constructor_kwargs=fn_constructor_kwargs, num_cpus=num_cpus, num_gpus=num_gpus,
                          memory=memory)
 
+    @public(passthrough=_args.RAY_REMOTE_ARGS)
     def add_column(self, col: str, fn: Callable, *, batch_format: Optional[str] = "pandas",
                    compute=None, concurrency=None, **ray_remote_args) -> "Dataset":
         """Adds (or replaces) column ``col`` with ``fn(batch)``, computed per batch."""
+        if not isinstance(col, str):
+            raise TypeError(f"Dataset.add_column: col must be a column name (a string), got {col!r}")
         fmt = _batch.check_batch_format(batch_format)
         name = f"AddColumn({col})"
 
@@ -243,19 +282,24 @@ class Dataset:
                 return table.append_column(col, column)
             return call
 
-        return self._map(adapter, fn, name, row_preserving=True, concurrency=concurrency)
+        return self._map(adapter, fn, name, row_preserving=True, compute=compute, concurrency=concurrency,
+                         **ray_remote_args)
 
+    @public(passthrough=_args.RAY_REMOTE_ARGS_NO_TASK, unsupported=_NO_TASK_ARGS)
     def select_columns(self, cols: Union[str, List[str]], *, compute=None, concurrency=None,
                        **ray_remote_args) -> "Dataset":
         """Keeps only ``cols``, in that order."""
+        _args.check_names("Dataset.select_columns", "cols", cols)
         cols = [cols] if isinstance(cols, str) else list(cols)
         if len(set(cols)) != len(cols):
             raise ValueError(f"select_columns: duplicate column names in {cols}")
         return Dataset(self._core.select_columns(cols))
 
+    @public(passthrough=_args.RAY_REMOTE_ARGS_NO_TASK, unsupported=_NO_TASK_ARGS)
     def drop_columns(self, cols: Union[str, List[str]], *, compute=None, concurrency=None,
                      **ray_remote_args) -> "Dataset":
         """Removes ``cols``."""
+        _args.check_names("Dataset.drop_columns", "cols", cols)
         cols = [cols] if isinstance(cols, str) else list(cols)
         if self._core.known_schema() is None:
             def drop(table: pa.Table) -> pa.Table:
@@ -266,9 +310,11 @@ class Dataset:
             return self.map_batches(drop, batch_format="pyarrow", udf_modifying_row_count=False)
         return Dataset(self._core.drop_columns(cols))
 
+    @public(passthrough=_args.RAY_REMOTE_ARGS_NO_TASK, unsupported={"concurrency": _NO_TASK_ARGS["concurrency"]})
     def rename_columns(self, names: Union[List[str], Dict[str, str]], *, concurrency=None,
                        **ray_remote_args) -> "Dataset":
         """Renames columns: a dict old -> new, or a list of new names for every column."""
+        _args.check_renames("Dataset.rename_columns", names)
         if isinstance(names, dict):
             return Dataset(self._core.rename_columns(dict(names)))
         current = self.columns()
@@ -276,11 +322,10 @@ class Dataset:
             raise ValueError(f"rename_columns: got {len(names)} names for {len(current)} columns {current}")
         return Dataset(self._core.rename_columns(dict(zip(current, names))))
 
+    @public
     def limit(self, limit: int) -> "Dataset":
         """The first ``limit`` rows; upstream stops reading once they are produced."""
-        if not isinstance(limit, int) or limit < 0:
-            raise ValueError(f"limit must be a non-negative int, got {limit!r}")
-        return Dataset(self._core.limit(limit))
+        return Dataset(self._core.limit(_args.check_int("Dataset.limit", "limit", limit)))
 
     # ---- execution ------------------------------------------------------------------
 
@@ -327,6 +372,7 @@ class Dataset:
             text = self.stats() if context.verbose_stats_logs else self.stats().rstrip().splitlines()[-1]
             logging.getLogger("millstream").info("Execution stats:\n%s", text)
 
+    @public
     def iter_batches(self, *, prefetch_batches: int = 1, batch_size: Optional[int] = 256,
                      batch_format: Optional[str] = "default", drop_last: bool = False,
                      local_shuffle_buffer_size: Optional[int] = None,
@@ -339,13 +385,19 @@ class Dataset:
         ``local_shuffle_seed``), as training loops want.
         """
         fmt = _batch.check_batch_format(batch_format)
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-            raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+        name = "Dataset.iter_batches"
+        _args.check_int(name, "prefetch_batches", prefetch_batches)  # see README: no further effect here
+        batch_size = _args.check_int(name, "batch_size", batch_size, min=1, none_ok=True)
+        local_shuffle_seed = _args.check_int(name, "local_shuffle_seed", local_shuffle_seed, none_ok=True)
         if local_shuffle_buffer_size is not None:
-            if not isinstance(local_shuffle_buffer_size, int) or local_shuffle_buffer_size < 1:
-                raise ValueError(f"local_shuffle_buffer_size must be a positive int, got {local_shuffle_buffer_size!r}")
+            local_shuffle_buffer_size = _args.check_int(name, "local_shuffle_buffer_size", local_shuffle_buffer_size, min=1)
             if batch_size is None:
                 raise ValueError("local_shuffle_buffer_size needs a batch_size")
+        return self._formatted(fmt, batch_size, drop_last, local_shuffle_buffer_size, local_shuffle_seed, _collate_fn)
+
+    def _formatted(self, fmt, batch_size, drop_last, local_shuffle_buffer_size, local_shuffle_seed,
+                   _collate_fn) -> Iterator[Any]:
+        if local_shuffle_buffer_size is not None:
             batches = _shuffled_batches(self._batches(None), local_shuffle_buffer_size, batch_size,
                                         drop_last, local_shuffle_seed)
         else:
@@ -354,20 +406,26 @@ class Dataset:
             out = _batch.to_format(batch, fmt)
             yield _collate_fn(out) if _collate_fn else out
 
+    @public
     def iter_rows(self) -> Iterator[Dict[str, Any]]:
         """Streams the rows as dicts."""
         for batch in self._batches(None):
             yield from batch.to_pylist()
 
+    @public
     def iterator(self) -> DataIterator:
         return DataIterator(self)
 
+    @public
     def take(self, limit: int = 20) -> List[Dict[str, Any]]:
         """The first ``limit`` rows as dicts."""
+        _args.check_int("Dataset.take", "limit", limit)
         return self.limit(limit).take_all()
 
+    @public
     def take_all(self, limit: Optional[int] = None) -> List[Dict[str, Any]]:
         """Every row as a dict; with ``limit``, raises if there are more."""
+        _args.check_int("Dataset.take_all", "limit", limit, none_ok=True)
         rows = []
         for batch in self._batches(None):
             rows.extend(batch.to_pylist())
@@ -375,19 +433,24 @@ class Dataset:
                 raise ValueError(f"the dataset has more than the given limit of {limit} rows")
         return rows
 
+    @public
     def take_batch(self, batch_size: int = 20, *, batch_format: Optional[str] = "default"):
         """The first ``batch_size`` rows as one batch."""
+        _args.check_int("Dataset.take_batch", "batch_size", batch_size, min=1)
         fmt = _batch.check_batch_format(batch_format)
         table = self.limit(batch_size).to_arrow()
         if table.num_rows == 0:
             raise ValueError("take_batch: the dataset is empty")
         return _batch.to_format(table, fmt)
 
+    @public
     def show(self, limit: int = 20) -> None:
         """Prints the first ``limit`` rows."""
+        _args.check_int("Dataset.show", "limit", limit)
         for row in self.take(limit):
             print(row)
 
+    @public
     def count(self) -> int:
         """The number of rows: from metadata when the plan allows, else by executing."""
         rows = self._core.count_from_metadata()
@@ -395,6 +458,7 @@ class Dataset:
             return rows
         return self._drain(self._execute())
 
+    @public
     def schema(self, fetch_if_missing: bool = True) -> Optional[Schema]:
         """The schema: from the plan when known, else from the first block produced."""
         schema = self._core.known_schema()
@@ -404,10 +468,12 @@ class Dataset:
                 break
         return None if schema is None else Schema(schema)
 
+    @public
     def columns(self, fetch_if_missing: bool = True) -> Optional[List[str]]:
         schema = self.schema(fetch_if_missing)
         return None if schema is None else schema.names
 
+    @public
     def to_arrow(self) -> pa.Table:
         """Every row as one pyarrow Table."""
         batches = list(self._batches(None))
@@ -416,13 +482,16 @@ class Dataset:
         schema = self.schema()
         return (schema.base_schema if schema else pa.schema([])).empty_table()
 
+    @public
     def to_pandas(self, limit: Optional[int] = None):
         """Every row as one pandas DataFrame (``limit``: raise if there are more rows)."""
+        _args.check_int("Dataset.to_pandas", "limit", limit, none_ok=True)
         table = self.to_arrow()
         if limit is not None and table.num_rows > limit:
             raise ValueError(f"the dataset has {table.num_rows} rows, more than limit={limit}")
         return table.to_pandas()
 
+    @public
     def materialize(self) -> "MaterializedDataset":
         """Executes now and keeps the blocks in memory; later uses re-read those."""
         table = self.to_arrow()
@@ -431,6 +500,7 @@ class Dataset:
         out._last_stats = stats
         return out
 
+    @public
     def stats(self) -> str:
         """Per-operator counters of the last execution, then its totals."""
         if self._last_stats is None:
@@ -453,8 +523,16 @@ class Dataset:
             # Blocks of different tasks may differ in columns or types: one schema for all.
             _files.unify_parquet_files(_files.listing(path, "parquet") - before)
 
+    @public(passthrough=_args.PARQUET_WRITE_ARGS, unsupported={**_WRITE_UNSUPPORTED,
+            "catalog": Unsupported(None, why="no catalog support"),
+            "max_rows_per_file": Unsupported(None, why="one file per task; " + _NOT_YET),
+            "arrow_parquet_args_fn": Unsupported(None, why=_NOT_YET)})
     def write_parquet(self, path: str, *, partition_cols: Optional[List[str]] = None,
-                      filesystem=None, try_create_dir: bool = True, **kwargs) -> None:
+                      filesystem=None, catalog=None, try_create_dir: bool = True,
+                      arrow_open_stream_args=None, filename_provider=None, arrow_parquet_args_fn=None,
+                      min_rows_per_file: Optional[int] = None, max_rows_per_file: Optional[int] = None,
+                      ray_remote_args: Optional[Dict[str, Any]] = None, concurrency: Optional[int] = None,
+                      num_rows_per_file: Optional[int] = None, mode="append", **arrow_parquet_args) -> None:
         """Writes Parquet files (snappy) into directory ``path``, one per task.
 
         With ``partition_cols``, rows go to Hive-style ``key=value/`` subdirectories
@@ -462,16 +540,30 @@ class Dataset:
         Each file is written under a hidden temporary name and renamed when complete: a
         failure or a killed process never leaves a partial file that a reader would load.
         """
+        _args.check_names("Dataset.write_parquet", "partition_cols", partition_cols, none_ok=True)
         self._write(path, "parquet", partition_cols)
 
-    def write_csv(self, path: str, *, filesystem=None, try_create_dir: bool = True, **kwargs) -> None:
+    @public(passthrough=_args.CSV_WRITE_ARGS, unsupported={**_WRITE_UNSUPPORTED,
+            "arrow_csv_args_fn": Unsupported(None, why=_NOT_YET)})
+    def write_csv(self, path: str, *, filesystem=None, try_create_dir: bool = True,
+                  arrow_open_stream_args=None, filename_provider=None, arrow_csv_args_fn=None,
+                  min_rows_per_file: Optional[int] = None, ray_remote_args: Optional[Dict[str, Any]] = None,
+                  concurrency: Optional[int] = None, num_rows_per_file: Optional[int] = None,
+                  mode="append", **arrow_csv_args) -> None:
         """Writes CSV files (with a header row) into directory ``path``, one per task."""
         self._write(path, "csv")
 
-    def write_json(self, path: str, *, filesystem=None, try_create_dir: bool = True, **kwargs) -> None:
+    @public(passthrough=_args.JSON_WRITE_ARGS, unsupported={**_WRITE_UNSUPPORTED,
+            "pandas_json_args_fn": Unsupported(None, why=_NOT_YET)})
+    def write_json(self, path: str, *, filesystem=None, try_create_dir: bool = True,
+                   arrow_open_stream_args=None, filename_provider=None, pandas_json_args_fn=None,
+                   min_rows_per_file: Optional[int] = None, ray_remote_args: Optional[Dict[str, Any]] = None,
+                   concurrency: Optional[int] = None, num_rows_per_file: Optional[int] = None,
+                   mode="append", **pandas_json_args) -> None:
         """Writes JSON Lines files into directory ``path``, one per task."""
         self._write(path, "json")
 
+    @public
     def explain(self) -> None:
         """Prints the logical, optimized and physical plans (fused operators by name)."""
         print(self._explain_str(), end="")
@@ -535,21 +627,21 @@ class MaterializedDataset(Dataset):
 
 def _blocks(override_num_blocks, parallelism=-1):
     if override_num_blocks is not None:
-        if not isinstance(override_num_blocks, int) or override_num_blocks < 1:
-            raise ValueError(f"override_num_blocks must be a positive int, got {override_num_blocks!r}")
-        return override_num_blocks
+        return _args.check_int("source", "override_num_blocks", override_num_blocks, min=1)
+    parallelism = _args.check_int("source", "parallelism", parallelism, min=-1, none_ok=True)
     if parallelism is not None and parallelism > 0:
         return parallelism
     return None
 
 
+@public(unsupported={"concurrency": Unsupported(None, why=_NOT_YET)})
 def range(n: int, *, parallelism: int = -1, concurrency=None, override_num_blocks=None) -> Dataset:  # noqa: A001
     """Rows ``{"id": i}`` for i in [0, n)."""
-    if not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"range: n must be a non-negative int, got {n!r}")
-    return Dataset(_core.Dataset.range(int(n), _blocks(override_num_blocks, parallelism)))
+    n = _args.check_int("range", "n", n)
+    return Dataset(_core.Dataset.range(n, _blocks(override_num_blocks, parallelism)))
 
 
+@public
 def from_arrow(tables, *, override_num_blocks=None) -> MaterializedDataset:
     """A dataset of pyarrow Tables (or one Table)."""
     if isinstance(tables, (list, tuple)):
@@ -564,6 +656,7 @@ def from_arrow(tables, *, override_num_blocks=None) -> MaterializedDataset:
     return MaterializedDataset(_core.Dataset.from_arrow(table, _blocks(override_num_blocks)))
 
 
+@public
 def from_items(items: List[Any], *, parallelism: int = -1, override_num_blocks=None) -> MaterializedDataset:
     """A dataset of Python items: dicts become rows; other values become ``{"item": v}``."""
     if not isinstance(items, (list, tuple)):
@@ -574,6 +667,7 @@ def from_items(items: List[Any], *, parallelism: int = -1, override_num_blocks=N
     return MaterializedDataset(_core.Dataset.from_arrow(table, blocks))
 
 
+@public
 def from_pandas(dfs, override_num_blocks=None) -> MaterializedDataset:
     """A dataset of pandas DataFrames (or one DataFrame)."""
     import pandas as pd
@@ -584,6 +678,7 @@ def from_pandas(dfs, override_num_blocks=None) -> MaterializedDataset:
     return from_arrow(tables, override_num_blocks=override_num_blocks)
 
 
+@public
 def from_numpy(ndarrays) -> MaterializedDataset:
     """A dataset with one column "data" from numpy arrays (rows along the first axis)."""
     arrays = [ndarrays] if isinstance(ndarrays, np.ndarray) else list(ndarrays)
@@ -592,10 +687,32 @@ def from_numpy(ndarrays) -> MaterializedDataset:
     return from_arrow(tables)
 
 
-def read_parquet(paths: Union[str, List[str]], *, filesystem=None, columns: Optional[List[str]] = None,
-                 parallelism: int = -1, override_num_blocks: Optional[int] = None,
+@public(passthrough=_args.PARQUET_READ_ARGS, unsupported={
+    "filesystem": Unsupported(None, why="reads come from the local filesystem"),
+    "catalog": Unsupported(None, why="no catalog support"),
+    "num_cpus": Unsupported(None, why="a read task takes one CPU slot"),
+    "num_gpus": Unsupported(None, why="a read task takes one CPU slot"),
+    "memory": Unsupported(None, why="a read task takes one CPU slot"),
+    "ray_remote_args": _args.RAY_REMOTE_ARGS_NO_TASK.rule(),
+    "tensor_column_schema": Unsupported(None, why=_NOT_YET),
+    "partition_filter": Unsupported(None, why="use filter= on the partition columns"),
+    "shuffle": Unsupported(None, why=_NOT_YET),
+    "include_paths": Unsupported(False, why=_NOT_YET),
+    "include_row_hash": Unsupported(False, why=_NOT_YET),
+    "ignore_missing_paths": Unsupported(False, why=_NOT_YET),
+    "skip_paths": Unsupported(None, why=_NOT_YET),
+    "concurrency": Unsupported(None, why=_NOT_YET),
+})
+def read_parquet(paths: Union[str, List[str]], *, filesystem=None, catalog=None,
+                 columns: Optional[List[str]] = None, parallelism: int = -1,
+                 num_cpus: Optional[float] = None, num_gpus: Optional[float] = None,
+                 memory: Optional[float] = None, ray_remote_args: Optional[Dict[str, Any]] = None,
+                 tensor_column_schema=None, partition_filter=None, partitioning="hive",
+                 shuffle=None, include_paths: bool = False, include_row_hash: bool = False,
                  file_extensions: Optional[List[str]] = ["parquet"],  # noqa: B006 (Ray's default)
-                 partitioning="hive", filter=None, **arrow_parquet_args) -> Dataset:  # noqa: A002
+                 ignore_missing_paths: bool = False, skip_paths=None, concurrency: Optional[int] = None,
+                 override_num_blocks: Optional[int] = None, filter=None,  # noqa: A002
+                 **arrow_parquet_args) -> Dataset:
     """Parquet files: a file, a directory (recursive; hidden names skipped), a glob, or a list.
 
     ``columns`` reads only those columns; ``filter`` (a ``pyarrow.compute.Expression`` or
@@ -605,6 +722,7 @@ def read_parquet(paths: Union[str, List[str]], *, filesystem=None, columns: Opti
     ``partitioning="hive"`` (the default; None turns it off) turns ``key=value``
     directories into string columns, and a ``filter`` on them skips whole files.
     """
+    file_extensions = _args.check_names("read_parquet", "file_extensions", file_extensions, none_ok=True)
     if isinstance(paths, (str, os.PathLike)):
         paths = [os.fspath(paths)]
     paths = [os.fspath(p) for p in paths]

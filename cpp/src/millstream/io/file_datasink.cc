@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -12,6 +13,7 @@
 #include <arrow/filesystem/api.h>
 #include <arrow/io/api.h>
 #include <arrow/ipc/writer.h>
+#include <arrow/util/io_util.h>
 #include <parquet/arrow/writer.h>
 
 #include "exec/schema_unify.h"
@@ -225,17 +227,18 @@ class FileSink {
       ARROW_RETURN_NOT_OK(Open(block.schema()));
     } else if (format_ != FileFormat::kJson && !SameColumns(*block.schema(), *schema_)) {
       ARROW_ASSIGN_OR_RAISE(auto conformed, ConformToFile(block));
-      return writer_->Write(*conformed);
+      return NamingFile(writer_->Write(*conformed));
     }
-    return writer_->Write(block);
+    return NamingFile(writer_->Write(block));
   }
 
   arrow::Status Commit() {
     if (!writer_ || committed_) return arrow::Status::OK();
-    ARROW_RETURN_NOT_OK(writer_->Close());
-    if (!out_->closed()) ARROW_RETURN_NOT_OK(out_->Close());
+    ARROW_RETURN_NOT_OK(NamingFile(writer_->Close()));
+    if (!out_->closed()) ARROW_RETURN_NOT_OK(NamingFile(out_->Close()));
     if (std::rename(temp_path_.c_str(), final_path_.c_str()) != 0) {
-      return arrow::Status::IOError("cannot rename '", temp_path_, "' to '", final_path_, "'");
+      return arrow::internal::IOErrorFromErrno(errno, "cannot rename '", temp_path_, "' to '",
+                                               final_path_, "'");
     }
     committed_ = true;
     return arrow::Status::OK();
@@ -290,6 +293,13 @@ class FileSink {
     };
     ARROW_RETURN_NOT_OK(rename(&final_path_));
     return rename(&temp_path_);
+  }
+
+  /// `status` with the file it concerns named (an OS error's errno detail kept): a write
+  /// that fails for lack of space says which file.
+  arrow::Status NamingFile(arrow::Status status) const {
+    if (status.ok()) return status;
+    return status.WithMessage("writing '", final_path_, "': ", status.message());
   }
 
   std::string final_path_, temp_path_;

@@ -445,8 +445,11 @@ arrow::Result<std::shared_ptr<Datasource>> MakeParquetSource(
       file = arrow::Status::IOError(e.what());
     }
     if (!file.ok()) {
-      return arrow::Status::IOError("read_parquet: '", f.path, "' is not a readable Parquet file: ",
-                                    file.status().message());
+      // IOError whatever the reader said, keeping its detail (the errno of an OS error).
+      return arrow::Status(arrow::StatusCode::IOError,
+                           "read_parquet: '" + f.path + "' is not a readable Parquet file: " +
+                               file.status().message(),
+                           file.status().detail());
     }
     files->push_back(std::move(*file));
   }
