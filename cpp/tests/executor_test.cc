@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <thread>
@@ -60,6 +61,118 @@ TEST(Executor, PreserveOrderDeliversInInputOrder) {
   auto ids = std::static_pointer_cast<arrow::Int64Array>(out->column(0)->chunk(0));
   ASSERT_EQ(ids->length(), 64);
   for (int64_t i = 0; i < 64; ++i) EXPECT_EQ(ids->Value(i), i);
+}
+
+/// A UDF that sleeps longer for earlier rows (64 - first id ms): unordered, the earlier
+/// blocks would finish last.
+BatchUdfFactory SlowFirst() {
+  return Udf([](const std::shared_ptr<arrow::RecordBatch>& b) {
+    auto first = std::static_pointer_cast<arrow::Int64Array>(b->column(0))->Value(0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::max<int64_t>(0, 64 - first)));
+    return arrow::Table::FromRecordBatches({b});
+  });
+}
+
+std::vector<int64_t> Ids(const std::shared_ptr<arrow::Table>& table) {
+  std::vector<int64_t> ids;
+  for (const auto& chunk : table->GetColumnByName("id")->chunks()) {
+    auto values = std::static_pointer_cast<arrow::Int64Array>(chunk);
+    for (int64_t i = 0; i < values->length(); ++i) ids.push_back(values->Value(i));
+  }
+  return ids;
+}
+
+std::vector<int64_t> Iota(int64_t n) {
+  std::vector<int64_t> out(n);
+  for (int64_t i = 0; i < n; ++i) out[i] = i;
+  return out;
+}
+
+TEST(Executor, ToTableAndMaterializeKeepInputOrderWithoutPreserveOrder) {
+  auto ds = Dataset::Range(64, 16).ValueOrDie().MapBatches(SlowFirst(), Named("MapBatches(slow_first)"));
+  EXPECT_EQ(Ids(ds.ToTable(DataContext{}).ValueOrDie()), Iota(64));
+  auto materialized = ds.Materialize(DataContext{}).ValueOrDie();
+  EXPECT_EQ(Ids(materialized.ToTable(DataContext{}).ValueOrDie()), Iota(64));
+}
+
+TEST(Executor, LimitKeepsTheFirstRowsEvenWhenStreaming) {
+  auto ds = Dataset::Range(64, 16).ValueOrDie().MapBatches(SlowFirst(), Named("MapBatches(slow_first)"));
+  // Execute streams (no preserve_order): the limit still sees the rows in input order.
+  auto stream = ds.Limit(10).Execute(DataContext{}).ValueOrDie();
+  std::vector<int64_t> ids;
+  while (true) {
+    auto block = stream->Next().ValueOrDie();
+    if (!block) break;
+    auto values = std::static_pointer_cast<arrow::Int64Array>(block->column(0));
+    for (int64_t i = 0; i < values->length(); ++i) ids.push_back(values->Value(i));
+  }
+  std::sort(ids.begin(), ids.end());
+  EXPECT_EQ(ids, Iota(10));
+}
+
+TEST(Executor, FilterRejectsANonBooleanPredicate) {
+  auto ds = Dataset::Range(10).ValueOrDie();
+  for (const auto& predicate : {cp::literal(int64_t{0}), cp::literal(0.0),
+                                cp::call("add", {cp::field_ref("id"), cp::literal(int64_t{1})})}) {
+    auto out = ds.Filter(predicate).ToTable(DataContext{});
+    ASSERT_FALSE(out.ok()) << predicate.ToString();
+    EXPECT_EQ(out.status().code(), arrow::StatusCode::TypeError);
+    EXPECT_NE(out.status().message().find("not boolean"), std::string::npos) << out.status().ToString();
+  }
+  auto kept = ds.Filter(cp::literal(true)).ToTable(DataContext{}).ValueOrDie();
+  EXPECT_EQ(kept->num_rows(), 10);
+}
+
+TEST(Executor, RenameOntoAnExistingOrSharedNameFails) {
+  auto ds = Dataset::FromArrow(IdTable(4)).ValueOrDie();
+  auto onto_existing = ds.RenameColumns({{"id", "x"}});
+  ASSERT_FALSE(onto_existing.ok());
+  EXPECT_EQ(onto_existing.status().code(), arrow::StatusCode::Invalid);
+  EXPECT_NE(onto_existing.status().message().find("'x'"), std::string::npos);
+  auto onto_one = ds.RenameColumns({{"id", "y"}, {"x", "y"}});
+  ASSERT_FALSE(onto_one.ok());
+  EXPECT_NE(onto_one.status().message().find("'y'"), std::string::npos);
+  // A swap leaves every name once.
+  auto swapped = ds.RenameColumns({{"id", "x"}, {"x", "id"}}).ValueOrDie().ToTable(DataContext{}).ValueOrDie();
+  EXPECT_EQ(swapped->schema()->field(0)->name(), "x");
+  EXPECT_EQ(swapped->schema()->field(1)->name(), "id");
+}
+
+TEST(Range, HugeRangeCountsFromMetadataAndALimitReadsOnlyItsRows) {
+  const int64_t n = int64_t{1} << 62;
+  auto ds = Dataset::Range(n).ValueOrDie();
+  EXPECT_EQ(ds.CountFromMetadata(), n);
+  auto first = ds.Limit(2).ToTable(DataContext{}).ValueOrDie();
+  EXPECT_EQ(Ids(first), Iota(2));
+  // Without a limit, blocks stay under target_max_block_size, made as they are taken.
+  DataContext context;
+  context.target_max_block_size = 8 << 10;  // 1024 rows
+  auto stream = ds.Execute(context).ValueOrDie();
+  auto block = stream->Next().ValueOrDie();
+  ASSERT_NE(block, nullptr);
+  EXPECT_LE(block->num_rows(), 1024);
+  EXPECT_EQ(std::static_pointer_cast<arrow::Int64Array>(block->column(0))->Value(0) % 1024, 0);
+  stream->Cancel();
+}
+
+TEST(Range, BlocksAreCappedByTargetMaxBlockSize) {
+  DataContext context;
+  context.target_max_block_size = 80;  // 10 rows
+  context.target_min_block_size = 0;
+  context.execution_options.preserve_order = true;
+  auto stream = Dataset::Range(95, 1).ValueOrDie().Execute(context).ValueOrDie();
+  std::vector<int64_t> sizes;
+  int64_t next_id = 0;
+  while (true) {
+    auto block = stream->Next().ValueOrDie();
+    if (!block) break;
+    sizes.push_back(block->num_rows());
+    EXPECT_EQ(std::static_pointer_cast<arrow::Int64Array>(block->column(0))->Value(0), next_id);
+    next_id += block->num_rows();
+  }
+  EXPECT_EQ(next_id, 95);
+  EXPECT_EQ(sizes.size(), 10u);
+  for (auto rows : sizes) EXPECT_LE(rows, 10);
 }
 
 TEST(Executor, BatchSizeBundlesSmallBlocks) {

@@ -154,6 +154,24 @@ TEST(ParquetRead, MissingPathAndUnknownColumnAreClearErrors) {
   EXPECT_NE(unknown.status().message().find("nope"), std::string::npos);
 }
 
+TEST(ParquetRead, DuplicateColumnsAndNonBooleanFilterAreRejected) {
+  TempDir dir;
+  WriteParquet(IdTable(10), dir.path() + "/t.parquet", 10);
+  ReadParquetOptions twice;
+  twice.columns = {"id", "x", "id"};
+  auto duplicate = Dataset::ReadParquet({dir.path()}, twice);
+  ASSERT_FALSE(duplicate.ok());
+  EXPECT_EQ(duplicate.status().code(), arrow::StatusCode::Invalid);
+  EXPECT_NE(duplicate.status().message().find("'id'"), std::string::npos);
+
+  ReadParquetOptions numeric;
+  numeric.filter = cp::call("add", {cp::field_ref("id"), cp::literal(int64_t{1})});
+  auto filtered = Dataset::ReadParquet({dir.path()}, numeric);
+  ASSERT_FALSE(filtered.ok());
+  EXPECT_EQ(filtered.status().code(), arrow::StatusCode::TypeError);
+  EXPECT_NE(filtered.status().message().find("int64"), std::string::npos);
+}
+
 TEST(ParquetRead, CorruptFileIsNamed) {
   TempDir dir;
   {

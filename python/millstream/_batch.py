@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import datetime
 import inspect
 import sys
 from typing import Any, Callable, Dict, Iterable
@@ -266,6 +267,22 @@ def _unchanged(arr: np.ndarray, pointers) -> bool:
     return bool(np.array_equal(_element_pointers(arr), pointers))
 
 
+def keep_time_zones(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """numpy's datetime64 has no time zone: a returned timestamp column without one that is
+    named as an input column with one gets that zone back (the same instants, UTC-based in
+    both). A column the UDF gave a zone of its own keeps it."""
+    for i, field in enumerate(table.schema):
+        index = schema.get_field_index(field.name)
+        if index < 0:
+            continue
+        before = schema.field(index).type
+        if (pa.types.is_timestamp(before) and before.tz and pa.types.is_timestamp(field.type)
+                and field.type.tz is None):
+            zoned = pa.timestamp(field.type.unit, before.tz)
+            table = table.set_column(i, field.with_type(zoned), table.column(i).cast(zoned))
+    return table
+
+
 def batch_adapter(fn: Callable, batch_format: str, operator: str, writable: bool,
                   fn_args=(), fn_kwargs=None) -> Callable[[pa.RecordBatch], pa.Table]:
     """Wraps a user batch function into the engine's RecordBatch -> Table call."""
@@ -280,10 +297,12 @@ def batch_adapter(fn: Callable, batch_format: str, operator: str, writable: bool
                          for a, column in zip(user_batch.values(), batch.columns)}
         result = fn(user_batch, *fn_args, **fn_kwargs)
         if inspect.isgenerator(result) or (hasattr(result, "__next__") and not isinstance(result, dict)):
-            return concat_results(result, operator)
-        # `user_batch` is a second local reference when the UDF returned the batch itself.
-        owned = _local_refs(result) <= _SOLE_LOCAL_REFS + (result is user_batch)
-        return from_format(result, operator, originals, owned, user_batch)
+            table = concat_results(result, operator)
+        else:
+            # `user_batch` is a second local reference when the UDF returned the batch itself.
+            owned = _local_refs(result) <= _SOLE_LOCAL_REFS + (result is user_batch)
+            table = from_format(result, operator, originals, owned, user_batch)
+        return keep_time_zones(table, batch.schema) if batch_format == "numpy" else table
 
     return call
 
@@ -292,8 +311,25 @@ def rows_of(batch: pa.RecordBatch) -> list[Dict[str, Any]]:
     return batch.to_pylist()
 
 
-def table_from_rows(rows: list, schema_hint: pa.Schema | None, operator: str) -> pa.Table:
-    """Rows (dicts) as a Table with the union of their keys as columns."""
+def _row_column(values: list, key: str, like: pa.Schema | None):
+    """A column of row values: a timestamp column of ``like`` (the input rows' schema) keeps
+    its type, unit and zone, when the values are still datetimes; else pyarrow's inference
+    (which makes every zoned datetime microseconds)."""
+    index = like.get_field_index(key) if like is not None else -1
+    if index >= 0 and pa.types.is_timestamp(like.field(index).type):
+        first = next((v for v in values if v is not None), None)
+        if isinstance(first, datetime.datetime):
+            try:
+                return pa.array(values, type=like.field(index).type)
+            except (pa.ArrowException, TypeError, ValueError):
+                pass
+    return values
+
+
+def table_from_rows(rows: list, schema_hint: pa.Schema | None, operator: str,
+                    like: pa.Schema | None = None) -> pa.Table:
+    """Rows (dicts) as a Table with the union of their keys as columns (``like``: see
+    ``_row_column``)."""
     for row in rows:
         if not isinstance(row, dict):
             raise TypeError(f"{operator} must return a dict per row, got {type(row).__name__}")
@@ -303,4 +339,4 @@ def table_from_rows(rows: list, schema_hint: pa.Schema | None, operator: str) ->
     # there (as Ray and ``pd.DataFrame(rows)`` do). ``from_pylist`` alone would keep only
     # the first row's keys.
     keys = dict.fromkeys(key for row in rows for key in row)
-    return pa.table({str(key): [row.get(key) for row in rows] for key in keys})
+    return pa.table({str(key): _row_column([row.get(key) for row in rows], str(key), like) for key in keys})

@@ -67,6 +67,48 @@ def _convert(node: ast.AST, text: str) -> pc.Expression:
     )
 
 
+_LITERAL_TYPES = {bool: "bool", int: "int64", float: "double", str: "string", bytes: "binary", type(None): "null"}
+
+
+def _static_type(node: ast.AST):
+    """The type of ``node`` when its syntax tells it ("bool", "int64", "double", "number"
+    for arithmetic on columns...), else None (a bare column name: its type is the data's)."""
+    if isinstance(node, (ast.Compare, ast.BoolOp)) or (isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not)):
+        return "bool"
+    if isinstance(node, ast.Constant):
+        return _LITERAL_TYPES.get(type(node.value), type(node.value).__name__)
+    if isinstance(node, ast.Name) and node.id in ("True", "False", "None"):
+        return "null" if node.id == "None" else "bool"
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return _static_type(node.operand) or "number"
+    if isinstance(node, ast.BinOp):
+        sides = {_static_type(node.left), _static_type(node.right)}
+        if isinstance(node.op, ast.Div) or "double" in sides:
+            return "double"
+        return "int64" if sides <= {"int64", "bool"} else "number"
+    return None
+
+
+def _check_boolean(node: ast.AST, text: str, what: str) -> None:
+    kind = _static_type(node)
+    if kind is not None and kind != "bool":
+        raise TypeError(f"filter expression {text!r}: {what} is of type {kind}, not boolean; "
+                        "compare it (e.g. 'x != 0')")
+
+
+def _check_predicate(tree: ast.Expression, text: str) -> None:
+    """A filter must be boolean: ``"0"``, ``"1 - 1"``, ``"x + 1"`` raise TypeError here (the
+    engine checks again against the data's types, for columns and Expressions)."""
+    _check_boolean(tree.body, text, "the expression")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.BoolOp):
+            word = "and" if isinstance(node.op, ast.And) else "or"
+            for value in node.values:
+                _check_boolean(value, text, f"the operand {ast.unparse(value)!r} of '{word}'")
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            _check_boolean(node.operand, text, f"the operand {ast.unparse(node.operand)!r} of 'not'")
+
+
 def to_expression(expr) -> pc.Expression:
     """A pyarrow compute Expression for a string or Expression predicate."""
     if isinstance(expr, pc.Expression):
@@ -76,6 +118,7 @@ def to_expression(expr) -> pc.Expression:
             tree = ast.parse(expr.strip(), mode="eval")
         except SyntaxError as e:
             raise ValueError(f"filter expression {expr!r} is not valid: {e.msg}") from None
+        _check_predicate(tree, expr)
         return _convert(tree, expr)
     raise TypeError(f"expected a string or pyarrow.compute.Expression, got {type(expr).__name__}")
 

@@ -52,7 +52,8 @@ class ExecutionOptions(_Strict):
     resource_limits: caps on CPU slots, GPU slots and bytes of live blocks
         (``object_store_memory``; default 30% of physical memory).
     exclude_resources: subtracted from the limits.
-    preserve_order: deliver output in input order (costs memory and latency).
+    preserve_order: stream output in input order (costs memory and latency); calls
+        that collect every row, and take/limit, keep input order without it.
     locality_with_output, actor_locality_enabled: cluster-only; no effect on one machine.
     verbose_progress: show every operator's progress.
     """

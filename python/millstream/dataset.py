@@ -202,7 +202,8 @@ class Dataset:
 
         def adapter(f):
             def call(batch: pa.RecordBatch) -> pa.Table:
-                return _batch.table_from_rows([f(row, *args, **kwargs) for row in batch.to_pylist()], None, name)
+                return _batch.table_from_rows([f(row, *args, **kwargs) for row in batch.to_pylist()], None, name,
+                                              like=batch.schema)
             return call
 
         return self._map(adapter, fn, name, row_preserving=True, compute=compute,
@@ -224,7 +225,7 @@ class Dataset:
                 for row in batch.to_pylist():
                     out = f(row, *args, **kwargs)
                     rows.extend([out] if isinstance(out, dict) else list(out))
-                return _batch.table_from_rows(rows, None, name)
+                return _batch.table_from_rows(rows, None, name, like=batch.schema)
             return call
 
         return self._map(adapter, fn, name, compute=compute, concurrency=concurrency,
@@ -324,16 +325,19 @@ class Dataset:
 
     @public
     def limit(self, limit: int) -> "Dataset":
-        """The first ``limit`` rows; upstream stops reading once they are produced."""
+        """The first ``limit`` rows (in input order); upstream stops reading once they are produced."""
         return Dataset(self._core.limit(_args.check_int("Dataset.limit", "limit", limit)))
 
     # ---- execution ------------------------------------------------------------------
 
-    def _execute(self, batch_size=None, drop_last=False):
-        return self._core.execute(DataContext.get_current()._to_core(), batch_size, drop_last)
+    def _execute(self, batch_size=None, drop_last=False, ordered=False):
+        context = DataContext.get_current()._to_core()
+        # Calls that collect every row return them in input order (as Ray's do).
+        context["preserve_order"] = context["preserve_order"] or ordered
+        return self._core.execute(context, batch_size, drop_last)
 
-    def _batches(self, batch_size=None, drop_last=False) -> Iterator[pa.RecordBatch]:
-        it = self._execute(batch_size, drop_last)
+    def _batches(self, batch_size=None, drop_last=False, ordered=False) -> Iterator[pa.RecordBatch]:
+        it = self._execute(batch_size, drop_last, ordered)
         progress = ProgressReporter(it.stats, DataContext.get_current()).start()
         try:
             while True:
@@ -408,7 +412,7 @@ class Dataset:
 
     @public
     def iter_rows(self) -> Iterator[Dict[str, Any]]:
-        """Streams the rows as dicts."""
+        """Streams the rows as dicts (in the order blocks finish, unless ``preserve_order``)."""
         for batch in self._batches(None):
             yield from batch.to_pylist()
 
@@ -424,10 +428,10 @@ class Dataset:
 
     @public
     def take_all(self, limit: Optional[int] = None) -> List[Dict[str, Any]]:
-        """Every row as a dict; with ``limit``, raises if there are more."""
+        """Every row as a dict, in input order; with ``limit``, raises if there are more."""
         _args.check_int("Dataset.take_all", "limit", limit, none_ok=True)
         rows = []
-        for batch in self._batches(None):
+        for batch in self._batches(None, ordered=True):
             rows.extend(batch.to_pylist())
             if limit is not None and len(rows) > limit:
                 raise ValueError(f"the dataset has more than the given limit of {limit} rows")
@@ -475,8 +479,8 @@ class Dataset:
 
     @public
     def to_arrow(self) -> pa.Table:
-        """Every row as one pyarrow Table."""
-        batches = list(self._batches(None))
+        """Every row as one pyarrow Table, in input order."""
+        batches = list(self._batches(None, ordered=True))
         if batches:
             return _batch.concat_batches(batches)
         schema = self.schema()
@@ -484,7 +488,7 @@ class Dataset:
 
     @public
     def to_pandas(self, limit: Optional[int] = None):
-        """Every row as one pandas DataFrame (``limit``: raise if there are more rows)."""
+        """Every row as one pandas DataFrame, in input order (``limit``: raise if there are more rows)."""
         _args.check_int("Dataset.to_pandas", "limit", limit, none_ok=True)
         table = self.to_arrow()
         if limit is not None and table.num_rows > limit:

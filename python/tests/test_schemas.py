@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
@@ -219,3 +220,38 @@ def test_different_schemas_local_shuffle():
     out = pa.concat_tables(list(batches), promote_options="permissive")
     expected = _expected()
     assert _sorted(out.select(expected.column_names)).equals(_sorted(expected))
+
+
+# ---- time zones through UDFs -----------------------------------------------------------
+
+
+def _zoned_table() -> pa.Table:
+    ns = pa.array([1_704_099_600_000_000_000, None, 1_717_237_800_000_000_001], pa.timestamp("ns", "Europe/Paris"))
+    return pa.table({
+        "ts": ns,
+        "tokyo": ns.fill_null(0).cast(pa.timestamp("ns", "Asia/Tokyo")),
+        "utc_us": pa.array([1, 2, 3], pa.timestamp("us", "UTC")),
+        "naive": pa.array([1, 2, 3], pa.timestamp("ms")),
+    })
+
+
+@pytest.mark.parametrize("udf", [
+    pytest.param(lambda ds: ds.map_batches(lambda b: b), id="numpy-unchanged"),
+    pytest.param(lambda ds: ds.map_batches(lambda b: {k: v.copy() for k, v in b.items()}), id="numpy-copies"),
+    pytest.param(lambda ds: ds.map_batches(lambda b: b, batch_format="pandas"), id="pandas"),
+    pytest.param(lambda ds: ds.map(lambda r: r), id="map"),
+    pytest.param(lambda ds: ds.flat_map(lambda r: [r]), id="flat_map"),
+])
+def test_timestamps_keep_their_zone_and_unit_through_udfs(udf):
+    table = _zoned_table()
+    out = udf(md.from_arrow(table)).to_arrow()  # the data's own schema, not the plan's
+    assert out.schema.remove_metadata() == table.schema
+    assert out.equals(table)
+
+
+def test_numpy_udf_computed_timestamp_of_an_input_name_keeps_the_zone():
+    table = _zoned_table()
+    out = md.from_arrow(table).map_batches(lambda b: {"ts": b["tokyo"] + np.timedelta64(1, "h")}).to_arrow()
+    expected = pc.add(table["tokyo"], pa.scalar(3_600_000_000_000, pa.duration("ns")))
+    assert out.schema.field("ts").type == pa.timestamp("ns", "Europe/Paris")
+    assert out["ts"].cast(pa.int64()).equals(expected.cast(pa.int64()))

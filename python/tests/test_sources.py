@@ -54,6 +54,28 @@ def test_range_preserve_order(ctx):
     assert [r["id"] for r in ds.take_all()] == list(np.arange(5000) * 3)
 
 
+def test_range_huge_take_and_count_do_not_materialise_it():
+    # 2**62 rows would be 32 EiB: take reads only the rows it returns, count is metadata.
+    assert md.range(2**62).take(2) == [{"id": 0}, {"id": 1}]
+    assert md.range(2**62).count() == 2**62
+    assert md.range(2**62).limit(3).to_arrow().equals(pa.table({"id": pa.array([0, 1, 2], pa.int64())}))
+
+
+def test_range_huge_streams_blocks_under_target_max_block_size(ctx):
+    ctx.target_max_block_size = 64 << 10  # 8192 rows of int64
+    batches = md.range(2**62).iter_batches(batch_size=None)
+    first = next(batches)
+    batches.close()
+    assert 0 < len(first["id"]) <= 8192
+
+
+def test_range_blocks_capped_by_target_max_block_size(ctx):
+    ctx.target_max_block_size = 800  # 100 rows
+    ctx.target_min_block_size = 0
+    sizes = [len(b["id"]) for b in md.range(1050, override_num_blocks=2).iter_batches(batch_size=None)]
+    assert sum(sizes) == 1050 and max(sizes) <= 100
+
+
 def test_range_bad_n():
     with pytest.raises(ValueError):
         md.range(-1)
@@ -234,6 +256,12 @@ def test_read_parquet_columns(parquet_dir):
     assert_tables_equal(out, expected.select(["price", "key"]))
 
 
+def test_read_parquet_columns_listed_twice_raises(parquet_dir):
+    root, _ = parquet_dir
+    with pytest.raises(ValueError, match="'key'"):
+        md.read_parquet(str(root), columns=["key", "price", "key"])
+
+
 def _sorted_row_groups(tmp_path) -> tuple[str, pa.Table]:
     """One file, 10 row groups of 100 rows, sorted by "key" (so statistics can prune)."""
     table = make_table(1000, seed=3)
@@ -288,6 +316,13 @@ def test_read_parquet_filter_expression(tmp_path):
     expr = (pc.field("key") >= 850) & (pc.field("cat") != "a")
     expected = pads.dataset(path).to_table(filter=expr)
     assert_tables_equal(md.read_parquet(path, filter=expr).to_arrow(), expected)
+
+
+@pytest.mark.parametrize("flt, kind", [("1 - 1", "int64"), (pc.field("key") + 1, "int64")])
+def test_read_parquet_filter_not_boolean_raises(tmp_path, flt, kind):
+    path, _ = _sorted_row_groups(tmp_path)
+    with pytest.raises(TypeError, match=f"of type {kind}, not boolean"):
+        md.read_parquet(path, filter=flt)
 
 
 def test_read_parquet_filter_string(tmp_path):

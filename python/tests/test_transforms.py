@@ -308,6 +308,31 @@ def test_filter_expr_pyarrow(ds, table):
     assert_tables_equal(ds.filter(expr=expr).to_arrow(), table.filter(expr))
 
 
+@pytest.mark.parametrize("expr, kind", [("0", "int64"), ("1 - 1", "int64"), ("0.0", "double"),
+                                        ("'a'", "string"), ("None", "null"), ("qty + 1", "number"),
+                                        ("qty > 1 and 5", "int64"), ("not 1", "int64")])
+def test_filter_expr_string_that_is_not_boolean_raises(ds, expr, kind):
+    # A number is no predicate: "0" used to keep rows by whatever its bytes read as.
+    with pytest.raises(TypeError, match=re.escape(repr(expr)) + f".*of type {kind}, not boolean"):
+        ds.filter(expr=expr)
+
+
+@pytest.mark.parametrize("expr, kind", [(pc.scalar(0), "int64"), (pc.scalar(0.0), "double"),
+                                        (pc.field("qty") * 2, "int32"), (pc.field("cat"), "string")])
+def test_filter_expression_that_is_not_boolean_raises_when_run(ds, expr, kind):
+    # Checked by the engine against the blocks' types (C++ users get the same check).
+    with pytest.raises(TypeError, match=f"of type {kind}, not boolean"):
+        ds.filter(expr=expr).take_all()
+
+
+def test_filter_on_a_boolean_column_and_boolean_literals(ds, table):
+    flagged = ds.add_column("big", lambda df: df["qty"] > 50)
+    expected = table.filter(pc.field("qty") > 50)
+    assert_tables_equal(flagged.filter(expr="big").drop_columns(["big"]).to_arrow(), expected)
+    assert ds.filter(expr="True").count() == table.num_rows
+    assert ds.filter(expr="False").count() == 0
+
+
 def test_filter_fn_args():
     out = md.range(30).filter(lambda r, lo: r["id"] >= lo, fn_args=(25,)).take_all()
     assert sorted(r["id"] for r in out) == list(range(25, 30))
@@ -395,6 +420,26 @@ def test_rename_columns_list(ds, table):
     assert_tables_equal(out.to_arrow(), table.rename_columns(names), key="k")
     with pytest.raises(ValueError):
         ds.rename_columns(["only", "two"])
+
+
+@pytest.mark.parametrize("names, clash", [({"qty": "price"}, "price"),
+                                          ({"qty": "n", "cat": "n"}, "n"),
+                                          (["a", "b", "a", "c"], "a")])
+def test_rename_columns_to_a_name_twice_raises(ds, names, clash):
+    # Two columns of one name: one of them would be unreachable (pyarrow allows it; we don't).
+    with pytest.raises(ValueError, match=f"'{clash}'"):
+        ds.rename_columns(names)
+
+
+def test_rename_columns_to_a_name_twice_after_udf_raises_when_run(ds):
+    after_udf = ds.map_batches(lambda b: b).rename_columns({"qty": "price"})
+    with pytest.raises(ValueError, match="'price'"):
+        after_udf.take_all()
+
+
+def test_rename_columns_swap_is_allowed(ds, table):
+    out = ds.rename_columns({"qty": "price", "price": "qty"}).to_arrow()
+    assert_tables_equal(out, table.rename_columns(["key", "price", "qty", "cat"]))
 
 
 def test_column_ops_on_parquet(tmp_path, table):

@@ -151,13 +151,15 @@ class Dataset {
 
   /// Applies `udf` to batches (see MapBatchesOptions).
   Dataset MapBatches(BatchUdfFactory udf, MapBatchesOptions options) const;
-  /// Keeps the rows where `predicate` is true (nulls drop).
+  /// Keeps the rows where `predicate` is true (nulls drop). A predicate that is not
+  /// boolean on the blocks' schema (`literal(0)`, `a + 1`) fails with a TypeError.
   Dataset Filter(arrow::compute::Expression predicate) const;
   /// Keeps these columns, in this order. Unknown names fail when the schema is known.
   arrow::Result<Dataset> SelectColumns(std::vector<std::string> columns) const;
   arrow::Result<Dataset> DropColumns(std::vector<std::string> columns) const;
   arrow::Result<Dataset> RenameColumns(std::map<std::string, std::string> renames) const;
-  /// The first `n` rows (in execution order).
+  /// The first `n` rows, in input order: the steps before a limit hand on their output in
+  /// order (a stream after it may still reorder unless preserve_order).
   Dataset Limit(int64_t n) const;
 
   /// A dataset whose execution writes this one's rows as files into `directory` and
@@ -174,7 +176,7 @@ class Dataset {
 
   /// Starts executing the plan and returns its output stream.
   arrow::Result<std::unique_ptr<BlockStream>> Execute(const DataContext& context) const;
-  /// Runs the plan and collects every row.
+  /// Runs the plan and collects every row, in input order.
   arrow::Result<std::shared_ptr<arrow::Table>> ToTable(const DataContext& context) const;
   /// Rows in the dataset: from Parquet metadata or the source's size when the plan allows,
   /// otherwise by executing it.
@@ -182,7 +184,8 @@ class Dataset {
   /// The schema, from the plan when it is known without running UDFs, else from the first
   /// block of an execution; null if the dataset has no blocks.
   arrow::Result<std::shared_ptr<arrow::Schema>> Schema(const DataContext& context) const;
-  /// Executes and keeps the blocks in memory: the result re-reads them, not its inputs.
+  /// Executes and keeps the blocks (in input order) in memory: the result re-reads them,
+  /// not its inputs.
   arrow::Result<Dataset> Materialize(const DataContext& context,
                                      ExecutionStats* stats = nullptr) const;
   /// Writes files into `directory` (created if missing). Each file is written under a

@@ -47,6 +47,15 @@ std::string RandomId() {
 }
 
 /// Every remaining block of `stream`.
+/// A call that collects every row returns them in input order: the executor hands each
+/// operator's output on in task order (held blocks cost memory only until the earlier
+/// task finishes; the collector keeps every block anyway).
+DataContext Collecting(const DataContext& context) {
+  DataContext ordered = context;
+  ordered.execution_options.preserve_order = true;
+  return ordered;
+}
+
 arrow::Result<std::vector<Block>> ReadAll(BlockStream& stream) {
   std::vector<Block> blocks;
   while (true) {
@@ -280,7 +289,7 @@ arrow::Result<std::unique_ptr<BlockStream>> Dataset::Execute(const DataContext& 
 }
 
 arrow::Result<std::shared_ptr<arrow::Table>> Dataset::ToTable(const DataContext& context) const {
-  ARROW_ASSIGN_OR_RAISE(auto stream, Execute(context));
+  ARROW_ASSIGN_OR_RAISE(auto stream, Execute(Collecting(context)));
   ARROW_ASSIGN_OR_RAISE(auto blocks, ReadAll(*stream));
   if (blocks.empty()) {
     ARROW_ASSIGN_OR_RAISE(auto schema, Schema(context));
@@ -332,7 +341,7 @@ arrow::Result<std::shared_ptr<arrow::Schema>> Dataset::Schema(const DataContext&
 
 arrow::Result<Dataset> Dataset::Materialize(const DataContext& context,
                                             ExecutionStats* stats) const {
-  ARROW_ASSIGN_OR_RAISE(auto stream, Execute(context));
+  ARROW_ASSIGN_OR_RAISE(auto stream, Execute(Collecting(context)));
   ARROW_ASSIGN_OR_RAISE(auto blocks, ReadAll(*stream));
   if (stats) *stats = stream->stats();
   std::shared_ptr<arrow::Schema> schema;

@@ -20,6 +20,13 @@ class FilterState : public TransformState {
                                       "): ", bound.status().message(),
                                       " (columns: ", block->schema()->ToString(), ")");
       }
+      if (bound->type()->id() != arrow::Type::BOOL) {
+        // A number or string is no predicate: `0`, `1 - 1`, `a + b` would keep rows by
+        // whatever their bytes read as a boolean.
+        return arrow::Status::TypeError("filter predicate ", predicate_.ToString(), " is of type ",
+                                        bound->type()->ToString(),
+                                        ", not boolean; compare it (e.g. `x != 0`)");
+      }
       bound_ = *bound;
       bound_schema_ = block->schema();
     }

@@ -28,7 +28,7 @@ struct RunningTask {
   int64_t output_rows = 0;
   int64_t input_bytes = 0;
   int64_t estimated_output_bytes = 0;
-  std::deque<Block> produced;  // held back until earlier tasks finish (preserve_order)
+  std::deque<Block> produced;  // held back until earlier tasks finish (ordered operators)
   int64_t produced_bytes = 0;
   bool done = false;
   ActorState* actor = nullptr;
@@ -61,6 +61,9 @@ struct PhysicalOperator {
   int64_t output_bytes = 0;
   // Limit.
   int64_t rows_passed = 0;
+  /// Outputs leave in task (= input) order: under preserve_order, and upstream of a limit,
+  /// so that the limit keeps the first rows.
+  bool ordered = false;
   // Set when a downstream limit is satisfied or the execution stops: no more launches.
   std::shared_ptr<std::atomic<bool>> stopped = std::make_shared<std::atomic<bool>>(false);
   // Average output bytes of finished tasks (for the budget's estimate of the next one).

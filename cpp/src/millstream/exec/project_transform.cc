@@ -63,9 +63,26 @@ arrow::Result<std::shared_ptr<arrow::Schema>> ProjectTransform::Apply(
                                      JoinNames(schema.field_names()));
     }
   }
+  std::vector<std::string> sources;  // each output column's name before renaming
   for (auto& field : fields) {
+    sources.push_back(field->name());
     auto it = renames_.find(field->name());
     if (it != renames_.end()) field = field->WithName(it->second);
+  }
+  // Every output name once: a rename onto an existing name (or two onto one) would leave
+  // two columns that no name can tell apart.
+  for (size_t i = 0; i < fields.size(); ++i) {
+    for (size_t j = i + 1; j < fields.size(); ++j) {
+      if (fields[i]->name() != fields[j]->name()) continue;
+      if (!select_ && !renames_.count(sources[i]) && !renames_.count(sources[j])) continue;
+      if (!select_ || !renames_.empty()) {
+        return arrow::Status::Invalid("rename_columns: two columns would be named '", fields[i]->name(),
+                                      "' (from '", sources[i], "' and '", sources[j],
+                                      "'); the columns are: ", JoinNames(schema.field_names()));
+      }
+      return arrow::Status::Invalid("select_columns: column '", fields[i]->name(),
+                                    "' is selected more than once");
+    }
   }
   return arrow::schema(std::move(fields), schema.metadata());
 }

@@ -32,7 +32,9 @@ std::string PhysicalPlan::ToString() const {
 arrow::Result<PhysicalPlan> PlanPhysical(const PlanPtr& optimized, const DataContext& context) {
   PhysicalPlan plan;
   auto limits = ResolveLimits(context);
-  for (const auto& logical : PlanChain(optimized)) {
+  const auto chain = PlanChain(optimized);
+  for (size_t index = 0; index < chain.size(); ++index) {
+    const auto& logical = chain[index];
     auto op = std::make_unique<PhysicalOperator>();
     op->logical = logical;
     using Kind = LogicalOperator::Kind;
@@ -67,6 +69,14 @@ arrow::Result<PhysicalPlan> PlanPhysical(const PlanPtr& optimized, const DataCon
         read_options.parallelism = logical->override_num_blocks.value_or(0);
         read_options.min_tasks = context.read_op_min_num_blocks;
         read_options.target_max_block_size = context.target_max_block_size;
+        // Read -> (row-preserving steps) -> Limit[n]: no more than n rows are needed.
+        const bool row_preserving = std::all_of(
+            logical->transforms.begin(), logical->transforms.end(),
+            [](const auto& t) { return t->row_preserving(); });
+        if (row_preserving && index + 1 < chain.size() &&
+            chain[index + 1]->kind == Kind::kLimit) {
+          read_options.row_limit = chain[index + 1]->limit;
+        }
         ARROW_ASSIGN_OR_RAISE(plan.read_tasks, logical->source->GetReadTasks(read_options));
       }
     }
@@ -75,6 +85,13 @@ arrow::Result<PhysicalPlan> PlanPhysical(const PlanPtr& optimized, const DataCon
   }
   if (plan.operators.empty() || plan.operators.front()->kind != PhysicalOperator::Kind::kMap) {
     return arrow::Status::Invalid("a plan must start with a read");
+  }
+  // A limit keeps the first rows: everything upstream of one hands on its output in order.
+  bool limit_downstream = false;
+  for (size_t i = plan.operators.size(); i-- > 0;) {
+    auto& op = *plan.operators[i];
+    op.ordered = context.execution_options.preserve_order || limit_downstream;
+    limit_downstream = limit_downstream || op.kind == PhysicalOperator::Kind::kLimit;
   }
   return plan;
 }
@@ -243,8 +260,8 @@ void Execution::ProcessEvent(Event& event) {
       }
     }
   }
-  // Release outputs: all at once, or in task order under preserve_order.
-  bool ordered = context_.execution_options.preserve_order;
+  // Release outputs: all at once, or in task order (preserve_order, or before a limit).
+  const bool ordered = op.ordered;
   for (auto t = ordered ? op.running.begin() : it; t != op.running.end();) {
     auto& running = t->second;
     while (!running.produced.empty()) {
@@ -449,7 +466,9 @@ void Execution::RunTask(size_t i, int64_t task_index, RefBundle bundle, ActorSta
   double cpu_started = ThreadCpuSeconds();
   double udf_seconds = 0;
   const auto& transforms = ops_[i]->spec().transforms;
-  auto post = [&](Block block) {
+  auto post = [&](Block block) -> arrow::Status {
+    // A read with no transforms after it checks here: a long task stops once not needed.
+    if (cancelled_ || *stopped) return arrow::Status::Cancelled("stopped");
     Event output;
     output.op = i;
     output.task = task_index;

@@ -35,6 +35,9 @@ struct ReadTaskOptions {
   /// this (DataContext::read_op_min_num_blocks).
   int64_t min_tasks = 200;
   int64_t target_max_block_size = 128LL << 20;
+  /// The plan needs at most this many rows (a limit right after the read); a source may
+  /// plan a smaller read. Unset: every row.
+  std::optional<int64_t> row_limit;
 };
 
 /// \brief Where a Read operator's data comes from.

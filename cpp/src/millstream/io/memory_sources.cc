@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <limits>
 
 #include <arrow/api.h>
 
@@ -7,26 +8,42 @@
 namespace millstream {
 namespace {
 
+/// Rows [start, end) as int64 blocks of at most `rows_per_block` rows, built one at a time
+/// as the executor takes them (a task may cover more rows than fit in memory at once).
 class RangeReadTask : public ReadTask {
  public:
-  RangeReadTask(int64_t start, int64_t end) : start_(start), end_(end) {}
+  RangeReadTask(int64_t start, int64_t end, int64_t rows_per_block)
+      : start_(start), end_(end), rows_per_block_(rows_per_block) {}
   arrow::Status Run(const Emit& emit) const override {
-    arrow::Int64Builder builder;
-    ARROW_RETURN_NOT_OK(builder.Reserve(end_ - start_));
-    for (int64_t i = start_; i < end_; ++i) builder.UnsafeAppend(i);
-    ARROW_ASSIGN_OR_RAISE(auto ids, builder.Finish());
-    return emit(arrow::RecordBatch::Make(RangeSchema(), end_ - start_, {ids}));
+    int64_t at = start_;
+    do {
+      const int64_t rows = std::min(rows_per_block_, end_ - at);
+      arrow::Int64Builder builder;
+      ARROW_RETURN_NOT_OK(builder.Reserve(rows));
+      for (int64_t i = at; i < at + rows; ++i) builder.UnsafeAppend(i);
+      ARROW_ASSIGN_OR_RAISE(auto ids, builder.Finish());
+      ARROW_RETURN_NOT_OK(emit(arrow::RecordBatch::Make(RangeSchema(), rows, {ids})));
+      at += rows;
+    } while (at < end_);
+    return arrow::Status::OK();
   }
   int64_t estimated_rows() const override { return end_ - start_; }
-  int64_t estimated_bytes() const override { return 8 * (end_ - start_); }
+  int64_t estimated_bytes() const override {
+    const int64_t rows = end_ - start_;
+    return rows > std::numeric_limits<int64_t>::max() / 8 ? std::numeric_limits<int64_t>::max()
+                                                          : 8 * rows;
+  }
   static std::shared_ptr<arrow::Schema> RangeSchema() {
     static auto schema = arrow::schema({arrow::field("id", arrow::int64())});
     return schema;
   }
 
  private:
-  int64_t start_, end_;
+  int64_t start_, end_, rows_per_block_;
 };
+
+/// Read tasks beyond this many are not created: each task then emits several blocks.
+constexpr int64_t kMaxRangeTasks = int64_t{1} << 16;
 
 class RangeSource : public Datasource {
  public:
@@ -34,16 +51,23 @@ class RangeSource : public Datasource {
   std::string name() const override { return "ReadRange"; }
   arrow::Result<std::vector<std::shared_ptr<ReadTask>>> GetReadTasks(
       const ReadTaskOptions& options) const override {
-    const int64_t parallelism = options.parallelism;
-    const int64_t target_max_block_size = options.target_max_block_size;
-    int64_t by_size = (8 * n_ + target_max_block_size - 1) / std::max<int64_t>(1, target_max_block_size);
-    int64_t blocks = std::max<int64_t>({1, parallelism, by_size});
-    blocks = std::min(blocks, std::max<int64_t>(1, n_));
-    std::vector<std::shared_ptr<ReadTask>> tasks;
-    for (int64_t i = 0; i < blocks; ++i) {
-      tasks.push_back(std::make_shared<RangeReadTask>(n_ * i / blocks, n_ * (i + 1) / blocks));
+    // Only the rows a limit right after the read needs.
+    const int64_t n = options.row_limit ? std::min(n_, std::max<int64_t>(0, *options.row_limit)) : n_;
+    // Blocks: as many as asked, and enough that none exceeds target_max_block_size.
+    const int64_t max_rows = std::max<int64_t>(1, options.target_max_block_size / 8);
+    const int64_t by_size = n / max_rows + (n % max_rows != 0);
+    const int64_t blocks = std::min(std::max<int64_t>({1, options.parallelism, by_size}),
+                                    std::max<int64_t>(1, n));
+    const int64_t rows_per_block = std::max<int64_t>(1, n / blocks + (n % blocks != 0));
+    const int64_t tasks = std::min(blocks, kMaxRangeTasks);
+    // Task i covers [start(i), start(i + 1)): the rows split evenly, without overflow.
+    auto start = [&](int64_t i) { return n / tasks * i + std::min(i, n % tasks); };
+    std::vector<std::shared_ptr<ReadTask>> out;
+    out.reserve(tasks);
+    for (int64_t i = 0; i < tasks; ++i) {
+      out.push_back(std::make_shared<RangeReadTask>(start(i), start(i + 1), rows_per_block));
     }
-    return tasks;
+    return out;
   }
   std::optional<int64_t> num_rows() const override { return n_; }
   std::shared_ptr<arrow::Schema> schema() const override { return RangeReadTask::RangeSchema(); }

@@ -375,6 +375,12 @@ class ParquetDatasource : public Datasource {
   static arrow::Status CheckColumns(const arrow::Schema& schema,
                                     const std::vector<std::string>& columns,
                                     const std::string& path) {
+    for (size_t i = 0; i < columns.size(); ++i) {
+      if (std::find(columns.begin(), columns.begin() + i, columns[i]) != columns.begin() + i) {
+        return arrow::Status::Invalid("read_parquet: column '", columns[i],
+                                      "' is listed more than once in columns");
+      }
+    }
     for (const auto& name : columns) {
       if (schema.GetFieldIndex(name) < 0) {
         return arrow::Status::KeyError("column '", name, "' not found in '", path,
@@ -460,6 +466,11 @@ arrow::Result<std::shared_ptr<Datasource>> MakeParquetSource(
     if (!bound.ok()) {
       return arrow::Status::Invalid("read_parquet filter ", options.filter->ToString(), ": ",
                                     bound.status().message(), " (columns: ", ColumnList(*schema), ")");
+    }
+    if (bound->type()->id() != arrow::Type::BOOL) {
+      return arrow::Status::TypeError("read_parquet filter ", options.filter->ToString(),
+                                      " is of type ", bound->type()->ToString(),
+                                      ", not boolean; compare it (e.g. `x != 0`)");
     }
   }
   return std::make_shared<ParquetDatasource>(fs, files, schema, options);
