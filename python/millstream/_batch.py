@@ -267,19 +267,25 @@ def _unchanged(arr: np.ndarray, pointers) -> bool:
     return bool(np.array_equal(_element_pointers(arr), pointers))
 
 
-def keep_time_zones(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """numpy's datetime64 has no time zone: a returned timestamp column without one that is
-    named as an input column with one gets that zone back (the same instants, UTC-based in
-    both). A column the UDF gave a zone of its own keeps it."""
+def keep_input_types(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """What numpy and pandas batches cannot say, restored from the input ``schema`` for a
+    returned column of the same name: the type of a column with no values (an all-None
+    object column, or an empty one, would be Arrow's null type and clash with the other
+    blocks), and the time zone of a timestamp (numpy's datetime64 has none; the instants
+    are the same, UTC-based in both). A column the UDF gave a zone of its own keeps it."""
     for i, field in enumerate(table.schema):
         index = schema.get_field_index(field.name)
         if index < 0:
             continue
         before = schema.field(index).type
-        if (pa.types.is_timestamp(before) and before.tz and pa.types.is_timestamp(field.type)
+        if pa.types.is_null(field.type) and not pa.types.is_null(before):
+            wanted = before
+        elif (pa.types.is_timestamp(before) and before.tz and pa.types.is_timestamp(field.type)
                 and field.type.tz is None):
-            zoned = pa.timestamp(field.type.unit, before.tz)
-            table = table.set_column(i, field.with_type(zoned), table.column(i).cast(zoned))
+            wanted = pa.timestamp(field.type.unit, before.tz)
+        else:
+            continue
+        table = table.set_column(i, field.with_type(wanted), table.column(i).cast(wanted))
     return table
 
 
@@ -302,7 +308,7 @@ def batch_adapter(fn: Callable, batch_format: str, operator: str, writable: bool
             # `user_batch` is a second local reference when the UDF returned the batch itself.
             owned = _local_refs(result) <= _SOLE_LOCAL_REFS + (result is user_batch)
             table = from_format(result, operator, originals, owned, user_batch)
-        return keep_time_zones(table, batch.schema) if batch_format == "numpy" else table
+        return table if batch_format == "pyarrow" else keep_input_types(table, batch.schema)
 
     return call
 
@@ -312,13 +318,15 @@ def rows_of(batch: pa.RecordBatch) -> list[Dict[str, Any]]:
 
 
 def _row_column(values: list, key: str, like: pa.Schema | None):
-    """A column of row values: a timestamp column of ``like`` (the input rows' schema) keeps
-    its type, unit and zone, when the values are still datetimes; else pyarrow's inference
-    (which makes every zoned datetime microseconds)."""
+    """A column of row values: a column of ``like`` (the input rows' schema) keeps its type
+    when every value is None (else Arrow's null type) and, for a timestamp, its unit and
+    zone while the values are still datetimes; otherwise pyarrow's inference (which makes
+    every zoned datetime microseconds)."""
     index = like.get_field_index(key) if like is not None else -1
-    if index >= 0 and pa.types.is_timestamp(like.field(index).type):
+    if index >= 0:
         first = next((v for v in values if v is not None), None)
-        if isinstance(first, datetime.datetime):
+        if first is None or (pa.types.is_timestamp(like.field(index).type)
+                             and isinstance(first, datetime.datetime)):
             try:
                 return pa.array(values, type=like.field(index).type)
             except (pa.ArrowException, TypeError, ValueError):

@@ -14,7 +14,9 @@ _COMPARE = {
     ast.Eq: operator.eq, ast.NotEq: operator.ne,
 }
 _ARITH = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+    # Python's `/` is true division (Arrow's divide truncates integers): 3 / 2 is 1.5.
+    ast.Div: lambda a, b: operator.truediv(a.cast(pa.float64()), b),
 }
 
 

@@ -255,3 +255,22 @@ def test_numpy_udf_computed_timestamp_of_an_input_name_keeps_the_zone():
     expected = pc.add(table["tokyo"], pa.scalar(3_600_000_000_000, pa.duration("ns")))
     assert out.schema.field("ts").type == pa.timestamp("ns", "Europe/Paris")
     assert out["ts"].cast(pa.int64()).equals(expected.cast(pa.int64()))
+
+
+# ---- columns with no values through numpy/pandas/row UDFs ------------------------------
+
+
+@pytest.mark.parametrize("udf", [
+    pytest.param(lambda ds: ds.map_batches(lambda b: b, batch_format="pandas"), id="pandas"),
+    pytest.param(lambda ds: ds.map_batches(lambda b: {k: v.copy() for k, v in b.items()}), id="numpy-copies"),
+    pytest.param(lambda ds: ds.map(lambda r: r), id="map"),
+])
+def test_all_null_block_keeps_the_column_type_through_udfs(udf):
+    # An all-None object column would be Arrow's null type: that block would then fail a
+    # string filter ("null vs string") and the collected column would not be a string.
+    table = pa.table({"k": pa.array(range(6), pa.int64()),
+                      "s": pa.array([None, None, None, "a", "b", None], pa.string())})
+    ds = udf(md.from_arrow(table, override_num_blocks=2))
+    assert ds.to_arrow().schema == table.schema
+    out = ds.filter(expr="s in ['a']").to_arrow()
+    assert out.equals(table.filter(pc.field("s").isin(["a"])))

@@ -303,6 +303,13 @@ def test_filter_expr_arithmetic_and_not(ds, table):
     assert_tables_equal(out, expected)
 
 
+def test_filter_expr_division_is_true_division(ds, table):
+    # Python's `/`, as pandas computes it: 21 / 2 is 10.5 (Arrow's integer divide gives 10).
+    out = ds.filter(expr="qty / 2 > 10").to_arrow()
+    expected = pa.Table.from_pandas(table.to_pandas().query("qty / 2 > 10"), preserve_index=False)
+    assert_tables_equal(out, expected)
+
+
 def test_filter_expr_pyarrow(ds, table):
     expr = pc.field("cat").isin(["a", "d"]) & (pc.field("price") >= 33.3)
     assert_tables_equal(ds.filter(expr=expr).to_arrow(), table.filter(expr))
