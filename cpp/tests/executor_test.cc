@@ -110,6 +110,19 @@ TEST(Executor, LimitKeepsTheFirstRowsEvenWhenStreaming) {
   EXPECT_EQ(ids, Iota(10));
 }
 
+TEST(Executor, LimitZeroRunsNothingUpstream) {
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  auto ds = Dataset::Range(100, 10).ValueOrDie().MapBatches(
+      Udf([calls](const std::shared_ptr<arrow::RecordBatch>& b) {
+        *calls += 1;
+        return arrow::Table::FromRecordBatches({b});
+      }),
+      Named("MapBatches(count)"));
+  auto out = ds.Limit(0).ToTable(DataContext{}).ValueOrDie();
+  EXPECT_EQ(out->num_rows(), 0);
+  EXPECT_EQ(*calls, 0);
+}
+
 TEST(Executor, FilterRejectsANonBooleanPredicate) {
   auto ds = Dataset::Range(10).ValueOrDie();
   for (const auto& predicate : {cp::literal(int64_t{0}), cp::literal(0.0),

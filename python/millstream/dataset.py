@@ -384,7 +384,8 @@ class Dataset:
         """Streams the dataset as batches of ``batch_size`` rows in ``batch_format``.
 
         The pipeline runs ahead while memory allows; when the consumer is slow, upstream
-        stops. ``batch_size=None`` yields whole blocks. ``local_shuffle_buffer_size=n``
+        stops. Blocks come as they finish (in input order with ``preserve_order``).
+        ``batch_size=None`` yields whole blocks. ``local_shuffle_buffer_size=n``
         shuffles rows within a buffer of at least n rows before batching (seeded by
         ``local_shuffle_seed``), as training loops want.
         """

@@ -506,6 +506,12 @@ def test_limit_stops_upstream_early():
     assert len(calls) < 100, f"{len(calls)} UDF calls for limit(10) over 1000 blocks"
 
 
+def test_limit_zero_runs_nothing_upstream():
+    calls = []
+    out = md.range(1000, override_num_blocks=100).map_batches(lambda b: calls.append(1) or b).limit(0).take_all()
+    assert out == [] and calls == []
+
+
 def test_limit_chained():
     assert md.range(100).limit(50).limit(10).count() == 10
     assert md.range(100).limit(10).limit(50).count() == 10

@@ -112,6 +112,14 @@ arrow::Result<std::unique_ptr<Execution>> Execution::Start(PhysicalPlan plan,
     first.input_queue.push_back(std::move(bundle));
   }
   first.inputs_done = true;
+  // A limit of 0 needs nothing from upstream: run none of it.
+  for (size_t i = 0; i < execution->ops_.size(); ++i) {
+    auto& op = *execution->ops_[i];
+    if (op.kind == PhysicalOperator::Kind::kLimit && op.spec().limit <= 0) {
+      execution->StopUpstream(i);
+      op.inputs_done = true;
+    }
+  }
   int threads = std::max(1, static_cast<int>(std::ceil(execution->limits_.cpu)));
   execution->pool_ = std::make_unique<ThreadPool>(threads);
   {
