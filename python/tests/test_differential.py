@@ -4,7 +4,7 @@ step by step, by pandas (nullable dtypes, whose Kleene logic for nulls is Arrow'
 Steps: filter by a string expression, map_batches in numpy/pandas/pyarrow formats
 computing a column, select/drop/rename columns, limit, add_column. The collected result
 (to_arrow) must equal pandas' in order; the streamed one (iter_batches) in some order.
-Bounded and deterministic: derandomized, 50 examples."""
+Bounded and deterministic: a fixed seed, 100 examples, a few seconds."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import HealthCheck, Phase, given, note, seed, settings
 from hypothesis import strategies as st
 
 import millstream as md
@@ -38,7 +38,8 @@ def tables(draw) -> pa.Table:
         "i": pa.array(draw(st.lists(st.none() | ints, min_size=n, max_size=n)), pa.int64()),
         "j": pa.array(draw(st.lists(ints, min_size=n, max_size=n)), pa.int64()),
         "f": pa.array(draw(st.lists(st.floats(-10, 10, allow_nan=False), min_size=n, max_size=n)), pa.float64()),
-        "s": pa.array(draw(st.lists(st.none() | st.sampled_from(_WORDS), min_size=n, max_size=n)), pa.string()),
+        # Often null: blocks of nulls only are a case of their own for numpy/pandas batches.
+        "s": pa.array(draw(st.lists(st.sampled_from([None] * 4 + _WORDS), min_size=n, max_size=n)), pa.string()),
     })
 
 
@@ -193,15 +194,22 @@ def step_limit(draw, p: Pipeline) -> str:
 STEPS = [step_filter, step_map_batches, step_add_column, step_select, step_drop, step_rename, step_limit]
 
 
-@settings(max_examples=50, deadline=None, derandomize=True, database=None,
+# Deterministic: a fixed seed and no example database, so CI runs the same 100 pipelines
+# every time (this seed's include an all-null block through a pandas UDF then a string
+# filter, and an integer column divided in a filter). No shrinking: it can outlast the
+# suite's per-test timeout; a failure reports its pipeline (the note) and draws as found.
+# Locally, add Phase.shrink for a minimal one, or drop @seed to explore new pipelines.
+@seed(3)
+@settings(max_examples=100, deadline=None, database=None,
+          phases=(Phase.explicit, Phase.generate),
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(table=tables(), blocks=st.integers(1, 6), data=st.data())
+@given(table=tables(), blocks=st.integers(1, 8), data=st.data())
 def test_random_pipeline_matches_pandas(table, blocks, data):
     p = Pipeline(md.from_arrow(table, override_num_blocks=blocks), to_frame(table),
                  [Column("k", "int", False), Column("i", "int", True), Column("j", "int", False),
                   Column("f", "float", False), Column("s", "str", True)])
     plan = []
-    for _ in range(data.draw(st.integers(1, 5), label="steps")):
+    for _ in range(data.draw(st.integers(1, 6), label="steps")):
         step = data.draw(st.sampled_from(STEPS), label="step")
         described = step(data.draw, p)
         if described:
