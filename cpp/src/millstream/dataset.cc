@@ -46,7 +46,6 @@ std::string RandomId() {
   return out.str().substr(0, 12);
 }
 
-/// Every remaining block of `stream`.
 /// A call that collects every row returns them in input order: the executor hands each
 /// operator's output on in task order (held blocks cost memory only until the earlier
 /// task finishes; the collector keeps every block anyway).
@@ -56,6 +55,7 @@ DataContext Collecting(const DataContext& context) {
   return ordered;
 }
 
+/// Every remaining block of `stream`.
 arrow::Result<std::vector<Block>> ReadAll(BlockStream& stream) {
   std::vector<Block> blocks;
   while (true) {
