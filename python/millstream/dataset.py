@@ -510,8 +510,8 @@ class Dataset:
     def _write(self, path: str, fmt: str, partition_cols=None) -> None:
         if not isinstance(path, str) or not path:
             raise ValueError(f"write_{fmt}: path must be a directory path, got {path!r}")
-        if path.startswith("file://"):
-            path = path[len("file://"):]
+        # Local paths only: another URI scheme (s3://...) raises before anything is made.
+        path = _core.local_path(path, f"write_{fmt}")
         if os.path.isfile(path):
             raise FileExistsError(f"write_{fmt}: '{path}' is a file; give a directory")
         os.makedirs(path, exist_ok=True)

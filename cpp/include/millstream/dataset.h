@@ -5,6 +5,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <arrow/compute/expression.h>
@@ -38,6 +39,11 @@ struct ReadParquetOptions {
   /// skips whole files.
   bool hive_partitioning = true;
 };
+
+/// \brief `path` as a local filesystem path: itself, or the path of a `file://` URI.
+/// Another URI scheme (`s3://`, `gs://`...) is NotImplemented, naming `operation`, the
+/// path and the scheme; nothing is touched (no filesystem, no network client).
+arrow::Result<std::string> LocalPath(const std::string& path, std::string_view operation);
 
 /// \brief Formats that `Dataset::Write` produces.
 enum class FileFormat { kParquet, kCsv, kJson };

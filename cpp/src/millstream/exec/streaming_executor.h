@@ -55,7 +55,12 @@ class Execution {
     size_t op = 0;
     int64_t task = 0;
     Block block;
+    /// A block a sink (a write) consumed: its rows and bytes count as the task's output.
+    bool sunk = false;
+    int64_t sunk_rows = 0, sunk_bytes = 0;
     bool done = false;
+    /// With `done`: what the task's read produced (the operator's input when it reads).
+    int64_t read_blocks = 0, read_rows = 0, read_bytes = 0;
     arrow::Status status;
     double wall_s = 0;
     double cpu_s = 0;
