@@ -168,8 +168,11 @@ class Dataset {
 
   /// A dataset whose execution writes this one's rows as files into `directory` and
   /// produces no rows (Write runs it to the end).
-  /// With `partition_cols`, rows go to `key=value/...` subdirectories (Hive style) and
-  /// the files leave those columns out.
+  /// With `partition_cols`, rows go to `key=value/...` subdirectories (Hive style, named
+  /// as pyarrow's hive partitioning names them: percent-encoded, null as
+  /// `__HIVE_DEFAULT_PARTITION__`) and the files leave those columns out. `directory`
+  /// must be a local path (see LocalPath). Its stats count the blocks written as the
+  /// write's output.
   Dataset WithWrite(const std::string& directory, FileFormat format,
                     std::vector<std::string> partition_cols = {}) const;
   /// The row count when metadata gives it without execution (a source of known size,
