@@ -246,6 +246,8 @@ TEST(LocalPaths, OtherUriSchemesAreNotImplementedAndTouchNothing) {
   EXPECT_NE(s3.status().message().find("'s3'"), std::string::npos);
   EXPECT_NE(s3.status().message().find("s3://bucket/x"), std::string::npos);
   EXPECT_EQ(LocalPath("file:///tmp/a%20b", "Write").ValueOrDie(), "/tmp/a b");
+  EXPECT_EQ(LocalPath("file:///tmp/a b", "Write").ValueOrDie(), "/tmp/a b");
+  EXPECT_EQ(LocalPath("file://localhost/tmp/x", "Write").ValueOrDie(), "/tmp/x");
   EXPECT_EQ(LocalPath("rel/dir", "Write").ValueOrDie(), "rel/dir");
   EXPECT_EQ(LocalPath("a/b://c", "Write").ValueOrDie(), "a/b://c");
   EXPECT_EQ(LocalPath("file://host/x", "Write").status().code(), arrow::StatusCode::Invalid);

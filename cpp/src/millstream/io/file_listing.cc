@@ -98,11 +98,14 @@ arrow::Result<std::string> LocalPath(const std::string& given, std::string_view 
                                          "' is not supported; only local paths and file:// URIs are");
   }
   arrow::util::Uri uri;
-  if (!uri.Parse(given).ok() || (!uri.host().empty() && uri.host() != "localhost") || uri.path().empty()) {
-    return arrow::Status::Invalid(operation, ": '", given,
-                                  "' is not a local file URI; write file:///absolute/path");
+  bool parsed = uri.Parse(given).ok();
+  if (parsed && (uri.host().empty() || uri.host() == "localhost") && !uri.path().empty()) {
+    return uri.path();
   }
-  return uri.path();
+  std::string rest = given.substr(separator + 3);
+  if (!parsed && !rest.empty() && rest[0] == '/') return rest;  // "file:///a b": as written
+  return arrow::Status::Invalid(operation, ": '", given,
+                                "' is not a local file URI; write file:///absolute/path");
 }
 
 std::string AbsoluteLocalPath(const std::string& path) {
