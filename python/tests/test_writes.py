@@ -409,3 +409,17 @@ def test_read_write_stats_count_what_the_read_produced(tmp_path, parquet_dir):
     (rows_in, rows_out, blocks_in), = _counters(ds.stats())
     assert rows_in == rows_out == rows and blocks_in > 0
     assert sum(len(pd.read_json(f, lines=True)) for f in visible_files(tmp_path / "out")) == rows
+
+
+def test_every_operator_of_a_write_pipeline_reports_what_passed_through(tmp_path):
+    # Three operators: the read, the limit (which passes blocks straight on), the write.
+    ds = md.range(5000, override_num_blocks=5).limit(1234)
+    ds.write_parquet(str(tmp_path / "out"))
+    written = pq.read_table(str(tmp_path / "out")).num_rows
+    assert written == 1234
+    operators = ds.stats().split("\n\n")[:-1]
+    assert len(operators) == 3
+    for text in operators:
+        assert not re.search(r"(Blocks in|bytes in|bytes out|Peak memory held): 0( B)?\b", text), text
+    assert re.findall(r"rows out: (\d+)", operators[-1]) == [str(written)]
+    assert re.search(rf"Dataset: {written} rows out", ds.stats())

@@ -216,9 +216,7 @@ void Execution::ProcessEvent(Event& event) {
     task.sunk_rows += event.sunk_rows;
     task.sunk_bytes += event.sunk_bytes;
     task.output_rows += event.sunk_rows;
-    // The block was alive in the task until it was written: memory this operator held.
-    op.stats.peak_bytes = std::max(op.stats.peak_bytes, OperatorUsage(event.op) + event.sunk_bytes);
-    peak_bytes_ = std::max(peak_bytes_, TotalUsage() + event.sunk_bytes);
+    NotePeak(event.op, event.sunk_bytes);  // alive in the task until it was written
     return;
   }
   if (!event.done) {
@@ -230,6 +228,7 @@ void Execution::ProcessEvent(Event& event) {
     task.produced_bytes += bytes;
     task.output_rows += event.block->num_rows();
     task.produced.push_back(std::move(event.block));
+    NotePeak(event.op, 0);  // before it moves on (a limit passes it straight through)
   } else {
     task.done = true;
     op.active_tasks -= 1;
@@ -607,6 +606,11 @@ void Execution::ScaleActorPools() {
     }
     op.stats.peak_actors = std::max<int64_t>(op.stats.peak_actors, op.actors.size());
   }
+}
+
+void Execution::NotePeak(size_t i, int64_t extra) {
+  ops_[i]->stats.peak_bytes = std::max(ops_[i]->stats.peak_bytes, OperatorUsage(i) + extra);
+  peak_bytes_ = std::max(peak_bytes_, TotalUsage() + extra);
 }
 
 void Execution::UpdatePeaks() {

@@ -84,6 +84,9 @@ class Execution {
   int64_t TotalUsage() const;
   int64_t EstimateTaskOutput(size_t op) const;
   void UpdatePeaks();
+  /// Operator `i` holds `extra` bytes more than it has accounted for a moment (a block a
+  /// task made and is handing on, or is writing): its peak and the total's see them.
+  void NotePeak(size_t i, int64_t extra);
   double Now() const;
   void Fail(arrow::Status status);
   void ScaleActorPools();
