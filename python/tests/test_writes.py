@@ -423,3 +423,18 @@ def test_every_operator_of_a_write_pipeline_reports_what_passed_through(tmp_path
         assert not re.search(r"(Blocks in|bytes in|bytes out|Peak memory held): 0( B)?\b", text), text
     assert re.findall(r"rows out: (\d+)", operators[-1]) == [str(written)]
     assert re.search(rf"Dataset: {written} rows out", ds.stats())
+
+
+def test_write_stats_leave_out_the_rows_of_a_tolerated_failed_task(tmp_path, ctx):
+    ctx.max_errored_blocks = 1
+
+    def fail_in_the_middle_of_a_task(batch):
+        if 8500 <= batch["id"][0] < 9000:  # the last task writes its 1st batch, fails on its 2nd
+            raise RuntimeError("failing on purpose")
+        return batch
+
+    ds = md.range(10_000, override_num_blocks=5).map_batches(fail_in_the_middle_of_a_task, batch_size=500)
+    ds.write_parquet(str(tmp_path / "out"))
+    written = pq.read_table(str(tmp_path / "out")).num_rows
+    assert written == 8000
+    assert re.findall(r"rows out: (\d+)", ds.stats()) == [str(written)]
