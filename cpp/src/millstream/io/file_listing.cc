@@ -126,7 +126,7 @@ arrow::Result<std::vector<FoundFile>> ExpandPaths(const std::vector<std::string>
     ARROW_ASSIGN_OR_RAISE(auto local, LocalPath(given, "read_parquet"));
     std::string path = AbsoluteLocalPath(local);
     if (!*fs) *fs = std::make_shared<arrow::fs::LocalFileSystem>();
-    const auto& made = *fs;
+    const auto& local_fs = *fs;
     if (HasGlob(path)) {
       // List from the deepest directory without a wildcard, then match the rest.
       auto wildcard = path.find_first_of("*?[");
@@ -135,7 +135,7 @@ arrow::Result<std::vector<FoundFile>> ExpandPaths(const std::vector<std::string>
       arrow::fs::FileSelector selector;
       selector.base_dir = base;
       selector.recursive = true;
-      auto listed = made->GetFileInfo(selector);
+      auto listed = local_fs->GetFileInfo(selector);
       if (!listed.ok()) {
         return arrow::Status::IOError("no such file or directory: '", given, "'");
       }
@@ -151,7 +151,7 @@ arrow::Result<std::vector<FoundFile>> ExpandPaths(const std::vector<std::string>
       }
       continue;
     }
-    ARROW_ASSIGN_OR_RAISE(auto info, made->GetFileInfo(path));
+    ARROW_ASSIGN_OR_RAISE(auto info, local_fs->GetFileInfo(path));
     if (info.type() == arrow::fs::FileType::NotFound) {
       return arrow::Status::IOError("no such file or directory: '", given, "'");
     }
@@ -162,7 +162,7 @@ arrow::Result<std::vector<FoundFile>> ExpandPaths(const std::vector<std::string>
     arrow::fs::FileSelector selector;
     selector.base_dir = path;
     selector.recursive = true;
-    ARROW_ASSIGN_OR_RAISE(auto listed, made->GetFileInfo(selector));
+    ARROW_ASSIGN_OR_RAISE(auto listed, local_fs->GetFileInfo(selector));
     std::vector<FoundFile> in_dir;
     for (const auto& entry : listed) {
       // Skip anything under a hidden directory too (temporary and metadata files).

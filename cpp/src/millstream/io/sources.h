@@ -58,8 +58,9 @@ arrow::Result<std::string> HiveSegment(const std::string& name, const std::optio
 /// `path` made absolute when it is a relative local path (URIs are left alone).
 std::string AbsoluteLocalPath(const std::string& path);
 
-/// Resolves files, directories (recursively) and globs into a sorted file list on one
-/// filesystem, skipping hidden names ('.' or '_' first) and, in directories and globs,
+/// Resolves files, directories (recursively) and globs into a sorted file list on the
+/// local filesystem (paths or `file://` URIs; another scheme is NotImplemented, see
+/// LocalPath), skipping hidden names ('.' or '_' first) and, in directories and globs,
 /// files without one of `extensions` (none given: keep all). A missing path or a
 /// pattern matching nothing is an IOError naming it.
 arrow::Result<std::vector<FoundFile>> ExpandPaths(const std::vector<std::string>& paths,
