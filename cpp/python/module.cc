@@ -226,6 +226,9 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "millstream's C++ engine";
   CheckStatus(millstream::Initialize());
 
+  m.def("local_path", [](const std::string& path, const std::string& operation) {
+    return ValueOrRaise(LocalPath(path, operation));
+  }, "The local path of `path` (a plain path or a file:// URI); other URI schemes raise.");
   m.def("cancel_all_executions", &CancelAllExecutions,
         "Cancel every running execution (called at interpreter exit).");
 

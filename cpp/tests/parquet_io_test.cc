@@ -233,5 +233,84 @@ TEST(CsvJsonWrite, ProduceOneFilePerTask) {
   }
 }
 
+TEST(HivePaths, SegmentsAreEncodedAsPyarrowWritesThemAndDecodeBack) {
+  // Expected names written by hand from pyarrow's hive partitioning (percent-encoding of
+  // every byte but A-Za-z0-9-_.~; null as __HIVE_DEFAULT_PARTITION__).
+  EXPECT_EQ(HiveSegment("k", std::string("x/../../y")).ValueOrDie(), "k=x%2F..%2F..%2Fy");
+  EXPECT_EQ(HiveSegment("k", std::string("a=b c%")).ValueOrDie(), "k=a%3Db%20c%25");
+  EXPECT_EQ(HiveSegment("k", std::string("")).ValueOrDie(), "k=");
+  EXPECT_EQ(HiveSegment("k", std::nullopt).ValueOrDie(), "k=__HIVE_DEFAULT_PARTITION__");
+  EXPECT_EQ(HiveSegment("../c", std::string("1")).ValueOrDie(), "%2E.%2Fc=1");  // leading . too
+  EXPECT_EQ(HiveSegment("_u", std::string("1")).ValueOrDie(), "%5Fu=1");
+  EXPECT_EQ(HiveSegment(".h", std::string("1")).ValueOrDie(), "%2Eh=1");
+  EXPECT_EQ(HiveSegment("", std::string("1")).status().code(), arrow::StatusCode::Invalid);
+  EXPECT_EQ(HiveSegment("k", std::string(300, 'a')).status().code(), arrow::StatusCode::Invalid);
+
+  std::vector<std::pair<std::string, std::optional<std::string>>> keys = {
+      {"../c", "x/../../y"}, {"_u", ""}, {"k", std::nullopt}, {"a=b", "%41"}};
+  std::string path = "/base/";
+  for (const auto& [name, value] : keys) path += HiveSegment(name, value).ValueOrDie() + "/";
+  auto decoded = HivePartition(FoundFile{path + "f.parquet", 0, "/base/"}).ValueOrDie();
+  ASSERT_EQ(decoded.size(), keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    EXPECT_EQ(decoded[i].name, keys[i].first);
+    EXPECT_EQ(decoded[i].value, keys[i].second);
+  }
+}
+
+TEST(LocalPaths, OtherUriSchemesAreNotImplementedAndTouchNothing) {
+  auto s3 = LocalPath("s3://bucket/x", "Write");
+  ASSERT_EQ(s3.status().code(), arrow::StatusCode::NotImplemented);
+  EXPECT_NE(s3.status().message().find("'s3'"), std::string::npos);
+  EXPECT_NE(s3.status().message().find("s3://bucket/x"), std::string::npos);
+  EXPECT_EQ(LocalPath("file:///tmp/a%20b", "Write").ValueOrDie(), "/tmp/a b");
+  EXPECT_EQ(LocalPath("file:///tmp/a b", "Write").ValueOrDie(), "/tmp/a b");
+  EXPECT_EQ(LocalPath("file://localhost/tmp/x", "Write").ValueOrDie(), "/tmp/x");
+  EXPECT_EQ(LocalPath("rel/dir", "Write").ValueOrDie(), "rel/dir");
+  EXPECT_EQ(LocalPath("a/b://c", "Write").ValueOrDie(), "a/b://c");
+  EXPECT_EQ(LocalPath("file://host/x", "Write").status().code(), arrow::StatusCode::Invalid);
+  TempDir dir;
+  ASSERT_EQ(Dataset::Range(3).ValueOrDie().Write("gs://b/x", FileFormat::kParquet, DataContext{}).code(),
+            arrow::StatusCode::NotImplemented);
+  ASSERT_EQ(Dataset::ReadParquet({"hdfs://h/x"}).status().code(), arrow::StatusCode::NotImplemented);
+}
+
+TEST(ParquetWrite, BlocksWithoutColumnsKeepTheirRowsAndStatsCountThem) {
+  TempDir dir;
+  auto ds = Dataset::Range(1000, 3).ValueOrDie().DropColumns({"id"}).ValueOrDie();
+  ExecutionStats stats;
+  ASSERT_OK(ds.Write(dir.path() + "/out", FileFormat::kParquet, DataContext{}, &stats));
+  arrow::fs::FileSelector selector;
+  selector.base_dir = dir.path() + "/out";
+  int64_t rows = 0;
+  for (const auto& f : arrow::fs::LocalFileSystem().GetFileInfo(selector).ValueOrDie()) {
+    rows += ReadWithArrow(f.path())->num_rows();  // Arrow's own reader is the reference
+  }
+  EXPECT_EQ(rows, 1000);
+  auto back = Dataset::ReadParquet({dir.path() + "/out"}).ValueOrDie();
+  EXPECT_EQ(back.Count(DataContext{}).ValueOrDie(), 1000);
+  EXPECT_EQ(back.ToTable(DataContext{}).ValueOrDie()->num_rows(), 1000);
+  EXPECT_EQ(stats.operators.back().rows_out, 1000);
+  EXPECT_EQ(stats.operators.back().blocks_out, 3);
+}
+
+TEST(ParquetWrite, StatsCountWhatTheWriteReceived) {
+  TempDir dir;
+  auto table = IdTable(5000);
+  ExecutionStats stats;
+  auto ds = Dataset::FromArrow(table, 5).ValueOrDie().Filter(
+      cp::less(cp::field_ref("id"), cp::literal(int64_t{1200})));
+  ASSERT_OK(ds.Write(dir.path() + "/out", FileFormat::kParquet, DataContext{}, &stats));
+  const auto& op = stats.operators.back();
+  auto written = Dataset::ReadParquet({dir.path() + "/out"}).ValueOrDie().ToTable(DataContext{}).ValueOrDie();
+  EXPECT_EQ(written->num_rows(), 1200);
+  EXPECT_EQ(op.rows_in, 5000);
+  EXPECT_EQ(op.rows_out, 1200);
+  EXPECT_GT(op.bytes_in, 0);
+  EXPECT_GT(op.bytes_out, 0);
+  EXPECT_GT(op.peak_bytes, 0);
+  EXPECT_GT(stats.peak_bytes, 0);
+}
+
 }  // namespace
 }  // namespace millstream

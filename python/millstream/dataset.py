@@ -515,8 +515,8 @@ class Dataset:
     def _write(self, path: str, fmt: str, partition_cols=None) -> None:
         if not isinstance(path, str) or not path:
             raise ValueError(f"write_{fmt}: path must be a directory path, got {path!r}")
-        if path.startswith("file://"):
-            path = path[len("file://"):]
+        # Local paths only: another URI scheme (s3://...) raises before anything is made.
+        path = _core.local_path(path, f"write_{fmt}")
         if os.path.isfile(path):
             raise FileExistsError(f"write_{fmt}: '{path}' is a file; give a directory")
         os.makedirs(path, exist_ok=True)
@@ -541,7 +541,10 @@ class Dataset:
         """Writes Parquet files (snappy) into directory ``path``, one per task.
 
         With ``partition_cols``, rows go to Hive-style ``key=value/`` subdirectories
-        (those columns are left out of the files; ``read_parquet`` restores them).
+        (those columns are left out of the files; ``read_parquet`` restores them), named
+        as ``pyarrow.dataset``'s hive partitioning names them: values percent-encoded
+        (``/`` is ``%2F``), null as ``__HIVE_DEFAULT_PARTITION__``. ``path`` is a local
+        directory or a ``file://`` URI; other schemes raise ``NotImplementedError``.
         Each file is written under a hidden temporary name and renamed when complete: a
         failure or a killed process never leaves a partial file that a reader would load.
         """
@@ -725,7 +728,9 @@ def read_parquet(paths: Union[str, List[str]], *, filesystem=None, catalog=None,
     rule it out. In directories and globs only files ending in one of ``file_extensions``
     are read (None: every file); files named explicitly are always read.
     ``partitioning="hive"`` (the default; None turns it off) turns ``key=value``
-    directories into string columns, and a ``filter`` on them skips whole files.
+    directories into string columns (percent-decoded, ``__HIVE_DEFAULT_PARTITION__``
+    as null), and a ``filter`` on them skips whole files. Local paths and ``file://``
+    URIs only: another scheme (``s3://``...) raises ``NotImplementedError``.
     """
     file_extensions = _args.check_names("read_parquet", "file_extensions", file_extensions, none_ok=True)
     if isinstance(paths, (str, os.PathLike)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -230,3 +231,210 @@ def test_write_parquet_partition_cols_round_trip(tmp_path):
 def test_write_parquet_partition_col_missing_is_a_clear_error(tmp_path):
     with pytest.raises(KeyError, match="nope"):
         md.range(10).write_parquet(str(tmp_path / "out"), partition_cols=["nope"])
+
+
+# ---- Partition paths: encoded as pyarrow's hive partitioning writes them ---------------
+
+# Values a path must not take literally: separators, traversal, '=', '%', spaces, empty, null.
+_TRICKY_VALUES = ["x/../../../../escaped", "a/b", "..", "a=b", "%41", "sp ace", "", "ü/ß", None]
+
+
+def _dirs(root) -> set:
+    return {os.path.relpath(d, root) for d, _, files in os.walk(root) if files}
+
+
+def _files_outside(parent, out) -> list:
+    """Every file under ``parent`` that is not inside ``out``."""
+    out = os.path.realpath(out)
+    return [f for f in all_files(parent) if not os.path.realpath(f).startswith(out + os.sep)]
+
+
+def _hive_strings(names):
+    """pyarrow's hive partitioning with string keys (as read_parquet gives them)."""
+    return pads.partitioning(pa.schema([(n, pa.string()) for n in names]), flavor="hive")
+
+
+def test_partition_values_are_encoded_as_pyarrow_does_and_stay_inside_the_output(tmp_path):
+    table = pa.table({"user": _TRICKY_VALUES, "v": list(range(len(_TRICKY_VALUES)))})
+    out = tmp_path / "a" / "b" / "out"
+    md.from_arrow(table, override_num_blocks=3).write_parquet(str(out), partition_cols=["user"])
+    assert _files_outside(tmp_path, out) == []
+    # The same directory names pyarrow writes for the same rows.
+    reference = tmp_path / "reference"
+    pads.write_dataset(table, str(reference), format="parquet", partitioning=["user"],
+                       partitioning_flavor="hive")
+    assert _dirs(out) == _dirs(reference)
+    assert "user=__HIVE_DEFAULT_PARTITION__" in _dirs(out)
+    # pyarrow reads ours back as the original rows, nulls as null; so does read_parquet.
+    expected = table.select(["v", "user"]).sort_by("v")
+    theirs = pads.dataset(str(out), format="parquet", partitioning=_hive_strings(["user"])).to_table()
+    assert theirs.sort_by("v").equals(expected)
+    assert md.read_parquet(str(out)).to_arrow().sort_by("v").equals(expected)
+
+
+def test_read_parquet_decodes_pyarrow_written_hive_directories(tmp_path):
+    table = pa.table({"k": _TRICKY_VALUES, "j": ["1/2", None, "3"] * 3, "v": range(len(_TRICKY_VALUES))})
+    pads.write_dataset(table, str(tmp_path / "d"), format="parquet", partitioning=["k", "j"],
+                       partitioning_flavor="hive")
+    expected = pads.dataset(str(tmp_path / "d"), format="parquet",
+                            partitioning=_hive_strings(["k", "j"])).to_table().sort_by("v")
+    assert expected["k"].to_pylist() == _TRICKY_VALUES  # the reference decodes them
+    got = md.read_parquet(str(tmp_path / "d")).to_arrow().sort_by("v")
+    assert got.equals(expected)
+    # A filter on a null partition prunes as it should.
+    nulls = md.read_parquet(str(tmp_path / "d"), filter=pads.field("k").is_null()).to_arrow()
+    assert nulls["v"].to_pylist() == [len(_TRICKY_VALUES) - 1]
+
+
+def test_partition_column_names_are_encoded_and_read_back(tmp_path):
+    # '/' and '=' would make other directories; a leading '.' or '_' would be skipped as hidden.
+    names = ["../../c", "a=b", "_u", ".h", "with space"]
+    table = pa.table({**{n: [f"{i}", f"{i}"] for i, n in enumerate(names)}, "v": [1, 2]})
+    out = tmp_path / "out"
+    md.from_arrow(table).write_parquet(str(out), partition_cols=names)
+    assert _files_outside(tmp_path, out) == []
+    assert all(len(d.split(os.sep)) == len(names) for d in _dirs(out))
+    expected = table.select(["v"] + names).sort_by("v")
+    theirs = pads.dataset(str(out), format="parquet", partitioning=_hive_strings(names)).to_table()
+    assert theirs.sort_by("v").equals(expected)
+    assert md.read_parquet(str(out)).to_arrow().sort_by("v").equals(expected)
+
+
+def test_partition_column_that_cannot_be_a_directory_name_raises_naming_it(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="partition column name must not be empty"):
+        md.from_arrow(pa.table({"": ["a"], "v": [1]})).write_parquet(str(out), partition_cols=[""])
+    with pytest.raises(ValueError, match="partition column 'k'.*255"):
+        md.from_arrow(pa.table({"k": ["/" * 100], "v": [1]})).write_parquet(str(out), partition_cols=["k"])
+    assert all_files(tmp_path) == []
+
+
+# ---- Rows without columns -------------------------------------------------------------
+
+def test_partition_key_as_the_only_column_keeps_every_row(tmp_path):
+    table = pa.table({"k": ["a", "b", "a", None]})
+    out = tmp_path / "out"
+    md.from_arrow(table, override_num_blocks=2).write_parquet(str(out), partition_cols=["k"])
+    reference = pads.dataset(str(out), format="parquet", partitioning=_hive_strings(["k"]))
+    assert reference.count_rows() == 4
+    assert sorted(reference.to_table()["k"].to_pylist(), key=str) == sorted(table["k"].to_pylist(), key=str)
+    assert md.read_parquet(str(out)).count() == 4
+    assert sorted(md.read_parquet(str(out)).to_arrow()["k"].to_pylist(), key=str) == \
+        sorted(table["k"].to_pylist(), key=str)
+
+
+def test_blocks_without_columns_keep_their_rows_through_parquet(tmp_path):
+    out = tmp_path / "out"
+    md.range(1000, override_num_blocks=3).drop_columns(["id"]).write_parquet(str(out))
+    assert pq.read_table(str(out)).num_rows == 1000  # pyarrow, the reference, counts them
+    assert sum(pq.read_metadata(f).num_rows for f in visible_files(out)) == 1000
+    back = md.read_parquet(str(out))
+    assert back.count() == 1000
+    assert back.to_arrow().num_rows == 1000
+    assert back.to_arrow().num_columns == 0
+
+
+def test_blocks_without_columns_through_json_and_csv(tmp_path):
+    md.range(10, override_num_blocks=2).drop_columns(["id"]).write_json(str(tmp_path / "j"))
+    frames = [pd.read_json(f, lines=True) for f in visible_files(tmp_path / "j")]
+    assert sum(len(f) for f in frames) == 10
+    # CSV has no way to hold a row without columns: an error, not a file of nothing.
+    with pytest.raises(ValueError, match="write_csv: the rows have no columns"):
+        md.range(10).drop_columns(["id"]).write_csv(str(tmp_path / "c"))
+    assert visible_files(tmp_path / "c") == []
+
+
+# ---- Only local paths ------------------------------------------------------------------
+
+@pytest.mark.parametrize("uri", ["s3://bucket/x", "gs://bucket/x", "hdfs://namenode/x", "S3://b/x"])
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "json"])
+def test_write_to_an_unsupported_uri_scheme_raises_and_writes_nothing(tmp_path, monkeypatch, uri, fmt):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(NotImplementedError, match=r"URI scheme '(s3|gs|hdfs)' is not supported.*local paths"):
+        getattr(md.range(3), f"write_{fmt}")(uri)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("uri", ["s3://bucket/x", "gs://bucket/x/*.parquet", "hdfs://namenode/x"])
+def test_read_from_an_unsupported_uri_scheme_raises(uri):
+    with pytest.raises(NotImplementedError, match="URI scheme '(s3|gs|hdfs)' is not supported"):
+        md.read_parquet(uri)
+
+
+def test_file_uris_are_local_paths(tmp_path, table):
+    md.from_arrow(table).write_parquet("file://" + str(tmp_path / "out"))
+    assert_tables_equal(md.read_parquet("file://" + str(tmp_path / "out")).to_arrow(), table)
+    with pytest.raises(ValueError, match="not a local file URI"):
+        md.range(3).write_parquet("file://otherhost/x")
+
+
+# ---- JSON values ------------------------------------------------------------------------
+
+def test_write_json_uint64_past_int64_is_exact(tmp_path):
+    import json
+
+    values = [0, 2**63 - 1, 2**63, 2**64 - 1, None]
+    md.from_arrow(pa.table({"u": pa.array(values, pa.uint64())})).write_json(str(tmp_path / "j"))
+    lines = [line for f in visible_files(tmp_path / "j") for line in open(f)]
+    assert sorted((json.loads(line)["u"] for line in lines), key=str) == sorted(values, key=str)
+
+
+# ---- Stats of a write ---------------------------------------------------------------------
+
+def _counters(stats: str) -> list:
+    return [tuple(int(x) for x in m) for m in
+            re.findall(r"Rows in: (\d+), rows out: (\d+)\n\* Blocks in: (\d+)", stats)]
+
+
+@pytest.mark.parametrize("partition_cols", [None, ["cat"]])
+def test_write_stats_report_what_was_written(tmp_path, table, partition_cols):
+    out = tmp_path / "out"
+    ds = md.from_arrow(table, override_num_blocks=4).filter(expr="qty >= 20")
+    ds.write_parquet(str(out), partition_cols=partition_cols)
+    written = pads.dataset(str(out), format="parquet", partitioning="hive").count_rows()
+    assert written == table.filter(pa.compute.field("qty") >= 20).num_rows
+    stats = ds.stats()
+    (rows_in, rows_out, blocks_in), = _counters(stats)
+    assert rows_in == table.num_rows and rows_out == written and blocks_in >= 4
+    assert re.search(rf"Dataset: {written} rows out", stats)
+    assert not re.search(r"bytes (in|out): 0 B", stats), stats
+    assert "Peak memory held: 0 B" not in stats and "peak 0 B" not in stats
+
+
+def test_read_write_stats_count_what_the_read_produced(tmp_path, parquet_dir):
+    root, expected = parquet_dir
+    ds = md.read_parquet(str(root), filter="qty < 50")
+    ds.write_json(str(tmp_path / "out"))
+    rows = expected.filter(pa.compute.field("qty") < 50).num_rows
+    (rows_in, rows_out, blocks_in), = _counters(ds.stats())
+    assert rows_in == rows_out == rows and blocks_in > 0
+    assert sum(len(pd.read_json(f, lines=True)) for f in visible_files(tmp_path / "out")) == rows
+
+
+def test_every_operator_of_a_write_pipeline_reports_what_passed_through(tmp_path):
+    # Three operators: the read, the limit (which passes blocks straight on), the write.
+    ds = md.range(5000, override_num_blocks=5).limit(1234)
+    ds.write_parquet(str(tmp_path / "out"))
+    written = pq.read_table(str(tmp_path / "out")).num_rows
+    assert written == 1234
+    operators = ds.stats().split("\n\n")[:-1]
+    assert len(operators) == 3
+    for text in operators:
+        assert not re.search(r"(Blocks in|bytes in|bytes out|Peak memory held): 0( B)?\b", text), text
+    assert re.findall(r"rows out: (\d+)", operators[-1]) == [str(written)]
+    assert re.search(rf"Dataset: {written} rows out", ds.stats())
+
+
+def test_write_stats_leave_out_the_rows_of_a_tolerated_failed_task(tmp_path, ctx):
+    ctx.max_errored_blocks = 1
+
+    def fail_in_the_middle_of_a_task(batch):
+        if 8500 <= batch["id"][0] < 9000:  # the last task writes its 1st batch, fails on its 2nd
+            raise RuntimeError("failing on purpose")
+        return batch
+
+    ds = md.range(10_000, override_num_blocks=5).map_batches(fail_in_the_middle_of_a_task, batch_size=500)
+    ds.write_parquet(str(tmp_path / "out"))
+    written = pq.read_table(str(tmp_path / "out")).num_rows
+    assert written == 8000
+    assert re.findall(r"rows out: (\d+)", ds.stats()) == [str(written)]

@@ -5,6 +5,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <arrow/compute/expression.h>
@@ -38,6 +39,11 @@ struct ReadParquetOptions {
   /// skips whole files.
   bool hive_partitioning = true;
 };
+
+/// \brief `path` as a local filesystem path: itself, or the path of a `file://` URI.
+/// Another URI scheme (`s3://`, `gs://`...) is NotImplemented, naming `operation`, the
+/// path and the scheme; nothing is touched (no filesystem, no network client).
+arrow::Result<std::string> LocalPath(const std::string& path, std::string_view operation);
 
 /// \brief Formats that `Dataset::Write` produces.
 enum class FileFormat { kParquet, kCsv, kJson };
@@ -164,8 +170,11 @@ class Dataset {
 
   /// A dataset whose execution writes this one's rows as files into `directory` and
   /// produces no rows (Write runs it to the end).
-  /// With `partition_cols`, rows go to `key=value/...` subdirectories (Hive style) and
-  /// the files leave those columns out.
+  /// With `partition_cols`, rows go to `key=value/...` subdirectories (Hive style, named
+  /// as pyarrow's hive partitioning names them: percent-encoded, null as
+  /// `__HIVE_DEFAULT_PARTITION__`) and the files leave those columns out. `directory`
+  /// must be a local path (see LocalPath). Its stats count the blocks written as the
+  /// write's output.
   Dataset WithWrite(const std::string& directory, FileFormat format,
                     std::vector<std::string> partition_cols = {}) const;
   /// The row count when metadata gives it without execution (a source of known size,

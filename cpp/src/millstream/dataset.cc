@@ -366,11 +366,9 @@ Dataset Dataset::WithWrite(const std::string& directory, FileFormat format,
 
 arrow::Status Dataset::Write(const std::string& directory, FileFormat format,
                              const DataContext& context, ExecutionStats* stats) const {
-  std::string local;
-  ARROW_ASSIGN_OR_RAISE(auto fs, arrow::fs::FileSystemFromUriOrPath(AbsoluteLocalPath(directory), &local));
-  if (!dynamic_cast<arrow::fs::LocalFileSystem*>(fs.get())) {
-    return arrow::Status::NotImplemented("writing to '", directory, "': only local paths are supported");
-  }
+  ARROW_ASSIGN_OR_RAISE(auto given, LocalPath(directory, "Write"));
+  std::string local = AbsoluteLocalPath(given);
+  auto fs = std::make_shared<arrow::fs::LocalFileSystem>();
   ARROW_ASSIGN_OR_RAISE(auto info, fs->GetFileInfo(local));
   if (info.IsFile()) {
     return arrow::Status::IOError("cannot write into '", directory, "': it is a file, not a directory");

@@ -30,6 +30,8 @@ struct RunningTask {
   int64_t estimated_output_bytes = 0;
   std::deque<Block> produced;  // held back until earlier tasks finish (ordered operators)
   int64_t produced_bytes = 0;
+  /// Written by a sink in this task (counted out already; taken back if the task fails).
+  int64_t sunk_blocks = 0, sunk_rows = 0, sunk_bytes = 0;
   bool done = false;
   ActorState* actor = nullptr;
 };

@@ -232,6 +232,18 @@ void Execution::ProcessEvent(Event& event) {
   auto it = op.running.find(event.task);
   if (it == op.running.end()) return;
   auto& task = it->second;
+  if (event.sunk) {
+    if (*op.stopped) return;
+    op.stats.blocks_out += 1;
+    op.stats.rows_out += event.sunk_rows;
+    op.stats.bytes_out += event.sunk_bytes;
+    task.sunk_blocks += 1;
+    task.sunk_rows += event.sunk_rows;
+    task.sunk_bytes += event.sunk_bytes;
+    task.output_rows += event.sunk_rows;
+    NotePeak(event.op, event.sunk_bytes);  // alive in the task until it was written
+    return;
+  }
   if (!event.done) {
     if (*op.stopped) return;  // a satisfied limit or a failure: drop late output
     int64_t bytes = BlockBytes(*event.block);
@@ -241,6 +253,7 @@ void Execution::ProcessEvent(Event& event) {
     task.produced_bytes += bytes;
     task.output_rows += event.block->num_rows();
     task.produced.push_back(std::move(event.block));
+    NotePeak(event.op, 0);  // before it moves on (a limit passes it straight through)
   } else {
     task.done = true;
     op.active_tasks -= 1;
@@ -251,6 +264,9 @@ void Execution::ProcessEvent(Event& event) {
     op.stats.task_wall_s += event.wall_s;
     op.stats.cpu_s += event.cpu_s;
     op.stats.udf_s += event.udf_s;
+    op.stats.blocks_in += event.read_blocks;
+    op.stats.rows_in += event.read_rows;
+    op.stats.bytes_in += event.read_bytes;
     op.finished_tasks += 1;
     op.finished_output_bytes += task.produced_bytes;
     op.finished_rows_in += task.input_rows;
@@ -263,6 +279,11 @@ void Execution::ProcessEvent(Event& event) {
         op.stats.errored_tasks += 1;
         task.produced.clear();
         task.produced_bytes = 0;
+        // What it wrote is never committed: not output.
+        op.stats.blocks_out -= task.sunk_blocks;
+        op.stats.rows_out -= task.sunk_rows;
+        op.stats.bytes_out -= task.sunk_bytes;
+        task.output_rows -= task.sunk_rows;
       } else {
         Fail(event.status.WithMessage(op.name, ": ", event.status.message()));
       }
@@ -458,9 +479,12 @@ void Execution::Launch(size_t i) {
   cpus_in_use_ += op.spec().num_cpus;
   gpus_in_use_ += op.spec().num_gpus;
   op.stats.tasks += 1;
-  if (i == 0) {
-    op.stats.rows_in += bundle.rows;
-    op.stats.blocks_in += static_cast<int64_t>(bundle.blocks.size());
+  if (i == 0) {  // blocks given to a source operator; what a read makes counts when done
+    for (const auto& block : bundle.blocks) {
+      op.stats.blocks_in += 1;
+      op.stats.rows_in += block->num_rows();
+      op.stats.bytes_in += BlockBytes(*block);
+    }
   }
   pool_->Submit([this, i, task_index, bundle = std::move(bundle), actor,
                  stopped = op.stopped]() mutable {
@@ -473,6 +497,7 @@ void Execution::RunTask(size_t i, int64_t task_index, RefBundle bundle, ActorSta
   auto started = std::chrono::steady_clock::now();
   double cpu_started = ThreadCpuSeconds();
   double udf_seconds = 0;
+  int64_t read_blocks = 0, read_rows = 0, read_bytes = 0;
   const auto& transforms = ops_[i]->spec().transforms;
   auto post = [&](Block block) -> arrow::Status {
     // A read with no transforms after it checks here: a long task stops once not needed.
@@ -486,6 +511,15 @@ void Execution::RunTask(size_t i, int64_t task_index, RefBundle bundle, ActorSta
   };
   auto run = [&]() -> arrow::Status {
     TaskContext task{task_index, actor, &cancelled_, &udf_seconds};
+    task.sunk = [&](const arrow::RecordBatch& block) {
+      Event written;
+      written.op = i;
+      written.task = task_index;
+      written.sunk = true;
+      written.sunk_rows = block.num_rows();
+      written.sunk_bytes = BlockBytes(block);
+      Post(std::move(written));
+    };
     std::vector<std::unique_ptr<TransformState>> states;
     for (const auto& transform : transforms) {
       ARROW_ASSIGN_OR_RAISE(auto state, transform->MakeState(task));
@@ -505,9 +539,15 @@ void Execution::RunTask(size_t i, int64_t task_index, RefBundle bundle, ActorSta
       // Shape what the read produces before the first transform sees it, so a UDF with
       // batch_size=None gets blocks, not one tiny piece per small file.
       BlockShaper read_shaper(context_.target_min_block_size, context_.target_max_block_size);
-      Emit into_first = [&](Block block) { return read_shaper.Push(std::move(block), emits[0]); };
+      Emit counted = [&](Block block) {
+        read_blocks += 1;
+        read_rows += block->num_rows();
+        read_bytes += BlockBytes(*block);
+        return emits[0](std::move(block));
+      };
+      Emit into_first = [&](Block block) { return read_shaper.Push(std::move(block), counted); };
       for (const auto& read_task : bundle.read_tasks) ARROW_RETURN_NOT_OK(read_task->Run(into_first));
-      ARROW_RETURN_NOT_OK(read_shaper.Finish(emits[0]));
+      ARROW_RETURN_NOT_OK(read_shaper.Finish(counted));
     }
     for (auto& block : bundle.blocks) ARROW_RETURN_NOT_OK(emits[0](std::move(block)));
     for (size_t k = 0; k < n; ++k) ARROW_RETURN_NOT_OK(states[k]->Finish(emits[k + 1]));
@@ -528,6 +568,9 @@ void Execution::RunTask(size_t i, int64_t task_index, RefBundle bundle, ActorSta
   done.wall_s = wall;
   done.cpu_s = ThreadCpuSeconds() - cpu_started;
   done.udf_s = udf_seconds;
+  done.read_blocks = read_blocks;
+  done.read_rows = read_rows;
+  done.read_bytes = read_bytes;
   Post(std::move(done));
 }
 
@@ -590,6 +633,11 @@ void Execution::ScaleActorPools() {
     }
     op.stats.peak_actors = std::max<int64_t>(op.stats.peak_actors, op.actors.size());
   }
+}
+
+void Execution::NotePeak(size_t i, int64_t extra) {
+  ops_[i]->stats.peak_bytes = std::max(ops_[i]->stats.peak_bytes, OperatorUsage(i) + extra);
+  peak_bytes_ = std::max(peak_bytes_, TotalUsage() + extra);
 }
 
 void Execution::UpdatePeaks() {

@@ -55,7 +55,12 @@ class Execution {
     size_t op = 0;
     int64_t task = 0;
     Block block;
+    /// A block a sink (a write) consumed: its rows and bytes count as the task's output.
+    bool sunk = false;
+    int64_t sunk_rows = 0, sunk_bytes = 0;
     bool done = false;
+    /// With `done`: what the task's read produced (the operator's input when it reads).
+    int64_t read_blocks = 0, read_rows = 0, read_bytes = 0;
     arrow::Status status;
     double wall_s = 0;
     double cpu_s = 0;
@@ -79,6 +84,9 @@ class Execution {
   int64_t TotalUsage() const;
   int64_t EstimateTaskOutput(size_t op) const;
   void UpdatePeaks();
+  /// Operator `i` holds `extra` bytes more than it has accounted for a moment (a block a
+  /// task made and is handing on, or is writing): its peak and the total's see them.
+  void NotePeak(size_t i, int64_t extra);
   double Now() const;
   void Fail(arrow::Status status);
   void ScaleActorPools();

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -32,6 +33,10 @@ struct TaskContext {
   const std::atomic<bool>* cancelled = nullptr;
   /// Seconds spent inside user functions, added to by the transforms of this task.
   double* udf_seconds = nullptr;
+  /// A sink transform (a write) calls this for each block it consumed, once written:
+  /// the block counts as the operator's output (blocks, rows, bytes out) and as memory
+  /// it held. Valid while the task runs; may be empty (no counting).
+  std::function<void(const arrow::RecordBatch&)> sunk;
 };
 
 /// \brief The running state of one transform inside one task (buffers, open files).

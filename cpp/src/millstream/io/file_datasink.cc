@@ -3,6 +3,8 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <optional>
+#include <string_view>
 #include <cstdio>
 #include <iomanip>
 #include <sstream>
@@ -15,9 +17,14 @@
 #include <arrow/ipc/writer.h>
 #include <arrow/util/io_util.h>
 #include <parquet/arrow/writer.h>
+#include <parquet/exception.h>
+#include <parquet/file_writer.h>
+#include <parquet/metadata.h>
+#include <parquet/schema.h>
 
 #include "exec/schema_unify.h"
 #include "exec/transforms.h"
+#include "io/sources.h"
 
 namespace millstream {
 namespace {
@@ -34,21 +41,57 @@ class ParquetFormatWriter : public FormatWriter {
  public:
   static arrow::Result<std::unique_ptr<FormatWriter>> Open(
       std::shared_ptr<arrow::io::OutputStream> out, std::shared_ptr<arrow::Schema> schema) {
-    auto props = parquet::WriterProperties::Builder().compression(parquet::Compression::SNAPPY)->build();
-    auto arrow_props = parquet::ArrowWriterProperties::Builder().store_schema()->build();
     auto self = std::make_unique<ParquetFormatWriter>();
+    self->out_ = out;
+    self->props_ = parquet::WriterProperties::Builder().compression(parquet::Compression::SNAPPY)->build();
+    if (schema->num_fields() == 0) return self;  // rows only: see Close
+    auto arrow_props = parquet::ArrowWriterProperties::Builder().store_schema()->build();
     ARROW_ASSIGN_OR_RAISE(self->writer_, parquet::arrow::FileWriter::Open(
-                                             *schema, arrow::default_memory_pool(), out, props,
-                                             arrow_props));
+                                             *schema, arrow::default_memory_pool(), out,
+                                             self->props_, arrow_props));
     return self;
   }
   arrow::Status Write(const arrow::RecordBatch& batch) override {
+    if (!writer_) {
+      rows_ += batch.num_rows();
+      return arrow::Status::OK();
+    }
     return writer_->WriteRecordBatch(batch);
   }
-  arrow::Status Close() override { return writer_->Close(); }
+  arrow::Status Close() override {
+    if (writer_) return writer_->Close();
+    try {
+      return CloseRowsOnly();
+    } catch (const parquet::ParquetException& e) {
+      return arrow::Status::IOError(e.what());
+    }
+  }
 
  private:
-  std::unique_ptr<parquet::arrow::FileWriter> writer_;
+  /// Blocks without columns still have rows: Arrow's Parquet writer would drop them
+  /// (it takes a row group's row count from its first column), so the file is the
+  /// magic and a footer whose one row group has no column chunks and the row count.
+  /// pyarrow and this engine read it back as that many rows of no columns.
+  arrow::Status CloseRowsOnly() {
+    auto root = parquet::schema::GroupNode::Make("schema", parquet::Repetition::REQUIRED, {});
+    parquet::SchemaDescriptor schema;
+    schema.Init(root);
+    auto builder = parquet::FileMetaDataBuilder::Make(&schema, props_);
+    if (rows_ > 0) {
+      auto* row_group = builder->AppendRowGroup();
+      row_group->set_num_rows(rows_);
+      row_group->Finish(/*total_bytes_written=*/0, /*row_group_ordinal=*/0);
+    }
+    auto metadata = builder->Finish();
+    ARROW_RETURN_NOT_OK(out_->Write("PAR1", 4));
+    parquet::WriteFileMetaData(*metadata, out_.get());
+    return arrow::Status::OK();
+  }
+
+  std::shared_ptr<arrow::io::OutputStream> out_;
+  std::shared_ptr<parquet::WriterProperties> props_;
+  std::unique_ptr<parquet::arrow::FileWriter> writer_;  // null when there are no columns
+  int64_t rows_ = 0;
 };
 
 class CsvFormatWriter : public FormatWriter {
@@ -60,6 +103,10 @@ class CsvFormatWriter : public FormatWriter {
     return self;
   }
   arrow::Status Write(const arrow::RecordBatch& batch) override {
+    if (batch.num_columns() == 0) {
+      return arrow::Status::Invalid("write_csv: the rows have no columns, and a CSV file cannot "
+                                    "hold rows without columns (write_parquet or write_json can)");
+    }
     return writer_->WriteRecordBatch(batch);
   }
   arrow::Status Close() override { return writer_->Close(); }
@@ -161,16 +208,15 @@ class JsonFormatWriter : public FormatWriter {
       }
       return arrow::Status::OK();
     }
+    if (type == Type::UINT64) {  // past int64: the exact digits
+      const auto& ints = static_cast<const arrow::UInt64Array&>(array);
+      for (int64_t i = 0; i < array.length(); ++i)
+        (*out)[i] = array.IsNull(i) ? "null" : std::to_string(ints.Value(i));
+      return arrow::Status::OK();
+    }
     if (arrow::is_integer(type)) {
       ARROW_ASSIGN_OR_RAISE(auto as_int, arrow::compute::Cast(array, arrow::int64()));
       const auto& ints = static_cast<const arrow::Int64Array&>(*as_int);
-      if (type == Type::UINT64) {
-        ARROW_ASSIGN_OR_RAISE(auto as_str, arrow::compute::Cast(array, arrow::utf8()));
-        const auto& strs = static_cast<const arrow::StringArray&>(*as_str);
-        for (int64_t i = 0; i < array.length(); ++i)
-          (*out)[i] = array.IsNull(i) ? "null" : std::string(strs.GetView(i));
-        return arrow::Status::OK();
-      }
       for (int64_t i = 0; i < array.length(); ++i)
         (*out)[i] = array.IsNull(i) ? "null" : std::to_string(ints.Value(i));
       return arrow::Status::OK();
@@ -310,22 +356,31 @@ class FileSink {
   bool committed_ = false;
 };
 
-/// The directory name of a partition value, Hive style (nulls as Hive writes them).
-std::string PartitionValue(const arrow::StringArray& values, int64_t row) {
-  return values.IsNull(row) ? "__HIVE_DEFAULT_PARTITION__" : std::string(values.GetView(row));
-}
-
 /// Writes a task's blocks: into one file, or with partition columns into one file per
 /// `key=value/...` directory (the partition columns left out of the files).
 class WriteState : public TransformState {
  public:
   WriteState(std::string directory, FileFormat format, std::string file_name,
-             std::vector<std::string> partition_cols)
+             std::vector<std::string> partition_cols,
+             std::function<void(const arrow::RecordBatch&)> sunk)
       : directory_(std::move(directory)), format_(format), file_name_(std::move(file_name)),
-        partition_cols_(std::move(partition_cols)) {}
+        partition_cols_(std::move(partition_cols)), sunk_(std::move(sunk)) {}
 
   arrow::Status Push(Block block, const Emit&) override {
     if (block->num_rows() == 0) return arrow::Status::OK();
+    ARROW_RETURN_NOT_OK(WriteBlock(block));
+    if (sunk_) sunk_(*block);
+    return arrow::Status::OK();
+  }
+
+  arrow::Status Finish(const Emit&) override {
+    for (auto& [dir, sink] : sinks_) ARROW_RETURN_NOT_OK(sink->Commit());
+    return arrow::Status::OK();
+  }
+
+ private:
+  /// Into the task's file, or split by partition into one file per directory.
+  arrow::Status WriteBlock(const Block& block) {
     if (partition_cols_.empty()) return Sink("")->Write(*block);
     namespace cp = arrow::compute;
     // Each row's partition directory, from its partition columns as text.
@@ -341,13 +396,23 @@ class WriteState : public TransformState {
       keys.push_back(std::static_pointer_cast<arrow::StringArray>(text));
       key_indices.push_back(index);
     }
+    // Each distinct value's directory name, encoded once per block.
+    std::vector<std::map<std::optional<std::string_view>, std::string>> segments(keys.size());
     std::map<std::string, std::vector<int64_t>> rows_by_dir;
     for (int64_t row = 0; row < block->num_rows(); ++row) {
       std::string dir;
       for (size_t k = 0; k < keys.size(); ++k) {
+        std::optional<std::string_view> value;
+        if (keys[k]->IsValid(row)) value = keys[k]->GetView(row);
+        auto found = segments[k].find(value);
+        if (found == segments[k].end()) {
+          ARROW_ASSIGN_OR_RAISE(auto segment,
+                                HiveSegment(partition_cols_[k], value ? std::optional<std::string>(*value)
+                                                                      : std::nullopt));
+          found = segments[k].emplace(value, std::move(segment)).first;
+        }
         if (k > 0) dir.push_back('/');
-        dir.append(partition_cols_[k]).push_back('=');
-        dir.append(PartitionValue(*keys[k], row));
+        dir.append(found->second);
       }
       rows_by_dir[dir].push_back(row);
     }
@@ -367,12 +432,6 @@ class WriteState : public TransformState {
     return arrow::Status::OK();
   }
 
-  arrow::Status Finish(const Emit&) override {
-    for (auto& [dir, sink] : sinks_) ARROW_RETURN_NOT_OK(sink->Commit());
-    return arrow::Status::OK();
-  }
-
- private:
   FileSink* Sink(const std::string& partition_dir) {
     auto& sink = sinks_[partition_dir];
     if (!sink) {
@@ -388,6 +447,7 @@ class WriteState : public TransformState {
   FileFormat format_;
   std::string file_name_;
   std::vector<std::string> partition_cols_;
+  std::function<void(const arrow::RecordBatch&)> sunk_;
   std::map<std::string, std::unique_ptr<FileSink>> sinks_;
 };
 
@@ -409,7 +469,10 @@ class WriteTransform : public Transform {
     std::ostringstream name;
     name << write_id_ << "_" << std::setw(6) << std::setfill('0') << task.task_index << "_000000."
          << FormatExtension(format_);
-    return std::make_unique<WriteState>(directory_, format_, name.str(), partition_cols_);
+    for (const auto& column : partition_cols_) {
+      ARROW_RETURN_NOT_OK(HiveSegment(column, "").status());  // a name that cannot be a directory
+    }
+    return std::make_unique<WriteState>(directory_, format_, name.str(), partition_cols_, task.sunk);
   }
 
  private:

@@ -5,6 +5,8 @@
 #include <filesystem>
 
 #include <arrow/filesystem/api.h>
+#include <arrow/util/uri.h>
+#include <arrow/util/utf8.h>
 
 #include "io/sources.h"
 
@@ -37,8 +39,22 @@ bool HasExtension(const std::string& path, const std::vector<std::string>& exten
 
 }  // namespace
 
-std::vector<std::pair<std::string, std::string>> HivePartition(const FoundFile& file) {
-  std::vector<std::pair<std::string, std::string>> keys;
+arrow::Result<std::string> HiveSegment(const std::string& name, const std::optional<std::string>& value) {
+  if (name.empty()) return arrow::Status::Invalid("a partition column name must not be empty");
+  std::string key = arrow::util::UriEscape(name);
+  // Readers skip names starting with '.' or '_' as hidden: escape that character too.
+  if (key[0] == '.' || key[0] == '_') key = (key[0] == '.' ? "%2E" : "%5F") + key.substr(1);
+  std::string segment = key + "=" + (value ? arrow::util::UriEscape(*value) : kHiveNullValue);
+  if (segment.size() > 255) {
+    return arrow::Status::Invalid("partition column '", name, "': the directory name '",
+                                  segment.substr(0, 60), "...' is ", segment.size(),
+                                  " bytes, more than the 255 a file name may have");
+  }
+  return segment;
+}
+
+arrow::Result<std::vector<PartitionKey>> HivePartition(const FoundFile& file) {
+  std::vector<PartitionKey> keys;
   if (file.base_dir.empty() || file.path.compare(0, file.base_dir.size(), file.base_dir) != 0) {
     return keys;
   }
@@ -52,10 +68,44 @@ std::vector<std::pair<std::string, std::string>> HivePartition(const FoundFile& 
     if (end == std::string::npos) end = dirs.size();
     std::string part = dirs.substr(start, end - start);
     auto eq = part.find('=');
-    if (eq != std::string::npos && eq > 0) keys.emplace_back(part.substr(0, eq), part.substr(eq + 1));
+    if (eq != std::string::npos && eq > 0) {
+      PartitionKey key{arrow::util::UriUnescape(part.substr(0, eq)),
+                       arrow::util::UriUnescape(part.substr(eq + 1))};
+      if (!arrow::util::ValidateUTF8(key.name) || !arrow::util::ValidateUTF8(*key.value)) {
+        return arrow::Status::Invalid("partition directory '", part, "' of '", file.path,
+                                      "' is not valid UTF-8 once decoded");
+      }
+      if (*key.value == kHiveNullValue) key.value.reset();
+      keys.push_back(std::move(key));
+    }
     start = end + 1;
   }
   return keys;
+}
+
+arrow::Result<std::string> LocalPath(const std::string& given, std::string_view operation) {
+  auto separator = given.find("://");
+  if (separator == std::string::npos || separator == 0) return given;
+  std::string scheme = given.substr(0, separator);
+  bool is_scheme = std::isalpha(static_cast<unsigned char>(scheme[0])) &&
+                   std::all_of(scheme.begin(), scheme.end(), [](unsigned char c) {
+                     return std::isalnum(c) || c == '+' || c == '-' || c == '.';
+                   });
+  if (!is_scheme) return given;  // "a/b://c" is a relative path
+  for (auto& c : scheme) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (scheme != "file") {
+    return arrow::Status::NotImplemented(operation, ": '", given, "': the URI scheme '", scheme,
+                                         "' is not supported; only local paths and file:// URIs are");
+  }
+  arrow::util::Uri uri;
+  bool parsed = uri.Parse(given).ok();
+  if (parsed && (uri.host().empty() || uri.host() == "localhost") && !uri.path().empty()) {
+    return uri.path();
+  }
+  std::string rest = given.substr(separator + 3);
+  if (!parsed && !rest.empty() && rest[0] == '/') return rest;  // "file:///a b": as written
+  return arrow::Status::Invalid(operation, ": '", given,
+                                "' is not a local file URI; write file:///absolute/path");
 }
 
 std::string AbsoluteLocalPath(const std::string& path) {
@@ -71,12 +121,12 @@ arrow::Result<std::vector<FoundFile>> ExpandPaths(const std::vector<std::string>
   if (paths.empty()) return arrow::Status::Invalid("no paths given");
   std::vector<FoundFile> files;
   for (const auto& given : paths) {
-    std::string path;
-    auto made = arrow::fs::FileSystemFromUriOrPath(AbsoluteLocalPath(given), &path);
-    if (!made.ok()) {
-      return arrow::Status::IOError("cannot open path '", given, "': ", made.status().message());
-    }
-    if (!*fs) *fs = *made;
+    // Local files only: a URI of another scheme fails here, before any filesystem (and
+    // its network client) is made.
+    ARROW_ASSIGN_OR_RAISE(auto local, LocalPath(given, "read_parquet"));
+    std::string path = AbsoluteLocalPath(local);
+    if (!*fs) *fs = std::make_shared<arrow::fs::LocalFileSystem>();
+    const auto& local_fs = *fs;
     if (HasGlob(path)) {
       // List from the deepest directory without a wildcard, then match the rest.
       auto wildcard = path.find_first_of("*?[");
@@ -85,7 +135,7 @@ arrow::Result<std::vector<FoundFile>> ExpandPaths(const std::vector<std::string>
       arrow::fs::FileSelector selector;
       selector.base_dir = base;
       selector.recursive = true;
-      auto listed = (*made)->GetFileInfo(selector);
+      auto listed = local_fs->GetFileInfo(selector);
       if (!listed.ok()) {
         return arrow::Status::IOError("no such file or directory: '", given, "'");
       }
@@ -101,7 +151,7 @@ arrow::Result<std::vector<FoundFile>> ExpandPaths(const std::vector<std::string>
       }
       continue;
     }
-    ARROW_ASSIGN_OR_RAISE(auto info, (*made)->GetFileInfo(path));
+    ARROW_ASSIGN_OR_RAISE(auto info, local_fs->GetFileInfo(path));
     if (info.type() == arrow::fs::FileType::NotFound) {
       return arrow::Status::IOError("no such file or directory: '", given, "'");
     }
@@ -112,7 +162,7 @@ arrow::Result<std::vector<FoundFile>> ExpandPaths(const std::vector<std::string>
     arrow::fs::FileSelector selector;
     selector.base_dir = path;
     selector.recursive = true;
-    ARROW_ASSIGN_OR_RAISE(auto listed, (*made)->GetFileInfo(selector));
+    ARROW_ASSIGN_OR_RAISE(auto listed, local_fs->GetFileInfo(selector));
     std::vector<FoundFile> in_dir;
     for (const auto& entry : listed) {
       // Skip anything under a hidden directory too (temporary and metadata files).

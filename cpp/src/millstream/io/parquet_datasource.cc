@@ -27,7 +27,7 @@ struct ParquetFile {
   /// The file's columns, then its partition columns.
   std::shared_ptr<arrow::Schema> schema;
   /// Hive partition values of this file, for keys that are not columns of the file.
-  std::vector<std::pair<std::string, std::string>> partition;
+  std::vector<PartitionKey> partition;
 };
 
 std::string ColumnList(const arrow::Schema& schema) {
@@ -54,7 +54,8 @@ bool RowGroupExcluded(const ParquetFile& file, int rg, const cp::Expression& bou
   auto row_group = file.metadata->RowGroup(rg);
   std::vector<cp::Expression> facts;
   for (const auto& [key, value] : file.partition) {
-    facts.push_back(cp::equal(cp::field_ref(key), cp::literal(value)));
+    facts.push_back(value ? cp::equal(cp::field_ref(key), cp::literal(*value))
+                          : cp::is_null(cp::field_ref(key)));
   }
   for (const auto& ref : cp::FieldsInExpression(bound_filter)) {
     const std::string* name = ref.name();
@@ -101,7 +102,7 @@ class ParquetReadTask : public ReadTask {
                   std::shared_ptr<parquet::FileMetaData> metadata, std::vector<int> row_groups,
                   std::vector<std::string> columns, std::optional<cp::Expression> filter,
                   int64_t rows, int64_t bytes, int64_t batch_rows,
-                  std::vector<std::pair<std::string, std::string>> partition)
+                  std::vector<PartitionKey> partition)
       : fs_(std::move(fs)), path_(std::move(path)), metadata_(std::move(metadata)),
         row_groups_(std::move(row_groups)), columns_(std::move(columns)),
         filter_(std::move(filter)), rows_(rows), bytes_(bytes), batch_rows_(batch_rows),
@@ -143,7 +144,7 @@ class ParquetReadTask : public ReadTask {
     // from the path, not the file.
     auto is_partition_key = [&](const std::string& name) {
       return std::any_of(partition_.begin(), partition_.end(),
-                         [&](const auto& kv) { return kv.first == name; });
+                         [&](const PartitionKey& key) { return key.name == name; });
     };
     std::vector<std::string> wanted = columns_;
     if (wanted.empty()) {
@@ -180,8 +181,9 @@ class ParquetReadTask : public ReadTask {
       ARROW_ASSIGN_OR_RAISE(auto batch, batches->Next());
       if (!batch) break;
       for (const auto& [key, value] : partition_) {
-        ARROW_ASSIGN_OR_RAISE(auto column, arrow::MakeArrayFromScalar(arrow::StringScalar(value),
-                                                                      batch->num_rows()));
+        ARROW_ASSIGN_OR_RAISE(auto column,
+                              value ? arrow::MakeArrayFromScalar(arrow::StringScalar(*value), batch->num_rows())
+                                    : arrow::MakeArrayOfNull(arrow::utf8(), batch->num_rows()));
         ARROW_ASSIGN_OR_RAISE(batch, batch->AddColumn(batch->num_columns(),
                                                       arrow::field(key, arrow::utf8()), column));
       }
@@ -217,7 +219,7 @@ class ParquetReadTask : public ReadTask {
   std::vector<std::string> columns_;
   std::optional<cp::Expression> filter_;
   int64_t rows_, bytes_, batch_rows_;
-  std::vector<std::pair<std::string, std::string>> partition_;
+  std::vector<PartitionKey> partition_;
 };
 
 /// Several small reads run one after the other as one task (many small files).
@@ -421,11 +423,12 @@ arrow::Result<ParquetFile> ReadFooter(arrow::fs::FileSystem& fs, const FoundFile
                         parquet::arrow::FileReader::Make(arrow::default_memory_pool(), std::move(reader)));
   ARROW_RETURN_NOT_OK(arrow_reader->GetSchema(&file.schema));
   if (hive_partitioning) {
-    for (auto& [key, value] : HivePartition(found)) {
-      if (file.schema->GetFieldIndex(key) >= 0) continue;  // the file's own column wins
+    ARROW_ASSIGN_OR_RAISE(auto keys, HivePartition(found));
+    for (auto& key : keys) {
+      if (file.schema->GetFieldIndex(key.name) >= 0) continue;  // the file's own column wins
       ARROW_ASSIGN_OR_RAISE(file.schema, file.schema->AddField(file.schema->num_fields(),
-                                                               arrow::field(key, arrow::utf8())));
-      file.partition.emplace_back(key, value);
+                                                               arrow::field(key.name, arrow::utf8())));
+      file.partition.push_back(std::move(key));
     }
   }
   return file;

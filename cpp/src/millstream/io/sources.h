@@ -33,14 +33,34 @@ struct FoundFile {
   std::string base_dir;
 };
 
-/// The `key=value` directory names between `file.base_dir` and the file (hive style).
-std::vector<std::pair<std::string, std::string>> HivePartition(const FoundFile& file);
+/// A Hive partition key of a file: from a `name=value` directory, decoded.
+struct PartitionKey {
+  std::string name;
+  std::optional<std::string> value;  ///< null: the directory says kHiveNullValue
+};
+
+/// The directory name Hive and pyarrow write for a null partition value.
+inline constexpr const char* kHiveNullValue = "__HIVE_DEFAULT_PARTITION__";
+
+/// The partition keys of the `key=value` directories between `file.base_dir` and the
+/// file, percent-decoded as pyarrow's hive partitioning does (`%2F` is '/');
+/// kHiveNullValue is null. Invalid if a name or value is not UTF-8 once decoded.
+arrow::Result<std::vector<PartitionKey>> HivePartition(const FoundFile& file);
+
+/// The directory name `name=value` of a partition, as pyarrow's hive partitioning
+/// writes it: the value percent-encoded (every byte but `A-Za-z0-9-_.~`, so '/' and
+/// ".." cannot leave the directory), null as kHiveNullValue. The name is encoded the same
+/// way (pyarrow decodes names too), and so is a leading '.' or '_' (readers skip such
+/// directories as hidden). Invalid for an empty name or a name longer than a file name
+/// may be (255 bytes).
+arrow::Result<std::string> HiveSegment(const std::string& name, const std::optional<std::string>& value);
 
 /// `path` made absolute when it is a relative local path (URIs are left alone).
 std::string AbsoluteLocalPath(const std::string& path);
 
-/// Resolves files, directories (recursively) and globs into a sorted file list on one
-/// filesystem, skipping hidden names ('.' or '_' first) and, in directories and globs,
+/// Resolves files, directories (recursively) and globs into a sorted file list on the
+/// local filesystem (paths or `file://` URIs; another scheme is NotImplemented, see
+/// LocalPath), skipping hidden names ('.' or '_' first) and, in directories and globs,
 /// files without one of `extensions` (none given: keep all). A missing path or a
 /// pattern matching nothing is an IOError naming it.
 arrow::Result<std::vector<FoundFile>> ExpandPaths(const std::vector<std::string>& paths,
