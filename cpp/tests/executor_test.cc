@@ -1,4 +1,6 @@
 #include <atomic>
+#include <cmath>
+#include <functional>
 #include <chrono>
 #include <thread>
 
@@ -201,6 +203,53 @@ TEST(Executor, ImpossibleResourceRequestFailsAtOnce) {
   auto result = ds.ToTable(DataContext{});
   ASSERT_FALSE(result.ok());
   EXPECT_NE(result.status().message().find("num_gpus"), std::string::npos);
+}
+
+TEST(Context, InvalidValuesFailNamingTheField) {
+  struct Case {
+    std::string field;
+    std::function<void(DataContext&)> set;
+  };
+  std::vector<Case> cases = {
+      {"target_max_block_size", [](DataContext& c) { c.target_max_block_size = 0; }},
+      {"target_min_block_size", [](DataContext& c) { c.target_min_block_size = -1; }},
+      {"resource_limits.cpu", [](DataContext& c) { c.execution_options.resource_limits.cpu = 0; }},
+      {"resource_limits.cpu", [](DataContext& c) { c.execution_options.resource_limits.cpu = NAN; }},
+      {"resource_limits.gpu", [](DataContext& c) { c.execution_options.resource_limits.gpu = -1; }},
+      {"resource_limits.object_store_memory",
+       [](DataContext& c) { c.execution_options.resource_limits.object_store_memory = -5; }},
+      {"exclude_resources.cpu", [](DataContext& c) { c.execution_options.exclude_resources.cpu = INFINITY; }},
+      {"op_resource_reservation_ratio", [](DataContext& c) { c.op_resource_reservation_ratio = 1.5; }},
+      {"actor_pool_max_upscaling_delta",
+       [](DataContext& c) { c.autoscaling_config.actor_pool_max_upscaling_delta = 0; }},
+      {"max_errored_blocks", [](DataContext& c) { c.max_errored_blocks = -2; }},
+  };
+  auto ds = Dataset::Range(100, 4).ValueOrDie().MapBatches(Slow(std::chrono::milliseconds(0)),
+                                                           Named("MapBatches(id)"));
+  for (const auto& c : cases) {
+    DataContext context;
+    c.set(context);
+    auto status = context.Validate();
+    EXPECT_EQ(status.code(), arrow::StatusCode::Invalid) << c.field;
+    EXPECT_NE(status.message().find(c.field), std::string::npos) << status.ToString();
+    // Every way into an execution checks it: no crash, the same error.
+    auto count = ds.Count(context);
+    ASSERT_FALSE(count.ok()) << c.field;
+    EXPECT_NE(count.status().message().find(c.field), std::string::npos) << count.status().ToString();
+  }
+  EXPECT_TRUE(DataContext{}.Validate().ok());
+}
+
+TEST(Context, ClusterSizedCpuLimitKeepsItsSlotsWithoutAThreadEach) {
+  // cpu=40000 is a valid limit (Ray accepts it for a cluster): the pool is capped, the
+  // slots stay logical, the result is complete.
+  DataContext context;
+  context.execution_options.resource_limits.cpu = 40000;
+  auto ds = Dataset::Range(1000, 50).ValueOrDie().MapBatches(Slow(std::chrono::milliseconds(1)),
+                                                             Named("MapBatches(slow)"));
+  auto count = ds.Count(context);
+  ASSERT_TRUE(count.ok()) << count.status().ToString();
+  EXPECT_EQ(*count, 1000);
 }
 
 TEST(Executor, ActorPoolConstructsOncePerActor) {

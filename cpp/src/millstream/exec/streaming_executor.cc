@@ -15,6 +15,13 @@ bool IsCancellation(const arrow::Status& status) {
   return status.code() == arrow::StatusCode::Cancelled;
 }
 
+/// Worker threads for a CPU limit: one per CPU slot, at most 4 per core (and at least 256
+/// allowed), so a cluster-sized limit (`cpu=40000`) keeps its slots without 40000 threads.
+int WorkerThreads(double cpu) {
+  const double cap = std::max(256.0, 4.0 * std::thread::hardware_concurrency());
+  return static_cast<int>(std::clamp(std::ceil(cpu), 1.0, cap));
+}
+
 double ThreadCpuSeconds() {
   timespec ts;
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
@@ -30,6 +37,7 @@ std::string PhysicalPlan::ToString() const {
 }
 
 arrow::Result<PhysicalPlan> PlanPhysical(const PlanPtr& optimized, const DataContext& context) {
+  ARROW_RETURN_NOT_OK(context.Validate());
   PhysicalPlan plan;
   auto limits = ResolveLimits(context);
   for (const auto& logical : PlanChain(optimized)) {
@@ -85,7 +93,9 @@ Execution::Execution(PhysicalPlan plan, const DataContext& context)
 
 arrow::Result<std::unique_ptr<Execution>> Execution::Start(PhysicalPlan plan,
                                                            const DataContext& context) {
+  ARROW_RETURN_NOT_OK(context.Validate());
   std::unique_ptr<Execution> execution(new Execution(std::move(plan), context));
+  ARROW_ASSIGN_OR_RAISE(execution->pool_, ThreadPool::Make(WorkerThreads(execution->limits_.cpu)));
   auto& first = *execution->ops_.front();
   for (auto& task : execution->plan_.read_tasks) {
     RefBundle bundle;
@@ -95,8 +105,6 @@ arrow::Result<std::unique_ptr<Execution>> Execution::Start(PhysicalPlan plan,
     first.input_queue.push_back(std::move(bundle));
   }
   first.inputs_done = true;
-  int threads = std::max(1, static_cast<int>(std::ceil(execution->limits_.cpu)));
-  execution->pool_ = std::make_unique<ThreadPool>(threads);
   {
     std::unique_lock<std::mutex> lock(execution->mutex_);
     execution->Drive(lock);

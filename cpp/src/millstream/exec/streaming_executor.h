@@ -36,7 +36,9 @@ arrow::Result<PhysicalPlan> PlanPhysical(const PlanPtr& optimized, const DataCon
 /// reserved share plus the free shared part of the memory limit covers the task's expected
 /// output. When nothing runs and the consumer has nothing to take, one task may launch
 /// past the budget, so the pipeline never deadlocks. Tasks run on a thread pool sized to
-/// the CPU limit. Thread-safe: one consumer calls Next while tasks report from the pool.
+/// the CPU limit (at most 4 threads per core, at least 256 allowed: a larger limit keeps its
+/// CPU slots, and tasks past the threads wait for one). Thread-safe: one consumer calls
+/// Next while tasks report from the pool.
 class Execution {
  public:
   static arrow::Result<std::unique_ptr<Execution>> Start(PhysicalPlan plan,

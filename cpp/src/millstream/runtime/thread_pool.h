@@ -3,18 +3,24 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include <arrow/result.h>
 
 namespace millstream {
 
 /// \brief A fixed set of worker threads running submitted closures in FIFO order.
 ///
-/// Thread-safe. The destructor runs what was submitted, then joins the workers.
+/// Thread-safe. The destructor runs what was submitted, then joins the workers; a pool
+/// must not be destroyed by one of its own workers.
 class ThreadPool {
  public:
-  explicit ThreadPool(int threads);
+  /// A pool of `threads` workers (at least 1), or an error if the system cannot start
+  /// them (the workers already started are joined).
+  static arrow::Result<std::unique_ptr<ThreadPool>> Make(int threads);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -23,7 +29,9 @@ class ThreadPool {
   int size() const { return static_cast<int>(workers_.size()); }
 
  private:
+  ThreadPool() = default;
   void Loop();
+  void Stop();
 
   std::mutex mutex_;
   std::condition_variable wake_;
