@@ -122,6 +122,16 @@ Execution::~Execution() {
   pool_.reset();
 }
 
+bool Execution::WaitForTasks(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  auto idle = [this] { return running_tasks_ == 0; };
+  if (timeout.count() < 0) {
+    consumer_wake_.wait(lock, idle);
+    return true;
+  }
+  return consumer_wake_.wait_for(lock, timeout, idle);
+}
+
 double Execution::Now() const {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
 }

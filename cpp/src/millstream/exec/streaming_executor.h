@@ -43,11 +43,16 @@ class Execution {
  public:
   static arrow::Result<std::unique_ptr<Execution>> Start(PhysicalPlan plan,
                                                          const DataContext& context);
+  /// Cancels, waits for the running tasks, then joins the pool: it blocks for as long as
+  /// a UDF call in progress takes. Must not run on one of the execution's own workers.
   ~Execution();
 
   /// The next output block; nullptr at the end. `timeout` < 0 waits without limit.
   arrow::Result<Block> Next(std::chrono::milliseconds timeout, bool* timed_out);
   void Cancel();
+  /// Waits until no task runs (`timeout` < 0: without limit); true if none does. After
+  /// Cancel, tasks end at their next block, but a UDF call in progress runs to its end.
+  bool WaitForTasks(std::chrono::milliseconds timeout);
   ExecutionStats stats() const;
   int64_t accounted_bytes() const;
 

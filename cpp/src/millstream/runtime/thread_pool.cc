@@ -4,6 +4,12 @@
 
 namespace millstream {
 
+namespace {
+std::atomic<int64_t> g_busy_workers{0};
+}  // namespace
+
+int64_t ThreadPool::BusyWorkers() { return g_busy_workers.load(); }
+
 arrow::Result<std::unique_ptr<ThreadPool>> ThreadPool::Make(int threads) {
   std::unique_ptr<ThreadPool> pool(new ThreadPool());
   threads = std::max(1, threads);
@@ -49,8 +55,11 @@ void ThreadPool::Loop() {
       if (queue_.empty()) return;
       work = std::move(queue_.front());
       queue_.pop_front();
+      g_busy_workers += 1;
     }
     work();
+    work = nullptr;  // what the closure holds is released while still counted busy
+    g_busy_workers -= 1;
   }
 }
 

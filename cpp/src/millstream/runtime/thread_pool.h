@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -27,6 +28,10 @@ class ThreadPool {
 
   void Submit(std::function<void()> work);
   int size() const { return static_cast<int>(workers_.size()); }
+
+  /// Workers of every pool in the process that are running a closure right now (the
+  /// Python binding waits at interpreter exit until the only busy ones are inside UDFs).
+  static int64_t BusyWorkers();
 
  private:
   ThreadPool() = default;
