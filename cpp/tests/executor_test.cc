@@ -176,6 +176,24 @@ TEST(Executor, StalledConsumerKeepsAccountedMemoryUnderTheLimit) {
   EXPECT_LT(stats.operators.back().tasks, 400);
 }
 
+TEST(Executor, FirstTaskSizesTheOthers) {
+  // Tiny inputs, 32 MiB outputs, 4 CPU slots and a 16 MiB limit: nothing tells the
+  // outputs' size before a task finishes, so one task runs first; launching one per CPU
+  // would hold 4 x 32 MiB. The consumer takes one block, then stalls.
+  const int64_t limit = 16LL << 20, block = 32LL << 20;
+  DataContext context;
+  context.execution_options.resource_limits.object_store_memory = limit;
+  context.execution_options.resource_limits.cpu = 4;
+  auto ds = Dataset::Range(64, 64).ValueOrDie().MapBatches(Inflate(block), Named("MapBatches(inflate)"));
+  auto stream = ds.Execute(context).ValueOrDie();
+  ASSERT_NE(stream->Next().ValueOrDie(), nullptr);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto stats = stream->stats();
+  // The promise: the limit plus one task's input (8 bytes) and output.
+  EXPECT_LE(stats.peak_bytes, limit + block + 1024);
+  EXPECT_LT(stats.operators.back().tasks, 4) << stats.ToString();
+}
+
 TEST(Executor, SlowMiddleStageBoundsMemory) {
   const int64_t limit = 48LL << 20, block = 4LL << 20;
   DataContext context;

@@ -232,6 +232,7 @@ void Execution::ProcessEvent(Event& event) {
     op.stats.rows_out += event.block->num_rows();
     op.stats.bytes_out += bytes;
     task.produced_bytes += bytes;
+    task.output_bytes += bytes;
     task.output_rows += event.block->num_rows();
     task.produced.push_back(std::move(event.block));
   } else {
@@ -245,7 +246,7 @@ void Execution::ProcessEvent(Event& event) {
     op.stats.cpu_s += event.cpu_s;
     op.stats.udf_s += event.udf_s;
     op.finished_tasks += 1;
-    op.finished_output_bytes += task.produced_bytes;
+    op.finished_output_bytes += task.output_bytes;
     op.finished_rows_in += task.input_rows;
     op.finished_rows_out += task.output_rows;
     if (!event.status.ok() && !(IsCancellation(event.status) && (*op.stopped || cancelled_))) {
@@ -384,6 +385,9 @@ bool Execution::CanLaunch(size_t i, bool force) {
     if (!op.FreeActor()) return false;
   }
   if (force) return true;
+  // No finished task to size the next one from: run one first (a UDF's output may be far
+  // larger than its input), then size the rest from what it produced.
+  if (op.finished_tasks == 0 && op.active_tasks > 0) return false;
   if (DownstreamFull(i)) return false;
   // The memory budget: this operator's reservation plus what is free of the shared part.
   const int64_t limit = limits_.memory;
