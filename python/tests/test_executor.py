@@ -75,6 +75,27 @@ def test_accounted_memory_stays_under_the_limit(producer_s, middle_s, consumer_s
     assert peak_accounted <= limit + 2 * block
 
 
+def test_first_task_sizes_the_others(ctx):
+    # Tiny inputs, 48 MiB outputs, 4 CPU slots, a 16 MiB limit: before any task finished
+    # nothing tells how much a task makes, so one runs first (not one per CPU: 192 MiB).
+    limit, block = 16 * MiB, 48 * MiB
+    ctx.execution_options.resource_limits.object_store_memory = limit
+    ctx.execution_options.resource_limits.cpu = 4
+    ctx.target_max_block_size = 2 * block  # one block per task
+
+    def inflate(batch):
+        out = _inflate(block)(batch)
+        time.sleep(0.05)  # tasks launched together would overlap
+        return out
+
+    ds = md.range(6, override_num_blocks=6).map_batches(inflate)
+    rows = sum(len(b["v"]) for b in ds.iter_batches(batch_size=None))
+    assert rows == 6 * block // 8
+    totals = ds._last_stats[2]
+    # The promise: the limit plus one task's input (8 bytes) and output.
+    assert totals["peak_bytes"] <= limit + block + 1024, totals["peak_bytes"] / MiB
+
+
 def test_resident_memory_follows_a_stalled_consumer():
     limit, block = 64 * MiB, 8 * MiB
     md.DataContext.get_current().execution_options.resource_limits.object_store_memory = limit
