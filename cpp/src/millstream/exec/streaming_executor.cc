@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "exec/block_shaper.h"
+#include "runtime/memory.h"
 
 namespace millstream {
 
@@ -89,7 +90,9 @@ arrow::Result<PhysicalPlan> PlanPhysical(const PlanPtr& optimized, const DataCon
 
 Execution::Execution(PhysicalPlan plan, const DataContext& context)
     : context_(context), limits_(ResolveLimits(context)), plan_(std::move(plan)),
-      ops_(plan_.operators), start_(std::chrono::steady_clock::now()) {}
+      ops_(plan_.operators), start_(std::chrono::steady_clock::now()) {
+  MemoryReturn::ExecutionStarted();
+}
 
 arrow::Result<std::unique_ptr<Execution>> Execution::Start(PhysicalPlan plan,
                                                            const DataContext& context) {
@@ -120,6 +123,12 @@ Execution::~Execution() {
     consumer_wake_.wait(lock, [this] { return running_tasks_ == 0; });
   }
   pool_.reset();
+  int64_t produced = 0;
+  for (const auto& op : ops_) produced += op->stats.bytes_out;
+  // The blocks still queued go now; give what was freed back to the system.
+  plan_.operators.clear();
+  plan_.read_tasks.clear();
+  MemoryReturn::ExecutionEnded(produced);
 }
 
 bool Execution::WaitForTasks(std::chrono::milliseconds timeout) {
