@@ -1,7 +1,19 @@
 // Interpreter exit and engine threads: the gate engine threads pass to call into Python,
 // and the GIL helpers that never let a finalizing interpreter unwind an engine thread.
 
+#if defined(__GLIBCXX__)
 #include <cxxabi.h>
+// A finalizing CPython ends threads that ask for the GIL with pthread_exit, which glibc
+// implements as a forced unwind (abi::__forced_unwind); caught, the thread parks instead.
+#define MILLSTREAM_PARK_IF_ENDED(statement) \
+  try {                                     \
+    statement;                              \
+  } catch (abi::__forced_unwind&) {         \
+    ParkThread();                           \
+  }
+#else
+#define MILLSTREAM_PARK_IF_ENDED(statement) statement;
+#endif
 
 #include <chrono>
 #include <condition_variable>
@@ -48,22 +60,16 @@ void LeaveReaper() { g_reapers -= 1; }
   while (true) std::this_thread::sleep_for(std::chrono::hours(1));
 }
 
+// Unwinding the engine's frames would run destructors that need Python again (and abort
+// in a noexcept one): a thread the interpreter ends stays where it is instead.
 void AcquireGil(std::optional<py::gil_scoped_acquire>& gil) {
-  try {
-    gil.emplace();
-  } catch (abi::__forced_unwind&) {
-    // A finalizing interpreter ends threads that ask for the GIL (pthread_exit); unwinding
-    // the engine's frames would run destructors that need Python again. Stay here instead.
-    ParkThread();
-  }
+  MILLSTREAM_PARK_IF_ENDED(gil.emplace());
 }
 
 PyObject* CallPython(PyObject* fn, PyObject* arg) {
-  try {
-    return arg ? PyObject_CallOneArg(fn, arg) : PyObject_CallNoArgs(fn);
-  } catch (abi::__forced_unwind&) {
-    ParkThread();  // the call wanted the GIL back while the interpreter finalizes
-  }
+  PyObject* result = nullptr;
+  MILLSTREAM_PARK_IF_ENDED(result = arg ? PyObject_CallOneArg(fn, arg) : PyObject_CallNoArgs(fn));
+  return result;
 }
 
 void ParkIfExiting() {
@@ -79,11 +85,7 @@ GilRelease::GilRelease() {
 
 GilRelease::~GilRelease() {
   g_engine_waits -= 1;
-  try {
-    PyEval_RestoreThread(state_);
-  } catch (abi::__forced_unwind&) {
-    ParkThread();  // a daemon thread coming back while the interpreter finalizes
-  }
+  MILLSTREAM_PARK_IF_ENDED(PyEval_RestoreThread(state_));  // a daemon thread, at exit
 }
 
 void CloseGate() {
