@@ -156,6 +156,30 @@ TEST(Executor, CancelStopsPromptly) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
 }
 
+TEST(Executor, CancelDoesNotWaitForAUdfCallInProgress) {
+  std::atomic<int> started{0};
+  auto ds = Dataset::Range(4, 4).ValueOrDie().MapBatches(
+      Udf([&](const std::shared_ptr<arrow::RecordBatch>& b) {
+        started += 1;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+        return arrow::Table::FromRecordBatches({b});
+      }),
+      Named("MapBatches(slow)"));
+  DataContext context;
+  context.execution_options.resource_limits.cpu = 1;
+  auto stream = ds.Execute(context).ValueOrDie();
+  while (started.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  auto cancelled = std::chrono::steady_clock::now();
+  stream->Cancel();
+  auto next = stream->Next();
+  EXPECT_EQ(next.status().code(), arrow::StatusCode::Cancelled);
+  EXPECT_LT(std::chrono::steady_clock::now() - cancelled, std::chrono::milliseconds(1000));
+  // The call in progress runs to its end; nothing else starts.
+  EXPECT_FALSE(stream->WaitForTasks(std::chrono::milliseconds(10)));
+  EXPECT_TRUE(stream->WaitForTasks(std::chrono::milliseconds(-1)));
+  EXPECT_EQ(started.load(), 1);
+}
+
 TEST(Executor, StalledConsumerKeepsAccountedMemoryUnderTheLimit) {
   // Fast producer (8 MiB blocks), consumer that stops pulling: the accounted bytes stay
   // under the limit plus one task's output.
