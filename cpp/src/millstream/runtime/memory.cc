@@ -31,7 +31,9 @@ void WatchFreedMemory() {
     size_t free_bytes = mallinfo2().fordblks;
     if (free_bytes < baseline) baseline = free_bytes;  // reused since
     if (free_bytes - baseline < kGrowth) continue;
-    MemoryReturn::ReleaseUnused();
+    // Only the C allocator: it lives until the process ends, while Arrow's pool may be
+    // gone during exit (and mimalloc keeps its cache per thread anyway).
+    malloc_trim(0);
     baseline = mallinfo2().fordblks;
   }
 }
