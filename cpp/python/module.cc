@@ -2,8 +2,11 @@
 // The Python package (python/millstream) builds its Ray-Data-style API on these types.
 
 #include <chrono>
+#include <memory>
 #include <mutex>
 #include <set>
+#include <system_error>
+#include <thread>
 
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -96,10 +99,36 @@ py::list StatsToPython(const ExecutionStats& stats) {
   return ops;
 }
 
-/// Every execution the module started and has not yet destroyed: cancelled at interpreter
-/// exit so no worker thread calls into a finalizing interpreter.
+/// Every execution the module started and Python has not yet closed: cancelled at
+/// interpreter exit. Locked only with the GIL released (Cancel may need the GIL).
 std::mutex g_live_mutex;
 std::set<BatchIterator*> g_live;
+
+/// How long closing an execution (its end, a consumer walking away, Ctrl-C) waits for its
+/// running tasks before leaving them to finish in the background.
+constexpr std::chrono::milliseconds kCloseWait{250};
+/// How long interpreter exit waits for engine threads to leave Python (see py_interop.h).
+constexpr std::chrono::milliseconds kExitWait{3000};
+
+/// Destroys a cancelled execution on a thread of its own once its tasks are done (a UDF
+/// call in progress runs to its end), so the caller does not wait for it. At interpreter
+/// exit it is left undestroyed instead.
+void Abandon(std::unique_ptr<BatchIterator> it) {
+  auto destroy = [it = std::shared_ptr<BatchIterator>(std::move(it))]() mutable {
+    it->stream().WaitForTasks(std::chrono::milliseconds(-1));
+    if (!python::EnterReaper()) {
+      new std::shared_ptr<BatchIterator>(std::move(it));  // exiting: never destroyed
+      return;
+    }
+    it.reset();
+    python::LeaveReaper();
+  };
+  try {
+    std::thread(destroy).detach();
+  } catch (const std::system_error&) {
+    destroy();  // no thread to spare: wait here
+  }
+}
 
 /// A running execution seen from Python: batches out, Ctrl-C in.
 ///
@@ -108,6 +137,7 @@ std::set<BatchIterator*> g_live;
 /// lock releases the GIL first.
 class PyBatchIterator {
  public:
+  /// Registers the execution as live; call with the GIL released.
   explicit PyBatchIterator(std::unique_ptr<BatchIterator> it) : it_(std::move(it)) {
     std::lock_guard<std::mutex> lock(g_live_mutex);
     g_live.insert(it_.get());
@@ -122,7 +152,7 @@ class PyBatchIterator {
       bool timed_out = false;
       arrow::Result<Block> next;
       {
-        py::gil_scoped_release release;
+        python::GilRelease release;
         next = it_->NextFor(std::chrono::milliseconds(100), &timed_out);
       }
       if (!next.ok()) CheckStatus(next.status());
@@ -141,7 +171,7 @@ class PyBatchIterator {
     while (it_ && !done) {
       arrow::Status status;
       {
-        py::gil_scoped_release release;
+        python::GilRelease release;
         auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
         while (std::chrono::steady_clock::now() < until) {
           bool timed_out = false;
@@ -165,7 +195,7 @@ class PyBatchIterator {
   }
 
   void Cancel() {
-    py::gil_scoped_release release;
+    python::GilRelease release;
     if (it_) it_->stream().Cancel();
   }
 
@@ -178,22 +208,37 @@ class PyBatchIterator {
     }
   }
 
+  /// Cancels the execution and waits up to kCloseWait for its running tasks (they may
+  /// need the GIL, so it is released); tasks still running then (a slow or stuck UDF
+  /// call) finish in the background and the execution is destroyed after them. Once the
+  /// interpreter exits, nothing is destroyed.
   void Close() {
     if (!it_) return;
+    bool done = false;
     {
-      std::lock_guard<std::mutex> lock(g_live_mutex);
-      g_live.erase(it_.get());
+      python::GilRelease release;
+      {
+        std::lock_guard<std::mutex> lock(g_live_mutex);
+        g_live.erase(it_.get());
+      }
+      if (!python::PythonExiting()) {
+        it_->stream().Cancel();
+        done = it_->stream().WaitForTasks(kCloseWait);
+        if (done) it_.reset();
+      }
     }
-    // Joining the execution waits for tasks that may need the GIL.
-    py::gil_scoped_release release;
-    it_.reset();
+    if (python::PythonExiting()) {
+      (void)it_.release();  // never destroyed at exit: see py_interop.h
+    } else if (!done) {
+      Abandon(std::move(it_));
+    }
   }
 
   py::tuple Stats() const {
     if (!it_) return py::make_tuple("", py::list());
     ExecutionStats stats;
     {
-      py::gil_scoped_release release;
+      python::GilRelease release;
       stats = it_->stream().stats();
     }
     py::dict totals;
@@ -206,7 +251,7 @@ class PyBatchIterator {
   }
 
   int64_t AccountedBytes() const {
-    py::gil_scoped_release release;
+    python::GilRelease release;
     return it_ ? it_->stream().accounted_bytes() : 0;
   }
 
@@ -214,10 +259,16 @@ class PyBatchIterator {
   std::unique_ptr<BatchIterator> it_;
 };
 
-void CancelAllExecutions() {
-  py::gil_scoped_release release;
-  std::lock_guard<std::mutex> lock(g_live_mutex);
-  for (auto* it : g_live) it->stream().Cancel();
+/// The atexit hook: closes the exit gate, cancels every live execution, and waits (GIL
+/// released) until engine threads are idle or inside a UDF call that may never return.
+void ShutDown() {
+  python::CloseGate();
+  py::gil_scoped_release release;  // the main thread, before finalization
+  {
+    std::lock_guard<std::mutex> lock(g_live_mutex);
+    for (auto* it : g_live) it->stream().Cancel();
+  }
+  python::WaitForEngineToSettle(kExitWait);
 }
 
 }  // namespace
@@ -229,8 +280,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("local_path", [](const std::string& path, const std::string& operation) {
     return ValueOrRaise(LocalPath(path, operation));
   }, "The local path of `path` (a plain path or a file:// URI); other URI schemes raise.");
-  m.def("cancel_all_executions", &CancelAllExecutions,
-        "Cancel every running execution (called at interpreter exit).");
+  m.def("shutdown", &ShutDown,
+        "Stop every execution and keep engine threads out of Python from now on (called at "
+        "interpreter exit; later executions fail).");
 
   py::class_<PyBatchIterator>(m, "BatchIterator")
       .def("next", &PyBatchIterator::Next)
@@ -259,7 +311,7 @@ PYBIND11_MODULE(_core, m) {
         options.override_num_blocks = blocks;
         arrow::Result<Dataset> result;
         {
-          py::gil_scoped_release release;
+          python::GilRelease release;
           result = Dataset::ReadParquet(std::move(paths), std::move(options));
         }
         return ValueOrRaise(std::move(result));
@@ -301,14 +353,19 @@ PYBIND11_MODULE(_core, m) {
       })
       .def("execute", [](const Dataset& self, py::dict ctx, std::optional<int64_t> batch_size,
                          bool drop_last) {
-        auto context = ContextFromDict(ctx);
-        arrow::Result<std::unique_ptr<BlockStream>> stream;
-        {
-          py::gil_scoped_release release;
-          stream = self.Execute(context);
+        if (python::PythonExiting()) {
+          throw std::runtime_error("millstream: the interpreter is exiting; no execution starts now");
         }
-        auto it = std::make_unique<BatchIterator>(ValueOrRaise(std::move(stream)), batch_size, drop_last);
-        return std::make_unique<PyBatchIterator>(std::move(it));
+        auto context = ContextFromDict(ctx);
+        arrow::Result<std::unique_ptr<PyBatchIterator>> it;
+        {
+          python::GilRelease release;
+          it = self.Execute(context).Map([&](std::unique_ptr<BlockStream> stream) {
+            return std::make_unique<PyBatchIterator>(
+                std::make_unique<BatchIterator>(std::move(stream), batch_size, drop_last));
+          });
+        }
+        return ValueOrRaise(std::move(it));
       })
       .def("count_from_metadata", &Dataset::CountFromMetadata)
       .def("known_schema", [](const Dataset& self) -> py::object {

@@ -4,7 +4,9 @@
 // Data Interface (PyCapsules, no copy), Python UDFs, and Status <-> exception mapping.
 // Every function here expects the GIL held unless it says otherwise.
 
+#include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <pybind11/pybind11.h>
@@ -44,6 +46,59 @@ inline bool InterpreterAlive() {
   return Py_IsInitialized() && !_Py_IsFinalizing();
 #endif
 }
+
+/// \name Interpreter exit
+///
+/// At exit the atexit hook closes a gate (CloseGate) before the interpreter starts
+/// finalizing: from then on no engine thread calls into Python. The hook waits until every
+/// busy engine worker is inside a UDF call; such a call may never return, so no engine
+/// thread is ever joined at exit. A worker whose call returns after the gate closed, or
+/// that the finalizing interpreter refuses the GIL (Python ends such threads by unwinding
+/// them), parks for good instead of running destructors that would need Python again.
+/// Executions still alive are left to the process's end (never destroyed after the gate
+/// closed).
+/// @{
+
+/// True once the exit gate is closed. Safe to call without the GIL.
+bool PythonExiting();
+/// An engine worker about to call into Python: false once the gate is closed (then it must
+/// not). Pair each true with LeavePythonCall.
+bool EnterPythonCall();
+void LeavePythonCall();
+/// A thread about to destroy an execution abandoned on Ctrl-C (its blocks may own Python
+/// objects): false once the gate is closed (then leak it). Pair with LeaveReaper.
+bool EnterReaper();
+void LeaveReaper();
+/// Blocks the calling thread forever.
+[[noreturn]] void ParkThread();
+/// Takes the GIL on an engine thread into `gil`; parks the thread if the interpreter is
+/// finalizing.
+void AcquireGil(std::optional<py::gil_scoped_acquire>& gil);
+/// `fn(arg)` (or `fn()` when arg is null), GIL held: a new reference or null with the
+/// Python error set. Parks the thread if the call loses the GIL to a finalizing interpreter.
+PyObject* CallPython(PyObject* fn, PyObject* arg);
+/// With the GIL held: if the gate is closed, releases the GIL and parks the thread.
+void ParkIfExiting();
+/// Closes the gate: no engine worker enters Python any more (EnterPythonCall is false).
+void CloseGate();
+/// After CloseGate, with the GIL released by the caller: waits up to `timeout` until every
+/// busy engine worker is inside a UDF call, no Python thread waits in the engine and no
+/// abandoned execution is being destroyed. False if that did not happen in time.
+bool WaitForEngineToSettle(std::chrono::milliseconds timeout);
+
+/// Releases the GIL while a Python thread waits on the engine; the destructor takes it back,
+/// or parks the thread (a daemon thread) if the interpreter is finalizing meanwhile.
+class GilRelease {
+ public:
+  GilRelease();
+  ~GilRelease();
+  GilRelease(const GilRelease&) = delete;
+  GilRelease& operator=(const GilRelease&) = delete;
+
+ private:
+  PyThreadState* state_;
+};
+/// @}
 
 template <typename T>
 T ValueOrRaise(arrow::Result<T> result) {

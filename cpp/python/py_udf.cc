@@ -16,11 +16,12 @@ class PyRef {
  public:
   explicit PyRef(py::object obj) : obj_(std::move(obj)) {}
   ~PyRef() {
-    if (!InterpreterAlive()) {
-      obj_.release();  // the interpreter is gone: nothing to release it to
+    if (!InterpreterAlive() || PythonExiting()) {
+      obj_.release();  // the interpreter is exiting or gone: leave the object to it
       return;
     }
-    py::gil_scoped_acquire gil;
+    std::optional<py::gil_scoped_acquire> gil;
+    AcquireGil(gil);
     obj_ = py::object();
   }
   const py::object& get() const { return obj_; }
@@ -63,17 +64,27 @@ struct ThreadStateKeeper {
   bool kept = false;
   void Keep() {
     if (kept) return;
-    py::gil_scoped_acquire gil;
-    gil.inc_ref();
+    std::optional<py::gil_scoped_acquire> gil;
+    AcquireGil(gil);
+    gil->inc_ref();
     kept = true;
   }
   ~ThreadStateKeeper() {
-    if (!kept || !InterpreterAlive()) return;
-    py::gil_scoped_acquire gil;
-    gil.dec_ref();
+    if (!kept || !InterpreterAlive() || PythonExiting()) return;
+    std::optional<py::gil_scoped_acquire> gil;
+    AcquireGil(gil);
+    gil->dec_ref();
   }
 };
 thread_local ThreadStateKeeper t_thread_state;
+
+/// An engine worker's passage into Python through the exit gate (EnterPythonCall).
+struct PythonCall {
+  bool entered = EnterPythonCall();
+  ~PythonCall() {
+    if (entered) LeavePythonCall();
+  }
+};
 
 class PythonUdf : public BatchUdf {
  public:
@@ -81,11 +92,17 @@ class PythonUdf : public BatchUdf {
 
   arrow::Result<std::shared_ptr<arrow::Table>> Call(
       const std::shared_ptr<arrow::RecordBatch>& batch) override {
+    PythonCall call;
+    if (!call.entered) return arrow::Status::Cancelled("the Python interpreter is exiting");
     t_thread_state.Keep();
-    py::gil_scoped_acquire gil;
+    std::optional<py::gil_scoped_acquire> gil;
+    AcquireGil(gil);
     try {
-      py::object result = fn_.get()(BatchToPyArrow(batch));
-      return TableFromPython(result);
+      py::object arg = BatchToPyArrow(batch);
+      PyObject* raw = CallPython(fn_.get().ptr(), arg.ptr());
+      ParkIfExiting();  // the call outlived the interpreter's exit: never come back
+      if (!raw) throw py::error_already_set();
+      return TableFromPython(py::reinterpret_steal<py::object>(raw));
     } catch (py::error_already_set& error) {
       py::object exception = error.value();
       if (!error.trace().is_none() && py::hasattr(exception, "__traceback__") &&
@@ -120,7 +137,8 @@ py::object BatchToPyArrow(const std::shared_ptr<arrow::RecordBatch>& batch) {
   }
   py::capsule schema_capsule(c_schema, "arrow_schema", &DeleteSchemaCapsule);
   py::capsule array_capsule(c_array, "arrow_array", &DeleteArrayCapsule);
-  static py::object import_batch = PyArrowAttr("RecordBatch", "_import_from_c_capsule");
+  // Held for the process's life: a static py::object would be released after finalization.
+  static py::handle import_batch = PyArrowAttr("RecordBatch", "_import_from_c_capsule").release();
   return import_batch(schema_capsule, array_capsule);
 }
 
@@ -128,7 +146,7 @@ py::object SchemaToPyArrow(const std::shared_ptr<arrow::Schema>& schema) {
   auto* c_schema = new ArrowSchema();
   CheckStatus(arrow::ExportSchema(*schema, c_schema));
   py::capsule capsule(c_schema, "arrow_schema", &DeleteSchemaCapsule);
-  static py::object import_schema = PyArrowAttr("Schema", "_import_from_c_capsule");
+  static py::handle import_schema = PyArrowAttr("Schema", "_import_from_c_capsule").release();
   return import_schema(capsule);
 }
 
@@ -161,10 +179,15 @@ BatchUdfFactory MakePythonUdfFactory(py::object fn, bool is_class, std::string n
     return [udf]() -> arrow::Result<std::shared_ptr<BatchUdf>> { return udf; };
   }
   return [callable, name]() -> arrow::Result<std::shared_ptr<BatchUdf>> {
-    py::gil_scoped_acquire gil;
+    PythonCall call;
+    if (!call.entered) return arrow::Status::Cancelled("the Python interpreter is exiting");
+    std::optional<py::gil_scoped_acquire> gil;
+    AcquireGil(gil);
     try {
-      py::object instance = callable->get()();
-      return std::make_shared<PythonUdf>(std::move(instance), name);
+      PyObject* raw = CallPython(callable->get().ptr(), nullptr);
+      ParkIfExiting();
+      if (!raw) throw py::error_already_set();
+      return std::make_shared<PythonUdf>(py::reinterpret_steal<py::object>(raw), name);
     } catch (py::error_already_set& error) {
       py::object exception = error.value();
       if (!error.trace().is_none() && exception.attr("__traceback__").is_none()) {

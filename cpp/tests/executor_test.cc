@@ -1,5 +1,7 @@
 #include <algorithm>
 #include <atomic>
+#include <cmath>
+#include <functional>
 #include <chrono>
 #include <thread>
 
@@ -280,6 +282,30 @@ TEST(Executor, CancelStopsPromptly) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
 }
 
+TEST(Executor, CancelDoesNotWaitForAUdfCallInProgress) {
+  std::atomic<int> started{0};
+  auto ds = Dataset::Range(4, 4).ValueOrDie().MapBatches(
+      Udf([&](const std::shared_ptr<arrow::RecordBatch>& b) {
+        started += 1;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+        return arrow::Table::FromRecordBatches({b});
+      }),
+      Named("MapBatches(slow)"));
+  DataContext context;
+  context.execution_options.resource_limits.cpu = 1;
+  auto stream = ds.Execute(context).ValueOrDie();
+  while (started.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  auto cancelled = std::chrono::steady_clock::now();
+  stream->Cancel();
+  auto next = stream->Next();
+  EXPECT_EQ(next.status().code(), arrow::StatusCode::Cancelled);
+  EXPECT_LT(std::chrono::steady_clock::now() - cancelled, std::chrono::milliseconds(1000));
+  // The call in progress runs to its end; nothing else starts.
+  EXPECT_FALSE(stream->WaitForTasks(std::chrono::milliseconds(10)));
+  EXPECT_TRUE(stream->WaitForTasks(std::chrono::milliseconds(-1)));
+  EXPECT_EQ(started.load(), 1);
+}
+
 TEST(Executor, StalledConsumerKeepsAccountedMemoryUnderTheLimit) {
   // Fast producer (8 MiB blocks), consumer that stops pulling: the accounted bytes stay
   // under the limit plus one task's output.
@@ -298,6 +324,24 @@ TEST(Executor, StalledConsumerKeepsAccountedMemoryUnderTheLimit) {
   auto stats = stream->stats();
   EXPECT_FALSE(stats.finished);
   EXPECT_LT(stats.operators.back().tasks, 400);
+}
+
+TEST(Executor, FirstTaskSizesTheOthers) {
+  // Tiny inputs, 32 MiB outputs, 4 CPU slots and a 16 MiB limit: nothing tells the
+  // outputs' size before a task finishes, so one task runs first; launching one per CPU
+  // would hold 4 x 32 MiB. The consumer takes one block, then stalls.
+  const int64_t limit = 16LL << 20, block = 32LL << 20;
+  DataContext context;
+  context.execution_options.resource_limits.object_store_memory = limit;
+  context.execution_options.resource_limits.cpu = 4;
+  auto ds = Dataset::Range(64, 64).ValueOrDie().MapBatches(Inflate(block), Named("MapBatches(inflate)"));
+  auto stream = ds.Execute(context).ValueOrDie();
+  ASSERT_NE(stream->Next().ValueOrDie(), nullptr);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto stats = stream->stats();
+  // The promise: the limit plus one task's input (8 bytes) and output.
+  EXPECT_LE(stats.peak_bytes, limit + block + 1024);
+  EXPECT_LT(stats.operators.back().tasks, 4) << stats.ToString();
 }
 
 TEST(Executor, SlowMiddleStageBoundsMemory) {
@@ -327,6 +371,53 @@ TEST(Executor, ImpossibleResourceRequestFailsAtOnce) {
   auto result = ds.ToTable(DataContext{});
   ASSERT_FALSE(result.ok());
   EXPECT_NE(result.status().message().find("num_gpus"), std::string::npos);
+}
+
+TEST(Context, InvalidValuesFailNamingTheField) {
+  struct Case {
+    std::string field;
+    std::function<void(DataContext&)> set;
+  };
+  std::vector<Case> cases = {
+      {"target_max_block_size", [](DataContext& c) { c.target_max_block_size = 0; }},
+      {"target_min_block_size", [](DataContext& c) { c.target_min_block_size = -1; }},
+      {"resource_limits.cpu", [](DataContext& c) { c.execution_options.resource_limits.cpu = 0; }},
+      {"resource_limits.cpu", [](DataContext& c) { c.execution_options.resource_limits.cpu = NAN; }},
+      {"resource_limits.gpu", [](DataContext& c) { c.execution_options.resource_limits.gpu = -1; }},
+      {"resource_limits.object_store_memory",
+       [](DataContext& c) { c.execution_options.resource_limits.object_store_memory = -5; }},
+      {"exclude_resources.cpu", [](DataContext& c) { c.execution_options.exclude_resources.cpu = INFINITY; }},
+      {"op_resource_reservation_ratio", [](DataContext& c) { c.op_resource_reservation_ratio = 1.5; }},
+      {"actor_pool_max_upscaling_delta",
+       [](DataContext& c) { c.autoscaling_config.actor_pool_max_upscaling_delta = 0; }},
+      {"max_errored_blocks", [](DataContext& c) { c.max_errored_blocks = -2; }},
+  };
+  auto ds = Dataset::Range(100, 4).ValueOrDie().MapBatches(Slow(std::chrono::milliseconds(0)),
+                                                           Named("MapBatches(id)"));
+  for (const auto& c : cases) {
+    DataContext context;
+    c.set(context);
+    auto status = context.Validate();
+    EXPECT_EQ(status.code(), arrow::StatusCode::Invalid) << c.field;
+    EXPECT_NE(status.message().find(c.field), std::string::npos) << status.ToString();
+    // Every way into an execution checks it: no crash, the same error.
+    auto count = ds.Count(context);
+    ASSERT_FALSE(count.ok()) << c.field;
+    EXPECT_NE(count.status().message().find(c.field), std::string::npos) << count.status().ToString();
+  }
+  EXPECT_TRUE(DataContext{}.Validate().ok());
+}
+
+TEST(Context, ClusterSizedCpuLimitKeepsItsSlotsWithoutAThreadEach) {
+  // cpu=40000 is a valid limit (Ray accepts it for a cluster): the pool is capped, the
+  // slots stay logical, the result is complete.
+  DataContext context;
+  context.execution_options.resource_limits.cpu = 40000;
+  auto ds = Dataset::Range(1000, 50).ValueOrDie().MapBatches(Slow(std::chrono::milliseconds(1)),
+                                                             Named("MapBatches(slow)"));
+  auto count = ds.Count(context);
+  ASSERT_TRUE(count.ok()) << count.status().ToString();
+  EXPECT_EQ(*count, 1000);
 }
 
 TEST(Executor, ActorPoolConstructsOncePerActor) {

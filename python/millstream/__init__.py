@@ -27,7 +27,8 @@ from millstream.dataset import (
 
 __version__ = "0.1.0"
 
-_atexit.register(_core.cancel_all_executions)
+# At exit: stop executions and keep engine threads out of the finalizing interpreter.
+_atexit.register(_core.shutdown)
 
 __all__ = [
     "ActorPoolStrategy", "TaskPoolStrategy", "DataContext", "DataIterator", "Dataset", "ExecutionOptions", "ExecutionResources",

@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass, field, fields
 from typing import Optional
 
-from millstream._args import check_int, check_number, nearest, public
+from millstream._args import INT64_MAX, check_int, check_number, nearest, public
 
 
 class _Strict:
@@ -218,14 +218,17 @@ class DataContext(_Strict):
         def count(name, value, min=0):  # noqa: A002
             return check_int("DataContext", name, value, min=min)
 
-        def amount(name, value, none_ok=False):
-            return check_number("DataContext", name, finite(value), none_ok=none_ok)
+        def amount(name, value, none_ok=False, max=INT64_MAX, positive=False):  # noqa: A002
+            value = check_number("DataContext", name, finite(value), none_ok=none_ok, max=max)
+            if positive and value is not None and value <= 0:
+                raise ValueError(f"DataContext: {name} must be greater than 0, got {value:g}")
+            return value
 
         return {
             "target_max_block_size": count("target_max_block_size", self.target_max_block_size, min=1),
             "target_min_block_size": count("target_min_block_size", self.target_min_block_size),
             "read_op_min_num_blocks": count("read_op_min_num_blocks", self.read_op_min_num_blocks),
-            "cpu": amount("resource_limits.cpu", limits.cpu, none_ok=True),
+            "cpu": amount("resource_limits.cpu", limits.cpu, none_ok=True, positive=True),
             "gpu": amount("resource_limits.gpu", limits.gpu, none_ok=True),
             "object_store_memory": None if finite(limits.object_store_memory) is None else
             int(amount("resource_limits.object_store_memory", limits.object_store_memory)),
@@ -235,7 +238,8 @@ class DataContext(_Strict):
                                                       exclude.object_store_memory or 0)),
             "preserve_order": bool(self.execution_options.preserve_order),
             "op_resource_reservation_enabled": bool(self.op_resource_reservation_enabled),
-            "op_resource_reservation_ratio": amount("op_resource_reservation_ratio", self.op_resource_reservation_ratio),
+            "op_resource_reservation_ratio": amount("op_resource_reservation_ratio",
+                                                    self.op_resource_reservation_ratio, max=1),
             "actor_pool_util_upscaling_threshold": amount("autoscaling_config.actor_pool_util_upscaling_threshold",
                                                           autoscaling.actor_pool_util_upscaling_threshold),
             "actor_pool_util_downscaling_threshold": amount("autoscaling_config.actor_pool_util_downscaling_threshold",

@@ -494,7 +494,10 @@ class Dataset:
         table = self.to_arrow()
         if limit is not None and table.num_rows > limit:
             raise ValueError(f"the dataset has {table.num_rows} rows, more than limit={limit}")
-        return table.to_pandas()
+        # The frame's arrays come from the C allocator, which gives a large one back to the
+        # system when it is freed; Arrow's pool (mimalloc) would keep it cached for the
+        # thread that made it.
+        return table.to_pandas(memory_pool=pa.system_memory_pool())
 
     @public
     def materialize(self) -> "MaterializedDataset":

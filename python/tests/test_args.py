@@ -4,6 +4,7 @@ import errno
 import inspect
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -285,6 +286,42 @@ def test_nan_resource_limit_is_refused(ctx):
     ctx.execution_options.resource_limits.cpu = float("nan")
     with pytest.raises(ValueError, match="resource_limits.cpu"):
         md.range(3).take_all()
+
+
+def _set(path, value):
+    def apply(ctx):
+        *parents, name = path.split(".")
+        obj = ctx
+        for parent in parents:
+            obj = getattr(obj, parent)
+        setattr(obj, name, value)
+    return apply
+
+
+@pytest.mark.parametrize("path,value,field", [
+    ("target_max_block_size", 0, "target_max_block_size"),
+    ("target_min_block_size", -1, "target_min_block_size"),
+    ("execution_options.resource_limits.cpu", 0, "resource_limits.cpu"),
+    ("execution_options.resource_limits.cpu", -2, "resource_limits.cpu"),
+    ("execution_options.resource_limits.gpu", -1, "resource_limits.gpu"),
+    ("execution_options.resource_limits.object_store_memory", -1, "resource_limits.object_store_memory"),
+    ("execution_options.exclude_resources.cpu", -1, "exclude_resources.cpu"),
+    ("op_resource_reservation_ratio", 1.5, "op_resource_reservation_ratio"),
+    ("autoscaling_config.actor_pool_max_upscaling_delta", 0, "actor_pool_max_upscaling_delta"),
+    ("max_errored_blocks", -2, "max_errored_blocks"),
+], ids=lambda v: str(v))
+def test_invalid_context_value_raises_naming_the_field(ctx, path, value, field):
+    # These used to kill the process (SIGFPE in the block shaper for a 0 block size).
+    _set(path, value)(ctx)
+    with pytest.raises(ValueError, match=re.escape(field)):
+        md.range(10).map_batches(lambda b: b).count()
+
+
+def test_cluster_sized_cpu_limit_runs(ctx):
+    # Ray accepts cpu=40000 for a cluster; here it keeps its logical slots on a capped
+    # thread pool instead of aborting while starting 40000 threads.
+    ctx.execution_options.resource_limits.cpu = 40000
+    assert md.range(1000, override_num_blocks=50).map_batches(lambda b: b).count() == 1000
 
 
 @pytest.mark.parametrize("prefetch", [0, 1, 8])

@@ -203,3 +203,135 @@ def test_many_small_executions_never_stall(tmp_path):
         pytest.fail("an execution stalled: no progress for 20 s over 600 small executions")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "done" in proc.stdout
+
+
+_EXIT_SCRIPT = textwrap.dedent("""
+    import queue, sys, threading, time
+    import numpy as np
+    import millstream as md
+
+    case = sys.argv[1]
+
+    def udf(b):
+        time.sleep(0.01)
+        return {"x": np.asarray(b["id"]) * 2.0}   # blocks backed by numpy memory
+
+    ds = md.range(10**7, override_num_blocks=10000).map_batches(udf)
+    if case == "daemon-thread":                  # a daemon thread feeding a queue
+        q = queue.Queue(maxsize=4)
+        def feed():
+            for batch in ds.iter_batches(batch_size=100):
+                q.put(batch)
+        threading.Thread(target=feed, daemon=True).start()
+        q.get(), q.get()
+    elif case == "reference-cycle":              # an unfinished iterator only gc can free
+        class Holder:
+            pass
+        h = Holder()
+        h.self = h
+        h.it = iter(ds.iter_batches(batch_size=100))
+        next(h.it)
+        del h
+    elif case == "abandoned-generator":
+        it = ds.iter_batches(batch_size=100)
+        next(it)
+    elif case == "udf-running":                  # a UDF call in progress at exit
+        def slow(b):
+            time.sleep(0.3)
+            return b
+        it = iter(md.range(1000, override_num_blocks=100).map_batches(slow).iter_rows())
+        next(it)
+        time.sleep(0.1)
+    elif case in ("udf-never-returns", "udf-spins"):   # in a daemon thread
+        def stuck(b):
+            while True:
+                if case == "udf-never-returns":
+                    time.sleep(0.02)
+        threading.Thread(target=lambda: md.range(10, override_num_blocks=2).map_batches(stuck).take_all(),
+                         daemon=True).start()
+        time.sleep(0.3)
+    print("end of script", flush=True)
+""")
+
+
+@pytest.mark.parametrize("case", ["daemon-thread", "reference-cycle", "abandoned-generator", "udf-running",
+                                  "udf-never-returns", "udf-spins"])
+def test_interpreter_exit_with_a_live_execution_is_clean(tmp_path, case):
+    # These aborted ("terminate called without an active exception"), crashed or hung at
+    # exit; the outcome is timing-dependent, so each case runs several times.
+    script = tmp_path / "exit.py"
+    script.write_text(_EXIT_SCRIPT)
+    for run in range(5):
+        start = time.monotonic()
+        try:
+            proc = subprocess.run([sys.executable, str(script), case], capture_output=True, text=True,
+                                  timeout=20)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{case}: the interpreter did not exit within 20 s (run {run})")
+        elapsed = time.monotonic() - start
+        assert "end of script" in proc.stdout, proc.stderr[-3000:]
+        assert proc.returncode == 0, f"{case} run {run}: rc {proc.returncode}\n{proc.stderr[-3000:]}"
+        assert "terminate called" not in proc.stderr and "Fatal Python error" not in proc.stderr, proc.stderr[-3000:]
+        assert elapsed < 10, f"{case}: exit took {elapsed:.1f} s"
+
+
+_STUCK_UDF_SCRIPT = textwrap.dedent("""
+    import signal, sys, time
+    import millstream as md
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    mode = sys.argv[1]
+
+    def slow(batch):
+        if mode == "sleeps-20s":
+            time.sleep(20)
+        while True:                 # never returns
+            time.sleep(0.02)
+
+    ds = md.range(100, override_num_blocks=4).map_batches(slow)
+    print("ready", flush=True)
+    if mode == "uncaught":
+        ds.take_all()
+    try:
+        ds.take_all()
+    except KeyboardInterrupt:
+        print(f"caught {time.monotonic()}", flush=True)
+        assert md.range(1000, override_num_blocks=10).map_batches(lambda b: b).count() == 1000
+        print("engine still works", flush=True)
+""")
+
+
+@pytest.mark.parametrize("mode", ["sleeps-20s", "never-returns", "uncaught"])
+def test_sigint_during_a_udf_call_does_not_wait_for_it(tmp_path, mode):
+    # Ctrl-C stops launching and raises KeyboardInterrupt at once; the UDF call in progress
+    # is left to finish (or not) in the background, and the process can still exit.
+    script = tmp_path / "stuck.py"
+    script.write_text(_STUCK_UDF_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), mode], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.5)  # the UDF calls are running
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            pytest.fail(f"still running 10 s after SIGINT ({mode}); stderr: {err[-2000:]}")
+        exited = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "terminate called" not in err and "Fatal Python error" not in err, err[-3000:]
+    if mode == "uncaught":
+        assert proc.returncode != 0 and "KeyboardInterrupt" in err, err[-3000:]
+    else:
+        caught = [line for line in out.splitlines() if line.startswith("caught")]
+        assert caught, err[-3000:]
+        assert float(caught[0].split()[1]) - sent < 2.0
+        assert "engine still works" in out, err[-3000:]
+        assert proc.returncode == 0, err[-3000:]
+    assert exited < 5.0

@@ -3,6 +3,8 @@
 #include <cstdint>
 #include <optional>
 
+#include <arrow/status.h>
+
 namespace millstream {
 
 /// \brief Limits on what an execution may use. An unset field means "derive from the
@@ -39,7 +41,8 @@ struct AutoscalingConfig {
 
 /// \brief The engine's knobs, with Ray Data's names and defaults.
 ///
-/// A DataContext is a value: an execution copies the one it is given when it starts.
+/// A DataContext is a value: an execution copies the one it is given when it starts, after
+/// checking it with Validate (an invalid value fails the execution, naming the field).
 struct DataContext {
   /// Blocks larger than this are split (zero-copy slices).
   int64_t target_max_block_size = 128LL * 1024 * 1024;
@@ -60,6 +63,11 @@ struct DataContext {
   /// An operator stops launching while its downstream map has more than this many
   /// bundles queued per task it can run at once (0 or less: no such cap).
   double downstream_capacity_backpressure_ratio = 2.0;
+
+  /// OK, or Invalid naming the first field outside its range (a block size below 1, a
+  /// negative or non-finite resource amount, a CPU limit of 0 or less, a reservation
+  /// ratio outside [0, 1], ...). Planning and Execution::Start call it.
+  arrow::Status Validate() const;
 };
 
 /// \brief The limits that an execution with `context` runs under, with unset fields

@@ -105,8 +105,13 @@ class BlockStream {
   arrow::Result<Block> Next();
   /// Like Next, but gives up after `timeout`: then `*timed_out` is set and nullptr returned.
   arrow::Result<Block> NextFor(std::chrono::milliseconds timeout, bool* timed_out);
-  /// Stops the execution: no task is launched any more, running ones end early.
+  /// Stops the execution: no task is launched any more, running ones end at their next
+  /// block (a UDF call in progress runs to its end). Next then returns Cancelled.
   void Cancel();
+  /// Waits until no task of the execution runs (`timeout` < 0: without limit); true if
+  /// none does. Destroying the stream waits for them too: to stop without waiting for a
+  /// slow UDF call, Cancel, then destroy the stream on a thread of your own.
+  bool WaitForTasks(std::chrono::milliseconds timeout);
   /// Counters so far (complete once Next returned nullptr).
   ExecutionStats stats() const;
   /// Bytes of blocks the execution accounts for right now.

@@ -89,6 +89,9 @@ arrow::Result<Block> BlockStream::NextFor(std::chrono::milliseconds timeout, boo
   return execution_->Next(timeout, timed_out);
 }
 void BlockStream::Cancel() { execution_->Cancel(); }
+bool BlockStream::WaitForTasks(std::chrono::milliseconds timeout) {
+  return execution_->WaitForTasks(timeout);
+}
 ExecutionStats BlockStream::stats() const { return execution_->stats(); }
 int64_t BlockStream::accounted_bytes() const { return execution_->accounted_bytes(); }
 

@@ -26,6 +26,7 @@ struct RefBundle {
 struct RunningTask {
   int64_t input_rows = 0;
   int64_t output_rows = 0;
+  int64_t output_bytes = 0;  // every block the task produced, handed on or not
   int64_t input_bytes = 0;
   int64_t estimated_output_bytes = 0;
   std::deque<Block> produced;  // held back until earlier tasks finish (ordered operators)

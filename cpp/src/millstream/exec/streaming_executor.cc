@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "exec/block_shaper.h"
+#include "runtime/memory.h"
 
 namespace millstream {
 
@@ -13,6 +14,13 @@ namespace {
 
 bool IsCancellation(const arrow::Status& status) {
   return status.code() == arrow::StatusCode::Cancelled;
+}
+
+/// Worker threads for a CPU limit: one per CPU slot, at most 4 per core (and at least 256
+/// allowed), so a cluster-sized limit (`cpu=40000`) keeps its slots without 40000 threads.
+int WorkerThreads(double cpu) {
+  const double cap = std::max(256.0, 4.0 * std::thread::hardware_concurrency());
+  return static_cast<int>(std::clamp(std::ceil(cpu), 1.0, cap));
 }
 
 double ThreadCpuSeconds() {
@@ -30,6 +38,7 @@ std::string PhysicalPlan::ToString() const {
 }
 
 arrow::Result<PhysicalPlan> PlanPhysical(const PlanPtr& optimized, const DataContext& context) {
+  ARROW_RETURN_NOT_OK(context.Validate());
   PhysicalPlan plan;
   auto limits = ResolveLimits(context);
   const auto chain = PlanChain(optimized);
@@ -98,11 +107,15 @@ arrow::Result<PhysicalPlan> PlanPhysical(const PlanPtr& optimized, const DataCon
 
 Execution::Execution(PhysicalPlan plan, const DataContext& context)
     : context_(context), limits_(ResolveLimits(context)), plan_(std::move(plan)),
-      ops_(plan_.operators), start_(std::chrono::steady_clock::now()) {}
+      ops_(plan_.operators), start_(std::chrono::steady_clock::now()) {
+  MemoryReturn::ExecutionStarted();
+}
 
 arrow::Result<std::unique_ptr<Execution>> Execution::Start(PhysicalPlan plan,
                                                            const DataContext& context) {
+  ARROW_RETURN_NOT_OK(context.Validate());
   std::unique_ptr<Execution> execution(new Execution(std::move(plan), context));
+  ARROW_ASSIGN_OR_RAISE(execution->pool_, ThreadPool::Make(WorkerThreads(execution->limits_.cpu)));
   auto& first = *execution->ops_.front();
   for (auto& task : execution->plan_.read_tasks) {
     RefBundle bundle;
@@ -120,8 +133,6 @@ arrow::Result<std::unique_ptr<Execution>> Execution::Start(PhysicalPlan plan,
       op.inputs_done = true;
     }
   }
-  int threads = std::max(1, static_cast<int>(std::ceil(execution->limits_.cpu)));
-  execution->pool_ = std::make_unique<ThreadPool>(threads);
   {
     std::unique_lock<std::mutex> lock(execution->mutex_);
     execution->Drive(lock);
@@ -137,6 +148,22 @@ Execution::~Execution() {
     consumer_wake_.wait(lock, [this] { return running_tasks_ == 0; });
   }
   pool_.reset();
+  int64_t produced = 0;
+  for (const auto& op : ops_) produced += op->stats.bytes_out;
+  // The blocks still queued go now; give what was freed back to the system.
+  plan_.operators.clear();
+  plan_.read_tasks.clear();
+  MemoryReturn::ExecutionEnded(produced);
+}
+
+bool Execution::WaitForTasks(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  auto idle = [this] { return running_tasks_ == 0; };
+  if (timeout.count() < 0) {
+    consumer_wake_.wait(lock, idle);
+    return true;
+  }
+  return consumer_wake_.wait_for(lock, timeout, idle);
 }
 
 double Execution::Now() const {
@@ -251,6 +278,7 @@ void Execution::ProcessEvent(Event& event) {
     op.stats.rows_out += event.block->num_rows();
     op.stats.bytes_out += bytes;
     task.produced_bytes += bytes;
+    task.output_bytes += bytes;
     task.output_rows += event.block->num_rows();
     task.produced.push_back(std::move(event.block));
     NotePeak(event.op, 0);  // before it moves on (a limit passes it straight through)
@@ -268,7 +296,7 @@ void Execution::ProcessEvent(Event& event) {
     op.stats.rows_in += event.read_rows;
     op.stats.bytes_in += event.read_bytes;
     op.finished_tasks += 1;
-    op.finished_output_bytes += task.produced_bytes;
+    op.finished_output_bytes += task.output_bytes;
     op.finished_rows_in += task.input_rows;
     op.finished_rows_out += task.output_rows;
     if (!event.status.ok() && !(IsCancellation(event.status) && (*op.stopped || cancelled_))) {
@@ -412,6 +440,9 @@ bool Execution::CanLaunch(size_t i, bool force) {
     if (!op.FreeActor()) return false;
   }
   if (force) return true;
+  // No finished task to size the next one from: run one first (a UDF's output may be far
+  // larger than its input), then size the rest from what it produced.
+  if (op.finished_tasks == 0 && op.active_tasks > 0) return false;
   if (DownstreamFull(i)) return false;
   // The memory budget: this operator's reservation plus what is free of the shared part.
   const int64_t limit = limits_.memory;

@@ -36,16 +36,23 @@ arrow::Result<PhysicalPlan> PlanPhysical(const PlanPtr& optimized, const DataCon
 /// reserved share plus the free shared part of the memory limit covers the task's expected
 /// output. When nothing runs and the consumer has nothing to take, one task may launch
 /// past the budget, so the pipeline never deadlocks. Tasks run on a thread pool sized to
-/// the CPU limit. Thread-safe: one consumer calls Next while tasks report from the pool.
+/// the CPU limit (at most 4 threads per core, at least 256 allowed: a larger limit keeps its
+/// CPU slots, and tasks past the threads wait for one). Thread-safe: one consumer calls
+/// Next while tasks report from the pool.
 class Execution {
  public:
   static arrow::Result<std::unique_ptr<Execution>> Start(PhysicalPlan plan,
                                                          const DataContext& context);
+  /// Cancels, waits for the running tasks, then joins the pool: it blocks for as long as
+  /// a UDF call in progress takes. Must not run on one of the execution's own workers.
   ~Execution();
 
   /// The next output block; nullptr at the end. `timeout` < 0 waits without limit.
   arrow::Result<Block> Next(std::chrono::milliseconds timeout, bool* timed_out);
   void Cancel();
+  /// Waits until no task runs (`timeout` < 0: without limit); true if none does. After
+  /// Cancel, tasks end at their next block, but a UDF call in progress runs to its end.
+  bool WaitForTasks(std::chrono::milliseconds timeout);
   ExecutionStats stats() const;
   int64_t accounted_bytes() const;
 

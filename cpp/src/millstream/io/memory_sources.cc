@@ -4,6 +4,7 @@
 #include <arrow/api.h>
 
 #include "io/sources.h"
+#include "runtime/memory.h"
 
 namespace millstream {
 namespace {
@@ -100,6 +101,12 @@ class BlocksSource : public Datasource {
  public:
   BlocksSource(std::vector<Block> blocks, std::shared_ptr<arrow::Schema> schema, std::string name)
       : blocks_(std::move(blocks)), schema_(std::move(schema)), name_(std::move(name)) {}
+  ~BlocksSource() override {
+    int64_t bytes = 0;
+    for (const auto& block : blocks_) bytes += BlockBytes(*block);
+    blocks_.clear();
+    MemoryReturn::BlocksDropped(bytes);  // a materialized dataset let go: return the memory
+  }
   std::string name() const override { return name_; }
 
   arrow::Result<std::vector<std::shared_ptr<ReadTask>>> GetReadTasks(

@@ -1,6 +1,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -39,7 +40,64 @@ int DetectGpus() {
   return gpus;
 }
 
+arrow::Status CheckAmount(const char* name, double value, double min, bool min_exclusive) {
+  if (!std::isfinite(value)) {
+    return arrow::Status::Invalid("DataContext: ", name, " must be a finite number, got ", value);
+  }
+  if (min_exclusive ? value <= min : value < min) {
+    return arrow::Status::Invalid("DataContext: ", name, " must be ",
+                                  min_exclusive ? "greater than " : "at least ", min, ", got ",
+                                  value);
+  }
+  return arrow::Status::OK();
+}
+
+arrow::Status CheckCount(const char* name, int64_t value, int64_t min) {
+  if (value < min) {
+    return arrow::Status::Invalid("DataContext: ", name, " must be at least ", min, ", got ",
+                                  value);
+  }
+  return arrow::Status::OK();
+}
+
 }  // namespace
+
+arrow::Status DataContext::Validate() const {
+  ARROW_RETURN_NOT_OK(CheckCount("target_max_block_size", target_max_block_size, 1));
+  ARROW_RETURN_NOT_OK(CheckCount("target_min_block_size", target_min_block_size, 0));
+  ARROW_RETURN_NOT_OK(CheckCount("read_op_min_num_blocks", read_op_min_num_blocks, 0));
+  ARROW_RETURN_NOT_OK(CheckCount("max_errored_blocks", max_errored_blocks, -1));
+  const auto& limits = execution_options.resource_limits;
+  const auto& exclude = execution_options.exclude_resources;
+  if (limits.cpu) ARROW_RETURN_NOT_OK(CheckAmount("resource_limits.cpu", *limits.cpu, 0, true));
+  if (limits.gpu) ARROW_RETURN_NOT_OK(CheckAmount("resource_limits.gpu", *limits.gpu, 0, false));
+  if (limits.object_store_memory) {
+    ARROW_RETURN_NOT_OK(CheckCount("resource_limits.object_store_memory",
+                                   *limits.object_store_memory, 0));
+  }
+  if (exclude.cpu) ARROW_RETURN_NOT_OK(CheckAmount("exclude_resources.cpu", *exclude.cpu, 0, false));
+  if (exclude.gpu) ARROW_RETURN_NOT_OK(CheckAmount("exclude_resources.gpu", *exclude.gpu, 0, false));
+  if (exclude.object_store_memory) {
+    ARROW_RETURN_NOT_OK(CheckCount("exclude_resources.object_store_memory",
+                                   *exclude.object_store_memory, 0));
+  }
+  ARROW_RETURN_NOT_OK(CheckAmount("op_resource_reservation_ratio", op_resource_reservation_ratio, 0, false));
+  if (op_resource_reservation_ratio > 1) {
+    return arrow::Status::Invalid("DataContext: op_resource_reservation_ratio must be at most 1, got ",
+                                  op_resource_reservation_ratio);
+  }
+  const auto& scaling = autoscaling_config;
+  ARROW_RETURN_NOT_OK(CheckAmount("autoscaling_config.actor_pool_util_upscaling_threshold",
+                                  scaling.actor_pool_util_upscaling_threshold, 0, false));
+  ARROW_RETURN_NOT_OK(CheckAmount("autoscaling_config.actor_pool_util_downscaling_threshold",
+                                  scaling.actor_pool_util_downscaling_threshold, 0, false));
+  ARROW_RETURN_NOT_OK(CheckCount("autoscaling_config.actor_pool_max_upscaling_delta",
+                                 scaling.actor_pool_max_upscaling_delta, 1));
+  if (std::isnan(downstream_capacity_backpressure_ratio)) {
+    return arrow::Status::Invalid("DataContext: downstream_capacity_backpressure_ratio must be a number, got nan");
+  }
+  return arrow::Status::OK();
+}
 
 EffectiveLimits ResolveLimits(const DataContext& context) {
   const auto& options = context.execution_options;

@@ -1,18 +1,41 @@
 #include "runtime/thread_pool.h"
 
+#include <system_error>
+
 namespace millstream {
 
-ThreadPool::ThreadPool(int threads) {
-  for (int i = 0; i < std::max(1, threads); ++i) workers_.emplace_back([this] { Loop(); });
+namespace {
+std::atomic<int64_t> g_busy_workers{0};
+}  // namespace
+
+int64_t ThreadPool::BusyWorkers() { return g_busy_workers.load(); }
+
+arrow::Result<std::unique_ptr<ThreadPool>> ThreadPool::Make(int threads) {
+  std::unique_ptr<ThreadPool> pool(new ThreadPool());
+  threads = std::max(1, threads);
+  pool->workers_.reserve(threads);
+  for (int i = 0; i < threads; ++i) {
+    try {
+      pool->workers_.emplace_back([p = pool.get()] { p->Loop(); });
+    } catch (const std::system_error& e) {
+      pool->Stop();
+      return arrow::Status::IOError("could not start worker thread ", i + 1, " of ", threads,
+                                    ": ", e.what());
+    }
+  }
+  return pool;
 }
 
-ThreadPool::~ThreadPool() {
+ThreadPool::~ThreadPool() { Stop(); }
+
+void ThreadPool::Stop() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
   }
   wake_.notify_all();
   for (auto& worker : workers_) worker.join();
+  workers_.clear();
 }
 
 void ThreadPool::Submit(std::function<void()> work) {
@@ -32,8 +55,11 @@ void ThreadPool::Loop() {
       if (queue_.empty()) return;
       work = std::move(queue_.front());
       queue_.pop_front();
+      g_busy_workers += 1;
     }
     work();
+    work = nullptr;  // what the closure holds is released while still counted busy
+    g_busy_workers -= 1;
   }
 }
 

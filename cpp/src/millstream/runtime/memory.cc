@@ -1,0 +1,81 @@
+#include "runtime/memory.h"
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <system_error>
+#include <thread>
+
+#include <arrow/memory_pool.h>
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+namespace millstream {
+
+namespace {
+std::atomic<int64_t> g_live_executions{0};
+std::atomic<int64_t> g_freed_since_release{0};
+
+#if defined(__GLIBC__)
+/// Memory a program frees after an execution (the DataFrame of `to_pandas`, dropped by
+/// the user) also stays in glibc's arenas. Once a second, while no execution runs, a
+/// watcher releases when the arenas' free bytes grew by the threshold since last time.
+void WatchFreedMemory() {
+  constexpr size_t kGrowth = 4 * MemoryReturn::kReleaseThreshold;
+  size_t baseline = mallinfo2().fordblks;
+  while (true) {
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    if (g_live_executions.load() > 0) continue;
+    size_t free_bytes = mallinfo2().fordblks;
+    if (free_bytes < baseline) baseline = free_bytes;  // reused since
+    if (free_bytes - baseline < kGrowth) continue;
+    // Only the C allocator: it lives until the process ends, while Arrow's pool may be
+    // gone during exit (and mimalloc keeps its cache per thread anyway).
+    malloc_trim(0);
+    baseline = mallinfo2().fordblks;
+  }
+}
+
+void StartWatcher() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    try {
+      std::thread(WatchFreedMemory).detach();  // touches no engine or Python state
+    } catch (const std::system_error&) {
+      // No thread to spare: memory is still returned when executions end.
+    }
+  });
+}
+#else
+void StartWatcher() {}
+#endif
+
+void MaybeRelease(int64_t bytes) {
+  int64_t freed = g_freed_since_release += bytes;
+  if (freed < MemoryReturn::kReleaseThreshold || g_live_executions.load() > 0) return;
+  // One thread releases for everything freed so far.
+  if (!g_freed_since_release.compare_exchange_strong(freed, 0)) return;
+  MemoryReturn::ReleaseUnused();
+}
+}  // namespace
+
+void MemoryReturn::ExecutionStarted() { g_live_executions += 1; }
+
+void MemoryReturn::ExecutionEnded(int64_t bytes) {
+  StartWatcher();
+  g_live_executions -= 1;
+  MaybeRelease(bytes);
+}
+
+void MemoryReturn::BlocksDropped(int64_t bytes) { MaybeRelease(bytes); }
+
+void MemoryReturn::ReleaseUnused() {
+  arrow::default_memory_pool()->ReleaseUnused();
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
+}
+
+}  // namespace millstream

@@ -1,0 +1,36 @@
+#pragma once
+
+#include <cstdint>
+
+namespace millstream {
+
+/// \brief Giving freed memory back to the system after an execution.
+///
+/// The C allocator keeps what it freed in its arenas (glibc raises its mmap threshold as
+/// large blocks come and go, so numpy arrays a UDF made end up there), and Arrow's pool
+/// keeps unused pages: without a nudge, resident memory stays at the peak of the last
+/// run. Thread-safe.
+///
+/// With glibc, the first execution's end also starts a detached watcher thread: once a
+/// second, while no execution runs, it trims the arenas (malloc_trim only) if their free bytes grew by 4 x
+/// kReleaseThreshold since its last look (memory the program freed after an execution,
+/// such as a dropped DataFrame). It touches no engine or Python state.
+class MemoryReturn {
+ public:
+  /// An execution starts (counted until ExecutionEnded).
+  static void ExecutionStarted();
+  /// An execution ended, having produced `bytes` of blocks. When it was the last one
+  /// running and enough was freed since the last release, releases.
+  static void ExecutionEnded(int64_t bytes);
+  /// `bytes` of blocks held outside an execution (a materialized dataset) were dropped;
+  /// releases under the same conditions.
+  static void BlocksDropped(int64_t bytes);
+  /// Releases now: Arrow's default pool's unused memory, then the C allocator's free
+  /// arenas (glibc's malloc_trim). Takes milliseconds when gigabytes were freed.
+  static void ReleaseUnused();
+
+  /// Bytes freed before a release is worth its cost.
+  static constexpr int64_t kReleaseThreshold = 64LL << 20;
+};
+
+}  // namespace millstream
