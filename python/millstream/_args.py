@@ -3,7 +3,8 @@
 - ``nearest``: the valid name a misspelt one most likely meant.
 - ``check_int`` / ``check_number``: counts and amounts, checked before they reach the
   engine (numpy integers accepted; bools, nan, inf and values past 64 bits refused).
-- ``check_names``: column names are strings (not something pybind would refuse obscurely).
+- ``check_names``: column names are strings (not something pybind would refuse obscurely);
+  ``check_columns``/``check_renames`` with Ray's error types, so code catching them still works.
 - ``public``: the decorator on every public function and method. An unknown keyword
   raises TypeError naming the nearest valid one; a parameter Ray has but this engine does
   not implement raises NotImplementedError unless it is at the value whose behaviour is
@@ -320,10 +321,39 @@ def check_names(fn_name: str, name: str, value: Any, *, none_ok: bool = False) -
     raise TypeError(f"{fn_name}: {name} must be a string or a list of strings, got {value!r}")
 
 
+def check_columns(fn_name: str, cols: Any) -> list:
+    """``select_columns``' argument, with Ray's error types: a string or a list of
+    distinct strings (``TypeError`` for another container, ``ValueError`` for a list with
+    something else in it or a name twice)."""
+    if isinstance(cols, str):
+        return [cols]
+    if not isinstance(cols, list):
+        raise TypeError(f"{fn_name}: cols must be a string or a list of strings, got {cols!r}")
+    if not all(isinstance(c, str) for c in cols):
+        raise ValueError(f"{fn_name}: every element of cols must be a string, got {cols!r}")
+    if len(set(cols)) != len(cols):
+        raise ValueError(f"{fn_name}: cols must be unique column names, got duplicates in {cols}")
+    return cols
+
+
 def check_renames(fn_name: str, names: Any) -> None:
-    """``rename_columns``' argument: a dict of strings to strings, or a list of strings."""
+    """``rename_columns``' argument, with Ray's error types: a non-empty dict of strings to
+    distinct strings, or a non-empty list of distinct strings (``TypeError`` for anything
+    else, ``ValueError`` for an empty one, a non-string or a new name twice)."""
     if isinstance(names, dict):
-        if all(isinstance(k, str) and isinstance(v, str) for k, v in names.items()):
-            return
-        raise TypeError(f"{fn_name}: names must map column names (strings) to new names (strings), got {names!r}")
-    check_names(fn_name, "names", names)
+        if not names:
+            raise ValueError(f"{fn_name}: names is an empty dict; give at least one old -> new name")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in names.items()):
+            raise ValueError(f"{fn_name}: names must map column names (strings) to new names (strings), got {names!r}")
+        new = list(names.values())
+    elif isinstance(names, list):
+        if not names:
+            raise ValueError(f"{fn_name}: names is an empty list; give a new name for every column")
+        if not all(isinstance(n, str) for n in names):
+            raise ValueError(f"{fn_name}: every new name must be a string, got {names!r}")
+        new = names
+    else:
+        raise TypeError(f"{fn_name}: names must be a dict (old -> new name) or a list of strings, got {names!r}")
+    duplicates = sorted({n for n in new if new.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"{fn_name}: the new name(s) {duplicates} are given more than once in {names!r}")

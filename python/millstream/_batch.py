@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import datetime
 import inspect
 import sys
+import threading
 from typing import Any, Callable, Dict, Iterable
 
 import numpy as np
@@ -15,7 +17,9 @@ BATCH_FORMATS = ("default", "numpy", "pandas", "pyarrow")
 
 
 def check_batch_format(batch_format: str | None) -> str:
-    batch_format = batch_format or "default"
+    """The format batches are handed over in; None is the native block: a pyarrow Table."""
+    if batch_format is None:
+        return "pyarrow"
     if batch_format not in BATCH_FORMATS:
         raise ValueError(
             f"batch_format must be one of {', '.join(repr(f) for f in BATCH_FORMATS)}, "
@@ -63,6 +67,114 @@ def _column_to_numpy(column: pa.Array | pa.ChunkedArray, writable: bool) -> np.n
     return out
 
 
+# ---- array cells (Ray's tensor columns) --------------------------------------------------
+#
+# A column whose cells are numpy arrays becomes, as in Ray Data, a tensor column: when
+# every cell has one shape and numeric dtype, pyarrow's canonical fixed-shape tensor type
+# (numpy batches get one ndarray of shape (rows, *shape)); otherwise (ragged shapes, a
+# missing cell) a list column, nested once per dimension (numpy batches get an object
+# array of arrays). Rows and pandas cells of a fixed-shape tensor column are ndarrays of
+# the cell's shape.
+
+
+def _cells_to_arrow(values) -> pa.Array | None:
+    """``values`` (a sequence) as a tensor or list column when its cells are numpy arrays
+    (None for missing ones); None when they are not."""
+    first = next((v for v in values if v is not None), None)
+    if not isinstance(first, np.ndarray) or first.ndim == 0:
+        return None
+    cells = [v for v in values if v is not None]
+    if not all(isinstance(v, np.ndarray) and v.ndim >= 1 for v in cells):
+        return None
+    if (len(cells) == len(values) and first.dtype in _NUMERIC_BY_DTYPE
+            and all(v.shape == first.shape and v.dtype == first.dtype for v in cells)):
+        return pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(np.stack(cells)))
+    if all(v.ndim == 1 for v in cells):
+        return pa.array(list(values))
+    return pa.array([None if v is None else v.tolist() for v in values])
+
+
+def _as_ragged(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A fixed-shape tensor column as a (nested) list column of the same cells."""
+    if not isinstance(column.type, pa.FixedShapeTensorType):
+        return column
+    if len(column.type.shape) == 1:
+        return pa.chunked_array([c.storage for c in column.chunks]).cast(pa.list_(column.type.value_type))
+    return pa.chunked_array([pa.array([cell.tolist() for cell in _tensor_cells(column)])])
+
+
+def _unify_tensor_shapes(tables: list) -> list:
+    """Tables whose tensor columns of one name differ in shape, with those columns as
+    ragged list columns in every table (Ray makes them variable-shaped tensors)."""
+    types: dict = {}
+    for table in tables:
+        for field in table.schema:
+            types.setdefault(field.name, set()).add(field.type)
+    ragged = {name for name, kinds in types.items()
+              if len(kinds) > 1 and any(isinstance(t, pa.FixedShapeTensorType) for t in kinds)}
+    if not ragged:
+        return tables
+    out = []
+    for table in tables:
+        for i, name in enumerate(table.column_names):
+            if name in ragged:
+                table = table.set_column(i, name, _as_ragged(table.column(i)))
+        out.append(table)
+    return out
+
+
+def _tensor_cells(column: pa.Array | pa.ChunkedArray) -> list:
+    """The cells of a fixed-shape tensor column as writable ndarrays of the cell's shape."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return list(column.to_numpy_ndarray().copy())
+
+
+def rows_of(batch: pa.RecordBatch | pa.Table) -> list[Dict[str, Any]]:
+    """The rows as dicts; a tensor column's values are ndarrays (as Ray's rows are)."""
+    rows = batch.to_pylist()
+    for name, column in zip(batch.schema.names, batch.columns):
+        if isinstance(column.type, pa.FixedShapeTensorType):
+            for row, cell in zip(rows, _tensor_cells(column)):
+                row[name] = cell
+    return rows
+
+
+def to_pandas(batch: pa.RecordBatch | pa.Table):
+    """``batch`` as a DataFrame; a tensor column holds ndarrays of the cell's shape."""
+    df = batch.to_pandas()
+    for name, column in zip(batch.schema.names, batch.columns):
+        if isinstance(column.type, pa.FixedShapeTensorType):
+            cells = np.empty(len(column), dtype=object)
+            cells[:] = _tensor_cells(column) if len(column) else []
+            df[name] = cells
+    return df
+
+
+# ---- async UDFs --------------------------------------------------------------------------
+
+_loops = threading.local()
+
+
+def resolve(result: Any) -> tuple[Any, bool]:
+    """A UDF's result with ``async def`` run to completion on this thread's event loop
+    (one per worker thread, kept for its lifetime): a coroutine gives its value, an async
+    generator the list of what it yields. Second item: whether it produced many outputs
+    (a generator, sync or async)."""
+    if inspect.iscoroutine(result) or inspect.isasyncgen(result):
+        loop = getattr(_loops, "loop", None)
+        if loop is None:
+            loop = _loops.loop = asyncio.new_event_loop()
+        if inspect.iscoroutine(result):
+            return loop.run_until_complete(result), False
+
+        async def collect(gen):
+            return [item async for item in gen]
+
+        return loop.run_until_complete(collect(result)), True
+    return result, inspect.isgenerator(result)
+
+
 def to_format(batch: pa.RecordBatch | pa.Table, batch_format: str, writable: bool = False) -> Any:
     """`batch` in the user's format: dict of numpy arrays (zero-copy where Arrow allows),
     a pandas DataFrame, or a pyarrow Table."""
@@ -71,7 +183,7 @@ def to_format(batch: pa.RecordBatch | pa.Table, batch_format: str, writable: boo
         return {name: _column_to_numpy(column, writable)
                 for name, column in zip(batch.schema.names, batch.columns)}
     if batch_format == "pandas":
-        return batch.to_pandas()
+        return to_pandas(batch)
     if isinstance(batch, pa.RecordBatch):
         return pa.Table.from_batches([batch])
     return batch
@@ -122,7 +234,16 @@ def _array_from_numpy(values: Any, sole_owner: bool = False) -> pa.Array:
     array) and the array owns it; otherwise it is copied."""
     if isinstance(values, (pa.Array, pa.ChunkedArray)):
         return values
-    arr = np.asarray(values)
+    if isinstance(values, (list, tuple)) or (isinstance(values, np.ndarray) and values.dtype == object):
+        cells = _cells_to_arrow(values)
+        if cells is not None:
+            return cells
+    try:
+        arr = np.asarray(values)
+    except ValueError:
+        if not isinstance(values, (list, tuple)):
+            raise
+        return pa.array(values)  # lists of different lengths: a list column
     # Numeric, temporal and tensor arrays become Arrow arrays over the same memory.
     shares_memory = arr.dtype.kind in "iufcmM" or arr.ndim > 1
     if shares_memory and not (sole_owner and _owns_memory(arr)):
@@ -139,6 +260,18 @@ def _array_from_numpy(values: Any, sole_owner: bool = False) -> pa.Array:
 def table_from_pandas(df) -> pa.Table:
     """``df`` as a Table that shares no memory with it: pyarrow takes numeric columns over
     without a copy, and the frame (or a view of it) may still be written to."""
+    tensors = {}
+    for i in range(df.shape[1]):
+        source = df.iloc[:, i]
+        if source.dtype == object:
+            cells = _cells_to_arrow(list(source))
+            if cells is not None:
+                tensors[i] = cells
+    if tensors:
+        # Array cells become tensor columns; pyarrow's conversion takes the others.
+        plain = table_from_pandas(df.iloc[:, [i for i in range(df.shape[1]) if i not in tensors]])
+        columns = [tensors[i] if i in tensors else plain.column(str(name)) for i, name in enumerate(df.columns)]
+        return pa.table(columns, names=[str(n) for n in df.columns])
     table = pa.Table.from_pandas(df, preserve_index=False)
     for i, name in enumerate(table.column_names):
         column = table.column(i)
@@ -221,7 +354,7 @@ def concat_tables(tables: list) -> pa.Table:
     both types."""
     if len(tables) == 1:
         return tables[0]
-    return pa.concat_tables(tables, promote_options="permissive")
+    return pa.concat_tables(_unify_tensor_shapes(tables), promote_options="permissive")
 
 
 def concat_batches(batches: list, schema: pa.Schema | None = None) -> pa.Table:
@@ -301,8 +434,8 @@ def batch_adapter(fn: Callable, batch_format: str, operator: str, writable: bool
             # Linear in the columns: schema and columns fetched once, not per column.
             originals = {id(a): (a, column, _snapshot(a, column.type))
                          for a, column in zip(user_batch.values(), batch.columns)}
-        result = fn(user_batch, *fn_args, **fn_kwargs)
-        if inspect.isgenerator(result) or (hasattr(result, "__next__") and not isinstance(result, dict)):
+        result, many = resolve(fn(user_batch, *fn_args, **fn_kwargs))
+        if many or (hasattr(result, "__next__") and not isinstance(result, dict)):
             table = concat_results(result, operator)
         else:
             # `user_batch` is a second local reference when the UDF returned the batch itself.
@@ -313,15 +446,14 @@ def batch_adapter(fn: Callable, batch_format: str, operator: str, writable: bool
     return call
 
 
-def rows_of(batch: pa.RecordBatch) -> list[Dict[str, Any]]:
-    return batch.to_pylist()
-
-
 def _row_column(values: list, key: str, like: pa.Schema | None):
     """A column of row values: a column of ``like`` (the input rows' schema) keeps its type
     when every value is None (else Arrow's null type) and, for a timestamp, its unit and
-    zone while the values are still datetimes; otherwise pyarrow's inference (which makes
-    every zoned datetime microseconds)."""
+    zone while the values are still datetimes; numpy array cells make a tensor column;
+    otherwise pyarrow's inference (which makes every zoned datetime microseconds)."""
+    cells = _cells_to_arrow(values)
+    if cells is not None:
+        return cells
     index = like.get_field_index(key) if like is not None else -1
     if index >= 0:
         first = next((v for v in values if v is not None), None)

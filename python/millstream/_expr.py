@@ -20,6 +20,16 @@ _ARITH = {
 }
 
 
+def _dotted_name(node: ast.AST):
+    """``a.b.c`` as the column name "a.b.c"; None when the node is not names and dots."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = _dotted_name(node.value)
+        return None if base is None else f"{base}.{node.attr}"
+    return None
+
+
 def _convert(node: ast.AST, text: str) -> pc.Expression:
     if isinstance(node, ast.Expression):
         return _convert(node.body, text)
@@ -61,10 +71,13 @@ def _convert(node: ast.AST, text: str) -> pc.Expression:
         if node.id in ("True", "False", "None"):
             return pc.scalar({"True": True, "False": False, "None": None}[node.id])
         return pc.field(node.id)
+    if isinstance(node, ast.Attribute) and _dotted_name(node):
+        # `sepal.length`: a column whose name has dots, as Ray's expression parser reads it.
+        return pc.field(_dotted_name(node))
     if isinstance(node, ast.Constant):
         return pc.scalar(node.value)
     raise ValueError(
-        f"filter expression {text!r}: unsupported syntax {type(node).__name__}; use column names, "
+        f"filter expression {text!r}: unsupported syntax {type(node).__name__}; use column names (dots allowed: a.b), "
         "literals, comparisons, arithmetic, and/or/not, 'in [...]', 'is None'"
     )
 
