@@ -8,6 +8,7 @@ import datetime
 import inspect
 import sys
 import threading
+import weakref
 from typing import Any, Callable, Dict, Iterable
 
 import numpy as np
@@ -153,26 +154,39 @@ def to_pandas(batch: pa.RecordBatch | pa.Table):
 
 # ---- async UDFs --------------------------------------------------------------------------
 
-_loops = threading.local()
+class AsyncRunner:
+    """Runs what an ``async def`` UDF returns to completion. Each UDF instance (an actor's,
+    or a function's) has its own event loop, kept for its lifetime, so state bound to the
+    loop survives between calls; an actor runs one task at a time, so its loop is always
+    free. A function run by several tasks at once gets a fresh loop on the other threads."""
 
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._loop = None
 
-def resolve(result: Any) -> tuple[Any, bool]:
-    """A UDF's result with ``async def`` run to completion on this thread's event loop
-    (one per worker thread, kept for its lifetime): a coroutine gives its value, an async
-    generator the list of what it yields. Second item: whether it produced many outputs
-    (a generator, sync or async)."""
-    if inspect.iscoroutine(result) or inspect.isasyncgen(result):
-        loop = getattr(_loops, "loop", None)
-        if loop is None:
-            loop = _loops.loop = asyncio.new_event_loop()
+    def _run(self, coroutine):
+        if not self._lock.acquire(blocking=False):
+            return asyncio.run(coroutine)
+        try:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                weakref.finalize(self, self._loop.close)
+            return self._loop.run_until_complete(coroutine)
+        finally:
+            self._lock.release()
+
+    def resolve(self, result: Any) -> tuple[Any, bool]:
+        """``result`` with async work done: a coroutine gives its value, an async generator
+        the list of what it yields. Second item: whether it produced many outputs (a
+        generator, sync or async)."""
         if inspect.iscoroutine(result):
-            return loop.run_until_complete(result), False
+            return self._run(result), False
+        if inspect.isasyncgen(result):
+            async def collect():
+                return [item async for item in result]
 
-        async def collect(gen):
-            return [item async for item in gen]
-
-        return loop.run_until_complete(collect(result)), True
-    return result, inspect.isgenerator(result)
+            return self._run(collect()), True
+        return result, inspect.isgenerator(result)
 
 
 def to_format(batch: pa.RecordBatch | pa.Table, batch_format: str, writable: bool = False) -> Any:
@@ -263,8 +277,8 @@ def table_from_pandas(df) -> pa.Table:
     tensors = {}
     for i in range(df.shape[1]):
         source = df.iloc[:, i]
-        if source.dtype == object:
-            cells = _cells_to_arrow(list(source))
+        if source.dtype == object and isinstance(next((v for v in source if v is not None), None), np.ndarray):
+            cells = _cells_to_arrow(source.tolist())
             if cells is not None:
                 tensors[i] = cells
     if tensors:
@@ -426,6 +440,7 @@ def batch_adapter(fn: Callable, batch_format: str, operator: str, writable: bool
                   fn_args=(), fn_kwargs=None) -> Callable[[pa.RecordBatch], pa.Table]:
     """Wraps a user batch function into the engine's RecordBatch -> Table call."""
     fn_kwargs = fn_kwargs or {}
+    runner = AsyncRunner()
 
     def call(batch: pa.RecordBatch) -> pa.Table:
         user_batch = to_format(batch, batch_format, writable)
@@ -434,7 +449,7 @@ def batch_adapter(fn: Callable, batch_format: str, operator: str, writable: bool
             # Linear in the columns: schema and columns fetched once, not per column.
             originals = {id(a): (a, column, _snapshot(a, column.type))
                          for a, column in zip(user_batch.values(), batch.columns)}
-        result, many = resolve(fn(user_batch, *fn_args, **fn_kwargs))
+        result, many = runner.resolve(fn(user_batch, *fn_args, **fn_kwargs))
         if many or (hasattr(result, "__next__") and not isinstance(result, dict)):
             table = concat_results(result, operator)
         else:

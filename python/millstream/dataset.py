@@ -202,11 +202,13 @@ class Dataset:
         args, kwargs = tuple(fn_args or ()), dict(fn_kwargs or {})
 
         def adapter(f):
+            runner = _batch.AsyncRunner()
+
             def call(batch: pa.RecordBatch) -> pa.Table:
                 rows = []
                 for row in _batch.rows_of(batch):
                     # An async generator's rows count as the row's outputs (as in Ray).
-                    out, many = _batch.resolve(f(row, *args, **kwargs))
+                    out, many = runner.resolve(f(row, *args, **kwargs))
                     if many:
                         rows.extend(out)
                     else:
@@ -228,10 +230,12 @@ class Dataset:
         args, kwargs = tuple(fn_args or ()), dict(fn_kwargs or {})
 
         def adapter(f):
+            runner = _batch.AsyncRunner()
+
             def call(batch: pa.RecordBatch) -> pa.Table:
                 rows = []
                 for row in _batch.rows_of(batch):
-                    out, _ = _batch.resolve(f(row, *args, **kwargs))
+                    out, _ = runner.resolve(f(row, *args, **kwargs))
                     rows.extend([out] if isinstance(out, dict) else list(out))
                 return _batch.table_from_rows(rows, None, name, like=batch.schema)
             return call
@@ -262,8 +266,10 @@ class Dataset:
         args, kwargs = tuple(fn_args or ()), dict(fn_kwargs or {})
 
         def adapter(f):
+            runner = _batch.AsyncRunner()
+
             def call(batch: pa.RecordBatch) -> pa.RecordBatch:
-                mask = [bool(_batch.resolve(f(row, *args, **kwargs))[0]) for row in _batch.rows_of(batch)]
+                mask = [bool(runner.resolve(f(row, *args, **kwargs))[0]) for row in _batch.rows_of(batch)]
                 return batch.filter(pa.array(mask, type=pa.bool_()))
             return call
 

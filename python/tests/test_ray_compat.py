@@ -242,3 +242,33 @@ def test_stats_after_take_and_show_report_that_execution(call):
     getattr(ds, call)()
     assert "not been executed" not in ds.stats()
     assert "Map(<lambda>)" in ds.stats()
+
+
+class _LoopRecorder:
+    loops: list = []
+
+    def __init__(self):
+        self.lock = None
+
+    async def __call__(self, batch):
+        # State bound to the event loop, made on the first call and used on every later one.
+        if self.lock is None:
+            self.lock = asyncio.Lock()
+        async with self.lock:
+            _LoopRecorder.loops.append(id(asyncio.get_running_loop()))
+        return batch
+
+
+def test_an_async_actor_keeps_its_event_loop_between_calls():
+    _LoopRecorder.loops = []
+    out = md.range(20, override_num_blocks=10).map_batches(_LoopRecorder, concurrency=1).count()
+    assert out == 20
+    assert len(_LoopRecorder.loops) == 10 and len(set(_LoopRecorder.loops)) == 1
+
+
+def test_async_filter_fn():
+    async def keep(row):
+        await asyncio.sleep(0)
+        return row["id"] % 2 == 0
+
+    assert md.range(6).filter(keep).take_all() == [{"id": 0}, {"id": 2}, {"id": 4}]
