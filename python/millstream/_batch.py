@@ -58,6 +58,9 @@ def _column_to_numpy(column: pa.Array | pa.ChunkedArray, writable: bool) -> np.n
         return out.copy() if writable else out
     if isinstance(column.type, pa.FixedShapeTensorType):
         out = column.to_numpy_ndarray()
+    elif _is_tensor(column.type):
+        out = np.empty(len(column), dtype=object)
+        out[:] = _tensor_cells(column) if len(column) else []
     elif pa.types.is_fixed_size_list(column.type) and column.null_count == 0:
         width = column.type.list_size
         out = column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), width)
@@ -71,81 +74,122 @@ def _column_to_numpy(column: pa.Array | pa.ChunkedArray, writable: bool) -> np.n
 # ---- array cells (Ray's tensor columns) --------------------------------------------------
 #
 # A column whose cells are numpy arrays becomes, as in Ray Data, a tensor column: when
-# every cell has one shape and numeric dtype, pyarrow's canonical fixed-shape tensor type
-# (numpy batches get one ndarray of shape (rows, *shape)); otherwise (ragged shapes, a
-# missing cell) a list column, nested once per dimension (numpy batches get an object
-# array of arrays). Rows and pandas cells of a fixed-shape tensor column are ndarrays of
-# the cell's shape.
+# every cell has one shape and numeric dtype, Arrow's canonical fixed-shape tensor type
+# (numpy batches get one ndarray of shape (rows, *shape)); when the shapes differ (or a
+# cell is missing), Arrow's canonical variable-shape tensor type (numpy batches get an
+# object array of ndarrays). Rows and pandas cells of either are ndarrays of the cell's
+# shape. Cells of other dtypes, or of different numbers of dimensions, become (nested)
+# list columns.
+
+_VARIABLE_SHAPE_TENSOR = "arrow.variable_shape_tensor"
+
+
+def _is_tensor(arrow_type: pa.DataType) -> bool:
+    return isinstance(arrow_type, pa.FixedShapeTensorType) or (
+        isinstance(arrow_type, pa.BaseExtensionType) and arrow_type.extension_name == _VARIABLE_SHAPE_TENSOR)
+
+
+class _Exported:
+    """Hands a RecordBatch over through the Arrow C data interface, where the field's
+    extension metadata makes Arrow C++ build the extension type it has registered."""
+
+    def __init__(self, batch: pa.RecordBatch):
+        self._batch = batch
+
+    def __arrow_c_array__(self, requested_schema=None):
+        return self._batch.__arrow_c_array__()
+
+
+def _variable_shape_tensor(cells: list, dtype: np.dtype) -> pa.Array:
+    """``cells`` (ndarrays of one number of dimensions, or None) as a variable-shape tensor
+    column: a struct of the flattened values and the shape of each cell."""
+    ndim = next(c.ndim for c in cells if c is not None)
+    data = pa.array([None if c is None else np.ascontiguousarray(c, dtype=dtype).ravel() for c in cells],
+                    type=pa.list_(_NUMERIC_BY_DTYPE[dtype]))
+    shape = pa.array([None if c is None else list(c.shape) for c in cells], type=pa.list_(pa.int32(), ndim))
+    mask = pa.array([c is None for c in cells]) if any(c is None for c in cells) else None
+    storage = pa.StructArray.from_arrays([data, shape], names=["data", "shape"], mask=mask)
+    field = pa.field("cells", storage.type, metadata={"ARROW:extension:name": _VARIABLE_SHAPE_TENSOR,
+                                                       "ARROW:extension:metadata": "{}"})
+    batch = pa.RecordBatch.from_arrays([storage], schema=pa.schema([field]))
+    return pa.record_batch(_Exported(batch)).column(0)
 
 
 def _cells_to_arrow(values) -> pa.Array | None:
-    """``values`` (a sequence) as a tensor or list column when its cells are numpy arrays
-    (None for missing ones); None when they are not."""
+    """``values`` (a sequence) as a tensor column when its cells are numpy arrays (None
+    for missing ones); None when they are not."""
     first = next((v for v in values if v is not None), None)
     if not isinstance(first, np.ndarray) or first.ndim == 0:
         return None
     cells = [v for v in values if v is not None]
     if not all(isinstance(v, np.ndarray) and v.ndim >= 1 for v in cells):
         return None
-    if (len(cells) == len(values) and first.dtype in _NUMERIC_BY_DTYPE
-            and all(v.shape == first.shape and v.dtype == first.dtype for v in cells)):
-        return pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(np.stack(cells)))
-    if all(v.ndim == 1 for v in cells):
-        return pa.array(list(values))
-    return pa.array([None if v is None else v.tolist() for v in values])
+    dtype = np.result_type(*{v.dtype for v in cells})
+    if dtype not in _NUMERIC_BY_DTYPE or any(v.ndim != first.ndim for v in cells):
+        return pa.array([None if v is None else v.tolist() for v in values])
+    if len(cells) == len(values) and all(v.shape == first.shape for v in cells):
+        return pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(np.stack(cells), dtype=dtype))
+    return _variable_shape_tensor(list(values), dtype)
 
 
-def _as_ragged(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """A fixed-shape tensor column as a (nested) list column of the same cells."""
+def _tensor_cells(column: pa.Array | pa.ChunkedArray) -> list:
+    """The cells of a tensor column as writable ndarrays of each cell's shape (None for
+    a missing one)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if isinstance(column.type, pa.FixedShapeTensorType):
+        return list(column.to_numpy_ndarray().copy())
+    storage = column.storage
+    data, shape = storage.field("data"), storage.field("shape")
+    offsets = data.offsets.to_numpy()
+    values = data.values.to_numpy(zero_copy_only=False)
+    shapes = shape.flatten().to_numpy().reshape(-1, shape.type.list_size) if len(shape) else []
+    valid = storage.is_valid().to_numpy(zero_copy_only=False)
+    return [values[offsets[i]:offsets[i + 1]].reshape(shapes[i]).copy() if valid[i] else None
+            for i in range(len(column))]
+
+
+def _as_variable_shape(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A fixed-shape tensor column as a variable-shape one holding the same cells."""
     if not isinstance(column.type, pa.FixedShapeTensorType):
         return column
-    if len(column.type.shape) == 1:
-        return pa.chunked_array([c.storage for c in column.chunks]).cast(pa.list_(column.type.value_type))
-    return pa.chunked_array([pa.array([cell.tolist() for cell in _tensor_cells(column)])])
+    dtype = np.dtype(column.type.value_type.to_pandas_dtype())
+    return pa.chunked_array([_variable_shape_tensor(_tensor_cells(column), dtype)])
 
 
 def _unify_tensor_shapes(tables: list) -> list:
     """Tables whose tensor columns of one name differ in shape, with those columns as
-    ragged list columns in every table (Ray makes them variable-shaped tensors)."""
+    variable-shape tensors in every table (as Ray unifies them)."""
     types: dict = {}
     for table in tables:
         for field in table.schema:
             types.setdefault(field.name, set()).add(field.type)
-    ragged = {name for name, kinds in types.items()
-              if len(kinds) > 1 and any(isinstance(t, pa.FixedShapeTensorType) for t in kinds)}
-    if not ragged:
+    varying = {name for name, kinds in types.items() if len(kinds) > 1 and any(_is_tensor(t) for t in kinds)}
+    if not varying:
         return tables
     out = []
     for table in tables:
         for i, name in enumerate(table.column_names):
-            if name in ragged:
-                table = table.set_column(i, name, _as_ragged(table.column(i)))
+            if name in varying:
+                table = table.set_column(i, name, _as_variable_shape(table.column(i)))
         out.append(table)
     return out
 
 
-def _tensor_cells(column: pa.Array | pa.ChunkedArray) -> list:
-    """The cells of a fixed-shape tensor column as writable ndarrays of the cell's shape."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    return list(column.to_numpy_ndarray().copy())
-
-
 def rows_of(batch: pa.RecordBatch | pa.Table) -> list[Dict[str, Any]]:
     """The rows as dicts; a tensor column's values are ndarrays (as Ray's rows are)."""
-    rows = batch.to_pylist()
-    for name, column in zip(batch.schema.names, batch.columns):
-        if isinstance(column.type, pa.FixedShapeTensorType):
-            for row, cell in zip(rows, _tensor_cells(column)):
-                row[name] = cell
-    return rows
+    names, columns = batch.schema.names, batch.columns
+    if not any(_is_tensor(column.type) for column in columns):
+        return batch.to_pylist()
+    values = [_tensor_cells(c) if _is_tensor(c.type) else c.to_pylist() for c in columns]
+    return [dict(zip(names, row)) for row in zip(*values)]
 
 
 def to_pandas(batch: pa.RecordBatch | pa.Table):
     """``batch`` as a DataFrame; a tensor column holds ndarrays of the cell's shape."""
     df = batch.to_pandas()
     for name, column in zip(batch.schema.names, batch.columns):
-        if isinstance(column.type, pa.FixedShapeTensorType):
+        if _is_tensor(column.type):
             cells = np.empty(len(column), dtype=object)
             cells[:] = _tensor_cells(column) if len(column) else []
             df[name] = cells

@@ -163,14 +163,29 @@ def test_ragged_array_cells_come_back_as_object_arrays_of_arrays():
         np.testing.assert_array_equal(out[1], cells[1])
 
 
-def test_ragged_multi_dimensional_cells_are_accepted():
+def test_ragged_multi_dimensional_cells_keep_their_shapes():
+    # Ray 2.58 keeps them as a variable-shaped tensor column: ndarrays of each cell's shape.
     cells = [np.zeros((2, 2)), np.ones((3, 1))]
-    out = md.from_pandas(pd.DataFrame({"a": cells})).take_batch()["a"]
-    assert len(out) == 2
-    np.testing.assert_array_equal(np.array(out[1].tolist()), cells[1])
+    ds = md.from_pandas(pd.DataFrame({"a": cells, "b": [1, 2]}))
+    out = ds.take_batch()["a"]
+    assert out.dtype == object and [c.shape for c in out] == [(2, 2), (3, 1)]
+    np.testing.assert_array_equal(out[1], cells[1])
+    rows = ds.filter(expr="b == 2").take_all()
+    np.testing.assert_array_equal(rows[0]["a"], cells[1])
+    frame = ds.to_pandas()
+    assert [c.shape for c in frame["a"]] == [(2, 2), (3, 1)]
     out = md.from_numpy([np.zeros((2, 2)), np.ones((3, 3))]).take_batch(5)["data"]
-    assert len(out) == 5
+    assert [c.shape for c in out] == [(2,), (2,), (3,), (3,), (3,)]
     np.testing.assert_array_equal(out[4], np.ones(3))
+
+
+def test_ragged_cells_round_trip_through_parquet(tmp_path):
+    cells = [np.arange(i + 1, dtype=np.float32) for i in range(4)]
+    md.from_items([{"a": c, "k": i} for i, c in enumerate(cells)]).write_parquet(str(tmp_path / "out"))
+    rows = sorted(md.read_parquet(str(tmp_path / "out")).take_all(), key=lambda r: r["k"])
+    for row, cell in zip(rows, cells):
+        assert row["a"].dtype == np.float32
+        np.testing.assert_array_equal(row["a"], cell)
 
 
 def test_map_batches_list_of_lists_is_a_list_column():
