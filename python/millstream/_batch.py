@@ -361,7 +361,7 @@ def from_format(result: Any, operator: str, originals: dict | None = None,
     if isinstance(result, dict):
         if not result:
             return pa.table({})
-        handed_ids = {id(v) for v in handed.values()} if handed is not None and handed is not result else ()
+        handed_ids = {id(v) for v in handed.values()} if isinstance(handed, dict) and handed is not result else ()
         columns = {}
         for key in list(result):
             refs = _value_refs(result, key)

@@ -251,6 +251,12 @@ def test_batch_format_none_is_the_native_block():
     assert kinds and all(k is pa.Table for k in kinds)
 
 
+@pytest.mark.parametrize("fmt", [None, "pyarrow", "pandas"])
+def test_a_table_or_frame_udf_may_return_a_dict_of_columns(fmt):
+    out = md.range(3, override_num_blocks=1).map_batches(lambda b: {"n": [len(b)] * len(b)}, batch_format=fmt).take_all()
+    assert out == [{"n": 3}] * 3
+
+
 @pytest.mark.parametrize("call", ["take", "show", "take_batch"])
 def test_stats_after_take_and_show_report_that_execution(call):
     ds = md.range(10).map(lambda r: r)
