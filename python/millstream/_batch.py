@@ -23,7 +23,7 @@ def check_batch_format(batch_format: str | None) -> str:
         return "pyarrow"
     if batch_format not in BATCH_FORMATS:
         raise ValueError(
-            f"batch_format must be one of {', '.join(repr(f) for f in BATCH_FORMATS)}, "
+            f"batch_format must be one of {', '.join(repr(f) for f in BATCH_FORMATS)} or None, "
             f"got {batch_format!r}"
         )
     return "numpy" if batch_format == "default" else batch_format

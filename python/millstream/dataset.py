@@ -180,9 +180,11 @@ class Dataset:
         """Applies ``fn`` to batches of ``batch_size`` rows (whole blocks if None).
 
         ``fn`` takes and returns a batch in ``batch_format``: "numpy" (the default; a dict
-        of arrays, read-only views of Arrow memory when ``zero_copy_batch``), "pandas" or
-        "pyarrow". A callable class runs on an actor pool (``concurrency=n`` or
-        ``(min, max)``), constructed once per actor with ``fn_constructor_args/kwargs``.
+        of arrays, read-only views of Arrow memory when ``zero_copy_batch``), "pandas",
+        "pyarrow", or None (the native block, a pyarrow Table). A callable class runs on an
+        actor pool (``concurrency=n`` or ``(min, max)``), constructed once per actor with
+        ``fn_constructor_args/kwargs``. ``fn`` may be a generator or ``async def`` (its
+        coroutine or async generator runs on the UDF's own event loop).
         """
         fmt = _batch.check_batch_format(batch_format)
         name = f"MapBatches({_fn_name(fn)})"
@@ -207,8 +209,12 @@ class Dataset:
             def call(batch: pa.RecordBatch) -> pa.Table:
                 rows = []
                 for row in _batch.rows_of(batch):
+                    out = f(row, *args, **kwargs)
+                    if type(out) is dict:  # the common case, without the async checks
+                        rows.append(out)
+                        continue
                     # An async generator's rows count as the row's outputs (as in Ray).
-                    out, many = runner.resolve(f(row, *args, **kwargs))
+                    out, many = runner.resolve(out)
                     if many:
                         rows.extend(out)
                     else:
@@ -235,7 +241,9 @@ class Dataset:
             def call(batch: pa.RecordBatch) -> pa.Table:
                 rows = []
                 for row in _batch.rows_of(batch):
-                    out, _ = runner.resolve(f(row, *args, **kwargs))
+                    out = f(row, *args, **kwargs)
+                    if type(out) not in (list, dict):
+                        out, _ = runner.resolve(out)
                     rows.extend([out] if isinstance(out, dict) else list(out))
                 return _batch.table_from_rows(rows, None, name, like=batch.schema)
             return call
@@ -269,7 +277,8 @@ class Dataset:
             runner = _batch.AsyncRunner()
 
             def call(batch: pa.RecordBatch) -> pa.RecordBatch:
-                mask = [bool(runner.resolve(f(row, *args, **kwargs))[0]) for row in _batch.rows_of(batch)]
+                mask = [keep if type(keep := f(row, *args, **kwargs)) is bool else bool(runner.resolve(keep)[0])
+                        for row in _batch.rows_of(batch)]
                 return batch.filter(pa.array(mask, type=pa.bool_()))
             return call
 
@@ -404,7 +413,8 @@ class Dataset:
 
         The pipeline runs ahead while memory allows; when the consumer is slow, upstream
         stops. Blocks come as they finish (in input order with ``preserve_order``).
-        ``batch_size=None`` yields whole blocks. ``local_shuffle_buffer_size=n``
+        ``batch_size=None`` yields whole blocks; ``batch_format=None`` the native
+        block, a pyarrow Table. ``local_shuffle_buffer_size=n``
         shuffles rows within a buffer of at least n rows before batching (seeded by
         ``local_shuffle_seed``), as training loops want.
         """
