@@ -293,3 +293,13 @@ def test_async_filter_fn():
         return row["id"] % 2 == 0
 
     assert md.range(6).filter(keep).take_all() == [{"id": 0}, {"id": 2}, {"id": 4}]
+
+
+def test_blocks_with_different_tensor_shapes_meet_as_ragged():
+    # Two blocks: cells of shape (1,), then (2,); re-batched together in the engine.
+    ds = md.range(4, override_num_blocks=2).map(lambda r: {"a": np.zeros(r["id"] // 2 + 1)})
+    for run in [lambda: [c for b in ds.iter_batches(batch_size=4) for c in b["a"]],
+                lambda: [r["a"] for r in ds.map_batches(lambda b: b, batch_size=4).take_all()],
+                lambda: list(ds.take_batch(4)["a"])]:
+        cells = run()
+        assert sorted(c.shape for c in cells) == [(1,), (1,), (2,), (2,)]
