@@ -684,6 +684,22 @@ def range(n: int, *, parallelism: int = -1, concurrency=None, override_num_block
     return Dataset(_core.Dataset.range(n, _blocks(override_num_blocks, parallelism)))
 
 
+@public(unsupported={"concurrency": Unsupported(None, why=_NOT_YET)})
+def range_tensor(n: int, *, shape: Tuple = (1,), parallelism: int = -1, concurrency=None,
+                 override_num_blocks=None) -> Dataset:
+    """Rows ``{"data": t}`` for i in [0, n): ``t`` an int64 ndarray of ``shape`` filled with
+    i (a fixed-shape tensor column)."""
+    if not isinstance(shape, (tuple, list)):
+        raise TypeError(f"range_tensor: shape must be a tuple of ints, got {shape!r}")
+    shape = tuple(_args.check_int("range_tensor", "shape", d) for d in shape)
+
+    def tensors(batch):
+        ids = batch["id"].reshape((-1,) + (1,) * len(shape))
+        return {"data": np.broadcast_to(ids, (len(ids),) + shape).copy()}
+
+    return range(n, parallelism=parallelism, override_num_blocks=override_num_blocks).map_batches(tensors)
+
+
 @public
 def from_arrow(tables, *, override_num_blocks=None) -> MaterializedDataset:
     """A dataset of pyarrow Tables (or one Table)."""

@@ -303,3 +303,14 @@ def test_blocks_with_different_tensor_shapes_meet_as_ragged():
                 lambda: list(ds.take_batch(4)["a"])]:
         cells = run()
         assert sorted(c.shape for c in cells) == [(1,), (1,), (2,), (2,)]
+
+
+def test_range_tensor():
+    # Ray Data's docstring example for range_tensor.
+    ds = md.range_tensor(1000, shape=(2, 2))
+    out = ds.map_batches(lambda row: {"data": row["data"] * 2}).take(2)
+    assert len(out) == 2
+    np.testing.assert_array_equal(out[0]["data"], np.zeros((2, 2), dtype=np.int64))
+    np.testing.assert_array_equal(out[1]["data"], np.full((2, 2), 2, dtype=np.int64))
+    assert ds.count() == 1000
+    assert ds.take_batch(3)["data"].shape == (3, 2, 2)
