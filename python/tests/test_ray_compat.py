@@ -314,3 +314,22 @@ def test_range_tensor():
     np.testing.assert_array_equal(out[1]["data"], np.full((2, 2), 2, dtype=np.int64))
     assert ds.count() == 1000
     assert ds.take_batch(3)["data"].shape == (3, 2, 2)
+
+
+@pytest.mark.parametrize("expr,expected", [
+    ("is_null(a)", ["y"]),
+    ("is_valid(a)", ["x", "z"]),
+    ("is_not_null(a)", ["x", "z"]),
+    ("is_nan(a)", ["z"]),
+    ('is_in(b, ["x", "z"])', ["x", "z"]),
+    ('not is_null(a) and b != "x"', ["z"]),
+])
+def test_filter_string_functions(expr, expected):
+    # The functions Ray's expression parser knows; results as Ray 2.58 gives them.
+    ds = md.from_items([{"a": 1.0, "b": "x"}, {"a": None, "b": "y"}, {"a": float("nan"), "b": "z"}])
+    assert [r["b"] for r in ds.filter(expr=expr).take_all()] == expected
+
+
+def test_filter_string_unknown_function_names_the_known_ones():
+    with pytest.raises(ValueError, match="is_null"):
+        md.range(3).filter(expr="foo(id)")
