@@ -277,8 +277,9 @@ class Dataset:
             runner = _batch.AsyncRunner()
 
             def call(batch: pa.RecordBatch) -> pa.RecordBatch:
-                mask = [keep if type(keep := f(row, *args, **kwargs)) is bool else bool(runner.resolve(keep)[0])
-                        for row in _batch.rows_of(batch)]
+                mask = [f(row, *args, **kwargs) for row in _batch.rows_of(batch)]
+                if not all(type(keep) is bool for keep in mask):  # async results, numpy bools...
+                    mask = [bool(runner.resolve(keep)[0]) for keep in mask]
                 return batch.filter(pa.array(mask, type=pa.bool_()))
             return call
 
@@ -717,7 +718,8 @@ def from_arrow(tables, *, override_num_blocks=None) -> MaterializedDataset:
 
 @public
 def from_items(items: List[Any], *, parallelism: int = -1, override_num_blocks=None) -> MaterializedDataset:
-    """A dataset of Python items: dicts become rows; other values become ``{"item": v}``."""
+    """A dataset of Python items (a list, another sequence, a numpy array): dicts become
+    rows; other values become ``{"item": v}``; numpy array values make tensor columns."""
     if not isinstance(items, (collections.abc.Sequence, np.ndarray)):
         raise TypeError(f"from_items expects a list (or another sequence, a numpy array), got {type(items).__name__}")
     rows = [it if isinstance(it, dict) else {"item": it} for it in items]
