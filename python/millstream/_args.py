@@ -260,7 +260,8 @@ def check_expr_filter(expr: Any, given: Dict[str, Any]) -> None:
         return
     for key in ("fn_args", "fn_kwargs", "fn_constructor_args", "fn_constructor_kwargs"):
         if given.get(key) is not None:
-            raise ValueError(f"Dataset.filter: {key} applies to fn, not to expr")
+            raise ValueError("when 'expr' is used, 'fn_args/fn_kwargs' or 'fn_constructor_args/fn_constructor_kwargs' "
+                             f"cannot be used (got {key})")
     for key in ("compute", "num_cpus", "num_gpus", "memory", "concurrency", "ray_remote_args_fn"):
         if given.get(key) is not None:
             raise NotImplementedError(
@@ -322,38 +323,43 @@ def check_names(fn_name: str, name: str, value: Any, *, none_ok: bool = False) -
 
 
 def check_columns(fn_name: str, cols: Any) -> list:
-    """``select_columns``' argument, with Ray's error types: a string or a list of
-    distinct strings (``TypeError`` for another container, ``ValueError`` for a list with
-    something else in it or a name twice)."""
+    """``select_columns``' argument: a string or a list of distinct strings. Errors have
+    Ray's types and words (so code matching them keeps working): ``TypeError`` for
+    another container, ``ValueError`` for a list with something else in it or a name twice."""
     if isinstance(cols, str):
         return [cols]
     if not isinstance(cols, list):
-        raise TypeError(f"{fn_name}: cols must be a string or a list of strings, got {cols!r}")
+        raise TypeError(f"select_columns requires 'cols' to be a string or a list of strings, got {cols!r}")
     if not all(isinstance(c, str) for c in cols):
-        raise ValueError(f"{fn_name}: every element of cols must be a string, got {cols!r}")
+        raise ValueError(f"select_columns requires all elements of 'cols' to be strings, got {cols!r}")
     if len(set(cols)) != len(cols):
-        raise ValueError(f"{fn_name}: cols must be unique column names, got duplicates in {cols}")
+        raise ValueError(f"select_columns expected unique column names, got duplicate column names: {cols}")
     return cols
 
 
 def check_renames(fn_name: str, names: Any) -> None:
-    """``rename_columns``' argument, with Ray's error types: a non-empty dict of strings to
-    distinct strings, or a non-empty list of distinct strings (``TypeError`` for anything
-    else, ``ValueError`` for an empty one, a non-string or a new name twice)."""
+    """``rename_columns``' argument: a non-empty dict of strings to distinct strings, or a
+    non-empty list of distinct strings. Errors have Ray's types and words, checked in
+    Ray's order: ``TypeError`` for anything else, ``ValueError`` for an empty one, a new
+    name twice, or a non-string."""
     if isinstance(names, dict):
         if not names:
-            raise ValueError(f"{fn_name}: names is an empty dict; give at least one old -> new name")
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in names.items()):
-            raise ValueError(f"{fn_name}: names must map column names (strings) to new names (strings), got {names!r}")
+            raise ValueError("rename_columns received 'names' with no entries.")
         new = list(names.values())
+        strings = all(isinstance(k, str) and isinstance(v, str) for k, v in names.items())
+        not_strings = "rename_columns requires both keys and values in the 'names' to be strings"
     elif isinstance(names, list):
         if not names:
-            raise ValueError(f"{fn_name}: names is an empty list; give a new name for every column")
-        if not all(isinstance(n, str) for n in names):
-            raise ValueError(f"{fn_name}: every new name must be a string, got {names!r}")
+            raise ValueError("rename_columns requires 'names' with at least one column name.")
         new = names
+        strings = all(isinstance(n, str) for n in names)
+        not_strings = "rename_columns requires all elements in the 'names' to be strings"
     else:
-        raise TypeError(f"{fn_name}: names must be a dict (old -> new name) or a list of strings, got {names!r}")
-    duplicates = sorted({n for n in new if new.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"{fn_name}: the new name(s) {duplicates} are given more than once in {names!r}")
+        raise TypeError(f"rename_columns expected names to be either List[str] or Dict[str, str], "
+                        f"got {type(names)}: {names!r}")
+    if len(set(map(repr, new))) != len(new):
+        duplicates = sorted({repr(n) for n in new if new.count(n) > 1})
+        raise ValueError(f"rename_columns received duplicate values in the 'names': {names} "
+                         f"({', '.join(duplicates)} more than once)")
+    if not strings:
+        raise ValueError(f"{not_strings}, got {names!r}")

@@ -264,10 +264,10 @@ class Dataset:
         ``pyarrow.compute.Expression``; it runs vectorised in the engine, without Python.
         """
         if (fn is None) == (expr is None):
-            raise ValueError("Dataset.filter: exactly one of 'fn' or 'expr' must be provided")
+            raise ValueError("Exactly one of 'fn' or 'expr' must be provided.")
         _args.check_expr_filter(expr, locals())
         if expr is None and not callable(fn):
-            raise ValueError(f"Dataset.filter: fn must be a function or a callable class, got {type(fn).__name__}")
+            raise ValueError(f"fn must be a UserDefinedFunction, but got {type(fn).__name__} instead.")
         if expr is not None:
             return Dataset(self._core.filter_expr(serialize(to_expression(expr))))
         name = f"Filter({_fn_name(fn)})"
@@ -327,7 +327,7 @@ class Dataset:
         if not cols:
             return self
         if len(set(cols)) != len(cols):
-            raise ValueError(f"Dataset.drop_columns: cols must be unique column names, got duplicates in {cols}")
+            raise ValueError(f"drop_columns expects unique column names, got: {cols}")
         schema = self._core.known_schema()
         if schema is None:
             def drop(table: pa.Table) -> pa.Table:
@@ -349,7 +349,7 @@ class Dataset:
             return Dataset(self._core.rename_columns(dict(names)))
         current = self.columns()
         if len(names) != len(current):
-            raise ValueError(f"rename_columns: got {len(names)} names for {len(current)} columns {current}")
+            raise ValueError(f"rename_columns requires 'names': {names} length match current schema names: {current}.")
         return Dataset(self._core.rename_columns(dict(zip(current, names))))
 
     @public
