@@ -5,6 +5,7 @@
 #include <parquet/arrow/writer.h>
 
 #include "io/sources.h"
+#include "optimizer/optimizer.h"
 #include "test_util.h"
 
 namespace millstream {
@@ -63,6 +64,18 @@ TEST(ParquetRead, ColumnsAndFilter) {
   int64_t rows = 0;
   for (const auto& task : tasks) rows += task->estimated_rows();
   EXPECT_EQ(rows, 1000);
+}
+
+TEST(ParquetRead, SelectingNoColumnsKeepsTheRows) {
+  TempDir dir;
+  WriteParquet(IdTable(1000), dir.path() + "/t.parquet", 300);
+  auto ds = Dataset::ReadParquet({dir.path()}).ValueOrDie().SelectColumns({}).ValueOrDie();
+  // A read with no columns reads them all, so the empty selection is not folded into it.
+  auto optimized = MakeProjectionPushdownRule()->Apply(ds.plan()).ValueOrDie();
+  EXPECT_EQ(PlanChain(optimized).size(), PlanChain(ds.plan()).size());
+  auto out = ds.ToTable(DataContext{}).ValueOrDie();
+  EXPECT_EQ(out->num_columns(), 0);
+  EXPECT_EQ(out->num_rows(), 1000);
 }
 
 TEST(ParquetRead, BlocksStreamOneRowGroupAtATime) {

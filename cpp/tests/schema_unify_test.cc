@@ -1,5 +1,7 @@
 #include "exec/schema_unify.h"
 
+#include <arrow/extension/fixed_shape_tensor.h>
+#include <arrow/extension/variable_shape_tensor.h>
 #include <arrow/json/from_string.h>
 
 #include "test_util.h"
@@ -25,6 +27,27 @@ TEST(SchemaUnify, AddsMissingColumnsAsNullAndPromotesTypes) {
                      arrow::field("extra", arrow::int32())}),
       R"([{"id": 1.0, "s": null, "extra": null}, {"id": 2.5, "s": "x", "extra": 7}])");
   ASSERT_TRUE(out->Equals(*expected)) << out->ToString();
+}
+
+Block TensorBlock(int64_t width, const std::string& json_cells) {
+  auto type = arrow::extension::FixedShapeTensorType::Make(arrow::float64(), {width}).ValueOrDie();
+  auto storage = arrow::json::ArrayFromJSONString(
+      arrow::fixed_size_list(arrow::float64(), static_cast<int32_t>(width)), json_cells).ValueOrDie();
+  auto column = arrow::ExtensionType::WrapArray(type, storage);
+  return arrow::RecordBatch::Make(arrow::schema({arrow::field("t", type)}), column->length(), {column});
+}
+
+TEST(SchemaUnify, TensorsOfDifferentShapesBecomeVariableShape) {
+  ASSERT_OK_AND_ASSIGN(auto out, ConcatenateBlocks({TensorBlock(2, "[[1, 2], [3, 4]]"),
+                                                    TensorBlock(3, "[[5, 6, 7]]")}));
+  auto type = arrow::extension::variable_shape_tensor(arrow::float64(), 1);
+  ASSERT_TRUE(out->schema()->field(0)->type()->Equals(*type)) << out->schema()->ToString();
+  const auto& storage = *static_cast<const arrow::ExtensionArray&>(*out->column(0)).storage();
+  auto expected = arrow::json::ArrayFromJSONString(
+      static_cast<const arrow::ExtensionType&>(*type).storage_type(),
+      R"([{"data": [1, 2], "shape": [2]}, {"data": [3, 4], "shape": [2]},
+          {"data": [5, 6, 7], "shape": [3]}])").ValueOrDie();
+  ASSERT_TRUE(storage.Equals(*expected)) << storage.ToString();
 }
 
 TEST(SchemaUnify, SameSchemaIsUnchanged) {

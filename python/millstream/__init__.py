@@ -22,6 +22,7 @@ from millstream.dataset import (
     from_numpy,
     from_pandas,
     range,
+    range_tensor,
     read_parquet,
 )
 
@@ -33,5 +34,5 @@ _atexit.register(_core.shutdown)
 __all__ = [
     "ActorPoolStrategy", "TaskPoolStrategy", "DataContext", "DataIterator", "Dataset", "ExecutionOptions", "ExecutionResources",
     "MaterializedDataset", "Schema", "from_arrow", "from_items", "from_numpy", "from_pandas",
-    "range", "read_parquet",
+    "range", "range_tensor", "read_parquet",
 ]

@@ -3,7 +3,8 @@
 - ``nearest``: the valid name a misspelt one most likely meant.
 - ``check_int`` / ``check_number``: counts and amounts, checked before they reach the
   engine (numpy integers accepted; bools, nan, inf and values past 64 bits refused).
-- ``check_names``: column names are strings (not something pybind would refuse obscurely).
+- ``check_names``: column names are strings (not something pybind would refuse obscurely);
+  ``check_columns``/``check_renames`` with Ray's error types, so code catching them still works.
 - ``public``: the decorator on every public function and method. An unknown keyword
   raises TypeError naming the nearest valid one; a parameter Ray has but this engine does
   not implement raises NotImplementedError unless it is at the value whose behaviour is
@@ -259,7 +260,8 @@ def check_expr_filter(expr: Any, given: Dict[str, Any]) -> None:
         return
     for key in ("fn_args", "fn_kwargs", "fn_constructor_args", "fn_constructor_kwargs"):
         if given.get(key) is not None:
-            raise ValueError(f"Dataset.filter: {key} applies to fn, not to expr")
+            raise ValueError("when 'expr' is used, 'fn_args/fn_kwargs' or 'fn_constructor_args/fn_constructor_kwargs' "
+                             f"cannot be used (got {key})")
     for key in ("compute", "num_cpus", "num_gpus", "memory", "concurrency", "ray_remote_args_fn"):
         if given.get(key) is not None:
             raise NotImplementedError(
@@ -320,10 +322,44 @@ def check_names(fn_name: str, name: str, value: Any, *, none_ok: bool = False) -
     raise TypeError(f"{fn_name}: {name} must be a string or a list of strings, got {value!r}")
 
 
+def check_columns(fn_name: str, cols: Any) -> list:
+    """``select_columns``' argument: a string or a list of distinct strings. Errors have
+    Ray's types and words (so code matching them keeps working): ``TypeError`` for
+    another container, ``ValueError`` for a list with something else in it or a name twice."""
+    if isinstance(cols, str):
+        return [cols]
+    if not isinstance(cols, list):
+        raise TypeError(f"select_columns requires 'cols' to be a string or a list of strings, got {cols!r}")
+    if not all(isinstance(c, str) for c in cols):
+        raise ValueError(f"select_columns requires all elements of 'cols' to be strings, got {cols!r}")
+    if len(set(cols)) != len(cols):
+        raise ValueError(f"select_columns expected unique column names, got duplicate column names: {cols}")
+    return cols
+
+
 def check_renames(fn_name: str, names: Any) -> None:
-    """``rename_columns``' argument: a dict of strings to strings, or a list of strings."""
+    """``rename_columns``' argument: a non-empty dict of strings to distinct strings, or a
+    non-empty list of distinct strings. Errors have Ray's types and words, checked in
+    Ray's order: ``TypeError`` for anything else, ``ValueError`` for an empty one, a new
+    name twice, or a non-string."""
     if isinstance(names, dict):
-        if all(isinstance(k, str) and isinstance(v, str) for k, v in names.items()):
-            return
-        raise TypeError(f"{fn_name}: names must map column names (strings) to new names (strings), got {names!r}")
-    check_names(fn_name, "names", names)
+        if not names:
+            raise ValueError("rename_columns received 'names' with no entries.")
+        new = list(names.values())
+        strings = all(isinstance(k, str) and isinstance(v, str) for k, v in names.items())
+        not_strings = "rename_columns requires both keys and values in the 'names' to be strings"
+    elif isinstance(names, list):
+        if not names:
+            raise ValueError("rename_columns requires 'names' with at least one column name.")
+        new = names
+        strings = all(isinstance(n, str) for n in names)
+        not_strings = "rename_columns requires all elements in the 'names' to be strings"
+    else:
+        raise TypeError(f"rename_columns expected names to be either List[str] or Dict[str, str], "
+                        f"got {type(names)}: {names!r}")
+    if len(set(map(repr, new))) != len(new):
+        duplicates = sorted({repr(n) for n in new if new.count(n) > 1})
+        raise ValueError(f"rename_columns received duplicate values in the 'names': {names} "
+                         f"({', '.join(duplicates)} more than once)")
+    if not strings:
+        raise ValueError(f"{not_strings}, got {names!r}")

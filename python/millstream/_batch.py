@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import datetime
 import inspect
 import sys
+import threading
+import weakref
 from typing import Any, Callable, Dict, Iterable
 
 import numpy as np
@@ -15,10 +18,12 @@ BATCH_FORMATS = ("default", "numpy", "pandas", "pyarrow")
 
 
 def check_batch_format(batch_format: str | None) -> str:
-    batch_format = batch_format or "default"
+    """The format batches are handed over in; None is the native block: a pyarrow Table."""
+    if batch_format is None:
+        return "pyarrow"
     if batch_format not in BATCH_FORMATS:
         raise ValueError(
-            f"batch_format must be one of {', '.join(repr(f) for f in BATCH_FORMATS)}, "
+            f"batch_format must be one of {', '.join(repr(f) for f in BATCH_FORMATS)} or None, "
             f"got {batch_format!r}"
         )
     return "numpy" if batch_format == "default" else batch_format
@@ -53,6 +58,9 @@ def _column_to_numpy(column: pa.Array | pa.ChunkedArray, writable: bool) -> np.n
         return out.copy() if writable else out
     if isinstance(column.type, pa.FixedShapeTensorType):
         out = column.to_numpy_ndarray()
+    elif _is_tensor(column.type):
+        out = np.empty(len(column), dtype=object)
+        out[:] = _tensor_cells(column) if len(column) else []
     elif pa.types.is_fixed_size_list(column.type) and column.null_count == 0:
         width = column.type.list_size
         out = column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), width)
@@ -63,6 +71,168 @@ def _column_to_numpy(column: pa.Array | pa.ChunkedArray, writable: bool) -> np.n
     return out
 
 
+# ---- array cells (Ray's tensor columns) --------------------------------------------------
+#
+# A column whose cells are numpy arrays becomes, as in Ray Data, a tensor column: when
+# every cell has one shape and numeric dtype, Arrow's canonical fixed-shape tensor type
+# (numpy batches get one ndarray of shape (rows, *shape)); when the shapes differ (or a
+# cell is missing), Arrow's canonical variable-shape tensor type (numpy batches get an
+# object array of ndarrays). Rows and pandas cells of either are ndarrays of the cell's
+# shape. Cells of other dtypes, or of different numbers of dimensions, become (nested)
+# list columns.
+
+_VARIABLE_SHAPE_TENSOR = "arrow.variable_shape_tensor"
+
+
+def _is_tensor(arrow_type: pa.DataType) -> bool:
+    return isinstance(arrow_type, pa.FixedShapeTensorType) or (
+        isinstance(arrow_type, pa.BaseExtensionType) and arrow_type.extension_name == _VARIABLE_SHAPE_TENSOR)
+
+
+class _Exported:
+    """Hands a RecordBatch over through the Arrow C data interface, where the field's
+    extension metadata makes Arrow C++ build the extension type it has registered."""
+
+    def __init__(self, batch: pa.RecordBatch):
+        self._batch = batch
+
+    def __arrow_c_array__(self, requested_schema=None):
+        return self._batch.__arrow_c_array__()
+
+
+def _variable_shape_tensor(cells: list, dtype: np.dtype) -> pa.Array:
+    """``cells`` (ndarrays of one number of dimensions, or None) as a variable-shape tensor
+    column: a struct of the flattened values and the shape of each cell."""
+    ndim = next(c.ndim for c in cells if c is not None)
+    data = pa.array([None if c is None else np.ascontiguousarray(c, dtype=dtype).ravel() for c in cells],
+                    type=pa.list_(_NUMERIC_BY_DTYPE[dtype]))
+    shape = pa.array([None if c is None else list(c.shape) for c in cells], type=pa.list_(pa.int32(), ndim))
+    mask = pa.array([c is None for c in cells]) if any(c is None for c in cells) else None
+    storage = pa.StructArray.from_arrays([data, shape], names=["data", "shape"], mask=mask)
+    field = pa.field("cells", storage.type, metadata={"ARROW:extension:name": _VARIABLE_SHAPE_TENSOR,
+                                                       "ARROW:extension:metadata": "{}"})
+    batch = pa.RecordBatch.from_arrays([storage], schema=pa.schema([field]))
+    return pa.record_batch(_Exported(batch)).column(0)
+
+
+def _cells_to_arrow(values) -> pa.Array | None:
+    """``values`` (a sequence) as a tensor column when its cells are numpy arrays (None
+    for missing ones); None when they are not."""
+    first = next((v for v in values if v is not None), None)
+    if not isinstance(first, np.ndarray) or first.ndim == 0:
+        return None
+    cells = [v for v in values if v is not None]
+    if not all(isinstance(v, np.ndarray) and v.ndim >= 1 for v in cells):
+        return None
+    dtype = np.result_type(*{v.dtype for v in cells})
+    if dtype not in _NUMERIC_BY_DTYPE or any(v.ndim != first.ndim for v in cells):
+        return pa.array([None if v is None else v.tolist() for v in values])
+    if len(cells) == len(values) and all(v.shape == first.shape for v in cells):
+        return pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(np.stack(cells), dtype=dtype))
+    return _variable_shape_tensor(list(values), dtype)
+
+
+def _tensor_cells(column: pa.Array | pa.ChunkedArray) -> list:
+    """The cells of a tensor column as writable ndarrays of each cell's shape (None for
+    a missing one)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if isinstance(column.type, pa.FixedShapeTensorType):
+        return list(column.to_numpy_ndarray().copy())
+    storage = column.storage
+    data, shape = storage.field("data"), storage.field("shape")
+    offsets = data.offsets.to_numpy()
+    values = data.values.to_numpy(zero_copy_only=False)
+    shapes = shape.flatten().to_numpy().reshape(-1, shape.type.list_size) if len(shape) else []
+    valid = storage.is_valid().to_numpy(zero_copy_only=False)
+    return [values[offsets[i]:offsets[i + 1]].reshape(shapes[i]).copy() if valid[i] else None
+            for i in range(len(column))]
+
+
+def _as_variable_shape(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A fixed-shape tensor column as a variable-shape one holding the same cells."""
+    if not isinstance(column.type, pa.FixedShapeTensorType):
+        return column
+    dtype = np.dtype(column.type.value_type.to_pandas_dtype())
+    return pa.chunked_array([_variable_shape_tensor(_tensor_cells(column), dtype)])
+
+
+def _unify_tensor_shapes(tables: list) -> list:
+    """Tables whose tensor columns of one name differ in shape, with those columns as
+    variable-shape tensors in every table (as Ray unifies them)."""
+    types: dict = {}
+    for table in tables:
+        for field in table.schema:
+            types.setdefault(field.name, set()).add(field.type)
+    varying = {name for name, kinds in types.items() if len(kinds) > 1 and any(_is_tensor(t) for t in kinds)}
+    if not varying:
+        return tables
+    out = []
+    for table in tables:
+        for i, name in enumerate(table.column_names):
+            if name in varying:
+                table = table.set_column(i, name, _as_variable_shape(table.column(i)))
+        out.append(table)
+    return out
+
+
+def rows_of(batch: pa.RecordBatch | pa.Table) -> list[Dict[str, Any]]:
+    """The rows as dicts; a tensor column's values are ndarrays (as Ray's rows are)."""
+    names, columns = batch.schema.names, batch.columns
+    if not any(_is_tensor(column.type) for column in columns):
+        return batch.to_pylist()
+    values = [_tensor_cells(c) if _is_tensor(c.type) else c.to_pylist() for c in columns]
+    return [dict(zip(names, row)) for row in zip(*values)]
+
+
+def to_pandas(batch: pa.RecordBatch | pa.Table, memory_pool: pa.MemoryPool | None = None):
+    """``batch`` as a DataFrame; a tensor column holds ndarrays of the cell's shape."""
+    df = batch.to_pandas(memory_pool=memory_pool)
+    for name, column in zip(batch.schema.names, batch.columns):
+        if _is_tensor(column.type):
+            cells = np.empty(len(column), dtype=object)
+            cells[:] = _tensor_cells(column) if len(column) else []
+            df[name] = cells
+    return df
+
+
+# ---- async UDFs --------------------------------------------------------------------------
+
+class AsyncRunner:
+    """Runs what an ``async def`` UDF returns to completion. Each UDF instance (an actor's,
+    or a function's) has its own event loop, kept for its lifetime, so state bound to the
+    loop survives between calls; an actor runs one task at a time, so its loop is always
+    free. A function run by several tasks at once gets a fresh loop on the other threads."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._loop = None
+
+    def _run(self, coroutine):
+        if not self._lock.acquire(blocking=False):
+            return asyncio.run(coroutine)
+        try:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                weakref.finalize(self, self._loop.close)
+            return self._loop.run_until_complete(coroutine)
+        finally:
+            self._lock.release()
+
+    def resolve(self, result: Any) -> tuple[Any, bool]:
+        """``result`` with async work done: a coroutine gives its value, an async generator
+        the list of what it yields. Second item: whether it produced many outputs (a
+        generator, sync or async)."""
+        if inspect.iscoroutine(result):
+            return self._run(result), False
+        if inspect.isasyncgen(result):
+            async def collect():
+                return [item async for item in result]
+
+            return self._run(collect()), True
+        return result, inspect.isgenerator(result)
+
+
 def to_format(batch: pa.RecordBatch | pa.Table, batch_format: str, writable: bool = False) -> Any:
     """`batch` in the user's format: dict of numpy arrays (zero-copy where Arrow allows),
     a pandas DataFrame, or a pyarrow Table."""
@@ -71,7 +241,7 @@ def to_format(batch: pa.RecordBatch | pa.Table, batch_format: str, writable: boo
         return {name: _column_to_numpy(column, writable)
                 for name, column in zip(batch.schema.names, batch.columns)}
     if batch_format == "pandas":
-        return batch.to_pandas()
+        return to_pandas(batch)
     if isinstance(batch, pa.RecordBatch):
         return pa.Table.from_batches([batch])
     return batch
@@ -122,7 +292,16 @@ def _array_from_numpy(values: Any, sole_owner: bool = False) -> pa.Array:
     array) and the array owns it; otherwise it is copied."""
     if isinstance(values, (pa.Array, pa.ChunkedArray)):
         return values
-    arr = np.asarray(values)
+    if isinstance(values, (list, tuple)) or (isinstance(values, np.ndarray) and values.dtype == object):
+        cells = _cells_to_arrow(values)
+        if cells is not None:
+            return cells
+    try:
+        arr = np.asarray(values)
+    except ValueError:
+        if not isinstance(values, (list, tuple)):
+            raise
+        return pa.array(values)  # lists of different lengths: a list column
     # Numeric, temporal and tensor arrays become Arrow arrays over the same memory.
     shares_memory = arr.dtype.kind in "iufcmM" or arr.ndim > 1
     if shares_memory and not (sole_owner and _owns_memory(arr)):
@@ -139,6 +318,18 @@ def _array_from_numpy(values: Any, sole_owner: bool = False) -> pa.Array:
 def table_from_pandas(df) -> pa.Table:
     """``df`` as a Table that shares no memory with it: pyarrow takes numeric columns over
     without a copy, and the frame (or a view of it) may still be written to."""
+    tensors = {}
+    for i in range(df.shape[1]):
+        source = df.iloc[:, i]
+        if source.dtype == object and isinstance(next((v for v in source if v is not None), None), np.ndarray):
+            cells = _cells_to_arrow(source.tolist())
+            if cells is not None:
+                tensors[i] = cells
+    if tensors:
+        # Array cells become tensor columns; pyarrow's conversion takes the others.
+        plain = table_from_pandas(df.iloc[:, [i for i in range(df.shape[1]) if i not in tensors]])
+        columns = [tensors[i] if i in tensors else plain.column(str(name)) for i, name in enumerate(df.columns)]
+        return pa.table(columns, names=[str(n) for n in df.columns])
     table = pa.Table.from_pandas(df, preserve_index=False)
     for i, name in enumerate(table.column_names):
         column = table.column(i)
@@ -170,7 +361,7 @@ def from_format(result: Any, operator: str, originals: dict | None = None,
     if isinstance(result, dict):
         if not result:
             return pa.table({})
-        handed_ids = {id(v) for v in handed.values()} if handed is not None and handed is not result else ()
+        handed_ids = {id(v) for v in handed.values()} if isinstance(handed, dict) and handed is not result else ()
         columns = {}
         for key in list(result):
             refs = _value_refs(result, key)
@@ -221,7 +412,7 @@ def concat_tables(tables: list) -> pa.Table:
     both types."""
     if len(tables) == 1:
         return tables[0]
-    return pa.concat_tables(tables, promote_options="permissive")
+    return pa.concat_tables(_unify_tensor_shapes(tables), promote_options="permissive")
 
 
 def concat_batches(batches: list, schema: pa.Schema | None = None) -> pa.Table:
@@ -293,6 +484,7 @@ def batch_adapter(fn: Callable, batch_format: str, operator: str, writable: bool
                   fn_args=(), fn_kwargs=None) -> Callable[[pa.RecordBatch], pa.Table]:
     """Wraps a user batch function into the engine's RecordBatch -> Table call."""
     fn_kwargs = fn_kwargs or {}
+    runner = AsyncRunner()
 
     def call(batch: pa.RecordBatch) -> pa.Table:
         user_batch = to_format(batch, batch_format, writable)
@@ -301,8 +493,8 @@ def batch_adapter(fn: Callable, batch_format: str, operator: str, writable: bool
             # Linear in the columns: schema and columns fetched once, not per column.
             originals = {id(a): (a, column, _snapshot(a, column.type))
                          for a, column in zip(user_batch.values(), batch.columns)}
-        result = fn(user_batch, *fn_args, **fn_kwargs)
-        if inspect.isgenerator(result) or (hasattr(result, "__next__") and not isinstance(result, dict)):
+        result, many = runner.resolve(fn(user_batch, *fn_args, **fn_kwargs))
+        if many or (hasattr(result, "__next__") and not isinstance(result, dict)):
             table = concat_results(result, operator)
         else:
             # `user_batch` is a second local reference when the UDF returned the batch itself.
@@ -313,15 +505,14 @@ def batch_adapter(fn: Callable, batch_format: str, operator: str, writable: bool
     return call
 
 
-def rows_of(batch: pa.RecordBatch) -> list[Dict[str, Any]]:
-    return batch.to_pylist()
-
-
 def _row_column(values: list, key: str, like: pa.Schema | None):
     """A column of row values: a column of ``like`` (the input rows' schema) keeps its type
     when every value is None (else Arrow's null type) and, for a timestamp, its unit and
-    zone while the values are still datetimes; otherwise pyarrow's inference (which makes
-    every zoned datetime microseconds)."""
+    zone while the values are still datetimes; numpy array cells make a tensor column;
+    otherwise pyarrow's inference (which makes every zoned datetime microseconds)."""
+    cells = _cells_to_arrow(values)
+    if cells is not None:
+        return cells
     index = like.get_field_index(key) if like is not None else -1
     if index >= 0:
         first = next((v for v in values if v is not None), None)

@@ -20,6 +20,42 @@ _ARITH = {
 }
 
 
+# Predicates Ray's expression parser knows by name: is_null(x), is_valid(x) / is_not_null(x),
+# is_nan(x), is_in(x, [values]).
+_FUNCTIONS = {"is_null": 1, "is_valid": 1, "is_not_null": 1, "is_nan": 1, "is_in": 2}
+
+
+def _call(node: ast.Call, text: str) -> pc.Expression:
+    name = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
+    if name not in _FUNCTIONS or node.keywords:
+        raise ValueError(f"filter expression {text!r}: unsupported function {name}(); the functions are "
+                         + ", ".join(f"{f}()" for f in _FUNCTIONS))
+    if len(node.args) != _FUNCTIONS[name]:
+        raise ValueError(f"filter expression {text!r}: {name}() takes {_FUNCTIONS[name]} argument(s), "
+                         f"got {len(node.args)}")
+    operand = _convert(node.args[0], text)
+    if name == "is_null":
+        return operand.is_null()
+    if name in ("is_valid", "is_not_null"):
+        return operand.is_valid()
+    if name == "is_nan":
+        return pc.is_nan(operand)
+    values = node.args[1]
+    if not isinstance(values, (ast.List, ast.Tuple, ast.Set)):
+        raise ValueError(f"filter expression {text!r}: is_in() needs a literal list")
+    return operand.isin(pa.array([ast.literal_eval(e) for e in values.elts]))
+
+
+def _dotted_name(node: ast.AST):
+    """``a.b.c`` as the column name "a.b.c"; None when the node is not names and dots."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = _dotted_name(node.value)
+        return None if base is None else f"{base}.{node.attr}"
+    return None
+
+
 def _convert(node: ast.AST, text: str) -> pc.Expression:
     if isinstance(node, ast.Expression):
         return _convert(node.body, text)
@@ -61,11 +97,16 @@ def _convert(node: ast.AST, text: str) -> pc.Expression:
         if node.id in ("True", "False", "None"):
             return pc.scalar({"True": True, "False": False, "None": None}[node.id])
         return pc.field(node.id)
+    if isinstance(node, ast.Call):
+        return _call(node, text)
+    if isinstance(node, ast.Attribute) and _dotted_name(node):
+        # `sepal.length`: a column whose name has dots, as Ray's expression parser reads it.
+        return pc.field(_dotted_name(node))
     if isinstance(node, ast.Constant):
         return pc.scalar(node.value)
     raise ValueError(
-        f"filter expression {text!r}: unsupported syntax {type(node).__name__}; use column names, "
-        "literals, comparisons, arithmetic, and/or/not, 'in [...]', 'is None'"
+        f"filter expression {text!r}: unsupported syntax {type(node).__name__}; use column names (dots allowed: a.b), "
+        "literals, comparisons, arithmetic, and/or/not, 'in [...]', 'is None', is_null(x)..."
     )
 
 
@@ -75,7 +116,7 @@ _LITERAL_TYPES = {bool: "bool", int: "int64", float: "double", str: "string", by
 def _static_type(node: ast.AST):
     """The type of ``node`` when its syntax tells it ("bool", "int64", "double", "number"
     for arithmetic on columns...), else None (a bare column name: its type is the data's)."""
-    if isinstance(node, (ast.Compare, ast.BoolOp)) or (isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not)):
+    if isinstance(node, (ast.Compare, ast.BoolOp, ast.Call)) or (isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not)):
         return "bool"
     if isinstance(node, ast.Constant):
         return _LITERAL_TYPES.get(type(node.value), type(node.value).__name__)

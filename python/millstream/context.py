@@ -104,7 +104,7 @@ class DataContext(_Strict):
     they are accepted and have no effect (``DataContext.cluster_only_fields()`` lists them).
     """
 
-    target_max_block_size: int = 128 * 1024 * 1024
+    target_max_block_size: Optional[int] = 128 * 1024 * 1024
     target_min_block_size: int = 1 * 1024 * 1024
     read_op_min_num_blocks: int = 200
     min_parallelism: int = _cluster_only(200)
@@ -225,7 +225,9 @@ class DataContext(_Strict):
             return value
 
         return {
-            "target_max_block_size": count("target_max_block_size", self.target_max_block_size, min=1),
+            # None is Ray's "no limit".
+            "target_max_block_size": INT64_MAX if self.target_max_block_size is None else
+            count("target_max_block_size", self.target_max_block_size, min=1),
             "target_min_block_size": count("target_min_block_size", self.target_min_block_size),
             "read_op_min_num_blocks": count("read_op_min_num_blocks", self.read_op_min_num_blocks),
             "cpu": amount("resource_limits.cpu", limits.cpu, none_ok=True, positive=True),

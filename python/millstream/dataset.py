@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import collections.abc
 import inspect
 import os
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
@@ -179,9 +180,11 @@ class Dataset:
         """Applies ``fn`` to batches of ``batch_size`` rows (whole blocks if None).
 
         ``fn`` takes and returns a batch in ``batch_format``: "numpy" (the default; a dict
-        of arrays, read-only views of Arrow memory when ``zero_copy_batch``), "pandas" or
-        "pyarrow". A callable class runs on an actor pool (``concurrency=n`` or
-        ``(min, max)``), constructed once per actor with ``fn_constructor_args/kwargs``.
+        of arrays, read-only views of Arrow memory when ``zero_copy_batch``), "pandas",
+        "pyarrow", or None (the native block, a pyarrow Table). A callable class runs on an
+        actor pool (``concurrency=n`` or ``(min, max)``), constructed once per actor with
+        ``fn_constructor_args/kwargs``. ``fn`` may be a generator or ``async def`` (its
+        coroutine or async generator runs on the UDF's own event loop).
         """
         fmt = _batch.check_batch_format(batch_format)
         name = f"MapBatches({_fn_name(fn)})"
@@ -201,9 +204,22 @@ class Dataset:
         args, kwargs = tuple(fn_args or ()), dict(fn_kwargs or {})
 
         def adapter(f):
+            runner = _batch.AsyncRunner()
+
             def call(batch: pa.RecordBatch) -> pa.Table:
-                return _batch.table_from_rows([f(row, *args, **kwargs) for row in batch.to_pylist()], None, name,
-                                              like=batch.schema)
+                rows = []
+                for row in _batch.rows_of(batch):
+                    out = f(row, *args, **kwargs)
+                    if type(out) is dict:  # the common case, without the async checks
+                        rows.append(out)
+                        continue
+                    # An async generator's rows count as the row's outputs (as in Ray).
+                    out, many = runner.resolve(out)
+                    if many:
+                        rows.extend(out)
+                    else:
+                        rows.append(out)
+                return _batch.table_from_rows(rows, None, name, like=batch.schema)
             return call
 
         return self._map(adapter, fn, name, row_preserving=True, compute=compute,
@@ -220,10 +236,14 @@ class Dataset:
         args, kwargs = tuple(fn_args or ()), dict(fn_kwargs or {})
 
         def adapter(f):
+            runner = _batch.AsyncRunner()
+
             def call(batch: pa.RecordBatch) -> pa.Table:
                 rows = []
-                for row in batch.to_pylist():
+                for row in _batch.rows_of(batch):
                     out = f(row, *args, **kwargs)
+                    if type(out) not in (list, dict):
+                        out, _ = runner.resolve(out)
                     rows.extend([out] if isinstance(out, dict) else list(out))
                 return _batch.table_from_rows(rows, None, name, like=batch.schema)
             return call
@@ -243,17 +263,23 @@ class Dataset:
         ``expr`` is a string (``"qty > 10 and cat == 'a'"``) or a
         ``pyarrow.compute.Expression``; it runs vectorised in the engine, without Python.
         """
-        _args.check_expr_filter(expr, locals())
         if (fn is None) == (expr is None):
-            raise ValueError("filter needs exactly one of fn or expr")
+            raise ValueError("Exactly one of 'fn' or 'expr' must be provided.")
+        _args.check_expr_filter(expr, locals())
+        if expr is None and not callable(fn):
+            raise ValueError(f"fn must be a UserDefinedFunction, but got {type(fn).__name__} instead.")
         if expr is not None:
             return Dataset(self._core.filter_expr(serialize(to_expression(expr))))
         name = f"Filter({_fn_name(fn)})"
         args, kwargs = tuple(fn_args or ()), dict(fn_kwargs or {})
 
         def adapter(f):
+            runner = _batch.AsyncRunner()
+
             def call(batch: pa.RecordBatch) -> pa.RecordBatch:
-                mask = [bool(f(row, *args, **kwargs)) for row in batch.to_pylist()]
+                mask = [f(row, *args, **kwargs) for row in _batch.rows_of(batch)]
+                if not all(type(keep) is bool for keep in mask):  # async results, numpy bools...
+                    mask = [bool(runner.resolve(keep)[0]) for keep in mask]
                 return batch.filter(pa.array(mask, type=pa.bool_()))
             return call
 
@@ -289,27 +315,30 @@ class Dataset:
     @public(passthrough=_args.RAY_REMOTE_ARGS_NO_TASK, unsupported=_NO_TASK_ARGS)
     def select_columns(self, cols: Union[str, List[str]], *, compute=None, concurrency=None,
                        **ray_remote_args) -> "Dataset":
-        """Keeps only ``cols``, in that order."""
-        _args.check_names("Dataset.select_columns", "cols", cols)
-        cols = [cols] if isinstance(cols, str) else list(cols)
-        if len(set(cols)) != len(cols):
-            raise ValueError(f"select_columns: duplicate column names in {cols}")
-        return Dataset(self._core.select_columns(cols))
+        """Keeps only ``cols``, in that order (``[]``: the rows with no columns)."""
+        return Dataset(self._core.select_columns(_args.check_columns("Dataset.select_columns", cols)))
 
     @public(passthrough=_args.RAY_REMOTE_ARGS_NO_TASK, unsupported=_NO_TASK_ARGS)
     def drop_columns(self, cols: Union[str, List[str]], *, compute=None, concurrency=None,
                      **ray_remote_args) -> "Dataset":
-        """Removes ``cols``."""
+        """Removes ``cols``. Dropping every column leaves no rows, as in Ray Data."""
         _args.check_names("Dataset.drop_columns", "cols", cols)
         cols = [cols] if isinstance(cols, str) else list(cols)
-        if self._core.known_schema() is None:
+        if not cols:
+            return self
+        if len(set(cols)) != len(cols):
+            raise ValueError(f"drop_columns expects unique column names, got: {cols}")
+        schema = self._core.known_schema()
+        if schema is None:
             def drop(table: pa.Table) -> pa.Table:
                 missing = [c for c in cols if c not in table.column_names]
                 if missing:
                     raise KeyError(f"drop_columns: column(s) {missing} not found; the columns are {table.column_names}")
-                return table.drop_columns(cols)
-            return self.map_batches(drop, batch_format="pyarrow", udf_modifying_row_count=False)
-        return Dataset(self._core.drop_columns(cols))
+                kept = table.drop_columns(cols)
+                return kept if kept.num_columns else kept.slice(0, 0)
+            return self.map_batches(drop, batch_format="pyarrow")
+        dropped = Dataset(self._core.drop_columns(cols))
+        return dropped if set(schema.names) - set(cols) else dropped.limit(0)
 
     @public(passthrough=_args.RAY_REMOTE_ARGS_NO_TASK, unsupported={"concurrency": _NO_TASK_ARGS["concurrency"]})
     def rename_columns(self, names: Union[List[str], Dict[str, str]], *, concurrency=None,
@@ -320,7 +349,7 @@ class Dataset:
             return Dataset(self._core.rename_columns(dict(names)))
         current = self.columns()
         if len(names) != len(current):
-            raise ValueError(f"rename_columns: got {len(names)} names for {len(current)} columns {current}")
+            raise ValueError(f"rename_columns requires 'names': {names} length match current schema names: {current}.")
         return Dataset(self._core.rename_columns(dict(zip(current, names))))
 
     @public
@@ -385,7 +414,8 @@ class Dataset:
 
         The pipeline runs ahead while memory allows; when the consumer is slow, upstream
         stops. Blocks come as they finish (in input order with ``preserve_order``).
-        ``batch_size=None`` yields whole blocks. ``local_shuffle_buffer_size=n``
+        ``batch_size=None`` yields whole blocks; ``batch_format=None`` the native
+        block, a pyarrow Table. ``local_shuffle_buffer_size=n``
         shuffles rows within a buffer of at least n rows before batching (seeded by
         ``local_shuffle_seed``), as training loops want.
         """
@@ -415,7 +445,7 @@ class Dataset:
     def iter_rows(self) -> Iterator[Dict[str, Any]]:
         """Streams the rows as dicts (in the order blocks finish, unless ``preserve_order``)."""
         for batch in self._batches(None):
-            yield from batch.to_pylist()
+            yield from _batch.rows_of(batch)
 
     @public
     def iterator(self) -> DataIterator:
@@ -425,7 +455,11 @@ class Dataset:
     def take(self, limit: int = 20) -> List[Dict[str, Any]]:
         """The first ``limit`` rows as dicts."""
         _args.check_int("Dataset.take", "limit", limit)
-        return self.limit(limit).take_all()
+        limited = self.limit(limit)
+        try:
+            return limited.take_all()
+        finally:
+            self._last_stats = limited._last_stats
 
     @public
     def take_all(self, limit: Optional[int] = None) -> List[Dict[str, Any]]:
@@ -433,7 +467,7 @@ class Dataset:
         _args.check_int("Dataset.take_all", "limit", limit, none_ok=True)
         rows = []
         for batch in self._batches(None, ordered=True):
-            rows.extend(batch.to_pylist())
+            rows.extend(_batch.rows_of(batch))
             if limit is not None and len(rows) > limit:
                 raise ValueError(f"the dataset has more than the given limit of {limit} rows")
         return rows
@@ -443,7 +477,11 @@ class Dataset:
         """The first ``batch_size`` rows as one batch."""
         _args.check_int("Dataset.take_batch", "batch_size", batch_size, min=1)
         fmt = _batch.check_batch_format(batch_format)
-        table = self.limit(batch_size).to_arrow()
+        limited = self.limit(batch_size)
+        try:
+            table = limited.to_arrow()
+        finally:
+            self._last_stats = limited._last_stats
         if table.num_rows == 0:
             raise ValueError("take_batch: the dataset is empty")
         return _batch.to_format(table, fmt)
@@ -497,7 +535,7 @@ class Dataset:
         # The frame's arrays come from the C allocator, which gives a large one back to the
         # system when it is freed; Arrow's pool (mimalloc) would keep it cached for the
         # thread that made it.
-        return table.to_pandas(memory_pool=pa.system_memory_pool())
+        return _batch.to_pandas(table, memory_pool=pa.system_memory_pool())
 
     @public
     def materialize(self) -> "MaterializedDataset":
@@ -516,6 +554,7 @@ class Dataset:
         return self._last_stats[0]
 
     def _write(self, path: str, fmt: str, partition_cols=None) -> None:
+        path = os.fspath(path) if isinstance(path, os.PathLike) else path
         if not isinstance(path, str) or not path:
             raise ValueError(f"write_{fmt}: path must be a directory path, got {path!r}")
         # Local paths only: another URI scheme (s3://...) raises before anything is made.
@@ -652,6 +691,22 @@ def range(n: int, *, parallelism: int = -1, concurrency=None, override_num_block
     return Dataset(_core.Dataset.range(n, _blocks(override_num_blocks, parallelism)))
 
 
+@public(unsupported={"concurrency": Unsupported(None, why=_NOT_YET)})
+def range_tensor(n: int, *, shape: Tuple = (1,), parallelism: int = -1, concurrency=None,
+                 override_num_blocks=None) -> Dataset:
+    """Rows ``{"data": t}`` for i in [0, n): ``t`` an int64 ndarray of ``shape`` filled with
+    i (a fixed-shape tensor column)."""
+    if not isinstance(shape, (tuple, list)):
+        raise TypeError(f"range_tensor: shape must be a tuple of ints, got {shape!r}")
+    shape = tuple(_args.check_int("range_tensor", "shape", d) for d in shape)
+
+    def tensors(batch):
+        ids = batch["id"].reshape((-1,) + (1,) * len(shape))
+        return {"data": np.broadcast_to(ids, (len(ids),) + shape).copy()}
+
+    return range(n, parallelism=parallelism, override_num_blocks=override_num_blocks).map_batches(tensors)
+
+
 @public
 def from_arrow(tables, *, override_num_blocks=None) -> MaterializedDataset:
     """A dataset of pyarrow Tables (or one Table)."""
@@ -669,9 +724,10 @@ def from_arrow(tables, *, override_num_blocks=None) -> MaterializedDataset:
 
 @public
 def from_items(items: List[Any], *, parallelism: int = -1, override_num_blocks=None) -> MaterializedDataset:
-    """A dataset of Python items: dicts become rows; other values become ``{"item": v}``."""
-    if not isinstance(items, (list, tuple)):
-        raise TypeError(f"from_items expects a list, got {type(items).__name__}")
+    """A dataset of Python items (a list, another sequence, a numpy array): dicts become
+    rows; other values become ``{"item": v}``; numpy array values make tensor columns."""
+    if not isinstance(items, (collections.abc.Sequence, np.ndarray)):
+        raise TypeError(f"from_items expects a list (or another sequence, a numpy array), got {type(items).__name__}")
     rows = [it if isinstance(it, dict) else {"item": it} for it in items]
     table = _batch.table_from_rows(rows, None, "from_items")
     blocks = _blocks(override_num_blocks, parallelism) or max(1, min(len(rows), 200))
@@ -749,6 +805,7 @@ def read_parquet(paths: Union[str, List[str]], *, filesystem=None, catalog=None,
     style = getattr(style, "value", style)
     if style not in ("hive", None):
         raise NotImplementedError(f"read_parquet: partitioning style {style!r} is not supported; use 'hive' or None")
-    return Dataset(_core.Dataset.read_parquet(paths, list(columns or []), expr,
-                                              _blocks(override_num_blocks, parallelism), extensions,
-                                              style == "hive"))
+    core = _core.Dataset.read_parquet(paths, list(columns or []), expr, _blocks(override_num_blocks, parallelism),
+                                      extensions, style == "hive")
+    # columns=[]: the rows with no columns (the engine's read takes no columns as all).
+    return Dataset(core.select_columns([]) if columns is not None and not columns else core)

@@ -425,14 +425,11 @@ def test_disk_full_keeps_errno_and_names_the_file(tiny_disk):
 
 
 @pytest.mark.parametrize("call,name", [
-    (lambda: md.range(3).select_columns([1]), "cols"),
     (lambda: md.range(3).drop_columns([None]), "cols"),
-    (lambda: md.range(3).rename_columns({1: "a"}), "names"),
-    (lambda: md.range(3).rename_columns([2]), "names"),
     (lambda: md.range(3).add_column(1, lambda df: df["id"]), "col"),
     (lambda: md.read_parquet("x.parquet", file_extensions=[1]), "file_extensions"),
     (lambda: md.range(3).write_parquet("/nonexistent", partition_cols=[1]), "partition_cols"),
-], ids=["select", "drop", "rename-dict", "rename-list", "add_column", "file_extensions", "partition_cols"])
+], ids=["drop", "add_column", "file_extensions", "partition_cols"])
 def test_column_names_that_are_not_strings_are_type_errors(call, name):
     with pytest.raises(TypeError, match=name):
         call()

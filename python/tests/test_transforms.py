@@ -69,14 +69,15 @@ def test_map_batches_formats(ds, table, fmt):
 
     def f(batch):
         seen.append(type(batch))
-        if fmt in ("default", "numpy", None):
+        if fmt in ("default", "numpy"):
             return {"key": batch["key"], "v": batch["price"] * 2}
         if fmt == "pandas":
             return pd.DataFrame({"key": batch["key"], "v": batch["price"] * 2})
         return pa.table({"key": batch["key"], "v": pc.multiply(batch["price"], 2)})
 
     out = ds.map_batches(f, batch_format=fmt).to_arrow()
-    expected_type = {"default": dict, "numpy": dict, None: dict, "pandas": pd.DataFrame, "pyarrow": pa.Table}[fmt]
+    # None: the native block, a pyarrow Table (Ray Data's documented meaning).
+    expected_type = {"default": dict, "numpy": dict, None: pa.Table, "pandas": pd.DataFrame, "pyarrow": pa.Table}[fmt]
     assert seen and all(issubclass(t, expected_type) for t in seen)
     expected = pa.table({"key": table["key"], "v": pc.multiply(table["price"], 2)})
     assert_tables_equal(out, expected)

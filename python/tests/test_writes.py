@@ -325,7 +325,7 @@ def test_partition_key_as_the_only_column_keeps_every_row(tmp_path):
 
 def test_blocks_without_columns_keep_their_rows_through_parquet(tmp_path):
     out = tmp_path / "out"
-    md.range(1000, override_num_blocks=3).drop_columns(["id"]).write_parquet(str(out))
+    md.range(1000, override_num_blocks=3).select_columns([]).write_parquet(str(out))
     assert pq.read_table(str(out)).num_rows == 1000  # pyarrow, the reference, counts them
     assert sum(pq.read_metadata(f).num_rows for f in visible_files(out)) == 1000
     back = md.read_parquet(str(out))
@@ -335,12 +335,12 @@ def test_blocks_without_columns_keep_their_rows_through_parquet(tmp_path):
 
 
 def test_blocks_without_columns_through_json_and_csv(tmp_path):
-    md.range(10, override_num_blocks=2).drop_columns(["id"]).write_json(str(tmp_path / "j"))
+    md.range(10, override_num_blocks=2).select_columns([]).write_json(str(tmp_path / "j"))
     frames = [pd.read_json(f, lines=True) for f in visible_files(tmp_path / "j")]
     assert sum(len(f) for f in frames) == 10
     # CSV has no way to hold a row without columns: an error, not a file of nothing.
     with pytest.raises(ValueError, match="write_csv: the rows have no columns"):
-        md.range(10).drop_columns(["id"]).write_csv(str(tmp_path / "c"))
+        md.range(10).select_columns([]).write_csv(str(tmp_path / "c"))
     assert visible_files(tmp_path / "c") == []
 
 

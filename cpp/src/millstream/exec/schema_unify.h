@@ -21,7 +21,9 @@ bool SameColumns(const arrow::Schema& a, const arrow::Schema& b);
 /// `pa.concat_tables(promote_options="permissive")` does): null to any type, integers to
 /// wider integers or to floats, narrower to wider floats, binary/string to their large
 /// forms, finer temporal units, decimals. Any other pair of types (string vs int64) is an
-/// error naming the column and both types. Nullability and metadata are ignored.
+/// error naming the column and both types. Nullability and metadata are ignored. Tensor
+/// columns (`arrow.fixed_shape_tensor`, `arrow.variable_shape_tensor`) of one value type and
+/// number of dimensions but different shapes become a variable-shape tensor, as in Ray.
 arrow::Result<std::shared_ptr<arrow::Schema>> UnifyBlockSchemas(
     const std::vector<std::shared_ptr<arrow::Schema>>& schemas);
 

@@ -22,7 +22,9 @@ class ProjectionPushdownRule : public Rule {
         continue;
       }
       auto project = dynamic_cast<const ProjectTransform*>(next->transforms[0].get());
-      if (!project || !project->select()) continue;
+      // An empty selection keeps the rows and no columns: a read with no columns means
+      // every column, so it stays a step of its own.
+      if (!project || !project->select() || project->select()->empty()) continue;
       ARROW_ASSIGN_OR_RAISE(auto narrowed, read->source->WithColumns(*project->select()));
       if (!narrowed) continue;
       read->source = std::move(narrowed);
