@@ -55,7 +55,7 @@ build_package() {
   local venv=$1 build_dir=$2
   shift 2
   "$venv/bin/pip" install -q --disable-pip-version-check --no-build-isolation --no-deps \
-    "-Cbuild-dir=$build_dir" "$@" "$REPO"
+    "--config-settings=build-dir=$build_dir" "$@" "$REPO"
 }
 
 pyenv_target() {
@@ -157,8 +157,8 @@ inside_trixie() {
   "$venv/bin/${PIP[0]}" "${PIP[@]:1}" -r requirements-dev.txt
   step_done trixie "venv + requirements"
   step trixie build
-  build_package "$venv" "$dir/cmake" -Ccmake.define.MILLSTREAM_BUILD_TESTS=ON \
-    -Ccmake.define.MILLSTREAM_BUILD_EXAMPLES=ON
+  build_package "$venv" "$dir/cmake" --config-settings=cmake.define.MILLSTREAM_BUILD_TESTS=ON \
+    --config-settings=cmake.define.MILLSTREAM_BUILD_EXAMPLES=ON
   step_done trixie build
   step trixie ctest
   # The example writes under the build folder; the C++ suite runs whole (it takes seconds).

@@ -81,14 +81,40 @@ def _tool(name: str) -> str | None:
     return str(beside) if beside.exists() else shutil.which(name)
 
 
-def test_configure_refuses_a_compiler_that_links_libstdcxx_statically(tmp_path):
-    cmake, ninja, gxx = _tool("cmake"), _tool("ninja"), shutil.which("g++")
-    if not (cmake and ninja and gxx and (REPO / "CMakeLists.txt").exists()):
-        pytest.skip("needs cmake, ninja, g++ and the source tree")
+PROBE = "#include <sstream>\nstd::string F(unsigned long n) { std::ostringstream s; s << n; return s.str(); }\n"
+
+
+@pytest.fixture
+def configure(tmp_path):
+    """Runs the project's CMake configure step with extra arguments; returns (rc, output)."""
+    cmake, ninja = _tool("cmake"), _tool("ninja")
+    if not (cmake and ninja and (REPO / "CMakeLists.txt").exists()):
+        pytest.skip("needs cmake, ninja and the source tree")
+
+    def run(*args: str) -> tuple[int, str]:
+        result = subprocess.run(
+            [cmake, "-S", str(REPO), "-B", str(tmp_path / "build"), "-G", "Ninja",
+             f"-DCMAKE_MAKE_PROGRAM={ninja}", *args], capture_output=True, text=True)
+        return result.returncode, " ".join((result.stdout + result.stderr).split())
+
+    return run
+
+
+@pytest.fixture
+def gxx_archive():
+    gxx = shutil.which("g++")
+    if gxx is None:
+        pytest.skip("needs g++")
     archive = subprocess.run([gxx, "-print-file-name=libstdc++.a"], capture_output=True,
                              text=True).stdout.strip()
     if not Path(archive).is_absolute():
-        pytest.skip("g++ has no libstdc++.a to reproduce a static-only toolchain with")
+        pytest.skip("g++ has no libstdc++.a to link statically with")
+    return gxx, archive
+
+
+def test_configure_refuses_a_driver_that_finds_only_libstdcxx_archive(tmp_path, configure,
+                                                                     gxx_archive):
+    gxx, archive = gxx_archive
     # A compiler driver that finds libstdc++.a before any libstdc++.so, like a GCC install
     # that ships only the archive.
     static_only = tmp_path / "static-only"
@@ -97,24 +123,27 @@ def test_configure_refuses_a_compiler_that_links_libstdcxx_statically(tmp_path):
     wrapper = tmp_path / "g++-static-runtime"
     wrapper.write_text(f'#!/bin/sh\nexec {gxx} -L{static_only} "$@"\n')
     wrapper.chmod(0o755)
-
     # The reproduction is real: what the wrapper links carries libstdc++ inside.
-    probe = tmp_path / "probe.cc"
-    probe.write_text("#include <sstream>\n"
-                     "std::string F(unsigned long n) { std::ostringstream s; s << n; return s.str(); }\n")
-    subprocess.run([str(wrapper), "-shared", "-fPIC", str(probe), "-o", str(tmp_path / "probe.so")],
+    (tmp_path / "probe.cc").write_text(PROBE)
+    probe = str(tmp_path / "probe.so")
+    subprocess.run([str(wrapper), "-shared", "-fPIC", str(tmp_path / "probe.cc"), "-o", probe],
                    check=True)
-    assert "libstdc++.so.6" not in needed(str(tmp_path / "probe.so"))
-    assert {n for n, _, _ in defined_symbols(str(tmp_path / "probe.so"), "--syms")} & LIBSTDCXX_INTERNALS
+    assert "libstdc++.so.6" not in needed(probe)
+    assert {name for name, _, _ in defined_symbols(probe, "--syms")} & LIBSTDCXX_INTERNALS
 
-    result = subprocess.run(
-        [cmake, "-S", str(REPO), "-B", str(tmp_path / "build"), "-G", "Ninja",
-         f"-DCMAKE_MAKE_PROGRAM={ninja}", f"-DCMAKE_CXX_COMPILER={wrapper}"],
-        capture_output=True, text=True)
-    output = " ".join((result.stdout + result.stderr).split())
-    assert result.returncode != 0
-    assert f"The C++ compiler {wrapper}" in output
+    rc, output = configure(f"-DCMAKE_CXX_COMPILER={wrapper}")
+    assert rc != 0
+    assert f"The C++ compiler {wrapper} (GNU " in output
     assert "does not link libstdc++ dynamically" in output
     assert "it links the C++ runtime statically" in output
     assert f"libstdc++.a: {archive}" in output
     assert "CXX=" in output
+
+
+def test_configure_refuses_static_libstdcxx_in_the_link_flags(configure, gxx_archive):
+    gxx, _ = gxx_archive
+    rc, output = configure(f"-DCMAKE_CXX_COMPILER={gxx}",
+                           "-DCMAKE_MODULE_LINKER_FLAGS=-static-libstdc++")
+    assert rc != 0
+    assert "it links the C++ runtime statically" in output
+    assert "drop -static-libstdc++" in output
