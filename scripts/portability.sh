@@ -10,7 +10,8 @@
 # Usage: scripts/portability.sh [--smoke] [TARGET...]   (no TARGET: all five)
 #   --smoke  runs the smoke subset (SMOKE_TESTS) instead of the whole Python suite.
 # A pyenv Python that is not installed is skipped with a message; every other failure fails the
-# run. Each step's time is printed as "[portability] TARGET step: N s".
+# run, after the remaining targets have run. Each step's time is printed as
+# "[portability] TARGET step: N s", then a summary of the targets.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -101,30 +102,50 @@ in_root() {
       PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"' _ "$root" "$REPO" "$@"
 }
 
-# Makes the Debian 13 root once (debootstrap, then the build packages), marked by .millstream-ready.
+# What the root gets on top of debootstrap's minimal base; a change here reinstalls on the next run.
+ROOT_PACKAGES="g++ python3 python3-dev python3-venv libgtest-dev ccache binutils"
+
+# Makes the Debian 13 root: debootstrap once (marked by .millstream-debootstrapped, tried twice
+# since it downloads), then the build packages (.millstream-packages lists what is installed).
 make_trixie_root() {
   local root=$1
-  if [ -f "$root/.millstream-ready" ]; then return 0; fi
-  command -v debootstrap >/dev/null 2>&1 ||
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; }
-  local mirror
-  mirror=$(host_mirror)
-  step trixie "debootstrap from $mirror"
-  rm -rf "$root"
-  mkdir -p "$(dirname "$root")"
-  debootstrap --variant=minbase trixie "$root" "$mirror" >"$root.debootstrap.log" 2>&1 ||
-    { tail -n 30 "$root.debootstrap.log" >&2; echo "portability.sh: debootstrap of trixie into $root failed (log: $root.debootstrap.log)" >&2; exit 1; }
-  step_done trixie debootstrap
-  step trixie "apt-get install (g++, python3, gtest)"
-  cp /etc/resolv.conf "$root/etc/resolv.conf"
-  in_root "$root" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-    --no-install-recommends g++ python3 python3-dev python3-venv libgtest-dev ccache binutils >/dev/null'
-  step_done trixie "apt-get install"
-  touch "$root/.millstream-ready"
+  if [ ! -f "$root/.millstream-debootstrapped" ]; then
+    command -v debootstrap >/dev/null 2>&1 ||
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; }
+    local mirror attempt
+    mirror=$(host_mirror)
+    step trixie "debootstrap from $mirror"
+    for attempt in 1 2; do
+      rm -rf "$root"
+      if debootstrap --variant=minbase trixie "$root" "$mirror" >"$root.debootstrap.log" 2>&1; then
+        break
+      fi
+      tail -n 20 "$root.debootstrap.log" >&2
+      if [ $attempt = 2 ]; then
+        echo "portability.sh: debootstrap of trixie into $root from $mirror failed twice (log: $root.debootstrap.log)" >&2
+        exit 1
+      fi
+    done
+    touch "$root/.millstream-debootstrapped"
+    step_done trixie debootstrap
+  fi
+  if [ "$(cat "$root/.millstream-packages" 2>/dev/null)" != "$ROOT_PACKAGES" ]; then
+    step trixie "apt-get install $ROOT_PACKAGES"
+    cp /etc/resolv.conf "$root/etc/resolv.conf"
+    in_root "$root" sh -c "apt-get -o Acquire::Retries=3 update -qq &&
+      DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::Retries=3 install -y -qq \
+        --no-install-recommends $ROOT_PACKAGES >/dev/null"
+    echo "$ROOT_PACKAGES" >"$root/.millstream-packages"
+    step_done trixie "apt-get install"
+  fi
 }
 
 trixie_target() {
   local root=$TRIXIE_ROOT
+  if [ "$(id -u)" != 0 ]; then
+    echo "[portability] trixie: skipped, making and entering a root needs root (debootstrap, chroot)"
+    return 0
+  fi
   mkdir -p "$(dirname "$root")"
   # One run at a time per root: it is shared by every checkout on the machine.
   exec 9>"$root.lock"
@@ -173,11 +194,26 @@ if [ $inside = 1 ]; then
   inside_trixie
   exit 0
 fi
+# Every target runs, even after one fails; the summary says which passed.
 total_start=$SECONDS
+summary=()
+failed=0
 for target in "${targets[@]}"; do
-  case "$target" in
-    py3.*) pyenv_target "$target" ;;
-    trixie) trixie_target ;;
-  esac
+  target_start=$SECONDS
+  set +e
+  (
+    set -e
+    case "$target" in
+      py3.*) pyenv_target "$target" ;;
+      trixie) trixie_target ;;
+    esac
+  )
+  rc=$?
+  set -e
+  if [ $rc = 0 ]; then outcome=ok; else outcome="FAILED (exit $rc)"; failed=1; fi
+  summary+=("$target: $outcome in $((SECONDS - target_start)) s")
 done
+echo "[portability] summary:"
+printf '  %s\n' "${summary[@]}"
 echo "[portability] all of ${targets[*]}: $((SECONDS - total_start)) s"
+exit $failed
