@@ -147,3 +147,24 @@ def test_configure_refuses_static_libstdcxx_in_the_link_flags(configure, gxx_arc
     assert rc != 0
     assert "it links the C++ runtime statically" in output
     assert "drop -static-libstdc++" in output
+
+
+def test_post_link_check_passes_the_module_and_rejects_a_static_runtime(tmp_path, gxx_archive):
+    cmake = _tool("cmake")
+    script = REPO / "cmake" / "cxx_runtime.cmake"
+    if not (cmake and script.exists()):
+        pytest.skip("needs cmake and the source tree")
+    gxx, _ = gxx_archive
+    (tmp_path / "probe.cc").write_text(PROBE)
+    probe = str(tmp_path / "probe.so")
+    subprocess.run([gxx, "-static-libstdc++", "-shared", "-fPIC", str(tmp_path / "probe.cc"),
+                    "-o", probe], check=True)
+
+    def check(module: str) -> subprocess.CompletedProcess:
+        return subprocess.run([cmake, f"-DMODULE={module}", f"-DREADELF={READELF}", "-P",
+                               str(script)], capture_output=True, text=True)
+
+    assert check(_core.__file__).returncode == 0
+    rejected = check(probe)
+    assert rejected.returncode != 0
+    assert "it links the C++ runtime statically" in " ".join(rejected.stderr.split())
