@@ -9,6 +9,7 @@
 #                                included.
 # Usage: scripts/portability.sh [--smoke] [TARGET...]   (no TARGET: all five)
 #   --smoke  runs the smoke subset (SMOKE_TESTS) instead of the whole Python suite.
+#   (--inside-trixie is the part that the script runs inside the root.)
 # A pyenv Python that is not installed is skipped with a message; every other failure fails the
 # run, after the remaining targets have run. Each step's time is printed as
 # "[portability] TARGET step: N s", then a summary of the targets.
