@@ -11,6 +11,21 @@ namespace millstream::python {
 
 namespace {
 
+/// Adds `note` to a Python exception's __notes__ (PEP 678): through add_note() where the
+/// interpreter has it (3.11+), else by hand, so that 3.10 callers read the same attribute.
+void AddNote(const py::object& exception, const std::string& note) {
+  if (py::hasattr(exception, "add_note")) {
+    exception.attr("add_note")(note);
+    return;
+  }
+  try {
+    if (!py::hasattr(exception, "__notes__")) exception.attr("__notes__") = py::list();
+    exception.attr("__notes__").attr("append")(note);
+  } catch (py::error_already_set&) {
+    // An exception type without attributes of its own (no __dict__) keeps no note.
+  }
+}
+
 /// Holds a Python object from C++ code that may drop it on any thread.
 class PyRef {
  public:
@@ -109,9 +124,7 @@ class PythonUdf : public BatchUdf {
           exception.attr("__traceback__").is_none()) {
         exception.attr("__traceback__") = error.trace();
       }
-      if (py::hasattr(exception, "add_note")) {
-        exception.attr("add_note")("(raised in millstream operator " + name_ + ")");
-      }
+      AddNote(exception, "(raised in millstream operator " + name_ + ")");
       std::string message = py::str(exception);
       std::string type = py::str(exception.get_type().attr("__name__"));
       return arrow::Status(arrow::StatusCode::ExecutionError, type + ": " + message,
@@ -193,10 +206,7 @@ BatchUdfFactory MakePythonUdfFactory(py::object fn, bool is_class, std::string n
       if (!error.trace().is_none() && exception.attr("__traceback__").is_none()) {
         exception.attr("__traceback__") = error.trace();
       }
-      if (py::hasattr(exception, "add_note")) {
-        exception.attr("add_note")("(raised constructing the actor of millstream operator " +
-                                   name + ")");
-      }
+      AddNote(exception, "(raised constructing the actor of millstream operator " + name + ")");
       std::string message = py::str(exception);
       return arrow::Status(arrow::StatusCode::ExecutionError, message,
                            std::make_shared<PyErrorDetail>(exception));

@@ -367,7 +367,14 @@ def _failure_as_unprivileged(code: str) -> dict:
     if os.geteuid() == 0:
         if shutil.which("setpriv") is None:
             pytest.skip("running as root without setpriv: permissions cannot be tested")
-        command = ["setpriv", f"--reuid={_NOBODY}", f"--regid={_NOBODY}", "--clear-groups"] + command
+        as_nobody = ["setpriv", f"--reuid={_NOBODY}", f"--regid={_NOBODY}", "--clear-groups"]
+        # An interpreter installed under root's home (pyenv's) cannot be started by nobody.
+        started = subprocess.run(as_nobody + [sys.executable, "-c", "import millstream"],
+                                 capture_output=True, text=True, timeout=60, cwd="/")
+        if started.returncode != 0:
+            pytest.skip(f"an unprivileged user cannot start {sys.executable} with millstream: "
+                        f"{started.stderr.strip()[-300:]}")
+        command = as_nobody + command
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd="/")
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
