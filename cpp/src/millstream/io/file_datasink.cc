@@ -54,8 +54,8 @@ arrow::Result<std::shared_ptr<parquet::WriterProperties>> ParquetProperties(
                                     "' is not a Parquet codec; use snappy, gzip, brotli, zstd, lz4, "
                                     "lz4_raw or none");
     }
-    // As pyarrow names them: "lz4" is Parquet's LZ4 (Hadoop framing), "lz4_raw" LZ4_RAW.
-    codec = *found == arrow::Compression::LZ4_FRAME ? arrow::Compression::LZ4_HADOOP : *found;
+    // As pyarrow takes them: "lz4" and "lz4_raw" are both Parquet's LZ4_RAW.
+    codec = *found == arrow::Compression::LZ4_FRAME ? arrow::Compression::LZ4 : *found;
     if (!arrow::util::Codec::IsAvailable(codec)) {
       return arrow::Status::NotImplemented("write_parquet: compression='", options.compression,
                                            "' is not built into this Arrow");
