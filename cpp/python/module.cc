@@ -33,6 +33,7 @@ WriteOptions WriteOptionsFromDict(const py::dict& d) {
   if (has("filename_provider")) {
     options.filename = python::MakePythonFilenameFunction(d["filename_provider"]);
   }
+  if (has("filename_template")) options.filename_template = d["filename_template"].cast<bool>();
   auto& parquet = options.parquet;
   if (has("compression")) parquet.compression = d["compression"].cast<std::string>();
   if (has("compression_level")) parquet.compression_level = d["compression_level"].cast<int>();

@@ -328,6 +328,17 @@ TEST(WriteOptionsTest, FilenameFunctionNamesTheFilesAndStaysInside) {
   EXPECT_EQ(files[0].base_name(), "part-0.csv");
   EXPECT_EQ(files[1].base_name(), "part-0_000001.csv");
 
+  // A template: `{i}` is the file's number in its task.
+  options.filename = [](const std::string& write_id, int64_t task) -> arrow::Result<std::string> {
+    return "t" + std::to_string(task) + "-{i}.csv";
+  };
+  options.filename_template = true;
+  ASSERT_OK(ds.Write(dir.path() + "/template", FileFormat::kCsv, options, SaveMode::kAppend, DataContext{}));
+  files = FilesUnder(dir.path() + "/template");
+  ASSERT_EQ(files.size(), 2u);
+  EXPECT_EQ(files[0].base_name(), "t0-0.csv");
+  EXPECT_EQ(files[1].base_name(), "t0-1.csv");
+
   options.filename = [](const std::string&, int64_t) -> arrow::Result<std::string> {
     return std::string("../outside.csv");
   };

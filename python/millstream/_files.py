@@ -64,6 +64,39 @@ def filename_provider(fn_name: str, provider: Any) -> Any:
     return provider
 
 
+class ParquetNames:
+    """Ray's Parquet file names from a FilenameProvider: the task's name made a template
+    for its files as Ray's ParquetDatasink makes it (``part.parquet`` ->
+    ``part-{i}.parquet``, ``part`` -> ``part-{i}.parquet``, a name holding ``{i}`` kept,
+    ``.parquet`` added if missing), ``{i}`` numbering the task's files from 0. With
+    mode="append" the name must hold the write's uuid (ValueError otherwise), as in Ray,
+    so that appends never replace earlier files."""
+
+    def __init__(self, provider: Any, mode: str):
+        self.provider = provider
+        self.mode = mode
+
+    def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
+        filename = self.provider.get_filename_for_task(write_uuid, task_index)
+        if not isinstance(filename, str):
+            return filename  # the engine says what is wrong with it
+        if write_uuid not in filename and self.mode == "append":
+            raise ValueError(
+                f"Write UUID '{write_uuid}' missing from filename template '{filename}'. This could "
+                "result in files being overwritten. Modify your FileNameProvider implementation to "
+                "include the `write_uuid` into the filename template or change your write mode to "
+                "SaveMode.OVERWRITE.")
+        if "{i}" in filename:
+            return filename if "parquet" in filename else f"{filename}.parquet"
+        if "parquet" not in filename:
+            return f"{filename}-{{i}}.parquet"
+        stem, dot, suffix = filename.partition(".")
+        if "." in suffix:
+            raise ValueError(f"filename_provider: Parquet file name {filename!r} has more than one "
+                             "dot; Ray's Parquet writer refuses it too")
+        return f"{stem}-{{i}}{dot}{suffix}"
+
+
 def resolve_args(fn_name: str, passthrough, args: Dict[str, Any], args_fn, fn_param: str) -> Dict[str, Any]:
     """``**args`` updated with what ``args_fn()`` returns (its keys win, as in Ray),
     checked key by key like the keywords themselves."""

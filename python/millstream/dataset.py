@@ -534,6 +534,9 @@ class Dataset:
         cols = [partition_cols] if isinstance(partition_cols, str) else list(partition_cols or [])
         sink = dict(options or {}, partition_cols=cols, min_rows_per_file=min_rows,
                     max_rows_per_file=max_rows, filename_provider=filename_provider)
+        if fmt == "parquet" and filename_provider is not None:
+            sink.update(filename_provider=_files.ParquetNames(filename_provider, mode),
+                        filename_template=True)
         before = _files.listing(directory, "parquet") if fmt == "parquet" else set()
         self._drain(self._core.with_write(directory, fmt, sink).execute(
             DataContext.get_current()._to_core(), None, False))
@@ -561,8 +564,9 @@ class Dataset:
         in Ray); ``max_rows_per_file`` caps every file (a task writes ``..._000001`` and on);
         ``num_rows_per_file`` is the deprecated name of ``min_rows_per_file``.
         ``filename_provider``: a Ray ``FilenameProvider``; ``get_filename_for_task(write_uuid,
-        task_index)`` names each task's file (its further files add ``_000001``... before
-        the extension). ``**arrow_parquet_args`` (or ``arrow_parquet_args_fn()``, whose keys
+        task_index)`` names each task's files as Ray's Parquet writer does (``name`` or
+        ``name.parquet`` -> ``name-{i}.parquet``, ``{i}`` numbering the task's files from
+        0); with mode="append" the name must hold ``write_uuid`` (else ``ValueError``). ``**arrow_parquet_args`` (or ``arrow_parquet_args_fn()``, whose keys
         win): pyarrow.parquet.write_table's ``compression`` (default snappy; None: none),
         ``compression_level``, ``row_group_size``, ``use_dictionary``, ``write_statistics``,
         ``version``, ``data_page_size``, and ``schema`` (every block cast to it).
@@ -590,8 +594,8 @@ class Dataset:
                   concurrency: Optional[int] = None, num_rows_per_file: Optional[int] = None,
                   mode="append", **arrow_csv_args) -> None:
         """Writes CSV files into directory ``path``, one per task. ``mode``,
-        ``min_rows_per_file``/``num_rows_per_file`` and ``filename_provider`` as in
-        ``write_parquet``. ``write_options`` (a ``pyarrow.csv.WriteOptions``, in
+        ``min_rows_per_file``/``num_rows_per_file`` as in ``write_parquet``;
+        ``filename_provider``'s name is each task's file name as it is. ``write_options`` (a ``pyarrow.csv.WriteOptions``, in
         ``**arrow_csv_args`` or ``arrow_csv_args_fn()``): ``include_header``,
         ``delimiter``, ``quoting_style``, ``quoting_header``, ``batch_size``."""
         args = _files.resolve_args("write_csv", _args.CSV_WRITE_ARGS, arrow_csv_args,
@@ -607,8 +611,8 @@ class Dataset:
                    concurrency: Optional[int] = None, num_rows_per_file: Optional[int] = None,
                    mode="append", **pandas_json_args) -> None:
         """Writes JSON Lines files into directory ``path``, one per task. ``mode``,
-        ``min_rows_per_file``/``num_rows_per_file`` and ``filename_provider`` as in
-        ``write_parquet``."""
+        ``min_rows_per_file``/``num_rows_per_file`` as in ``write_parquet``;
+        ``filename_provider``'s name is each task's file name as it is."""
         _files.resolve_args("write_json", _args.JSON_WRITE_ARGS, pandas_json_args,
                             pandas_json_args_fn, "pandas_json_args_fn")
         self._write(path, "json", mode=mode, filename_provider=filename_provider,

@@ -229,7 +229,7 @@ class Names:
         return f"part-{task_index:03}.{self.ext}"
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "csv", "json"])
+@pytest.mark.parametrize("fmt", ["csv", "json"])
 def test_filename_provider_names_the_files(tmp_path, fmt):
     out = tmp_path / "out"
     names = Names(fmt)
@@ -238,12 +238,37 @@ def test_filename_provider_names_the_files(tmp_path, fmt):
     assert len(names.uuids) == 1  # one write, one uuid
 
 
+class UuidNames:
+    def get_filename_for_task(self, write_uuid, task_index):
+        return f"{write_uuid}_{task_index:06}"
+
+
+def test_filename_provider_parquet_names_are_rays_templates(tmp_path):
+    # Ray's ParquetDatasink: the task's name gets "-{i}" and ".parquet" ("{i}": the file's
+    # number in the task).
+    out = tmp_path / "out"
+    md.range(30, override_num_blocks=3).write_parquet(str(out), filename_provider=UuidNames())
+    names = sorted(os.listdir(out))
+    uuid = names[0].split("_")[0]
+    assert names == [f"{uuid}_{i:06}-0.parquet" for i in range(3)]
+
+
+def test_filename_provider_parquet_append_needs_the_write_uuid_as_in_ray(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="Write UUID"):
+        md.range(3).write_parquet(str(out), filename_provider=Names("parquet"))
+    assert visible_files(out) == []
+    md.range(30, override_num_blocks=3).write_parquet(str(out), filename_provider=Names("parquet"),
+                                                      mode="overwrite")
+    assert sorted(os.listdir(out)) == ["part-000-0.parquet", "part-001-0.parquet", "part-002-0.parquet"]
+
+
 def test_filename_provider_with_max_rows_numbers_the_further_files(tmp_path):
     out = tmp_path / "out"
     md.range(25, override_num_blocks=1).write_parquet(str(out), filename_provider=Names("parquet"),
-                                                      max_rows_per_file=10)
-    assert sorted(os.listdir(out)) == ["part-000.parquet", "part-000_000001.parquet", "part-000_000002.parquet"]
-    assert pq.ParquetFile(out / "part-000.parquet").metadata.num_rows == 10
+                                                      max_rows_per_file=10, mode="overwrite")
+    assert sorted(os.listdir(out)) == ["part-000-0.parquet", "part-000-1.parquet", "part-000-2.parquet"]
+    assert pq.ParquetFile(out / "part-000-0.parquet").metadata.num_rows == 10
     assert _ids(out) == list(range(25))
 
 
@@ -253,7 +278,9 @@ def test_filename_provider_cannot_leave_the_directory(tmp_path):
             return "../escaped.parquet"
 
     with pytest.raises(ValueError, match="filename_provider"):
-        md.range(3).write_parquet(str(tmp_path / "out"), filename_provider=Escape())
+        md.range(3).write_json(str(tmp_path / "out"), filename_provider=Escape())
+    with pytest.raises(ValueError, match="filename_provider"):
+        md.range(3).write_parquet(str(tmp_path / "out"), filename_provider=Escape(), mode="overwrite")
     assert not (tmp_path / "escaped.parquet").exists()
 
 

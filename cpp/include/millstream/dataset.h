@@ -100,6 +100,9 @@ struct WriteOptions {
   /// Called on the task's thread when it starts.
   std::function<arrow::Result<std::string>(const std::string& write_id, int64_t task_index)>
       filename;
+  /// The names `filename` gives hold `{i}`, replaced by the file's number in its task
+  /// (0, 1...; as pyarrow's basename_template) instead of the `_<n>` suffix.
+  bool filename_template = false;
   ParquetWriteOptions parquet;
   CsvWriteOptions csv;
 };

@@ -374,6 +374,11 @@ arrow::Result<std::shared_ptr<arrow::RecordBatch>> CastToGivenSchema(
 /// `number_first`.
 std::string NumberedName(const std::string& first, int64_t n, bool number_first) {
   if (n == 0 && !number_first) return first;
+  if (size_t at = first.find("{i}"); number_first && at != std::string::npos) {
+    std::string name = first;  // a template: every `{i}` is the number
+    for (; at != std::string::npos; at = name.find("{i}", at)) name.replace(at, 3, std::to_string(n));
+    return name;
+  }
   size_t dot = first.rfind('.');
   std::ostringstream digits;
   digits << "_" << std::setw(6) << std::setfill('0') << n;
@@ -648,7 +653,7 @@ class WriteTransform : public Transform {
       ARROW_RETURN_NOT_OK(HiveSegment(column, "").status());  // a name that cannot be a directory
     }
     std::string name;
-    bool number_first = !options_->filename;
+    bool number_first = !options_->filename || options_->filename_template;
     if (options_->filename) {
       ARROW_ASSIGN_OR_RAISE(name, options_->filename(write_id_, task.task_index));
       ARROW_RETURN_NOT_OK(CheckProvidedName(name));
