@@ -34,6 +34,7 @@ WriteOptions WriteOptionsFromDict(const py::dict& d) {
     options.filename = python::MakePythonFilenameFunction(d["filename_provider"]);
   }
   if (has("filename_template")) options.filename_template = d["filename_template"].cast<bool>();
+  if (has("stream_compression")) options.stream_compression = d["stream_compression"].cast<std::string>();
   auto& parquet = options.parquet;
   if (has("compression")) parquet.compression = d["compression"].cast<std::string>();
   if (has("compression_level")) parquet.compression_level = d["compression_level"].cast<int>();

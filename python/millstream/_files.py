@@ -97,6 +97,32 @@ class ParquetNames:
         return f"{stem}-{{i}}{dot}{suffix}"
 
 
+def open_stream_args(fn_name: str, args: Any) -> Optional[str]:
+    """Ray's ``arrow_open_stream_args`` (pyarrow's ``open_output_stream`` options): the
+    stream ``compression`` every file's bytes go through, or None. "detect" (pyarrow's
+    default) detects from the file's extension: .parquet/.csv/.json are not compressed
+    names, so none. ``buffer_size`` and ``metadata`` are not supported."""
+    if args is None:
+        return None
+    if not isinstance(args, dict):
+        raise TypeError(f"{fn_name}: arrow_open_stream_args must be a dict, got {type(args).__name__}")
+    for key, value in args.items():
+        if key in ("buffer_size", "metadata"):
+            if value is not None:
+                raise NotImplementedError(f"{fn_name}: arrow_open_stream_args {key}={value!r} is not "
+                                          "supported (only compression)")
+        elif key != "compression":
+            from millstream import _args
+            raise _args.unknown_keyword(f"{fn_name}(arrow_open_stream_args=...)", key,
+                                        ("compression", "buffer_size", "metadata"))
+    compression = args.get("compression")
+    if compression in (None, "detect"):
+        return None
+    if not isinstance(compression, str):
+        raise TypeError(f"{fn_name}: arrow_open_stream_args compression must be a str, got {compression!r}")
+    return compression
+
+
 def resolve_args(fn_name: str, passthrough, args: Dict[str, Any], args_fn, fn_param: str) -> Dict[str, Any]:
     """``**args`` updated with what ``args_fn()`` returns (its keys win, as in Ray),
     checked key by key like the keywords themselves."""

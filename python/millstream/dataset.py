@@ -26,7 +26,6 @@ _NOT_YET = "not implemented yet"
 _WRITE_UNSUPPORTED = {
     "filesystem": Unsupported(None, why="writes go to the local filesystem"),
     "try_create_dir": Unsupported(True, why="the directory is always created"),
-    "arrow_open_stream_args": Unsupported(None, why=_NOT_YET),
     "ray_remote_args": _args.RAY_REMOTE_ARGS_NO_TASK.rule(),
     "concurrency": Unsupported(None, why=_NOT_YET),
 }
@@ -510,7 +509,7 @@ class Dataset:
 
     def _write(self, path, fmt: str, *, mode="append", partition_cols=None, filename_provider=None,
                min_rows_per_file=None, max_rows_per_file=None, num_rows_per_file=None,
-               options: Optional[Dict[str, Any]] = None) -> None:
+               arrow_open_stream_args=None, options: Optional[Dict[str, Any]] = None) -> None:
         fn_name = f"write_{fmt}"
         if isinstance(path, os.PathLike):
             path = os.fspath(path)
@@ -520,6 +519,7 @@ class Dataset:
         min_rows, max_rows = _files.rows_per_file(fn_name, num_rows_per_file, min_rows_per_file,
                                                   max_rows_per_file)
         _files.filename_provider(fn_name, filename_provider)
+        stream_compression = _files.open_stream_args(fn_name, arrow_open_stream_args)
         # Local paths only: another URI scheme (s3://...) raises before anything is made.
         path = _core.local_path(path, fn_name)
         if os.path.isfile(path):
@@ -533,7 +533,8 @@ class Dataset:
             return
         cols = [partition_cols] if isinstance(partition_cols, str) else list(partition_cols or [])
         sink = dict(options or {}, partition_cols=cols, min_rows_per_file=min_rows,
-                    max_rows_per_file=max_rows, filename_provider=filename_provider)
+                    max_rows_per_file=max_rows, filename_provider=filename_provider,
+                    stream_compression=stream_compression)
         if fmt == "parquet" and filename_provider is not None:
             sink.update(filename_provider=_files.ParquetNames(filename_provider, mode),
                         filename_template=True)
@@ -585,6 +586,7 @@ class Dataset:
         self._write(path, "parquet", mode=mode, partition_cols=partition_cols,
                     filename_provider=filename_provider, min_rows_per_file=min_rows_per_file,
                     max_rows_per_file=max_rows_per_file, num_rows_per_file=num_rows_per_file,
+                    arrow_open_stream_args=arrow_open_stream_args,
                     options=_files.parquet_options("write_parquet", args))
 
     @public(passthrough=_args.CSV_WRITE_ARGS, unsupported=_WRITE_UNSUPPORTED)
@@ -595,13 +597,16 @@ class Dataset:
                   mode="append", **arrow_csv_args) -> None:
         """Writes CSV files into directory ``path``, one per task. ``mode``,
         ``min_rows_per_file``/``num_rows_per_file`` as in ``write_parquet``;
-        ``filename_provider``'s name is each task's file name as it is. ``write_options`` (a ``pyarrow.csv.WriteOptions``, in
+        ``filename_provider``'s name is each task's file name as it is;
+        ``arrow_open_stream_args={"compression": "gzip"}`` (bz2, brotli, zstd, lz4) compresses
+        each file's bytes, the name unchanged, as in Ray. ``write_options`` (a ``pyarrow.csv.WriteOptions``, in
         ``**arrow_csv_args`` or ``arrow_csv_args_fn()``): ``include_header``,
         ``delimiter``, ``quoting_style``, ``quoting_header``, ``batch_size``."""
         args = _files.resolve_args("write_csv", _args.CSV_WRITE_ARGS, arrow_csv_args,
                                    arrow_csv_args_fn, "arrow_csv_args_fn")
         self._write(path, "csv", mode=mode, filename_provider=filename_provider,
                     min_rows_per_file=min_rows_per_file, num_rows_per_file=num_rows_per_file,
+                    arrow_open_stream_args=arrow_open_stream_args,
                     options=_files.csv_options("write_csv", args))
 
     @public(passthrough=_args.JSON_WRITE_ARGS, unsupported=_WRITE_UNSUPPORTED)
@@ -616,7 +621,8 @@ class Dataset:
         _files.resolve_args("write_json", _args.JSON_WRITE_ARGS, pandas_json_args,
                             pandas_json_args_fn, "pandas_json_args_fn")
         self._write(path, "json", mode=mode, filename_provider=filename_provider,
-                    min_rows_per_file=min_rows_per_file, num_rows_per_file=num_rows_per_file)
+                    min_rows_per_file=min_rows_per_file, num_rows_per_file=num_rows_per_file,
+                    arrow_open_stream_args=arrow_open_stream_args)
 
     @public
     def explain(self) -> None:

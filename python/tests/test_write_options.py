@@ -482,3 +482,36 @@ def test_json_default_args_are_accepted_and_others_refused(tmp_path):
     assert sorted(r["id"] for r in rows) == [0, 1, 2]
     with pytest.raises(NotImplementedError, match="orient"):
         md.range(3).write_json(str(tmp_path / "o2"), pandas_json_args_fn=lambda: {"orient": "split"})
+
+
+# ---- arrow_open_stream_args ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+@pytest.mark.parametrize("codec", ["gzip", "zstd", "bz2"])
+def test_open_stream_compression_compresses_each_file(tmp_path, fmt, codec):
+    table = pa.table({"id": list(range(50)), "s": [f"v{i}" for i in range(50)]})
+    getattr(md.from_arrow(table), f"write_{fmt}")(str(tmp_path / "out"),
+                                                  arrow_open_stream_args={"compression": codec})
+    path = _one_file(tmp_path / "out")
+    assert path.endswith("." + fmt)  # the name is unchanged, as in Ray
+    with pa.input_stream(path, compression=codec) as stream:
+        data = stream.read()
+    if fmt == "csv":
+        back = pacsv.read_csv(pa.BufferReader(data))
+    else:
+        back = pa.Table.from_pandas(pd.read_json(pa.BufferReader(data), lines=True))
+    assert back.select(["id", "s"]).equals(table)
+    raw = pathlib.Path(path).read_bytes()
+    assert raw != data and raw.startswith({"gzip": b"\x1f\x8b", "zstd": b"\x28\xb5\x2f\xfd", "bz2": b"BZh"}[codec])
+
+
+def test_open_stream_compression_detect_is_none(tmp_path):
+    md.range(5).write_csv(str(tmp_path / "out"), arrow_open_stream_args={"compression": "detect"})
+    rows = pa.concat_tables(pacsv.read_csv(f) for f in visible_files(tmp_path / "out"))
+    assert sorted(rows["id"].to_pylist()) == [0, 1, 2, 3, 4]
+
+
+def test_open_stream_compression_unknown_codec_raises_naming_it(tmp_path):
+    with pytest.raises(ValueError, match="compression='zip'"):
+        md.range(3).write_csv(str(tmp_path / "out"), arrow_open_stream_args={"compression": "zip"})

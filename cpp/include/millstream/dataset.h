@@ -103,6 +103,10 @@ struct WriteOptions {
   /// The names `filename` gives hold `{i}`, replaced by the file's number in its task
   /// (0, 1...; as pyarrow's basename_template) instead of the `_<n>` suffix.
   bool filename_template = false;
+  /// Every file's bytes go through this stream codec ("gzip", "bz2", "brotli", "zstd",
+  /// "lz4"; Ray's `arrow_open_stream_args={"compression": ...}`), the name unchanged;
+  /// empty: none.
+  std::string stream_compression;
   ParquetWriteOptions parquet;
   CsvWriteOptions csv;
 };

@@ -454,11 +454,34 @@ class FileSink {
     return arrow::Status::OK();
   }
 
+  /// Opens the next file; an error names it (a full disk may already fail here).
   arrow::Status Open(std::shared_ptr<arrow::Schema> schema) {
+    auto status = OpenUnnamed(std::move(schema));
+    if (status.ok() || status.message().find(temp_path_) != std::string::npos) return status;
+    return NamingFile(std::move(status));
+  }
+
+  arrow::Status OpenUnnamed(std::shared_ptr<arrow::Schema> schema) {
     schema_ = std::move(schema);
     rows_ = 0;
     committed_ = false;
     ARROW_ASSIGN_OR_RAISE(out_, arrow::io::FileOutputStream::Open(temp_path_));
+    if (!options_->stream_compression.empty()) {
+      auto type = arrow::util::Codec::GetCompressionType(options_->stream_compression);
+      if (!type.ok()) {
+        return arrow::Status::Invalid("arrow_open_stream_args: compression='",
+                                      options_->stream_compression, "' is not a codec name");
+      }
+      ARROW_ASSIGN_OR_RAISE(auto codec, arrow::util::Codec::Create(*type));
+      auto compressed = arrow::io::CompressedOutputStream::Make(codec.get(), out_);
+      if (!compressed.ok()) {
+        return compressed.status().WithMessage("arrow_open_stream_args: compression='",
+                                               options_->stream_compression, "': ",
+                                               compressed.status().message());
+      }
+      codec_ = std::move(codec);
+      out_ = *std::move(compressed);
+    }
     if (format_ == FileFormat::kParquet) {
       ARROW_ASSIGN_OR_RAISE(writer_, ParquetFormatWriter::Open(out_, schema_, options_->parquet));
     } else if (format_ == FileFormat::kCsv) {
@@ -506,7 +529,8 @@ class FileSink {
   int64_t file_number_ = 0;
   std::string final_path_, temp_path_;
   std::shared_ptr<arrow::Schema> schema_;
-  std::shared_ptr<arrow::io::FileOutputStream> out_;
+  std::unique_ptr<arrow::util::Codec> codec_;  // of a compressed stream; outlives out_
+  std::shared_ptr<arrow::io::OutputStream> out_;
   std::unique_ptr<FormatWriter> writer_;
   int64_t rows_ = 0;  // in the open file
   bool committed_ = false;
