@@ -203,6 +203,20 @@ def csv_options(fn_name: str, args: Dict[str, Any]) -> Dict[str, Any]:
     return {key: getattr(write_options, key) for key in _CSV_OPTION_DEFAULTS}
 
 
+def remove_if_empty(directory: str) -> bool:
+    """Removes ``directory`` when it holds no file at any depth (only empty directories);
+    whether it did. Never removes a file, nor follows a link."""
+    for root, dirs, files in os.walk(directory):
+        if files or any(os.path.islink(os.path.join(root, d)) for d in dirs):
+            return False
+    for root, dirs, files in os.walk(directory, topdown=False):
+        try:
+            os.rmdir(root)
+        except OSError:
+            return False
+    return True
+
+
 def listing(directory: str, extension: str) -> Set[str]:
     """Every visible file ending in ``.extension`` under ``directory`` (recursive)."""
     found = set()

@@ -525,6 +525,7 @@ class Dataset:
         if os.path.isfile(path):
             raise FileExistsError(f"{fn_name}: '{path}' is a file; give a directory")
         directory = os.path.abspath(path)
+        created = not os.path.lexists(directory)
         # mode: the directory is created, left alone (ignore), emptied (overwrite) or refused
         # (error) by the engine before anything runs.
         if not _core.prepare_write_dir(directory, mode, fn_name):
@@ -541,6 +542,8 @@ class Dataset:
         before = _files.listing(directory, "parquet") if fmt == "parquet" else set()
         self._drain(self._core.with_write(directory, fmt, sink).execute(
             DataContext.get_current()._to_core(), None, False))
+        if created and _files.remove_if_empty(directory):
+            return  # no rows: as in Ray, the directory this write created is removed
         if fmt == "parquet" and sink.get("schema") is None:
             # Blocks of different tasks may differ in columns or types: one schema for all.
             _files.unify_parquet_files(_files.listing(directory, "parquet") - before,
@@ -561,6 +564,7 @@ class Dataset:
         empty: "append" (default) adds files, "overwrite" first deletes everything inside
         ``path`` (not atomic, as in Ray: the old files are gone before the new are written),
         "error" (or "create") raises ``ValueError``, "ignore" writes nothing.
+        A write of no rows removes the directory it created (as Ray does).
         ``min_rows_per_file`` bundles rows into a task until it has that many (a hint, as
         in Ray); ``max_rows_per_file`` caps every file (a task writes ``..._000001`` and on);
         ``num_rows_per_file`` is the deprecated name of ``min_rows_per_file``.

@@ -515,3 +515,25 @@ def test_open_stream_compression_detect_is_none(tmp_path):
 def test_open_stream_compression_unknown_codec_raises_naming_it(tmp_path):
     with pytest.raises(ValueError, match="compression='zip'"):
         md.range(3).write_csv(str(tmp_path / "out"), arrow_open_stream_args={"compression": "zip"})
+
+
+# ---- no rows -----------------------------------------------------------------------------
+
+
+def test_a_write_of_no_rows_removes_the_directory_it_created_as_ray_does(tmp_path):
+    empty = md.range(100).filter(expr="id < 0")
+    empty.write_parquet(str(tmp_path / "new"))
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "existing").mkdir()
+    empty.write_csv(str(tmp_path / "existing"))
+    assert (tmp_path / "existing").is_dir()
+
+
+def test_schema_with_partition_columns_describes_the_other_columns(tmp_path):
+    table = pa.table({"id": list(range(6)), "part": ["a", "b"] * 3})
+    schema = pa.schema([("id", pa.int32()), ("part", pa.string())])
+    md.from_arrow(table).write_parquet(str(tmp_path / "out"), partition_cols=["part"], schema=schema)
+    for f in visible_files(tmp_path / "out"):
+        assert pq.read_schema(f).remove_metadata() == pa.schema([("id", pa.int32())])
+    back = pq.read_table(str(tmp_path / "out"), partitioning="hive")
+    assert sorted(back["id"].to_pylist()) == list(range(6))
