@@ -22,6 +22,10 @@ using millstream::python::ValueOrRaise;
 
 namespace {
 
+FileFormat FormatFromName(const std::string& fmt) {
+  return fmt == "parquet" ? FileFormat::kParquet : fmt == "csv" ? FileFormat::kCsv : FileFormat::kJson;
+}
+
 /// Write options from the dict that Dataset._write builds (keys as WriteOptions' fields;
 /// a missing key keeps the default).
 WriteOptions WriteOptionsFromDict(const py::dict& d) {
@@ -338,10 +342,11 @@ PYBIND11_MODULE(_core, m) {
       .def("limit", &Dataset::Limit)
       .def("with_write", [](const Dataset& self, const std::string& dir, const std::string& fmt,
                             py::dict options) {
-        FileFormat format = fmt == "parquet" ? FileFormat::kParquet
-                            : fmt == "csv"   ? FileFormat::kCsv
-                                             : FileFormat::kJson;
-        return self.WithWrite(dir, format, WriteOptionsFromDict(options));
+        // A bad option raises here, before the directory is prepared (see _write).
+        FileFormat format = FormatFromName(fmt);
+        auto write_options = WriteOptionsFromDict(options);
+        CheckStatus(ValidateWriteOptions(format, write_options));
+        return self.WithWrite(dir, format, std::move(write_options));
       })
       .def("execute", [](const Dataset& self, py::dict ctx, std::optional<int64_t> batch_size,
                          bool drop_last) {

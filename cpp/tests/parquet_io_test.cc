@@ -269,6 +269,20 @@ TEST(WriteModes, ErrorIgnoreOverwriteAppendOnAnExistingDirectory) {
   EXPECT_TRUE(ReadWithArrow(files[0].path())->Equals(*IdTable(10)));
 }
 
+TEST(WriteModes, ABadOptionFailsBeforeAnOverwriteDeletesAnything) {
+  TempDir dir;
+  std::string out = dir.path() + "/out";
+  std::filesystem::create_directories(out);
+  WriteParquet(IdTable(3), out + "/old.parquet", 10);
+  WriteOptions options;
+  options.parquet.version = "3.0";
+  auto status = Dataset::FromArrow(IdTable(10), 1).ValueOrDie().Write(
+      out, FileFormat::kParquet, options, SaveMode::kOverwrite, DataContext{});
+  EXPECT_EQ(status.code(), arrow::StatusCode::Invalid);
+  EXPECT_NE(status.message().find("version='3.0'"), std::string::npos) << status.message();
+  EXPECT_EQ(FilesUnder(out).size(), 1u);
+}
+
 TEST(WriteModes, ErrorOnAnEmptyExistingDirectoryAndNotOnAMissingOne) {
   TempDir dir;
   std::filesystem::create_directories(dir.path() + "/empty");

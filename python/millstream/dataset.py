@@ -526,12 +526,6 @@ class Dataset:
             raise FileExistsError(f"{fn_name}: '{path}' is a file; give a directory")
         directory = os.path.abspath(path)
         created = not os.path.lexists(directory)
-        # mode: the directory is created, left alone (ignore), emptied (overwrite) or refused
-        # (error) by the engine before anything runs.
-        if not _core.prepare_write_dir(directory, mode, fn_name):
-            import logging
-            logging.getLogger("millstream").warning("[SaveMode=ignore] Skipping %s: it exists", path)
-            return
         cols = [partition_cols] if isinstance(partition_cols, str) else list(partition_cols or [])
         sink = dict(options or {}, partition_cols=cols, min_rows_per_file=min_rows,
                     max_rows_per_file=max_rows, filename_provider=filename_provider,
@@ -539,9 +533,16 @@ class Dataset:
         if fmt == "parquet" and filename_provider is not None:
             sink.update(filename_provider=_files.ParquetNames(filename_provider, mode),
                         filename_template=True)
+        # The engine checks the options here, before the directory is touched.
+        plan = self._core.with_write(directory, fmt, sink)
+        # mode: the directory is created, left alone (ignore), emptied (overwrite) or refused
+        # (error) by the engine before anything runs.
+        if not _core.prepare_write_dir(directory, mode, fn_name):
+            import logging
+            logging.getLogger("millstream").warning("[SaveMode=ignore] Skipping %s: it exists", path)
+            return
         before = _files.listing(directory, "parquet") if fmt == "parquet" else set()
-        self._drain(self._core.with_write(directory, fmt, sink).execute(
-            DataContext.get_current()._to_core(), None, False))
+        self._drain(plan.execute(DataContext.get_current()._to_core(), None, False))
         if created and _files.remove_if_empty(directory):
             return  # no rows: as in Ray, the directory this write created is removed
         if fmt == "parquet" and sink.get("schema") is None:

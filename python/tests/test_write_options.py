@@ -537,3 +537,18 @@ def test_schema_with_partition_columns_describes_the_other_columns(tmp_path):
         assert pq.read_schema(f).remove_metadata() == pa.schema([("id", pa.int32())])
     back = pq.read_table(str(tmp_path / "out"), partitioning="hive")
     assert sorted(back["id"].to_pylist()) == list(range(6))
+
+
+@pytest.mark.parametrize("fmt,kwargs", [
+    ("parquet", {"compression": "zip"}),
+    ("parquet", {"compression": "zstd", "compression_level": 1000}),
+    ("parquet", {"partition_cols": [""]}),
+    ("csv", {"write_options": pacsv.WriteOptions(quoting_header="none", quoting_style="none", delimiter=",")}
+     | {"arrow_open_stream_args": {"compression": "zip"}}),
+])
+def test_a_bad_option_raises_before_an_overwrite_deletes_anything(tmp_path, fmt, kwargs):
+    out = tmp_path / "out"
+    before = _old_files(out)
+    with pytest.raises(ValueError):
+        getattr(md.range(5), f"write_{fmt}")(str(out), mode="overwrite", **kwargs)
+    assert sorted(all_files(out)) == before

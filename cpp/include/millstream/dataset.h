@@ -111,6 +111,12 @@ struct WriteOptions {
   CsvWriteOptions csv;
 };
 
+/// \brief Checks what can be checked of `options` before anything is written (partition
+/// column names, codecs and levels, the Parquet version, CSV options): Invalid or
+/// NotImplemented naming the option. Dataset::Write calls it before PrepareWriteDirectory,
+/// so a bad option never costs an overwrite its old files.
+arrow::Status ValidateWriteOptions(FileFormat format, const WriteOptions& options);
+
 /// \brief Makes `directory` ready for a write in `mode`: creates it if missing; if it
 /// exists, kError fails (Invalid, naming it), kIgnore returns false (write nothing),
 /// kOverwrite deletes what is inside it (never the directory itself nor anything outside

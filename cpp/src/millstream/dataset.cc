@@ -383,6 +383,7 @@ arrow::Status Dataset::Write(const std::string& directory, FileFormat format, Wr
                              ExecutionStats* stats) const {
   ARROW_ASSIGN_OR_RAISE(auto given, LocalPath(directory, "Write"));
   std::string local = AbsoluteLocalPath(given);
+  ARROW_RETURN_NOT_OK(ValidateWriteOptions(format, options));
   ARROW_ASSIGN_OR_RAISE(bool write, PrepareWriteDirectory(local, mode, "Write"));
   if (!write) return arrow::Status::OK();
   ARROW_ASSIGN_OR_RAISE(auto stream, WithWrite(local, format, std::move(options)).Execute(context));

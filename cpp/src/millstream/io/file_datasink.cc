@@ -715,6 +715,37 @@ std::shared_ptr<const Transform> MakeWriteTransform(std::string directory, FileF
                                           std::move(options));
 }
 
+arrow::Status ValidateWriteOptions(FileFormat format, const WriteOptions& options) {
+  for (const auto& column : options.partition_cols) {
+    ARROW_RETURN_NOT_OK(HiveSegment(column, "").status());
+  }
+  if (format == FileFormat::kParquet) ARROW_RETURN_NOT_OK(ParquetProperties(options.parquet).status());
+  if (format == FileFormat::kCsv) ARROW_RETURN_NOT_OK(CsvOptions(options.csv).status());
+  if (!options.stream_compression.empty()) {
+    auto type = arrow::util::Codec::GetCompressionType(options.stream_compression);
+    if (!type.ok()) {
+      return arrow::Status::Invalid("arrow_open_stream_args: compression='",
+                                    options.stream_compression, "' is not a codec name");
+    }
+    auto codec = arrow::util::Codec::Create(*type);
+    if (!codec.ok()) {
+      return codec.status().WithMessage("arrow_open_stream_args: compression='",
+                                        options.stream_compression, "': ", codec.status().message());
+    }
+    if (!*codec) {
+      return arrow::Status::Invalid("arrow_open_stream_args: compression='",
+                                    options.stream_compression, "' does not compress");
+    }
+    auto compressor = (*codec)->MakeCompressor();
+    if (!compressor.ok()) {
+      return compressor.status().WithMessage("arrow_open_stream_args: compression='",
+                                             options.stream_compression, "' cannot compress a stream: ",
+                                             compressor.status().message());
+    }
+  }
+  return arrow::Status::OK();
+}
+
 arrow::Result<bool> PrepareWriteDirectory(const std::string& directory, SaveMode mode,
                                           std::string_view operation) {
   std::error_code error;
