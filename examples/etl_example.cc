@@ -47,7 +47,12 @@ arrow::Status Run(const std::string& out_dir) {
                      arrow::field("quantity", arrow::int64())}),
       {id_array, price_array, quantity_array});
   ARROW_ASSIGN_OR_RAISE(auto orders, millstream::Dataset::FromArrow(table, 8));
-  ARROW_RETURN_NOT_OK(orders.Write(out_dir + "/orders", millstream::FileFormat::kParquet, context));
+  // Overwrite: a rerun replaces the files of the last run instead of adding to them.
+  millstream::WriteOptions write_options;
+  write_options.parquet.compression = "zstd";
+  write_options.max_rows_per_file = 20000;
+  ARROW_RETURN_NOT_OK(orders.Write(out_dir + "/orders", millstream::FileFormat::kParquet, write_options,
+                                   millstream::SaveMode::kOverwrite, context));
 
   // The pipeline: read -> filter -> UDF -> write.
   millstream::ReadParquetOptions read_options;
@@ -61,7 +66,9 @@ arrow::Status Run(const std::string& out_dir) {
                       }, map_options);
   std::cout << pipeline.Explain(context);
   millstream::ExecutionStats stats;
-  ARROW_RETURN_NOT_OK(pipeline.Write(out_dir + "/totals", millstream::FileFormat::kParquet, context, &stats));
+  ARROW_RETURN_NOT_OK(pipeline.Write(out_dir + "/totals", millstream::FileFormat::kParquet,
+                                     millstream::WriteOptions{}, millstream::SaveMode::kOverwrite,
+                                     context, &stats));
   std::cout << stats.ToString();
 
   // Check: rows with quantity > 2 are 4/7 of the input; totals add up.

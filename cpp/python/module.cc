@@ -12,6 +12,7 @@
 #include <pybind11/stl.h>
 
 #include <arrow/api.h>
+#include <arrow/c/bridge.h>
 #include <arrow/compute/expression.h>
 
 #include "millstream/millstream.h"
@@ -23,6 +24,45 @@ using millstream::python::CheckStatus;
 using millstream::python::ValueOrRaise;
 
 namespace {
+
+FileFormat FormatFromName(const std::string& fmt) {
+  return fmt == "parquet" ? FileFormat::kParquet : fmt == "csv" ? FileFormat::kCsv : FileFormat::kJson;
+}
+
+/// Write options from the dict that Dataset._write builds (keys as WriteOptions' fields;
+/// a missing key keeps the default).
+WriteOptions WriteOptionsFromDict(const py::dict& d) {
+  WriteOptions options;
+  auto has = [&](const char* key) { return d.contains(key) && !d[key].is_none(); };
+  if (has("partition_cols")) options.partition_cols = d["partition_cols"].cast<std::vector<std::string>>();
+  if (has("min_rows_per_file")) options.min_rows_per_file = d["min_rows_per_file"].cast<int64_t>();
+  if (has("max_rows_per_file")) options.max_rows_per_file = d["max_rows_per_file"].cast<int64_t>();
+  if (has("filename_provider")) {
+    options.filename = python::MakePythonFilenameFunction(d["filename_provider"]);
+  }
+  if (has("filename_template")) options.filename_template = d["filename_template"].cast<bool>();
+  if (has("stream_compression")) options.stream_compression = d["stream_compression"].cast<std::string>();
+  auto& parquet = options.parquet;
+  if (has("compression")) parquet.compression = d["compression"].cast<std::string>();
+  if (has("compression_level")) parquet.compression_level = d["compression_level"].cast<int>();
+  if (has("row_group_size")) parquet.row_group_size = d["row_group_size"].cast<int64_t>();
+  if (has("use_dictionary")) parquet.use_dictionary = d["use_dictionary"].cast<bool>();
+  if (has("write_statistics")) parquet.write_statistics = d["write_statistics"].cast<bool>();
+  if (has("version")) parquet.version = d["version"].cast<std::string>();
+  if (has("data_page_size")) parquet.data_page_size = d["data_page_size"].cast<int64_t>();
+  if (has("schema")) {
+    py::object capsule = d["schema"].attr("__arrow_c_schema__")();
+    auto* c_schema = static_cast<ArrowSchema*>(PyCapsule_GetPointer(capsule.ptr(), "arrow_schema"));
+    parquet.schema = ValueOrRaise(arrow::ImportSchema(c_schema));
+  }
+  auto& csv = options.csv;
+  if (has("include_header")) csv.include_header = d["include_header"].cast<bool>();
+  if (has("delimiter")) csv.delimiter = d["delimiter"].cast<std::string>().at(0);
+  if (has("quoting_style")) csv.quoting_style = d["quoting_style"].cast<std::string>();
+  if (has("quoting_header")) csv.quoting_header = d["quoting_header"].cast<std::string>();
+  if (has("batch_size")) csv.batch_size = d["batch_size"].cast<int32_t>();
+  return options;
+}
 
 DataContext ContextFromDict(const py::dict& d) {
   DataContext ctx;
@@ -277,6 +317,14 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "millstream's C++ engine";
   CheckStatus(millstream::Initialize());
 
+  m.def("prepare_write_dir", [](const std::string& path, const std::string& mode,
+                                const std::string& operation) {
+    SaveMode save_mode = mode == "overwrite" ? SaveMode::kOverwrite
+                         : mode == "error"   ? SaveMode::kError
+                         : mode == "ignore"  ? SaveMode::kIgnore
+                                             : SaveMode::kAppend;
+    return ValueOrRaise(PrepareWriteDirectory(path, save_mode, operation));
+  }, "Makes a write's directory ready for a save mode; returns whether to write.");
   m.def("local_path", [](const std::string& path, const std::string& operation) {
     return ValueOrRaise(LocalPath(path, operation));
   }, "The local path of `path` (a plain path or a file:// URI); other URI schemes raise.");
@@ -345,11 +393,12 @@ PYBIND11_MODULE(_core, m) {
       })
       .def("limit", &Dataset::Limit)
       .def("with_write", [](const Dataset& self, const std::string& dir, const std::string& fmt,
-                            std::vector<std::string> partition_cols) {
-        FileFormat format = fmt == "parquet" ? FileFormat::kParquet
-                            : fmt == "csv"   ? FileFormat::kCsv
-                                             : FileFormat::kJson;
-        return self.WithWrite(dir, format, std::move(partition_cols));
+                            py::dict options) {
+        // A bad option raises here, before the directory is prepared (see _write).
+        FileFormat format = FormatFromName(fmt);
+        auto write_options = WriteOptionsFromDict(options);
+        CheckStatus(ValidateWriteOptions(format, write_options));
+        return self.WithWrite(dir, format, std::move(write_options));
       })
       .def("execute", [](const Dataset& self, py::dict ctx, std::optional<int64_t> batch_size,
                          bool drop_last) {

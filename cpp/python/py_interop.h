@@ -5,6 +5,7 @@
 // Every function here expects the GIL held unless it says otherwise.
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -32,6 +33,11 @@ arrow::Result<std::shared_ptr<arrow::Table>> TableFromPython(const py::handle& o
 /// is called once per instance (per actor) to make that callable. `name` is the
 /// operator's, added to any exception the function raises.
 BatchUdfFactory MakePythonUdfFactory(py::object fn, bool is_class, std::string name);
+/// A write's file names from a Ray FilenameProvider: get_filename_for_task(write_uuid,
+/// task_index), called with the GIL on the task's thread. Its exception keeps its type.
+std::function<arrow::Result<std::string>(const std::string&, int64_t)> MakePythonFilenameFunction(
+    py::object provider);
+
 
 /// Raises the Python exception for a failed status: the UDF's own exception (type,
 /// message, traceback) when it came from Python, else the mapped builtin type.

@@ -214,6 +214,33 @@ BatchUdfFactory MakePythonUdfFactory(py::object fn, bool is_class, std::string n
   };
 }
 
+std::function<arrow::Result<std::string>(const std::string&, int64_t)> MakePythonFilenameFunction(
+    py::object provider) {
+  auto ref = std::make_shared<PyRef>(std::move(provider));
+  return [ref](const std::string& write_id, int64_t task_index) -> arrow::Result<std::string> {
+    py::gil_scoped_acquire gil;
+    try {
+      py::object name = ref->get().attr("get_filename_for_task")(write_id, task_index);
+      if (!py::isinstance<py::str>(name)) {
+        return arrow::Status::TypeError("filename_provider: get_filename_for_task returned ",
+                                        std::string(py::str(py::repr(name))), ", not a str");
+      }
+      return name.cast<std::string>();
+    } catch (py::error_already_set& error) {
+      py::object exception = error.value();
+      if (!error.trace().is_none() && exception.attr("__traceback__").is_none()) {
+        exception.attr("__traceback__") = error.trace();
+      }
+      if (py::hasattr(exception, "add_note")) {
+        exception.attr("add_note")("(raised by filename_provider.get_filename_for_task)");
+      }
+      std::string message = py::str(exception);
+      return arrow::Status(arrow::StatusCode::ExecutionError, message,
+                           std::make_shared<PyErrorDetail>(exception));
+    }
+  };
+}
+
 namespace {
 
 /// The first quoted path ('/...') in an error message, or "" if there is none.

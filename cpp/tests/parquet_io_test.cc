@@ -1,8 +1,11 @@
 #include <filesystem>
 
+#include <arrow/csv/writer.h>
 #include <arrow/io/api.h>
 #include <parquet/arrow/reader.h>
 #include <parquet/arrow/writer.h>
+#include <parquet/file_reader.h>
+#include <parquet/metadata.h>
 
 #include "io/sources.h"
 #include "optimizer/optimizer.h"
@@ -232,6 +235,172 @@ TEST(ParquetWrite, FailedTaskLeavesNoFile) {
   selector.allow_not_found = true;
   auto files = arrow::fs::LocalFileSystem().GetFileInfo(selector).ValueOrDie();
   EXPECT_TRUE(files.empty());
+}
+
+/// The files of a directory (recursive), sorted by path.
+std::vector<arrow::fs::FileInfo> FilesUnder(const std::string& directory) {
+  arrow::fs::FileSelector selector;
+  selector.base_dir = directory;
+  selector.recursive = true;
+  selector.allow_not_found = true;
+  auto infos = arrow::fs::LocalFileSystem().GetFileInfo(selector).ValueOrDie();
+  std::vector<arrow::fs::FileInfo> files;
+  for (auto& info : infos) if (info.IsFile()) files.push_back(std::move(info));
+  std::sort(files.begin(), files.end(),
+            [](const auto& a, const auto& b) { return a.path() < b.path(); });
+  return files;
+}
+
+std::shared_ptr<parquet::FileMetaData> ParquetMetadata(const std::string& path) {
+  auto input = arrow::io::ReadableFile::Open(path).ValueOrDie();
+  return parquet::ReadMetaData(input);
+}
+
+TEST(WriteModes, ErrorIgnoreOverwriteAppendOnAnExistingDirectory) {
+  TempDir dir;
+  std::string out = dir.path() + "/out";
+  std::filesystem::create_directories(out + "/sub");
+  WriteParquet(IdTable(3), out + "/old.parquet", 10);
+  WriteParquet(IdTable(3), out + "/sub/old.parquet", 10);
+  auto ds = Dataset::FromArrow(IdTable(10), 1).ValueOrDie();
+
+  auto error = ds.Write(out, FileFormat::kParquet, WriteOptions{}, SaveMode::kError, DataContext{});
+  EXPECT_EQ(error.code(), arrow::StatusCode::Invalid);
+  EXPECT_NE(error.message().find(out), std::string::npos) << error.message();
+  EXPECT_EQ(FilesUnder(out).size(), 2u);
+
+  ASSERT_OK(ds.Write(out, FileFormat::kParquet, WriteOptions{}, SaveMode::kIgnore, DataContext{}));
+  EXPECT_EQ(FilesUnder(out).size(), 2u);
+
+  ASSERT_OK(ds.Write(out, FileFormat::kParquet, WriteOptions{}, SaveMode::kAppend, DataContext{}));
+  EXPECT_EQ(FilesUnder(out).size(), 3u);
+
+  ASSERT_OK(ds.Write(out, FileFormat::kParquet, WriteOptions{}, SaveMode::kOverwrite, DataContext{}));
+  auto files = FilesUnder(out);
+  ASSERT_EQ(files.size(), 1u);
+  EXPECT_FALSE(std::filesystem::exists(out + "/sub"));
+  EXPECT_TRUE(ReadWithArrow(files[0].path())->Equals(*IdTable(10)));
+}
+
+TEST(WriteModes, ABadOptionFailsBeforeAnOverwriteDeletesAnything) {
+  TempDir dir;
+  std::string out = dir.path() + "/out";
+  std::filesystem::create_directories(out);
+  WriteParquet(IdTable(3), out + "/old.parquet", 10);
+  WriteOptions options;
+  options.parquet.version = "3.0";
+  auto status = Dataset::FromArrow(IdTable(10), 1).ValueOrDie().Write(
+      out, FileFormat::kParquet, options, SaveMode::kOverwrite, DataContext{});
+  EXPECT_EQ(status.code(), arrow::StatusCode::Invalid);
+  EXPECT_NE(status.message().find("version='3.0'"), std::string::npos) << status.message();
+  EXPECT_EQ(FilesUnder(out).size(), 1u);
+}
+
+TEST(WriteModes, ErrorOnAnEmptyExistingDirectoryAndNotOnAMissingOne) {
+  TempDir dir;
+  std::filesystem::create_directories(dir.path() + "/empty");
+  EXPECT_EQ(PrepareWriteDirectory(dir.path() + "/empty", SaveMode::kError, "Write").status().code(),
+            arrow::StatusCode::Invalid);
+  EXPECT_TRUE(PrepareWriteDirectory(dir.path() + "/new/dir", SaveMode::kError, "Write").ValueOrDie());
+  EXPECT_TRUE(std::filesystem::is_directory(dir.path() + "/new/dir"));
+  EXPECT_FALSE(PrepareWriteDirectory(dir.path() + "/empty", SaveMode::kIgnore, "Write").ValueOrDie());
+}
+
+TEST(WriteOptionsTest, MaxRowsPerFileSplitsEveryFile) {
+  TempDir dir;
+  WriteOptions options;
+  options.max_rows_per_file = 30;
+  auto ds = Dataset::FromArrow(IdTable(100), 1).ValueOrDie();
+  ASSERT_OK(ds.Write(dir.path() + "/out", FileFormat::kParquet, options, SaveMode::kAppend, DataContext{}));
+  std::vector<int64_t> rows;
+  for (const auto& f : FilesUnder(dir.path() + "/out")) rows.push_back(ParquetMetadata(f.path())->num_rows());
+  EXPECT_EQ(rows, (std::vector<int64_t>{30, 30, 30, 10}));
+}
+
+TEST(WriteOptionsTest, ParquetOptionsReachTheFile) {
+  TempDir dir;
+  WriteOptions options;
+  options.parquet.compression = "zstd";
+  options.parquet.row_group_size = 40;
+  options.parquet.write_statistics = false;
+  options.parquet.version = "1.0";
+  auto ds = Dataset::FromArrow(IdTable(100), 1).ValueOrDie();
+  ASSERT_OK(ds.Write(dir.path() + "/out", FileFormat::kParquet, options, SaveMode::kAppend, DataContext{}));
+  auto files = FilesUnder(dir.path() + "/out");
+  ASSERT_EQ(files.size(), 1u);
+  auto meta = ParquetMetadata(files[0].path());
+  ASSERT_EQ(meta->num_row_groups(), 3);
+  EXPECT_EQ(meta->RowGroup(0)->num_rows(), 40);
+  EXPECT_EQ(meta->RowGroup(0)->ColumnChunk(0)->compression(), arrow::Compression::ZSTD);
+  EXPECT_FALSE(meta->RowGroup(0)->ColumnChunk(0)->is_stats_set());
+  EXPECT_EQ(meta->version(), parquet::ParquetVersion::PARQUET_1_0);
+
+  options.parquet.compression = "zip";
+  auto bad = ds.Write(dir.path() + "/bad", FileFormat::kParquet, options, SaveMode::kAppend, DataContext{});
+  EXPECT_EQ(bad.code(), arrow::StatusCode::Invalid);
+  EXPECT_NE(bad.message().find("compression='zip'"), std::string::npos) << bad.message();
+}
+
+TEST(WriteOptionsTest, FilenameFunctionNamesTheFilesAndStaysInside) {
+  TempDir dir;
+  WriteOptions options;
+  options.filename = [](const std::string& write_id, int64_t task) -> arrow::Result<std::string> {
+    return "part-" + std::to_string(task) + ".csv";
+  };
+  options.max_rows_per_file = 60;
+  auto ds = Dataset::FromArrow(IdTable(100), 1).ValueOrDie();
+  ASSERT_OK(ds.Write(dir.path() + "/out", FileFormat::kCsv, options, SaveMode::kAppend, DataContext{}));
+  auto files = FilesUnder(dir.path() + "/out");
+  ASSERT_EQ(files.size(), 2u);
+  EXPECT_EQ(files[0].base_name(), "part-0.csv");
+  EXPECT_EQ(files[1].base_name(), "part-0_000001.csv");
+
+  // A template: `{i}` is the file's number in its task.
+  options.filename = [](const std::string& write_id, int64_t task) -> arrow::Result<std::string> {
+    return "t" + std::to_string(task) + "-{i}.csv";
+  };
+  options.filename_template = true;
+  ASSERT_OK(ds.Write(dir.path() + "/template", FileFormat::kCsv, options, SaveMode::kAppend, DataContext{}));
+  files = FilesUnder(dir.path() + "/template");
+  ASSERT_EQ(files.size(), 2u);
+  EXPECT_EQ(files[0].base_name(), "t0-0.csv");
+  EXPECT_EQ(files[1].base_name(), "t0-1.csv");
+
+  options.filename = [](const std::string&, int64_t) -> arrow::Result<std::string> {
+    return std::string("../outside.csv");
+  };
+  auto bad = ds.Write(dir.path() + "/bad", FileFormat::kCsv, options, SaveMode::kAppend, DataContext{});
+  EXPECT_EQ(bad.code(), arrow::StatusCode::Invalid);
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/outside.csv"));
+}
+
+TEST(WriteOptionsTest, CsvOptionsReachTheFile) {
+  TempDir dir;
+  WriteOptions options;
+  options.csv.include_header = false;
+  options.csv.delimiter = ';';
+  options.csv.quoting_style = "all_valid";
+  arrow::Int64Builder ints;
+  ASSERT_OK(ints.AppendValues({1, 2}));
+  arrow::StringBuilder strings;
+  ASSERT_OK(strings.AppendValues({"x", "y b"}));
+  auto table = arrow::Table::Make(arrow::schema({arrow::field("a", arrow::int64()), arrow::field("b", arrow::utf8())}),
+                                  {ints.Finish().ValueOrDie(), strings.Finish().ValueOrDie()});
+  auto ds = Dataset::FromArrow(table, 1).ValueOrDie();
+  ASSERT_OK(ds.Write(dir.path() + "/out", FileFormat::kCsv, options, SaveMode::kAppend, DataContext{}));
+  auto files = FilesUnder(dir.path() + "/out");
+  ASSERT_EQ(files.size(), 1u);
+  auto input = arrow::io::ReadableFile::Open(files[0].path()).ValueOrDie();
+  auto bytes = input->Read(1 << 20).ValueOrDie();
+  // What Arrow's CSV writer makes of the same table with the same options.
+  auto expected_out = arrow::io::BufferOutputStream::Create().ValueOrDie();
+  auto arrow_options = arrow::csv::WriteOptions::Defaults();
+  arrow_options.include_header = false;
+  arrow_options.delimiter = ';';
+  arrow_options.quoting_style = arrow::csv::QuotingStyle::AllValid;
+  ASSERT_OK(arrow::csv::WriteCSV(*table, arrow_options, expected_out.get()));
+  EXPECT_EQ(bytes->ToString(), expected_out->Finish().ValueOrDie()->ToString());
+  EXPECT_EQ(bytes->ToString().find("a;b"), std::string::npos);
 }
 
 TEST(CsvJsonWrite, ProduceOneFilePerTask) {

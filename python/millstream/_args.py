@@ -177,21 +177,22 @@ PARQUET_READ_ARGS = Passthrough("arrow_parquet_args", unsupported={
 
 _WRITER_KNOWS = "not supported by this engine's Parquet writer yet"
 # pyarrow.parquet.write_table's options (pyarrow 25), which Ray's write_parquet passes on.
-PARQUET_WRITE_ARGS = Passthrough("arrow_parquet_args", unsupported={
+# The engine's Parquet writer applies compression, compression_level, row_group_size,
+# use_dictionary, write_statistics, version, data_page_size and schema.
+PARQUET_WRITE_ARGS = Passthrough("arrow_parquet_args", honoured=(
+    "compression", "compression_level", "row_group_size", "use_dictionary", "write_statistics",
+    "version", "data_page_size", "schema"), unsupported={
     key: NEVER(why=_WRITER_KNOWS) for key in (
-        "row_group_size", "version", "use_dictionary", "write_statistics",
         "use_deprecated_int96_timestamps", "coerce_timestamps", "allow_truncated_timestamps",
-        "data_page_size", "flavor", "compression_level", "use_byte_stream_split",
+        "flavor", "use_byte_stream_split",
         "column_encoding", "data_page_version", "use_compliant_nested_type",
         "encryption_properties", "write_batch_size", "dictionary_pagesize_limit",
         "store_schema", "write_page_index", "write_page_checksum", "sorting_columns",
         "store_decimal_as_integer", "write_time_adjusted_to_utc", "max_rows_per_page",
-        "bloom_filter_options", "partitioning_flavor")} | {
-    "compression": Unsupported("snappy", why="files are written with snappy compression"),
-})
-# pyarrow.csv.write_csv's options.
-CSV_WRITE_ARGS = Passthrough("arrow_csv_args", unsupported={
-    "write_options": NEVER(why="CSV files are written with pyarrow's default options (a header row)"),
+        "bloom_filter_options", "partitioning_flavor")})
+# pyarrow.csv.write_csv's options: write_options (a pyarrow.csv.WriteOptions) is applied
+# by the engine's CSV writer.
+CSV_WRITE_ARGS = Passthrough("arrow_csv_args", honoured=("write_options",), unsupported={
     "memory_pool": NEVER(why="the engine's memory pool is not configurable"),
 })
 # pandas.DataFrame.to_json's options; Ray writes orient="records", lines=True.

@@ -27,13 +27,8 @@ _NOT_YET = "not implemented yet"
 _WRITE_UNSUPPORTED = {
     "filesystem": Unsupported(None, why="writes go to the local filesystem"),
     "try_create_dir": Unsupported(True, why="the directory is always created"),
-    "arrow_open_stream_args": Unsupported(None, why=_NOT_YET),
-    "filename_provider": Unsupported(None, why="file names are the engine's own"),
-    "min_rows_per_file": Unsupported(None, why="one file per task; " + _NOT_YET),
-    "num_rows_per_file": Unsupported(None, why="one file per task; " + _NOT_YET),
     "ray_remote_args": _args.RAY_REMOTE_ARGS_NO_TASK.rule(),
     "concurrency": Unsupported(None, why=_NOT_YET),
-    "mode": Unsupported("append", why="files are added to the directory; other modes " + _NOT_YET),
 }
 
 
@@ -553,34 +548,75 @@ class Dataset:
             return "Dataset has not been executed yet: no stats (execute it, e.g. with materialize())."
         return self._last_stats[0]
 
-    def _write(self, path: str, fmt: str, partition_cols=None) -> None:
-        path = os.fspath(path) if isinstance(path, os.PathLike) else path
+    def _write(self, path, fmt: str, *, mode="append", partition_cols=None, filename_provider=None,
+               min_rows_per_file=None, max_rows_per_file=None, num_rows_per_file=None,
+               arrow_open_stream_args=None, options: Optional[Dict[str, Any]] = None) -> None:
+        fn_name = f"write_{fmt}"
+        if isinstance(path, os.PathLike):
+            path = os.fspath(path)
         if not isinstance(path, str) or not path:
-            raise ValueError(f"write_{fmt}: path must be a directory path, got {path!r}")
+            raise ValueError(f"{fn_name}: path must be a directory path, got {path!r}")
+        mode = _files.save_mode(fn_name, mode)
+        min_rows, max_rows = _files.rows_per_file(fn_name, num_rows_per_file, min_rows_per_file,
+                                                  max_rows_per_file)
+        _files.filename_provider(fn_name, filename_provider)
+        stream_compression = _files.open_stream_args(fn_name, arrow_open_stream_args)
         # Local paths only: another URI scheme (s3://...) raises before anything is made.
-        path = _core.local_path(path, f"write_{fmt}")
+        path = _core.local_path(path, fn_name)
         if os.path.isfile(path):
-            raise FileExistsError(f"write_{fmt}: '{path}' is a file; give a directory")
-        os.makedirs(path, exist_ok=True)
+            raise FileExistsError(f"{fn_name}: '{path}' is a file; give a directory")
+        directory = os.path.abspath(path)
+        created = not os.path.lexists(directory)
         cols = [partition_cols] if isinstance(partition_cols, str) else list(partition_cols or [])
-        before = _files.listing(path, "parquet") if fmt == "parquet" else set()
-        self._drain(self._core.with_write(os.path.abspath(path), fmt, cols).execute(
-            DataContext.get_current()._to_core(), None, False))
-        if fmt == "parquet":
+        sink = dict(options or {}, partition_cols=cols, min_rows_per_file=min_rows,
+                    max_rows_per_file=max_rows, filename_provider=filename_provider,
+                    stream_compression=stream_compression)
+        if fmt == "parquet" and filename_provider is not None:
+            sink.update(filename_provider=_files.ParquetNames(filename_provider, mode),
+                        filename_template=True)
+        # The engine checks the options here, before the directory is touched.
+        plan = self._core.with_write(directory, fmt, sink)
+        # mode: the directory is created, left alone (ignore), emptied (overwrite) or refused
+        # (error) by the engine before anything runs.
+        if not _core.prepare_write_dir(directory, mode, fn_name):
+            import logging
+            logging.getLogger("millstream").warning("[SaveMode=ignore] Skipping %s: it exists", path)
+            return
+        before = _files.listing(directory, "parquet") if fmt == "parquet" else set()
+        self._drain(plan.execute(DataContext.get_current()._to_core(), None, False))
+        if created and _files.remove_if_empty(directory):
+            return  # no rows: as in Ray, the directory this write created is removed
+        if fmt == "parquet" and sink.get("schema") is None:
             # Blocks of different tasks may differ in columns or types: one schema for all.
-            _files.unify_parquet_files(_files.listing(path, "parquet") - before)
+            _files.unify_parquet_files(_files.listing(directory, "parquet") - before,
+                                       _files.parquet_rewrite_args(sink))
 
     @public(passthrough=_args.PARQUET_WRITE_ARGS, unsupported={**_WRITE_UNSUPPORTED,
-            "catalog": Unsupported(None, why="no catalog support"),
-            "max_rows_per_file": Unsupported(None, why="one file per task; " + _NOT_YET),
-            "arrow_parquet_args_fn": Unsupported(None, why=_NOT_YET)})
+            "catalog": Unsupported(None, why="no catalog support")})
     def write_parquet(self, path: str, *, partition_cols: Optional[List[str]] = None,
                       filesystem=None, catalog=None, try_create_dir: bool = True,
                       arrow_open_stream_args=None, filename_provider=None, arrow_parquet_args_fn=None,
                       min_rows_per_file: Optional[int] = None, max_rows_per_file: Optional[int] = None,
                       ray_remote_args: Optional[Dict[str, Any]] = None, concurrency: Optional[int] = None,
                       num_rows_per_file: Optional[int] = None, mode="append", **arrow_parquet_args) -> None:
-        """Writes Parquet files (snappy) into directory ``path``, one per task.
+        """Writes Parquet files into directory ``path`` (a str or ``os.PathLike``), one or
+        more per task.
+
+        ``mode`` (Ray's SaveMode, or its value) says what happens when ``path`` exists, even
+        empty: "append" (default) adds files, "overwrite" first deletes everything inside
+        ``path`` (not atomic, as in Ray: the old files are gone before the new are written),
+        "error" (or "create") raises ``ValueError``, "ignore" writes nothing.
+        A write of no rows removes the directory it created (as Ray does).
+        ``min_rows_per_file`` bundles rows into a task until it has that many (a hint, as
+        in Ray); ``max_rows_per_file`` caps every file (a task writes ``..._000001`` and on);
+        ``num_rows_per_file`` is the deprecated name of ``min_rows_per_file``.
+        ``filename_provider``: a Ray ``FilenameProvider``; ``get_filename_for_task(write_uuid,
+        task_index)`` names each task's files as Ray's Parquet writer does (``name`` or
+        ``name.parquet`` -> ``name-{i}.parquet``, ``{i}`` numbering the task's files from
+        0); with mode="append" the name must hold ``write_uuid`` (else ``ValueError``). ``**arrow_parquet_args`` (or ``arrow_parquet_args_fn()``, whose keys
+        win): pyarrow.parquet.write_table's ``compression`` (default snappy; None: none),
+        ``compression_level``, ``row_group_size``, ``use_dictionary``, ``write_statistics``,
+        ``version``, ``data_page_size``, and ``schema`` (every block cast to it).
 
         With ``partition_cols``, rows go to Hive-style ``key=value/`` subdirectories
         (those columns are left out of the files; ``read_parquet`` restores them), named
@@ -591,27 +627,48 @@ class Dataset:
         failure or a killed process never leaves a partial file that a reader would load.
         """
         _args.check_names("Dataset.write_parquet", "partition_cols", partition_cols, none_ok=True)
-        self._write(path, "parquet", partition_cols)
+        args = _files.resolve_args("write_parquet", _args.PARQUET_WRITE_ARGS, arrow_parquet_args,
+                                   arrow_parquet_args_fn, "arrow_parquet_args_fn")
+        self._write(path, "parquet", mode=mode, partition_cols=partition_cols,
+                    filename_provider=filename_provider, min_rows_per_file=min_rows_per_file,
+                    max_rows_per_file=max_rows_per_file, num_rows_per_file=num_rows_per_file,
+                    arrow_open_stream_args=arrow_open_stream_args,
+                    options=_files.parquet_options("write_parquet", args))
 
-    @public(passthrough=_args.CSV_WRITE_ARGS, unsupported={**_WRITE_UNSUPPORTED,
-            "arrow_csv_args_fn": Unsupported(None, why=_NOT_YET)})
+    @public(passthrough=_args.CSV_WRITE_ARGS, unsupported=_WRITE_UNSUPPORTED)
     def write_csv(self, path: str, *, filesystem=None, try_create_dir: bool = True,
                   arrow_open_stream_args=None, filename_provider=None, arrow_csv_args_fn=None,
                   min_rows_per_file: Optional[int] = None, ray_remote_args: Optional[Dict[str, Any]] = None,
                   concurrency: Optional[int] = None, num_rows_per_file: Optional[int] = None,
                   mode="append", **arrow_csv_args) -> None:
-        """Writes CSV files (with a header row) into directory ``path``, one per task."""
-        self._write(path, "csv")
+        """Writes CSV files into directory ``path``, one per task. ``mode``,
+        ``min_rows_per_file``/``num_rows_per_file`` as in ``write_parquet``;
+        ``filename_provider``'s name is each task's file name as it is;
+        ``arrow_open_stream_args={"compression": "gzip"}`` (bz2, brotli, zstd, lz4) compresses
+        each file's bytes, the name unchanged, as in Ray. ``write_options`` (a ``pyarrow.csv.WriteOptions``, in
+        ``**arrow_csv_args`` or ``arrow_csv_args_fn()``): ``include_header``,
+        ``delimiter``, ``quoting_style``, ``quoting_header``, ``batch_size``."""
+        args = _files.resolve_args("write_csv", _args.CSV_WRITE_ARGS, arrow_csv_args,
+                                   arrow_csv_args_fn, "arrow_csv_args_fn")
+        self._write(path, "csv", mode=mode, filename_provider=filename_provider,
+                    min_rows_per_file=min_rows_per_file, num_rows_per_file=num_rows_per_file,
+                    arrow_open_stream_args=arrow_open_stream_args,
+                    options=_files.csv_options("write_csv", args))
 
-    @public(passthrough=_args.JSON_WRITE_ARGS, unsupported={**_WRITE_UNSUPPORTED,
-            "pandas_json_args_fn": Unsupported(None, why=_NOT_YET)})
+    @public(passthrough=_args.JSON_WRITE_ARGS, unsupported=_WRITE_UNSUPPORTED)
     def write_json(self, path: str, *, filesystem=None, try_create_dir: bool = True,
                    arrow_open_stream_args=None, filename_provider=None, pandas_json_args_fn=None,
                    min_rows_per_file: Optional[int] = None, ray_remote_args: Optional[Dict[str, Any]] = None,
                    concurrency: Optional[int] = None, num_rows_per_file: Optional[int] = None,
                    mode="append", **pandas_json_args) -> None:
-        """Writes JSON Lines files into directory ``path``, one per task."""
-        self._write(path, "json")
+        """Writes JSON Lines files into directory ``path``, one per task. ``mode``,
+        ``min_rows_per_file``/``num_rows_per_file`` as in ``write_parquet``;
+        ``filename_provider``'s name is each task's file name as it is."""
+        _files.resolve_args("write_json", _args.JSON_WRITE_ARGS, pandas_json_args,
+                            pandas_json_args_fn, "pandas_json_args_fn")
+        self._write(path, "json", mode=mode, filename_provider=filename_provider,
+                    min_rows_per_file=min_rows_per_file, num_rows_per_file=num_rows_per_file,
+                    arrow_open_stream_args=arrow_open_stream_args)
 
     @public
     def explain(self) -> None:

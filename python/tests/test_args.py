@@ -160,11 +160,13 @@ def test_compute_strings_as_in_ray():
 
 
 @pytest.mark.parametrize("call,name", [
-    (lambda ds, d: ds.write_parquet(d, mode="overwrite"), "mode"),
-    (lambda ds, d: ds.write_parquet(d, num_rows_per_file=10), "num_rows_per_file"),
-    (lambda ds, d: ds.write_parquet(d, max_rows_per_file=10), "max_rows_per_file"),
-    (lambda ds, d: ds.write_parquet(d, compression="zstd"), "compression"),
-    (lambda ds, d: ds.write_parquet(d, row_group_size=10), "row_group_size"),
+    (lambda ds, d: ds.write_parquet(d, mode="upsert"), "upsert"),
+    (lambda ds, d: ds.write_parquet(d, compression={"id": "zstd"}), "compression"),
+    (lambda ds, d: ds.write_parquet(d, use_dictionary=["id"]), "use_dictionary"),
+    (lambda ds, d: ds.write_parquet(d, use_byte_stream_split=True), "use_byte_stream_split"),
+    (lambda ds, d: ds.write_parquet(d, arrow_parquet_args_fn=lambda: {"coerce_timestamps": "ms"}),
+     "coerce_timestamps"),
+    (lambda ds, d: ds.write_csv(d, arrow_open_stream_args={"buffer_size": 1 << 20}), "buffer_size"),
     (lambda ds, d: ds.write_parquet(d, filesystem=object()), "filesystem"),
     (lambda ds, d: ds.write_parquet(d, ray_remote_args={"num_cpus": 2}), "num_cpus"),
     (lambda ds, d: ds.write_csv(d, concurrency=2), "concurrency"),

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -47,6 +48,81 @@ arrow::Result<std::string> LocalPath(const std::string& path, std::string_view o
 
 /// \brief Formats that `Dataset::Write` produces.
 enum class FileFormat { kParquet, kCsv, kJson };
+
+/// \brief What a write does when its directory already exists (Ray's SaveMode).
+enum class SaveMode {
+  kAppend,     ///< add the new files next to what is there
+  kOverwrite,  ///< delete the directory's contents first, then write
+  kError,      ///< fail (even if the directory is empty); nothing is touched
+  kIgnore,     ///< write nothing
+};
+
+/// \brief Parquet writer settings (pyarrow.parquet.write_table's names and defaults).
+struct ParquetWriteOptions {
+  /// A codec name as pyarrow takes it ("snappy", "gzip", "brotli", "zstd", "lz4", "none").
+  std::string compression = "snappy";
+  std::optional<int> compression_level;
+  /// Most rows per row group; 0: Arrow's default (1Mi rows).
+  int64_t row_group_size = 0;
+  bool use_dictionary = true;
+  bool write_statistics = true;
+  /// Format version: "1.0", "2.4" or "2.6".
+  std::string version = "2.6";
+  /// Bytes per data page before it is compressed; 0: Arrow's default (1 MiB).
+  int64_t data_page_size = 0;
+  /// When set, every block is cast to this schema (columns selected and ordered by it,
+  /// missing ones null) and every file has it.
+  std::shared_ptr<arrow::Schema> schema;
+};
+
+/// \brief CSV writer settings (pyarrow.csv.WriteOptions' names and defaults).
+struct CsvWriteOptions {
+  bool include_header = true;
+  char delimiter = ',';
+  /// "needed", "all_valid" or "none", for values and for the header row.
+  std::string quoting_style = "needed";
+  std::string quoting_header = "needed";
+  int32_t batch_size = 1024;
+};
+
+/// \brief Options of a write (Ray's write_* parameters that shape the files).
+struct WriteOptions {
+  /// Hive-style `key=value/...` subdirectories by these columns (left out of the files).
+  std::vector<std::string> partition_cols;
+  /// Rows bundled into a write task before it starts (each task writes its own files),
+  /// so that files hold at least this many rows when the input has them; 0: no bundling.
+  int64_t min_rows_per_file = 0;
+  /// A file holds at most this many rows: past it the task's next file opens; 0: no limit.
+  int64_t max_rows_per_file = 0;
+  /// A task's file name (one path segment) from the write's id and the task's index; the
+  /// task's further files (a `max_rows_per_file` split, a widened schema) insert `_<n>`
+  /// (six digits) before the extension. Unset: `<write id>_<task index>_<n>.<ext>`.
+  /// Called on the task's thread when it starts.
+  std::function<arrow::Result<std::string>(const std::string& write_id, int64_t task_index)>
+      filename;
+  /// The names `filename` gives hold `{i}`, replaced by the file's number in its task
+  /// (0, 1...; as pyarrow's basename_template) instead of the `_<n>` suffix.
+  bool filename_template = false;
+  /// Every file's bytes go through this stream codec ("gzip", "bz2", "brotli", "zstd",
+  /// "lz4"; Ray's `arrow_open_stream_args={"compression": ...}`), the name unchanged;
+  /// empty: none.
+  std::string stream_compression;
+  ParquetWriteOptions parquet;
+  CsvWriteOptions csv;
+};
+
+/// \brief Checks what can be checked of `options` before anything is written (partition
+/// column names, codecs and levels, the Parquet version, CSV options): Invalid or
+/// NotImplemented naming the option. Dataset::Write calls it before PrepareWriteDirectory,
+/// so a bad option never costs an overwrite its old files.
+arrow::Status ValidateWriteOptions(FileFormat format, const WriteOptions& options);
+
+/// \brief Makes `directory` ready for a write in `mode`: creates it if missing; if it
+/// exists, kError fails (Invalid, naming it), kIgnore returns false (write nothing),
+/// kOverwrite deletes what is inside it (never the directory itself nor anything outside
+/// it). A path that is a file is an IOError. Returns whether to write.
+arrow::Result<bool> PrepareWriteDirectory(const std::string& directory, SaveMode mode,
+                                          std::string_view operation);
 
 /// \brief Counters of one operator over one execution.
 struct OperatorStats {
@@ -182,6 +258,8 @@ class Dataset {
   /// write's output.
   Dataset WithWrite(const std::string& directory, FileFormat format,
                     std::vector<std::string> partition_cols = {}) const;
+  /// The same with every write option (see WriteOptions).
+  Dataset WithWrite(const std::string& directory, FileFormat format, WriteOptions options) const;
   /// The row count when metadata gives it without execution (a source of known size,
   /// then only row-preserving steps and limits); unset otherwise.
   std::optional<int64_t> CountFromMetadata() const;
@@ -206,6 +284,10 @@ class Dataset {
   /// hidden temporary name and renamed when complete, so readers never see a torn file.
   arrow::Status Write(const std::string& directory, FileFormat format,
                       const DataContext& context, ExecutionStats* stats = nullptr) const;
+  /// The same with write options and a save mode (see PrepareWriteDirectory).
+  arrow::Status Write(const std::string& directory, FileFormat format, WriteOptions options,
+                      SaveMode mode, const DataContext& context,
+                      ExecutionStats* stats = nullptr) const;
 
   /// The logical, optimized and physical plans.
   std::string Explain(const DataContext& context = {}) const;

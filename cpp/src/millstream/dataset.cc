@@ -363,21 +363,33 @@ arrow::Result<Dataset> Dataset::Materialize(const DataContext& context,
 
 Dataset Dataset::WithWrite(const std::string& directory, FileFormat format,
                            std::vector<std::string> partition_cols) const {
+  WriteOptions options;
+  options.partition_cols = std::move(partition_cols);
+  return WithWrite(directory, format, std::move(options));
+}
+
+Dataset Dataset::WithWrite(const std::string& directory, FileFormat format,
+                           WriteOptions options) const {
+  int64_t min_rows = options.min_rows_per_file;
   return Dataset(LogicalOperator::MakeMap(
-      plan_, MakeWriteTransform(directory, format, RandomId(), std::move(partition_cols))));
+      plan_, MakeWriteTransform(directory, format, RandomId(), std::move(options)),
+      ComputeStrategy{}, /*num_cpus=*/1, /*num_gpus=*/0, /*min_rows_per_bundle=*/min_rows));
 }
 
 arrow::Status Dataset::Write(const std::string& directory, FileFormat format,
                              const DataContext& context, ExecutionStats* stats) const {
+  return Write(directory, format, WriteOptions{}, SaveMode::kAppend, context, stats);
+}
+
+arrow::Status Dataset::Write(const std::string& directory, FileFormat format, WriteOptions options,
+                             SaveMode mode, const DataContext& context,
+                             ExecutionStats* stats) const {
   ARROW_ASSIGN_OR_RAISE(auto given, LocalPath(directory, "Write"));
   std::string local = AbsoluteLocalPath(given);
-  auto fs = std::make_shared<arrow::fs::LocalFileSystem>();
-  ARROW_ASSIGN_OR_RAISE(auto info, fs->GetFileInfo(local));
-  if (info.IsFile()) {
-    return arrow::Status::IOError("cannot write into '", directory, "': it is a file, not a directory");
-  }
-  ARROW_RETURN_NOT_OK(fs->CreateDir(local, /*recursive=*/true));
-  ARROW_ASSIGN_OR_RAISE(auto stream, WithWrite(local, format).Execute(context));
+  ARROW_RETURN_NOT_OK(ValidateWriteOptions(format, options));
+  ARROW_ASSIGN_OR_RAISE(bool write, PrepareWriteDirectory(local, mode, "Write"));
+  if (!write) return arrow::Status::OK();
+  ARROW_ASSIGN_OR_RAISE(auto stream, WithWrite(local, format, std::move(options)).Execute(context));
   while (true) {
     ARROW_ASSIGN_OR_RAISE(auto block, stream->Next());
     if (!block) break;

@@ -42,11 +42,11 @@ class ProjectTransform : public Transform {
 };
 
 /// Writes every block it gets into one file per task under `directory` (with
-/// `partition_cols`, one per task and `key=value/...` directory, Hive style), committed by
-/// a rename when the task finishes. Emits nothing.
+/// `options.partition_cols`, one per task and `key=value/...` directory, Hive style; with
+/// `options.max_rows_per_file`, as many files as that takes), each committed by a rename
+/// when complete. Emits nothing.
 std::shared_ptr<const Transform> MakeWriteTransform(std::string directory, FileFormat format,
-                                                    std::string write_id,
-                                                    std::vector<std::string> partition_cols = {});
+                                                    std::string write_id, WriteOptions options = {});
 
 /// The file name extension of a format, e.g. "parquet".
 std::string FormatExtension(FileFormat format);

@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <filesystem>
@@ -15,6 +16,7 @@
 #include <arrow/filesystem/api.h>
 #include <arrow/io/api.h>
 #include <arrow/ipc/writer.h>
+#include <arrow/util/compression.h>
 #include <arrow/util/io_util.h>
 #include <parquet/arrow/writer.h>
 #include <parquet/exception.h>
@@ -37,13 +39,67 @@ class FormatWriter {
   virtual arrow::Status Close() = 0;
 };
 
+/// Parquet writer properties from pyarrow.parquet.write_table's options.
+arrow::Result<std::shared_ptr<parquet::WriterProperties>> ParquetProperties(
+    const ParquetWriteOptions& options) {
+  parquet::WriterProperties::Builder builder;
+  std::string codec_name = options.compression;
+  std::transform(codec_name.begin(), codec_name.end(), codec_name.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  arrow::Compression::type codec = arrow::Compression::UNCOMPRESSED;
+  if (codec_name != "none" && codec_name != "uncompressed") {
+    auto found = arrow::util::Codec::GetCompressionType(codec_name);
+    if (!found.ok() || *found == arrow::Compression::BZ2) {
+      return arrow::Status::Invalid("write_parquet: compression='", options.compression,
+                                    "' is not a Parquet codec; use snappy, gzip, brotli, zstd, lz4, "
+                                    "lz4_raw or none");
+    }
+    // As pyarrow takes them: "lz4" and "lz4_raw" are both Parquet's LZ4_RAW.
+    codec = *found == arrow::Compression::LZ4_FRAME ? arrow::Compression::LZ4 : *found;
+    if (!arrow::util::Codec::IsAvailable(codec)) {
+      return arrow::Status::NotImplemented("write_parquet: compression='", options.compression,
+                                           "' is not built into this Arrow");
+    }
+  }
+  builder.compression(codec);
+  if (options.compression_level) {
+    if (codec == arrow::Compression::UNCOMPRESSED) {
+      return arrow::Status::Invalid("write_parquet: compression_level needs a compression codec");
+    }
+    auto supported = arrow::util::Codec::SupportsCompressionLevel(codec);
+    if (!supported) {
+      return arrow::Status::Invalid("write_parquet: compression='", options.compression,
+                                    "' takes no compression_level");
+    }
+    ARROW_ASSIGN_OR_RAISE(int lowest, arrow::util::Codec::MinimumCompressionLevel(codec));
+    ARROW_ASSIGN_OR_RAISE(int highest, arrow::util::Codec::MaximumCompressionLevel(codec));
+    if (*options.compression_level < lowest || *options.compression_level > highest) {
+      return arrow::Status::Invalid("write_parquet: compression_level=", *options.compression_level,
+                                    " is out of range for ", options.compression, " [", lowest,
+                                    ", ", highest, "]");
+    }
+    builder.compression_level(*options.compression_level);
+  }
+  if (options.row_group_size > 0) builder.max_row_group_length(options.row_group_size);
+  if (options.data_page_size > 0) builder.data_pagesize(options.data_page_size);
+  if (options.use_dictionary) builder.enable_dictionary(); else builder.disable_dictionary();
+  if (options.write_statistics) builder.enable_statistics(); else builder.disable_statistics();
+  if (options.version == "1.0") builder.version(parquet::ParquetVersion::PARQUET_1_0);
+  else if (options.version == "2.4") builder.version(parquet::ParquetVersion::PARQUET_2_4);
+  else if (options.version == "2.6") builder.version(parquet::ParquetVersion::PARQUET_2_6);
+  else return arrow::Status::Invalid("write_parquet: version='", options.version,
+                                     "' is not a Parquet format version; use '1.0', '2.4' or '2.6'");
+  return builder.build();
+}
+
 class ParquetFormatWriter : public FormatWriter {
  public:
   static arrow::Result<std::unique_ptr<FormatWriter>> Open(
-      std::shared_ptr<arrow::io::OutputStream> out, std::shared_ptr<arrow::Schema> schema) {
+      std::shared_ptr<arrow::io::OutputStream> out, std::shared_ptr<arrow::Schema> schema,
+      const ParquetWriteOptions& options) {
     auto self = std::make_unique<ParquetFormatWriter>();
     self->out_ = out;
-    self->props_ = parquet::WriterProperties::Builder().compression(parquet::Compression::SNAPPY)->build();
+    ARROW_ASSIGN_OR_RAISE(self->props_, ParquetProperties(options));
     if (schema->num_fields() == 0) return self;  // rows only: see Close
     auto arrow_props = parquet::ArrowWriterProperties::Builder().store_schema()->build();
     ARROW_ASSIGN_OR_RAISE(self->writer_, parquet::arrow::FileWriter::Open(
@@ -94,12 +150,36 @@ class ParquetFormatWriter : public FormatWriter {
   int64_t rows_ = 0;
 };
 
+/// pyarrow.csv.WriteOptions' fields as Arrow's.
+arrow::Result<arrow::csv::WriteOptions> CsvOptions(const CsvWriteOptions& options) {
+  auto out = arrow::csv::WriteOptions::Defaults();
+  out.include_header = options.include_header;
+  out.delimiter = options.delimiter;
+  out.batch_size = options.batch_size;
+  auto style = [](const std::string& name, const char* option,
+                  arrow::csv::QuotingStyle* out) -> arrow::Status {
+    if (name == "needed") *out = arrow::csv::QuotingStyle::Needed;
+    else if (name == "all_valid") *out = arrow::csv::QuotingStyle::AllValid;
+    else if (name == "none") *out = arrow::csv::QuotingStyle::None;
+    else return arrow::Status::Invalid("write_csv: ", option, "='", name,
+                                       "'; use 'needed', 'all_valid' or 'none'");
+    return arrow::Status::OK();
+  };
+  ARROW_RETURN_NOT_OK(style(options.quoting_style, "quoting_style", &out.quoting_style));
+  ARROW_RETURN_NOT_OK(style(options.quoting_header, "quoting_header", &out.quoting_header));
+  auto valid = out.Validate();
+  if (!valid.ok()) return valid.WithMessage("write_csv: write_options: ", valid.message());
+  return out;
+}
+
 class CsvFormatWriter : public FormatWriter {
  public:
   static arrow::Result<std::unique_ptr<FormatWriter>> Open(
-      std::shared_ptr<arrow::io::OutputStream> out, std::shared_ptr<arrow::Schema> schema) {
+      std::shared_ptr<arrow::io::OutputStream> out, std::shared_ptr<arrow::Schema> schema,
+      const CsvWriteOptions& options) {
+    ARROW_ASSIGN_OR_RAISE(auto write_options, CsvOptions(options));
     auto self = std::make_unique<CsvFormatWriter>();
-    ARROW_ASSIGN_OR_RAISE(self->writer_, arrow::csv::MakeCSVWriter(out, schema));
+    ARROW_ASSIGN_OR_RAISE(self->writer_, arrow::csv::MakeCSVWriter(out, schema, write_options));
     return self;
   }
   arrow::Status Write(const arrow::RecordBatch& batch) override {
@@ -253,13 +333,71 @@ class JsonFormatWriter : public FormatWriter {
   std::shared_ptr<arrow::io::OutputStream> out_;
 };
 
-/// One output file: written under a hidden temporary name, renamed when committed,
-/// removed if it never is (a failed or cancelled task leaves nothing behind).
+/// A block with exactly the columns of `schema` (a write's given schema), cast as
+/// pyarrow's Table.cast casts (safely: values that do not fit are an error). A column
+/// missing from the block is null where the field is nullable; a column not in the
+/// schema is an error. Errors name the column.
+arrow::Result<std::shared_ptr<arrow::RecordBatch>> CastToGivenSchema(
+    const arrow::RecordBatch& block, const std::shared_ptr<arrow::Schema>& schema) {
+  for (const auto& field : block.schema()->fields()) {
+    if (schema->GetFieldIndex(field->name()) < 0) {
+      return arrow::Status::Invalid("write_parquet: column '", field->name(),
+                                    "' is not in the given schema ", schema->ToString());
+    }
+  }
+  std::vector<std::shared_ptr<arrow::Array>> columns;
+  for (const auto& field : schema->fields()) {
+    auto column = block.GetColumnByName(field->name());
+    if (!column) {
+      if (!field->nullable()) {
+        return arrow::Status::Invalid("write_parquet: the rows have no column '", field->name(),
+                                      "' and the given schema says it is not nullable");
+      }
+      ARROW_ASSIGN_OR_RAISE(column, arrow::MakeArrayOfNull(field->type(), block.num_rows()));
+    } else if (!column->type()->Equals(*field->type())) {
+      auto cast = arrow::compute::Cast(*column, field->type());
+      if (!cast.ok()) {
+        return cast.status().WithMessage("write_parquet: column '", field->name(), "' (",
+                                         column->type()->ToString(), ") cannot be cast to ",
+                                         field->type()->ToString(), " of the given schema: ",
+                                         cast.status().message());
+      }
+      column = *cast;
+    }
+    columns.push_back(std::move(column));
+  }
+  return arrow::RecordBatch::Make(schema, block.num_rows(), std::move(columns));
+}
+
+/// The `n`th file name of a task named `name`: `n` as six digits put before the extension
+/// (`name.parquet` -> `name_000001.parquet`); the first (n = 0) is `name` itself unless
+/// `number_first`.
+std::string NumberedName(const std::string& first, int64_t n, bool number_first) {
+  if (n == 0 && !number_first) return first;
+  if (size_t at = first.find("{i}"); number_first && at != std::string::npos) {
+    std::string name = first;  // a template: every `{i}` is the number
+    for (; at != std::string::npos; at = name.find("{i}", at)) name.replace(at, 3, std::to_string(n));
+    return name;
+  }
+  size_t dot = first.rfind('.');
+  std::ostringstream digits;
+  digits << "_" << std::setw(6) << std::setfill('0') << n;
+  if (dot == std::string::npos || dot == 0) return first + digits.str();
+  return first.substr(0, dot) + digits.str() + first.substr(dot);
+}
+
+/// One output file at a time: each written under a hidden temporary name, renamed when
+/// committed, removed if it never is (a failed or cancelled task leaves nothing behind).
+/// A file that reaches `max_rows_per_file`, or whose schema a block widens, is committed
+/// and the next one (NumberedName) opens.
 class FileSink {
  public:
-  FileSink(std::string directory, std::string name, FileFormat format)
-      : final_path_(directory + "/" + name), temp_path_(directory + "/.tmp-" + name),
-        format_(format) {}
+  FileSink(std::string directory, std::string task_name, bool number_first, FileFormat format,
+           std::shared_ptr<const WriteOptions> options)
+      : directory_(std::move(directory)), task_name_(std::move(task_name)),
+        number_first_(number_first), format_(format), options_(std::move(options)) {
+    SetNames();
+  }
 
   ~FileSink() {
     if (committed_ || !out_) return;
@@ -268,14 +406,27 @@ class FileSink {
     std::remove(temp_path_.c_str());
   }
 
-  arrow::Status Write(const arrow::RecordBatch& block) {
-    if (!writer_) {
-      ARROW_RETURN_NOT_OK(Open(block.schema()));
-    } else if (format_ != FileFormat::kJson && !SameColumns(*block.schema(), *schema_)) {
-      ARROW_ASSIGN_OR_RAISE(auto conformed, ConformToFile(block));
-      return NamingFile(writer_->Write(*conformed));
+  arrow::Status Write(const arrow::RecordBatch& given) {
+    std::shared_ptr<arrow::RecordBatch> block;
+    if (format_ == FileFormat::kParquet && options_->parquet.schema) {
+      ARROW_ASSIGN_OR_RAISE(block, CastToGivenSchema(given, options_->parquet.schema));
+    } else {
+      block = arrow::RecordBatch::Make(given.schema(), given.num_rows(), given.columns());
     }
-    return NamingFile(writer_->Write(block));
+    if (!writer_) {
+      ARROW_RETURN_NOT_OK(Open(block->schema()));
+    } else if (format_ != FileFormat::kJson && !SameColumns(*block->schema(), *schema_)) {
+      ARROW_ASSIGN_OR_RAISE(block, ConformToFile(block));
+    }
+    int64_t max_rows = options_->max_rows_per_file;
+    if (max_rows <= 0) return WriteRows(*block);
+    for (int64_t offset = 0; offset < block->num_rows();) {
+      if (rows_ >= max_rows) ARROW_RETURN_NOT_OK(NextFile(schema_));
+      int64_t n = std::min(block->num_rows() - offset, max_rows - rows_);
+      ARROW_RETURN_NOT_OK(WriteRows(*block->Slice(offset, n)));
+      offset += n;
+    }
+    return arrow::Status::OK();
   }
 
   arrow::Status Commit() {
@@ -291,54 +442,77 @@ class FileSink {
   }
 
  private:
+  void SetNames() {
+    std::string name = NumberedName(task_name_, file_number_, number_first_);
+    final_path_ = directory_ + "/" + name;
+    temp_path_ = directory_ + "/.tmp-" + name;
+  }
+
+  arrow::Status WriteRows(const arrow::RecordBatch& rows) {
+    ARROW_RETURN_NOT_OK(NamingFile(writer_->Write(rows)));
+    rows_ += rows.num_rows();
+    return arrow::Status::OK();
+  }
+
+  /// Opens the next file; an error names it (a full disk may already fail here).
   arrow::Status Open(std::shared_ptr<arrow::Schema> schema) {
+    auto status = OpenUnnamed(std::move(schema));
+    if (status.ok() || status.message().find(temp_path_) != std::string::npos) return status;
+    return NamingFile(std::move(status));
+  }
+
+  arrow::Status OpenUnnamed(std::shared_ptr<arrow::Schema> schema) {
     schema_ = std::move(schema);
+    rows_ = 0;
+    committed_ = false;
     ARROW_ASSIGN_OR_RAISE(out_, arrow::io::FileOutputStream::Open(temp_path_));
+    if (!options_->stream_compression.empty()) {
+      auto type = arrow::util::Codec::GetCompressionType(options_->stream_compression);
+      if (!type.ok()) {
+        return arrow::Status::Invalid("arrow_open_stream_args: compression='",
+                                      options_->stream_compression, "' is not a codec name");
+      }
+      ARROW_ASSIGN_OR_RAISE(auto codec, arrow::util::Codec::Create(*type));
+      auto compressed = arrow::io::CompressedOutputStream::Make(codec.get(), out_);
+      if (!compressed.ok()) {
+        return compressed.status().WithMessage("arrow_open_stream_args: compression='",
+                                               options_->stream_compression, "': ",
+                                               compressed.status().message());
+      }
+      codec_ = std::move(codec);
+      out_ = *std::move(compressed);
+    }
     if (format_ == FileFormat::kParquet) {
-      ARROW_ASSIGN_OR_RAISE(writer_, ParquetFormatWriter::Open(out_, schema_));
+      ARROW_ASSIGN_OR_RAISE(writer_, ParquetFormatWriter::Open(out_, schema_, options_->parquet));
     } else if (format_ == FileFormat::kCsv) {
-      ARROW_ASSIGN_OR_RAISE(writer_, CsvFormatWriter::Open(out_, schema_));
+      ARROW_ASSIGN_OR_RAISE(writer_, CsvFormatWriter::Open(out_, schema_, options_->csv));
     } else {
       writer_ = std::make_unique<JsonFormatWriter>(out_);
     }
     return arrow::Status::OK();
   }
 
+  /// Commits the open file and opens the next one with `schema`.
+  arrow::Status NextFile(std::shared_ptr<arrow::Schema> schema) {
+    ARROW_RETURN_NOT_OK(Commit());
+    writer_.reset();
+    out_.reset();
+    ++file_number_;
+    SetNames();
+    return Open(std::move(schema));
+  }
+
   /// A block whose columns differ from the open file's (blocks of one task need not
   /// share a schema): cast to the file's schema when that holds it (columns missing from
   /// the block become null, narrower types are widened); otherwise the file is
-  /// committed and the next one (the name's last number + 1) opens with the unified
-  /// schema. Types that cannot be unified are an error naming the column and both types.
-  arrow::Result<std::shared_ptr<arrow::RecordBatch>> ConformToFile(const arrow::RecordBatch& block) {
-    auto batch = arrow::RecordBatch::Make(block.schema(), block.num_rows(), block.columns());
+  /// committed and the next one opens with the unified schema. Types that cannot be
+  /// unified are an error naming the column and both types.
+  arrow::Result<std::shared_ptr<arrow::RecordBatch>> ConformToFile(
+      const std::shared_ptr<arrow::RecordBatch>& batch) {
     auto unified = UnifyBlockSchemas({schema_, batch->schema()});
     if (!unified.ok()) return unified.status().WithMessage("writing '", final_path_, "': ", unified.status().message());
-    if (!SameColumns(**unified, *schema_)) {
-      ARROW_RETURN_NOT_OK(Commit());
-      ARROW_RETURN_NOT_OK(NextFileName());
-      writer_.reset();
-      out_.reset();
-      committed_ = false;
-      ARROW_RETURN_NOT_OK(Open(*unified));
-    }
+    if (!SameColumns(**unified, *schema_)) ARROW_RETURN_NOT_OK(NextFile(*unified));
     return CastBlockToSchema(batch, schema_);
-  }
-
-  /// Moves the names to the next file of this sink: `<id>_<task>_<n>.<ext>` -> n + 1.
-  arrow::Status NextFileName() {
-    auto rename = [](std::string* path) -> arrow::Status {
-      size_t dot = path->rfind('.'), underscore = path->rfind('_', dot);
-      if (dot == std::string::npos || underscore == std::string::npos) {
-        return arrow::Status::Invalid("cannot number the next file after '", *path, "'");
-      }
-      int64_t n = std::stoll(path->substr(underscore + 1, dot - underscore - 1));
-      std::ostringstream next;
-      next << std::setw(6) << std::setfill('0') << n + 1;
-      path->replace(underscore + 1, dot - underscore - 1, next.str());
-      return arrow::Status::OK();
-    };
-    ARROW_RETURN_NOT_OK(rename(&final_path_));
-    return rename(&temp_path_);
   }
 
   /// `status` with the file it concerns named (an OS error's errno detail kept): a write
@@ -348,11 +522,17 @@ class FileSink {
     return status.WithMessage("writing '", final_path_, "': ", status.message());
   }
 
-  std::string final_path_, temp_path_;
+  std::string directory_, task_name_;
+  bool number_first_;
   FileFormat format_;
+  std::shared_ptr<const WriteOptions> options_;
+  int64_t file_number_ = 0;
+  std::string final_path_, temp_path_;
   std::shared_ptr<arrow::Schema> schema_;
-  std::shared_ptr<arrow::io::FileOutputStream> out_;
+  std::unique_ptr<arrow::util::Codec> codec_;  // of a compressed stream; outlives out_
+  std::shared_ptr<arrow::io::OutputStream> out_;
   std::unique_ptr<FormatWriter> writer_;
+  int64_t rows_ = 0;  // in the open file
   bool committed_ = false;
 };
 
@@ -360,11 +540,12 @@ class FileSink {
 /// `key=value/...` directory (the partition columns left out of the files).
 class WriteState : public TransformState {
  public:
-  WriteState(std::string directory, FileFormat format, std::string file_name,
-             std::vector<std::string> partition_cols,
+  WriteState(std::string directory, FileFormat format, std::string file_name, bool number_first,
+             std::shared_ptr<const WriteOptions> options,
              std::function<void(const arrow::RecordBatch&)> sunk)
       : directory_(std::move(directory)), format_(format), file_name_(std::move(file_name)),
-        partition_cols_(std::move(partition_cols)), sunk_(std::move(sunk)) {}
+        number_first_(number_first), options_(std::move(options)),
+        partition_cols_(options_->partition_cols), sunk_(std::move(sunk)) {}
 
   arrow::Status Push(Block block, const Emit&) override {
     if (block->num_rows() == 0) return arrow::Status::OK();
@@ -438,7 +619,7 @@ class WriteState : public TransformState {
       std::string dir = partition_dir.empty() ? directory_ : directory_ + "/" + partition_dir;
       std::error_code error;
       std::filesystem::create_directories(dir, error);  // an error surfaces when the file opens
-      sink = std::make_unique<FileSink>(dir, file_name_, format_);
+      sink = std::make_unique<FileSink>(dir, file_name_, number_first_, format_, options_);
     }
     return sink.get();
   }
@@ -446,17 +627,43 @@ class WriteState : public TransformState {
   std::string directory_;
   FileFormat format_;
   std::string file_name_;
+  bool number_first_;
+  std::shared_ptr<const WriteOptions> options_;
   std::vector<std::string> partition_cols_;
   std::function<void(const arrow::RecordBatch&)> sunk_;
   std::map<std::string, std::unique_ptr<FileSink>> sinks_;
 };
 
+/// A file name a filename provider gave: one name, inside the directory.
+arrow::Status CheckProvidedName(const std::string& name) {
+  if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos ||
+      name.find('\0') != std::string::npos) {
+    return arrow::Status::Invalid("filename_provider: get_filename_for_task returned '", name,
+                                  "'; a file name must be one non-empty path segment "
+                                  "(no '/', not '.' or '..')");
+  }
+  return arrow::Status::OK();
+}
+
 class WriteTransform : public Transform {
  public:
   WriteTransform(std::string directory, FileFormat format, std::string write_id,
-                 std::vector<std::string> partition_cols)
-      : directory_(std::move(directory)), format_(format), write_id_(std::move(write_id)),
-        partition_cols_(std::move(partition_cols)) {}
+                 WriteOptions options)
+      : directory_(std::move(directory)), format_(format), write_id_(std::move(write_id)) {
+    auto& schema = options.parquet.schema;
+    if (schema && !options.partition_cols.empty()) {
+      // The files leave the partition columns out; so does their schema.
+      std::vector<std::shared_ptr<arrow::Field>> kept;
+      for (const auto& field : schema->fields()) {
+        if (std::find(options.partition_cols.begin(), options.partition_cols.end(),
+                      field->name()) == options.partition_cols.end()) {
+          kept.push_back(field);
+        }
+      }
+      schema = arrow::schema(std::move(kept), schema->metadata());
+    }
+    options_ = std::make_shared<const WriteOptions>(std::move(options));
+  }
   std::string name() const override {
     switch (format_) {
       case FileFormat::kParquet: return "WriteParquet";
@@ -466,20 +673,29 @@ class WriteTransform : public Transform {
     return "Write";
   }
   arrow::Result<std::unique_ptr<TransformState>> MakeState(const TaskContext& task) const override {
-    std::ostringstream name;
-    name << write_id_ << "_" << std::setw(6) << std::setfill('0') << task.task_index << "_000000."
-         << FormatExtension(format_);
-    for (const auto& column : partition_cols_) {
+    for (const auto& column : options_->partition_cols) {
       ARROW_RETURN_NOT_OK(HiveSegment(column, "").status());  // a name that cannot be a directory
     }
-    return std::make_unique<WriteState>(directory_, format_, name.str(), partition_cols_, task.sunk);
+    std::string name;
+    bool number_first = !options_->filename || options_->filename_template;
+    if (options_->filename) {
+      ARROW_ASSIGN_OR_RAISE(name, options_->filename(write_id_, task.task_index));
+      ARROW_RETURN_NOT_OK(CheckProvidedName(name));
+    } else {
+      std::ostringstream out;
+      out << write_id_ << "_" << std::setw(6) << std::setfill('0') << task.task_index << "."
+          << FormatExtension(format_);
+      name = out.str();
+    }
+    return std::make_unique<WriteState>(directory_, format_, std::move(name), number_first,
+                                        options_, task.sunk);
   }
 
  private:
   std::string directory_;
   FileFormat format_;
   std::string write_id_;
-  std::vector<std::string> partition_cols_;
+  std::shared_ptr<const WriteOptions> options_;
 };
 
 }  // namespace
@@ -494,10 +710,93 @@ std::string FormatExtension(FileFormat format) {
 }
 
 std::shared_ptr<const Transform> MakeWriteTransform(std::string directory, FileFormat format,
-                                                    std::string write_id,
-                                                    std::vector<std::string> partition_cols) {
+                                                    std::string write_id, WriteOptions options) {
   return std::make_shared<WriteTransform>(std::move(directory), format, std::move(write_id),
-                                          std::move(partition_cols));
+                                          std::move(options));
+}
+
+arrow::Status ValidateWriteOptions(FileFormat format, const WriteOptions& options) {
+  for (const auto& column : options.partition_cols) {
+    ARROW_RETURN_NOT_OK(HiveSegment(column, "").status());
+  }
+  if (format == FileFormat::kParquet) ARROW_RETURN_NOT_OK(ParquetProperties(options.parquet).status());
+  if (format == FileFormat::kCsv) ARROW_RETURN_NOT_OK(CsvOptions(options.csv).status());
+  if (!options.stream_compression.empty()) {
+    auto type = arrow::util::Codec::GetCompressionType(options.stream_compression);
+    if (!type.ok()) {
+      return arrow::Status::Invalid("arrow_open_stream_args: compression='",
+                                    options.stream_compression, "' is not a codec name");
+    }
+    auto codec = arrow::util::Codec::Create(*type);
+    if (!codec.ok()) {
+      return codec.status().WithMessage("arrow_open_stream_args: compression='",
+                                        options.stream_compression, "': ", codec.status().message());
+    }
+    if (!*codec) {
+      return arrow::Status::Invalid("arrow_open_stream_args: compression='",
+                                    options.stream_compression, "' does not compress");
+    }
+    auto compressor = (*codec)->MakeCompressor();
+    if (!compressor.ok()) {
+      return compressor.status().WithMessage("arrow_open_stream_args: compression='",
+                                             options.stream_compression, "' cannot compress a stream: ",
+                                             compressor.status().message());
+    }
+  }
+  return arrow::Status::OK();
+}
+
+arrow::Result<bool> PrepareWriteDirectory(const std::string& directory, SaveMode mode,
+                                          std::string_view operation) {
+  std::error_code error;
+  auto status = std::filesystem::status(directory, error);
+  bool exists = std::filesystem::exists(status);
+  if (exists && !std::filesystem::is_directory(status)) {
+    return arrow::Status::IOError(operation, ": '", directory, "' is a file; give a directory");
+  }
+  if (exists) {
+    switch (mode) {
+      case SaveMode::kAppend:
+        break;
+      case SaveMode::kError:
+        return arrow::Status::Invalid(operation, ": path '", directory, "' already exists (mode='error'); "
+                                      "use mode='overwrite' to replace it, 'append' to add to it or "
+                                      "'ignore' to skip the write");
+      case SaveMode::kIgnore:
+        return false;
+      case SaveMode::kOverwrite: {
+        auto canonical = std::filesystem::weakly_canonical(directory, error);
+        if (!error && canonical == canonical.root_path()) {
+          return arrow::Status::Invalid(operation, ": mode='overwrite' would delete everything "
+                                        "under the filesystem root '", directory, "'");
+        }
+        // What is inside the directory, never the directory itself: a symlink inside it
+        // is removed, not followed.
+        for (auto it = std::filesystem::directory_iterator(directory, error);
+             !error && it != std::filesystem::directory_iterator(); it.increment(error)) {
+          std::error_code remove_error;
+          std::filesystem::remove_all(it->path(), remove_error);
+          if (remove_error) {
+            return arrow::internal::IOErrorFromErrno(
+                remove_error.value(), operation, ": mode='overwrite' cannot delete '",
+                it->path().string(), "'");
+          }
+        }
+        if (error) {
+          return arrow::internal::IOErrorFromErrno(error.value(), operation, ": cannot list '",
+                                                   directory, "'");
+        }
+        break;
+      }
+    }
+    return true;
+  }
+  std::filesystem::create_directories(directory, error);
+  if (error) {
+    return arrow::internal::IOErrorFromErrno(error.value(), operation, ": cannot create directory '",
+                                             directory, "'");
+  }
+  return true;
 }
 
 }  // namespace millstream
