@@ -719,6 +719,7 @@ def from_arrow(tables, *, override_num_blocks=None) -> MaterializedDataset:
         table = tables
     if not isinstance(table, pa.Table):
         raise TypeError(f"from_arrow expects pyarrow Tables, got {type(tables).__name__}")
+    _batch.unique_names(table, "from_arrow")
     return MaterializedDataset(_core.Dataset.from_arrow(table, _blocks(override_num_blocks)))
 
 
