@@ -271,3 +271,18 @@ def test_table_with_a_column_name_twice_raises_naming_it(make):
     # Rows as dicts would keep one of the two columns: the other's values would be lost.
     with pytest.raises(ValueError, match="'a'"):
         make()
+
+
+def test_misspelt_column_in_filter_expr_names_it_the_columns_and_the_meant_one():
+    ds = md.range(3).add_column("price", lambda df: df["id"])
+    with pytest.raises(ValueError) as info:
+        ds.filter(expr="prise > 1").take_all()
+    message = str(info.value)
+    assert "column 'prise' not found (did you mean 'price'?); the columns are: id, price" in message
+    assert "\n" not in message
+
+
+def test_column_in_filter_expr_far_from_every_column_suggests_none():
+    with pytest.raises(ValueError) as info:
+        md.range(3).filter(expr="x > 1").take_all()
+    assert "column 'x' not found; the columns are: id" in str(info.value)
