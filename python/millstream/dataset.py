@@ -671,6 +671,10 @@ def _shuffled_batches(blocks: Iterator[pa.RecordBatch], buffer_rows: int, batch_
 class MaterializedDataset(Dataset):
     """A Dataset whose blocks are in memory (from ``materialize`` or ``from_*``)."""
 
+    def _execute(self, batch_size=None, drop_last=False, ordered=False):
+        # Its blocks are computed: streaming them in order costs nothing (as in Ray).
+        return super()._execute(batch_size, drop_last, ordered=True)
+
 
 # ---- sources ------------------------------------------------------------------------
 
