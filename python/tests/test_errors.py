@@ -286,3 +286,10 @@ def test_column_in_filter_expr_far_from_every_column_suggests_none():
     with pytest.raises(ValueError) as info:
         md.range(3).filter(expr="x > 1").take_all()
     assert "column 'x' not found; the columns are: id" in str(info.value)
+
+
+@pytest.mark.parametrize("columns", [None, ["a"]])
+def test_parquet_file_with_a_column_name_twice_raises_naming_it(tmp_path, columns):
+    pq.write_table(_twice(), tmp_path / "f.parquet")
+    with pytest.raises(ValueError, match=r"has more than one column named 'a'"):
+        md.read_parquet(tmp_path, columns=columns).take_all()
