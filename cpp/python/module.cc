@@ -194,6 +194,7 @@ class PyBatchIterator {
       {
         python::GilRelease release;
         next = it_->NextFor(std::chrono::milliseconds(100), &timed_out);
+        if (!next.ok()) python::ParkWaiterIfExiting();
       }
       if (!next.ok()) CheckStatus(next.status());
       CheckSignals();
@@ -217,6 +218,7 @@ class PyBatchIterator {
           bool timed_out = false;
           auto next = it_->NextFor(std::chrono::milliseconds(100), &timed_out);
           if (!next.ok()) {
+            python::ParkWaiterIfExiting();
             status = next.status();
             break;
           }

@@ -85,6 +85,11 @@ void AcquireGil(std::optional<py::gil_scoped_acquire>& gil);
 PyObject* CallPython(PyObject* fn, PyObject* arg);
 /// With the GIL held: if the gate is closed, releases the GIL and parks the thread.
 void ParkIfExiting();
+/// In a GilRelease scope, once the gate is closed (exit cancelled the execution waited
+/// on): parks the calling Python thread, as a daemon thread stays where it is at exit,
+/// instead of returning to Python with the cancellation. The thread that closed the gate
+/// returns.
+void ParkWaiterIfExiting();
 /// Closes the gate: no engine worker enters Python any more (EnterPythonCall is false).
 void CloseGate();
 /// After CloseGate, with the GIL released by the caller: waits up to `timeout` until every

@@ -33,6 +33,7 @@ std::atomic<bool> g_exiting_flag{false};
 std::atomic<int64_t> g_python_calls{0};     // engine workers inside a Python call
 std::atomic<int64_t> g_engine_waits{0};     // Python threads in the engine, GIL released
 std::atomic<int64_t> g_reapers{0};          // threads destroying an abandoned execution
+std::thread::id g_exit_thread;              // the thread that closed the gate; guarded by g_gate_mutex
 
 }  // namespace
 
@@ -88,8 +89,19 @@ GilRelease::~GilRelease() {
   MILLSTREAM_PARK_IF_ENDED(PyEval_RestoreThread(state_));  // a daemon thread, at exit
 }
 
+void ParkWaiterIfExiting() {
+  if (!PythonExiting()) return;
+  {
+    std::lock_guard<std::mutex> lock(g_gate_mutex);
+    if (std::this_thread::get_id() == g_exit_thread) return;  // exit's own thread goes on
+  }
+  g_engine_waits -= 1;  // no longer waiting on the engine: exit need not wait for it
+  ParkThread();
+}
+
 void CloseGate() {
   std::lock_guard<std::mutex> lock(g_gate_mutex);
+  g_exit_thread = std::this_thread::get_id();
   g_exiting = true;
   g_exiting_flag = true;
 }

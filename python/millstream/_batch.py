@@ -330,6 +330,9 @@ def table_from_pandas(df) -> pa.Table:
         plain = table_from_pandas(df.iloc[:, [i for i in range(df.shape[1]) if i not in tensors]])
         columns = [tensors[i] if i in tensors else plain.column(str(name)) for i, name in enumerate(df.columns)]
         return pa.table(columns, names=[str(n) for n in df.columns])
+    if df.shape[1] == 0:
+        # pyarrow makes no rows of a frame without columns; pandas counts its index.
+        return pa.table({"": pa.nulls(len(df))}).drop_columns([""])
     table = pa.Table.from_pandas(df, preserve_index=False)
     for i, name in enumerate(table.column_names):
         column = table.column(i)
@@ -345,6 +348,17 @@ def table_from_pandas(df) -> pa.Table:
     return table
 
 
+def unique_names(table: pa.Table, operator: str) -> pa.Table:
+    """``table``, or ValueError if a column name occurs twice (rows as dicts, pandas frames
+    and writes would keep only one of them), as pyarrow's from_pandas says it."""
+    names = table.column_names
+    if len(set(names)) < len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"{operator}: duplicate column names found: {', '.join(map(repr, twice))}; "
+                         f"the columns are: {', '.join(names)}")
+    return table
+
+
 def from_format(result: Any, operator: str, originals: dict | None = None,
                 owned: bool = False, handed: dict | None = None) -> pa.Table:
     """A UDF's return value as a pyarrow Table; a clear TypeError otherwise.
@@ -355,9 +369,9 @@ def from_format(result: Any, operator: str, originals: dict | None = None,
     the engine holds ``result`` (see the ownership rule above).
     """
     if isinstance(result, pa.Table):
-        return result
+        return unique_names(result, operator)
     if isinstance(result, pa.RecordBatch):
-        return pa.Table.from_batches([result])
+        return unique_names(pa.Table.from_batches([result]), operator)
     if isinstance(result, dict):
         if not result:
             return pa.table({})
@@ -388,7 +402,7 @@ def from_format(result: Any, operator: str, originals: dict | None = None,
         if isinstance(result, pd.DataFrame):
             return table_from_pandas(result)
     if hasattr(result, "__arrow_c_stream__"):
-        return pa.table(result)
+        return unique_names(pa.table(result), operator)
     raise TypeError(
         f"{operator} must return a dict of numpy arrays, a pandas DataFrame or a pyarrow Table; "
         f"it returned {type(result).__name__}"

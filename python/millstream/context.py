@@ -20,10 +20,24 @@ class _Strict:
     def __setattr__(self, name, value):
         names = [f.name for f in fields(self)]
         if name not in names:
-            close = nearest(name, names)
+            close = _nested_path(self, name) or nearest(name, names)
             hint = f"; did you mean '{close}'?" if close else ""
             raise AttributeError(f"{type(self).__name__} has no field '{name}'{hint}")
         object.__setattr__(self, name, value)
+
+
+def _nested_path(obj: _Strict, name: str) -> Optional[str]:
+    """The dotted path of a field called ``name`` in an options object held by ``obj``
+    (``ctx.preserve_order``: 'execution_options.preserve_order'), or None."""
+    for f in fields(obj):
+        value = getattr(obj, f.name, None)
+        if isinstance(value, _Strict):
+            if name in [g.name for g in fields(value)]:
+                return f"{f.name}.{name}"
+            inner = _nested_path(value, name)
+            if inner:
+                return f"{f.name}.{inner}"
+    return None
 
 
 @dataclass

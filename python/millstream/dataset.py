@@ -728,6 +728,10 @@ def _shuffled_batches(blocks: Iterator[pa.RecordBatch], buffer_rows: int, batch_
 class MaterializedDataset(Dataset):
     """A Dataset whose blocks are in memory (from ``materialize`` or ``from_*``)."""
 
+    def _execute(self, batch_size=None, drop_last=False, ordered=False):
+        # Its blocks are computed: streaming them in order costs nothing (as in Ray).
+        return super()._execute(batch_size, drop_last, ordered=True)
+
 
 # ---- sources ------------------------------------------------------------------------
 
@@ -776,6 +780,7 @@ def from_arrow(tables, *, override_num_blocks=None) -> MaterializedDataset:
         table = tables
     if not isinstance(table, pa.Table):
         raise TypeError(f"from_arrow expects pyarrow Tables, got {type(tables).__name__}")
+    _batch.unique_names(table, "from_arrow")
     return MaterializedDataset(_core.Dataset.from_arrow(table, _blocks(override_num_blocks)))
 
 

@@ -448,3 +448,31 @@ def test_file_extensions_may_be_one_string(tmp_path):
     pq.write_table(pa.table({"a": [1, 2]}), tmp_path / "one.parquet")
     pq.write_table(pa.table({"a": [3]}), tmp_path / "two.pq")
     assert md.read_parquet(str(tmp_path), file_extensions="pq").count() == 1
+
+
+def _everything_public():
+    """(label, callable) for every public callable reachable with dir(): module functions
+    and classes, and the methods (class and static ones included) of the objects a user holds."""
+    ds = md.range(3)
+    ctx = md.DataContext.get_current()
+    holders = {"millstream": md, "Dataset": ds, "MaterializedDataset": ds.materialize(),
+               "DataIterator": ds.iterator(), "Schema": ds.schema(), "DataContext": ctx,
+               "ExecutionOptions": ctx.execution_options, "ExecutionResources": md.ExecutionResources(),
+               "AutoscalingConfig": ctx.autoscaling_config, "ActorPoolStrategy": md.ActorPoolStrategy(size=1),
+               "TaskPoolStrategy": md.TaskPoolStrategy()}
+    out = []
+    for label, holder in holders.items():
+        for name in dir(holder):
+            member = getattr(holder, name, None)
+            if name.startswith("_") or not callable(member) or inspect.ismodule(member):
+                continue
+            if inspect.isclass(member) and holder is not md:
+                continue
+            out.append(pytest.param(member, id=f"{label}.{name}"))
+    return out
+
+
+@pytest.mark.parametrize("fn", _everything_public())
+def test_every_public_callable_rejects_an_unknown_keyword_naming_it(fn):
+    with pytest.raises(TypeError, match="'colums'"):
+        fn(colums=1)

@@ -213,3 +213,19 @@ def test_min_block_size_zero_keeps_outputs_apart(ctx):
                   .iter_batches(batch_size=None, batch_format="pyarrow"))
     assert sum(b.num_rows for b in blocks) == 1000
     assert len(blocks) == 10
+
+
+@pytest.mark.parametrize("obj_path,bad,meant", [
+    ("", "preserve_order", "execution_options.preserve_order"),
+    ("", "resource_limits", "execution_options.resource_limits"),
+    ("", "cpu", "execution_options.resource_limits.cpu"),
+    ("", "object_store_memory", "execution_options.resource_limits.object_store_memory"),
+    ("execution_options", "cpu", "resource_limits.cpu"),
+])
+def test_field_of_a_nested_options_object_is_named_with_its_path(obj_path, bad, meant):
+    # ctx.preserve_order = True sets nothing in Ray either: the field is on execution_options.
+    obj = md.DataContext.get_current()
+    for part in filter(None, obj_path.split(".")):
+        obj = getattr(obj, part)
+    with pytest.raises(AttributeError, match=re.escape(f"did you mean '{meant}'?")):
+        setattr(obj, bad, True)

@@ -253,3 +253,43 @@ def test_actor_call_error_names_operator():
         md.range(100, override_num_blocks=4).map_batches(Fails, concurrency=2).take_all()
     assert "MapBatches(Fails)" in _notes(info.value)
     assert "__call__" in _frames(info.value)
+
+
+# ---- a column name twice in a table handed in raises, as from_pandas does ------------------
+
+def _twice() -> pa.Table:
+    return pa.table([pa.array([1, 2]), pa.array([3, 4])], names=["a", "a"])
+
+
+@pytest.mark.parametrize("make", [
+    lambda: md.from_arrow(_twice()),
+    lambda: md.from_arrow([_twice()]),
+    lambda: md.range(2).map_batches(lambda t: _twice(), batch_format="pyarrow").take_all(),
+    lambda: md.range(2).map_batches(lambda t: _twice().to_batches()[0], batch_format="pyarrow").to_arrow(),
+], ids=["from_arrow", "from_arrow-list", "udf-table", "udf-record-batch"])
+def test_table_with_a_column_name_twice_raises_naming_it(make):
+    # Rows as dicts would keep one of the two columns: the other's values would be lost.
+    with pytest.raises(ValueError, match="'a'"):
+        make()
+
+
+def test_misspelt_column_in_filter_expr_names_it_the_columns_and_the_meant_one():
+    ds = md.range(3).add_column("price", lambda df: df["id"])
+    with pytest.raises(ValueError) as info:
+        ds.filter(expr="prise > 1").take_all()
+    message = str(info.value)
+    assert "column 'prise' not found (did you mean 'price'?); the columns are: id, price" in message
+    assert "\n" not in message
+
+
+def test_column_in_filter_expr_far_from_every_column_suggests_none():
+    with pytest.raises(ValueError) as info:
+        md.range(3).filter(expr="x > 1").take_all()
+    assert "column 'x' not found; the columns are: id" in str(info.value)
+
+
+@pytest.mark.parametrize("columns", [None, ["a"]])
+def test_parquet_file_with_a_column_name_twice_raises_naming_it(tmp_path, columns):
+    pq.write_table(_twice(), tmp_path / "f.parquet")
+    with pytest.raises(ValueError, match=r"has more than one column named 'a'"):
+        md.read_parquet(tmp_path, columns=columns).take_all()

@@ -114,3 +114,15 @@ def test_from_arrow_tables_to_arrow_in_order():
 def slow_a(batch):
     time.sleep(max(0.0, (1000 - batch["a"][0]) / 1000) * 0.02)
     return batch
+
+
+@pytest.mark.parametrize("make", [
+    lambda: md.range(1000, override_num_blocks=100).map_batches(slow_first).materialize(),
+    lambda: md.from_arrow([pa.table({"id": list(range(i * 10, i * 10 + 10))}) for i in range(100)]),
+], ids=["materialize", "from_arrow"])
+def test_streaming_a_materialized_dataset_gives_its_blocks_in_order(make):
+    # Its blocks are already computed (as in Ray): iterating them has nothing to reorder.
+    m = make()
+    for _ in range(5):
+        assert [r["id"] for r in m.iter_rows()] == list(range(1000))
+        assert [i for b in m.iter_batches(batch_size=None) for i in b["id"]] == list(range(1000))

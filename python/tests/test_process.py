@@ -250,12 +250,24 @@ _EXIT_SCRIPT = textwrap.dedent("""
         threading.Thread(target=lambda: md.range(10, override_num_blocks=2).map_batches(stuck).take_all(),
                          daemon=True).start()
         time.sleep(0.3)
+    elif case.startswith("daemon-"):             # to_pandas, a write, an actor pool in a daemon thread
+        class Pass:
+            def __call__(self, b):
+                time.sleep(0.01)
+                return b
+        out = sys.argv[2]
+        run = {"daemon-to-pandas": lambda: ds.to_pandas(),
+               "daemon-write": lambda: ds.write_parquet(out),
+               "daemon-actor-pool": lambda: ds.map_batches(Pass, concurrency=2).take_all()}[case]
+        threading.Thread(target=run, daemon=True).start()
+        time.sleep(0.5)
     print("end of script", flush=True)
 """)
 
 
 @pytest.mark.parametrize("case", ["daemon-thread", "reference-cycle", "abandoned-generator", "udf-running",
-                                  "udf-never-returns", "udf-spins"])
+                                  "udf-never-returns", "udf-spins", "daemon-to-pandas", "daemon-write",
+                                  "daemon-actor-pool"])
 def test_interpreter_exit_with_a_live_execution_is_clean(tmp_path, case):
     # These aborted ("terminate called without an active exception"), crashed or hung at
     # exit; the outcome is timing-dependent, so each case runs several times.
@@ -264,7 +276,8 @@ def test_interpreter_exit_with_a_live_execution_is_clean(tmp_path, case):
     for run in range(5):
         start = time.monotonic()
         try:
-            proc = subprocess.run([sys.executable, str(script), case], capture_output=True, text=True,
+            proc = subprocess.run([sys.executable, str(script), case, str(tmp_path / f"out{run}")],
+                                  capture_output=True, text=True,
                                   timeout=20)
         except subprocess.TimeoutExpired:
             pytest.fail(f"{case}: the interpreter did not exit within 20 s (run {run})")
@@ -272,6 +285,9 @@ def test_interpreter_exit_with_a_live_execution_is_clean(tmp_path, case):
         assert "end of script" in proc.stdout, proc.stderr[-3000:]
         assert proc.returncode == 0, f"{case} run {run}: rc {proc.returncode}\n{proc.stderr[-3000:]}"
         assert "terminate called" not in proc.stderr and "Fatal Python error" not in proc.stderr, proc.stderr[-3000:]
+        # A daemon thread stays where it is at exit, as in plain Python: no traceback of
+        # its call failing because exit cancelled the execution.
+        assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
         assert elapsed < 10, f"{case}: exit took {elapsed:.1f} s"
 
 

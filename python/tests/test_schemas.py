@@ -274,3 +274,17 @@ def test_all_null_block_keeps_the_column_type_through_udfs(udf):
     assert ds.to_arrow().schema == table.schema
     out = ds.filter(expr="s in ['a']").to_arrow()
     assert out.equals(table.filter(pc.field("s").isin(["a"])))
+
+
+# ---- frames without columns keep their rows (as pandas counts them) -------------------------
+
+def test_pandas_udf_returning_a_frame_without_columns_keeps_its_rows():
+    ds = md.range(10, override_num_blocks=2).select_columns([]).map_batches(lambda df: df, batch_format="pandas")
+    assert ds.count() == 10
+    assert ds.to_pandas().shape == (10, 0)
+
+
+def test_from_pandas_of_a_frame_without_columns_keeps_its_rows():
+    df = pd.DataFrame(index=range(4))
+    assert len(df) == 4
+    assert md.from_pandas(df).count() == 4

@@ -1,12 +1,52 @@
 #include <arrow/api.h>
 #include <arrow/compute/api.h>
 
+#include <algorithm>
+#include <string>
+#include <vector>
+
 #include "exec/transforms.h"
 
 namespace millstream {
 namespace {
 
 namespace cp = arrow::compute;
+
+/// Edits (insert, delete, substitute) that turn `a` into `b`.
+size_t EditDistance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1])});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+/// Why `predicate` does not bind to `schema`: the first column it names that the block
+/// lacks, with the nearest column and the list of columns; else Arrow's words.
+std::string WhyUnbound(const cp::Expression& predicate, const arrow::Schema& schema,
+                       const arrow::Status& status) {
+  std::string columns;
+  for (const auto& name : schema.field_names()) columns += (columns.empty() ? "" : ", ") + name;
+  for (const auto& ref : cp::FieldsInExpression(predicate)) {
+    auto found = ref.FindOneOrNone(schema);
+    if (!ref.IsName() || !found.ok() || !found->empty()) continue;
+    std::string hint;
+    size_t best = std::max<size_t>(1, ref.name()->size() / 3) + 1;  // few edits: a typo
+    for (const auto& name : schema.field_names()) {
+      size_t distance = EditDistance(*ref.name(), name);
+      if (distance < best) best = distance, hint = " (did you mean '" + name + "'?)";
+    }
+    return "column '" + *ref.name() + "' not found" + hint + "; the columns are: " + columns;
+  }
+  return status.message() + " (columns: " + columns + ")";
+}
 
 class FilterState : public TransformState {
  public:
@@ -16,9 +56,8 @@ class FilterState : public TransformState {
     if (!bound_schema_ || !bound_schema_->Equals(*block->schema())) {
       auto bound = predicate_.Bind(*block->schema());
       if (!bound.ok()) {
-        return arrow::Status::Invalid("Filter(", predicate_.ToString(),
-                                      "): ", bound.status().message(),
-                                      " (columns: ", block->schema()->ToString(), ")");
+        return arrow::Status::Invalid("Filter(", predicate_.ToString(), "): ",
+                                      WhyUnbound(predicate_, *block->schema(), bound.status()));
       }
       if (bound->type()->id() != arrow::Type::BOOL) {
         // A number or string is no predicate: `0`, `1 - 1`, `a + b` would keep rows by

@@ -166,6 +166,10 @@ class ParquetReadTask : public ReadTask {
     std::vector<int> fields;
     for (const auto& name : to_read) {
       int index = file_schema->GetFieldIndex(name);
+      if (index < 0 && file_schema->GetAllFieldIndices(name).size() > 1) {
+        return arrow::Status::Invalid("'", path_, "' has more than one column named '", name,
+                                      "'; its columns are: ", ColumnList(*file_schema));
+      }
       if (index < 0) {
         return arrow::Status::KeyError("column '", name, "' not found in '", path_,
                                        "'; its columns are: ", ColumnList(*file_schema));
@@ -384,6 +388,10 @@ class ParquetDatasource : public Datasource {
       }
     }
     for (const auto& name : columns) {
+      if (schema.GetAllFieldIndices(name).size() > 1) {
+        return arrow::Status::Invalid("'", path, "' has more than one column named '", name,
+                                      "'; its columns are: ", ColumnList(schema));
+      }
       if (schema.GetFieldIndex(name) < 0) {
         return arrow::Status::KeyError("column '", name, "' not found in '", path,
                                        "'; its columns are: ", ColumnList(schema));
