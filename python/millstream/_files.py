@@ -10,6 +10,7 @@ import warnings
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from millstream import _batch
@@ -242,14 +243,18 @@ def unify_parquet_files(paths: Iterable[str], write_args: Optional[Dict[str, Any
     paths: List[str] = sorted(paths)
     if len(paths) < 2:
         return
-    schemas = [pq.read_schema(p) for p in paths]
+    # Plain local paths: a name such as 's3:' or '~' in them is a directory, not a URI.
+    local = pafs.LocalFileSystem()
+    paths = [os.path.abspath(p) for p in paths]
+    schemas = [pq.read_schema(p, filesystem=local) for p in paths]
     if all(_columns(s) == _columns(schemas[0]) for s in schemas):
         return
     unified = pa.unify_schemas(schemas, promote_options="permissive")
     for path, schema in zip(paths, schemas):
         if _columns(schema) == _columns(unified):
             continue
-        table = _batch.concat_tables([unified.empty_table(), pq.read_table(path)])
+        table = _batch.concat_tables([unified.empty_table(), pq.read_table(path, filesystem=local)])
         temp = os.path.join(os.path.dirname(path), ".tmp-unify-" + os.path.basename(path))
-        pq.write_table(table.select(unified.names), temp, **(write_args or {"compression": "snappy"}))
+        pq.write_table(table.select(unified.names), temp, filesystem=local,
+                       **(write_args or {"compression": "snappy"}))
         os.replace(temp, path)

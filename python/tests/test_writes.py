@@ -438,3 +438,13 @@ def test_write_stats_leave_out_the_rows_of_a_tolerated_failed_task(tmp_path, ctx
     written = pq.read_table(str(tmp_path / "out")).num_rows
     assert written == 8000
     assert re.findall(r"rows out: (\d+)", ds.stats()) == [str(written)]
+
+
+@pytest.mark.parametrize("name", ["s3:/b/x", "~/x", "file:rel"])
+def test_relative_paths_that_look_like_uris_are_local_directories(tmp_path, monkeypatch, name):
+    # Blocks of two schemas, so the files are rewritten to one schema after the write.
+    monkeypatch.chdir(tmp_path)
+    md.from_arrow([pa.table({"a": [1]}), pa.table({"a": [2], "b": ["x"]})]).write_parquet(name)
+    table = pq.read_table(str(tmp_path / name))
+    assert sorted(table["a"].to_pylist()) == [1, 2]
+    assert sorted(table["b"].to_pylist(), key=str) == sorted([None, "x"], key=str)
