@@ -4,6 +4,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include <arrow/result.h>
@@ -15,13 +16,19 @@
 namespace millstream {
 
 /// \brief The per-actor state of an actor-pool map: one UDF instance per transform that
-/// asks for it, built on the actor's first task. Touched by one task at a time.
+/// asks for it, built on the actor's first task. Up to the pool's `max_concurrency` tasks
+/// run on it at once; `call_mutex` lets one of them at a time into its instances.
 struct ActorState {
+  /// Guards `instances` (tasks of one actor may start together).
+  std::mutex instances_mutex;
   std::map<const void*, std::shared_ptr<void>> instances;
+  /// Held around every call into this actor's instances, unless the pool allows true
+  /// multi-threading: an actor runs one call at a time, as a Ray actor does.
+  std::mutex call_mutex;
   /// Constructions of UDF instances on this actor (each transform builds once).
   std::atomic<int> constructed{0};
-  /// A task is running on it (the scheduler's flag, read and written under its lock).
-  bool busy = false;
+  /// Tasks running on it (the scheduler's count, read and written under its lock).
+  int running = 0;
 };
 
 /// \brief What a task knows about itself while its transforms run.
@@ -29,6 +36,9 @@ struct TaskContext {
   int64_t task_index = 0;
   /// Set when the task runs on an actor.
   ActorState* actor = nullptr;
+  /// With `actor`: calls into the actor's instances overlap (the pool's
+  /// `enable_true_multi_threading`); otherwise they take `actor->call_mutex`.
+  bool concurrent_calls = false;
   /// Set when the execution is cancelled; transforms stop at the next block.
   const std::atomic<bool>* cancelled = nullptr;
   /// Seconds spent inside user functions, added to by the transforms of this task.

@@ -11,11 +11,14 @@ namespace {
 class UdfTransform;
 
 /// Cuts incoming blocks into batches of exactly `batch_size` rows (the task's last batch
-/// may be shorter) and calls the UDF on each.
+/// may be shorter) and calls the UDF on each; under `call_mutex` when one is given (an
+/// actor's instance, one call at a time).
 class UdfState : public TransformState {
  public:
-  UdfState(std::shared_ptr<BatchUdf> udf, std::optional<int64_t> batch_size, double* udf_seconds)
-      : udf_(std::move(udf)), batch_size_(batch_size), udf_seconds_(udf_seconds) {}
+  UdfState(std::shared_ptr<BatchUdf> udf, std::optional<int64_t> batch_size, double* udf_seconds,
+           std::mutex* call_mutex)
+      : udf_(std::move(udf)), batch_size_(batch_size), udf_seconds_(udf_seconds),
+        call_mutex_(call_mutex) {}
 
   arrow::Status Push(Block block, const Emit& emit) override {
     if (!batch_size_) return Call(block, emit);
@@ -45,12 +48,20 @@ class UdfState : public TransformState {
     return Call(batch, emit);
   }
 
-  arrow::Status Call(const Block& batch, const Emit& emit) {
+  arrow::Result<std::shared_ptr<arrow::Table>> CallUdf(const Block& batch) {
+    std::unique_lock<std::mutex> serial;
+    if (call_mutex_) serial = std::unique_lock<std::mutex>(*call_mutex_);
+    // Time inside the function only, not the wait for the actor's other call to end.
     auto started = std::chrono::steady_clock::now();
     auto result = udf_->Call(batch);
     if (udf_seconds_) {
       *udf_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     }
+    return result;
+  }
+
+  arrow::Status Call(const Block& batch, const Emit& emit) {
+    auto result = CallUdf(batch);
     ARROW_ASSIGN_OR_RAISE(auto table, std::move(result));
     if (!table) return arrow::Status::Invalid("the function returned no batch");
     arrow::TableBatchReader reader(*table);
@@ -67,6 +78,7 @@ class UdfState : public TransformState {
   std::shared_ptr<BatchUdf> udf_;
   std::optional<int64_t> batch_size_;
   double* udf_seconds_;
+  std::mutex* call_mutex_;
   std::vector<Block> pending_;
   int64_t pending_rows_ = 0;
 };
@@ -82,8 +94,12 @@ class UdfTransform : public Transform {
   arrow::Result<std::unique_ptr<TransformState>> MakeState(
       const TaskContext& task) const override {
     std::shared_ptr<BatchUdf> udf;
-    if (task.actor) {
-      // One instance per actor, built by the actor's first task.
+    std::mutex* call_mutex = nullptr;
+    if (task.actor && options_.compute.kind == ComputeStrategy::Kind::kActors) {
+      // One instance per actor, built by the actor's first task. (A function fused into
+      // the actor's tasks keeps its one shared instance, called without the actor's lock.)
+      if (!task.concurrent_calls) call_mutex = &task.actor->call_mutex;
+      std::lock_guard<std::mutex> lock(task.actor->instances_mutex);
       auto& slot = task.actor->instances[this];
       if (!slot) {
         ARROW_ASSIGN_OR_RAISE(auto made, MakeInstance());
@@ -98,7 +114,8 @@ class UdfTransform : public Transform {
       }
       udf = shared_;
     }
-    return std::make_unique<UdfState>(std::move(udf), options_.batch_size, task.udf_seconds);
+    return std::make_unique<UdfState>(std::move(udf), options_.batch_size, task.udf_seconds,
+                                      call_mutex);
   }
 
  private:
