@@ -189,7 +189,10 @@ class Dataset:
         ``fn`` takes and returns a batch in ``batch_format``: "numpy" (the default; a dict
         of arrays, read-only views of Arrow memory when ``zero_copy_batch``), "pandas" or
         "pyarrow". A callable class runs on an actor pool (``concurrency=n`` or
-        ``(min, max)``), constructed once per actor with ``fn_constructor_args/kwargs``.
+        ``(min, max)``), constructed once per actor with ``fn_constructor_args/kwargs``;
+        an actor runs one call at a time (``max_concurrency=k`` in ``ray_remote_args``: k
+        tasks at once, their calls still one at a time unless the ``ActorPoolStrategy``
+        has ``enable_true_multi_threading=True``).
         """
         fmt = _batch.check_batch_format(batch_format)
         name = f"MapBatches({_fn_name(fn)})"
