@@ -2,6 +2,7 @@
 #include <atomic>
 #include <cmath>
 #include <functional>
+#include <future>
 #include <chrono>
 #include <thread>
 
@@ -628,6 +629,42 @@ TEST(ActorPool, MaxConcurrencyDividesTheActorsCpus) {
   ASSERT_TRUE(out.ok()) << out.status().ToString();
   EXPECT_EQ((*out)->num_rows(), 400);
   EXPECT_EQ(probe.InstancePeak(), 2);
+}
+
+TEST(ActorPool, ATaskWaitingForItsActorsCallEndsOnCancel) {
+  // max_concurrency=2, calls one at a time: the second task waits for the first's call,
+  // which does not return until released. Cancel ends the waiting one at once.
+  std::atomic<int> calls{0};
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  MapBatchesOptions options = Named("MapBatches(Stuck)");
+  options.compute = ComputeStrategy::Actors(1, 1, 4, /*max_concurrency=*/2);
+  auto udf = std::make_shared<testing::FnUdf>([&](const std::shared_ptr<arrow::RecordBatch>& b) {
+    if (calls++ == 1) released.wait();
+    return arrow::Table::FromRecordBatches({b});
+  });
+  DataContext context;
+  context.execution_options.resource_limits.cpu = 4;
+  auto stream = Dataset::Range(100, 10).ValueOrDie()
+                    .MapBatches([udf]() -> arrow::Result<std::shared_ptr<BatchUdf>> { return udf; },
+                                options)
+                    .Execute(context)
+                    .ValueOrDie();
+  auto active = [&] { return stream->stats().operators.back().active_tasks; };
+  auto until = [](auto done) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!done() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    return done();
+  };
+  // The first task runs alone (it sizes the rest) and finishes; the second's call sticks.
+  ASSERT_TRUE(until([&] { return calls.load() == 2 && active() == 2; }));
+  stream->Cancel();
+  EXPECT_TRUE(until([&] { return active() == 1; }));  // the waiting task ended
+  EXPECT_EQ(calls.load(), 2) << "a call entered while another was inside";
+  release.set_value();
+  EXPECT_TRUE(stream->WaitForTasks(std::chrono::seconds(5)));
 }
 
 TEST(ActorPool, InvalidPoolSettingsNameTheArgument) {

@@ -19,12 +19,13 @@ namespace millstream {
 /// asks for it, built on the actor's first task. Up to the pool's `max_concurrency` tasks
 /// run on it at once; `call_mutex` lets one of them at a time into its instances.
 struct ActorState {
-  /// Guards `instances` (tasks of one actor may start together).
-  std::mutex instances_mutex;
+  /// Guards `instances` (tasks of one actor may start together). Timed: a task waiting
+  /// for it stops when the execution is cancelled.
+  std::timed_mutex instances_mutex;
   std::map<const void*, std::shared_ptr<void>> instances;
   /// Held around every call into this actor's instances, unless the pool allows true
   /// multi-threading: an actor runs one call at a time, as a Ray actor does.
-  std::mutex call_mutex;
+  std::timed_mutex call_mutex;
   /// Constructions of UDF instances on this actor (each transform builds once).
   std::atomic<int> constructed{0};
   /// Tasks running on it (the scheduler's count, read and written under its lock).

@@ -10,15 +10,26 @@ namespace {
 
 class UdfTransform;
 
+/// Locks `mutex` unless the execution is cancelled first: a task waiting for its actor's
+/// other call or constructor (which may never return) ends with the execution instead.
+arrow::Result<std::unique_lock<std::timed_mutex>> LockUnlessCancelled(
+    std::timed_mutex& mutex, const std::atomic<bool>* cancelled) {
+  std::unique_lock<std::timed_mutex> lock(mutex, std::defer_lock);
+  while (!lock.try_lock_for(std::chrono::milliseconds(10))) {
+    if (cancelled && *cancelled) return arrow::Status::Cancelled("the execution was cancelled");
+  }
+  return lock;
+}
+
 /// Cuts incoming blocks into batches of exactly `batch_size` rows (the task's last batch
 /// may be shorter) and calls the UDF on each; under `call_mutex` when one is given (an
 /// actor's instance, one call at a time).
 class UdfState : public TransformState {
  public:
-  UdfState(std::shared_ptr<BatchUdf> udf, std::optional<int64_t> batch_size, double* udf_seconds,
-           std::mutex* call_mutex)
-      : udf_(std::move(udf)), batch_size_(batch_size), udf_seconds_(udf_seconds),
-        call_mutex_(call_mutex) {}
+  UdfState(std::shared_ptr<BatchUdf> udf, std::optional<int64_t> batch_size,
+           const TaskContext& task, std::timed_mutex* call_mutex)
+      : udf_(std::move(udf)), batch_size_(batch_size), udf_seconds_(task.udf_seconds),
+        cancelled_(task.cancelled), call_mutex_(call_mutex) {}
 
   arrow::Status Push(Block block, const Emit& emit) override {
     if (!batch_size_) return Call(block, emit);
@@ -49,8 +60,10 @@ class UdfState : public TransformState {
   }
 
   arrow::Result<std::shared_ptr<arrow::Table>> CallUdf(const Block& batch) {
-    std::unique_lock<std::mutex> serial;
-    if (call_mutex_) serial = std::unique_lock<std::mutex>(*call_mutex_);
+    std::unique_lock<std::timed_mutex> serial;
+    if (call_mutex_) {
+      ARROW_ASSIGN_OR_RAISE(serial, LockUnlessCancelled(*call_mutex_, cancelled_));
+    }
     // Time inside the function only, not the wait for the actor's other call to end.
     auto started = std::chrono::steady_clock::now();
     auto result = udf_->Call(batch);
@@ -78,7 +91,8 @@ class UdfState : public TransformState {
   std::shared_ptr<BatchUdf> udf_;
   std::optional<int64_t> batch_size_;
   double* udf_seconds_;
-  std::mutex* call_mutex_;
+  const std::atomic<bool>* cancelled_;
+  std::timed_mutex* call_mutex_;
   std::vector<Block> pending_;
   int64_t pending_rows_ = 0;
 };
@@ -94,12 +108,12 @@ class UdfTransform : public Transform {
   arrow::Result<std::unique_ptr<TransformState>> MakeState(
       const TaskContext& task) const override {
     std::shared_ptr<BatchUdf> udf;
-    std::mutex* call_mutex = nullptr;
+    std::timed_mutex* call_mutex = nullptr;
     if (task.actor && options_.compute.kind == ComputeStrategy::Kind::kActors) {
       // One instance per actor, built by the actor's first task. (A function fused into
       // the actor's tasks keeps its one shared instance, called without the actor's lock.)
       if (!task.concurrent_calls) call_mutex = &task.actor->call_mutex;
-      std::lock_guard<std::mutex> lock(task.actor->instances_mutex);
+      ARROW_ASSIGN_OR_RAISE(auto lock, LockUnlessCancelled(task.actor->instances_mutex, task.cancelled));
       auto& slot = task.actor->instances[this];
       if (!slot) {
         ARROW_ASSIGN_OR_RAISE(auto made, MakeInstance());
@@ -114,8 +128,7 @@ class UdfTransform : public Transform {
       }
       udf = shared_;
     }
-    return std::make_unique<UdfState>(std::move(udf), options_.batch_size, task.udf_seconds,
-                                      call_mutex);
+    return std::make_unique<UdfState>(std::move(udf), options_.batch_size, task, call_mutex);
   }
 
  private:
