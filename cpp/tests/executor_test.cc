@@ -583,7 +583,7 @@ TEST(ActorPool, MaxConcurrencyRunsTasksSideBySideButCallsOneAtATime) {
   auto ds = Dataset::Range(600, 60).ValueOrDie()
                 .MapBatches(Udf([&](const std::shared_ptr<arrow::RecordBatch>& b) {
                               prepare.Enter();
-                              std::this_thread::sleep_for(std::chrono::milliseconds(5));
+                              std::this_thread::sleep_for(std::chrono::milliseconds(20));
                               prepare.Leave();
                               return arrow::Table::FromRecordBatches({b});
                             }),
@@ -601,6 +601,7 @@ TEST(ActorPool, MaxConcurrencyRunsTasksSideBySideButCallsOneAtATime) {
 
 TEST(ActorPool, TrueMultiThreadingLetsMaxConcurrencyCallsIn) {
   ReentryProbe probe;
+  probe.delay = std::chrono::milliseconds(10);
   MapBatchesOptions options = Named("MapBatches(ThreadSafe)");
   options.compute = ComputeStrategy::Actors(1, 1, 4, /*max_concurrency=*/3,
                                             /*enable_true_multi_threading=*/true);

@@ -321,7 +321,7 @@ def test_actors_of_a_pool_run_side_by_side():
 def test_max_concurrency_runs_tasks_together_but_calls_one_at_a_time():
     # As Ray's ActorPoolStrategy without enable_true_multi_threading: up to max_concurrency
     # tasks on one actor (here a fused function of theirs overlaps), one call in its model.
-    prepare = ConcurrencyProbe(0.005)
+    prepare = ConcurrencyProbe(0.02)
     md.DataContext.get_current().execution_options.resource_limits.cpu = 8
     rows = (md.range(600, override_num_blocks=60).map_batches(prepare)
             .map_batches(_Reentry, concurrency=1, max_concurrency=3).take_all())
@@ -333,7 +333,7 @@ def test_max_concurrency_runs_tasks_together_but_calls_one_at_a_time():
 def test_true_multi_threading_lets_max_concurrency_calls_in():
     md.DataContext.get_current().execution_options.resource_limits.cpu = 8
     pool = md.ActorPoolStrategy(size=1, enable_true_multi_threading=True)
-    assert _peak_inside_one_actor(compute=pool, max_concurrency=3) == 3
+    assert _peak_inside_one_actor(compute=pool, max_concurrency=3, fn_constructor_args=(0.01,)) == 3
     assert _peak_inside_one_actor(compute=pool) == 1  # max_concurrency=1: one at a time still
 
 
