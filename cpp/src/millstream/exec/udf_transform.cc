@@ -10,26 +10,16 @@ namespace {
 
 class UdfTransform;
 
-/// Locks `mutex` unless the execution is cancelled first: a task waiting for its actor's
-/// other call or constructor (which may never return) ends with the execution instead.
-arrow::Result<std::unique_lock<std::timed_mutex>> LockUnlessCancelled(
-    std::timed_mutex& mutex, const std::atomic<bool>* cancelled) {
-  std::unique_lock<std::timed_mutex> lock(mutex, std::defer_lock);
-  while (!lock.try_lock_for(std::chrono::milliseconds(10))) {
-    if (cancelled && *cancelled) return arrow::Status::Cancelled("the execution was cancelled");
-  }
-  return lock;
-}
 
 /// Cuts incoming blocks into batches of exactly `batch_size` rows (the task's last batch
-/// may be shorter) and calls the UDF on each; under `call_mutex` when one is given (an
+/// may be shorter) and calls the UDF on each; under `call_lock` when one is given (an
 /// actor's instance, one call at a time).
 class UdfState : public TransformState {
  public:
   UdfState(std::shared_ptr<BatchUdf> udf, std::optional<int64_t> batch_size,
-           const TaskContext& task, std::timed_mutex* call_mutex)
+           const TaskContext& task, CancellableLock* call_lock)
       : udf_(std::move(udf)), batch_size_(batch_size), udf_seconds_(task.udf_seconds),
-        cancelled_(task.cancelled), call_mutex_(call_mutex) {}
+        cancelled_(task.cancelled), call_lock_(call_lock) {}
 
   arrow::Status Push(Block block, const Emit& emit) override {
     if (!batch_size_) return Call(block, emit);
@@ -60,10 +50,8 @@ class UdfState : public TransformState {
   }
 
   arrow::Result<std::shared_ptr<arrow::Table>> CallUdf(const Block& batch) {
-    std::unique_lock<std::timed_mutex> serial;
-    if (call_mutex_) {
-      ARROW_ASSIGN_OR_RAISE(serial, LockUnlessCancelled(*call_mutex_, cancelled_));
-    }
+    CancellableLockHolder serial;
+    if (call_lock_) ARROW_RETURN_NOT_OK(serial.Acquire(*call_lock_, cancelled_));
     // Time inside the function only, not the wait for the actor's other call to end.
     auto started = std::chrono::steady_clock::now();
     auto result = udf_->Call(batch);
@@ -92,7 +80,7 @@ class UdfState : public TransformState {
   std::optional<int64_t> batch_size_;
   double* udf_seconds_;
   const std::atomic<bool>* cancelled_;
-  std::timed_mutex* call_mutex_;
+  CancellableLock* call_lock_;
   std::vector<Block> pending_;
   int64_t pending_rows_ = 0;
 };
@@ -108,12 +96,13 @@ class UdfTransform : public Transform {
   arrow::Result<std::unique_ptr<TransformState>> MakeState(
       const TaskContext& task) const override {
     std::shared_ptr<BatchUdf> udf;
-    std::timed_mutex* call_mutex = nullptr;
+    CancellableLock* call_lock = nullptr;
     if (task.actor && options_.compute.kind == ComputeStrategy::Kind::kActors) {
       // One instance per actor, built by the actor's first task. (A function fused into
       // the actor's tasks keeps its one shared instance, called without the actor's lock.)
-      if (!task.concurrent_calls) call_mutex = &task.actor->call_mutex;
-      ARROW_ASSIGN_OR_RAISE(auto lock, LockUnlessCancelled(task.actor->instances_mutex, task.cancelled));
+      if (!task.concurrent_calls) call_lock = &task.actor->call_lock;
+      CancellableLockHolder lock;
+      ARROW_RETURN_NOT_OK(lock.Acquire(task.actor->instances_lock, task.cancelled));
       auto& slot = task.actor->instances[this];
       if (!slot) {
         ARROW_ASSIGN_OR_RAISE(auto made, MakeInstance());
@@ -128,7 +117,7 @@ class UdfTransform : public Transform {
       }
       udf = shared_;
     }
-    return std::make_unique<UdfState>(std::move(udf), options_.batch_size, task, call_mutex);
+    return std::make_unique<UdfState>(std::move(udf), options_.batch_size, task, call_lock);
   }
 
  private:
