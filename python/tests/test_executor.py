@@ -258,11 +258,12 @@ def test_fixed_pool_constructs_each_actor_once(counted):
     assert 1 <= counted.constructed <= 2
 
 
-def test_actors_taking_every_cpu_do_not_starve_upstream(counted):
+@pytest.mark.parametrize("max_concurrency", [1, 2])
+def test_actors_taking_every_cpu_do_not_starve_upstream(counted, max_concurrency):
     md.DataContext.get_current().execution_options.resource_limits.cpu = 2
     ds = (md.range(500, override_num_blocks=25)
           .map_batches(_sleep(0.001), concurrency=1)    # upstream tasks need a CPU too
-          .map_batches(counted, concurrency=2, num_cpus=1))
+          .map_batches(counted, concurrency=2, num_cpus=1, max_concurrency=max_concurrency))
     done = []
     t = threading.Thread(target=lambda: done.append(ds.count()), daemon=True)
     t.start()
