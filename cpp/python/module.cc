@@ -369,12 +369,14 @@ PYBIND11_MODULE(_core, m) {
       .def("map_batches", [](const Dataset& self, py::object fn, bool is_class, std::string name,
                              std::optional<int64_t> batch_size, bool row_preserving,
                              bool actors, int min_size, int max_size, double num_cpus,
-                             double num_gpus, int max_tasks_in_flight, int64_t memory) {
+                             double num_gpus, int max_tasks_in_flight, int64_t memory,
+                             int max_concurrency, bool enable_true_multi_threading) {
         MapBatchesOptions options;
         options.batch_size = batch_size;
         options.name = name;
         options.row_preserving = row_preserving;
-        options.compute = actors ? ComputeStrategy::Actors(min_size, max_size, max_tasks_in_flight)
+        options.compute = actors ? ComputeStrategy::Actors(min_size, max_size, max_tasks_in_flight,
+                                                           max_concurrency, enable_true_multi_threading)
                                  : ComputeStrategy::Tasks(max_size);
         options.num_cpus = num_cpus;
         options.num_gpus = num_gpus;

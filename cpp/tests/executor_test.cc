@@ -2,6 +2,7 @@
 #include <atomic>
 #include <cmath>
 #include <functional>
+#include <future>
 #include <chrono>
 #include <thread>
 
@@ -497,6 +498,193 @@ TEST(ActorPool, ActorsAskingForEveryCpuDoNotStarveUpstream) {
   ASSERT_TRUE(out.ok()) << out.status().ToString();
   EXPECT_EQ((*out)->num_rows(), 1000);
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20));
+}
+
+/// Counts the calls inside at once and the most there ever were.
+struct EntryCounter {
+  std::atomic<int> inside{0};
+  std::atomic<int> peak{0};
+  void Enter() {
+    int now = ++inside;
+    int seen = peak.load();
+    while (now > seen && !peak.compare_exchange_weak(seen, now)) {
+    }
+  }
+  void Leave() { --inside; }
+};
+
+/// An actor's UDF (one instance per actor) that records concurrent entry into itself and
+/// into the pool as a whole; each call sleeps `delay` to widen the window.
+struct ReentryProbe {
+  std::mutex mutex;
+  std::vector<std::shared_ptr<EntryCounter>> instances;
+  EntryCounter pool;
+  std::chrono::milliseconds delay{2};
+
+  BatchUdfFactory Factory() {
+    return [this]() -> arrow::Result<std::shared_ptr<BatchUdf>> {
+      auto mine = std::make_shared<EntryCounter>();
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        instances.push_back(mine);
+      }
+      return std::make_shared<testing::FnUdf>([this, mine](const std::shared_ptr<arrow::RecordBatch>& b) {
+        mine->Enter();
+        pool.Enter();
+        std::this_thread::sleep_for(delay);
+        pool.Leave();
+        mine->Leave();
+        return arrow::Table::FromRecordBatches({b});
+      });
+    };
+  }
+  int InstancePeak() {
+    std::lock_guard<std::mutex> lock(mutex);
+    int most = 0;
+    for (const auto& counter : instances) most = std::max(most, counter->peak.load());
+    return most;
+  }
+};
+
+TEST(ActorPool, AnActorRunsOneCallAtATime) {
+  // Fixed pools of 1 and 2, and an autoscaling one: never two calls inside one instance,
+  // while the actors of a pool do run side by side.
+  struct Case {
+    int min_size, max_size;
+  };
+  for (Case c : {Case{1, 1}, Case{2, 2}, Case{1, 3}}) {
+    ReentryProbe probe;
+    MapBatchesOptions options = Named("MapBatches(Stateful)");
+    options.compute = ComputeStrategy::Actors(c.min_size, c.max_size);
+    options.num_cpus = 0.5;
+    DataContext context;
+    context.execution_options.resource_limits.cpu = 8;  // threads to spare for overlap
+    auto ds = Dataset::Range(3000, 300).ValueOrDie().MapBatches(probe.Factory(), options);
+    ExecutionStats stats;
+    auto out = ds.Materialize(context, &stats);
+    ASSERT_TRUE(out.ok()) << out.status().ToString();
+    EXPECT_EQ(stats.operators.back().rows_out, 3000);
+    EXPECT_EQ(probe.InstancePeak(), 1) << c.min_size << ".." << c.max_size;
+    EXPECT_LE(probe.pool.peak.load(), c.max_size);
+    if (c.min_size == 2) EXPECT_EQ(probe.pool.peak.load(), 2);  // both actors at work at once
+  }
+}
+
+TEST(ActorPool, MaxConcurrencyRunsTasksSideBySideButCallsOneAtATime) {
+  // Ray's threaded actor without true multi-threading: up to max_concurrency tasks run on
+  // the actor (their other steps, here a fused function, overlap), its UDF one call at a time.
+  ReentryProbe probe;
+  EntryCounter prepare;
+  MapBatchesOptions before = Named("MapBatches(prepare)");
+  MapBatchesOptions options = Named("MapBatches(Stateful)");
+  options.compute = ComputeStrategy::Actors(1, 1, 4, /*max_concurrency=*/3);
+  DataContext context;
+  context.execution_options.resource_limits.cpu = 8;
+  auto ds = Dataset::Range(600, 60).ValueOrDie()
+                .MapBatches(Udf([&](const std::shared_ptr<arrow::RecordBatch>& b) {
+                              prepare.Enter();
+                              std::this_thread::sleep_for(std::chrono::milliseconds(20));
+                              prepare.Leave();
+                              return arrow::Table::FromRecordBatches({b});
+                            }),
+                            before)
+                .MapBatches(probe.Factory(), options);
+  ExecutionStats stats;
+  auto out = ds.Materialize(context, &stats);
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  ASSERT_EQ(stats.operators.size(), 1u);  // fused: the function runs in the actor's tasks
+  EXPECT_EQ(stats.operators.back().rows_out, 600);
+  EXPECT_EQ(probe.instances.size(), 1u);
+  EXPECT_EQ(probe.InstancePeak(), 1);
+  EXPECT_EQ(prepare.peak.load(), 3);  // three tasks on the one actor at once, no more
+}
+
+TEST(ActorPool, TrueMultiThreadingLetsMaxConcurrencyCallsIn) {
+  ReentryProbe probe;
+  probe.delay = std::chrono::milliseconds(10);
+  MapBatchesOptions options = Named("MapBatches(ThreadSafe)");
+  options.compute = ComputeStrategy::Actors(1, 1, 4, /*max_concurrency=*/3,
+                                            /*enable_true_multi_threading=*/true);
+  DataContext context;
+  context.execution_options.resource_limits.cpu = 8;
+  auto ds = Dataset::Range(600, 60).ValueOrDie().MapBatches(probe.Factory(), options);
+  ExecutionStats stats;
+  auto out = ds.Materialize(context, &stats);
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_EQ(stats.operators.back().rows_out, 600);
+  EXPECT_EQ(probe.instances.size(), 1u);
+  EXPECT_EQ(probe.InstancePeak(), 3);
+}
+
+TEST(ActorPool, MaxConcurrencyDividesTheActorsCpus) {
+  // One actor asking for every CPU, max_concurrency=2: its two tasks share that CPU
+  // between them, as Ray divides an actor's resources among its concurrent tasks.
+  ReentryProbe probe;
+  MapBatchesOptions options = Named("MapBatches(ThreadSafe)");
+  options.compute = ComputeStrategy::Actors(1, 1, 4, 2, true);
+  options.num_cpus = 2;
+  DataContext context;
+  context.execution_options.resource_limits.cpu = 2;
+  auto ds = Dataset::Range(400, 40).ValueOrDie().MapBatches(probe.Factory(), options);
+  auto out = ds.ToTable(context);
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_EQ((*out)->num_rows(), 400);
+  EXPECT_EQ(probe.InstancePeak(), 2);
+}
+
+TEST(ActorPool, ATaskWaitingForItsActorsCallEndsOnCancel) {
+  // max_concurrency=2, calls one at a time: the second task waits for the first's call,
+  // which does not return until released. Cancel ends the waiting one at once.
+  std::atomic<int> calls{0};
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  MapBatchesOptions options = Named("MapBatches(Stuck)");
+  options.compute = ComputeStrategy::Actors(1, 1, 4, /*max_concurrency=*/2);
+  auto udf = std::make_shared<testing::FnUdf>([&](const std::shared_ptr<arrow::RecordBatch>& b) {
+    if (calls++ == 1) released.wait();
+    return arrow::Table::FromRecordBatches({b});
+  });
+  DataContext context;
+  context.execution_options.resource_limits.cpu = 4;
+  auto stream = Dataset::Range(100, 10).ValueOrDie()
+                    .MapBatches([udf]() -> arrow::Result<std::shared_ptr<BatchUdf>> { return udf; },
+                                options)
+                    .Execute(context)
+                    .ValueOrDie();
+  auto active = [&] { return stream->stats().operators.back().active_tasks; };
+  auto until = [](auto done) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!done() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    return done();
+  };
+  // The first task runs alone (it sizes the rest) and finishes; the second's call sticks.
+  ASSERT_TRUE(until([&] { return calls.load() == 2 && active() == 2; }));
+  stream->Cancel();
+  EXPECT_TRUE(until([&] { return active() == 1; }));  // the waiting task ended
+  EXPECT_EQ(calls.load(), 2) << "a call entered while another was inside";
+  release.set_value();
+  EXPECT_TRUE(stream->WaitForTasks(std::chrono::seconds(5)));
+}
+
+TEST(ActorPool, InvalidPoolSettingsNameTheArgument) {
+  struct Case {
+    ComputeStrategy compute;
+    std::string argument;
+  };
+  for (const Case& c : {Case{ComputeStrategy::Actors(1, 2, 0), "max_tasks_in_flight_per_actor"},
+                        Case{ComputeStrategy::Actors(1, 2, 4, 0), "max_concurrency"},
+                        Case{ComputeStrategy::Actors(0, 2), "min_size"},
+                        Case{ComputeStrategy::Actors(3, 2), "max_size"}}) {
+    MapBatchesOptions options = Named("MapBatches(Model)");
+    options.compute = c.compute;
+    auto out = Dataset::Range(10, 2).ValueOrDie().MapBatches(Slow(std::chrono::milliseconds(0)), options)
+                   .ToTable(DataContext{});
+    ASSERT_FALSE(out.ok()) << c.argument;
+    EXPECT_EQ(out.status().code(), arrow::StatusCode::Invalid);
+    EXPECT_NE(out.status().message().find(c.argument), std::string::npos) << out.status().ToString();
+  }
 }
 
 TEST(ActorPool, ConstructorFailureNamesTheOperator) {

@@ -148,19 +148,20 @@ _REMOTE_UNSUPPORTED = {
     "resources": Unsupported(None, {}, why="custom resources are not modelled; only num_cpus, num_gpus and memory"),
     "runtime_env": Unsupported(None, {}, why="UDFs run in this process, in its environment"),
     "retry_exceptions": Unsupported(None, False, why="a failed task is not retried; see DataContext.max_errored_blocks"),
-    "max_concurrency": Unsupported(None, 1, why="an actor runs one task at a time"),
 }
 _RESOURCES = ("num_cpus", "num_gpus", "memory")
 
-# Tasks of maps: num_cpus / num_gpus / memory are slots a task holds while it runs.
-RAY_REMOTE_ARGS = Passthrough("ray_remote_args", honoured=_RESOURCES, no_effect=RAY_REMOTE_ARGS_WITHOUT_EFFECT,
-                              unsupported=_REMOTE_UNSUPPORTED)
+# Tasks of maps: num_cpus / num_gpus / memory are slots a task holds while it runs;
+# max_concurrency is how many tasks one actor runs at once.
+RAY_REMOTE_ARGS = Passthrough("ray_remote_args", honoured=_RESOURCES + ("max_concurrency",),
+                              no_effect=RAY_REMOTE_ARGS_WITHOUT_EFFECT, unsupported=_REMOTE_UNSUPPORTED)
 # Steps that run inside the engine's vectorised operators, not as tasks of their own
 # (select/drop/rename columns, reads, writes): a resource request has nothing to apply to.
 _NOT_A_TASK = "this step runs inside the engine's operators, not as a task with its own resources"
 RAY_REMOTE_ARGS_NO_TASK = Passthrough(
     "ray_remote_args", no_effect=RAY_REMOTE_ARGS_WITHOUT_EFFECT,
-    unsupported={**_REMOTE_UNSUPPORTED, **{r: Unsupported(None, why=_NOT_A_TASK) for r in _RESOURCES}})
+    unsupported={**_REMOTE_UNSUPPORTED,
+                 **{r: Unsupported(None, why=_NOT_A_TASK) for r in _RESOURCES + ("max_concurrency",)}})
 
 # ---- pyarrow's Parquet, CSV and pandas' JSON options ---------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from millstream._args import Unsupported, check_int, public
+from millstream._args import check_int, public
 
 
 class TaskPoolStrategy:
@@ -20,10 +20,15 @@ class TaskPoolStrategy:
 
 class ActorPoolStrategy:
     """Run a callable class on a pool of actors: ``size`` fixed, or ``min_size`` to
-    ``max_size`` autoscaling (see ``DataContext.autoscaling_config``)."""
+    ``max_size`` autoscaling (see ``DataContext.autoscaling_config``).
 
-    @public(unsupported={"enable_true_multi_threading": Unsupported(
-        None, False, why="an actor runs one task at a time")})
+    An actor runs ``max_concurrency`` tasks at once (a ``ray_remote_args`` key, 1 by
+    default), and calls its instance from one of them at a time unless
+    ``enable_true_multi_threading`` is True (then up to ``max_concurrency`` calls overlap).
+    ``max_tasks_in_flight_per_actor`` (4 by default, or ``DataContext``'s) is how many
+    bundles the autoscaler expects each actor to have running or waiting."""
+
+    @public
     def __init__(self, *, size: Optional[int] = None, min_size: Optional[int] = None,
                  max_size: Optional[int] = None, initial_size: Optional[int] = None,
                  max_tasks_in_flight_per_actor: Optional[int] = None,
@@ -32,16 +37,24 @@ class ActorPoolStrategy:
             check_int("ActorPoolStrategy", name, value, min=1, none_ok=True) for name, value in (
                 ("size", size), ("min_size", min_size), ("max_size", max_size),
                 ("initial_size", initial_size), ("max_tasks_in_flight_per_actor", max_tasks_in_flight_per_actor)))
+        if enable_true_multi_threading is not None and not isinstance(enable_true_multi_threading, bool):
+            raise TypeError("ActorPoolStrategy: enable_true_multi_threading must be a bool or None, "
+                            f"got {type(enable_true_multi_threading).__name__}")
         if size is not None:
-            if min_size is not None or max_size is not None:
-                raise ValueError("ActorPoolStrategy: give size, or min_size/max_size, not both")
+            if min_size is not None or max_size is not None or initial_size is not None:
+                raise ValueError("ActorPoolStrategy: give size, or min_size/max_size/initial_size, not both")
             min_size = max_size = size
         self.min_size = 1 if min_size is None else min_size
         self.max_size = max_size
         if self.min_size < 1 or (self.max_size is not None and self.max_size < self.min_size):
             raise ValueError(f"ActorPoolStrategy needs 1 <= min_size <= max_size; got {self.min_size}, {self.max_size}")
+        if initial_size is not None and (initial_size < self.min_size or
+                                         (self.max_size is not None and initial_size > self.max_size)):
+            raise ValueError(f"ActorPoolStrategy: initial_size ({initial_size}) must be within "
+                             f"[min_size, max_size] = [{self.min_size}, {self.max_size}]")
         self.initial_size = initial_size
         self.max_tasks_in_flight_per_actor = max_tasks_in_flight_per_actor
+        self.enable_true_multi_threading = bool(enable_true_multi_threading)
 
     def __repr__(self) -> str:
         return f"ActorPoolStrategy(min_size={self.min_size}, max_size={self.max_size})"

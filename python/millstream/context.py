@@ -85,7 +85,8 @@ class AutoscalingConfig(_Strict):
     """When an autoscaling actor pool (``concurrency=(min, max)``) grows and shrinks.
 
     Utilization is (tasks running + bundles waiting) / (actors x max tasks in flight per
-    actor, 4 by default). When every actor is busy and utilization reaches the upscaling
+    actor, 4 by default). When every actor is busy (running ``max_concurrency`` tasks) and
+    utilization reaches the upscaling
     threshold, the pool adds up to ``actor_pool_max_upscaling_delta`` actors per
     scheduling round; at or below the downscaling threshold it retires an idle actor.
     It never leaves [min, max].

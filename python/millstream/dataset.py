@@ -159,11 +159,19 @@ class Dataset:
         cpus = _args.check_number(name, "num_cpus", 1.0 if num_cpus is None else num_cpus)
         gpus = _args.check_number(name, "num_gpus", 0.0 if num_gpus is None else num_gpus)
         mem = int(_args.check_number(name, "memory", 0 if memory is None else memory))
-        in_flight = getattr(compute, "max_tasks_in_flight_per_actor", None) \
-            or DataContext.get_current().max_tasks_in_flight_per_actor or 4
-        in_flight = _args.check_int(name, "max_tasks_in_flight_per_actor", in_flight, min=1)
+        in_flight = getattr(compute, "max_tasks_in_flight_per_actor", None)
+        if in_flight is None:
+            in_flight = DataContext.get_current().max_tasks_in_flight_per_actor
+        in_flight = _args.check_int(name, "max_tasks_in_flight_per_actor", 4 if in_flight is None else in_flight, min=1)
+        max_concurrency = _args.check_int(name, "max_concurrency", ray_remote_args.get("max_concurrency"),
+                                          min=1, none_ok=True)
+        if max_concurrency is not None and not is_class:
+            raise ValueError(f"{name}: max_concurrency applies to an actor pool (a callable class); "
+                             "a function runs as tasks, capped by concurrency=")
+        threaded = bool(getattr(compute, "enable_true_multi_threading", False))
         return Dataset(self._core.map_batches(target, is_class, name, batch_size, row_preserving,
-                                              is_class, lo, hi, cpus, gpus, int(in_flight), mem))
+                                              is_class, lo, hi, cpus, gpus, in_flight, mem,
+                                              max_concurrency or 1, threaded))
 
     @public(passthrough=_args.RAY_REMOTE_ARGS, unsupported={"ray_remote_args_fn": _DYNAMIC_REMOTE_ARGS})
     def map_batches(self, fn, *, batch_size: Union[int, None, str] = None, compute=None,
@@ -178,8 +186,11 @@ class Dataset:
         of arrays, read-only views of Arrow memory when ``zero_copy_batch``), "pandas",
         "pyarrow", or None (the native block, a pyarrow Table). A callable class runs on an
         actor pool (``concurrency=n`` or ``(min, max)``), constructed once per actor with
-        ``fn_constructor_args/kwargs``. ``fn`` may be a generator or ``async def`` (its
-        coroutine or async generator runs on the UDF's own event loop).
+        ``fn_constructor_args/kwargs``; an actor runs one call at a time
+        (``max_concurrency=k`` in ``ray_remote_args``: k tasks at once, their calls still one
+        at a time unless the ``ActorPoolStrategy`` has ``enable_true_multi_threading=True``).
+        ``fn`` may be a generator or ``async def`` (its coroutine or async generator runs on
+        the UDF's own event loop).
         """
         fmt = _batch.check_batch_format(batch_format)
         name = f"MapBatches({_fn_name(fn)})"
@@ -188,7 +199,8 @@ class Dataset:
         return self._map(adapter, fn, name, batch_size=batch_size, compute=compute,
                          concurrency=concurrency, fn_constructor_args=fn_constructor_args,
                          fn_constructor_kwargs=fn_constructor_kwargs, num_cpus=num_cpus,
-                         num_gpus=num_gpus, memory=memory, row_preserving=not udf_modifying_row_count)
+                         num_gpus=num_gpus, memory=memory, row_preserving=not udf_modifying_row_count,
+                         **ray_remote_args)
 
     @public(passthrough=_args.RAY_REMOTE_ARGS, unsupported={"ray_remote_args_fn": _DYNAMIC_REMOTE_ARGS})
     def map(self, fn, *, compute=None, fn_args=None, fn_kwargs=None, fn_constructor_args=None,
@@ -220,7 +232,7 @@ class Dataset:
         return self._map(adapter, fn, name, row_preserving=True, compute=compute,
                          concurrency=concurrency, fn_constructor_args=fn_constructor_args,
                          fn_constructor_kwargs=fn_constructor_kwargs, num_cpus=num_cpus, num_gpus=num_gpus,
-                         memory=memory)
+                         memory=memory, **ray_remote_args)
 
     @public(passthrough=_args.RAY_REMOTE_ARGS, unsupported={"ray_remote_args_fn": _DYNAMIC_REMOTE_ARGS})
     def flat_map(self, fn, *, compute=None, fn_args=None, fn_kwargs=None, fn_constructor_args=None,
@@ -246,7 +258,7 @@ class Dataset:
         return self._map(adapter, fn, name, compute=compute, concurrency=concurrency,
                          fn_constructor_args=fn_constructor_args,
                          fn_constructor_kwargs=fn_constructor_kwargs, num_cpus=num_cpus, num_gpus=num_gpus,
-                         memory=memory)
+                         memory=memory, **ray_remote_args)
 
     @public(passthrough=_args.RAY_REMOTE_ARGS, unsupported={"ray_remote_args_fn": _DYNAMIC_REMOTE_ARGS})
     def filter(self, fn=None, expr=None, *, compute=None, fn_args=None, fn_kwargs=None,
@@ -281,7 +293,7 @@ class Dataset:
         return self._map(adapter, fn, name, compute=compute, concurrency=concurrency,
                          fn_constructor_args=fn_constructor_args,
                          fn_constructor_kwargs=fn_constructor_kwargs, num_cpus=num_cpus, num_gpus=num_gpus,
-                         memory=memory)
+                         memory=memory, **ray_remote_args)
 
     @public(passthrough=_args.RAY_REMOTE_ARGS)
     def add_column(self, col: str, fn: Callable, *, batch_format: Optional[str] = "pandas",

@@ -184,7 +184,6 @@ def test_compute_strings_as_in_ray():
     (lambda ds, d: ds.select_columns(["id"], num_cpus=2), "num_cpus"),
     (lambda ds, d: ds.select_columns(["id"], concurrency=2), "concurrency"),
     (lambda ds, d: ds.filter(expr="id > 1", num_cpus=2), "num_cpus"),
-    (lambda ds, d: md.ActorPoolStrategy(size=2, enable_true_multi_threading=True), "enable_true_multi_threading"),
     (lambda ds, d: md.ActorPoolStrategy(min_size=1, max_size=4, initial_size=2), "initial"),
 ])
 def test_not_implemented_parameters_say_so(tmp_path, call, name):

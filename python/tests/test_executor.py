@@ -258,11 +258,12 @@ def test_fixed_pool_constructs_each_actor_once(counted):
     assert 1 <= counted.constructed <= 2
 
 
-def test_actors_taking_every_cpu_do_not_starve_upstream(counted):
+@pytest.mark.parametrize("max_concurrency", [1, 2])
+def test_actors_taking_every_cpu_do_not_starve_upstream(counted, max_concurrency):
     md.DataContext.get_current().execution_options.resource_limits.cpu = 2
     ds = (md.range(500, override_num_blocks=25)
           .map_batches(_sleep(0.001), concurrency=1)    # upstream tasks need a CPU too
-          .map_batches(counted, concurrency=2, num_cpus=1))
+          .map_batches(counted, concurrency=2, num_cpus=1, max_concurrency=max_concurrency))
     done = []
     t = threading.Thread(target=lambda: done.append(ds.count()), daemon=True)
     t.start()
@@ -275,6 +276,93 @@ def test_autoscaling_config_fields_steer_the_pool(counted):
     ds = md.range(1000, override_num_blocks=50).map_batches(counted, concurrency=(1, 4), num_cpus=0.5)
     assert ds.count() == 1000
     assert counted.constructed == 1  # never busy enough to grow
+
+
+class _Reentry:
+    """A stateful model that records how many calls were inside this instance at once
+    (each call sleeps to widen the window) and stamps the peak on its rows."""
+
+    def __init__(self, seconds=0.003):
+        self.seconds, self.lock, self.inside, self.peak = seconds, threading.Lock(), 0, 0
+
+    def __call__(self, batch):
+        with self.lock:
+            self.inside += 1
+            self.peak = max(self.peak, self.inside)
+        time.sleep(self.seconds)
+        with self.lock:
+            self.inside -= 1
+        return {"id": batch["id"], "peak": np.full(len(batch["id"]), self.peak)}
+
+
+def _peak_inside_one_actor(**kwargs):
+    rows = md.range(1500, override_num_blocks=150).map_batches(_Reentry, **kwargs).take_all()
+    assert sorted(r["id"] for r in rows) == list(range(1500))
+    return max(r["peak"] for r in rows)
+
+
+@pytest.mark.parametrize("concurrency", [1, 2, (1, 3)])
+def test_an_actor_runs_one_call_at_a_time(concurrency):
+    md.DataContext.get_current().execution_options.resource_limits.cpu = 8  # threads to spare
+    assert _peak_inside_one_actor(concurrency=concurrency, num_cpus=0.5) == 1
+
+
+def test_actors_of_a_pool_run_side_by_side():
+    probe = ConcurrencyProbe(0.005)
+
+    class Model:
+        def __call__(self, batch):
+            return probe(batch)
+
+    md.DataContext.get_current().execution_options.resource_limits.cpu = 4
+    assert md.range(400, override_num_blocks=40).map_batches(Model, concurrency=2).count() == 400
+    assert probe.peak == 2
+
+
+def test_max_concurrency_runs_tasks_together_but_calls_one_at_a_time():
+    # As Ray's ActorPoolStrategy without enable_true_multi_threading: up to max_concurrency
+    # tasks on one actor (here a fused function of theirs overlaps), one call in its model.
+    prepare = ConcurrencyProbe(0.02)
+    md.DataContext.get_current().execution_options.resource_limits.cpu = 8
+    rows = (md.range(600, override_num_blocks=60).map_batches(prepare)
+            .map_batches(_Reentry, concurrency=1, max_concurrency=3).take_all())
+    assert len(rows) == 600
+    assert max(r["peak"] for r in rows) == 1
+    assert prepare.peak == 3
+
+
+def test_true_multi_threading_lets_max_concurrency_calls_in():
+    md.DataContext.get_current().execution_options.resource_limits.cpu = 8
+    pool = md.ActorPoolStrategy(size=1, enable_true_multi_threading=True)
+    assert _peak_inside_one_actor(compute=pool, max_concurrency=3, fn_constructor_args=(0.01,)) == 3
+    assert _peak_inside_one_actor(compute=pool) == 1  # max_concurrency=1: one at a time still
+
+
+@pytest.mark.parametrize("make", [
+    lambda: md.ActorPoolStrategy(max_tasks_in_flight_per_actor=0),
+    lambda: md.ActorPoolStrategy(size=0),
+    lambda: md.ActorPoolStrategy(min_size=0),
+    lambda: md.ActorPoolStrategy(min_size=3, max_size=2),
+    lambda: md.ActorPoolStrategy(min_size=2, max_size=4, initial_size=5),
+    lambda: md.ActorPoolStrategy(size=2, initial_size=2),
+    lambda: md.range(3).map_batches(_Reentry, concurrency=1, max_concurrency=0),
+    lambda: md.range(3).map_batches(lambda b: b, max_concurrency=2),
+])
+def test_invalid_actor_pool_settings_raise(make):
+    with pytest.raises(ValueError):
+        make()
+
+
+def test_invalid_pool_settings_name_the_argument():
+    with pytest.raises(ValueError, match="max_tasks_in_flight_per_actor"):
+        md.ActorPoolStrategy(max_tasks_in_flight_per_actor=0)
+    with pytest.raises(ValueError, match="max_concurrency"):
+        md.range(3).map_batches(_Reentry, concurrency=1, max_concurrency=0)
+    with pytest.raises(TypeError, match="enable_true_multi_threading"):
+        md.ActorPoolStrategy(enable_true_multi_threading="yes")
+    md.DataContext.get_current().max_tasks_in_flight_per_actor = 0
+    with pytest.raises(ValueError, match="max_tasks_in_flight_per_actor"):
+        md.range(3).map_batches(_Reentry, concurrency=1)
 
 
 def test_constructor_failure_names_the_class():

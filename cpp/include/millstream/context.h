@@ -29,7 +29,7 @@ struct ExecutionOptions {
 /// \brief When an autoscaling actor pool grows and shrinks (Ray Data's AutoscalingConfig).
 ///
 /// Utilization is (tasks running + bundles waiting) / (actors x max_tasks_in_flight_per_actor):
-/// when every actor is busy and it is at or above the upscaling
+/// when every actor is busy (running `max_concurrency` tasks) and it is at or above the upscaling
 /// threshold the pool adds up to `actor_pool_max_upscaling_delta` actors per scheduling
 /// round; at or below the downscaling threshold it retires an idle actor. Never outside
 /// the pool's [min, max].

@@ -14,7 +14,8 @@ namespace millstream {
 /// \brief A user function over batches: one batch in, a table out (any number of rows).
 ///
 /// `Call` may run on any engine thread. A task-pool UDF instance is shared by concurrent
-/// tasks and must be thread-safe; an actor-pool instance serves one task at a time.
+/// tasks and must be thread-safe; an actor-pool instance is called by one thread at a time
+/// (unless its pool sets `enable_true_multi_threading`).
 class BatchUdf {
  public:
   virtual ~BatchUdf() = default;
@@ -33,15 +34,24 @@ struct ComputeStrategy {
   /// Tasks: the most tasks in flight (0: no cap). Actors: the pool's size bounds.
   int min_size = 0;
   int max_size = 0;
-  /// Tasks one actor is expected to keep queued (it runs them one at a time): the
-  /// autoscaler's unit of load.
+  /// Bundles one actor is expected to have waiting or running: the autoscaler's unit of
+  /// load (not how many run inside it; that is `max_concurrency`).
   int max_tasks_in_flight_per_actor = 4;
+  /// Actors: tasks one actor runs at once (Ray's `max_concurrency`); each holds
+  /// 1/max_concurrency of the actor's CPUs and GPUs while it runs.
+  int max_concurrency = 1;
+  /// Actors: when false, an actor's UDF instances are called by one task at a time even
+  /// when `max_concurrency` > 1 (its other tasks slice, convert and hand on batches
+  /// meanwhile); when true, up to `max_concurrency` calls enter one instance at once.
+  bool enable_true_multi_threading = false;
 
   static ComputeStrategy Tasks(int concurrency = 0) {
-    return {Kind::kTasks, 0, concurrency, 4};
+    return {Kind::kTasks, 0, concurrency, 4, 1, false};
   }
-  static ComputeStrategy Actors(int min_size, int max_size, int max_tasks_in_flight = 4) {
-    return {Kind::kActors, min_size, max_size, max_tasks_in_flight};
+  static ComputeStrategy Actors(int min_size, int max_size, int max_tasks_in_flight = 4,
+                                int max_concurrency = 1, bool enable_true_multi_threading = false) {
+    return {Kind::kActors, min_size,       max_size, max_tasks_in_flight,
+            max_concurrency,  enable_true_multi_threading};
   }
   bool operator==(const ComputeStrategy&) const = default;
 };

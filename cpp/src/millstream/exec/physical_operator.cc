@@ -1,5 +1,7 @@
 #include "exec/physical_operator.h"
 
+#include <algorithm>
+
 namespace millstream {
 
 RefBundle RefBundle::Of(Block block) {
@@ -46,10 +48,25 @@ bool PhysicalOperator::Completed() const {
 }
 
 ActorState* PhysicalOperator::FreeActor() const {
+  // The least loaded actor with a free slot (the first of them on a tie).
+  const int slots = std::max(1, spec().compute.max_concurrency);
+  ActorState* best = nullptr;
   for (const auto& actor : actors) {
-    if (!actor->busy) return actor.get();
+    if (actor->running < slots && (!best || actor->running < best->running)) best = actor.get();
   }
-  return nullptr;
+  return best;
+}
+
+double PhysicalOperator::TaskCpus() const {
+  return spec().compute.kind == ComputeStrategy::Kind::kActors
+             ? spec().num_cpus / std::max(1, spec().compute.max_concurrency)
+             : spec().num_cpus;
+}
+
+double PhysicalOperator::TaskGpus() const {
+  return spec().compute.kind == ComputeStrategy::Kind::kActors
+             ? spec().num_gpus / std::max(1, spec().compute.max_concurrency)
+             : spec().num_gpus;
 }
 
 int64_t PhysicalOperator::TaskBytes() const {

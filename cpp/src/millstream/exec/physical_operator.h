@@ -85,8 +85,13 @@ struct PhysicalOperator {
   RefBundle TakeBundle();
   bool Completed() const;
   int64_t TaskBytes() const;
-  /// An actor with no task running, or null.
+  /// The actor with the fewest tasks running among those running fewer than the pool's
+  /// `max_concurrency`, or null.
   ActorState* FreeActor() const;
+  /// CPUs and GPUs one task holds while it runs: an actor's share is its request divided
+  /// by `max_concurrency` (as Ray divides an actor's resources among its concurrent tasks).
+  double TaskCpus() const;
+  double TaskGpus() const;
 };
 
 }  // namespace millstream

@@ -58,6 +58,20 @@ arrow::Result<PhysicalPlan> PlanPhysical(const PlanPtr& optimized, const DataCon
                                       " per task but the CPU limit is ", limits.cpu,
                                       "; lower num_cpus or raise resource_limits.cpu");
       }
+      if (const auto& compute = op->spec().compute; compute.kind == ComputeStrategy::Kind::kActors) {
+        if (compute.min_size < 1 || compute.max_size < compute.min_size) {
+          return arrow::Status::Invalid(op->name, ": an actor pool needs 1 <= min_size <= max_size; got ",
+                                        compute.min_size, ", ", compute.max_size);
+        }
+        if (compute.max_tasks_in_flight_per_actor < 1) {
+          return arrow::Status::Invalid(op->name, ": max_tasks_in_flight_per_actor must be >= 1, got ",
+                                        compute.max_tasks_in_flight_per_actor);
+        }
+        if (compute.max_concurrency < 1) {
+          return arrow::Status::Invalid(op->name, ": max_concurrency must be >= 1, got ",
+                                        compute.max_concurrency);
+        }
+      }
       if (op->spec().num_gpus > limits.gpu) {
         return arrow::Status::Invalid(op->name, " asks for num_gpus=", op->spec().num_gpus,
                                       " per task but ", limits.gpu,
@@ -286,9 +300,9 @@ void Execution::ProcessEvent(Event& event) {
     task.done = true;
     op.active_tasks -= 1;
     running_tasks_ -= 1;
-    cpus_in_use_ -= op.spec().num_cpus;
-    gpus_in_use_ -= op.spec().num_gpus;
-    if (task.actor) task.actor->busy = false;
+    cpus_in_use_ -= op.TaskCpus();
+    gpus_in_use_ -= op.TaskGpus();
+    if (task.actor) task.actor->running -= 1;
     op.stats.task_wall_s += event.wall_s;
     op.stats.cpu_s += event.cpu_s;
     op.stats.udf_s += event.udf_s;
@@ -432,8 +446,8 @@ int64_t Execution::EstimateTaskOutput(size_t i) const {
 bool Execution::CanLaunch(size_t i, bool force) {
   auto& op = *ops_[i];
   if (op.kind != PhysicalOperator::Kind::kMap || *op.stopped || !op.HasBundleReady()) return false;
-  if (cpus_in_use_ + op.spec().num_cpus > limits_.cpu + 1e-9 && running_tasks_ > 0) return false;
-  if (gpus_in_use_ + op.spec().num_gpus > limits_.gpu + 1e-9) return false;
+  if (cpus_in_use_ + op.TaskCpus() > limits_.cpu + 1e-9 && running_tasks_ > 0) return false;
+  if (gpus_in_use_ + op.TaskGpus() > limits_.gpu + 1e-9) return false;
   if (op.spec().compute.kind == ComputeStrategy::Kind::kTasks) {
     if (op.spec().compute.max_size > 0 && op.active_tasks >= op.spec().compute.max_size) return false;
   } else {
@@ -501,14 +515,14 @@ void Execution::Launch(size_t i) {
   ActorState* actor = nullptr;
   if (op.spec().compute.kind == ComputeStrategy::Kind::kActors) {
     actor = op.FreeActor();
-    actor->busy = true;
+    actor->running += 1;
     task.actor = actor;
   }
   op.running.emplace(task_index, std::move(task));
   op.active_tasks += 1;
   running_tasks_ += 1;
-  cpus_in_use_ += op.spec().num_cpus;
-  gpus_in_use_ += op.spec().num_gpus;
+  cpus_in_use_ += op.TaskCpus();
+  gpus_in_use_ += op.TaskGpus();
   op.stats.tasks += 1;
   if (i == 0) {  // blocks given to a source operator; what a read makes counts when done
     for (const auto& block : bundle.blocks) {
@@ -541,7 +555,8 @@ void Execution::RunTask(size_t i, int64_t task_index, RefBundle bundle, ActorSta
     return arrow::Status::OK();
   };
   auto run = [&]() -> arrow::Status {
-    TaskContext task{task_index, actor, &cancelled_, &udf_seconds};
+    TaskContext task{task_index, actor, ops_[i]->spec().compute.enable_true_multi_threading,
+                     &cancelled_, &udf_seconds};
     task.sunk = [&](const arrow::RecordBatch& block) {
       Event written;
       written.op = i;
@@ -612,7 +627,8 @@ bool Execution::DownstreamFull(size_t i) const {
   if (next.kind != PhysicalOperator::Kind::kMap) return false;
   double capacity;
   if (next.spec().compute.kind == ComputeStrategy::Kind::kActors) {
-    capacity = std::max<double>(1, next.spec().compute.max_size);
+    capacity = std::max<double>(1, next.spec().compute.max_size) *
+               std::max(1, next.spec().compute.max_concurrency);
   } else if (next.spec().compute.max_size > 0) {
     capacity = next.spec().compute.max_size;
   } else {
@@ -637,7 +653,7 @@ void Execution::ScaleActorPools() {
     if (op.Completed() || *op.stopped) {
       // The pool's work is over: release every idle actor (and with it, its model).
       for (size_t a = op.actors.size(); a-- > 0;) {
-        if (!op.actors[a]->busy) RetireActor(op, a);
+        if (op.actors[a]->running == 0) RetireActor(op, a);
       }
       continue;
     }
@@ -656,7 +672,7 @@ void Execution::ScaleActorPools() {
     } else if (utilization <= config.actor_pool_util_downscaling_threshold &&
                static_cast<int>(op.actors.size()) > min_size) {
       for (size_t a = op.actors.size(); a-- > 0;) {
-        if (!op.actors[a]->busy) {
+        if (op.actors[a]->running == 0) {
           RetireActor(op, a);
           break;
         }

@@ -1,9 +1,12 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include <arrow/result.h>
@@ -14,14 +17,68 @@
 
 namespace millstream {
 
+/// \brief A lock whose waiters give up when their execution is cancelled, so that a task
+/// waiting for a call that never returns still ends. (A mutex and condition variable, not
+/// std::timed_mutex, whose timed lock ThreadSanitizer does not see.)
+class CancellableLock {
+ public:
+  /// Waits until the lock is free and takes it; Cancelled if `*cancelled` becomes true first.
+  arrow::Status Acquire(const std::atomic<bool>* cancelled) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (held_) {
+      if (cancelled && *cancelled) return arrow::Status::Cancelled("the execution was cancelled");
+      free_.wait_for(lock, std::chrono::milliseconds(10));
+    }
+    held_ = true;
+    return arrow::Status::OK();
+  }
+  void Release() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      held_ = false;
+    }
+    free_.notify_one();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable free_;
+  bool held_ = false;
+};
+
+/// \brief Holds a CancellableLock from Acquire until it goes out of scope.
+class CancellableLockHolder {
+ public:
+  CancellableLockHolder() = default;
+  CancellableLockHolder(const CancellableLockHolder&) = delete;
+  CancellableLockHolder& operator=(const CancellableLockHolder&) = delete;
+  ~CancellableLockHolder() {
+    if (lock_) lock_->Release();
+  }
+  arrow::Status Acquire(CancellableLock& lock, const std::atomic<bool>* cancelled) {
+    ARROW_RETURN_NOT_OK(lock.Acquire(cancelled));
+    lock_ = &lock;
+    return arrow::Status::OK();
+  }
+
+ private:
+  CancellableLock* lock_ = nullptr;
+};
+
 /// \brief The per-actor state of an actor-pool map: one UDF instance per transform that
-/// asks for it, built on the actor's first task. Touched by one task at a time.
+/// asks for it, built on the actor's first task. Up to the pool's `max_concurrency` tasks
+/// run on it at once; `call_lock` lets one of them at a time into its instances.
 struct ActorState {
+  /// Guards `instances` (tasks of one actor may start together).
+  CancellableLock instances_lock;
   std::map<const void*, std::shared_ptr<void>> instances;
+  /// Held around every call into this actor's instances, unless the pool allows true
+  /// multi-threading: an actor runs one call at a time, as a Ray actor does.
+  CancellableLock call_lock;
   /// Constructions of UDF instances on this actor (each transform builds once).
   std::atomic<int> constructed{0};
-  /// A task is running on it (the scheduler's flag, read and written under its lock).
-  bool busy = false;
+  /// Tasks running on it (the scheduler's count, read and written under its lock).
+  int running = 0;
 };
 
 /// \brief What a task knows about itself while its transforms run.
@@ -29,6 +86,9 @@ struct TaskContext {
   int64_t task_index = 0;
   /// Set when the task runs on an actor.
   ActorState* actor = nullptr;
+  /// With `actor`: calls into the actor's instances overlap (the pool's
+  /// `enable_true_multi_threading`); otherwise they take `actor->call_lock`.
+  bool concurrent_calls = false;
   /// Set when the execution is cancelled; transforms stop at the next block.
   const std::atomic<bool>* cancelled = nullptr;
   /// Seconds spent inside user functions, added to by the transforms of this task.

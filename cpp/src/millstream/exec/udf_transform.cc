@@ -10,12 +10,16 @@ namespace {
 
 class UdfTransform;
 
+
 /// Cuts incoming blocks into batches of exactly `batch_size` rows (the task's last batch
-/// may be shorter) and calls the UDF on each.
+/// may be shorter) and calls the UDF on each; under `call_lock` when one is given (an
+/// actor's instance, one call at a time).
 class UdfState : public TransformState {
  public:
-  UdfState(std::shared_ptr<BatchUdf> udf, std::optional<int64_t> batch_size, double* udf_seconds)
-      : udf_(std::move(udf)), batch_size_(batch_size), udf_seconds_(udf_seconds) {}
+  UdfState(std::shared_ptr<BatchUdf> udf, std::optional<int64_t> batch_size,
+           const TaskContext& task, CancellableLock* call_lock)
+      : udf_(std::move(udf)), batch_size_(batch_size), udf_seconds_(task.udf_seconds),
+        cancelled_(task.cancelled), call_lock_(call_lock) {}
 
   arrow::Status Push(Block block, const Emit& emit) override {
     if (!batch_size_) return Call(block, emit);
@@ -45,12 +49,20 @@ class UdfState : public TransformState {
     return Call(batch, emit);
   }
 
-  arrow::Status Call(const Block& batch, const Emit& emit) {
+  arrow::Result<std::shared_ptr<arrow::Table>> CallUdf(const Block& batch) {
+    CancellableLockHolder serial;
+    if (call_lock_) ARROW_RETURN_NOT_OK(serial.Acquire(*call_lock_, cancelled_));
+    // Time inside the function only, not the wait for the actor's other call to end.
     auto started = std::chrono::steady_clock::now();
     auto result = udf_->Call(batch);
     if (udf_seconds_) {
       *udf_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     }
+    return result;
+  }
+
+  arrow::Status Call(const Block& batch, const Emit& emit) {
+    auto result = CallUdf(batch);
     ARROW_ASSIGN_OR_RAISE(auto table, std::move(result));
     if (!table) return arrow::Status::Invalid("the function returned no batch");
     arrow::TableBatchReader reader(*table);
@@ -67,6 +79,8 @@ class UdfState : public TransformState {
   std::shared_ptr<BatchUdf> udf_;
   std::optional<int64_t> batch_size_;
   double* udf_seconds_;
+  const std::atomic<bool>* cancelled_;
+  CancellableLock* call_lock_;
   std::vector<Block> pending_;
   int64_t pending_rows_ = 0;
 };
@@ -82,8 +96,13 @@ class UdfTransform : public Transform {
   arrow::Result<std::unique_ptr<TransformState>> MakeState(
       const TaskContext& task) const override {
     std::shared_ptr<BatchUdf> udf;
-    if (task.actor) {
-      // One instance per actor, built by the actor's first task.
+    CancellableLock* call_lock = nullptr;
+    if (task.actor && options_.compute.kind == ComputeStrategy::Kind::kActors) {
+      // One instance per actor, built by the actor's first task. (A function fused into
+      // the actor's tasks keeps its one shared instance, called without the actor's lock.)
+      if (!task.concurrent_calls) call_lock = &task.actor->call_lock;
+      CancellableLockHolder lock;
+      ARROW_RETURN_NOT_OK(lock.Acquire(task.actor->instances_lock, task.cancelled));
       auto& slot = task.actor->instances[this];
       if (!slot) {
         ARROW_ASSIGN_OR_RAISE(auto made, MakeInstance());
@@ -98,7 +117,7 @@ class UdfTransform : public Transform {
       }
       udf = shared_;
     }
-    return std::make_unique<UdfState>(std::move(udf), options_.batch_size, task.udf_seconds);
+    return std::make_unique<UdfState>(std::move(udf), options_.batch_size, task, call_lock);
   }
 
  private:
