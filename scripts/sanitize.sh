@@ -4,10 +4,12 @@
 #   py    the Python suite on the ASan build of the module (a few timing-bound tests left out)
 #   tsan  build/tsan, -fsanitize=thread: every gtest test, the executor's included
 # Usage: scripts/sanitize.sh [asan] [py] [tsan]   (no argument: all three, in that order)
-# Needs scripts/setup.sh done (.venv with pyarrow, GoogleTest, ccache). Prints each part's time.
+# Prints each part's time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+[ -x .venv/bin/ninja ] || bash scripts/setup.sh   # GoogleTest, ccache, .venv (pyarrow, cmake, ninja)
+export PATH="$root/.venv/bin:$PATH"
 supp=$root/scripts/sanitizers
 parts=("$@")
 [ ${#parts[@]} -gt 0 ] || parts=(asan py tsan)
