@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <limits>
 
 #include <arrow/api.h>
 
@@ -18,7 +19,12 @@ class RangeReadTask : public ReadTask {
     return emit(arrow::RecordBatch::Make(RangeSchema(), end_ - start_, {ids}));
   }
   int64_t estimated_rows() const override { return end_ - start_; }
-  int64_t estimated_bytes() const override { return 8 * (end_ - start_); }
+  int64_t estimated_bytes() const override { return RangeBytes(end_ - start_); }
+  /// 8 bytes a row, saturating at INT64_MAX instead of overflowing.
+  static int64_t RangeBytes(int64_t rows) {
+    constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+    return rows > kMax / 8 ? kMax : 8 * rows;
+  }
   static std::shared_ptr<arrow::Schema> RangeSchema() {
     static auto schema = arrow::schema({arrow::field("id", arrow::int64())});
     return schema;
@@ -36,12 +42,19 @@ class RangeSource : public Datasource {
       const ReadTaskOptions& options) const override {
     const int64_t parallelism = options.parallelism;
     const int64_t target_max_block_size = options.target_max_block_size;
-    int64_t by_size = (8 * n_ + target_max_block_size - 1) / std::max<int64_t>(1, target_max_block_size);
+    // Ceiling division without `bytes + size - 1`, which overflows for a size near INT64_MAX.
+    const int64_t bytes = RangeReadTask::RangeBytes(n_);
+    const int64_t size = std::max<int64_t>(1, target_max_block_size);
+    int64_t by_size = bytes / size + (bytes % size != 0);
     int64_t blocks = std::max<int64_t>({1, parallelism, by_size});
     blocks = std::min(blocks, std::max<int64_t>(1, n_));
+    // Block boundaries n * i / blocks in 128 bits: n * i overflows 64 for large ranges.
+    auto boundary = [&](int64_t i) {
+      return static_cast<int64_t>(static_cast<__int128>(n_) * i / blocks);
+    };
     std::vector<std::shared_ptr<ReadTask>> tasks;
     for (int64_t i = 0; i < blocks; ++i) {
-      tasks.push_back(std::make_shared<RangeReadTask>(n_ * i / blocks, n_ * (i + 1) / blocks));
+      tasks.push_back(std::make_shared<RangeReadTask>(boundary(i), boundary(i + 1)));
     }
     return tasks;
   }
