@@ -95,7 +95,9 @@ arrow::Result<std::unique_ptr<Execution>> Execution::Start(PhysicalPlan plan,
     first.input_queue.push_back(std::move(bundle));
   }
   first.inputs_done = true;
-  int threads = std::max(1, static_cast<int>(std::ceil(execution->limits_.cpu)));
+  // Clamped as a double: a CPU limit past INT_MAX (1e30 for "no limit") made the cast UB.
+  constexpr double kMaxThreads = 1024;
+  int threads = static_cast<int>(std::clamp(std::ceil(execution->limits_.cpu), 1.0, kMaxThreads));
   execution->pool_ = std::make_unique<ThreadPool>(threads);
   {
     std::unique_lock<std::mutex> lock(execution->mutex_);
