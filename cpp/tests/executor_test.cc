@@ -421,6 +421,16 @@ TEST(Context, ClusterSizedCpuLimitKeepsItsSlotsWithoutAThreadEach) {
   EXPECT_EQ(*count, 1000);
 }
 
+TEST(Executor, CpuLimitBeyondIntRangeRuns) {
+  DataContext context;
+  context.execution_options.resource_limits.cpu = 1e30;  // "no CPU limit"
+  auto ds = Dataset::Range(100, 10).ValueOrDie().MapBatches(Slow(std::chrono::milliseconds(0)),
+                                                            Named("MapBatches(noop)"));
+  auto out = ds.ToTable(context);
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_EQ((*out)->num_rows(), 100);
+}
+
 TEST(Executor, ActorPoolConstructsOncePerActor) {
   std::atomic<int> constructed{0};
   MapBatchesOptions options = Named("MapBatches(Model)");
