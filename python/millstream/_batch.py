@@ -176,8 +176,19 @@ def _unify_tensor_shapes(tables: list) -> list:
     return out
 
 
+_ROWS_PER_SLICE = 65536
+
+
 def rows_of(batch: pa.RecordBatch | pa.Table) -> list[Dict[str, Any]]:
-    """The rows as dicts; a tensor column's values are ndarrays (as Ray's rows are)."""
+    """The rows as dicts; a tensor column's values are ndarrays (as Ray's rows are).
+
+    A large batch is converted a slice at a time, so Ctrl-C reaches the caller between
+    slices instead of after the whole batch."""
+    if batch.num_rows > _ROWS_PER_SLICE:
+        rows: list[Dict[str, Any]] = []
+        for start in range(0, batch.num_rows, _ROWS_PER_SLICE):
+            rows.extend(rows_of(batch.slice(start, _ROWS_PER_SLICE)))
+        return rows
     names, columns = batch.schema.names, batch.columns
     if not any(_is_tensor(column.type) for column in columns):
         return batch.to_pylist()

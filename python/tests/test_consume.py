@@ -458,3 +458,9 @@ def test_iter_batches_local_shuffle_drop_last_and_errors():
     assert sizes == [100, 100]
     with pytest.raises(ValueError, match="local_shuffle_buffer_size"):
         list(ds.iter_batches(local_shuffle_buffer_size=0))
+
+
+def test_rows_of_a_block_larger_than_a_conversion_slice_are_all_there_in_order():
+    # Rows are converted a slice of 65,536 at a time (so Ctrl-C is seen between slices).
+    table = pa.table({"id": pa.array(range(200_003)), "s": pa.array([str(i % 7) for i in range(200_003)])})
+    assert md.from_arrow(table).take_all() == table.to_pylist()

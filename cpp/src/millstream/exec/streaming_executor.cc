@@ -555,8 +555,12 @@ void Execution::RunTask(size_t i, int64_t task_index, RefBundle bundle, ActorSta
     return arrow::Status::OK();
   };
   auto run = [&]() -> arrow::Status {
-    TaskContext task{task_index, actor, ops_[i]->spec().compute.enable_true_multi_threading,
-                     &cancelled_, &udf_seconds};
+    TaskContext task;
+    task.task_index = task_index;
+    task.actor = actor;
+    task.concurrent_calls = ops_[i]->spec().compute.enable_true_multi_threading;
+    task.cancelled = &cancelled_;
+    task.udf_seconds = &udf_seconds;
     task.sunk = [&](const arrow::RecordBatch& block) {
       Event written;
       written.op = i;
