@@ -126,7 +126,10 @@ arrow::Result<bool> PrepareWriteDirectory(const std::string& directory, SaveMode
 
 /// \brief Counters of one operator over one execution.
 struct OperatorStats {
+  /// The physical operator: "TaskPoolMapOperator[ReadParquet->MapBatches(f)]".
   std::string name;
+  /// What the user asked, for progress: "ReadParquet->MapBatches(f)", "Limit[10]".
+  std::string display_name;
   int64_t tasks = 0;
   int64_t blocks_in = 0, rows_in = 0, bytes_in = 0;
   int64_t blocks_out = 0, rows_out = 0, bytes_out = 0;
@@ -245,6 +248,9 @@ class Dataset {
   arrow::Result<Dataset> SelectColumns(std::vector<std::string> columns) const;
   arrow::Result<Dataset> DropColumns(std::vector<std::string> columns) const;
   arrow::Result<Dataset> RenameColumns(std::map<std::string, std::string> renames) const;
+  /// The rows of this dataset and of `others`, streamed as their inputs produce them
+  /// (under preserve_order: all of this one, then each of `others` in turn).
+  Dataset Union(const std::vector<Dataset>& others) const;
   /// The first `n` rows, in input order: the steps before a limit hand on their output in
   /// order (a stream after it may still reorder unless preserve_order).
   Dataset Limit(int64_t n) const;
