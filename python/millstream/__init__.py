@@ -16,6 +16,7 @@ from millstream.dataset import (
     DataIterator,
     Dataset,
     MaterializedDataset,
+    RandomSeedConfig,
     Schema,
     from_arrow,
     from_items,
@@ -33,6 +34,6 @@ _atexit.register(_core.shutdown)
 
 __all__ = [
     "ActorPoolStrategy", "TaskPoolStrategy", "DataContext", "DataIterator", "Dataset", "ExecutionOptions", "ExecutionResources",
-    "MaterializedDataset", "Schema", "from_arrow", "from_items", "from_numpy", "from_pandas",
+    "MaterializedDataset", "RandomSeedConfig", "Schema", "from_arrow", "from_items", "from_numpy", "from_pandas",
     "range", "range_tensor", "read_parquet",
 ]

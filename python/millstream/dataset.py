@@ -32,6 +32,39 @@ _WRITE_UNSUPPORTED = {
 }
 
 
+class RandomSeedConfig:
+    """How a random operator (``random_shuffle``, ``randomize_block_order``) is seeded, as in
+    Ray: ``seed=None``, a different order every run; a seed with
+    ``reseed_after_execution=True`` (the default), a different but reproducible order on
+    each execution of the dataset; with ``False``, the same order every time."""
+
+    def __init__(self, seed: Optional[int] = None, reseed_after_execution: bool = True,
+                 use_timestamp_as_default: bool = False):
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise TypeError(f"RandomSeedConfig: seed must be an int or None, got {seed!r}")
+        self.seed = None if seed is None else int(seed)
+        self.reseed_after_execution = bool(reseed_after_execution)
+        self.use_timestamp_as_default = bool(use_timestamp_as_default)
+
+    def __repr__(self) -> str:
+        return f"RandomSeedConfig(seed={self.seed}, reseed_after_execution={self.reseed_after_execution})"
+
+
+def _seed(where: str, seed) -> Tuple[Optional[int], bool]:
+    """(seed as an unsigned 64-bit int or None, reseed per execution) from an int or a RandomSeedConfig."""
+    if isinstance(seed, RandomSeedConfig):
+        base, reseed = seed.seed, seed.reseed_after_execution
+    elif seed is None:
+        return None, False
+    elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{where}: seed must be an int, a RandomSeedConfig or None, got {seed!r}")
+    else:
+        base, reseed = int(seed), False
+    if base is None:
+        return None, False
+    return base & 0xFFFFFFFFFFFFFFFF, reseed
+
+
 def _fn_name(fn: Any) -> str:
     name = getattr(fn, "__name__", None) or type(fn).__name__
     return "<lambda>" if name == "<lambda>" else name
@@ -363,6 +396,85 @@ class Dataset:
     def limit(self, limit: int) -> "Dataset":
         """The first ``limit`` rows (in input order); upstream stops reading once they are produced."""
         return Dataset(self._core.limit(_args.check_int("Dataset.limit", "limit", limit)))
+
+    # ---- all-to-all -----------------------------------------------------------------
+
+    @public(unsupported={"boundaries": Unsupported(None, why=_NOT_YET)})
+    def sort(self, key: Union[str, List[str]], descending: Union[bool, List[bool]] = False,
+             boundaries: Optional[List[Union[int, float]]] = None) -> "Dataset":
+        """Rows sorted by ``key`` (a column or a list of columns), ``descending`` per key (a
+        bool for all, or a list); nulls last in both directions, NaN just before them, as
+        in Ray. Stable: rows with equal keys keep their input order. Runs natively: each
+        block is sorted as it streams in, then range partitions are merged; past the memory
+        limit, sorted runs spill to disk."""
+        if key is None:
+            raise ValueError("Dataset.sort: key must be a column name or a list of column names, not None")
+        keys = [key] if isinstance(key, str) else list(key)
+        if not keys or not all(isinstance(k, str) for k in keys):
+            raise ValueError(f"Dataset.sort: key must be a column name or a non-empty list of column names, got {key!r}")
+        if isinstance(descending, bool):
+            flags = [descending] * len(keys)
+        elif isinstance(descending, (list, tuple)) and all(isinstance(d, bool) for d in descending):
+            flags = list(descending)
+            if len(flags) != len(keys):
+                raise ValueError(f"Dataset.sort: descending has {len(flags)} entries for {len(keys)} keys")
+        else:
+            raise TypeError(f"Dataset.sort: descending must be a bool or a list of bools, got {descending!r}")
+        schema = self._core.known_schema()
+        if schema is not None:
+            for k in keys:
+                if k not in schema.names:
+                    raise ValueError(f"Dataset.sort: the key column {k!r} is not in the dataset; its columns are {schema.names}")
+        return Dataset(self._core.sort(keys, flags))
+
+    @public(passthrough=_args.RAY_REMOTE_ARGS_NO_TASK)
+    def random_shuffle(self, *, seed=None, num_blocks: Optional[int] = None, **ray_remote_args) -> "Dataset":
+        """A uniformly random permutation of the rows. ``seed`` (an int, or a
+        :class:`RandomSeedConfig`) makes it reproducible: an int gives the same order on
+        every execution; ``RandomSeedConfig(seed, reseed_after_execution=True)`` a different,
+        reproducible one per execution (e.g. per epoch). Past the memory limit, rows spill."""
+        if num_blocks is not None:
+            raise DeprecationWarning("`num_blocks` parameter is deprecated in Ray 2.9. random_shuffle() does not "
+                                     "support to change the number of output blocks. Use repartition() instead.")
+        return Dataset(self._core.random_shuffle(*_seed("Dataset.random_shuffle", seed)))
+
+    @public
+    def randomize_block_order(self, *, seed=None) -> "Dataset":
+        """The blocks in a random order, each unchanged (cheap; see ``random_shuffle`` for rows)."""
+        return Dataset(self._core.randomize_block_order(*_seed("Dataset.randomize_block_order", seed)))
+
+    @public(unsupported={"target_num_rows_per_block": Unsupported(None, why=_NOT_YET),
+                         "strict": Unsupported(False, why="only meaningful with target_num_rows_per_block"),
+                         "sort": Unsupported(False, why=_NOT_YET)})
+    def repartition(self, num_blocks: Optional[int] = None, target_num_rows_per_block: Optional[int] = None, *,
+                    strict: bool = False, shuffle: bool = False, keys: Optional[List[str]] = None,
+                    sort: bool = False) -> "Dataset":
+        """Exactly ``num_blocks`` blocks (e.g. to set the number of files a write makes):
+        without ``shuffle`` or ``keys``, the rows in order, split and combined into blocks
+        whose row counts differ by at most one; with ``keys``, all rows of one key in one
+        block (hash partitioning); with ``shuffle=True``, each row in a random block."""
+        if num_blocks is None:
+            raise ValueError("Either `num_blocks` or `target_num_rows_per_block` must be set")
+        num_blocks = _args.check_int("Dataset.repartition", "num_blocks", num_blocks, min=1)
+        if not isinstance(shuffle, bool):
+            raise TypeError(f"Dataset.repartition: shuffle must be a bool, got {shuffle!r}")
+        key_list = [] if keys is None else _args.check_columns("Dataset.repartition", keys)
+        schema = self._core.known_schema()
+        if schema is not None:
+            for k in key_list:
+                if k not in schema.names:
+                    raise ValueError(f"Dataset.repartition: the key column {k!r} is not in the dataset; its columns are {schema.names}")
+        return Dataset(self._core.repartition(num_blocks, shuffle, key_list))
+
+    @public
+    def union(self, *other: "Dataset") -> "Dataset":
+        """The rows of this dataset and of each of ``other``, streamed as they are produced
+        (no exchange); under ``preserve_order`` (and for collecting calls such as
+        ``take_all``) all of this one first, then each other in turn, as in Ray."""
+        for i, ds in enumerate(other):
+            if not isinstance(ds, Dataset):
+                raise TypeError(f"Dataset.union: argument {i} is a {type(ds).__name__}, not a Dataset")
+        return Dataset(self._core.union([ds._core for ds in other]))
 
     # ---- execution ------------------------------------------------------------------
 
@@ -739,6 +851,16 @@ def _shuffled_batches(blocks: Iterator[pa.RecordBatch], buffer_rows: int, batch_
 
 class MaterializedDataset(Dataset):
     """A Dataset whose blocks are in memory (from ``materialize`` or ``from_*``)."""
+
+    @public
+    def num_blocks(self) -> int:
+        """The number of blocks it holds (e.g. what ``repartition`` made)."""
+        return sum(1 for _ in self._batches(None, ordered=True))
+
+    @public
+    def size_bytes(self) -> int:
+        """The bytes of memory its blocks take."""
+        return sum(b.nbytes for b in self._batches(None, ordered=True))
 
     def _execute(self, batch_size=None, drop_last=False, ordered=False):
         # Its blocks are computed: streaming them in order costs nothing (as in Ray).

@@ -23,6 +23,21 @@ namespace millstream {
 class LogicalOperator;
 class Execution;
 
+/// \brief One key of a sort: a column, ascending or descending. Nulls come last in both
+/// directions, NaN just before them (pyarrow's `null_placement="at_end"`, as Ray Data).
+struct SortKey {
+  std::string column;
+  bool descending = false;
+};
+
+/// \brief How a random operator is seeded (Ray's RandomSeedConfig): no seed, a different
+/// order every run; a seed, the same order every run — or, with
+/// `reseed_after_execution`, a different but reproducible order each execution.
+struct RandomSeedConfig {
+  std::optional<uint64_t> seed;
+  bool reseed_after_execution = false;
+};
+
 /// \brief Options of a Parquet read.
 struct ReadParquetOptions {
   /// Columns to read, in this order; empty reads all.
@@ -155,6 +170,8 @@ struct OperatorStats {
   bool done = false;
   /// Tasks that failed and were tolerated (DataContext::max_errored_blocks).
   int64_t errored_tasks = 0;
+  /// Bytes written to spill files (an exchange over the memory limit).
+  int64_t spilled_bytes = 0;
 };
 
 /// \brief Counters of one execution.
@@ -248,6 +265,20 @@ class Dataset {
   arrow::Result<Dataset> SelectColumns(std::vector<std::string> columns) const;
   arrow::Result<Dataset> DropColumns(std::vector<std::string> columns) const;
   arrow::Result<Dataset> RenameColumns(std::map<std::string, std::string> renames) const;
+  /// The rows sorted by `keys` (per-key descending; nulls last), stable: rows with equal
+  /// keys keep their input order. Runs as an exchange that sorts each block as it
+  /// streams in, range-partitions by sampled boundaries and sorts each partition,
+  /// spilling past the memory limit.
+  Dataset Sort(std::vector<SortKey> keys) const;
+  /// A uniformly random permutation of the rows.
+  Dataset RandomShuffle(RandomSeedConfig seed = {}) const;
+  /// The blocks in a random order, each block unchanged.
+  Dataset RandomizeBlockOrder(RandomSeedConfig seed = {}) const;
+  /// Exactly `num_blocks` blocks: without `shuffle` or `keys`, the rows in order split
+  /// into blocks whose row counts differ by at most one; with `keys`, every row of one
+  /// key in one block (hash partitioning); with `shuffle`, each row in a random block.
+  arrow::Result<Dataset> Repartition(int64_t num_blocks, bool shuffle = false,
+                                     std::vector<std::string> keys = {}) const;
   /// The rows of this dataset and of `others`, streamed as their inputs produce them
   /// (under preserve_order: all of this one, then each of `others` in turn).
   Dataset Union(const std::vector<Dataset>& others) const;

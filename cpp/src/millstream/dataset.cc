@@ -385,6 +385,26 @@ std::string Dataset::ToString() const {
   return out;
 }
 
+Dataset Dataset::Sort(std::vector<SortKey> keys) const {
+  return Dataset(std::make_shared<SortOp>(plan_, std::move(keys)));
+}
+
+Dataset Dataset::RandomShuffle(RandomSeedConfig seed) const {
+  return Dataset(std::make_shared<RandomShuffleOp>(plan_, RandomSeed(seed)));
+}
+
+Dataset Dataset::RandomizeBlockOrder(RandomSeedConfig seed) const {
+  return Dataset(std::make_shared<RandomizeBlockOrderOp>(plan_, RandomSeed(seed)));
+}
+
+arrow::Result<Dataset> Dataset::Repartition(int64_t num_blocks, bool shuffle,
+                                            std::vector<std::string> keys) const {
+  if (num_blocks <= 0) {
+    return arrow::Status::Invalid("repartition: num_blocks must be positive, got ", num_blocks);
+  }
+  return Dataset(std::make_shared<RepartitionOp>(plan_, num_blocks, shuffle, std::move(keys)));
+}
+
 Dataset Dataset::Union(const std::vector<Dataset>& others) const {
   std::vector<PlanPtr> inputs{plan_};
   for (const auto& other : others) inputs.push_back(other.plan_);

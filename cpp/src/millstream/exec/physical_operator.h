@@ -127,6 +127,10 @@ class PhysicalOperator {
   /// `retired`, destroyed by the executor outside its lock.
   virtual void Scale(std::vector<std::unique_ptr<ActorState>>& retired) {}
   virtual int64_t Actors() const { return 0; }
+  /// Called every scheduling pass with the bytes the memory limit leaves for this
+  /// operator (the limit less what the others hold): an operator that buffers (an
+  /// exchange) caps its reservation with it and spills past it.
+  virtual void SetMemoryBudget(int64_t available) {}
   virtual int64_t ActorsStarted() const { return stats.actors_started; }
 
   // ---- State ----

@@ -143,6 +143,10 @@ void Execution::Drive(std::unique_lock<std::mutex>& lock) {
     lock.lock();
   }
   for (size_t i = 0; i < ops_.size(); ++i) Forward(i);
+  const int64_t total = TotalUsage();
+  for (size_t i = 0; i < ops_.size(); ++i) {
+    ops_[i]->SetMemoryBudget(limits_.memory - (total - OperatorUsage(i)));
+  }
   if (!cancelled_) {
     if (!TryLaunch(false) && running_tasks_ == 0 && !ops_.back()->HasNext() &&
         consumer_blocks_.empty()) {

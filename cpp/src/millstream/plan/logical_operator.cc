@@ -107,6 +107,32 @@ std::shared_ptr<arrow::Schema> UnionOp::SchemaOut(
   return unified.ok() ? *unified : nullptr;
 }
 
+// ---- All-to-all operators -------------------------------------------------------------
+
+std::optional<uint64_t> RandomSeed::ForExecution() const {
+  if (!seed || !reseed_after_execution) return seed;
+  // A different, reproducible seed per execution: the base seed mixed with the count.
+  uint64_t x = *seed + 0x9E3779B97F4A7C15ULL * (executions->fetch_add(1) + 1);
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+  return x ^ (x >> 31);
+}
+
+std::string SortOp::Name() const {
+  std::string name = "Sort[";
+  for (size_t i = 0; i < keys.size(); ++i) {
+    name += (i ? ", " : "") + keys[i].column + (keys[i].descending ? " desc" : "");
+  }
+  return name + "]";
+}
+
+std::string RepartitionOp::Name() const {
+  std::string name = "Repartition[" + std::to_string(num_blocks);
+  if (shuffle) name += ", shuffle";
+  for (const auto& key : keys) name += ", " + key;
+  return name + "]";
+}
+
 // ---- Plan helpers ---------------------------------------------------------------------
 
 std::vector<PlanPtr> PlanChain(const PlanPtr& sink) {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
@@ -9,6 +10,7 @@
 #include "io/datasource.h"
 #include "millstream/udf.h"
 #include "plan/logical_operator.h"
+#include "shuffle/exchange.h"
 
 namespace millstream {
 
@@ -98,6 +100,82 @@ class UnionOp : public LogicalOperator {
   PlanPtr WithInputs(std::vector<PlanPtr> inputs) const override {
     return std::make_shared<UnionOp>(std::move(inputs));
   }
+};
+
+/// \brief An operator that needs all of its input before its output is complete (sort,
+/// shuffle, repartition): it runs as an exchange (shuffle/exchange.h) — a map stage over
+/// the input blocks as they stream in, then a reduce stage.
+class AllToAllOp : public LogicalOperator {
+ public:
+  explicit AllToAllOp(PlanPtr input) : LogicalOperator({std::move(input)}) {}
+  std::optional<int64_t> RowsOut(const std::vector<std::optional<int64_t>>& inputs) const override {
+    return inputs.at(0);
+  }
+  std::shared_ptr<arrow::Schema> SchemaOut(
+      const std::vector<std::shared_ptr<arrow::Schema>>& inputs) const override {
+    return inputs.at(0);
+  }
+};
+
+/// \brief How a random operator seeds each execution (Ray's RandomSeedConfig): unset
+/// seed: different every run; a seed: the same order every run, or — with
+/// `reseed_after_execution` — a different but reproducible order per execution.
+struct RandomSeed {
+  explicit RandomSeed(RandomSeedConfig config = {})
+      : seed(config.seed), reseed_after_execution(config.reseed_after_execution) {}
+  std::optional<uint64_t> seed;
+  bool reseed_after_execution = false;
+  /// The seed of the next execution (counts executions when reseeding).
+  std::optional<uint64_t> ForExecution() const;
+  std::shared_ptr<std::atomic<uint64_t>> executions = std::make_shared<std::atomic<uint64_t>>(0);
+};
+
+/// \brief Rows sorted by `keys` (nulls last), stable.
+class SortOp : public AllToAllOp {
+ public:
+  SortOp(PlanPtr input, std::vector<SortKey> keys) : AllToAllOp(std::move(input)), keys(std::move(keys)) {}
+  std::string Name() const override;
+  PlanPtr WithInputs(std::vector<PlanPtr> inputs) const override {
+    return std::make_shared<SortOp>(std::move(inputs.at(0)), keys);
+  }
+  std::vector<SortKey> keys;
+};
+
+/// \brief A uniformly random permutation of the rows.
+class RandomShuffleOp : public AllToAllOp {
+ public:
+  RandomShuffleOp(PlanPtr input, RandomSeed seed) : AllToAllOp(std::move(input)), seed(std::move(seed)) {}
+  std::string Name() const override { return "RandomShuffle"; }
+  PlanPtr WithInputs(std::vector<PlanPtr> inputs) const override {
+    return std::make_shared<RandomShuffleOp>(std::move(inputs.at(0)), seed);
+  }
+  RandomSeed seed;
+};
+
+/// \brief The blocks in a random order, each unchanged.
+class RandomizeBlockOrderOp : public AllToAllOp {
+ public:
+  RandomizeBlockOrderOp(PlanPtr input, RandomSeed seed) : AllToAllOp(std::move(input)), seed(std::move(seed)) {}
+  std::string Name() const override { return "RandomizeBlockOrder"; }
+  PlanPtr WithInputs(std::vector<PlanPtr> inputs) const override {
+    return std::make_shared<RandomizeBlockOrderOp>(std::move(inputs.at(0)), seed);
+  }
+  RandomSeed seed;
+};
+
+/// \brief Exactly `num_blocks` blocks: split and combined in order, hashed by `keys`, or
+/// shuffled.
+class RepartitionOp : public AllToAllOp {
+ public:
+  RepartitionOp(PlanPtr input, int64_t num_blocks, bool shuffle, std::vector<std::string> keys)
+      : AllToAllOp(std::move(input)), num_blocks(num_blocks), shuffle(shuffle), keys(std::move(keys)) {}
+  std::string Name() const override;
+  PlanPtr WithInputs(std::vector<PlanPtr> inputs) const override {
+    return std::make_shared<RepartitionOp>(std::move(inputs.at(0)), num_blocks, shuffle, keys);
+  }
+  int64_t num_blocks;
+  bool shuffle;
+  std::vector<std::string> keys;
 };
 
 }  // namespace millstream

@@ -1,6 +1,10 @@
 #include "exec/operators/operators.h"
 #include "plan/logical_operators.h"
 #include "planner/planner.h"
+#include "shuffle/random_shuffle.h"
+#include "shuffle/randomize_block_order.h"
+#include "shuffle/repartition.h"
+#include "shuffle/sort.h"
 
 namespace millstream {
 namespace {
@@ -65,6 +69,24 @@ Made PlanMap(std::shared_ptr<const MapOp> spec, const PlanningContext& planning)
   return op;
 }
 
+ExchangeOptions ExchangeOptionsFor(const PlanningContext& planning) {
+  ExchangeOptions options;
+  options.target_max_block_size = planning.context.target_max_block_size;
+  options.memory_limit = planning.limits.memory;
+  options.parallelism = std::max<int64_t>(1, static_cast<int64_t>(planning.limits.cpu));
+  return options;
+}
+
+/// An all-to-all operator over the exchange `make` builds from the exchange options.
+template <typename Logical, typename MakeExchange>
+PlannerRegistry::Factory AllToAll(MakeExchange make) {
+  return [make](const PlanPtr& node, const PlanningContext& planning) -> Made {
+    const auto& logical = *node->As<Logical>();
+    ARROW_ASSIGN_OR_RAISE(auto exchange, make(logical, ExchangeOptionsFor(planning)));
+    return MakeAllToAllOperator(logical.Name(), std::move(exchange), planning.context);
+  };
+}
+
 }  // namespace
 
 const PlannerRegistry& PlannerRegistry::Default() {
@@ -87,6 +109,18 @@ const PlannerRegistry& PlannerRegistry::Default() {
     r.Register<UnionOp>([](const PlanPtr& node, const PlanningContext&) -> Made {
       return MakeUnionOperator(static_cast<int>(node->inputs().size()));
     });
+    r.Register<SortOp>(AllToAll<SortOp>([](const SortOp& op, ExchangeOptions options) {
+      return MakeSortExchange(op.keys, std::move(options));
+    }));
+    r.Register<RandomShuffleOp>(AllToAll<RandomShuffleOp>([](const RandomShuffleOp& op, ExchangeOptions options) {
+      return MakeRandomShuffleExchange(op.seed.ForExecution(), std::move(options));
+    }));
+    r.Register<RandomizeBlockOrderOp>(AllToAll<RandomizeBlockOrderOp>([](const RandomizeBlockOrderOp& op, ExchangeOptions options) {
+      return MakeRandomizeBlockOrderExchange(op.seed.ForExecution(), std::move(options));
+    }));
+    r.Register<RepartitionOp>(AllToAll<RepartitionOp>([](const RepartitionOp& op, ExchangeOptions options) {
+      return MakeRepartitionExchange(op.num_blocks, op.shuffle, op.keys, std::move(options));
+    }));
     return r;
   }();
   return registry;

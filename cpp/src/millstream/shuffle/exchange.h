@@ -13,6 +13,7 @@
 
 #include "io/datasource.h"
 #include "millstream/block.h"
+#include "millstream/dataset.h"
 #include "runtime/reservation.h"
 #include "runtime/spill_file.h"
 
@@ -52,13 +53,6 @@ struct ExchangeOptions {
   std::optional<uint64_t> seed;
 };
 
-/// \brief One key of a sort: a column, ascending or descending. Nulls come last in both
-/// directions, NaN just before them, as Ray Data (pyarrow's `sort_indices` with
-/// `null_placement="at_end"`) orders them.
-struct SortKey {
-  std::string column;
-  bool descending = false;
-};
 
 /// \brief The data side of an all-to-all operator: a map stage over the input blocks
 /// (tasks, in any order, several at once on worker threads), then, once every input block
