@@ -11,7 +11,7 @@ import pyarrow as _pyarrow  # noqa: F401  (loads Arrow's libraries before the en
 
 from millstream import _core
 from millstream.compute import ActorPoolStrategy, TaskPoolStrategy
-from millstream.context import DataContext, ExecutionOptions, ExecutionResources
+from millstream.context import DataContext, ExecutionOptions, ExecutionResources, ShuffleStrategy
 from millstream.dataset import (
     DataIterator,
     Dataset,
@@ -34,6 +34,6 @@ _atexit.register(_core.shutdown)
 
 __all__ = [
     "ActorPoolStrategy", "TaskPoolStrategy", "DataContext", "DataIterator", "Dataset", "ExecutionOptions", "ExecutionResources",
-    "MaterializedDataset", "RandomSeedConfig", "Schema", "from_arrow", "from_items", "from_numpy", "from_pandas",
+    "MaterializedDataset", "RandomSeedConfig", "Schema", "ShuffleStrategy", "from_arrow", "from_items", "from_numpy", "from_pandas",
     "range", "range_tensor", "read_parquet",
 ]
