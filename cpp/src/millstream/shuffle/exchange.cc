@@ -15,12 +15,14 @@ int64_t ChoosePartitions(int64_t total_bytes, int64_t total_rows,
                          const ExchangeOptions& options) {
   if (options.num_partitions > 0) return options.num_partitions;
   if (total_rows <= 0) return 1;
-  // A partition, its sorted copy and its output slices are in memory at once, for each of
-  // `parallelism` reduce tasks: a quarter of the limit per task leaves room for that.
+  // A reduce task holds its partition's pieces read back, their concatenation and the
+  // sorted copy it emits (three times the partition), and `parallelism` of them run at
+  // once while the map side's runs are still held (up to half the limit, see
+  // AllToAllOperator): an eighth of the limit per task keeps them all under it.
   constexpr int64_t kMinPartitionBytes = 1LL << 20;
   int64_t parallelism = std::max<int64_t>(1, options.parallelism);
   int64_t per_partition =
-      std::max(kMinPartitionBytes, options.memory_limit / (4 * parallelism));
+      std::max(kMinPartitionBytes, options.memory_limit / (8 * parallelism));
   int64_t n = (total_bytes + per_partition - 1) / per_partition;
   // Enough partitions to keep every reduce thread busy once there is data worth splitting.
   n = std::max(n, std::min(parallelism, (total_bytes + kMinPartitionBytes - 1) / kMinPartitionBytes));

@@ -19,8 +19,9 @@ class AllToAllOperator : public PhysicalOperator {
   enum Stage { kMap = 0, kPlan = 1, kReduce = 2 };
 
   AllToAllOperator(std::string name, std::unique_ptr<Exchange> exchange,
-                   std::shared_ptr<SpillDirectory> spill)
+                   std::shared_ptr<SpillDirectory> spill, int64_t reduce_headroom)
       : PhysicalOperator(std::move(name), 1), exchange_(std::move(exchange)),
+        reduce_headroom_(reduce_headroom),
         reservation_(std::make_unique<MemoryReservation>(0)), spill_(std::move(spill)) {
     exchange_context_.reservation = reservation_.get();
     exchange_context_.spill = spill_.get();
@@ -148,9 +149,12 @@ class AllToAllOperator : public PhysicalOperator {
 
   void SetMemoryBudget(int64_t available) override {
     // What is left for the exchange's own buffers once this operator's other holdings
-    // are counted; never below one block's worth, so that it can make progress.
+    // are counted, less — while the map stage buffers — the room its reduce tasks will
+    // need: they load partitions and produce output while the buffered runs are still
+    // held (a run is freed only when its last reader is done).
     const int64_t others = CurrentUsage() - reservation_->size();
-    reservation_->SetCap(std::max<int64_t>(available - others, 0));
+    const int64_t headroom = stage_ == kMap ? reduce_headroom_ : 0;
+    reservation_->SetCap(std::max<int64_t>(available - others - headroom, 0));
   }
 
   int64_t CurrentUsage() const override {
@@ -201,6 +205,7 @@ class AllToAllOperator : public PhysicalOperator {
   }
 
   std::unique_ptr<Exchange> exchange_;
+  int64_t reduce_headroom_;
   std::unique_ptr<MemoryReservation> reservation_;
   std::shared_ptr<SpillDirectory> spill_;
   ExchangeContext exchange_context_;
@@ -226,8 +231,11 @@ class AllToAllOperator : public PhysicalOperator {
 arrow::Result<std::unique_ptr<PhysicalOperator>> MakeAllToAllOperator(
     std::string name, std::unique_ptr<Exchange> exchange, const DataContext& context) {
   ARROW_ASSIGN_OR_RAISE(auto spill, SpillDirectory::Make(context.spill_directory));
+  // Partitions are sized to an eighth of the limit per reduce task (ChoosePartitions):
+  // half the limit is left for the reduce stage's working set.
+  const int64_t headroom = ResolveLimits(context).memory / 2;
   return std::make_unique<AllToAllOperator>(std::move(name), std::move(exchange),
-                                            std::move(spill));
+                                            std::move(spill), headroom);
 }
 
 }  // namespace millstream
