@@ -476,10 +476,23 @@ TEST(SortExchange, BlocksWithDifferentCompatibleSchemas) {
   CheckSort(std::vector<Block>{a, b, a}, {{"k", true}}, options);
 }
 
+TEST(SortExchange, BlockWithoutTheKeyColumnSortsAsNulls) {
+  auto a = arrow::RecordBatch::Make(
+      arrow::schema({arrow::field("k", arrow::int64()), arrow::field("v", arrow::utf8())}), 3,
+      {Json(arrow::int64(), "[3, null, 1]"), Json(arrow::utf8(), R"(["a", "b", "c"])")});
+  auto b = arrow::RecordBatch::Make(arrow::schema({arrow::field("v", arrow::utf8())}), 2,
+                                    {Json(arrow::utf8(), R"(["d", "e"])")});
+  ExchangeOptions options;
+  options.num_partitions = 2;
+  CheckSort(std::vector<Block>{b, a, b}, {{"k"}}, options);
+  CheckSort(std::vector<Block>{a, b, a}, {{"k", true}, {"v"}}, options);
+}
+
 TEST(SortExchange, MissingKeyColumnNamesItAndTheColumns) {
   Harness h;
   auto exchange = MakeSortExchange({{"nope"}}, {}).ValueOrDie();
-  auto st = exchange->Map(0, RandomBlocks(11, 1, 10)[0], h.ctx);
+  ASSERT_OK(exchange->Map(0, RandomBlocks(11, 1, 10)[0], h.ctx));
+  auto st = exchange->FinishMap(h.ctx).status();
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.message().find("'nope'"), std::string::npos) << st.message();
   EXPECT_NE(st.message().find("row, i, d, s, ts, dec, dict"), std::string::npos) << st.message();
