@@ -98,7 +98,6 @@ arrow::Result<std::unique_ptr<SpillFile>> SpillDirectory::NewFile() {
 }
 
 SpillFile::~SpillFile() {
-  if (writer_ != nullptr && !finished_) (void)writer_->Close();
   if (out_ != nullptr && !out_->closed()) (void)out_->Close();
   std::error_code ec;
   fs::remove(path_, ec);
@@ -106,14 +105,18 @@ SpillFile::~SpillFile() {
 
 arrow::Status SpillFile::Write(const arrow::RecordBatch& batch) {
   if (finished_) return arrow::Status::Invalid("spill file '", path_, "' is finished");
-  if (writer_ == nullptr) {
+  if (out_ == nullptr) {
     ARROW_ASSIGN_OR_RAISE(out_, arrow::io::FileOutputStream::Open(path_));
-    auto options = arrow::ipc::IpcWriteOptions::Defaults();
-    ARROW_ASSIGN_OR_RAISE(options.codec, SpillCodec());
-    options.use_threads = false;  // already on a worker thread
-    ARROW_ASSIGN_OR_RAISE(writer_, arrow::ipc::MakeFileWriter(out_, batch.schema(), options));
   }
-  ARROW_RETURN_NOT_OK(writer_->WriteRecordBatch(batch));
+  auto options = arrow::ipc::IpcWriteOptions::Defaults();
+  ARROW_ASSIGN_OR_RAISE(options.codec, SpillCodec());
+  options.use_threads = false;  // already on a worker thread
+  // The raw-pointer sink is not closed by the writer: the next batch's stream follows.
+  ARROW_ASSIGN_OR_RAISE(auto writer, arrow::ipc::MakeStreamWriter(out_.get(), batch.schema(), options));
+  ARROW_RETURN_NOT_OK(writer->WriteRecordBatch(batch));
+  ARROW_RETURN_NOT_OK(writer->Close());
+  ARROW_ASSIGN_OR_RAISE(int64_t end, out_->Tell());
+  offsets_.push_back(end);
   ++num_batches_;
   return arrow::Status::OK();
 }
@@ -121,11 +124,9 @@ arrow::Status SpillFile::Write(const arrow::RecordBatch& batch) {
 arrow::Status SpillFile::Finish() {
   if (finished_) return arrow::Status::OK();
   finished_ = true;
-  if (writer_ == nullptr) return arrow::Status::OK();
-  ARROW_RETURN_NOT_OK(writer_->Close());
-  ARROW_ASSIGN_OR_RAISE(bytes_, out_->Tell());
+  if (out_ == nullptr) return arrow::Status::OK();
+  bytes_ = offsets_.back();
   ARROW_RETURN_NOT_OK(out_->Close());
-  writer_.reset();
   out_.reset();
   dir_->AddSpilled(bytes_);
   return arrow::Status::OK();
@@ -148,10 +149,16 @@ arrow::Result<std::vector<Block>> SpillFile::ReadRange(int64_t begin, int64_t en
   auto options = arrow::ipc::IpcReadOptions::Defaults();
   options.memory_pool = pool;
   options.use_threads = false;
-  ARROW_ASSIGN_OR_RAISE(auto reader, arrow::ipc::RecordBatchFileReader::Open(file, options));
   out.reserve(end - begin);
   for (int64_t i = begin; i < end; ++i) {
-    ARROW_ASSIGN_OR_RAISE(auto batch, reader->ReadRecordBatch(static_cast<int>(i)));
+    ARROW_ASSIGN_OR_RAISE(auto stream, arrow::io::RandomAccessFile::GetStream(
+                                           file, offsets_[i], offsets_[i + 1] - offsets_[i]));
+    ARROW_ASSIGN_OR_RAISE(auto reader, arrow::ipc::RecordBatchStreamReader::Open(stream, options));
+    std::shared_ptr<arrow::RecordBatch> batch;
+    ARROW_RETURN_NOT_OK(reader->ReadNext(&batch));
+    if (batch == nullptr) {
+      return arrow::Status::IOError("spill file '", path_, "' lost batch ", i);
+    }
     out.push_back(std::move(batch));
   }
   ARROW_RETURN_NOT_OK(file->Close());

@@ -16,9 +16,6 @@
 namespace arrow::io {
 class FileOutputStream;
 }
-namespace arrow::ipc {
-class RecordBatchWriter;
-}
 
 namespace millstream {
 
@@ -64,8 +61,13 @@ class SpillDirectory {
   std::atomic<int64_t> bytes_spilled_{0}, files_{0};
 };
 
-/// \brief One spill file: an Arrow IPC file of record batches of one schema, with
-/// lz4_frame-compressed buffers (zstd when lz4 is not built in), deleted by its destructor.
+/// \brief One spill file: record batches, each written as its own Arrow IPC stream
+/// (schema, dictionaries, batch, end marker) with lz4_frame-compressed buffers (zstd when
+/// lz4 is not built in), one after another; deleted by its destructor.
+///
+/// One stream per batch (rather than one IPC file) lets batches differ in schema and in
+/// dictionaries (the IPC file format allows one dictionary per field for the whole file)
+/// and still be read one by one: the offset of each is kept in memory.
 ///
 /// Written once (`Write`... then `Finish`) by one thread; once finished, any number of
 /// threads may read it at once, each read opening the file anew.
@@ -75,7 +77,7 @@ class SpillFile {
   SpillFile(const SpillFile&) = delete;
   SpillFile& operator=(const SpillFile&) = delete;
 
-  /// Appends `batch` (every batch of a file has the first one's schema).
+  /// Appends `batch`.
   arrow::Status Write(const arrow::RecordBatch& batch);
   /// Closes the file for writing; the file is then readable. A file with no batches
   /// reads as none.
@@ -101,7 +103,7 @@ class SpillFile {
   SpillDirectory* dir_;
   std::string path_;
   std::shared_ptr<arrow::io::FileOutputStream> out_;
-  std::shared_ptr<arrow::ipc::RecordBatchWriter> writer_;
+  std::vector<int64_t> offsets_{0};  // where each batch's stream starts; back(): the end
   int64_t num_batches_ = 0;
   int64_t bytes_ = 0;
   bool finished_ = false;

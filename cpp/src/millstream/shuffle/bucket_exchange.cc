@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "exec/schema_unify.h"
+#include "shuffle/stored_block.h"
 
 namespace millstream {
 
@@ -11,7 +12,7 @@ arrow::Status BucketExchange::Map(int64_t index, Block block, ExchangeContext& c
   int64_t rows = block->num_rows();
   if (rows == 0) {
     std::lock_guard<std::mutex> lock(mutex_);
-    empty_schemas_.push_back(block->schema());
+    empty_schemas_.emplace_back(index, block->schema());
     return arrow::Status::OK();
   }
   int64_t bytes = BlockBytes(*block);
@@ -33,9 +34,9 @@ arrow::Result<int64_t> BucketExchange::FinishMap(ExchangeContext& ctx) {
   if (blocks_.empty() && empty_schemas_.empty()) return n_ = 0;
   std::sort(blocks_.begin(), blocks_.end(),
             [](const Stored& a, const Stored& b) { return a.index < b.index; });
-  std::vector<std::shared_ptr<arrow::Schema>> schemas = empty_schemas_;
-  for (const auto& stored : blocks_) schemas.push_back(stored.block->schema());
-  ARROW_ASSIGN_OR_RAISE(schema_, UnifyBlockSchemas(schemas));
+  auto indexed = empty_schemas_;
+  for (const auto& stored : blocks_) indexed.emplace_back(stored.index, stored.block->schema());
+  ARROW_ASSIGN_OR_RAISE(schema_, UnifyInOrder(std::move(indexed)));
   n_ = std::clamp<int64_t>(Partitions(total_bytes_, total_rows_), 1, num_buckets_);
   for (auto& stored : blocks_) {
     int64_t readers = 0;

@@ -52,7 +52,7 @@ class BucketExchange : public Exchange {
   ExchangeLedger ledger_;  // before blocks_: outlives the blocks it counts
   std::mutex mutex_;
   std::vector<Stored> blocks_;
-  std::vector<std::shared_ptr<arrow::Schema>> empty_schemas_;
+  std::vector<std::pair<int64_t, std::shared_ptr<arrow::Schema>>> empty_schemas_;  // by index
   int64_t total_rows_ = 0, total_bytes_ = 0;
   // Set by FinishMap.
   int64_t n_ = 0;

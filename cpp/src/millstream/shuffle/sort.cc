@@ -75,51 +75,49 @@ class SortExchange : public Exchange {
     int64_t rows = block->num_rows();
     if (rows == 0) {
       std::lock_guard<std::mutex> lock(mutex_);
-      empty_schemas_.push_back(block->schema());
+      empty_schemas_.emplace_back(index, block->schema());
       return arrow::Status::OK();
     }
     int64_t bytes = BlockBytes(*block);
-    ARROW_ASSIGN_OR_RAISE(auto key_arrays, SortKeyArrays(*block, keys_, ctx.pool));
-    ARROW_ASSIGN_OR_RAISE(auto order_array, SortOrder(key_arrays, keys_, ctx.pool));
-    const auto& order = static_cast<const arrow::UInt64Array&>(*order_array);
-    ARROW_ASSIGN_OR_RAISE(Block sorted, TakeRows(block, order_array, ctx.pool));
-    block.reset();
-
+    bool has_keys = std::all_of(keys_.begin(), keys_.end(), [&](const SortKey& key) {
+      return block->schema()->GetFieldIndex(key.column) >= 0;
+    });
     Run run;
-    run.index = index;
-    int64_t chunk_rows = std::max(kMinChunkRows, (rows + kChunksPerRun - 1) / kChunksPerRun);
-    std::vector<int64_t> offsets{0}, bound_rows;
-    for (int64_t begin = 0; begin < rows; begin += chunk_rows) {
-      int64_t end = std::min(rows, begin + chunk_rows);
-      offsets.push_back(end);
-      bound_rows.push_back(begin);
-      bound_rows.push_back(end - 1);
+    if (has_keys) {
+      ARROW_ASSIGN_OR_RAISE(run, MakeRun(index, std::move(block), ctx));
+    } else {
+      // A block without a key column another block has (its keys are null once the
+      // schemas meet): kept as it is and sorted by FinishMap, which knows the key's type.
+      run.index = index;
+      ARROW_ASSIGN_OR_RAISE(run.stored, StoredBlock::Make(std::move(block), {0, rows}, &ledger_, ctx));
     }
-    int64_t samples = std::min(rows, kSamplesPerRun);
-    std::vector<int64_t> sample_rows;
-    for (int64_t k = 0; k < samples; ++k) sample_rows.push_back((2 * k + 1) * rows / (2 * samples));
-    ARROW_ASSIGN_OR_RAISE(run.samples, KeyRows(key_arrays, order, sample_rows, ctx.pool));
-    ARROW_ASSIGN_OR_RAISE(run.bounds, KeyRows(key_arrays, order, bound_rows, ctx.pool));
-    key_arrays.clear();
-    order_array.reset();
-    ARROW_ASSIGN_OR_RAISE(run.stored,
-                          StoredBlock::Make(std::move(sorted), std::move(offsets), &ledger_, ctx));
     std::lock_guard<std::mutex> lock(mutex_);
     total_rows_ += rows;
     total_bytes_ += bytes;
-    runs_.push_back(std::move(run));
+    (has_keys ? runs_ : keyless_).push_back(std::move(run));
     return arrow::Status::OK();
   }
 
   arrow::Result<int64_t> FinishMap(ExchangeContext& ctx) override {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (runs_.empty() && empty_schemas_.empty()) return n_ = 0;
+    if (runs_.empty() && keyless_.empty() && empty_schemas_.empty()) return n_ = 0;
+    // Unified in input order, so columns come in the order the input first has them.
+    auto indexed = empty_schemas_;
+    for (const auto& run : runs_) indexed.emplace_back(run.index, run.stored->schema());
+    for (const auto& run : keyless_) indexed.emplace_back(run.index, run.stored->schema());
+    ARROW_ASSIGN_OR_RAISE(schema_, UnifyInOrder(std::move(indexed)));
+    ARROW_ASSIGN_OR_RAISE(key_schema_, SortKeySchema(*schema_, keys_));
+    for (auto& run : keyless_) {
+      ARROW_ASSIGN_OR_RAISE(auto pieces, run.stored->Pieces(0, 1, ctx));
+      run.stored.reset();
+      ARROW_ASSIGN_OR_RAISE(Block block, CastBlockToSchema(pieces[0], schema_));
+      pieces.clear();
+      ARROW_ASSIGN_OR_RAISE(auto sorted, MakeRun(run.index, std::move(block), ctx));
+      runs_.push_back(std::move(sorted));
+    }
+    keyless_.clear();
     std::sort(runs_.begin(), runs_.end(),
               [](const Run& a, const Run& b) { return a.index < b.index; });
-    std::vector<std::shared_ptr<arrow::Schema>> schemas = empty_schemas_;
-    for (const auto& run : runs_) schemas.push_back(run.stored->schema());
-    ARROW_ASSIGN_OR_RAISE(schema_, UnifyBlockSchemas(schemas));
-    ARROW_ASSIGN_OR_RAISE(key_schema_, SortKeySchema(*schema_, keys_));
     n_ = runs_.empty() ? 1 : ChoosePartitions(total_bytes_, total_rows_, options_);
 
     if (n_ > 1) {
@@ -194,6 +192,37 @@ class SortExchange : public Exchange {
     std::vector<std::pair<int64_t, int64_t>> ranges;  // per partition: its chunks
   };
 
+  /// `block` (with every key column) sorted into a run, sampled and stored.
+  arrow::Result<Run> MakeRun(int64_t index, Block block, ExchangeContext& ctx) {
+    int64_t rows = block->num_rows();
+    ARROW_ASSIGN_OR_RAISE(auto key_arrays, SortKeyArrays(*block, keys_, ctx.pool));
+    ARROW_ASSIGN_OR_RAISE(auto order_array, SortOrder(key_arrays, keys_, ctx.pool));
+    const auto& order = static_cast<const arrow::UInt64Array&>(*order_array);
+    ARROW_ASSIGN_OR_RAISE(Block sorted, TakeRows(block, order_array, ctx.pool));
+    block.reset();
+
+    Run run;
+    run.index = index;
+    int64_t chunk_rows = std::max(kMinChunkRows, (rows + kChunksPerRun - 1) / kChunksPerRun);
+    std::vector<int64_t> offsets{0}, bound_rows;
+    for (int64_t begin = 0; begin < rows; begin += chunk_rows) {
+      int64_t end = std::min(rows, begin + chunk_rows);
+      offsets.push_back(end);
+      bound_rows.push_back(begin);
+      bound_rows.push_back(end - 1);
+    }
+    int64_t samples = std::min(rows, kSamplesPerRun);
+    std::vector<int64_t> sample_rows;
+    for (int64_t k = 0; k < samples; ++k) sample_rows.push_back((2 * k + 1) * rows / (2 * samples));
+    ARROW_ASSIGN_OR_RAISE(run.samples, KeyRows(key_arrays, order, sample_rows, ctx.pool));
+    ARROW_ASSIGN_OR_RAISE(run.bounds, KeyRows(key_arrays, order, bound_rows, ctx.pool));
+    key_arrays.clear();
+    order_array.reset();
+    ARROW_ASSIGN_OR_RAISE(run.stored,
+                          StoredBlock::Make(std::move(sorted), std::move(offsets), &ledger_, ctx));
+    return run;
+  }
+
   /// The rows of partition `p` from every run, in input order (each sorted).
   arrow::Status Collect(int64_t p, ExchangeContext& ctx, std::vector<Block>* slices,
                         std::vector<StoredBlock*>* read, int64_t* loaded) {
@@ -263,7 +292,8 @@ class SortExchange : public Exchange {
   ExchangeLedger ledger_;  // before runs_: outlives the blocks it counts
   std::mutex mutex_;
   std::vector<Run> runs_;
-  std::vector<std::shared_ptr<arrow::Schema>> empty_schemas_;
+  std::vector<Run> keyless_;  // blocks missing a key column, sorted by FinishMap
+  std::vector<std::pair<int64_t, std::shared_ptr<arrow::Schema>>> empty_schemas_;  // by index
   int64_t total_rows_ = 0, total_bytes_ = 0;
   // Set by FinishMap.
   int64_t n_ = 0;

@@ -16,8 +16,9 @@ namespace millstream {
 /// `sort_indices` otherwise), keeps a sample of its keys and stores it, in memory or
 /// spilled in chunks. FinishMap picks range boundaries from the samples; Reduce p takes,
 /// from every run, the rows between boundaries p-1 and p (binary search; only the chunks
-/// it needs are read back from spill files) and sorts them. An empty `keys` or a key
-/// column not in the data is an error naming the column.
+/// it needs are read back from spill files) and sorts them. A block without a key column
+/// that other blocks have sorts as if its keys were null. An empty `keys` or a key column
+/// in no block is an error (at FinishMap) naming the column and the columns there are.
 arrow::Result<std::unique_ptr<Exchange>> MakeSortExchange(std::vector<SortKey> keys,
                                                           ExchangeOptions options);
 

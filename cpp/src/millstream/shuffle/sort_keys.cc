@@ -1,5 +1,6 @@
 #include "shuffle/sort_keys.h"
 
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <string_view>
@@ -147,35 +148,41 @@ uint64_t OrderedBits(C v) {
   }
 }
 
-/// LSD radix sort of `keys` (with their row numbers in `rows`), 8 bits a pass, skipping
-/// passes where every key has the same digit. Stable.
-void RadixSort(std::vector<uint64_t>& keys, std::vector<uint32_t>& rows) {
-  size_t n = keys.size();
+/// LSD radix sort of `n` keys (with their row numbers), 11 bits a pass (6 passes cover
+/// 64 bits), skipping passes where every key has the same digit. Stable. `keys2`/`rows2`
+/// are scratch of the same sizes; the result ends up in `*keys`/`*rows` (pointers swapped).
+void RadixSort(size_t n, uint64_t** keys, uint32_t** rows, uint64_t* keys2, uint32_t* rows2) {
+  constexpr int kBits = 11, kPasses = 6;
+  constexpr uint64_t kMask = (1u << kBits) - 1;
   if (n < 2) return;
-  std::vector<std::array<uint32_t, 256>> hist(8);
-  for (auto& h : hist) h.fill(0);
-  for (uint64_t k : keys) {
-    for (int b = 0; b < 8; ++b) ++hist[b][(k >> (8 * b)) & 0xFF];
+  std::vector<uint32_t> hist(kPasses << kBits, 0);
+  const uint64_t* k0 = *keys;
+  for (size_t i = 0; i < n; ++i) {
+    uint64_t k = k0[i];
+    for (int b = 0; b < kPasses; ++b) ++hist[(b << kBits) + ((k >> (kBits * b)) & kMask)];
   }
-  std::vector<uint64_t> keys2(n);
-  std::vector<uint32_t> rows2(n);
-  for (int b = 0; b < 8; ++b) {
-    auto& h = hist[b];
-    if (h[(keys[0] >> (8 * b)) & 0xFF] == n) continue;
+  uint64_t* in_keys = *keys;
+  uint32_t* in_rows = *rows;
+  for (int b = 0; b < kPasses; ++b) {
+    uint32_t* h = hist.data() + (b << kBits);
+    int shift = kBits * b;
+    if (h[(in_keys[0] >> shift) & kMask] == n) continue;
     uint32_t sum = 0;
-    for (auto& c : h) {
-      uint32_t count = c;
-      c = sum;
+    for (uint64_t d = 0; d <= kMask; ++d) {
+      uint32_t count = h[d];
+      h[d] = sum;
       sum += count;
     }
     for (size_t i = 0; i < n; ++i) {
-      uint32_t pos = h[(keys[i] >> (8 * b)) & 0xFF]++;
-      keys2[pos] = keys[i];
-      rows2[pos] = rows[i];
+      uint32_t pos = h[(in_keys[i] >> shift) & kMask]++;
+      keys2[pos] = in_keys[i];
+      rows2[pos] = in_rows[i];
     }
-    keys.swap(keys2);
-    rows.swap(rows2);
+    std::swap(in_keys, keys2);
+    std::swap(in_rows, rows2);
   }
+  *keys = in_keys;
+  *rows = in_rows;
 }
 
 template <typename ArrowType>
@@ -184,10 +191,14 @@ arrow::Result<std::shared_ptr<arrow::Array>> RadixOrder(const arrow::Array& arra
   using C = typename ArrowType::c_type;
   const C* values = array.data()->GetValues<C>(1);
   int64_t n = array.length();
-  std::vector<uint64_t> keys;
-  std::vector<uint32_t> rows, nans, nulls;
-  keys.reserve(n);
-  rows.reserve(n);
+  // Scratch from the pool (which keeps freed pages), not fresh zeroed vectors: page faults
+  // on new memory cost more than the sort.
+  ARROW_ASSIGN_OR_RAISE(auto key_buffer, arrow::AllocateBuffer(2 * n * sizeof(uint64_t), pool));
+  ARROW_ASSIGN_OR_RAISE(auto row_buffer, arrow::AllocateBuffer(2 * n * sizeof(uint32_t), pool));
+  uint64_t* keys = reinterpret_cast<uint64_t*>(key_buffer->mutable_data());
+  uint32_t* rows = reinterpret_cast<uint32_t*>(row_buffer->mutable_data());
+  std::vector<uint32_t> nans, nulls;
+  size_t valid = 0;
   bool has_nulls = array.null_count() != 0;
   for (int64_t i = 0; i < n; ++i) {
     if (has_nulls && array.IsNull(i)) {
@@ -202,13 +213,16 @@ arrow::Result<std::shared_ptr<arrow::Array>> RadixOrder(const arrow::Array& arra
       }
     }
     uint64_t k = OrderedBits(v);
-    keys.push_back(desc ? ~k : k);
-    rows.push_back(static_cast<uint32_t>(i));
+    keys[valid] = desc ? ~k : k;
+    rows[valid] = static_cast<uint32_t>(i);
+    ++valid;
   }
-  RadixSort(keys, rows);
+  uint64_t* sorted_keys = keys;
+  uint32_t* sorted_rows = rows;
+  RadixSort(valid, &sorted_keys, &sorted_rows, keys + n, rows + n);
   ARROW_ASSIGN_OR_RAISE(auto buffer, arrow::AllocateBuffer(n * sizeof(uint64_t), pool));
   auto* out = reinterpret_cast<uint64_t*>(buffer->mutable_data());
-  for (uint32_t r : rows) *out++ = r;
+  for (size_t i = 0; i < valid; ++i) *out++ = sorted_rows[i];
   for (uint32_t r : nans) *out++ = r;
   for (uint32_t r : nulls) *out++ = r;
   return std::make_shared<arrow::UInt64Array>(n, std::shared_ptr<arrow::Buffer>(std::move(buffer)));

@@ -1,6 +1,10 @@
 #include "shuffle/stored_block.h"
 
+#include <algorithm>
+
 #include <arrow/compute/api.h>
+
+#include "exec/schema_unify.h"
 
 namespace millstream {
 
@@ -75,6 +79,16 @@ void StoredBlock::Free() {
     reserved_ = false;
     ledger_->Release(bytes_, reservation_);
   }
+}
+
+arrow::Result<std::shared_ptr<arrow::Schema>> UnifyInOrder(
+    std::vector<std::pair<int64_t, std::shared_ptr<arrow::Schema>>> indexed) {
+  std::stable_sort(indexed.begin(), indexed.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<std::shared_ptr<arrow::Schema>> schemas;
+  schemas.reserve(indexed.size());
+  for (auto& [index, schema] : indexed) schemas.push_back(std::move(schema));
+  return UnifyBlockSchemas(schemas);
 }
 
 arrow::Result<GroupedRows> GroupRowsByBucket(const Block& block, const std::vector<uint32_t>& bucket,

@@ -74,6 +74,11 @@ class StoredBlock {
   std::atomic<int64_t> readers_{0};
 };
 
+/// \brief UnifyBlockSchemas of the schemas of input blocks (index, schema), taken in
+/// input order, so the columns come in the order the input first has them.
+arrow::Result<std::shared_ptr<arrow::Schema>> UnifyInOrder(
+    std::vector<std::pair<int64_t, std::shared_ptr<arrow::Schema>>> indexed);
+
 /// \brief `block`'s rows reordered so that the rows of each bucket are consecutive (in
 /// bucket order, rows of one bucket in input order), and where each bucket starts:
 /// `offsets` has `num_buckets + 1` entries. `bucket[i] < num_buckets` is row i's bucket.
