@@ -25,6 +25,15 @@ from millstream.dataset import (
     range_tensor,
     read_parquet,
 )
+from millstream.read_api import (
+    FileShuffleConfig,
+    read_binary_files,
+    read_csv,
+    read_images,
+    read_json,
+    read_numpy,
+    read_text,
+)
 
 __version__ = "0.1.0"
 
@@ -34,5 +43,6 @@ _atexit.register(_core.shutdown)
 __all__ = [
     "ActorPoolStrategy", "TaskPoolStrategy", "DataContext", "DataIterator", "Dataset", "ExecutionOptions", "ExecutionResources",
     "MaterializedDataset", "Schema", "from_arrow", "from_items", "from_numpy", "from_pandas",
-    "range", "range_tensor", "read_parquet",
+    "range", "range_tensor", "read_parquet", "FileShuffleConfig", "read_binary_files", "read_csv",
+    "read_images", "read_json", "read_numpy", "read_text",
 ]

@@ -62,9 +62,12 @@ std::string AbsoluteLocalPath(const std::string& path);
 /// local filesystem (paths or `file://` URIs; another scheme is NotImplemented, see
 /// LocalPath), skipping hidden names ('.' or '_' first) and, in directories and globs,
 /// files without one of `extensions` (none given: keep all). A missing path or a
-/// pattern matching nothing is an IOError naming it.
+/// pattern matching nothing is an IOError naming it (`operation` first), or skipped when
+/// `ignore_missing`.
 arrow::Result<std::vector<FoundFile>> ExpandPaths(const std::vector<std::string>& paths,
                                                   std::shared_ptr<arrow::fs::FileSystem>* fs,
-                                                  const std::vector<std::string>& extensions = {});
+                                                  const std::vector<std::string>& extensions = {},
+                                                  const std::string& operation = "read_parquet",
+                                                  bool ignore_missing = false);
 
 }  // namespace millstream
