@@ -6,10 +6,12 @@
 
 #include <arrow/api.h>
 #include <arrow/c/bridge.h>
+#include <arrow/compute/expression.h>
 #include <arrow/filesystem/api.h>
 #include <arrow/util/value_parsing.h>
 
 #include "io/file_datasource.h"
+#include "plan/logical_operator.h"
 #include "millstream/millstream.h"
 #include "py_interop.h"
 
@@ -119,6 +121,46 @@ JsonReadOptions JsonOptionsFromDict(const py::dict& d) {
 }  // namespace
 
 void RegisterIo(py::module_& m) {
+  m.def("input_files", [](const Dataset& dataset) {
+    std::vector<std::string> files;
+    for (const auto& op : PlanChain(dataset.plan())) {
+      if (!op->source) continue;
+      for (auto& path : op->source->input_files()) {
+        if (std::find(files.begin(), files.end(), path) == files.end()) files.push_back(std::move(path));
+      }
+    }
+    return files;
+  }, "The files the dataset's reads read, each once.");
+  m.def("read_parquet_files", [](const std::vector<std::tuple<std::string, int64_t, std::string>>& files,
+                                 std::vector<std::string> columns, std::optional<py::bytes> filter,
+                                 std::optional<int64_t> blocks, bool hive, py::dict options,
+                                 py::object schema) {
+    ReadParquetOptions parquet;
+    parquet.columns = std::move(columns);
+    if (filter) {
+      auto buffer = arrow::Buffer::FromString(std::string(*filter));
+      parquet.filter = ValueOrRaise(arrow::compute::Deserialize(buffer));
+    }
+    parquet.override_num_blocks = blocks;
+    parquet.hive_partitioning = hive;
+    ParquetFileOptions more;
+    auto file_options = FileOptionsFromDict(options);
+    more.include_paths = file_options.include_paths;
+    more.shuffle = file_options.shuffle;
+    more.shuffle_seed = file_options.shuffle_seed;
+    more.reseed_after_execution = file_options.reseed_after_execution;
+    if (!schema.is_none()) more.schema = SchemaFromPython(schema);
+    auto found = FilesFromPython(files);
+    arrow::Result<Dataset> result;
+    {
+      GilRelease release;
+      auto source = MakeParquetSource(std::make_shared<arrow::fs::LocalFileSystem>(), std::move(found),
+                                      parquet, std::move(more));
+      result = source.ok() ? Dataset::FromSource(*source, blocks) : arrow::Result<Dataset>(source.status());
+    }
+    return ValueOrRaise(std::move(result));
+  }, "A Dataset reading Parquet `files` (from list_files) with read_parquet's options.");
+
   m.def("list_files", [](std::vector<std::string> paths, std::string operation,
                          std::vector<std::string> extensions, bool ignore_missing) {
     ListOptions options;

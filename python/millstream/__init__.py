@@ -27,6 +27,7 @@ from millstream.dataset import (
 )
 from millstream.read_api import (
     FileShuffleConfig,
+    from_blocks,
     read_binary_files,
     read_csv,
     read_images,
@@ -43,6 +44,6 @@ _atexit.register(_core.shutdown)
 __all__ = [
     "ActorPoolStrategy", "TaskPoolStrategy", "DataContext", "DataIterator", "Dataset", "ExecutionOptions", "ExecutionResources",
     "MaterializedDataset", "Schema", "from_arrow", "from_items", "from_numpy", "from_pandas",
-    "range", "range_tensor", "read_parquet", "FileShuffleConfig", "read_binary_files", "read_csv",
+    "range", "range_tensor", "read_parquet", "FileShuffleConfig", "from_blocks", "read_binary_files", "read_csv",
     "read_images", "read_json", "read_numpy", "read_text",
 ]

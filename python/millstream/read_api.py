@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from millstream import _args, _batch, _core, _files
 from millstream._args import NEVER, Passthrough, Unsupported, public
-from millstream.dataset import Dataset, _blocks
+from millstream.dataset import Dataset, MaterializedDataset, _blocks
 
 _ONE_SLOT = "a read task takes one CPU slot"
 _NOT_YET = "not implemented yet"
@@ -465,3 +465,30 @@ def read_images(paths: Union[str, List[str]], *, filesystem=None, parallelism: i
         return _per_file(table, include_paths, load)
 
     return files.map_batches(decode_images, batch_format="pyarrow", batch_size=None)
+
+
+# ---- blocks ------------------------------------------------------------------------------
+
+@public
+def from_blocks(blocks: List[Any]) -> MaterializedDataset:
+    """A dataset of exactly these blocks (pyarrow Tables or pandas DataFrames), one block
+    each, in order: unlike ``from_arrow``/``from_pandas`` the number of blocks is kept."""
+    import pandas as pd
+    if not isinstance(blocks, (list, tuple)):
+        raise TypeError(f"from_blocks expects a list of blocks, got {type(blocks).__name__}")
+    tables = []
+    for block in blocks:
+        if isinstance(block, pd.DataFrame):
+            block = _batch.table_from_pandas(block)
+        elif isinstance(block, pa.RecordBatch):
+            block = pa.Table.from_batches([block])
+        if not isinstance(block, pa.Table):
+            raise TypeError(f"from_blocks: a block must be a pyarrow Table or a pandas DataFrame, got "
+                            f"{type(block).__name__}")
+        tables.append(block.combine_chunks())
+    if not tables:
+        return MaterializedDataset(_core.Dataset.from_arrow(pa.table({}), None))
+    table = _batch.concat_tables(tables)
+    _batch.unique_names(table, "from_blocks")
+    # One chunk per block: the engine makes one block of each chunk.
+    return MaterializedDataset(_core.Dataset.from_arrow(table, None))

@@ -180,6 +180,12 @@ class FileDatasource : public Datasource {
 
   std::shared_ptr<arrow::Schema> schema() const override { return nullptr; }
 
+  std::vector<std::string> input_files() const override {
+    std::vector<std::string> paths;
+    for (const auto& file : files_) paths.push_back(file.path);
+    return paths;
+  }
+
  private:
   std::string name_;
   std::shared_ptr<arrow::fs::FileSystem> fs_;
