@@ -445,4 +445,6 @@ PYBIND11_MODULE(_core, m) {
       })
       .def("explain", [](const Dataset& self, py::dict ctx) { return self.Explain(ContextFromDict(ctx)); })
       .def("__str__", &Dataset::ToString);
+
+  python::RegisterIo(m);
 }

@@ -39,6 +39,9 @@ std::function<arrow::Result<std::string>(const std::string&, int64_t)> MakePytho
     py::object provider);
 
 
+/// Adds the file readers (list_files, read_files) to the module (py_io.cc).
+void RegisterIo(py::module_& m);
+
 /// Raises the Python exception for a failed status: the UDF's own exception (type,
 /// message, traceback) when it came from Python, else the mapped builtin type.
 [[noreturn]] void RaiseStatus(const arrow::Status& status);

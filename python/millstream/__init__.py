@@ -26,6 +26,16 @@ from millstream.dataset import (
     range_tensor,
     read_parquet,
 )
+from millstream.read_api import (
+    FileShuffleConfig,
+    from_blocks,
+    read_binary_files,
+    read_csv,
+    read_images,
+    read_json,
+    read_numpy,
+    read_text,
+)
 
 __version__ = "0.1.0"
 
@@ -35,5 +45,6 @@ _atexit.register(_core.shutdown)
 __all__ = [
     "ActorPoolStrategy", "TaskPoolStrategy", "DataContext", "DataIterator", "Dataset", "ExecutionOptions", "ExecutionResources",
     "MaterializedDataset", "RandomSeedConfig", "Schema", "ShuffleStrategy", "from_arrow", "from_items", "from_numpy", "from_pandas",
-    "range", "range_tensor", "read_parquet",
+    "range", "range_tensor", "read_parquet", "FileShuffleConfig", "from_blocks", "read_binary_files", "read_csv",
+    "read_images", "read_json", "read_numpy", "read_text",
 ]

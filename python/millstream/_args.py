@@ -169,9 +169,9 @@ _READER_KNOWS = ("not supported by this engine's Parquet reader yet; it takes co
                  "partitioning and file_extensions")
 # What Ray's read_parquet hands to pyarrow (dataset_kwargs, schema, and the scanner's
 # to_batches options); ``filter`` is a named parameter here.
-PARQUET_READ_ARGS = Passthrough("arrow_parquet_args", unsupported={
+PARQUET_READ_ARGS = Passthrough("arrow_parquet_args", honoured=("schema",), unsupported={
     key: NEVER(why=_READER_KNOWS) for key in (
-        "schema", "dataset_kwargs", "batch_size", "batch_readahead", "fragment_readahead",
+        "dataset_kwargs", "batch_size", "batch_readahead", "fragment_readahead",
         "fragment_scan_options", "cache_metadata", "memory_pool", "_block_udf")} | {
     "use_threads": Unsupported(True, why="the reader's own threading is not configurable"),
 })

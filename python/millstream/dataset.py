@@ -666,6 +666,11 @@ class Dataset:
         return out
 
     @public
+    def input_files(self) -> List[str]:
+        """The files this dataset reads (its file reads' listings), each once."""
+        return _core.input_files(self._core)
+
+    @public
     def stats(self) -> str:
         """Per-operator counters of the last execution, then its totals."""
         if self._last_stats is None:
@@ -714,6 +719,32 @@ class Dataset:
             # Blocks of different tasks may differ in columns or types: one schema for all.
             _files.unify_parquet_files(_files.listing(directory, "parquet") - before,
                                        _files.parquet_rewrite_args(sink))
+
+    @public(unsupported=_WRITE_UNSUPPORTED)
+    def write_numpy(self, path: str, *, column: str, filesystem=None, try_create_dir: bool = True,
+                    arrow_open_stream_args: Optional[Dict[str, Any]] = None, filename_provider=None,
+                    min_rows_per_file: Optional[int] = None, ray_remote_args: Optional[Dict[str, Any]] = None,
+                    concurrency: Optional[int] = None, num_rows_per_file: Optional[int] = None,
+                    mode="append") -> None:
+        """One ``.npy`` file per block of ``column`` (``min_rows_per_file`` rows per file
+        when given; the last may have fewer), each complete before it appears; Ray's
+        ``mode``, ``filename_provider`` and ``arrow_open_stream_args`` compression."""
+        from millstream import write_api
+        write_api.write_numpy(self, path, column=column, mode=mode, filename_provider=filename_provider,
+                              min_rows_per_file=min_rows_per_file, num_rows_per_file=num_rows_per_file,
+                              arrow_open_stream_args=arrow_open_stream_args)
+
+    @public(unsupported=_WRITE_UNSUPPORTED)
+    def write_images(self, path: str, column: str, file_format: str = "png", *, filesystem=None,
+                     try_create_dir: bool = True, arrow_open_stream_args: Optional[Dict[str, Any]] = None,
+                     filename_provider=None, ray_remote_args: Optional[Dict[str, Any]] = None,
+                     concurrency: Optional[int] = None, mode="append") -> None:
+        """One image file per row of ``column`` (ndarrays, encoded by Pillow as
+        ``file_format``), each complete before it appears; Ray's ``mode`` and
+        ``filename_provider`` (the row's number added to the task's name)."""
+        from millstream import write_api
+        write_api.write_images(self, path, column=column, file_format=file_format, mode=mode,
+                               filename_provider=filename_provider, arrow_open_stream_args=arrow_open_stream_args)
 
     @public(passthrough=_args.PARQUET_WRITE_ARGS, unsupported={**_WRITE_UNSUPPORTED,
             "catalog": Unsupported(None, why="no catalog support")})
@@ -904,8 +935,16 @@ def range_tensor(n: int, *, shape: Tuple = (1,), parallelism: int = -1, concurre
 
 @public
 def from_arrow(tables, *, override_num_blocks=None) -> MaterializedDataset:
-    """A dataset of pyarrow Tables (or one Table)."""
+    """A dataset of pyarrow Tables (or one Table), or of Arrow IPC stream bytes of one (as
+    Ray takes them)."""
+    def from_ipc(data):
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+        return data
+
+    tables = from_ipc(tables)
     if isinstance(tables, (list, tuple)):
+        tables = [from_ipc(t) for t in tables]
         tables = [t if isinstance(t, pa.Table) else pa.table(t) for t in tables]
         table = _batch.concat_tables(tables) if tables else pa.table({})
     elif isinstance(tables, pa.RecordBatch):
@@ -958,11 +997,7 @@ def from_numpy(ndarrays) -> MaterializedDataset:
     "memory": Unsupported(None, why="a read task takes one CPU slot"),
     "ray_remote_args": _args.RAY_REMOTE_ARGS_NO_TASK.rule(),
     "tensor_column_schema": Unsupported(None, why=_NOT_YET),
-    "partition_filter": Unsupported(None, why="use filter= on the partition columns"),
-    "shuffle": Unsupported(None, why=_NOT_YET),
-    "include_paths": Unsupported(False, why=_NOT_YET),
     "include_row_hash": Unsupported(False, why=_NOT_YET),
-    "ignore_missing_paths": Unsupported(False, why=_NOT_YET),
     "skip_paths": Unsupported(None, why=_NOT_YET),
     "concurrency": Unsupported(None, why=_NOT_YET),
 })
@@ -986,6 +1021,11 @@ def read_parquet(paths: Union[str, List[str]], *, filesystem=None, catalog=None,
     directories into string columns (percent-decoded, ``__HIVE_DEFAULT_PARTITION__``
     as null), and a ``filter`` on them skips whole files. Local paths and ``file://``
     URIs only: another scheme (``s3://``...) raises ``NotImplementedError``.
+    ``include_paths`` adds a "path" column; ``ignore_missing_paths`` skips paths that do
+    not exist; ``partition_filter`` (a callable taking the list of file paths, such as
+    Ray's ``PathPartitionFilter``) chooses the files; ``shuffle="files"`` (or a
+    ``FileShuffleConfig``) reads them in a random order; ``schema=`` (a pyarrow.Schema)
+    reads every file as that schema (cast, missing columns null).
     """
     file_extensions = _args.check_names("read_parquet", "file_extensions", file_extensions, none_ok=True)
     if isinstance(paths, (str, os.PathLike)):
@@ -1001,7 +1041,19 @@ def read_parquet(paths: Union[str, List[str]], *, filesystem=None, catalog=None,
     style = getattr(style, "value", style)
     if style not in ("hive", None):
         raise NotImplementedError(f"read_parquet: partitioning style {style!r} is not supported; use 'hive' or None")
-    core = _core.Dataset.read_parquet(paths, list(columns or []), expr, _blocks(override_num_blocks, parallelism),
-                                      extensions, style == "hive")
+    schema = arrow_parquet_args.get("schema")
+    if schema is not None and not isinstance(schema, pa.Schema):
+        raise TypeError(f"read_parquet: schema must be a pyarrow.Schema, got {type(schema).__name__}")
+    if include_paths or ignore_missing_paths or partition_filter is not None or shuffle is not None or schema:
+        from millstream import read_api
+        if not isinstance(include_paths, bool):
+            raise TypeError(f"read_parquet: include_paths must be a bool, got {include_paths!r}")
+        files = read_api._list("read_parquet", paths, extensions, ignore_missing_paths, partition_filter)
+        options = {"include_paths": include_paths, **read_api._shuffle_options("read_parquet", shuffle)}
+        core = _core.read_parquet_files(files, list(columns or []), expr, _blocks(override_num_blocks, parallelism),
+                                        style == "hive", options, schema)
+    else:
+        core = _core.Dataset.read_parquet(paths, list(columns or []), expr,
+                                          _blocks(override_num_blocks, parallelism), extensions, style == "hive")
     # columns=[]: the rows with no columns (the engine's read takes no columns as all).
     return Dataset(core.select_columns([]) if columns is not None and not columns else core)

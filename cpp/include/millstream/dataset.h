@@ -22,6 +22,7 @@ namespace millstream {
 
 class LogicalOperator;
 class Execution;
+class Datasource;
 
 /// \brief One key of a sort: a column, ascending or descending. Nulls come last in both
 /// directions, NaN just before them (pyarrow's `null_placement="at_end"`, as Ray Data).
@@ -255,6 +256,10 @@ class Dataset {
   /// with '.' or '_' are skipped) or a glob.
   static arrow::Result<Dataset> ReadParquet(std::vector<std::string> paths,
                                             ReadParquetOptions options = {});
+  /// The rows of any Datasource (CSV, JSON, text, binary files...), read in
+  /// `override_num_blocks` tasks if given (else as the source splits itself).
+  static arrow::Result<Dataset> FromSource(std::shared_ptr<Datasource> source,
+                                           std::optional<int64_t> override_num_blocks = {});
 
   /// Applies `udf` to batches (see MapBatchesOptions).
   Dataset MapBatches(BatchUdfFactory udf, MapBatchesOptions options) const;

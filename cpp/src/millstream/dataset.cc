@@ -218,6 +218,15 @@ arrow::Result<Dataset> Dataset::ReadParquet(std::vector<std::string> paths,
   return Dataset(ReadOp::Make(std::move(source), options.override_num_blocks));
 }
 
+arrow::Result<Dataset> Dataset::FromSource(std::shared_ptr<Datasource> source,
+                                           std::optional<int64_t> override_num_blocks) {
+  if (override_num_blocks && *override_num_blocks <= 0) {
+    return arrow::Status::Invalid("override_num_blocks must be positive, got ", *override_num_blocks);
+  }
+  if (!source) return arrow::Status::Invalid("FromSource: no source given");
+  return Dataset(ReadOp::Make(std::move(source), override_num_blocks));
+}
+
 Dataset Dataset::MapBatches(BatchUdfFactory udf, MapBatchesOptions options) const {
   auto transform = MakeUdfTransform(std::move(udf), options);
   return Dataset(MapOp::Make(plan_, std::move(transform), options.compute, options.num_cpus,

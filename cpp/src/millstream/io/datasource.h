@@ -53,6 +53,8 @@ class Datasource {
   virtual std::optional<int64_t> num_rows() const = 0;
   /// The output schema, if known without reading data.
   virtual std::shared_ptr<arrow::Schema> schema() const = 0;
+  /// The files this source reads (in listing order), or none if it reads no files.
+  virtual std::vector<std::string> input_files() const { return {}; }
   /// A copy reading only `columns`, or nullptr if this source cannot push a projection.
   virtual arrow::Result<std::shared_ptr<Datasource>> WithColumns(
       const std::vector<std::string>& columns) const {

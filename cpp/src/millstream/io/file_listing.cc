@@ -117,13 +117,14 @@ std::string AbsoluteLocalPath(const std::string& path) {
 
 arrow::Result<std::vector<FoundFile>> ExpandPaths(const std::vector<std::string>& paths,
                                                   std::shared_ptr<arrow::fs::FileSystem>* fs,
-                                                  const std::vector<std::string>& extensions) {
-  if (paths.empty()) return arrow::Status::Invalid("no paths given");
+                                                  const std::vector<std::string>& extensions,
+                                                  const std::string& operation, bool ignore_missing) {
+  if (paths.empty()) return arrow::Status::Invalid(operation, ": no paths given");
   std::vector<FoundFile> files;
   for (const auto& given : paths) {
     // Local files only: a URI of another scheme fails here, before any filesystem (and
     // its network client) is made.
-    ARROW_ASSIGN_OR_RAISE(auto local, LocalPath(given, "read_parquet"));
+    ARROW_ASSIGN_OR_RAISE(auto local, LocalPath(given, operation));
     std::string path = AbsoluteLocalPath(local);
     if (!*fs) *fs = std::make_shared<arrow::fs::LocalFileSystem>();
     const auto& local_fs = *fs;
@@ -137,6 +138,7 @@ arrow::Result<std::vector<FoundFile>> ExpandPaths(const std::vector<std::string>
       selector.recursive = true;
       auto listed = local_fs->GetFileInfo(selector);
       if (!listed.ok()) {
+        if (ignore_missing) continue;
         return arrow::Status::IOError("no such file or directory: '", given, "'");
       }
       size_t before = files.size();
@@ -146,13 +148,14 @@ arrow::Result<std::vector<FoundFile>> ExpandPaths(const std::vector<std::string>
           files.push_back({info.path(), info.size(), base});
         }
       }
-      if (files.size() == before) {
+      if (files.size() == before && !ignore_missing) {
         return arrow::Status::IOError("no files match '", given, "'");
       }
       continue;
     }
     ARROW_ASSIGN_OR_RAISE(auto info, local_fs->GetFileInfo(path));
     if (info.type() == arrow::fs::FileType::NotFound) {
+      if (ignore_missing) continue;
       return arrow::Status::IOError("no such file or directory: '", given, "'");
     }
     if (info.IsFile()) {

@@ -1,4 +1,6 @@
 #include <algorithm>
+#include <atomic>
+#include <random>
 #include <set>
 
 #include <arrow/api.h>
@@ -102,11 +104,13 @@ class ParquetReadTask : public ReadTask {
                   std::shared_ptr<parquet::FileMetaData> metadata, std::vector<int> row_groups,
                   std::vector<std::string> columns, std::optional<cp::Expression> filter,
                   int64_t rows, int64_t bytes, int64_t batch_rows,
-                  std::vector<PartitionKey> partition)
+                  std::vector<PartitionKey> partition, bool include_paths,
+                  std::shared_ptr<arrow::Schema> target_schema)
       : fs_(std::move(fs)), path_(std::move(path)), metadata_(std::move(metadata)),
         row_groups_(std::move(row_groups)), columns_(std::move(columns)),
         filter_(std::move(filter)), rows_(rows), bytes_(bytes), batch_rows_(batch_rows),
-        partition_(std::move(partition)) {}
+        partition_(std::move(partition)), include_paths_(include_paths),
+        target_schema_(std::move(target_schema)) {}
 
   arrow::Status Run(const Emit& emit) const override {
     arrow::Status status;
@@ -126,6 +130,40 @@ class ParquetReadTask : public ReadTask {
   int64_t estimated_bytes() const override { return bytes_; }
 
  private:
+  /// The batch's columns cast to the target schema's types, and the target's columns the
+  /// batch lacks added as nulls; columns not in the target (the path) kept as they are.
+  arrow::Result<std::shared_ptr<arrow::RecordBatch>> CastToTarget(
+      std::shared_ptr<arrow::RecordBatch> batch) const {
+    arrow::FieldVector fields;
+    arrow::ArrayVector columns;
+    for (const auto& field : target_schema_->fields()) {
+      int index = batch->schema()->GetFieldIndex(field->name());
+      if (index < 0) {
+        ARROW_ASSIGN_OR_RAISE(auto nulls, arrow::MakeArrayOfNull(field->type(), batch->num_rows()));
+        columns.push_back(std::move(nulls));
+      } else if (!batch->column(index)->type()->Equals(*field->type())) {
+        auto cast = cp::Cast(*batch->column(index), field->type());
+        if (!cast.ok()) {
+          return cast.status().WithMessage("column '", field->name(), "' (", batch->column(index)->type()->ToString(),
+                                           ") cannot be cast to the schema's ", field->type()->ToString(),
+                                           ": ", cast.status().message());
+        }
+        columns.push_back(*std::move(cast));
+      } else {
+        columns.push_back(batch->column(index));
+      }
+      fields.push_back(field);
+    }
+    for (int i = 0; i < batch->num_columns(); ++i) {
+      if (target_schema_->GetFieldIndex(batch->schema()->field(i)->name()) < 0) {
+        fields.push_back(batch->schema()->field(i));
+        columns.push_back(batch->column(i));
+      }
+    }
+    return arrow::RecordBatch::Make(arrow::schema(fields, target_schema_->metadata()), batch->num_rows(),
+                                    std::move(columns));
+  }
+
   arrow::Status RunImpl(const Emit& emit) const {
     ARROW_ASSIGN_OR_RAISE(auto input, fs_->OpenInputFile(path_));
     parquet::ArrowReaderProperties arrow_props;
@@ -140,27 +178,39 @@ class ParquetReadTask : public ReadTask {
     std::shared_ptr<arrow::Schema> file_schema;
     ARROW_RETURN_NOT_OK(reader->GetSchema(&file_schema));
 
-    // Read the projected columns plus those the filter needs; partition columns come
-    // from the path, not the file.
+    // Read the projected columns plus those the filter needs; partition columns and the
+    // path come from the path, not the file; with a target schema, its columns the file
+    // lacks are null.
     auto is_partition_key = [&](const std::string& name) {
       return std::any_of(partition_.begin(), partition_.end(),
                          [&](const PartitionKey& key) { return key.name == name; });
     };
+    auto not_in_file = [&](const std::string& name) {
+      return is_partition_key(name) || (include_paths_ && name == "path");
+    };
     std::vector<std::string> wanted = columns_;
     if (wanted.empty()) {
-      wanted = file_schema->field_names();
-      for (const auto& [key, value] : partition_) wanted.push_back(key);
+      if (target_schema_) {
+        wanted = target_schema_->field_names();
+      } else {
+        wanted = file_schema->field_names();
+        for (const auto& [key, value] : partition_) wanted.push_back(key);
+      }
+      if (include_paths_) wanted.push_back("path");
     }
     std::vector<std::string> to_read;
-    for (const auto& name : wanted) {
-      if (!is_partition_key(name)) to_read.push_back(name);
-    }
+    auto want_from_file = [&](const std::string& name) {
+      if (not_in_file(name) || std::find(to_read.begin(), to_read.end(), name) != to_read.end()) return;
+      if (target_schema_ && file_schema->GetFieldIndex(name) < 0 &&
+          file_schema->GetAllFieldIndices(name).empty() && target_schema_->GetFieldIndex(name) >= 0) {
+        return;  // a null column of the target's type
+      }
+      to_read.push_back(name);
+    };
+    for (const auto& name : wanted) want_from_file(name);
     if (filter_) {
       for (const auto& ref : cp::FieldsInExpression(*filter_)) {
-        if (ref.name() && !is_partition_key(*ref.name()) &&
-            std::find(to_read.begin(), to_read.end(), *ref.name()) == to_read.end()) {
-          to_read.push_back(*ref.name());
-        }
+        if (ref.name()) want_from_file(*ref.name());
       }
     }
     std::vector<int> fields;
@@ -190,6 +240,18 @@ class ParquetReadTask : public ReadTask {
                                     : arrow::MakeArrayOfNull(arrow::utf8(), batch->num_rows()));
         ARROW_ASSIGN_OR_RAISE(batch, batch->AddColumn(batch->num_columns(),
                                                       arrow::field(key, arrow::utf8()), column));
+      }
+      if (include_paths_) {
+        if (int existing = batch->schema()->GetFieldIndex("path"); existing >= 0) {
+          ARROW_ASSIGN_OR_RAISE(batch, batch->RemoveColumn(existing));
+        }
+        ARROW_ASSIGN_OR_RAISE(auto column, arrow::MakeArrayFromScalar(arrow::StringScalar(path_),
+                                                                      batch->num_rows()));
+        ARROW_ASSIGN_OR_RAISE(batch, batch->AddColumn(batch->num_columns(),
+                                                      arrow::field("path", arrow::utf8()), column));
+      }
+      if (target_schema_) {
+        ARROW_ASSIGN_OR_RAISE(batch, CastToTarget(batch));
       }
       if (filter_) {
         if (!bound_schema || !bound_schema->Equals(*batch->schema())) {
@@ -224,6 +286,8 @@ class ParquetReadTask : public ReadTask {
   std::optional<cp::Expression> filter_;
   int64_t rows_, bytes_, batch_rows_;
   std::vector<PartitionKey> partition_;
+  bool include_paths_;
+  std::shared_ptr<arrow::Schema> target_schema_;
 };
 
 /// Several small reads run one after the other as one task (many small files).
@@ -253,9 +317,10 @@ class ParquetDatasource : public Datasource {
  public:
   ParquetDatasource(std::shared_ptr<arrow::fs::FileSystem> fs,
                     std::shared_ptr<std::vector<ParquetFile>> files,
-                    std::shared_ptr<arrow::Schema> schema, ReadParquetOptions options)
+                    std::shared_ptr<arrow::Schema> schema, ReadParquetOptions options,
+                    std::shared_ptr<const ParquetFileOptions> more)
       : fs_(std::move(fs)), files_(std::move(files)), schema_(std::move(schema)),
-        options_(std::move(options)) {}
+        options_(std::move(options)), more_(std::move(more)) {}
 
   std::string name() const override { return "ReadParquet"; }
 
@@ -270,11 +335,24 @@ class ParquetDatasource : public Datasource {
       int64_t rows = 0, bytes = 0;
     };
     std::vector<Piece> pieces;
-    for (const auto& file : *files_) {
+    std::vector<const ParquetFile*> order;
+    for (const auto& file : *files_) order.push_back(&file);
+    if (more_->shuffle) {
+      uint64_t execution = executions_.fetch_add(1);
+      uint64_t seed = !more_->shuffle_seed ? std::random_device{}()
+                      : more_->reseed_after_execution ? *more_->shuffle_seed + execution
+                                                      : *more_->shuffle_seed;
+      std::mt19937_64 rng(seed);
+      std::shuffle(order.begin(), order.end(), rng);
+    }
+    for (const ParquetFile* file_ptr : order) {
+      const ParquetFile& file = *file_ptr;
       std::optional<cp::Expression> bound;
       if (options_.filter) {
         auto bound_result = options_.filter->Bind(*file.schema);
-        if (!bound_result.ok()) {
+        if (!bound_result.ok() && more_->schema) {
+          // The filter is on the target schema's types: no pruning by this file's statistics.
+        } else if (!bound_result.ok()) {
           return arrow::Status::Invalid("read_parquet filter ", options_.filter->ToString(),
                                         " does not apply to '", file.path,
                                         "': ", bound_result.status().message());
@@ -328,7 +406,8 @@ class ParquetDatasource : public Datasource {
                                      std::max<int64_t>(1024, target_max_block_size / bytes_per_row)});
       tasks.push_back(std::make_shared<ParquetReadTask>(
           fs_, piece.file->path, piece.file->metadata, piece.row_groups, options_.columns,
-          options_.filter, piece.rows, piece.bytes, batch_rows, piece.file->partition));
+          options_.filter, piece.rows, piece.bytes, batch_rows, piece.file->partition,
+          more_->include_paths, more_->schema));
     }
     // Many small pieces (many small files): group neighbours so that there are about
     // max(parallelism, min_tasks) tasks, no group larger than a block.
@@ -363,6 +442,12 @@ class ParquetDatasource : public Datasource {
     return rows;
   }
 
+  std::vector<std::string> input_files() const override {
+    std::vector<std::string> paths;
+    for (const auto& file : *files_) paths.push_back(file.path);
+    return paths;
+  }
+
   std::shared_ptr<arrow::Schema> schema() const override {
     if (options_.columns.empty()) return schema_;
     arrow::FieldVector fields;
@@ -375,7 +460,7 @@ class ParquetDatasource : public Datasource {
     ARROW_RETURN_NOT_OK(CheckColumns(*schema(), columns, files_->front().path));
     auto options = options_;
     options.columns = columns;
-    return std::make_shared<ParquetDatasource>(fs_, files_, schema_, options);
+    return std::make_shared<ParquetDatasource>(fs_, files_, schema_, options, more_);
   }
 
   static arrow::Status CheckColumns(const arrow::Schema& schema,
@@ -418,6 +503,9 @@ class ParquetDatasource : public Datasource {
   std::shared_ptr<std::vector<ParquetFile>> files_;
   std::shared_ptr<arrow::Schema> schema_;
   ReadParquetOptions options_;
+  std::shared_ptr<const ParquetFileOptions> more_;
+  /// Executions planned so far (for reseed_after_execution).
+  mutable std::atomic<uint64_t> executions_{0};
 };
 
 arrow::Result<ParquetFile> ReadFooter(arrow::fs::FileSystem& fs, const FoundFile& found,
@@ -451,6 +539,14 @@ arrow::Result<std::shared_ptr<Datasource>> MakeParquetSource(
   if (found.empty()) {
     return arrow::Status::IOError("read_parquet: no Parquet files under '", paths.front(), "'");
   }
+  return MakeParquetSource(std::move(fs), std::move(found), options, {});
+}
+
+arrow::Result<std::shared_ptr<Datasource>> MakeParquetSource(std::shared_ptr<arrow::fs::FileSystem> fs,
+                                                             std::vector<FoundFile> found,
+                                                             const ReadParquetOptions& options,
+                                                             ParquetFileOptions more) {
+  if (found.empty()) return arrow::Status::IOError("read_parquet: no Parquet files to read");
   auto files = std::make_shared<std::vector<ParquetFile>>();
   files->reserve(found.size());
   for (const auto& f : found) {
@@ -470,7 +566,10 @@ arrow::Result<std::shared_ptr<Datasource>> MakeParquetSource(
     }
     files->push_back(std::move(*file));
   }
-  auto schema = files->front().schema;
+  auto schema = more.schema ? more.schema : files->front().schema;
+  if (more.include_paths && schema->GetFieldIndex("path") < 0) {
+    ARROW_ASSIGN_OR_RAISE(schema, schema->AddField(schema->num_fields(), arrow::field("path", arrow::utf8())));
+  }
   ARROW_RETURN_NOT_OK(ParquetDatasource::CheckColumns(*schema, options.columns, files->front().path));
   if (options.filter) {
     auto bound = options.filter->Bind(*schema);
@@ -484,7 +583,8 @@ arrow::Result<std::shared_ptr<Datasource>> MakeParquetSource(
                                       ", not boolean; compare it (e.g. `x != 0`)");
     }
   }
-  return std::make_shared<ParquetDatasource>(fs, files, schema, options);
+  return std::make_shared<ParquetDatasource>(fs, files, schema, options,
+                                             std::make_shared<const ParquetFileOptions>(std::move(more)));
 }
 
 }  // namespace millstream

@@ -20,10 +20,6 @@ std::shared_ptr<Datasource> MakeBlocksSource(std::vector<Block> blocks,
                                              std::shared_ptr<arrow::Schema> schema,
                                              std::string name);
 
-/// Parquet files; reads every file's footer now (for the schema, counts and splits).
-arrow::Result<std::shared_ptr<Datasource>> MakeParquetSource(
-    const std::vector<std::string>& paths, const ReadParquetOptions& options);
-
 /// A file found by ExpandPaths.
 struct FoundFile {
   std::string path;
@@ -32,6 +28,32 @@ struct FoundFile {
   /// prefix); empty for a file named explicitly. Partition keys live below it.
   std::string base_dir;
 };
+
+/// read_parquet's options beyond ReadParquetOptions (Ray's read_parquet parameters).
+struct ParquetFileOptions {
+  /// A string column "path" naming each row's file, after the partition columns.
+  bool include_paths = false;
+  /// Files read in a random order (shuffle="files"); with a seed, execution n uses
+  /// seed + n when reseed_after_execution, else the seed each time.
+  bool shuffle = false;
+  std::optional<uint64_t> shuffle_seed;
+  bool reseed_after_execution = true;
+  /// The schema every file is read as (pyarrow.dataset's `schema`): its columns in its
+  /// order, cast to its types, null where a file lacks one; partition columns only if
+  /// it names them.
+  std::shared_ptr<arrow::Schema> schema;
+};
+
+/// Parquet files already found (see ListFiles), read with `options` and `more`.
+arrow::Result<std::shared_ptr<Datasource>> MakeParquetSource(std::shared_ptr<arrow::fs::FileSystem> fs,
+                                                             std::vector<FoundFile> files,
+                                                             const ReadParquetOptions& options,
+                                                             ParquetFileOptions more);
+
+/// Parquet files; reads every file's footer now (for the schema, counts and splits).
+arrow::Result<std::shared_ptr<Datasource>> MakeParquetSource(
+    const std::vector<std::string>& paths, const ReadParquetOptions& options);
+
 
 /// A Hive partition key of a file: from a `name=value` directory, decoded.
 struct PartitionKey {
@@ -62,9 +84,12 @@ std::string AbsoluteLocalPath(const std::string& path);
 /// local filesystem (paths or `file://` URIs; another scheme is NotImplemented, see
 /// LocalPath), skipping hidden names ('.' or '_' first) and, in directories and globs,
 /// files without one of `extensions` (none given: keep all). A missing path or a
-/// pattern matching nothing is an IOError naming it.
+/// pattern matching nothing is an IOError naming it (`operation` first), or skipped when
+/// `ignore_missing`.
 arrow::Result<std::vector<FoundFile>> ExpandPaths(const std::vector<std::string>& paths,
                                                   std::shared_ptr<arrow::fs::FileSystem>* fs,
-                                                  const std::vector<std::string>& extensions = {});
+                                                  const std::vector<std::string>& extensions = {},
+                                                  const std::string& operation = "read_parquet",
+                                                  bool ignore_missing = false);
 
 }  // namespace millstream

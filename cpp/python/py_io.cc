@@ -1,0 +1,204 @@
+// The file readers' binding: listing files, and Datasets reading CSV, JSON, text and
+// binary files, with pyarrow's reader options given as plain dicts by read_api.py.
+
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <arrow/api.h>
+#include <arrow/c/bridge.h>
+#include <arrow/compute/expression.h>
+#include <arrow/filesystem/api.h>
+#include <arrow/util/value_parsing.h>
+
+#include "io/file_datasource.h"
+#include "plan/logical_operator.h"
+#include "millstream/millstream.h"
+#include "py_interop.h"
+
+namespace py = pybind11;
+
+namespace millstream::python {
+namespace {
+
+bool Has(const py::dict& d, const char* key) { return d.contains(key) && !d[key].is_none(); }
+
+std::shared_ptr<arrow::Schema> SchemaFromPython(const py::handle& schema) {
+  py::object capsule = schema.attr("__arrow_c_schema__")();
+  auto* c_schema = static_cast<ArrowSchema*>(PyCapsule_GetPointer(capsule.ptr(), "arrow_schema"));
+  return ValueOrRaise(arrow::ImportSchema(c_schema));
+}
+
+FileReadOptions FileOptionsFromDict(const py::dict& d) {
+  FileReadOptions options;
+  if (Has(d, "operation")) options.operation = d["operation"].cast<std::string>();
+  if (Has(d, "hive")) options.hive_partitioning = d["hive"].cast<bool>();
+  if (Has(d, "include_paths")) options.include_paths = d["include_paths"].cast<bool>();
+  if (Has(d, "shuffle")) options.shuffle = d["shuffle"].cast<bool>();
+  if (Has(d, "shuffle_seed")) options.shuffle_seed = d["shuffle_seed"].cast<uint64_t>();
+  if (Has(d, "reseed")) options.reseed_after_execution = d["reseed"].cast<bool>();
+  if (Has(d, "compression")) options.stream_compression = d["compression"].cast<std::string>();
+  if (Has(d, "override_num_blocks")) options.override_num_blocks = d["override_num_blocks"].cast<int64_t>();
+  if (Has(d, "buffer_size")) options.buffer_size = d["buffer_size"].cast<int64_t>();
+  return options;
+}
+
+std::vector<FoundFile> FilesFromPython(const std::vector<std::tuple<std::string, int64_t, std::string>>& files) {
+  std::vector<FoundFile> out;
+  out.reserve(files.size());
+  for (const auto& [path, size, base_dir] : files) out.push_back({path, size, base_dir});
+  return out;
+}
+
+/// pyarrow.csv's ReadOptions/ParseOptions/ConvertOptions fields (read_api.py has checked
+/// them and refused what cannot be translated).
+CsvReadOptions CsvOptionsFromDict(const py::dict& d) {
+  CsvReadOptions csv;
+  auto& r = csv.read;
+  r.use_threads = false;  // Ray's default: a read task is one thread; tasks run side by side
+  if (Has(d, "use_threads")) r.use_threads = d["use_threads"].cast<bool>();
+  if (Has(d, "block_size")) r.block_size = d["block_size"].cast<int32_t>();
+  if (Has(d, "skip_rows")) r.skip_rows = d["skip_rows"].cast<int32_t>();
+  if (Has(d, "skip_rows_after_names")) r.skip_rows_after_names = d["skip_rows_after_names"].cast<int32_t>();
+  if (Has(d, "column_names")) r.column_names = d["column_names"].cast<std::vector<std::string>>();
+  if (Has(d, "autogenerate_column_names")) r.autogenerate_column_names = d["autogenerate_column_names"].cast<bool>();
+  auto& p = csv.parse;
+  if (Has(d, "delimiter")) p.delimiter = d["delimiter"].cast<std::string>().at(0);
+  if (Has(d, "quote_char")) {
+    auto quote = d["quote_char"].cast<std::string>();
+    p.quoting = !quote.empty();
+    if (!quote.empty()) p.quote_char = quote[0];
+  }
+  if (Has(d, "double_quote")) p.double_quote = d["double_quote"].cast<bool>();
+  if (Has(d, "escape_char")) {
+    auto escape = d["escape_char"].cast<std::string>();
+    p.escaping = !escape.empty();
+    if (!escape.empty()) p.escape_char = escape[0];
+  }
+  if (Has(d, "newlines_in_values")) p.newlines_in_values = d["newlines_in_values"].cast<bool>();
+  if (Has(d, "ignore_empty_lines")) p.ignore_empty_lines = d["ignore_empty_lines"].cast<bool>();
+  auto& c = csv.convert;
+  if (Has(d, "check_utf8")) c.check_utf8 = d["check_utf8"].cast<bool>();
+  if (Has(d, "column_types")) {
+    auto schema = SchemaFromPython(d["column_types"]);
+    for (const auto& field : schema->fields()) c.column_types[field->name()] = field->type();
+  }
+  if (Has(d, "null_values")) c.null_values = d["null_values"].cast<std::vector<std::string>>();
+  if (Has(d, "true_values")) c.true_values = d["true_values"].cast<std::vector<std::string>>();
+  if (Has(d, "false_values")) c.false_values = d["false_values"].cast<std::vector<std::string>>();
+  if (Has(d, "decimal_point")) c.decimal_point = d["decimal_point"].cast<std::string>().at(0);
+  if (Has(d, "strings_can_be_null")) c.strings_can_be_null = d["strings_can_be_null"].cast<bool>();
+  if (Has(d, "quoted_strings_can_be_null")) c.quoted_strings_can_be_null = d["quoted_strings_can_be_null"].cast<bool>();
+  if (Has(d, "include_columns")) c.include_columns = d["include_columns"].cast<std::vector<std::string>>();
+  if (Has(d, "include_missing_columns")) c.include_missing_columns = d["include_missing_columns"].cast<bool>();
+  if (Has(d, "auto_dict_encode")) c.auto_dict_encode = d["auto_dict_encode"].cast<bool>();
+  if (Has(d, "auto_dict_max_cardinality")) c.auto_dict_max_cardinality = d["auto_dict_max_cardinality"].cast<int32_t>();
+  if (Has(d, "timestamp_parsers")) {
+    c.timestamp_parsers.clear();
+    for (const auto& format : d["timestamp_parsers"].cast<std::vector<std::string>>()) {
+      c.timestamp_parsers.push_back(arrow::TimestampParser::MakeStrptime(format));
+    }
+  }
+  return csv;
+}
+
+JsonReadOptions JsonOptionsFromDict(const py::dict& d) {
+  JsonReadOptions json;
+  json.read.use_threads = false;  // Ray's default
+  if (Has(d, "use_threads")) json.read.use_threads = d["use_threads"].cast<bool>();
+  if (Has(d, "block_size")) json.read.block_size = d["block_size"].cast<int32_t>();
+  if (Has(d, "explicit_schema")) json.parse.explicit_schema = SchemaFromPython(d["explicit_schema"]);
+  if (Has(d, "newlines_in_values")) json.parse.newlines_in_values = d["newlines_in_values"].cast<bool>();
+  if (Has(d, "unexpected_field_behavior")) {
+    auto behavior = d["unexpected_field_behavior"].cast<std::string>();
+    json.parse.unexpected_field_behavior = behavior == "ignore" ? arrow::json::UnexpectedFieldBehavior::Ignore
+                                           : behavior == "error" ? arrow::json::UnexpectedFieldBehavior::Error
+                                                                 : arrow::json::UnexpectedFieldBehavior::InferType;
+  }
+  if (Has(d, "max_block_size")) json.max_block_size = d["max_block_size"].cast<int64_t>();
+  return json;
+}
+
+}  // namespace
+
+void RegisterIo(py::module_& m) {
+  m.def("input_files", [](const Dataset& dataset) {
+    std::vector<std::string> files;
+    for (const auto& op : PlanChain(dataset.plan())) {
+      if (!op->source) continue;
+      for (auto& path : op->source->input_files()) {
+        if (std::find(files.begin(), files.end(), path) == files.end()) files.push_back(std::move(path));
+      }
+    }
+    return files;
+  }, "The files the dataset's reads read, each once.");
+  m.def("read_parquet_files", [](const std::vector<std::tuple<std::string, int64_t, std::string>>& files,
+                                 std::vector<std::string> columns, std::optional<py::bytes> filter,
+                                 std::optional<int64_t> blocks, bool hive, py::dict options,
+                                 py::object schema) {
+    ReadParquetOptions parquet;
+    parquet.columns = std::move(columns);
+    if (filter) {
+      auto buffer = arrow::Buffer::FromString(std::string(*filter));
+      parquet.filter = ValueOrRaise(arrow::compute::Deserialize(buffer));
+    }
+    parquet.override_num_blocks = blocks;
+    parquet.hive_partitioning = hive;
+    ParquetFileOptions more;
+    auto file_options = FileOptionsFromDict(options);
+    more.include_paths = file_options.include_paths;
+    more.shuffle = file_options.shuffle;
+    more.shuffle_seed = file_options.shuffle_seed;
+    more.reseed_after_execution = file_options.reseed_after_execution;
+    if (!schema.is_none()) more.schema = SchemaFromPython(schema);
+    auto found = FilesFromPython(files);
+    arrow::Result<Dataset> result;
+    {
+      GilRelease release;
+      auto source = MakeParquetSource(std::make_shared<arrow::fs::LocalFileSystem>(), std::move(found),
+                                      parquet, std::move(more));
+      result = source.ok() ? Dataset::FromSource(*source, blocks) : arrow::Result<Dataset>(source.status());
+    }
+    return ValueOrRaise(std::move(result));
+  }, "A Dataset reading Parquet `files` (from list_files) with read_parquet's options.");
+
+  m.def("list_files", [](std::vector<std::string> paths, std::string operation,
+                         std::vector<std::string> extensions, bool ignore_missing) {
+    ListOptions options;
+    options.operation = std::move(operation);
+    options.extensions = std::move(extensions);
+    options.ignore_missing_paths = ignore_missing;
+    arrow::Result<std::vector<FoundFile>> found;
+    {
+      GilRelease release;
+      std::shared_ptr<arrow::fs::FileSystem> fs;
+      found = ListFiles(paths, &fs, options);
+    }
+    std::vector<std::tuple<std::string, int64_t, std::string>> out;
+    for (const auto& file : ValueOrRaise(std::move(found))) out.emplace_back(file.path, file.size, file.base_dir);
+    return out;
+  }, "The files a read of `paths` finds: (path, size, listed directory), sorted per path.");
+
+  m.def("read_files", [](const std::string& format,
+                         const std::vector<std::tuple<std::string, int64_t, std::string>>& files,
+                         py::dict options, py::dict format_options) {
+    auto file_options = FileOptionsFromDict(options);
+    auto found = FilesFromPython(files);
+    std::shared_ptr<arrow::fs::FileSystem> fs = std::make_shared<arrow::fs::LocalFileSystem>();
+    std::shared_ptr<Datasource> source;
+    if (format == "csv") {
+      source = MakeCsvSource(fs, std::move(found), file_options, CsvOptionsFromDict(format_options));
+    } else if (format == "json") {
+      source = MakeJsonSource(fs, std::move(found), file_options, JsonOptionsFromDict(format_options));
+    } else if (format == "text") {
+      bool drop = Has(format_options, "drop_empty_lines") && format_options["drop_empty_lines"].cast<bool>();
+      source = MakeTextSource(fs, std::move(found), file_options, drop);
+    } else if (format == "binary") {
+      source = MakeBinarySource(fs, std::move(found), file_options);
+    } else {
+      throw py::value_error("read_files: unknown format '" + format + "'");
+    }
+    return ValueOrRaise(Dataset::FromSource(std::move(source), file_options.override_num_blocks));
+  }, "A Dataset reading `files` (from list_files) as `format` ('csv', 'json', 'text', 'binary').");
+}
+
+}  // namespace millstream::python
