@@ -10,6 +10,7 @@
 #include "exec/schema_unify.h"
 #include "exec/streaming_executor.h"
 #include "exec/transforms.h"
+#include "exec/with_column_transform.h"
 #include "io/sources.h"
 #include "optimizer/optimizer.h"
 
@@ -30,6 +31,10 @@ std::shared_ptr<arrow::Schema> StaticSchema(const PlanPtr& plan) {
         auto projected = project->Apply(*schema);
         if (!projected.ok()) return nullptr;
         schema = *projected;
+      } else if (auto with_column = dynamic_cast<const WithColumnTransform*>(transform.get())) {
+        auto widened = with_column->Apply(*schema);
+        if (!widened.ok()) return nullptr;
+        schema = *widened;
       } else if (transform->name().rfind("Filter(", 0) != 0) {
         return nullptr;
       }
@@ -245,6 +250,11 @@ Dataset Dataset::MapBatches(BatchUdfFactory udf, MapBatchesOptions options) cons
 
 Dataset Dataset::Filter(arrow::compute::Expression predicate) const {
   return Dataset(LogicalOperator::MakeMap(plan_, MakeFilterTransform(std::move(predicate))));
+}
+
+Dataset Dataset::WithColumn(std::string name, arrow::compute::Expression expr) const {
+  return Dataset(
+      LogicalOperator::MakeMap(plan_, MakeWithColumnTransform(std::move(name), std::move(expr))));
 }
 
 arrow::Result<Dataset> Dataset::SelectColumns(std::vector<std::string> columns) const {
