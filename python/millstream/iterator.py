@@ -21,6 +21,7 @@ class _ExecutionHandle:
     def __init__(self):
         self._lock = threading.Lock()
         self._it = None
+        self.cancelled = False  # the consumer has left: stop waiting for blocks
 
     def attach(self, it) -> None:
         with self._lock:
@@ -32,6 +33,7 @@ class _ExecutionHandle:
             self._it = None
 
     def cancel(self) -> None:
+        self.cancelled = True
         with self._lock:
             if self._it is not None:
                 self._it.cancel()
