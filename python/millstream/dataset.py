@@ -10,6 +10,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from millstream import _args, _batch, _core, _files
 from millstream._args import Unsupported, public
@@ -295,6 +296,22 @@ class Dataset:
 
         return self._map(adapter, fn, name, row_preserving=True, compute=compute, concurrency=concurrency,
                          **ray_remote_args)
+
+    @public(passthrough=_args.RAY_REMOTE_ARGS_NO_TASK)
+    def with_column(self, column_name: str, expr, **ray_remote_args) -> "Dataset":
+        """Adds (or replaces) column ``column_name`` with the values of ``expr``, a
+        ``millstream.expressions`` expression (``col("a") * 2``, ``col("s").str.upper()``)
+        or a ``pyarrow.compute.Expression``, evaluated natively on the engine's threads (no
+        Python, no GIL). A literal fills every row. A column it names that the data lacks
+        raises ``KeyError`` naming it."""
+        from millstream.expressions import Expr, StarExpr
+
+        if not isinstance(column_name, str):
+            raise TypeError(f"Dataset.with_column: column_name must be a string, got {column_name!r}")
+        if isinstance(expr, StarExpr) or not isinstance(expr, (Expr, pc.Expression)):
+            raise TypeError("Dataset.with_column: expr must be a millstream.expressions expression "
+                            f"(col, lit...) or a pyarrow.compute.Expression, got {type(expr).__name__}")
+        return Dataset(self._core.with_column(column_name, serialize(to_expression(expr))))
 
     @public(passthrough=_args.RAY_REMOTE_ARGS_NO_TASK, unsupported=_NO_TASK_ARGS)
     def select_columns(self, cols: Union[str, List[str]], *, compute=None, concurrency=None,
