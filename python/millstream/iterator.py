@@ -78,7 +78,9 @@ class _Prefetcher:
                 self._error = e
         finally:
             try:
-                self._source.close()  # closes the execution (its generator's finally)
+                close = getattr(self._source, "close", None)
+                if close is not None:
+                    close()  # closes the execution (its generator's finally)
             except BaseException as e:
                 with self._cv:
                     self._error = self._error or e
@@ -87,6 +89,9 @@ class _Prefetcher:
                 self._cv.notify_all()
 
     def __iter__(self) -> Iterator[Any]:
+        # The consumer waits on a Condition (a lock acquire): Ctrl-C raised there runs this
+        # generator's finally. (Raised inside queue.SimpleQueue.get, CPython 3.11 left the
+        # generator suspended and its thread running.)
         self._thread.start()
         try:
             while True:
