@@ -388,6 +388,9 @@ PYBIND11_MODULE(_core, m) {
       .def("filter_expr", [](const Dataset& self, py::bytes expr) {
         return self.Filter(ExpressionFromBytes(expr));
       })
+      .def("with_column", [](const Dataset& self, std::string name, py::bytes expr) {
+        return self.WithColumn(std::move(name), ExpressionFromBytes(expr));
+      })
       .def("select_columns", [](const Dataset& self, std::vector<std::string> cols) {
         return ValueOrRaise(self.SelectColumns(std::move(cols)));
       })

@@ -9,7 +9,7 @@ import atexit as _atexit
 
 import pyarrow as _pyarrow  # noqa: F401  (loads Arrow's libraries before the engine)
 
-from millstream import _core
+from millstream import _core, expressions  # noqa: F401  (millstream.expressions: col, lit...)
 from millstream.compute import ActorPoolStrategy, TaskPoolStrategy
 from millstream.context import DataContext, ExecutionOptions, ExecutionResources, ShuffleStrategy
 from millstream.dataset import (

@@ -10,12 +10,14 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from millstream import _args, _batch, _core, _files
 from millstream._args import Unsupported, public
 from millstream._expr import serialize, to_expression
 from millstream.compute import ActorPoolStrategy, TaskPoolStrategy
 from millstream.context import DataContext, _cpu_count
+from millstream.iterator import DataIterator, _DatasetIterator
 from millstream.progress import ProgressReporter
 
 
@@ -126,30 +128,6 @@ class Schema:
         lines = [f"{'Column':<{width}}  Type", f"{'------':<{width}}  ----"]
         lines += [f"{n:<{width}}  {t}" for n, t in zip(self.names, self.types)]
         return "\n".join(lines)
-
-
-class DataIterator:
-    """Iterates over a Dataset's batches (``ds.iterator()``); each iteration re-executes."""
-
-    def __init__(self, dataset: "Dataset"):
-        self._dataset = dataset
-
-    @public
-    def iter_batches(self, *, prefetch_batches: int = 1, batch_size: Optional[int] = 256,
-                     batch_format: Optional[str] = "default", drop_last: bool = False,
-                     local_shuffle_buffer_size: Optional[int] = None,
-                     local_shuffle_seed: Optional[int] = None) -> Iterator[Any]:
-        return self._dataset.iter_batches(
-            prefetch_batches=prefetch_batches, batch_size=batch_size, batch_format=batch_format,
-            drop_last=drop_last, local_shuffle_buffer_size=local_shuffle_buffer_size,
-            local_shuffle_seed=local_shuffle_seed)
-
-    @public
-    def iter_rows(self):
-        return self._dataset.iter_rows()
-
-    def __repr__(self) -> str:
-        return f"DataIterator({self._dataset!r})"
 
 
 class Dataset:
@@ -352,6 +330,22 @@ class Dataset:
         return self._map(adapter, fn, name, row_preserving=True, compute=compute, concurrency=concurrency,
                          **ray_remote_args)
 
+    @public(passthrough=_args.RAY_REMOTE_ARGS_NO_TASK)
+    def with_column(self, column_name: str, expr, **ray_remote_args) -> "Dataset":
+        """Adds (or replaces) column ``column_name`` with the values of ``expr``, a
+        ``millstream.expressions`` expression (``col("a") * 2``, ``col("s").str.upper()``)
+        or a ``pyarrow.compute.Expression``, evaluated natively on the engine's threads (no
+        Python, no GIL). A literal fills every row. A column it names that the data lacks
+        raises ``KeyError`` naming it."""
+        from millstream.expressions import Expr, StarExpr
+
+        if not isinstance(column_name, str):
+            raise TypeError(f"Dataset.with_column: column_name must be a string, got {column_name!r}")
+        if isinstance(expr, StarExpr) or not isinstance(expr, (Expr, pc.Expression)):
+            raise TypeError("Dataset.with_column: expr must be a millstream.expressions expression "
+                            f"(col, lit...) or a pyarrow.compute.Expression, got {type(expr).__name__}")
+        return Dataset(self._core.with_column(column_name, serialize(to_expression(expr))))
+
     @public(passthrough=_args.RAY_REMOTE_ARGS_NO_TASK, unsupported=_NO_TASK_ARGS)
     def select_columns(self, cols: Union[str, List[str]], *, compute=None, concurrency=None,
                        **ray_remote_args) -> "Dataset":
@@ -484,8 +478,12 @@ class Dataset:
         context["preserve_order"] = context["preserve_order"] or ordered
         return self._core.execute(context, batch_size, drop_last)
 
-    def _batches(self, batch_size=None, drop_last=False, ordered=False) -> Iterator[pa.RecordBatch]:
+    def _batches(self, batch_size=None, drop_last=False, ordered=False, handle=None) -> Iterator[pa.RecordBatch]:
+        """The execution's blocks; ``handle`` (an iterator's ``_ExecutionHandle``) lets
+        another thread cancel the execution while this one waits in it."""
         it = self._execute(batch_size, drop_last, ordered)
+        if handle is not None:
+            handle.attach(it)
         progress = ProgressReporter(it.stats, DataContext.get_current()).start()
         try:
             while True:
@@ -494,6 +492,8 @@ class Dataset:
                     break
                 yield batch
         finally:
+            if handle is not None:
+                handle.detach()
             progress.stop()
             self._finish(it)
 
@@ -534,41 +534,80 @@ class Dataset:
         The pipeline runs ahead while memory allows; when the consumer is slow, upstream
         stops. Blocks come as they finish (in input order with ``preserve_order``).
         ``batch_size=None`` yields whole blocks; ``batch_format=None`` the native
-        block, a pyarrow Table. ``local_shuffle_buffer_size=n``
+        block, a pyarrow Table. A background thread keeps ``prefetch_batches`` batches
+        formatted ahead of the loop (0: none). ``local_shuffle_buffer_size=n``
         shuffles rows within a buffer of at least n rows before batching (seeded by
         ``local_shuffle_seed``), as training loops want.
         """
-        fmt = _batch.check_batch_format(batch_format)
-        name = "Dataset.iter_batches"
-        _args.check_int(name, "prefetch_batches", prefetch_batches)  # see README: no further effect here
-        batch_size = _args.check_int(name, "batch_size", batch_size, min=1, none_ok=True)
-        local_shuffle_seed = _args.check_int(name, "local_shuffle_seed", local_shuffle_seed, none_ok=True)
-        if local_shuffle_buffer_size is not None:
-            local_shuffle_buffer_size = _args.check_int(name, "local_shuffle_buffer_size", local_shuffle_buffer_size, min=1)
-            if batch_size is None:
-                raise ValueError("local_shuffle_buffer_size needs a batch_size")
-        return self._formatted(fmt, batch_size, drop_last, local_shuffle_buffer_size, local_shuffle_seed, _collate_fn)
+        return self.iterator().iter_batches(
+            prefetch_batches=prefetch_batches, batch_size=batch_size, batch_format=batch_format,
+            drop_last=drop_last, local_shuffle_buffer_size=local_shuffle_buffer_size,
+            local_shuffle_seed=local_shuffle_seed, _collate_fn=_collate_fn)
 
-    def _formatted(self, fmt, batch_size, drop_last, local_shuffle_buffer_size, local_shuffle_seed,
-                   _collate_fn) -> Iterator[Any]:
-        if local_shuffle_buffer_size is not None:
-            batches = _shuffled_batches(self._batches(None), local_shuffle_buffer_size, batch_size,
-                                        drop_last, local_shuffle_seed)
-        else:
-            batches = self._batches(batch_size, drop_last)
-        for batch in batches:
-            out = _batch.to_format(batch, fmt)
-            yield _collate_fn(out) if _collate_fn else out
+    @public
+    def iter_torch_batches(self, *, prefetch_batches: int = 1, batch_size: Optional[int] = 256,
+                           dtypes=None, device="auto", collate_fn=None, drop_last: bool = False,
+                           local_shuffle_buffer_size: Optional[int] = None,
+                           local_shuffle_seed: Optional[int] = None) -> Iterator[Any]:
+        """Batches as dicts of ``torch.Tensor``; see ``DataIterator.iter_torch_batches``."""
+        return self.iterator().iter_torch_batches(
+            prefetch_batches=prefetch_batches, batch_size=batch_size, dtypes=dtypes, device=device,
+            collate_fn=collate_fn, drop_last=drop_last,
+            local_shuffle_buffer_size=local_shuffle_buffer_size, local_shuffle_seed=local_shuffle_seed)
+
+    @public
+    def iter_tf_batches(self, *, prefetch_batches: int = 1, batch_size: Optional[int] = 256,
+                        dtypes=None, drop_last: bool = False,
+                        local_shuffle_buffer_size: Optional[int] = None,
+                        local_shuffle_seed: Optional[int] = None) -> Iterator[Any]:
+        """Batches as dicts of ``tf.Tensor`` (needs TensorFlow); see ``DataIterator``."""
+        return self.iterator().iter_tf_batches(
+            prefetch_batches=prefetch_batches, batch_size=batch_size, dtypes=dtypes, drop_last=drop_last,
+            local_shuffle_buffer_size=local_shuffle_buffer_size, local_shuffle_seed=local_shuffle_seed)
+
+    @public(unsupported={
+        "feature_type_spec": Unsupported(None, why="the type specs are taken from the schema"),
+        "label_type_spec": Unsupported(None, why="the type specs are taken from the schema"),
+        "additional_type_spec": Unsupported(None, why="the type specs are taken from the schema"),
+    })
+    def to_tf(self, feature_columns, label_columns, *, additional_columns=None,
+              prefetch_batches: int = 1, batch_size: int = 1, drop_last: bool = False,
+              local_shuffle_buffer_size: Optional[int] = None,
+              local_shuffle_seed: Optional[int] = None, feature_type_spec=None,
+              label_type_spec=None, additional_type_spec=None):
+        """A ``tf.data.Dataset`` of (features, labels) (needs TensorFlow); see ``DataIterator``."""
+        return self.iterator().to_tf(
+            feature_columns, label_columns, additional_columns=additional_columns,
+            prefetch_batches=prefetch_batches, batch_size=batch_size, drop_last=drop_last,
+            local_shuffle_buffer_size=local_shuffle_buffer_size, local_shuffle_seed=local_shuffle_seed)
+
+    @public
+    def iter_jax_batches(self, *, prefetch_batches: int = 1, batch_size: Optional[int] = 256,
+                         dtypes=None, drop_last: bool = False,
+                         local_shuffle_buffer_size: Optional[int] = None,
+                         local_shuffle_seed: Optional[int] = None) -> Iterator[Any]:
+        """Batches as dicts of ``jax.Array`` (needs JAX); see ``DataIterator``."""
+        return self.iterator().iter_jax_batches(
+            prefetch_batches=prefetch_batches, batch_size=batch_size, dtypes=dtypes, drop_last=drop_last,
+            local_shuffle_buffer_size=local_shuffle_buffer_size, local_shuffle_seed=local_shuffle_seed)
 
     @public
     def iter_rows(self) -> Iterator[Dict[str, Any]]:
         """Streams the rows as dicts (in the order blocks finish, unless ``preserve_order``)."""
-        for batch in self._batches(None):
-            yield from _batch.rows_of(batch)
+        return self.iterator().iter_rows()
 
     @public
     def iterator(self) -> DataIterator:
-        return DataIterator(self)
+        """A DataIterator over this dataset; each of its iterations executes it again."""
+        return _DatasetIterator(self)
+
+    @public(unsupported={"locality_hints": Unsupported(None, why="one process: there are no nodes to place the consumers on")})
+    def streaming_split(self, n: int, *, equal: bool = False, locality_hints=None) -> List[DataIterator]:
+        """``n`` DataIterators fed by one execution, for ``n`` consumers (threads)
+        iterating at once; see ``millstream.streaming_split``'s module doc."""
+        from millstream.streaming_split import split
+
+        return split(self, n, equal, locality_hints)
 
     @public
     def take(self, limit: int = 20) -> List[Dict[str, Any]]:

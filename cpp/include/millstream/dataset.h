@@ -266,6 +266,10 @@ class Dataset {
   /// Keeps the rows where `predicate` is true (nulls drop). A predicate that is not
   /// boolean on the blocks' schema (`literal(0)`, `a + 1`) fails with a TypeError.
   Dataset Filter(arrow::compute::Expression predicate) const;
+  /// Adds (or replaces) column `name` with `expr` evaluated over each block (a scalar
+  /// result fills every row). A column the expression names that a block lacks fails with
+  /// a KeyError naming it.
+  Dataset WithColumn(std::string name, arrow::compute::Expression expr) const;
   /// Keeps these columns, in this order. Unknown names fail when the schema is known.
   arrow::Result<Dataset> SelectColumns(std::vector<std::string> columns) const;
   arrow::Result<Dataset> DropColumns(std::vector<std::string> columns) const;

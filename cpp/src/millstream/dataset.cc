@@ -10,6 +10,7 @@
 #include "exec/schema_unify.h"
 #include "exec/streaming_executor.h"
 #include "exec/transforms.h"
+#include "exec/with_column_transform.h"
 #include "io/sources.h"
 #include "optimizer/optimizer.h"
 #include "plan/logical_operators.h"
@@ -20,7 +21,31 @@ namespace millstream {
 namespace {
 
 /// The schema the plan produces, when no step with an unknown output (a UDF) is in the way.
+<<<<<<< HEAD
 std::shared_ptr<arrow::Schema> StaticSchema(const PlanPtr& plan) { return PlanSchema(plan); }
+=======
+std::shared_ptr<arrow::Schema> StaticSchema(const PlanPtr& plan) {
+  std::shared_ptr<arrow::Schema> schema;
+  for (const auto& op : PlanChain(plan)) {
+    if (op->source) schema = op->source->schema();
+    if (!schema) return nullptr;
+    for (const auto& transform : op->transforms) {
+      if (auto project = dynamic_cast<const ProjectTransform*>(transform.get())) {
+        auto projected = project->Apply(*schema);
+        if (!projected.ok()) return nullptr;
+        schema = *projected;
+      } else if (auto with_column = dynamic_cast<const WithColumnTransform*>(transform.get())) {
+        auto widened = with_column->Apply(*schema);
+        if (!widened.ok()) return nullptr;
+        schema = *widened;
+      } else if (transform->name().rfind("Filter(", 0) != 0) {
+        return nullptr;
+      }
+    }
+  }
+  return schema;
+}
+>>>>>>> fix/ingest
 
 std::string RandomId() {
   std::random_device device;
@@ -235,6 +260,11 @@ Dataset Dataset::MapBatches(BatchUdfFactory udf, MapBatchesOptions options) cons
 
 Dataset Dataset::Filter(arrow::compute::Expression predicate) const {
   return Dataset(MapOp::Make(plan_, MakeFilterTransform(std::move(predicate))));
+}
+
+Dataset Dataset::WithColumn(std::string name, arrow::compute::Expression expr) const {
+  return Dataset(
+      LogicalOperator::MakeMap(plan_, MakeWithColumnTransform(std::move(name), std::move(expr))));
 }
 
 arrow::Result<Dataset> Dataset::SelectColumns(std::vector<std::string> columns) const {
