@@ -309,6 +309,9 @@ class Dataset {
   /// The row count when metadata gives it without execution (a source of known size,
   /// then only row-preserving steps and limits); unset otherwise.
   std::optional<int64_t> CountFromMetadata() const;
+  /// The files this dataset's reads read (every input of the plan), each once, in plan
+  /// order.
+  std::vector<std::string> InputFiles() const;
   /// The schema when the plan gives it without execution (no UDF in the way); else null.
   std::shared_ptr<arrow::Schema> KnownSchema() const;
 

@@ -21,31 +21,7 @@ namespace millstream {
 namespace {
 
 /// The schema the plan produces, when no step with an unknown output (a UDF) is in the way.
-<<<<<<< HEAD
 std::shared_ptr<arrow::Schema> StaticSchema(const PlanPtr& plan) { return PlanSchema(plan); }
-=======
-std::shared_ptr<arrow::Schema> StaticSchema(const PlanPtr& plan) {
-  std::shared_ptr<arrow::Schema> schema;
-  for (const auto& op : PlanChain(plan)) {
-    if (op->source) schema = op->source->schema();
-    if (!schema) return nullptr;
-    for (const auto& transform : op->transforms) {
-      if (auto project = dynamic_cast<const ProjectTransform*>(transform.get())) {
-        auto projected = project->Apply(*schema);
-        if (!projected.ok()) return nullptr;
-        schema = *projected;
-      } else if (auto with_column = dynamic_cast<const WithColumnTransform*>(transform.get())) {
-        auto widened = with_column->Apply(*schema);
-        if (!widened.ok()) return nullptr;
-        schema = *widened;
-      } else if (transform->name().rfind("Filter(", 0) != 0) {
-        return nullptr;
-      }
-    }
-  }
-  return schema;
-}
->>>>>>> fix/ingest
 
 std::string RandomId() {
   std::random_device device;
@@ -264,7 +240,7 @@ Dataset Dataset::Filter(arrow::compute::Expression predicate) const {
 
 Dataset Dataset::WithColumn(std::string name, arrow::compute::Expression expr) const {
   return Dataset(
-      LogicalOperator::MakeMap(plan_, MakeWithColumnTransform(std::move(name), std::move(expr))));
+      MapOp::Make(plan_, MakeWithColumnTransform(std::move(name), std::move(expr))));
 }
 
 arrow::Result<Dataset> Dataset::SelectColumns(std::vector<std::string> columns) const {
@@ -324,6 +300,27 @@ arrow::Result<std::shared_ptr<arrow::Table>> Dataset::ToTable(const DataContext&
 }
 
 std::optional<int64_t> Dataset::CountFromMetadata() const { return PlanRows(plan_); }
+
+namespace {
+
+void CollectInputFiles(const PlanPtr& node, std::vector<std::string>& files) {
+  for (const auto& input : node->inputs()) CollectInputFiles(input, files);
+  std::shared_ptr<Datasource> source;
+  if (const auto* read = node->As<ReadOp>()) source = read->source;
+  if (const auto* map = node->As<MapOp>()) source = map->source;
+  if (!source) return;
+  for (auto& path : source->input_files()) {
+    if (std::find(files.begin(), files.end(), path) == files.end()) files.push_back(std::move(path));
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> Dataset::InputFiles() const {
+  std::vector<std::string> files;
+  CollectInputFiles(plan_, files);
+  return files;
+}
 
 std::shared_ptr<arrow::Schema> Dataset::KnownSchema() const { return StaticSchema(plan_); }
 

@@ -18,6 +18,10 @@ class WithColumnTransform : public Transform {
   std::string name() const override;
   bool row_preserving() const override { return true; }
   arrow::Result<std::unique_ptr<TransformState>> MakeState(const TaskContext&) const override;
+  arrow::Result<std::shared_ptr<arrow::Schema>> SchemaOut(
+      const std::shared_ptr<arrow::Schema>& input) const override {
+    return Apply(*input);
+  }
 
   /// The expression bound to `schema`; an error names a missing column and the columns.
   arrow::Result<arrow::compute::Expression> Bind(const arrow::Schema& schema) const;
