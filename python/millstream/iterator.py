@@ -187,8 +187,9 @@ class DataIterator:
     # ---- what a kind of iterator provides ----------------------------------------------
 
     def _blocks(self, batch_size: Optional[int], drop_last: bool,
-                handle: _ExecutionHandle) -> Iterator[pa.RecordBatch]:
-        """Blocks (of ``batch_size`` rows where the source batches itself), for one pass."""
+                handle: _ExecutionHandle, ordered: bool = False) -> Iterator[pa.RecordBatch]:
+        """Blocks (of ``batch_size`` rows where the source batches itself), for one pass;
+        ``ordered``: in input order where the source can keep it."""
         raise NotImplementedError
 
     def _rebatches(self) -> bool:
@@ -202,7 +203,9 @@ class DataIterator:
         from millstream.dataset import _shuffled_batches
 
         if local_shuffle_buffer_size is not None:
-            return _shuffled_batches(self._blocks(None, False, handle), local_shuffle_buffer_size,
+            # A seeded shuffle is reproducible only over blocks that arrive in one order.
+            blocks = self._blocks(None, False, handle, ordered=local_shuffle_seed is not None)
+            return _shuffled_batches(blocks, local_shuffle_buffer_size,
                                      batch_size, drop_last, local_shuffle_seed)
         if self._rebatches():
             return self._blocks(batch_size, drop_last, handle)
@@ -416,8 +419,8 @@ class _DatasetIterator(DataIterator):
     def _rebatches(self) -> bool:
         return True
 
-    def _blocks(self, batch_size, drop_last, handle):
-        return self._dataset._batches(batch_size, drop_last, handle=handle)
+    def _blocks(self, batch_size, drop_last, handle, ordered=False):
+        return self._dataset._batches(batch_size, drop_last, ordered=ordered, handle=handle)
 
     def _schema(self):
         return self._dataset.schema()

@@ -199,7 +199,9 @@ class _SplitIterator(DataIterator):
         self._dataset = dataset
         self._epoch = -1
 
-    def _blocks(self, batch_size, drop_last, handle):
+    def _blocks(self, batch_size, drop_last, handle, ordered=False):
+        # A split's share depends on which consumer asks first: there is no input order
+        # to keep.
         self._epoch += 1
         coordinator = self._coordinator
         try:
