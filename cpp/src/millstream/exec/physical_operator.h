@@ -109,6 +109,11 @@ class PhysicalOperator {
   virtual TaskResources NextTaskResources() const { return {}; }
   /// Bytes the next task is expected to add (its output, its own memory).
   virtual int64_t EstimateNextTaskBytes() const { return 0; }
+  /// The next task moves what it holds out of the executor's accounting rather than
+  /// adding to it (an exchange's map task turns its input into runs it spills past its
+  /// reservation): the memory budget never holds it back, since running it is how memory
+  /// is freed.
+  virtual bool NextTaskRelievesMemory() const { return false; }
   /// Tasks that could use the inputs waiting here at once: the capacity that
   /// downstream-capacity backpressure compares the queue with; unset: no limit.
   virtual std::optional<double> TaskCapacity(const EffectiveLimits& limits) const {

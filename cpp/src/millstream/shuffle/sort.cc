@@ -17,7 +17,12 @@ using ArrayVector = std::vector<std::shared_ptr<arrow::Array>>;
 namespace {
 
 constexpr int64_t kSamplesPerRun = 128;
-constexpr int64_t kChunksPerRun = 16;
+// A run is stored as chunks of about kChunkBytes (at least kMinChunkRows rows): a reduce
+// task reads back whole chunks, so each of the P partitions reads up to one chunk more
+// than its slice of every run. Chunks small against a partition's slice of a run keep
+// that extra reading small (with 1/16 of a run per chunk, 160 partitions read the data
+// ten times over).
+constexpr int64_t kChunkBytes = 64LL << 10;
 constexpr int64_t kMinChunkRows = 4096;
 
 arrow::Result<Block> TakeRows(const Block& block, const std::shared_ptr<arrow::Array>& indices,
@@ -203,7 +208,8 @@ class SortExchange : public Exchange {
 
     Run run;
     run.index = index;
-    int64_t chunk_rows = std::max(kMinChunkRows, (rows + kChunksPerRun - 1) / kChunksPerRun);
+    const int64_t run_bytes = std::max<int64_t>(1, BlockBytes(*sorted));
+    int64_t chunk_rows = std::max(kMinChunkRows, rows * kChunkBytes / run_bytes);
     std::vector<int64_t> offsets{0}, bound_rows;
     for (int64_t begin = 0; begin < rows; begin += chunk_rows) {
       int64_t end = std::min(rows, begin + chunk_rows);

@@ -55,6 +55,7 @@ class AllToAllOperator : public PhysicalOperator {
     return false;
   }
   TaskResources NextTaskResources() const override { return {1, 0}; }
+  bool NextTaskRelievesMemory() const override { return stage_ == kMap && !pending_.empty(); }
   int64_t EstimateNextTaskBytes() const override {
     if (stage_ != kReduce || partitions_ == 0) return 0;
     // A reduce task loads one partition and emits it.

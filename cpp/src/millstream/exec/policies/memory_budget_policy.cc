@@ -13,6 +13,7 @@ class MemoryBudgetPolicy : public BackpressurePolicy {
   bool CanLaunch(const ExecutionView& execution, size_t i) const override {
     const auto& ops = execution.operators();
     const auto& op = *ops[i];
+    if (op.NextTaskRelievesMemory()) return true;
     // No finished task to size the next one from: run one first (a UDF's output may be
     // far larger than its input), then size the rest from what it produced.
     if (op.stats.tasks > 0 && op.ActiveTasks() > 0 && op.ActiveTasks() == op.stats.tasks) {
