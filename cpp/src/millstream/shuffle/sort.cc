@@ -23,6 +23,7 @@ constexpr int64_t kSamplesPerRun = 128;
 // that extra reading small (with 1/16 of a run per chunk, 160 partitions read the data
 // ten times over).
 constexpr int64_t kChunkBytes = 64LL << 10;
+constexpr int64_t kChunksPerRun = 16;  // and never fewer chunks than this
 constexpr int64_t kMinChunkRows = 4096;
 
 arrow::Result<Block> TakeRows(const Block& block, const std::shared_ptr<arrow::Array>& indices,
@@ -209,7 +210,8 @@ class SortExchange : public Exchange {
     Run run;
     run.index = index;
     const int64_t run_bytes = std::max<int64_t>(1, BlockBytes(*sorted));
-    int64_t chunk_rows = std::max(kMinChunkRows, rows * kChunkBytes / run_bytes);
+    int64_t chunk_rows = std::max(
+        kMinChunkRows, std::min((rows + kChunksPerRun - 1) / kChunksPerRun, rows * kChunkBytes / run_bytes));
     std::vector<int64_t> offsets{0}, bound_rows;
     for (int64_t begin = 0; begin < rows; begin += chunk_rows) {
       int64_t end = std::min(rows, begin + chunk_rows);
