@@ -392,3 +392,51 @@ def test_stats_show_the_all_to_all_operators_rows():
     stats = ds.stats()
     line = next(i for i, l in enumerate(stats.splitlines()) if "AllToAllOperator[Sort" in l)
     assert "Rows in: 1234, rows out: 1234" in stats.splitlines()[line + 1]
+
+
+# ---- edge cases -----------------------------------------------------------------------
+
+
+def test_union_with_itself_doubles_the_rows():
+    ds = md.range(50, override_num_blocks=5).map_batches(lambda b: {"id": b["id"] * 2})
+    assert [r["id"] for r in ds.union(ds).take_all()] == [2 * i for i in range(50)] * 2
+
+
+def test_sort_union_of_sorted_branches():
+    a = md.range(100, override_num_blocks=4).sort("id", descending=True)
+    b = md.range(100, override_num_blocks=3).random_shuffle(seed=1)
+    out = [r["id"] for r in a.union(b).sort("id").take_all()]
+    assert out == sorted(list(range(100)) * 2)
+
+
+@pytest.mark.parametrize("descending", [False, True])
+def test_sort_all_null_and_bool_keys(descending):
+    table = pa.table({"n": pa.array([None] * 6, pa.int64()),
+                      "f": pa.array([True, None, False, True, False, None]),
+                      "row": np.arange(6)})
+    ds = md.from_arrow(table, override_num_blocks=3)
+    assert_same(collect(ds.sort("n", descending=descending)), reference_sort(table, "n", descending))
+    assert_same(collect(ds.sort(["f", "row"], descending=descending)),
+                reference_sort(table, ["f", "row"], descending))
+
+
+def test_shuffles_of_an_empty_dataset():
+    empty = md.range(10).filter(lambda r: r["id"] > 100)
+    assert empty.random_shuffle(seed=1).take_all() == []
+    assert empty.randomize_block_order(seed=1).take_all() == []
+    assert empty.repartition(3).take_all() == []
+    assert empty.repartition(3, shuffle=True).count() == 0
+    assert empty.repartition(3, keys=["id"]).count() == 0
+
+
+def test_random_shuffle_then_limit_keeps_the_row_count():
+    out = ids(md.range(1000, override_num_blocks=8).random_shuffle(seed=2).limit(17))
+    assert len(out) == 17 and len(set(out)) == 17 and set(out) <= set(range(1000))
+
+
+def test_sort_strings_with_nulls_descending():
+    values = ["b", None, "a", "c", None, "a"]
+    table = pa.table({"s": values, "row": np.arange(6)})
+    out = collect(md.from_arrow(table, override_num_blocks=2).sort("s", descending=True))
+    assert out["s"].to_pylist() == ["c", "b", "a", "a", None, None]
+    assert out["row"].to_pylist() == [3, 0, 2, 5, 1, 4]  # by hand: ties in input order
