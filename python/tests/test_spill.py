@@ -59,6 +59,22 @@ def spilled_bytes(stats: str) -> int:
     return sum(int(x) for x in m)
 
 
+UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+BLOCK = ROWS // 40 * 16  # one input block: 40 blocks of two int64 columns
+
+
+def peak_held(stats: str) -> float:
+    """The execution's peak bytes of blocks held, as stats() prints it (0.1 MiB steps)."""
+    m = re.search(r"peak ([\d.]+) (\w+) of blocks held", stats)
+    assert m, stats
+    return float(m.group(1)) * UNITS[m.group(2)]
+
+
+def assert_within_limit(stats: str):
+    # Past the limit by no more than what a task needs to make progress: a block or two.
+    assert peak_held(stats) <= LIMIT + 2 * BLOCK, stats
+
+
 def test_sort_past_the_limit(spill_dir):
     ds = keyed().sort("k")
     out = ds.to_arrow()
@@ -68,6 +84,7 @@ def test_sort_past_the_limit(spill_dir):
     assert np.array_equal(out["k"].to_numpy(), keys[order])
     assert np.array_equal(out["id"].to_numpy(), ids[order])
     assert spilled_bytes(ds.stats()) > 0
+    assert_within_limit(ds.stats())
     assert_emptied(spill_dir)
 
 
@@ -81,6 +98,7 @@ def test_random_shuffle_past_the_limit(spill_dir):
     # Rows stay whole: each id still carries its own key.
     assert np.array_equal(out["k"].to_numpy(), (got * 2654435761) % ROWS)
     assert spilled_bytes(ds.stats()) > 0
+    assert_within_limit(ds.stats())
     assert_emptied(spill_dir)
 
 
