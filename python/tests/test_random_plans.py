@@ -7,12 +7,14 @@ runs it under a watchdog: a plan that takes more than WATCHDOG_S is a hang and f
 test (the watchdog interrupts the consumer, which cancels the execution). The oracle
 applies the same steps to a DataFrame; rows are compared as a multiset, and in order
 where the plan promises one (after a sort, and for take_all while every step since the
-last sort keeps order).
+last sort keeps order). Some cases end with a UDF failing on a row it gets, or with the
+consumer walking away after one batch; every case leaves its spill directory empty.
 """
 
 from __future__ import annotations
 
 import _thread
+import os
 import threading
 import time
 
@@ -180,8 +182,22 @@ def run_with_watchdog(fn, what: str):
         timer.cancel()
 
 
+class PlannedFailure(Exception):
+    pass
+
+
+def spill_left(path):
+    """What the plan left in its spill directory, once executions closed while tasks ran
+    are destroyed (a detached thread does it when those tasks return)."""
+    deadline = time.monotonic() + WATCHDOG_S
+    while os.listdir(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return os.listdir(path)
+
+
 @pytest.mark.parametrize("case", range(CASES))
-def test_random_plan(case, ctx):
+def test_random_plan(case, ctx, tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # where the exchanges spill
     rng = np.random.default_rng(1000 + case)
     limits = [None, 256 * 1024, 1 * MIB, 4 * MIB, 64 * MIB]
     limit = limits[int(rng.integers(0, len(limits)))]
@@ -194,23 +210,52 @@ def test_random_plan(case, ctx):
     plan = source(rng, 0)
     for _ in range(int(rng.integers(2, 8))):
         add_step(plan, rng, 0, offsets)
-    what = f"case {case}, memory limit {limit}: " + " -> ".join(plan.steps)
+    # How it ends: consumed and checked; a last UDF that fails on one of the rows it
+    # gets; or the consumer walking away after the first batch.
+    ending = rng.choice(["take_all", "iter_batches", "fail", "abandon"], p=[0.5, 0.3, 0.1, 0.1])
+    if ending == "fail" and len(plan.df) == 0:
+        ending = "take_all"
+    what = f"case {case}, memory limit {limit}, {ending}: " + " -> ".join(plan.steps)
+    batch_size = int(rng.integers(1, 500))
 
-    consume = "take_all" if rng.random() < 0.6 else "iter_batches"
+    if ending == "fail":
+        doomed = int(plan.df["id"].iloc[int(rng.integers(0, len(plan.df)))])
 
-    def execute():
-        if consume == "take_all":
+        def fail_on_doomed(batch):
+            if (batch["id"] == doomed).any():
+                raise PlannedFailure(f"planned failure at id {doomed}")
+            return batch
+
+        ds = plan.ds.map_batches(fail_on_doomed, batch_format="numpy")
+
+        def execute():
+            with pytest.raises(Exception, match=f"planned failure at id {doomed}"):
+                ds.take_all()
+    elif ending == "abandon":
+        def execute():
+            it = plan.ds.iter_batches(batch_size=batch_size)
+            for _ in it:
+                break
+            it.close()
+    elif ending == "take_all":
+        def execute():
             rows = plan.ds.take_all()
             return pd.DataFrame({"id": [r["id"] for r in rows], "v": [r["v"] for r in rows]},
                                 dtype=np.int64)
-        parts = [pd.DataFrame(b) for b in plan.ds.iter_batches(batch_size=int(rng.integers(1, 500)),
-                                                                batch_format="pandas")]
-        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"id": [], "v": []}, dtype=np.int64)
+    else:
+        def execute():
+            parts = [pd.DataFrame(b) for b in plan.ds.iter_batches(batch_size=batch_size,
+                                                                    batch_format="pandas")]
+            return (pd.concat(parts, ignore_index=True) if parts
+                    else pd.DataFrame({"id": [], "v": []}, dtype=np.int64))
 
     got = run_with_watchdog(execute, what)
+    assert spill_left(tmp_path) == [], what
+    if ending in ("fail", "abandon"):
+        return
     expected = plan.df.reset_index(drop=True)
     assert len(got) == len(expected), what
-    in_order = plan.ordered and (consume == "take_all" or ctx.execution_options.preserve_order)
+    in_order = plan.ordered and (ending == "take_all" or ctx.execution_options.preserve_order)
     if in_order:
         assert got["id"].tolist() == expected["id"].tolist(), what
         assert got["v"].tolist() == expected["v"].tolist(), what
