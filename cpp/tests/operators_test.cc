@@ -3,10 +3,15 @@
 // operator's own rules — slicing, release order, bundling, stage transitions — are
 // checked in isolation. Also the planner registry.
 
+#include <condition_variable>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <vector>
 
+#include "exec/backend.h"
 #include "exec/operators/operators.h"
+#include "exec/streaming_executor.h"
 #include "optimizer/optimizer.h"
 #include "plan/logical_operators.h"
 #include "planner/planner.h"
@@ -426,6 +431,147 @@ TEST(Planner, UnionPlansATree) {
   // Printed as a tree, the union's inputs indented under it.
   const std::string text = plan.ToString();
   EXPECT_NE(text.find("LimitOperator[4]\n  +- UnionOperator[3 inputs]\n    +- "), std::string::npos) << text;
+}
+
+// ---- The executor over a fake backend ---------------------------------------------------
+
+/// Runs tasks one at a time on its own thread, the most recently submitted first: later
+/// tasks finish before earlier ones, the order that ordered release must undo.
+class LifoBackend : public Backend {
+ public:
+  LifoBackend() : worker_([this] { Work(); }) {}
+  ~LifoBackend() override {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      closing_ = true;
+    }
+    wake_.notify_all();
+    worker_.join();
+  }
+  void Submit(std::function<void()> task) override {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      tasks_.push_back(std::move(task));
+      submitted_ += 1;
+    }
+    wake_.notify_all();
+  }
+  int64_t submitted() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return submitted_;
+  }
+
+ private:
+  void Work() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (true) {
+      wake_.wait(lock, [this] { return closing_ || !tasks_.empty(); });
+      if (tasks_.empty()) return;  // closing, nothing left
+      auto task = std::move(tasks_.back());
+      tasks_.pop_back();
+      lock.unlock();
+      task();
+      lock.lock();
+    }
+  }
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::vector<std::function<void()>> tasks_;
+  int64_t submitted_ = 0;
+  bool closing_ = false;
+  std::thread worker_;
+};
+
+/// Runs `ds` on a LifoBackend; returns its output blocks in the order they came.
+arrow::Result<std::vector<Block>> RunOnLifo(const Dataset& ds, DataContext context,
+                                            int64_t* tasks = nullptr) {
+  ARROW_ASSIGN_OR_RAISE(auto optimized, Optimize(ds.plan()));
+  ARROW_ASSIGN_OR_RAISE(auto plan, PlanPhysical(optimized, context));
+  auto backend = std::make_unique<LifoBackend>();
+  LifoBackend* fake = backend.get();
+  ARROW_ASSIGN_OR_RAISE(auto execution, Execution::Start(std::move(plan), context, std::move(backend)));
+  std::vector<Block> out;
+  while (true) {
+    bool timed_out = false;
+    ARROW_ASSIGN_OR_RAISE(auto block, execution->Next(std::chrono::milliseconds(-1), &timed_out));
+    if (!block) break;
+    out.push_back(std::move(block));
+  }
+  if (tasks) *tasks = fake->submitted();
+  return out;
+}
+
+std::vector<int64_t> AllIds(const std::vector<Block>& blocks) {
+  std::vector<int64_t> out;
+  for (const auto& block : blocks) {
+    for (int64_t v : Values(block)) out.push_back(v);
+  }
+  return out;
+}
+
+BatchUdfFactory Identity() {
+  return testing::Udf([](const std::shared_ptr<arrow::RecordBatch>& b) {
+    return arrow::Table::FromRecordBatches({b});
+  });
+}
+
+TEST(FakeBackend, PreserveOrderUndoesLastFirstTasks) {
+  DataContext context;
+  context.execution_options.preserve_order = true;
+  context.execution_options.resource_limits.cpu = 4;
+  MapBatchesOptions options;
+  options.name = "MapBatches(identity)";
+  auto ds = Dataset::Range(400, 40).ValueOrDie().MapBatches(Identity(), options);
+  int64_t tasks = 0;
+  ASSERT_OK_AND_ASSIGN(auto blocks, RunOnLifo(ds, context, &tasks));
+  EXPECT_EQ(AllIds(blocks), Range(0, 400));
+  EXPECT_GT(tasks, 1);
+}
+
+TEST(FakeBackend, UnionThenLimitKeepsTheFirstRows) {
+  DataContext context;
+  context.execution_options.resource_limits.cpu = 4;
+  auto a = Dataset::Range(30, 6).ValueOrDie();
+  auto b = Dataset::Range(30, 3).ValueOrDie().Sort({SortKey{"id", true}});
+  ASSERT_OK_AND_ASSIGN(auto blocks, RunOnLifo(a.Union({b}).Limit(40), context));
+  std::vector<int64_t> expected = Range(0, 30);
+  for (int64_t i = 29; i >= 20; --i) expected.push_back(i);
+  EXPECT_EQ(AllIds(blocks), expected);
+}
+
+TEST(FakeBackend, SortAndRepartitionComeOutInPartitionOrder) {
+  DataContext context;
+  context.execution_options.resource_limits.cpu = 4;
+  context.execution_options.resource_limits.object_store_memory = 64 << 10;  // below the data
+  auto ds = Dataset::Range(20000, 16).ValueOrDie().Sort({SortKey{"id", true}});
+  auto sorted = RunOnLifo(ds, context);
+  ASSERT_OK(sorted.status());
+  std::vector<int64_t> expected = Range(0, 20000);
+  std::reverse(expected.begin(), expected.end());
+  EXPECT_EQ(AllIds(*sorted), expected);
+  auto result = RunOnLifo(Dataset::Range(1000, 7).ValueOrDie().Repartition(3).ValueOrDie(), context);
+  ASSERT_OK(result.status());
+  const auto& repartitioned = *result;
+  ASSERT_EQ(repartitioned.size(), 3u);
+  EXPECT_EQ(AllIds(repartitioned), Range(0, 1000));
+  for (const auto& block : repartitioned) EXPECT_NEAR(block->num_rows(), 1000.0 / 3, 1);
+}
+
+TEST(FakeBackend, FailingTaskEndsTheExecution) {
+  DataContext context;
+  context.execution_options.resource_limits.cpu = 4;
+  MapBatchesOptions options;
+  options.name = "MapBatches(fails)";
+  auto ds = Dataset::Range(100, 10).ValueOrDie().Sort({SortKey{"id"}}).MapBatches(
+      testing::Udf([](const std::shared_ptr<arrow::RecordBatch>& b)
+                       -> arrow::Result<std::shared_ptr<arrow::Table>> {
+        return arrow::Status::Invalid("planned failure");
+      }),
+      options);
+  auto result = RunOnLifo(ds, context);
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.status().message().find("planned failure"), std::string::npos)
+      << result.status().ToString();
 }
 
 }  // namespace
