@@ -118,13 +118,20 @@ def test_stats_print_spilled_bytes_only_for_exchanges_that_spill(ctx, tmp_path, 
     assert "Spilled" not in ds.stats()  # nothing spilled under the default limit
 
 
-def test_failing_udf_downstream_leaves_no_spill(spill_dir):
-    def fail_late(batch):
-        if batch["id"].max() > ROWS // 2:
-            raise RuntimeError("boom in the UDF")
-        return batch
+def fail_late(batch):
+    if batch["id"].max() > ROWS // 2:
+        raise RuntimeError("boom in the UDF")
+    return batch
 
-    ds = keyed().sort("id").map_batches(fail_late)
+
+@pytest.mark.parametrize("where", ["downstream", "upstream"])
+def test_failing_udf_leaves_no_spill(spill_dir, where):
+    # Downstream: the sort's reduce stage is under way; upstream: its map stage has
+    # spilled half of the input when the UDF fails.
+    if where == "downstream":
+        ds = keyed().sort("id").map_batches(fail_late)
+    else:
+        ds = keyed().map_batches(fail_late).sort("k")
     with pytest.raises(Exception, match="boom in the UDF"):
         ds.take_all()
     assert_emptied(spill_dir)
