@@ -450,3 +450,26 @@ def test_random_shuffle_is_uniform_over_seeds():
         counts[tuple(ids(md.range(3, override_num_blocks=3).random_shuffle(seed=seed)))] += 1
     assert len(counts) == 6
     assert all(50 <= c <= 150 for c in counts.values()), counts
+
+
+def block_starts(ds):
+    return [int(b["id"][0]) for b in ds.iter_batches(batch_size=None, batch_format="numpy")]
+
+
+def test_randomize_block_order_reseeds_per_execution():
+    def make():
+        return md.range(400, override_num_blocks=20).randomize_block_order(
+            seed=md.RandomSeedConfig(11, reseed_after_execution=True))
+    ds = make()
+    runs = [block_starts(ds) for _ in range(3)]
+    assert len({tuple(r) for r in runs}) == 3
+    assert all(sorted(r) == list(range(0, 400, 20)) for r in runs)
+    again = make()
+    assert [block_starts(again) for _ in range(3)] == runs
+
+
+def test_random_seed_config_checks_its_seed():
+    with pytest.raises(TypeError, match="seed"):
+        md.RandomSeedConfig("7")
+    ds = shuffle_input().random_shuffle(seed=md.RandomSeedConfig())  # no seed: differs per run
+    assert ids(ds) != ids(ds)
