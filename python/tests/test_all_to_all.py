@@ -9,7 +9,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime as dt
+import decimal
 import io
+import re
 
 import numpy as np
 import pandas as pd
@@ -31,6 +33,8 @@ def reference_sort(table: pa.Table, keys, descending) -> pa.Table:
 def assert_same(actual: pa.Table, expected: pa.Table):
     """Same schema and the same rows in the same order (NaN equal to NaN)."""
     assert actual.schema == expected.schema, (actual.schema, expected.schema)
+    if actual.equals(expected):
+        return
     for name in expected.column_names:
         a = [_norm(v) for v in actual[name].to_pylist()]
         b = [_norm(v) for v in expected[name].to_pylist()]
@@ -473,3 +477,66 @@ def test_random_seed_config_checks_its_seed():
         md.RandomSeedConfig("7")
     ds = shuffle_input().random_shuffle(seed=md.RandomSeedConfig())  # no seed: differs per run
     assert ids(ds) != ids(ds)
+
+
+def _dtype_cases():
+    rng = np.random.default_rng(9)
+    n = 200_000  # 1.6 MB and more: several range partitions
+    cases = {}
+    for t in ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"]:
+        info = np.iinfo(t)
+        vals = rng.integers(info.min, info.max, n, dtype=t, endpoint=True)
+        vals[:4] = [info.min, info.max, 0, info.min]
+        cases[t] = pa.array(vals, mask=rng.random(n) < 0.05)
+        cases[t + "-ties"] = pa.array(rng.integers(0, 3, n).astype(t))
+    for t in ["float32", "float64"]:
+        vals = (rng.standard_normal(n) * 1e3).astype(t)
+        vals[:8] = [np.inf, -np.inf, 0.0, -0.0, np.nan, -np.nan, np.finfo(t).max, np.finfo(t).min]
+        vals[8:40] = np.where(np.arange(32) % 2, 0.0, -0.0)  # equal keys: input order kept
+        cases[t] = pa.array(vals, mask=rng.random(n) < 0.05)
+    cases["bool"] = pa.array(rng.random(n) < 0.5, mask=rng.random(n) < 0.1)
+    cases["date32"] = pa.array(rng.integers(-10000, 20000, n).astype("int32")).cast(pa.date32())
+    cases["timestamp-ns-utc"] = pa.array(rng.integers(-10**18, 10**18, n)).cast(pa.timestamp("ns", tz="UTC"))
+    cases["duration"] = pa.array(rng.integers(-10**9, 10**9, n), pa.duration("s"))
+    cases["large_string"] = pa.array([str(x) for x in rng.integers(0, 500, n)], pa.large_string())
+    cases["binary"] = pa.array([bytes([x % 256, x // 256]) for x in rng.integers(0, 2000, n)], pa.binary())
+    cases["decimal128"] = pa.array([decimal.Decimal(int(x)) / 100 for x in rng.integers(-10**6, 10**6, n)],
+                                    pa.decimal128(12, 2))
+    return cases
+
+
+_DTYPES = _dtype_cases()
+
+
+@pytest.mark.parametrize("name", sorted(_DTYPES))
+@pytest.mark.parametrize("descending", [False, True])
+def test_sort_key_types_match_pyarrow(name, descending, ctx):
+    # Past a 1 MiB limit: several range partitions, runs spilled.
+    ctx.execution_options.resource_limits.object_store_memory = 1024 * 1024
+    table = pa.table({"k": _DTYPES[name], "row": np.arange(len(_DTYPES[name]))})
+    out = collect(md.from_arrow(table, override_num_blocks=7).sort("k", descending=descending))
+    assert_same(out, reference_sort(table, "k", descending))
+
+
+@pytest.mark.parametrize("descending", [[False, False, False], [True, False, True], [False, True, False],
+                                        [True, True, True]])
+def test_sort_many_keys_across_partitions(descending, ctx):
+    # Few distinct values per key, nulls and NaN in each: partition boundaries fall inside
+    # runs of equal first keys, where the later keys (and input order) decide.
+    ctx.execution_options.resource_limits.object_store_memory = 1024 * 1024
+    rng = np.random.default_rng(12)
+    n = 200_000
+    b = rng.integers(0, 4, n).astype(np.float64)
+    b[rng.random(n) < 0.1] = np.nan
+    words = np.array(["x", "y", "z"])
+    table = pa.table({
+        "a": pa.array(rng.integers(0, 3, n), mask=rng.random(n) < 0.1),
+        "b": pa.array(b, mask=rng.random(n) < 0.1),
+        "s": pa.array(words[rng.integers(0, 3, n)], mask=rng.random(n) < 0.1),
+        "row": np.arange(n),
+    })
+    ds = md.from_arrow(table, override_num_blocks=9).sort(["a", "b", "s"], descending=descending)
+    out = collect(ds)
+    assert_same(out, reference_sort(table, ["a", "b", "s"], descending))
+    line = next(l for l in ds.stats().splitlines() if "AllToAllOperator[Sort" in l)
+    assert int(re.search(r"(\d+) blocks produced", line).group(1)) > 1
