@@ -574,5 +574,17 @@ TEST(FakeBackend, FailingTaskEndsTheExecution) {
       << result.status().ToString();
 }
 
+TEST(ExecutionStats, PrintsSpilledBytesOfOperatorsThatSpilled) {
+  ExecutionStats stats;
+  stats.operators.resize(2);
+  stats.operators[0].name = "TaskPoolMapOperator[ReadRange]";
+  stats.operators[1].name = "AllToAllOperator[Sort[id]]";
+  stats.operators[1].spilled_bytes = 3 * 1024 * 1024;
+  const std::string text = stats.ToString();
+  EXPECT_NE(text.find("* Spilled: 3145728 bytes (3.0 MiB)"), std::string::npos) << text;
+  EXPECT_EQ(text.find("Spilled"), text.rfind("Spilled")) << text;  // only the sort's line
+  EXPECT_GT(text.find("Spilled"), text.find("AllToAllOperator[Sort[id]]"));
+}
+
 }  // namespace
 }  // namespace millstream
