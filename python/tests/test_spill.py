@@ -14,7 +14,6 @@ import re
 import time
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 import millstream as md
@@ -111,7 +110,7 @@ def test_repartition_shuffle_past_the_limit(spill_dir):
     assert_emptied(spill_dir)
 
 
-def test_stats_print_spilled_bytes_only_for_exchanges_that_spill(ctx, tmp_path, monkeypatch):
+def test_stats_print_spilled_bytes_only_for_exchanges_that_spill(tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     ds = md.range(1000).sort("id")
     ds.take_all()
