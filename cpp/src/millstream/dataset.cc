@@ -160,6 +160,10 @@ std::string ExecutionStats::ToString() const {
     if (op.peak_actors > 0) {
       out << "* Actors: peak " << op.peak_actors << ", constructed " << op.actors_started << "\n";
     }
+    if (op.spilled_bytes > 0) {
+      out << "* Spilled: " << op.spilled_bytes << " bytes (" << FormatBytes(op.spilled_bytes)
+          << ")\n";
+    }
     if (op.errored_tasks > 0) {
       out << "* Failed tasks tolerated (max_errored_blocks): " << op.errored_tasks << "\n";
     }

@@ -32,11 +32,16 @@ Execution::Execution(PhysicalPlan plan, const DataContext& context)
 }
 
 arrow::Result<std::unique_ptr<Execution>> Execution::Start(PhysicalPlan plan,
-                                                           const DataContext& context) {
+                                                           const DataContext& context,
+                                                           std::unique_ptr<Backend> backend) {
   ARROW_RETURN_NOT_OK(context.Validate());
   if (plan.operators.empty()) return arrow::Status::Invalid("an empty physical plan");
   std::unique_ptr<Execution> execution(new Execution(std::move(plan), context));
-  ARROW_ASSIGN_OR_RAISE(execution->backend_, MakeLocalBackend(execution->limits_.cpu));
+  if (backend) {
+    execution->backend_ = std::move(backend);
+  } else {
+    ARROW_ASSIGN_OR_RAISE(execution->backend_, MakeLocalBackend(execution->limits_.cpu));
+  }
   {
     std::unique_lock<std::mutex> lock(execution->mutex_);
     // A satisfied operator (a limit of 0) needs nothing from upstream: run none of it.

@@ -38,8 +38,11 @@ struct PhysicalPlan {
 /// consumer calls Next while tasks report from the backend.
 class Execution : private ExecutionView {
  public:
+  /// Starts running `plan`; its tasks run on `backend` (null: the local thread pool
+  /// sized to the CPU limit; a test may pass a fake one).
   static arrow::Result<std::unique_ptr<Execution>> Start(PhysicalPlan plan,
-                                                         const DataContext& context);
+                                                         const DataContext& context,
+                                                         std::unique_ptr<Backend> backend = nullptr);
   /// Cancels, waits for the running tasks, then closes the backend: it blocks for as long
   /// as a UDF call in progress takes. Must not run on one of the execution's own workers.
   ~Execution() override;

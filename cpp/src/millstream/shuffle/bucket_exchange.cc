@@ -57,6 +57,14 @@ arrow::Status BucketExchange::Reduce(int64_t p, const Emit& emit, ExchangeContex
   std::vector<Block> pieces;
   std::vector<StoredBlock*> read;
   int64_t loaded = 0;
+  // Once the output is made, what the reduce read is the output's memory: given back
+  // before it is handed on (where the operator counts it), not counted twice.
+  auto release = [&]() {
+    ledger_.Release(loaded, ctx);
+    loaded = 0;
+    for (auto* block : read) block->Done(ctx);
+    read.clear();
+  };
   auto status = [&]() -> arrow::Status {
     for (auto& stored : blocks_) {
       StoredBlock& block = *stored.block;
@@ -87,10 +95,10 @@ arrow::Status BucketExchange::Reduce(int64_t p, const Emit& emit, ExchangeContex
       loaded += bytes;
     }
     pieces.clear();
+    release();
     return Output(p, std::move(rows), emit, ctx);
   }();
-  ledger_.Release(loaded, ctx);
-  for (auto* block : read) block->Done(ctx);
+  release();
   return status;
 }
 

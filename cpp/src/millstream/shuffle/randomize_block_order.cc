@@ -53,6 +53,7 @@ class RandomizeBlockOrderExchange : public Exchange {
     }
     StoredBlock& stored = *blocks_[order_[p]].block;
     int64_t loaded = 0;
+    bool done = false;
     auto status = [&]() -> arrow::Status {
       ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
       ARROW_ASSIGN_OR_RAISE(auto pieces, stored.Pieces(0, 1, ctx));
@@ -61,10 +62,16 @@ class RandomizeBlockOrderExchange : public Exchange {
         ledger_.Hold(loaded, ctx);
       }
       ARROW_ASSIGN_OR_RAISE(auto block, CastBlockToSchema(pieces[0], schema_));
+      pieces.clear();
+      // Given back before the block is handed on (the operator counts it from then on).
+      ledger_.Release(loaded, ctx);
+      loaded = 0;
+      stored.Done(ctx);
+      done = true;
       return EmitSliced(block, options_.target_max_block_size, emit);
     }();
     ledger_.Release(loaded, ctx);
-    stored.Done(ctx);
+    if (!done) stored.Done(ctx);
     return status;
   }
 

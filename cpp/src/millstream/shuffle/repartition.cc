@@ -95,6 +95,13 @@ class SplitRepartitionExchange : public Exchange {
     std::vector<Block> slices;
     std::vector<StoredBlock*> read;
     int64_t loaded = 0;
+    // Given back before the output is handed on (the operator counts it from then on).
+    auto release = [&]() {
+      ledger_.Release(loaded, ctx);
+      loaded = 0;
+      for (auto* block : read) block->Done(ctx);
+      read.clear();
+    };
     auto status = [&]() -> arrow::Status {
       for (auto& stored : blocks_) {
         Range range = Overlap(stored, p);
@@ -122,10 +129,10 @@ class SplitRepartitionExchange : public Exchange {
         loaded += bytes;
       }
       slices.clear();
+      release();
       return emit(std::move(out));
     }();
-    ledger_.Release(loaded, ctx);
-    for (auto* block : read) block->Done(ctx);
+    release();
     return status;
   }
 

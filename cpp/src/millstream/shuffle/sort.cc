@@ -1,6 +1,7 @@
 #include "shuffle/sort.h"
 
 #include <algorithm>
+#include <functional>
 #include <mutex>
 
 #include <arrow/compute/api.h>
@@ -174,12 +175,15 @@ class SortExchange : public Exchange {
     std::vector<Block> slices;
     std::vector<StoredBlock*> read;
     int64_t loaded = 0;
+    // Given back before the merged rows are handed on (the operator counts them then).
     auto release = [&]() {
       ledger_.Release(loaded, ctx);
+      loaded = 0;
       for (auto* stored : read) stored->Done(ctx);
+      read.clear();
     };
     auto status = Collect(p, ctx, &slices, &read, &loaded);
-    if (status.ok()) status = MergeAndEmit(std::move(slices), emit, ctx, p);
+    if (status.ok()) status = MergeAndEmit(std::move(slices), emit, ctx, p, release);
     release();
     return status;
   }
@@ -266,7 +270,7 @@ class SortExchange : public Exchange {
   }
 
   arrow::Status MergeAndEmit(std::vector<Block> slices, const Emit& emit, ExchangeContext& ctx,
-                             int64_t p) {
+                             int64_t p, const std::function<void()>& release) {
     if (slices.empty()) {
       // The schema survives an input of no rows: partition 0 emits one empty block.
       if (p != 0 || total_rows_ != 0) return arrow::Status::OK();
@@ -292,6 +296,8 @@ class SortExchange : public Exchange {
       ARROW_ASSIGN_OR_RAISE(merged, std::move(sorted));
     }
     ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
+    slices.clear();
+    release();
     return EmitSliced(merged, options_.target_max_block_size, emit);
   }
 
