@@ -18,9 +18,11 @@ from millstream.dataset import (
     MaterializedDataset,
     Schema,
     from_arrow,
+    from_huggingface,
     from_items,
     from_numpy,
     from_pandas,
+    from_torch,
     range,
     range_tensor,
     read_parquet,
@@ -33,6 +35,6 @@ _atexit.register(_core.shutdown)
 
 __all__ = [
     "ActorPoolStrategy", "TaskPoolStrategy", "DataContext", "DataIterator", "Dataset", "ExecutionOptions", "ExecutionResources",
-    "MaterializedDataset", "Schema", "from_arrow", "from_items", "from_numpy", "from_pandas",
+    "MaterializedDataset", "Schema", "from_arrow", "from_huggingface", "from_items", "from_numpy", "from_pandas", "from_torch",
     "range", "range_tensor", "read_parquet",
 ]

@@ -14,6 +14,8 @@ from typing import Any, Callable, Dict, Iterable
 import numpy as np
 import pyarrow as pa
 
+from millstream import _objects
+
 BATCH_FORMATS = ("default", "numpy", "pandas", "pyarrow")
 
 
@@ -58,6 +60,8 @@ def _column_to_numpy(column: pa.Array | pa.ChunkedArray, writable: bool) -> np.n
         return out.copy() if writable else out
     if isinstance(column.type, pa.FixedShapeTensorType):
         out = column.to_numpy_ndarray()
+    elif _objects.is_object_type(column.type):
+        out = _objects.object_ndarray(column)
     elif _is_tensor(column.type):
         out = np.empty(len(column), dtype=object)
         out[:] = _tensor_cells(column) if len(column) else []
@@ -204,6 +208,8 @@ def to_pandas(batch: pa.RecordBatch | pa.Table, memory_pool: pa.MemoryPool | Non
             cells = np.empty(len(column), dtype=object)
             cells[:] = _tensor_cells(column) if len(column) else []
             df[name] = cells
+        elif _objects.is_object_type(column.type):
+            df[name] = _objects.object_ndarray(column)
     return df
 
 
@@ -307,12 +313,15 @@ def _array_from_numpy(values: Any, sole_owner: bool = False) -> pa.Array:
         cells = _cells_to_arrow(values)
         if cells is not None:
             return cells
+        if isinstance(values, np.ndarray) and values.ndim == 1:
+            return _objects_or_raise(values, lambda: pa.array(values))
     try:
         arr = np.asarray(values)
     except ValueError:
         if not isinstance(values, (list, tuple)):
             raise
-        return pa.array(values)  # lists of different lengths: a list column
+        # lists of different lengths: a list column
+        return _objects_or_raise(values, lambda: pa.array(values))
     # Numeric, temporal and tensor arrays become Arrow arrays over the same memory.
     shares_memory = arr.dtype.kind in "iufcmM" or arr.ndim > 1
     if shares_memory and not (sole_owner and _owns_memory(arr)):
@@ -321,9 +330,23 @@ def _array_from_numpy(values: Any, sole_owner: bool = False) -> pa.Array:
     if arrow_type is not None and arr.flags.c_contiguous and arr.dtype.isnative:
         # Zero-copy: the Arrow array keeps the numpy array alive through the buffer.
         return pa.Array.from_buffers(arrow_type, len(arr), [None, pa.py_buffer(arr)])
-    if arr.ndim > 1:
+    if arr.ndim > 1 and arr.dtype != object:
         return pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(arr))
+    if arr.dtype == object and arr.ndim == 1:
+        return _objects_or_raise(arr, lambda: pa.array(arr))
     return pa.array(arr)
+
+
+def _objects_or_raise(values, convert):
+    """``convert()``, or, when Arrow has no type for the values (objects of a user class,
+    dicts with non-string keys, mixed types), a column of pickled objects (as Ray falls
+    back to one) unless DataContext.enable_fallback_to_arrow_object_ext_type is False."""
+    try:
+        return convert()
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        if not _objects.fallback_enabled():
+            raise
+        return _objects.object_array(values)
 
 
 def table_from_pandas(df) -> pa.Table:
@@ -547,7 +570,7 @@ def _row_column(values: list, key: str, like: pa.Schema | None):
                 return pa.array(values, type=like.field(index).type)
             except (pa.ArrowException, TypeError, ValueError):
                 pass
-    return values
+    return _objects_or_raise(values, lambda: pa.array(values))
 
 
 def table_from_rows(rows: list, schema_hint: pa.Schema | None, operator: str,

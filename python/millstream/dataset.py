@@ -867,6 +867,33 @@ def from_numpy(ndarrays) -> MaterializedDataset:
     return from_arrow(tables)
 
 
+@public
+def from_torch(dataset, local_read: bool = False) -> MaterializedDataset:
+    """A dataset of the items of a torch ``Dataset``, in column "item" (read now, in this
+    process: ``local_read`` changes nothing here). Tensor items make a tensor column;
+    others (tuples, images) a column of Python objects. Needs torch (ImportError if not)."""
+    from millstream import torch_ingest
+
+    if not isinstance(local_read, bool):
+        raise TypeError(f"from_torch: local_read must be a bool, got {local_read!r}")
+    return from_items(torch_ingest.from_torch_items(dataset))
+
+
+@public(unsupported={"concurrency": Unsupported(None, why=_NOT_YET)})
+def from_huggingface(dataset, parallelism: int = -1, concurrency=None,
+                     override_num_blocks=None) -> MaterializedDataset:
+    """A dataset of a Hugging Face ``datasets.Dataset`` (its Arrow table, no copy of the
+    data) or ``IterableDataset`` (its rows, read now). Needs ``datasets`` (ImportError if
+    not); a ``DatasetDict`` raises ``ValueError`` (pass one split)."""
+    from millstream import huggingface
+
+    rows = huggingface.table_of(dataset)
+    blocks = _blocks(override_num_blocks, parallelism)
+    if isinstance(rows, list):
+        return from_items(rows, override_num_blocks=blocks)
+    return from_arrow(rows, override_num_blocks=blocks)
+
+
 @public(passthrough=_args.PARQUET_READ_ARGS, unsupported={
     "filesystem": Unsupported(None, why="reads come from the local filesystem"),
     "catalog": Unsupported(None, why="no catalog support"),

@@ -123,3 +123,17 @@ def converter(dtypes, device, collate_fn: Optional[Callable], pin_memory: bool) 
         return out
 
     return convert
+
+
+def from_torch_items(dataset) -> list:
+    """The items of a torch ``Dataset`` (map-style or iterable) as rows ``{"item": x}``;
+    a tensor item becomes an ndarray (a tensor column), anything else stays as it is (a
+    tuple of an image and a label becomes a column of Python objects)."""
+    torch = require_torch("from_torch")
+    if not isinstance(dataset, (torch.utils.data.Dataset, torch.utils.data.IterableDataset)):
+        raise TypeError(f"from_torch expects a torch.utils.data.Dataset, got {type(dataset).__name__}")
+    if isinstance(dataset, torch.utils.data.IterableDataset) or not hasattr(dataset, "__len__"):
+        items = iter(dataset)
+    else:
+        items = (dataset[i] for i in range(len(dataset)))
+    return [{"item": x.numpy() if isinstance(x, torch.Tensor) else x} for x in items]

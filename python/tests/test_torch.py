@@ -167,3 +167,26 @@ def test_other_frameworks_name_the_missing_package(call, package):
         pytest.skip(f"{package} is installed")
     with pytest.raises(ImportError, match=f"'{package}'"):
         call(md.range(3))
+
+
+def test_from_torch_map_style_and_iterable():
+    class Squares(torch.utils.data.Dataset):
+        def __len__(self):
+            return 5
+
+        def __getitem__(self, i):
+            return torch.tensor([i, i * i])
+
+    rows = md.from_torch(Squares()).take_all()
+    assert [r["item"].tolist() for r in rows] == [[i, i * i] for i in range(5)]
+
+    class Pairs(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter([(i, f"label{i}") for i in range(3)])
+
+    assert [r["item"] for r in md.from_torch(Pairs()).take_all()] == [(i, f"label{i}") for i in range(3)]
+
+
+def test_from_torch_refuses_other_objects():
+    with pytest.raises(TypeError, match="torch.utils.data.Dataset"):
+        md.from_torch([1, 2, 3])
