@@ -68,11 +68,48 @@ def _column_to_numpy(column: pa.Array | pa.ChunkedArray, writable: bool) -> np.n
     elif pa.types.is_fixed_size_list(column.type) and column.null_count == 0:
         width = column.type.list_size
         out = column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), width)
+    elif "pandas" not in sys.modules and _is_text(column.type):
+        # pyarrow's conversion of strings imports pandas first (150-300 ms before the
+        # first batch); until something else has loaded it, strings are made one by one
+        # (slower a row), and once many have been, pandas is loaded in the background
+        # (see _load_pandas): the first batches never wait for it.
+        _load_pandas(len(column))
+        out = np.empty(len(column), dtype=object)
+        out[:] = column.to_pylist()
     else:
         out = column.to_numpy(zero_copy_only=False)
     if writable and not out.flags.writeable:
         out = out.copy()
     return out
+
+
+def _is_text(arrow_type: pa.DataType) -> bool:
+    return (pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+            or pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type))
+
+
+_pandas_loader: threading.Thread | None = None
+_text_cells = 0  # string cells converted one by one so far
+_TEXT_CELLS_BEFORE_PANDAS = 1 << 18  # ~50 ms of row-by-row conversion
+
+
+def _load_pandas(cells: int) -> None:
+    """Counts ``cells`` string cells converted without pandas; past a threshold, imports
+    pandas on a background thread (once), so that later string columns take pyarrow's
+    faster conversion while the first batches did not wait for the import."""
+    global _pandas_loader, _text_cells
+    _text_cells += cells
+    if _pandas_loader is not None or _text_cells < _TEXT_CELLS_BEFORE_PANDAS:
+        return
+
+    def load():
+        try:
+            import pandas  # noqa: F401
+        except ImportError:  # without pandas, strings stay on the row-by-row path
+            pass
+
+    _pandas_loader = threading.Thread(target=load, name="millstream-load-pandas", daemon=True)
+    _pandas_loader.start()
 
 
 # ---- array cells (Ray's tensor columns) --------------------------------------------------
