@@ -105,9 +105,16 @@ def converter(dtypes, device, collate_fn: Optional[Callable], pin_memory: bool) 
     # Pinned memory lets the copy to the GPU run without blocking the loop.
     pin = pin_memory or target is not None and target.type == "cuda"
 
+    # A Ray-style collate class says which format it takes (see millstream.collate_fn);
+    # a plain function gets numpy batches, as in Ray.
+    collate_format = getattr(collate_fn, "batch_format", "numpy") if collate_fn is not None else None
+    if collate_format not in (None, "numpy", "pandas", "pyarrow"):
+        raise ValueError(f"iter_torch_batches: collate_fn.batch_format must be 'numpy', 'pandas' or "
+                         f"'pyarrow', got {collate_format!r}")
+
     def convert(batch):
         if collate_fn is not None:
-            return _move(torch, collate_fn(_batch.to_format(batch, "numpy")), target, pin)
+            return _move(torch, collate_fn(_batch.to_format(batch, collate_format)), target, pin)
         if isinstance(dtypes, dict):
             missing = [c for c in dtypes if c not in batch.schema.names]
             if missing:

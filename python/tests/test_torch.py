@@ -190,3 +190,32 @@ def test_from_torch_map_style_and_iterable():
 def test_from_torch_refuses_other_objects():
     with pytest.raises(TypeError, match="torch.utils.data.Dataset"):
         md.from_torch([1, 2, 3])
+
+
+def test_collate_classes_get_their_batch_format():
+    from millstream.collate_fn import (ArrowBatchCollateFn, DefaultCollateFn, NumpyBatchCollateFn,
+                                       PandasBatchCollateFn)
+
+    class Arrow(ArrowBatchCollateFn):
+        def __call__(self, batch):
+            assert isinstance(batch, pa.Table)
+            return torch.as_tensor(batch["a"].to_numpy() + 5)
+
+    class Numpy(NumpyBatchCollateFn):
+        def __call__(self, batch):
+            assert isinstance(batch["a"], np.ndarray)
+            return torch.as_tensor(batch["a"] * 2)
+
+    class Pandas(PandasBatchCollateFn):
+        def __call__(self, batch):
+            import pandas as pd
+
+            assert isinstance(batch, pd.DataFrame)
+            return torch.as_tensor(batch["a"].to_numpy() - 1)
+
+    ds = md.from_arrow(pa.table({"a": np.arange(6)}))
+    for collate, expected in [(Arrow(), np.arange(6) + 5), (Numpy(), np.arange(6) * 2), (Pandas(), np.arange(6) - 1)]:
+        (out,) = _collect(ds.iter_torch_batches(batch_size=None, collate_fn=collate))
+        assert torch.equal(out, torch.from_numpy(expected)), type(collate).__name__
+    (out,) = _collect(ds.iter_torch_batches(batch_size=None, collate_fn=DefaultCollateFn(dtypes=torch.float32)))
+    assert torch.equal(out["a"], torch.arange(6, dtype=torch.float32))
