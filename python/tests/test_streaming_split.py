@@ -92,6 +92,15 @@ def test_one_thread_consuming_one_after_the_other():
     assert sorted(a + b) == list(range(N))
 
 
+def test_equal_split_consumed_one_after_the_other_in_one_thread():
+    ds = md.range(1001, override_num_blocks=9)
+    first, second = ds.streaming_split(2, equal=True)
+    a = [i for b in first.iter_batches(batch_size=64) for i in b["id"].tolist()]
+    b = [i for b in second.iter_batches(batch_size=64) for i in b["id"].tolist()]
+    assert len(a) == len(b) == 500
+    assert len(set(a) | set(b)) == 1000
+
+
 def test_a_consumer_leaving_early_does_not_stop_the_others():
     ds = md.range(N, override_num_blocks=40)
     first, second = ds.streaming_split(2)
