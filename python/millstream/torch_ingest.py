@@ -97,6 +97,9 @@ def converter(dtypes, device, collate_fn: Optional[Callable], pin_memory: bool) 
         for key, value in dtypes.items():
             if not isinstance(value, torch.dtype):
                 raise TypeError(f"iter_torch_batches: dtypes[{key!r}] must be a torch.dtype, got {value!r}")
+    if collate_fn is not None and dtypes is not None:
+        raise ValueError("iter_torch_batches: dtypes apply to the default conversion; with a collate_fn, "
+                         "set the dtypes in it")
     if collate_fn is not None and not callable(collate_fn):
         raise TypeError(f"iter_torch_batches: collate_fn must be callable, got {type(collate_fn).__name__}")
     target = _device(torch, device)

@@ -56,6 +56,11 @@ def test_dtypes_one_for_all_or_per_column():
     assert torch.equal(per["a"], torch.tensor([1.0, 2.0, 3.0]))
 
 
+def test_dtypes_with_a_collate_fn_raise():
+    with pytest.raises(ValueError, match="collate_fn"):
+        md.range(3).iter_torch_batches(dtypes=torch.float32, collate_fn=lambda b: b)
+
+
 def test_dtypes_naming_a_missing_column_raises():
     with pytest.raises(KeyError, match="'nope'"):
         _collect(md.range(3).iter_torch_batches(dtypes={"nope": torch.float32}))
