@@ -78,6 +78,10 @@ def test_tensor_column_from_numpy_rows():
     arrays = np.arange(24, dtype=np.float32).reshape(4, 3, 2)
     (batch,) = _collect(md.from_numpy(arrays).iter_torch_batches(batch_size=None))
     assert torch.equal(batch["data"], torch.from_numpy(arrays))
+    # Batches that are slices of a block (offsets into the tensor storage).
+    sliced = _collect(md.from_numpy(arrays).iter_torch_batches(batch_size=3))
+    assert [b["data"].shape[0] for b in sliced] == [3, 1]
+    assert torch.equal(torch.cat([b["data"] for b in sliced]), torch.from_numpy(arrays))
 
 
 def test_variable_shape_tensor_column_becomes_a_list_of_tensors():
