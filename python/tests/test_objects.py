@@ -70,3 +70,10 @@ def test_from_huggingface_needs_datasets():
         pytest.skip("datasets is installed")
     with pytest.raises(ImportError, match="'datasets'"):
         md.from_huggingface(object())
+
+
+def test_objects_round_trip_through_parquet(tmp_path):
+    ds = md.from_items([{"f": fractions.Fraction(i, 3), "i": i} for i in range(5)])
+    ds.write_parquet(tmp_path / "out")
+    back = sorted(md.read_parquet(tmp_path / "out").take_all(), key=lambda r: r["i"])
+    assert back == [{"f": fractions.Fraction(i, 3), "i": i} for i in range(5)]
