@@ -492,7 +492,15 @@ class Dataset:
     @public(unsupported={"locality_hints": Unsupported(None, why="one process: there are no nodes to place the consumers on")})
     def streaming_split(self, n: int, *, equal: bool = False, locality_hints=None) -> List[DataIterator]:
         """``n`` DataIterators fed by one execution, for ``n`` consumers (threads)
-        iterating at once; see ``millstream.streaming_split``'s module doc."""
+        iterating at once, as Ray Train's workers do.
+
+        Each consumer's queue holds at most two blocks: a slow consumer gets no more
+        until it takes some, and the execution stops when all queues are full, so memory
+        stays bounded. With ``equal=False`` a block goes to whoever has room (a slow
+        consumer never holds up the others); ``equal=True`` gives every iterator exactly
+        ``total // n`` rows and drops the remainder, as Ray does. Iterating all ``n``
+        again executes the dataset again (an epoch starts once all finished the last).
+        See ``millstream.streaming_split`` for the details."""
         from millstream.streaming_split import split
 
         return split(self, n, equal, locality_hints)
