@@ -120,6 +120,10 @@ def test_a_consumer_leaving_early_does_not_stop_the_others():
         t.join(60)
     assert not any(t.is_alive() for t in threads)
     assert len(got) == len(set(got)) and len(got) > N // 2
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and [t for t in threading.enumerate()
+                                           if t.name in ("millstream-prefetch", "millstream-split")]:
+        time.sleep(0.01)  # the coordinator's thread ends just after handing out the end
     assert not [t for t in threading.enumerate() if t.name in ("millstream-prefetch", "millstream-split")]
 
 
