@@ -19,9 +19,11 @@ from millstream.dataset import (
     RandomSeedConfig,
     Schema,
     from_arrow,
+    from_huggingface,
     from_items,
     from_numpy,
     from_pandas,
+    from_torch,
     range,
     range_tensor,
     read_parquet,
@@ -44,7 +46,7 @@ _atexit.register(_core.shutdown)
 
 __all__ = [
     "ActorPoolStrategy", "TaskPoolStrategy", "DataContext", "DataIterator", "Dataset", "ExecutionOptions", "ExecutionResources",
-    "MaterializedDataset", "RandomSeedConfig", "Schema", "ShuffleStrategy", "from_arrow", "from_items", "from_numpy", "from_pandas",
-    "range", "range_tensor", "read_parquet", "FileShuffleConfig", "from_blocks", "read_binary_files", "read_csv",
-    "read_images", "read_json", "read_numpy", "read_text",
+    "MaterializedDataset", "RandomSeedConfig", "Schema", "ShuffleStrategy", "from_arrow", "from_huggingface", "from_items",
+    "from_numpy", "from_pandas", "from_torch", "range", "range_tensor", "read_parquet", "FileShuffleConfig", "from_blocks",
+    "read_binary_files", "read_csv", "read_images", "read_json", "read_numpy", "read_text",
 ]

@@ -184,7 +184,8 @@ class DataContext(_Strict):
     use_datasource_v2: bool = _cluster_only(True)
     parquet_chunker_target_chunk_size: Optional[int] = _cluster_only(None)
     use_arrow_tensor_v2: bool = _cluster_only(True)
-    enable_fallback_to_arrow_object_ext_type: Optional[bool] = _cluster_only(None)
+    # None or True: values Arrow has no type for become a column of pickled objects; False: raise.
+    enable_fallback_to_arrow_object_ext_type: Optional[bool] = None
     trace_allocations: bool = _cluster_only(False)
     use_ray_tqdm: bool = _cluster_only(True)
     enable_rich_progress_bars: bool = _cluster_only(False)

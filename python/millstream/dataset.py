@@ -604,7 +604,15 @@ class Dataset:
     @public(unsupported={"locality_hints": Unsupported(None, why="one process: there are no nodes to place the consumers on")})
     def streaming_split(self, n: int, *, equal: bool = False, locality_hints=None) -> List[DataIterator]:
         """``n`` DataIterators fed by one execution, for ``n`` consumers (threads)
-        iterating at once; see ``millstream.streaming_split``'s module doc."""
+        iterating at once, as Ray Train's workers do.
+
+        Each consumer's queue holds at most two blocks: a slow consumer gets no more
+        until it takes some, and the execution stops when all queues are full, so memory
+        stays bounded. With ``equal=False`` a block goes to whoever has room (a slow
+        consumer never holds up the others); ``equal=True`` gives every iterator exactly
+        ``total // n`` rows and drops the remainder, as Ray does. Iterating all ``n``
+        again executes the dataset again (an epoch starts once all finished the last).
+        See ``millstream.streaming_split`` for the details."""
         from millstream.streaming_split import split
 
         return split(self, n, equal, locality_hints)
@@ -1026,6 +1034,33 @@ def from_numpy(ndarrays) -> MaterializedDataset:
     # Copies (the caller still holds the arrays): a later change leaves the dataset as it was.
     tables = [pa.table({"data": _batch._array_from_numpy(a, sole_owner=False)}) for a in arrays]
     return from_arrow(tables)
+
+
+@public
+def from_torch(dataset, local_read: bool = False) -> MaterializedDataset:
+    """A dataset of the items of a torch ``Dataset``, in column "item" (read now, in this
+    process: ``local_read`` changes nothing here). Tensor items make a tensor column;
+    others (tuples, images) a column of Python objects. Needs torch (ImportError if not)."""
+    from millstream import torch_ingest
+
+    if not isinstance(local_read, bool):
+        raise TypeError(f"from_torch: local_read must be a bool, got {local_read!r}")
+    return from_items(torch_ingest.from_torch_items(dataset))
+
+
+@public(unsupported={"concurrency": Unsupported(None, why=_NOT_YET)})
+def from_huggingface(dataset, parallelism: int = -1, concurrency=None,
+                     override_num_blocks=None) -> MaterializedDataset:
+    """A dataset of a Hugging Face ``datasets.Dataset`` (its Arrow table, no copy of the
+    data) or ``IterableDataset`` (its rows, read now). Needs ``datasets`` (ImportError if
+    not); a ``DatasetDict`` raises ``ValueError`` (pass one split)."""
+    from millstream import huggingface
+
+    rows = huggingface.table_of(dataset)
+    blocks = _blocks(override_num_blocks, parallelism)
+    if isinstance(rows, list):
+        return from_items(rows, override_num_blocks=blocks)
+    return from_arrow(rows, override_num_blocks=blocks)
 
 
 @public(passthrough=_args.PARQUET_READ_ARGS, unsupported={

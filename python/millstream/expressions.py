@@ -478,6 +478,22 @@ class _StringNamespace:
         """A list of the parts between ``pattern``."""
         return self._call("split_pattern", pc.SplitPatternOptions(pattern, max_splits=max_splits))
 
+    def split_regex(self, pattern: str, max_splits: Optional[int] = None):
+        """A list of the parts between matches of the regular expression ``pattern``."""
+        return self._call("split_pattern_regex", pc.SplitPatternOptions(pattern, max_splits=max_splits))
+
+    def split_whitespace(self, max_splits: Optional[int] = None):
+        """A list of the parts between runs of whitespace."""
+        return self._call("utf8_split_whitespace", pc.SplitOptions(max_splits=max_splits))
+
+    def replace_slice(self, start: int, stop: int, replacement: str):
+        """Characters ``[start:stop]`` replaced by ``replacement``."""
+        return self._call("utf8_replace_slice", pc.ReplaceSliceOptions(start, stop, replacement))
+
+    def extract(self, pattern: str):
+        """A struct of the regular expression's named groups (``(?P<name>...)``)."""
+        return self._call("extract_regex", pc.ExtractRegexOptions(pattern))
+
     def repeat(self, n: int):
         return self._call("binary_repeat", None, n)
 

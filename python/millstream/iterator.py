@@ -40,53 +40,78 @@ class _ExecutionHandle:
 
 
 class _Prefetcher:
-    """Iterates ``source`` on a background thread, keeping at most ``depth`` items made
-    (formatted) ahead of the consumer. Closing the consumer's generator (the loop's end, a
-    ``break``, an exception, Ctrl-C) stops the thread, cancels the execution and joins
-    the thread before returning: nothing keeps running."""
+    """Iterates ``source`` ahead of the consumer on a background thread, keeping at most
+    ``depth`` items made (formatted) and waiting. Closing the consumer's generator (the
+    loop's end, a ``break``, an exception, Ctrl-C) stops the thread, cancels the execution,
+    joins the thread and closes ``source`` before returning: nothing keeps running.
+
+    When the consumer finds nothing ready and the thread is not making an item at that
+    moment, the consumer makes the next one itself (``source`` is taken under a lock, so
+    items keep their order): a loop faster than the source then pays no hand-over between
+    threads for each batch, while a slow loop finds ``depth`` batches ready."""
 
     def __init__(self, source: Iterator[Any], depth: int, handle: _ExecutionHandle):
         self._source = source
         self._depth = depth
         self._handle = handle
+        self._source_lock = threading.Lock()  # held while an item is being made
         self._cv = threading.Condition()
         self._ready: collections.deque = collections.deque()
         self._stop = False
-        self._done = False
-        self._error: Optional[BaseException] = None
-        self.made = 0  # items made so far (for tests and stats)
+        self._done = False  # the source is exhausted or failed
+        self._error: Optional[BaseException] = None  # the thread's failure, raised in the loop
+        self.made = 0  # items made so far
         self._thread = threading.Thread(target=self._run, name="millstream-prefetch", daemon=True)
 
     def _run(self) -> None:
-        try:
-            while True:
+        while True:
+            with self._cv:
+                while len(self._ready) >= self._depth and not self._stop and not self._done:
+                    self._cv.wait()
+                if self._stop or self._done:
+                    return
+            with self._source_lock:
                 with self._cv:
-                    while len(self._ready) >= self._depth and not self._stop:
-                        self._cv.wait()
-                    if self._stop:
-                        return
+                    if self._stop or self._done or len(self._ready) >= self._depth:
+                        continue
                 try:
                     item = next(self._source)
                 except StopIteration:
+                    self._finish(None)
+                    return
+                except BaseException as e:  # handed to the consumer, raised there
+                    self._finish(e)
                     return
                 with self._cv:
                     self._ready.append(item)
                     self.made += 1
                     self._cv.notify_all()
-        except BaseException as e:  # handed to the consumer, raised there
+
+    def _finish(self, error: Optional[BaseException]) -> None:
+        with self._cv:
+            self._done = True
+            self._error = error
+            self._cv.notify_all()
+
+    def _make_here(self):
+        """(True, item) made on the consumer's thread, or (False, None) when the thread is
+        making one (or one is ready) after all. StopIteration at the end."""
+        if not self._source_lock.acquire(blocking=False):
+            return False, None
+        try:
             with self._cv:
-                self._error = e
-        finally:
+                if self._ready or self._done:
+                    return False, None
             try:
-                close = getattr(self._source, "close", None)
-                if close is not None:
-                    close()  # closes the execution (its generator's finally)
-            except BaseException as e:
-                with self._cv:
-                    self._error = self._error or e
+                item = next(self._source)
+            except BaseException:  # StopIteration included: the end, for both threads
+                self._finish(None)
+                raise
             with self._cv:
-                self._done = True
-                self._cv.notify_all()
+                self.made += 1
+            return True, item
+        finally:
+            self._source_lock.release()
 
     def __iter__(self) -> Iterator[Any]:
         # The consumer waits on a Condition (a lock acquire): Ctrl-C raised there runs this
@@ -96,17 +121,28 @@ class _Prefetcher:
         try:
             while True:
                 with self._cv:
-                    # A timed wait: Ctrl-C reaches the consumer between waits.
-                    while not self._ready and not self._done:
-                        self._cv.wait(0.05)
                     if self._ready:
                         item = self._ready.popleft()
                         self._cv.notify_all()
-                    elif self._error is not None:
-                        raise self._error
-                    else:
+                        ready = True
+                    elif self._done:
+                        if self._error is not None:
+                            raise self._error
                         return
-                yield item
+                    else:
+                        ready = False
+                if not ready:
+                    try:
+                        ready, item = self._make_here()
+                    except StopIteration:
+                        return
+                if ready:
+                    yield item
+                    continue
+                with self._cv:
+                    # A timed wait: Ctrl-C reaches the consumer between waits.
+                    if not self._ready and not self._done:
+                        self._cv.wait(0.05)
         finally:
             with self._cv:
                 self._stop = True
@@ -114,6 +150,10 @@ class _Prefetcher:
                 self._cv.notify_all()
             self._handle.cancel()
             self._thread.join()
+            with self._source_lock:
+                close = getattr(self._source, "close", None)
+                if close is not None:
+                    close()  # closes the execution (its generator's finally)
 
 
 def prefetched(make_source: Callable[[_ExecutionHandle], Iterator[Any]], depth: int) -> Iterator[Any]:

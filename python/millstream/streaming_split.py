@@ -9,8 +9,10 @@ engine's backpressure stops upstream. Memory stays bounded however slow a consum
   so a slow consumer never holds up the others (they get more of the rows).
 - ``equal=True``: every block is cut into n equal slices, one per consumer, and the rows
   left over are carried into the next cut; each consumer gets exactly ``total // n`` rows
-  and the last ``total % n`` rows are dropped, as in Ray. Here every consumer must keep
-  taking: one that stops taking (without ending its loop) holds up all.
+  and the last ``total % n`` rows are dropped, as in Ray. Every consumer that has begun
+  must keep taking: one that stops taking (without ending its loop) holds up all; the
+  share of one that has not begun yet waits for it unbounded (so one thread may iterate
+  the iterators one after the other).
 
 Each epoch (every iterator iterated once more) executes the dataset again; it starts when
 all n iterators have finished the previous one (reached its end or left the loop), so
@@ -41,11 +43,12 @@ class _Coordinator:
         self._epoch = -1
         self._queues = [collections.deque() for _ in range(n)]
         self._finished = [True] * n  # consumer i is done with the current epoch
+        self._started = [False] * n  # consumer i has begun the current epoch
         self._source_done = True
         self._error: Optional[BaseException] = None
         self._pump: Optional[threading.Thread] = None
         self._pump_handle = _ExecutionHandle()
-        self.peak_queued = 0  # most blocks ever waiting in one queue (for tests)
+        self.peak_queued = 0  # most blocks ever waiting for a consumer that has begun
         self.delivered_rows = [0] * n
 
     # ---- consumers ----------------------------------------------------------------
@@ -61,6 +64,8 @@ class _Coordinator:
                     self._start_epoch()
                     break
                 self._cv.wait(0.05)
+            self._started[i] = True
+            self._cv.notify_all()
             return True
 
     def take(self, i: int, handle: _ExecutionHandle) -> Optional[pa.RecordBatch]:
@@ -101,6 +106,7 @@ class _Coordinator:
                 self._cv.acquire()
         self._epoch += 1
         self._finished = [False] * self._n
+        self._started = [False] * self._n
         for queue in self._queues:
             queue.clear()
         self._source_done = False
@@ -141,7 +147,8 @@ class _Coordinator:
     def _put(self, i: int, block: pa.RecordBatch) -> None:
         self._queues[i].append(block)
         self.delivered_rows[i] += block.num_rows
-        self.peak_queued = max(self.peak_queued, len(self._queues[i]))
+        if self._started[i]:  # the bound holds for consumers taking blocks
+            self.peak_queued = max(self.peak_queued, len(self._queues[i]))
         self._cv.notify_all()
 
     def _deliver_any(self, block: pa.RecordBatch) -> bool:
@@ -160,10 +167,13 @@ class _Coordinator:
 
     def _deliver_equal(self, pieces: List[pa.RecordBatch]) -> bool:
         """Gives piece i to consumer i, waiting for its room (a consumer that left gets
-        nothing); False when every consumer has left."""
+        nothing); False when every consumer has left. A consumer that has not begun this
+        epoch yet has its share kept without a bound: one thread iterating the iterators
+        one after the other would otherwise wait for itself."""
         with self._cv:
             for i, piece in enumerate(pieces):
-                while not self._finished[i] and len(self._queues[i]) >= QUEUE_BLOCKS:
+                while (self._started[i] and not self._finished[i]
+                       and len(self._queues[i]) >= QUEUE_BLOCKS):
                     self._cv.wait()
                 if not self._finished[i]:
                     self._put(i, piece)

@@ -97,6 +97,9 @@ def converter(dtypes, device, collate_fn: Optional[Callable], pin_memory: bool) 
         for key, value in dtypes.items():
             if not isinstance(value, torch.dtype):
                 raise TypeError(f"iter_torch_batches: dtypes[{key!r}] must be a torch.dtype, got {value!r}")
+    if collate_fn is not None and dtypes is not None:
+        raise ValueError("iter_torch_batches: dtypes apply to the default conversion; with a collate_fn, "
+                         "set the dtypes in it")
     if collate_fn is not None and not callable(collate_fn):
         raise TypeError(f"iter_torch_batches: collate_fn must be callable, got {type(collate_fn).__name__}")
     target = _device(torch, device)
@@ -105,9 +108,16 @@ def converter(dtypes, device, collate_fn: Optional[Callable], pin_memory: bool) 
     # Pinned memory lets the copy to the GPU run without blocking the loop.
     pin = pin_memory or target is not None and target.type == "cuda"
 
+    # A Ray-style collate class says which format it takes (see millstream.collate_fn);
+    # a plain function gets numpy batches, as in Ray.
+    collate_format = getattr(collate_fn, "batch_format", "numpy") if collate_fn is not None else None
+    if collate_format not in (None, "numpy", "pandas", "pyarrow"):
+        raise ValueError(f"iter_torch_batches: collate_fn.batch_format must be 'numpy', 'pandas' or "
+                         f"'pyarrow', got {collate_format!r}")
+
     def convert(batch):
         if collate_fn is not None:
-            return _move(torch, collate_fn(_batch.to_format(batch, "numpy")), target, pin)
+            return _move(torch, collate_fn(_batch.to_format(batch, collate_format)), target, pin)
         if isinstance(dtypes, dict):
             missing = [c for c in dtypes if c not in batch.schema.names]
             if missing:
@@ -123,3 +133,17 @@ def converter(dtypes, device, collate_fn: Optional[Callable], pin_memory: bool) 
         return out
 
     return convert
+
+
+def from_torch_items(dataset) -> list:
+    """The items of a torch ``Dataset`` (map-style or iterable) as rows ``{"item": x}``;
+    a tensor item becomes an ndarray (a tensor column), anything else stays as it is (a
+    tuple of an image and a label becomes a column of Python objects)."""
+    torch = require_torch("from_torch")
+    if not isinstance(dataset, (torch.utils.data.Dataset, torch.utils.data.IterableDataset)):
+        raise TypeError(f"from_torch expects a torch.utils.data.Dataset, got {type(dataset).__name__}")
+    if isinstance(dataset, torch.utils.data.IterableDataset) or not hasattr(dataset, "__len__"):
+        items = iter(dataset)
+    else:
+        items = (dataset[i] for i in range(len(dataset)))
+    return [{"item": x.numpy() if isinstance(x, torch.Tensor) else x} for x in items]

@@ -114,3 +114,24 @@ def test_iterator_iter_torch_batches():
 def test_bad_prefetch_batches_raise():
     with pytest.raises(ValueError, match="prefetch_batches"):
         md.range(3).iterator().iter_batches(prefetch_batches=-1)
+
+
+def test_first_string_batches_do_not_wait_for_pandas(tmp_path):
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    words = [f"w{i % 97}" for i in range(5000)]
+    pq.write_table(pa.table({"s": words, "i": np.arange(5000)}), tmp_path / "f.parquet")
+    code = ("import sys, millstream as md\n"
+            f"ds = md.read_parquet({str(tmp_path)!r})\n"
+            "it = ds.iter_batches(batch_size=100, batch_format='numpy')\n"
+            "first = next(it)\n"
+            "loaded = 'pandas' in sys.modules\n"
+            "rest = [first] + list(it)\n"
+            "print(loaded, [str(v) for b in rest for v in b['s']] == [f'w{i % 97}' for i in range(5000)],\n"
+            "      all(b['s'].dtype == object for b in rest))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "True", "True"]

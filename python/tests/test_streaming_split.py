@@ -92,6 +92,15 @@ def test_one_thread_consuming_one_after_the_other():
     assert sorted(a + b) == list(range(N))
 
 
+def test_equal_split_consumed_one_after_the_other_in_one_thread():
+    ds = md.range(1001, override_num_blocks=9)
+    first, second = ds.streaming_split(2, equal=True)
+    a = [i for b in first.iter_batches(batch_size=64) for i in b["id"].tolist()]
+    b = [i for b in second.iter_batches(batch_size=64) for i in b["id"].tolist()]
+    assert len(a) == len(b) == 500
+    assert len(set(a) | set(b)) == 1000
+
+
 def test_a_consumer_leaving_early_does_not_stop_the_others():
     ds = md.range(N, override_num_blocks=40)
     first, second = ds.streaming_split(2)
@@ -111,7 +120,11 @@ def test_a_consumer_leaving_early_does_not_stop_the_others():
         t.join(60)
     assert not any(t.is_alive() for t in threads)
     assert len(got) == len(set(got)) and len(got) > N // 2
-    assert not [t for t in threading.enumerate() if t.name.startswith("millstream-")]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and [t for t in threading.enumerate()
+                                           if t.name in ("millstream-prefetch", "millstream-split")]:
+        time.sleep(0.01)  # the coordinator's thread ends just after handing out the end
+    assert not [t for t in threading.enumerate() if t.name in ("millstream-prefetch", "millstream-split")]
 
 
 def test_error_reaches_every_consumer():

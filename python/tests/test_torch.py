@@ -56,6 +56,11 @@ def test_dtypes_one_for_all_or_per_column():
     assert torch.equal(per["a"], torch.tensor([1.0, 2.0, 3.0]))
 
 
+def test_dtypes_with_a_collate_fn_raise():
+    with pytest.raises(ValueError, match="collate_fn"):
+        md.range(3).iter_torch_batches(dtypes=torch.float32, collate_fn=lambda b: b)
+
+
 def test_dtypes_naming_a_missing_column_raises():
     with pytest.raises(KeyError, match="'nope'"):
         _collect(md.range(3).iter_torch_batches(dtypes={"nope": torch.float32}))
@@ -73,6 +78,10 @@ def test_tensor_column_from_numpy_rows():
     arrays = np.arange(24, dtype=np.float32).reshape(4, 3, 2)
     (batch,) = _collect(md.from_numpy(arrays).iter_torch_batches(batch_size=None))
     assert torch.equal(batch["data"], torch.from_numpy(arrays))
+    # Batches that are slices of a block (offsets into the tensor storage).
+    sliced = _collect(md.from_numpy(arrays).iter_torch_batches(batch_size=3))
+    assert [b["data"].shape[0] for b in sliced] == [3, 1]
+    assert torch.equal(torch.cat([b["data"] for b in sliced]), torch.from_numpy(arrays))
 
 
 def test_variable_shape_tensor_column_becomes_a_list_of_tensors():
@@ -119,7 +128,8 @@ def test_batch_sizes_and_drop_last(drop_last):
 
 
 def test_local_shuffle_keeps_every_row_and_follows_the_seed():
-    ds = md.range(1000, override_num_blocks=10)
+    # A materialized dataset streams its blocks in order: the same seed, the same rows.
+    ds = md.from_arrow(pa.table({"id": np.arange(1000)}), override_num_blocks=10)
 
     def run():
         return torch.cat([b["id"] for b in ds.iter_torch_batches(
@@ -167,3 +177,55 @@ def test_other_frameworks_name_the_missing_package(call, package):
         pytest.skip(f"{package} is installed")
     with pytest.raises(ImportError, match=f"'{package}'"):
         call(md.range(3))
+
+
+def test_from_torch_map_style_and_iterable():
+    class Squares(torch.utils.data.Dataset):
+        def __len__(self):
+            return 5
+
+        def __getitem__(self, i):
+            return torch.tensor([i, i * i])
+
+    rows = md.from_torch(Squares()).take_all()
+    assert [r["item"].tolist() for r in rows] == [[i, i * i] for i in range(5)]
+
+    class Pairs(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter([(i, f"label{i}") for i in range(3)])
+
+    assert [r["item"] for r in md.from_torch(Pairs()).take_all()] == [(i, f"label{i}") for i in range(3)]
+
+
+def test_from_torch_refuses_other_objects():
+    with pytest.raises(TypeError, match="torch.utils.data.Dataset"):
+        md.from_torch([1, 2, 3])
+
+
+def test_collate_classes_get_their_batch_format():
+    from millstream.collate_fn import (ArrowBatchCollateFn, DefaultCollateFn, NumpyBatchCollateFn,
+                                       PandasBatchCollateFn)
+
+    class Arrow(ArrowBatchCollateFn):
+        def __call__(self, batch):
+            assert isinstance(batch, pa.Table)
+            return torch.as_tensor(batch["a"].to_numpy() + 5)
+
+    class Numpy(NumpyBatchCollateFn):
+        def __call__(self, batch):
+            assert isinstance(batch["a"], np.ndarray)
+            return torch.as_tensor(batch["a"] * 2)
+
+    class Pandas(PandasBatchCollateFn):
+        def __call__(self, batch):
+            import pandas as pd
+
+            assert isinstance(batch, pd.DataFrame)
+            return torch.as_tensor(batch["a"].to_numpy() - 1)
+
+    ds = md.from_arrow(pa.table({"a": np.arange(6)}))
+    for collate, expected in [(Arrow(), np.arange(6) + 5), (Numpy(), np.arange(6) * 2), (Pandas(), np.arange(6) - 1)]:
+        (out,) = _collect(ds.iter_torch_batches(batch_size=None, collate_fn=collate))
+        assert torch.equal(out, torch.from_numpy(expected)), type(collate).__name__
+    (out,) = _collect(ds.iter_torch_batches(batch_size=None, collate_fn=DefaultCollateFn(dtypes=torch.float32)))
+    assert torch.equal(out["a"], torch.arange(6, dtype=torch.float32))

@@ -51,15 +51,14 @@ arrow::Result<cp::Expression> WithColumnTransform::Bind(const arrow::Schema& sch
   for (const auto& ref : cp::FieldsInExpression(expr_)) {
     auto found = ref.FindOneOrNone(schema);
     if (ref.IsName() && found.ok() && found->empty()) {
-      return arrow::Status::KeyError("with_column('", column_, "'): column '", *ref.name(),
-                                     "' not found; the columns are: ",
+      return arrow::Status::KeyError("column '", *ref.name(), "' not found; the columns are: ",
                                      JoinNames(schema.field_names()));
     }
   }
   auto bound = expr_.Bind(schema);
   if (!bound.ok()) {
-    return bound.status().WithMessage("with_column('", column_, "', ", expr_.ToString(),
-                                      "): ", bound.status().message());
+    return bound.status().WithMessage(bound.status().message(),
+                                      " (columns: ", JoinNames(schema.field_names()), ")");
   }
   return bound;
 }
@@ -75,16 +74,12 @@ arrow::Result<std::shared_ptr<arrow::Schema>> WithColumnTransform::Apply(
 
 arrow::Result<Block> WithColumnTransform::Apply(const Block& block,
                                                 const cp::Expression& bound) const {
-  auto result = cp::ExecuteScalarExpression(bound, cp::ExecBatch(*block));
-  if (!result.ok()) {
-    return result.status().WithMessage("with_column('", column_, "', ", expr_.ToString(),
-                                       "): ", result.status().message());
-  }
+  ARROW_ASSIGN_OR_RAISE(auto result, cp::ExecuteScalarExpression(bound, cp::ExecBatch(*block)));
   std::shared_ptr<arrow::Array> values;
-  if (result->is_scalar()) {
-    ARROW_ASSIGN_OR_RAISE(values, arrow::MakeArrayFromScalar(*result->scalar(), block->num_rows()));
+  if (result.is_scalar()) {
+    ARROW_ASSIGN_OR_RAISE(values, arrow::MakeArrayFromScalar(*result.scalar(), block->num_rows()));
   } else {
-    values = result->make_array();
+    values = result.make_array();
   }
   auto field = arrow::field(column_, values->type());
   int index = block->schema()->GetFieldIndex(column_);
