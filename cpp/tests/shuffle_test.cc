@@ -537,6 +537,36 @@ TEST(SortExchange, SomeRunsSpillWhenTheCapIsReached) {
   EXPECT_EQ(h.reservation.size(), 0);
 }
 
+TEST(SortExchange, ReclaimSpillsHeldRunsWithTheSameResult) {
+  auto input = RandomBlocks(16, 8, 1000);
+  std::vector<SortKey> keys = {{"i"}, {"s", true}};
+  ExchangeOptions options;
+  options.num_partitions = 3;
+  Harness h;
+  auto exchange = MakeSortExchange(keys, options).ValueOrDie();
+  for (size_t i = 0; i < input.size(); ++i) ASSERT_OK(exchange->Map(i, input[i], h.ctx));
+  int64_t held = exchange->held_bytes();
+  EXPECT_GT(held, 0);
+  EXPECT_EQ(h.reservation.size(), held);
+  // The executor lowered the cap: half of what is held comes back, in whole runs.
+  ASSIGN_OK(int64_t freed, exchange->Reclaim(held / 2, h.ctx));
+  EXPECT_GE(freed, held / 2);
+  EXPECT_LT(freed, held);
+  EXPECT_EQ(exchange->held_bytes(), held - freed);
+  EXPECT_EQ(h.reservation.size(), held - freed);
+  EXPECT_GT(h.spill->files(), 0);
+  ASSIGN_OK(int64_t n, exchange->FinishMap(h.ctx));
+  ASSIGN_OK(int64_t more, exchange->Reclaim(int64_t{1} << 40, h.ctx));  // the rest, before reducing
+  EXPECT_EQ(more, held - freed);
+  std::vector<Block> out;
+  for (int64_t p = 0; p < n; ++p) {
+    ASSERT_OK(exchange->Reduce(p, [&](Block b) { out.push_back(b); return arrow::Status::OK(); }, h.ctx));
+  }
+  EXPECT_TRUE(SameBatch(ConcatenateBlocks(out).ValueOrDie(), ExpectedSort(input, keys)));
+  EXPECT_EQ(h.reservation.size(), 0);
+  EXPECT_TRUE(fs::is_empty(h.spill->path()));
+}
+
 TEST(SortExchange, CancelledStopsTasks) {
   Harness h;
   h.cancelled = true;
@@ -650,6 +680,28 @@ TEST(RandomShuffleExchange, SpilledGivesTheSameOrder) {
   auto with_spill = ShuffleRows(input, 9, options, /*cap=*/1, &spilled);
   EXPECT_GT(spilled, 0);
   EXPECT_EQ(in_memory, with_spill);
+}
+
+TEST(RandomShuffleExchange, ReclaimBetweenStagesGivesTheSameOrder) {
+  auto input = RandomBlocks(25, 6, 400);
+  ExchangeOptions options;
+  options.num_partitions = 3;
+  auto expected = ShuffleRows(input, 11, options);
+  Harness h;
+  auto exchange = MakeRandomShuffleExchange(11, options).ValueOrDie();
+  for (size_t i = 0; i < input.size(); ++i) ASSERT_OK(exchange->Map(i, input[i], h.ctx));
+  ASSIGN_OK(int64_t n, exchange->FinishMap(h.ctx));
+  std::vector<Block> out;
+  for (int64_t p = 0; p < n; ++p) {
+    if (p == 1) {
+      ASSIGN_OK(int64_t freed, exchange->Reclaim(int64_t{1} << 40, h.ctx));
+      EXPECT_GT(freed, 0);
+      EXPECT_EQ(exchange->held_bytes(), 0);
+    }
+    ASSERT_OK(exchange->Reduce(p, [&](Block b) { out.push_back(b); return arrow::Status::OK(); }, h.ctx));
+  }
+  EXPECT_EQ(Column64(ConcatenateBlocks(out).ValueOrDie(), "row"), expected);
+  EXPECT_EQ(h.reservation.size(), 0);
 }
 
 TEST(RandomShuffleExchange, EmptyInputs) {

@@ -178,6 +178,15 @@ class SortExchange : public Exchange {
     return status;
   }
 
+  arrow::Result<int64_t> Reclaim(int64_t bytes, ExchangeContext& ctx) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::vector<StoredBlock*> blocks;
+    for (auto* runs : {&keyless_, &runs_}) {
+      for (auto& run : *runs) blocks.push_back(run.stored.get());
+    }
+    return ReclaimFrom(blocks, bytes, ctx);
+  }
+
   int64_t held_bytes() const override { return ledger_.held.load(std::memory_order_relaxed); }
   int64_t spilled_bytes() const override {
     return ledger_.spilled.load(std::memory_order_relaxed);
@@ -231,8 +240,9 @@ class SortExchange : public Exchange {
       if (c0 >= c1) continue;
       ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
       read->push_back(run.stored.get());
-      ARROW_ASSIGN_OR_RAISE(auto pieces, run.stored->Pieces(c0, c1, ctx));
-      if (run.stored->spilled()) {
+      bool from_disk = false;
+      ARROW_ASSIGN_OR_RAISE(auto pieces, run.stored->Pieces(c0, c1, ctx, &from_disk));
+      if (from_disk) {
         int64_t bytes = 0;
         for (const auto& piece : pieces) bytes += BlockBytes(*piece);
         ledger_.Hold(bytes, ctx);
