@@ -283,8 +283,9 @@ TEST(CountingMemoryPool, CountsAllocationsIntoTheReservation) {
 
 TEST(SpillFile, RoundTripAndCleanup) {
   TempDir base;
-  std::string dir_path, file_path;
+  std::string dir_path, file_path, kept_path;
   auto blocks = RandomBlocks(1, 3, 100);
+  std::unique_ptr<SpillFile> kept;  // outlives the directory: its end removes the file anyway
   {
     ASSIGN_OK(auto dir, SpillDirectory::Make(base.path()));
     dir_path = dir->path();
@@ -308,12 +309,13 @@ TEST(SpillFile, RoundTripAndCleanup) {
       EXPECT_TRUE(fs::exists(file_path));
     }
     EXPECT_FALSE(fs::exists(file_path));  // a file is deleted with its object
-    ASSIGN_OK(auto kept, dir->NewFile());
+    ASSIGN_OK(kept, dir->NewFile());
     ASSERT_OK(kept->Write(*blocks[0]));
     ASSERT_OK(kept->Finish());
-    kept.release();  // leaked on purpose: the directory's end removes it anyway
-    EXPECT_TRUE(fs::exists(dir_path));
+    kept_path = kept->path();
+    EXPECT_TRUE(fs::exists(kept_path));
   }
+  EXPECT_FALSE(fs::exists(kept_path));
   EXPECT_FALSE(fs::exists(dir_path));
 }
 
@@ -437,6 +439,20 @@ TEST(SortExchange, AllNullKeysKeepInputOrder) {
   ASSIGN_OK(auto result, RunExchange(*exchange, input, h.ctx));
   auto rows = Column64(Concat(result), "row");
   EXPECT_TRUE(std::is_sorted(rows.begin(), rows.end()));
+}
+
+TEST(SortExchange, NullTypedKeyColumn) {
+  auto a = arrow::RecordBatch::Make(
+      arrow::schema({arrow::field("k", arrow::null()), arrow::field("v", arrow::int64())}), 3,
+      {arrow::MakeArrayOfNull(arrow::null(), 3).ValueOrDie(), Json(arrow::int64(), "[1, 2, 3]")});
+  auto b = arrow::RecordBatch::Make(
+      arrow::schema({arrow::field("k", arrow::int64()), arrow::field("v", arrow::int64())}), 3,
+      {Json(arrow::int64(), "[5, null, 4]"), Json(arrow::int64(), "[4, 5, 6]")});
+  ExchangeOptions options;
+  options.num_partitions = 2;
+  CheckSort(std::vector<Block>{a, a}, {{"k"}}, options);
+  CheckSort(std::vector<Block>{a, b, a}, {{"k"}}, options);
+  CheckSort(std::vector<Block>{a, b}, {{"k", true}, {"v", true}}, options);
 }
 
 TEST(SortExchange, EmptyInputAndZeroRowBlocks) {

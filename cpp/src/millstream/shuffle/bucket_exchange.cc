@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <arrow/api.h>
+
 #include "exec/schema_unify.h"
 #include "shuffle/stored_block.h"
 

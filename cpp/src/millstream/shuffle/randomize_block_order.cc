@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <mutex>
 
+#include <arrow/api.h>
+
 #include "exec/schema_unify.h"
 #include "shuffle/random.h"
 #include "shuffle/stored_block.h"

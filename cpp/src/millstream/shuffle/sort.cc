@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <mutex>
 
+#include <arrow/api.h>
 #include <arrow/compute/api.h>
 
 #include "exec/schema_unify.h"

@@ -88,6 +88,8 @@ arrow::Result<ColumnCompare> MakeColumnCompare(std::shared_ptr<arrow::Array> l,
   }
   bool d = key.descending;
   switch (l->type_id()) {
+    case arrow::Type::NA:  // every value null: all alike
+      return ColumnCompare([](int64_t, int64_t) { return 0; });
 #define MILLSTREAM_PRIMITIVE(ID, TYPE) \
   case arrow::Type::ID:                \
     return Primitive<arrow::TYPE>(std::move(l), std::move(r), d);
