@@ -417,6 +417,31 @@ TEST(SortExchange, PartitionsChosenFromDataSize) {
   for (const auto& block : Flatten(result)) EXPECT_LE(BlockBytes(*block), 256 << 10);
 }
 
+TEST(SortExchange, OneKeyMostRowsShareSpreadsOverPartitions) {
+  // 90% of the rows have i == 7: partitions split that key's rows by input position.
+  auto input = RandomBlocks(17, 10, 1000);
+  int64_t total = 0;
+  for (auto& block : input) {
+    arrow::Int64Builder ints;
+    auto old = std::static_pointer_cast<arrow::Int64Array>(block->GetColumnByName("i"));
+    for (int64_t r = 0; r < block->num_rows(); ++r) (void)ints.Append(r % 10 == 0 ? old->Value(r) : 7);
+    block = block->SetColumn(1, arrow::field("i", arrow::int64()), ints.Finish().ValueOrDie()).ValueOrDie();
+    total += block->num_rows();
+  }
+  ExchangeOptions options;
+  options.num_partitions = 4;
+  CheckSort(input, {{"i"}}, options);
+  CheckSort(input, {{"i", true}}, options);
+  Harness h;
+  auto exchange = MakeSortExchange({{"i"}}, options).ValueOrDie();
+  ASSIGN_OK(auto result, RunExchange(*exchange, input, h.ctx));
+  for (const auto& p : result) {
+    int64_t rows = 0;
+    for (const auto& b : p) rows += b->num_rows();
+    EXPECT_LT(rows, total / 2);
+  }
+}
+
 TEST(SortExchange, SingleThreadAndOnePartition) {
   ExchangeOptions options;
   options.num_partitions = 1;

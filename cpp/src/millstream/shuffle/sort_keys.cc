@@ -353,20 +353,4 @@ arrow::Result<RowComparator> RowComparator::Make(
   return comparator;
 }
 
-arrow::Result<int64_t> LowerBound(const std::vector<std::shared_ptr<arrow::Array>>& arrays,
-                                  int64_t begin, int64_t end,
-                                  const std::vector<std::shared_ptr<arrow::Array>>& bound,
-                                  int64_t j, const std::vector<SortKey>& keys) {
-  ARROW_ASSIGN_OR_RAISE(auto comparator, RowComparator::Make(arrays, bound, keys));
-  while (begin < end) {
-    int64_t mid = begin + (end - begin) / 2;
-    if (comparator.Compare(mid, j) < 0) {
-      begin = mid + 1;
-    } else {
-      end = mid;
-    }
-  }
-  return begin;
-}
-
 }  // namespace millstream

@@ -51,11 +51,4 @@ class RowComparator {
   std::vector<std::function<int(int64_t, int64_t)>> columns_;
 };
 
-/// \brief The first row `r` of `arrays` (sorted by `keys`) in `[begin, end)` that is not
-/// before row `j` of `bound`, by binary search.
-arrow::Result<int64_t> LowerBound(const std::vector<std::shared_ptr<arrow::Array>>& arrays,
-                                  int64_t begin, int64_t end,
-                                  const std::vector<std::shared_ptr<arrow::Array>>& bound,
-                                  int64_t j, const std::vector<SortKey>& keys);
-
 }  // namespace millstream
