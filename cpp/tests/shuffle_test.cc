@@ -608,6 +608,31 @@ TEST(SortExchange, ReclaimSpillsHeldRunsWithTheSameResult) {
   EXPECT_TRUE(fs::is_empty(h.spill->path()));
 }
 
+TEST(SortExchange, ReclaimFromAnotherThreadWhileTasksRun) {
+  auto input = RandomBlocks(18, 12, 800);
+  std::vector<SortKey> keys = {{"d", true}, {"s"}};
+  ExchangeOptions options;
+  options.num_partitions = 4;
+  Harness h;
+  auto exchange = MakeSortExchange(keys, options).ValueOrDie();
+  std::atomic<bool> done{false};
+  std::atomic<int64_t> freed{0};
+  std::thread reclaimer([&] {
+    while (!done) {
+      auto got = exchange->Reclaim(int64_t{1} << 40, h.ctx);
+      if (got.ok()) freed += *got;
+      std::this_thread::yield();
+    }
+  });
+  auto result = RunExchange(*exchange, input, h.ctx);
+  done = true;
+  reclaimer.join();
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  EXPECT_TRUE(SameBatch(Concat(*result), ExpectedSort(input, keys)));
+  EXPECT_EQ(h.reservation.size(), 0);
+  EXPECT_EQ(exchange->held_bytes(), 0);
+}
+
 TEST(SortExchange, CancelledStopsTasks) {
   Harness h;
   h.cancelled = true;
@@ -742,6 +767,28 @@ TEST(RandomShuffleExchange, ReclaimBetweenStagesGivesTheSameOrder) {
     ASSERT_OK(exchange->Reduce(p, [&](Block b) { out.push_back(b); return arrow::Status::OK(); }, h.ctx));
   }
   EXPECT_EQ(Column64(ConcatenateBlocks(out).ValueOrDie(), "row"), expected);
+  EXPECT_EQ(h.reservation.size(), 0);
+}
+
+TEST(RandomShuffleExchange, ReclaimFromAnotherThreadWhileTasksRun) {
+  auto input = RandomBlocks(26, 10, 500);
+  ExchangeOptions options;
+  options.num_partitions = 5;
+  auto expected = ShuffleRows(input, 12, options);
+  Harness h;
+  auto exchange = MakeRandomShuffleExchange(12, options).ValueOrDie();
+  std::atomic<bool> done{false};
+  std::thread reclaimer([&] {
+    while (!done) {
+      (void)exchange->Reclaim(int64_t{1} << 40, h.ctx);
+      std::this_thread::yield();
+    }
+  });
+  auto result = RunExchange(*exchange, input, h.ctx);
+  done = true;
+  reclaimer.join();
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  EXPECT_EQ(Column64(Concat(*result), "row"), expected);
   EXPECT_EQ(h.reservation.size(), 0);
 }
 

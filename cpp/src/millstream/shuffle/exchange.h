@@ -29,7 +29,8 @@ struct ExchangeContext {
   SpillDirectory* spill = nullptr;
   /// When set, tasks stop early and return `Cancelled` (null: never).
   const std::atomic<bool>* cancelled = nullptr;
-  /// For compute kernels and blocks read back from spill files.
+  /// For compute kernels and blocks read back from spill files. A CountingMemoryPool
+  /// here must not grow `reservation` too: stored blocks are counted there already.
   arrow::MemoryPool* pool = arrow::default_memory_pool();
 
   /// `Cancelled` once `cancelled` is set, OK otherwise.
