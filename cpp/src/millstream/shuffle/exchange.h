@@ -83,8 +83,8 @@ class Exchange {
   /// tasks (0 when no block was mapped).
   virtual arrow::Result<int64_t> FinishMap(ExchangeContext& ctx) = 0;
   /// Reduce task: emits partition `p`'s output blocks, in order (blocks of at most
-  /// `target_max_block_size` bytes), each with the unified schema of all input blocks.
-  /// Called once per partition, after FinishMap.
+  /// `target_max_block_size` bytes; a repartition emits exactly one block), each with the
+  /// unified schema of all input blocks. Called once per partition, after FinishMap.
   virtual arrow::Status Reduce(int64_t p, const Emit& emit, ExchangeContext& ctx) = 0;
   /// Spills data it holds in memory until `bytes` are given back to the reservation (or
   /// nothing is left to spill) and returns the bytes given back: for the executor when it
