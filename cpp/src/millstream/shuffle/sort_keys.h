@@ -36,9 +36,13 @@ arrow::Result<std::shared_ptr<arrow::Array>> SortOrder(
 /// safe to call from one thread.
 class RowComparator {
  public:
+  /// A comparator of `left` rows with `right` rows (one array per key of `keys`, the
+  /// same type on both sides: decoded, unified); it keeps the arrays alive. An
+  /// unsortable type is an error naming the column.
   static arrow::Result<RowComparator> Make(const std::vector<std::shared_ptr<arrow::Array>>& left,
                                           const std::vector<std::shared_ptr<arrow::Array>>& right,
                                           const std::vector<SortKey>& keys);
+  /// Row `i` of the left arrays against row `j` of the right ones.
   int Compare(int64_t i, int64_t j) const {
     for (const auto& column : columns_) {
       int c = column(i, j);
