@@ -311,15 +311,27 @@ class SortExchange : public Exchange {
       merged = std::move(slices[0]);  // one sorted run's rows: already in order
     } else {
       ARROW_ASSIGN_OR_RAISE(Block all, arrow::ConcatenateRecordBatches(slices, ctx.pool));
-      slices.clear();
       int64_t all_bytes = BlockBytes(*all);
       ledger_.Hold(all_bytes, ctx);
       auto sorted = [&]() -> arrow::Result<Block> {
-        ARROW_ASSIGN_OR_RAISE(auto keys, SortKeyArrays(*all, keys_, ctx.pool));
-        ARROW_ASSIGN_OR_RAISE(auto order, SortOrder(keys, keys_, ctx.pool));
+        std::shared_ptr<arrow::Array> order;
+        if (keys_.size() == 1) {
+          // One fixed-width key: merge the sorted slices rather than sort them again.
+          ArrayVector runs;
+          for (const auto& slice : slices) {
+            ARROW_ASSIGN_OR_RAISE(auto keys, SortKeyArrays(*slice, keys_, ctx.pool));
+            runs.push_back(std::move(keys[0]));
+          }
+          ARROW_ASSIGN_OR_RAISE(order, MergeSortedRuns(runs, keys_[0], ctx.pool));
+        }
+        if (order == nullptr) {
+          ARROW_ASSIGN_OR_RAISE(auto keys, SortKeyArrays(*all, keys_, ctx.pool));
+          ARROW_ASSIGN_OR_RAISE(order, SortOrder(keys, keys_, ctx.pool));
+        }
         return TakeRows(all, order, ctx.pool);
       }();
       all.reset();
+      slices.clear();
       ledger_.Release(all_bytes, ctx);
       ARROW_ASSIGN_OR_RAISE(merged, std::move(sorted));
     }

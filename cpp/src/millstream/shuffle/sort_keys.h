@@ -31,6 +31,13 @@ arrow::Result<std::shared_ptr<arrow::Array>> SortOrder(
     const std::vector<std::shared_ptr<arrow::Array>>& key_arrays,
     const std::vector<SortKey>& keys, arrow::MemoryPool* pool);
 
+/// \brief For runs each sorted by SortOrder on one fixed-width key: their stable merged
+/// order (ties in run order) as uint64 indices into their concatenation, by a heap merge.
+/// Null for a key type SortOrder does not radix-sort (the caller sorts instead).
+arrow::Result<std::shared_ptr<arrow::Array>> MergeSortedRuns(
+    const std::vector<std::shared_ptr<arrow::Array>>& runs, const SortKey& key,
+    arrow::MemoryPool* pool);
+
 /// \brief Compares row `i` of one set of key arrays with row `j` of another (of the same
 /// types), in the sort's order: negative, zero or positive. Not thread-safe to build,
 /// safe to call from one thread.
