@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <arrow/api.h>
+
 namespace millstream {
 
 arrow::Status ExchangeContext::CheckCancelled() const {
