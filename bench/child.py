@@ -28,7 +28,7 @@ def _quiet_progress(lib) -> None:
         pass
 
 
-def setup_engine(engine: str) -> tuple[object, float | None]:
+def setup_engine(engine: str, ray_init: dict | None = None) -> tuple[object, float | None]:
     """Imports the engine; returns (dataset module or None, init seconds or None)."""
     if engine == "millstream":
         import millstream as md
@@ -46,6 +46,7 @@ def setup_engine(engine: str) -> tuple[object, float | None]:
             num_cpus=os.cpu_count(),
             include_dashboard=False,
             configure_logging=False,
+            **(ray_init or {}),
         )
         init_s = time.perf_counter() - t0
         _RAY_SESSION["dir"] = (getattr(info, "address_info", None) or {}).get("session_dir")
@@ -98,7 +99,7 @@ def main() -> int:
             fn = bench.placeholder
         if fn is None:
             raise ValueError(f"benchmark {args.bench!r} has no {args.engine} version")
-        lib, init_s = setup_engine(args.engine)
+        lib, init_s = setup_engine(args.engine, bench.ray_init(manifest) if bench.ray_init else None)
         ctx = workloads.Ctx(engine=args.engine, manifest=manifest, tmp_root=tmp_root, lib=lib)
         ok = False
         try:

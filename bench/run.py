@@ -23,6 +23,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -160,7 +161,23 @@ def _tail(path: str, n: int = 15) -> str:
         return ""
 
 
-def run_one(bench: str, engine: str, repeat: int, manifest_path: str, work_dir: str, timeout: float) -> RunResult:
+def _dir_contents(path: str) -> tuple[int, int, str]:
+    """(files, bytes, first file's path relative to ``path``) below ``path``."""
+    files = size = 0
+    first = ""
+    for base, _, names in os.walk(path):
+        for name in names:
+            files += 1
+            first = first or os.path.relpath(os.path.join(base, name), path)
+            try:
+                size += os.path.getsize(os.path.join(base, name))
+            except OSError:
+                pass
+    return files, size, first
+
+
+def run_one(bench: str, engine: str, repeat: int, manifest_path: str, work_dir: str, timeout: float,
+            fresh_tmpdir: bool = False) -> RunResult:
     logs = os.path.join(work_dir, "logs")
     os.makedirs(logs, exist_ok=True)
     log_path = os.path.join(logs, f"{bench}-{engine}-{repeat}.log")
@@ -172,6 +189,11 @@ def run_one(bench: str, engine: str, repeat: int, manifest_path: str, work_dir: 
     env["PYTHONPATH"] = os.pathsep.join(p for p in [HERE, env.get("PYTHONPATH", "")] if p)
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    spill_dir = None
+    if fresh_tmpdir:
+        # Spill files go under TMPDIR; a short path, as Ray puts its sockets there too.
+        spill_dir = tempfile.mkdtemp(prefix="msb-")
+        env["TMPDIR"] = spill_dir
     cmd = [
         sys.executable,
         os.path.join(HERE, "child.py"),
@@ -198,6 +220,10 @@ def run_one(bench: str, engine: str, repeat: int, manifest_path: str, work_dir: 
             sampler.stop()
     leftover = reap_leftovers(sampler)
     shutil.rmtree(os.path.join(work_dir, "tmp"), ignore_errors=True)
+    spill_left = None
+    if spill_dir is not None:
+        spill_left = _dir_contents(spill_dir)
+        shutil.rmtree(spill_dir, ignore_errors=True)
 
     res = RunResult(bench, engine, repeat, "error", peak_rss=sampler.peak_rss, log=log_path)
     if timed_out:
@@ -222,6 +248,13 @@ def run_one(bench: str, engine: str, repeat: int, manifest_path: str, work_dir: 
         res.extra = data.get("extra") or {}
     if leftover:
         res.extra["leftover_procs_killed"] = leftover
+    if spill_left is not None:
+        res.extra["tmpdir_left_files"], res.extra["tmpdir_left_bytes"], first = spill_left
+        if first:
+            res.extra["tmpdir_left_first"] = first
+        if spill_left[0] and engine == "millstream" and res.status == "ok":
+            res.status = "error"
+            res.message = f"{spill_left[0]} file(s), {spill_left[1]} bytes left in the spill directory (TMPDIR)"
     return res
 
 
@@ -376,6 +409,19 @@ def build_rows(selected, engines, unavailable, results, repeats) -> tuple[list[l
                 vals = [r.extra[key] for r in runs if r.extra.get(key) is not None]
                 if vals:
                     notes.append(fmt(statistics.median(vals)))
+            limits = [r.extra["memory_limit"] for r in runs if r.extra.get("memory_limit")]
+            if limits:
+                over = (max(r.peak_rss for r in runs) - limits[0]) / 2**20
+                notes.append(f"limit {limits[0] / 2**20:.0f} MiB, input {runs[0].extra['input_bytes'] / 2**20:.0f} MiB; "
+                             f"worst peak RSS {over:+.0f} MB vs limit")
+            left = [r.extra["tmpdir_left_files"] for r in runs if "tmpdir_left_files" in r.extra]
+            if left:
+                firsts = [r.extra["tmpdir_left_first"] for r in runs if r.extra.get("tmpdir_left_first")]
+                notes.append("TMPDIR empty after every run" if not any(left)
+                             else f"TMPDIR left {max(left)} files (e.g. {firsts[0]})")
+            spills = [r.extra["spill"] for r in runs if r.extra.get("spill")]
+            if spills:
+                notes.append(spills[0])
             killed = sum(r.extra.get("leftover_procs_killed", 0) for r in runs)
             if killed:
                 notes.append(f"{killed} leftover procs killed")
@@ -442,6 +488,17 @@ def write_results(path: str, rows, errors, args, size: str, manifest: dict, repe
         f"- small files: {spec['small_files']:,} files x {spec['small_rows']:,} rows, "
         f"{manifest['small_bytes'] / 2**20:.1f} MiB",
         f"- block_overhead: range({spec['range_rows']:,}, override_num_blocks={spec['range_blocks']:,})",
+    ]
+    if "keys" in manifest:
+        k = manifest["keys"]
+        lines.append(f"- sort keys: {k['rows']:,} uniformly random int64 keys in {k['spec']['sort_files']} files, "
+                     f"{k['bytes'] / 2**20:.1f} MiB of Parquet (rows/s of sort = keys/s)")
+    if "big" in manifest:
+        b = manifest["big"]
+        lines.append(f"- memory_bounded input: {b['rows']:,} rows of key/id int64, a/b float64 "
+                     f"({b['rows'] * 32 / 2**20:.0f} MiB in Arrow, {b['bytes'] / 2**20:.0f} MiB of Parquet) "
+                     f"under DataContext resource_limits.object_store_memory = {b['memory_limit'] / 2**20:.0f} MiB")
+    lines += [
         "",
         "## Results",
         "",
@@ -521,8 +578,14 @@ def main(argv=None) -> int:
             unavailable[engine] = reason
             print(f"[engine] {engine}: unavailable: {reason}", flush=True)
     manifest = datagen.ensure_data(data_dir, size, log=lambda m: print(m, flush=True))
-    manifest_path = os.path.join(data_dir, size, "manifest.json")
     work_dir = os.path.join(data_dir, size)
+    for extra in sorted({n for name in selected for n in workloads.BENCHMARKS[name].needs}):
+        manifest[extra] = datagen.ensure_extra(data_dir, size, extra, log=lambda m: print(m, flush=True))
+    # The manifest the children read: the cached one plus the on-demand sections.
+    manifest_path = os.path.join(work_dir, "manifest-run.json")
+    with open(manifest_path + ".tmp", "w") as f:
+        json.dump(manifest, f, indent=2)
+    os.replace(manifest_path + ".tmp", manifest_path)
 
     plan = []
     for rep in range(repeats):
@@ -538,7 +601,8 @@ def main(argv=None) -> int:
 
     results: list[RunResult] = []
     for i, (name, engine, rep) in enumerate(plan, 1):
-        r = run_one(name, engine, rep, manifest_path, work_dir, timeout)
+        r = run_one(name, engine, rep, manifest_path, work_dir, timeout,
+                    fresh_tmpdir=workloads.BENCHMARKS[name].fresh_tmpdir)
         results.append(r)
         if r.status == "ok":
             init = f", init {r.init_s:.2f} s" if r.init_s is not None else ""
