@@ -355,7 +355,7 @@ def _fmt_s(x: float | None) -> str:
     return f"{x:.3f}" if x < 10 else f"{x:.1f}"
 
 
-COLUMNS = ["benchmark", "engine", "median wall s", "rows/s", "peak RSS MB", "peer/millstream", "init s", "notes"]
+COLUMNS = ["benchmark", "engine", "median wall s", "best wall s", "rows/s", "peak RSS MB", "peer/millstream", "init s", "notes"]
 
 
 def build_rows(selected, engines, unavailable, results, repeats) -> tuple[list[list[str]], list[str]]:
@@ -375,14 +375,14 @@ def build_rows(selected, engines, unavailable, results, repeats) -> tuple[list[l
     for name in selected:
         b = workloads.BENCHMARKS[name]
         if b.placeholder is not None:
-            rows.append([name, "all", "-", "-", "-", "-", "-", workloads.placeholder_reason(b)])
+            rows.append([name, "all", "-", "-", "-", "-", "-", "-", workloads.placeholder_reason(b)])
             continue
         ref = median_wall(b.ratio_to or name, "millstream")
         for engine in engines:
             if engine not in b.impls:
                 continue
             if engine in unavailable:
-                rows.append([name, engine, "-", "-", "-", "-", "-", f"unavailable: {unavailable[engine]}"])
+                rows.append([name, engine, "-", "-", "-", "-", "-", "-", f"unavailable: {unavailable[engine]}"])
                 continue
             runs = by_key.get((name, engine), [])
             bad = [r for r in runs if r.status != "ok"]
@@ -390,7 +390,7 @@ def build_rows(selected, engines, unavailable, results, repeats) -> tuple[list[l
                 r = bad[0]
                 msg = r.message.splitlines()[0] if r.message else "failed"
                 errors.append(f"{name}/{engine} (repeat {r.repeat}): {r.message}\n    log: {_show_path(r.log)}")
-                rows.append([name, engine, "-", "-", "-", "-", "-", f"ERROR: {msg[:120]}"])
+                rows.append([name, engine, "-", "-", "-", "-", "-", "-", f"ERROR: {msg[:120]}"])
                 continue
             if not runs:
                 continue
@@ -430,7 +430,8 @@ def build_rows(selected, engines, unavailable, results, repeats) -> tuple[list[l
             if ref:
                 ratio = f"{wall / ref:.2f}"
             rows.append([
-                name, engine, _fmt_s(wall), _fmt_num(runs[0].rows / wall) if wall > 0 else "-",
+                name, engine, _fmt_s(wall), _fmt_s(min(r.wall_s for r in runs)),
+                _fmt_num(runs[0].rows / wall) if wall > 0 else "-",
                 f"{rss / 2**20:.0f}", ratio, _fmt_s(init), "; ".join(notes),
             ])
     return rows, errors
@@ -438,7 +439,7 @@ def build_rows(selected, engines, unavailable, results, repeats) -> tuple[list[l
 
 def text_table(rows: list[list[str]]) -> str:
     widths = [max(len(COLUMNS[i]), *(len(r[i]) for r in rows)) if rows else len(COLUMNS[i]) for i in range(len(COLUMNS))]
-    numeric = {2, 3, 4, 5, 6}
+    numeric = {2, 3, 4, 5, 6, 7}
 
     def line(cells):
         return "  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
@@ -449,7 +450,7 @@ def text_table(rows: list[list[str]]) -> str:
 
 
 def markdown_table(rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join(["---", "---"] + ["---:"] * 5 + ["---"]) + "|"]
+    out = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join(["---", "---"] + ["---:"] * 6 + ["---"]) + "|"]
     for r in rows:
         out.append("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
     return "\n".join(out)
@@ -502,7 +503,7 @@ def write_results(path: str, rows, errors, args, size: str, manifest: dict, repe
         "",
         "## Results",
         "",
-        "wall = the pipeline alone (Ray's `ray.init` is in *init s*); rows/s = input rows / median wall; "
+        "wall = the pipeline alone (Ray's `ray.init` is in *init s*); best = the fastest repeat; rows/s = input rows / median wall; "
         "peak RSS = max over 50 ms samples of the summed RSS of the run's whole process tree (median over "
         "repeats); peer/millstream = the engine's median wall / millstream's (above 1: millstream is faster).",
         "",
@@ -593,7 +594,8 @@ def main(argv=None) -> int:
             b = workloads.BENCHMARKS[name]
             if b.placeholder is not None:
                 continue
-            runnable = [e for e in engines if e in b.impls and e not in unavailable]
+            runnable = [e for e in engines if e in b.impls and e not in unavailable
+                        and not (size == "smoke" and e in b.not_in_smoke)]
             # Rotate the order each repeat so no engine always runs first.
             k = rep % len(runnable) if runnable else 0
             for engine in runnable[k:] + runnable[:k]:
