@@ -32,9 +32,9 @@ def setup_engine(engine: str, ray_init: dict | None = None) -> tuple[object, flo
     """Imports the engine; returns (dataset module or None, init seconds or None)."""
     if engine == "millstream":
         import millstream as md
-        # pyarrow imports pandas the first time it converts a string column to numpy
-        # (0.15-0.6 s here); `import ray.data` has already imported it, so import it here
-        # too, keeping one-off imports out of both engines' timed region.
+        # pyarrow imports pandas the first time it converts a string column or a chunked
+        # array to numpy (0.15-0.6 s here); `import ray.data` has already imported it, so
+        # import it here too, keeping one-off imports out of both engines' timed region.
         import pandas  # noqa: F401
 
         _quiet_progress(md)
@@ -60,6 +60,8 @@ def setup_engine(engine: str, ray_init: dict | None = None) -> tuple[object, flo
         import polars  # noqa: F401
     elif engine == "duckdb":
         import duckdb  # noqa: F401
+        # duckdb imports pyarrow on the first fetch of Arrow batches; keep that out of the timing.
+        import pyarrow  # noqa: F401
     elif engine == "pyarrow":
         import pyarrow  # noqa: F401
     else:

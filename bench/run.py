@@ -413,7 +413,7 @@ def build_rows(selected, engines, unavailable, results, repeats) -> tuple[list[l
             if limits:
                 over = (max(r.peak_rss for r in runs) - limits[0]) / 2**20
                 notes.append(f"limit {limits[0] / 2**20:.0f} MiB, input {runs[0].extra['input_bytes'] / 2**20:.0f} MiB; "
-                             f"worst peak RSS {over:+.0f} MB vs limit")
+                             f"worst peak RSS {over:+.0f} MiB vs limit")
             left = [r.extra["tmpdir_left_files"] for r in runs if "tmpdir_left_files" in r.extra]
             if left:
                 firsts = [r.extra["tmpdir_left_first"] for r in runs if r.extra.get("tmpdir_left_first")]
