@@ -69,6 +69,52 @@ TEST(ParquetRead, ColumnsAndFilter) {
   EXPECT_EQ(rows, 1000);
 }
 
+std::string PlanNames(const PlanPtr& plan) {
+  std::string out;
+  for (const auto& op : PlanChain(plan)) out += (out.empty() ? "" : " | ") + op->Name();
+  return out;
+}
+
+TEST(PredicatePushdown, FilterGoesIntoTheReadPastSelectionsAndIntoUnions) {
+  TempDir dir;
+  auto table = IdTable(5000);
+  WriteParquet(table, dir.path() + "/t.parquet", 500);
+  auto read = Dataset::ReadParquet({dir.path()}).ValueOrDie();
+  auto predicate = cp::greater_equal(cp::field_ref("id"), cp::literal(int64_t{4200}));
+  auto ds = read.SelectColumns({"id"}).ValueOrDie().Filter(predicate);
+  auto optimized = Optimize(ds.plan()).ValueOrDie();
+  // The selection folds into the read too: one operator, reading one column of the rows.
+  EXPECT_EQ(PlanNames(optimized), "ReadParquet[filter=(id >= 4200)]");
+  auto out = ds.ToTable(DataContext{}).ValueOrDie();
+  EXPECT_EQ(out->num_rows(), 800);
+  EXPECT_EQ(out->num_columns(), 1);
+  // Only the two row groups that can hold id >= 4200 are read.
+  auto stream = ds.Execute(DataContext{}).ValueOrDie();
+  while (stream->Next().ValueOrDie()) {
+  }
+  EXPECT_EQ(stream->stats().operators.front().rows_in, 800);
+  // Into each input of a union whose inputs all have the column.
+  auto both = read.Union({read}).Filter(predicate);
+  auto pushed = Optimize(both.plan()).ValueOrDie();
+  ASSERT_EQ(pushed->inputs().size(), 2u);
+  for (const auto& input : pushed->inputs()) EXPECT_EQ(input->Name(), "ReadParquet[filter=(id >= 4200)]");
+  EXPECT_EQ(both.ToTable(DataContext{}).ValueOrDie()->num_rows(), 1600);
+}
+
+TEST(PredicatePushdown, StaysWhereItCannotGo) {
+  TempDir dir;
+  WriteParquet(IdTable(100), dir.path() + "/t.parquet", 50);
+  auto read = Dataset::ReadParquet({dir.path()}).ValueOrDie();
+  auto on_x = cp::greater(cp::field_ref("x"), cp::literal(10.0));
+  // Not below a limit (the first rows, then the filter), nor past a selection that drops
+  // its column, nor into a read that lacks it.
+  EXPECT_EQ(PlanNames(Optimize(read.Limit(5).Filter(on_x).plan()).ValueOrDie()),
+            "ReadParquet | Limit[5] | Filter((x > 10))");
+  auto dropped = read.SelectColumns({"id"}).ValueOrDie().Filter(on_x);
+  EXPECT_EQ(PlanNames(Optimize(dropped.plan()).ValueOrDie()), "ReadParquet->Filter((x > 10))");
+  EXPECT_FALSE(dropped.ToTable(DataContext{}).ok());
+}
+
 TEST(ParquetRead, SelectingNoColumnsKeepsTheRows) {
   TempDir dir;
   WriteParquet(IdTable(1000), dir.path() + "/t.parquet", 300);

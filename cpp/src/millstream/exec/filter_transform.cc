@@ -97,6 +97,7 @@ class FilterTransform : public Transform {
   arrow::Result<std::unique_ptr<TransformState>> MakeState(const TaskContext&) const override {
     return std::make_unique<FilterState>(predicate_);
   }
+  const cp::Expression& predicate() const { return predicate_; }
 
  private:
   cp::Expression predicate_;
@@ -106,6 +107,11 @@ class FilterTransform : public Transform {
 
 std::shared_ptr<const Transform> MakeFilterTransform(cp::Expression predicate) {
   return std::make_shared<FilterTransform>(std::move(predicate));
+}
+
+const cp::Expression* FilterPredicate(const Transform& transform) {
+  const auto* filter = dynamic_cast<const FilterTransform*>(&transform);
+  return filter ? &filter->predicate() : nullptr;
 }
 
 }  // namespace millstream

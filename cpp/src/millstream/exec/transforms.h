@@ -21,6 +21,9 @@ std::shared_ptr<const Transform> MakeUdfTransform(BatchUdfFactory factory,
 /// Keeps rows where `predicate` is true; the expression is bound to each block's schema.
 std::shared_ptr<const Transform> MakeFilterTransform(arrow::compute::Expression predicate);
 
+/// The predicate of a transform made by MakeFilterTransform; null for any other.
+const arrow::compute::Expression* FilterPredicate(const Transform& transform);
+
 /// \brief Selects columns (all if `select` is unset), then renames some of them.
 class ProjectTransform : public Transform {
  public:

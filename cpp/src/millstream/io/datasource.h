@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include <arrow/compute/expression.h>
 #include <arrow/result.h>
 #include <arrow/type_fwd.h>
 
@@ -58,6 +59,12 @@ class Datasource {
   /// A copy reading only `columns`, or nullptr if this source cannot push a projection.
   virtual arrow::Result<std::shared_ptr<Datasource>> WithColumns(
       const std::vector<std::string>& columns) const {
+    return nullptr;
+  }
+  /// A copy producing only the rows where `predicate` is true (and pruning what it
+  /// can, such as row groups by statistics), or nullptr if this source cannot take it.
+  virtual arrow::Result<std::shared_ptr<Datasource>> WithFilter(
+      const arrow::compute::Expression& predicate) const {
     return nullptr;
   }
 };

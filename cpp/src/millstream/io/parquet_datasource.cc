@@ -322,7 +322,9 @@ class ParquetDatasource : public Datasource {
       : fs_(std::move(fs)), files_(std::move(files)), schema_(std::move(schema)),
         options_(std::move(options)), more_(std::move(more)) {}
 
-  std::string name() const override { return "ReadParquet"; }
+  std::string name() const override {
+    return options_.filter ? "ReadParquet[filter=" + options_.filter->ToString() + "]" : "ReadParquet";
+  }
 
   arrow::Result<std::vector<std::shared_ptr<ReadTask>>> GetReadTasks(
       const ReadTaskOptions& read_options) const override {
@@ -453,6 +455,17 @@ class ParquetDatasource : public Datasource {
     arrow::FieldVector fields;
     for (const auto& name : options_.columns) fields.push_back(schema_->GetFieldByName(name));
     return arrow::schema(fields, schema_->metadata());
+  }
+
+  arrow::Result<std::shared_ptr<Datasource>> WithFilter(
+      const cp::Expression& predicate) const override {
+    // Pushed only when it binds to the files' schema as a boolean: otherwise the filter
+    // step stays and reports the problem itself.
+    auto bound = predicate.Bind(*schema());
+    if (!bound.ok() || !bound->type() || bound->type()->id() != arrow::Type::BOOL) return nullptr;
+    auto options = options_;
+    options.filter = options_.filter ? cp::and_(*options_.filter, predicate) : predicate;
+    return std::make_shared<ParquetDatasource>(fs_, files_, schema_, options, more_);
   }
 
   arrow::Result<std::shared_ptr<Datasource>> WithColumns(

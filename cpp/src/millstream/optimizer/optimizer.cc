@@ -5,6 +5,7 @@ namespace millstream {
 std::vector<std::unique_ptr<Rule>> DefaultRules() {
   std::vector<std::unique_ptr<Rule>> rules;
   rules.push_back(MakeLimitPushdownRule());
+  rules.push_back(MakePredicatePushdownRule());
   rules.push_back(MakeProjectionPushdownRule());
   rules.push_back(MakeFuseMapsRule());
   return rules;

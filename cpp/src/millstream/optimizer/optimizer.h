@@ -19,6 +19,7 @@ class Rule {
 };
 
 std::unique_ptr<Rule> MakeLimitPushdownRule();
+std::unique_ptr<Rule> MakePredicatePushdownRule();
 std::unique_ptr<Rule> MakeProjectionPushdownRule();
 std::unique_ptr<Rule> MakeFuseMapsRule();
 

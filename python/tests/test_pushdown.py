@@ -1,0 +1,58 @@
+"""Predicate pushdown: filters move into Parquet reads (row groups pruned by statistics),
+past column selections and into unions; explain() shows what was pushed."""
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+import millstream as md
+from millstream.expressions import col
+
+
+@pytest.fixture
+def table_dir(tmp_path):
+    table = pa.table({"id": pa.array(range(10_000), pa.int64()), "x": pa.array(range(10_000), pa.float64()) * 0.5,
+                      "s": pa.array([f"s{i % 7}" for i in range(10_000)])})
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=1000)
+    return tmp_path, table
+
+
+def _optimized(ds) -> str:
+    text = ds._explain_str()
+    return text.split("-------- Logical Plan (Optimized) --------")[1].split("-------- Physical Plan")[0]
+
+
+@pytest.mark.parametrize("predicate", ["id >= 8500", col("id") >= 8500])
+def test_filter_is_pushed_into_the_read_and_prunes_row_groups(table_dir, predicate):
+    path, table = table_dir
+    ds = md.read_parquet(str(path)).select_columns(["id", "x"]).filter(expr=predicate)
+    optimized = _optimized(ds)
+    assert "ReadParquet[filter=" in optimized and "Filter(" not in optimized, optimized
+    expected = table.filter(pc.field("id") >= 8500).select(["id", "x"])
+    assert ds.to_arrow().sort_by("id").equals(expected)
+    # Rows are ordered by id: of the ten row groups only the last two are read.
+    ds.materialize()
+    first_operator = ds.stats().split("Operator 1")[0]
+    assert "ReadParquet[filter=" in first_operator and "Rows in: 1500," in first_operator, first_operator
+
+
+def test_filter_into_every_input_of_a_union(table_dir):
+    path, table = table_dir
+    read = md.read_parquet(str(path))
+    ds = read.union(read).filter(expr="s == 's3'")
+    optimized = _optimized(ds)
+    assert optimized.count("ReadParquet[filter=") == 2 and "Filter(" not in optimized, optimized
+    expected = table.filter(pc.field("s") == "s3").num_rows * 2
+    assert ds.count() == expected
+
+
+def test_filter_stays_after_a_limit_and_a_udf(table_dir):
+    path, _ = table_dir
+    read = md.read_parquet(str(path))
+    limited = read.limit(100).filter(expr="id >= 50")
+    assert "Filter(" in _optimized(limited)
+    assert limited.count() == 50          # the first 100 rows, then the filter
+    mapped = read.map_batches(lambda b: b).filter(expr="id >= 9990")
+    assert "Filter(" in _optimized(mapped)
+    assert mapped.count() == 10
