@@ -178,4 +178,24 @@ class RepartitionOp : public AllToAllOp {
   std::vector<std::string> keys;
 };
 
+/// \brief One row per group of `keys` (none: the whole dataset) with the `aggregates`.
+class AggregateOp : public AllToAllOp {
+ public:
+  AggregateOp(PlanPtr input, std::vector<std::string> keys, std::vector<AggregateSpec> aggregates)
+      : AllToAllOp(std::move(input)), keys(std::move(keys)), aggregates(std::move(aggregates)) {}
+  std::string Name() const override { return "Aggregate"; }
+  std::optional<int64_t> RowsOut(const std::vector<std::optional<int64_t>>&) const override {
+    return std::nullopt;
+  }
+  std::shared_ptr<arrow::Schema> SchemaOut(
+      const std::vector<std::shared_ptr<arrow::Schema>>&) const override {
+    return nullptr;
+  }
+  PlanPtr WithInputs(std::vector<PlanPtr> inputs) const override {
+    return std::make_shared<AggregateOp>(std::move(inputs.at(0)), keys, aggregates);
+  }
+  std::vector<std::string> keys;
+  std::vector<AggregateSpec> aggregates;
+};
+
 }  // namespace millstream
