@@ -85,9 +85,11 @@ class Min(_Native):
 
     _kind, _label = "min", "min"
 
-    @public(unsupported={"zero_factory": _ZERO})
+    @public
     def __init__(self, on: Optional[str] = None, ignore_nulls: bool = True, alias_name: Optional[str] = None,
                  zero_factory=None):
+        if zero_factory is not None:
+            _ZERO.check(type(self).__name__, "zero_factory", zero_factory)
         super().__init__(on, ignore_nulls, alias_name)
 
 
@@ -96,9 +98,11 @@ class Max(_Native):
 
     _kind, _label = "max", "max"
 
-    @public(unsupported={"zero_factory": _ZERO})
+    @public
     def __init__(self, on: Optional[str] = None, ignore_nulls: bool = True, alias_name: Optional[str] = None,
                  zero_factory=None):
+        if zero_factory is not None:
+            _ZERO.check(type(self).__name__, "zero_factory", zero_factory)
         super().__init__(on, ignore_nulls, alias_name)
 
 
@@ -131,9 +135,11 @@ class AbsMax(_Native):
 
     _kind, _label = "abs_max", "abs_max"
 
-    @public(unsupported={"zero_factory": _ZERO})
+    @public
     def __init__(self, on: Optional[str] = None, ignore_nulls: bool = True, alias_name: Optional[str] = None,
                  zero_factory=None):
+        if zero_factory is not None:
+            _ZERO.check(type(self).__name__, "zero_factory", zero_factory)
         super().__init__(on, ignore_nulls, alias_name)
 
 

@@ -168,10 +168,14 @@ def test_errors_name_what_is_wrong():
         Sum()
     with pytest.raises(TypeError, match="num_partition"):
         ds.groupby("k", num_partition=2)
-    with pytest.raises(Exception, match="num_partitions"):
+    with pytest.raises(NotImplementedError, match="num_partitions"):
         ds.groupby("k", num_partitions=2)
-    with pytest.raises(Exception, match="zero_factory"):
+    with pytest.raises(NotImplementedError, match="num_partitions"):
+        ds.groupby("k", 2)
+    with pytest.raises(NotImplementedError, match="zero_factory"):
         Min("v", zero_factory=lambda: 0)
+    with pytest.raises(NotImplementedError, match="zero_factory"):
+        AbsMax("v", True, None, lambda: 0)
     with pytest.raises(ValueError, match="alias_name"):
         ds.groupby("k").aggregate(Sum("v"), Sum("v")).take_all()
     with pytest.raises(TypeError, match="aggregations"):
