@@ -183,7 +183,14 @@ class AggregateOp : public AllToAllOp {
  public:
   AggregateOp(PlanPtr input, std::vector<std::string> keys, std::vector<AggregateSpec> aggregates)
       : AllToAllOp(std::move(input)), keys(std::move(keys)), aggregates(std::move(aggregates)) {}
-  std::string Name() const override { return "Aggregate"; }
+  /// "Aggregate[k1, k2; count(), sum(x)]".
+  std::string Name() const override {
+    std::string name = "Aggregate[";
+    for (size_t i = 0; i < keys.size(); ++i) name += (i ? ", " : "") + keys[i];
+    if (!keys.empty()) name += "; ";
+    for (size_t i = 0; i < aggregates.size(); ++i) name += (i ? ", " : "") + aggregates[i].name;
+    return name + "]";
+  }
   std::optional<int64_t> RowsOut(const std::vector<std::optional<int64_t>>&) const override {
     return std::nullopt;
   }
