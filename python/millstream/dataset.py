@@ -547,6 +547,7 @@ class Dataset:
         return self._aggregate_result(
             self.aggregate(*self._build_multicolumn_aggs(Std, on, ddof=ddof, ignore_nulls=ignore_nulls)))
 
+    @public
     def unique(self, column: str, ignore_nulls: bool = False) -> List[Any]:
         """The distinct values of ``column``. Not implemented yet: raises ``NotImplementedError``."""
         raise NotImplementedError("Dataset.unique is not implemented yet")
