@@ -57,8 +57,8 @@ _AGGS = (Count(), Count("v", ignore_nulls=True), Sum("v"), Min("v"), Max("v"), M
 
 
 def _check(table: pa.Table, keys, blocks: int = 8, source=None):
-    ds = md.from_arrow(source if source is not None else _blocks(table, blocks))
-    got = pa.Table.from_pylist(ds.groupby(keys).aggregate(*_AGGS).take_all()).to_pandas()
+    ds = md.from_arrow(source if source is not None else _blocks(table, blocks)).groupby(keys).aggregate(*_AGGS)
+    got = pa.Table.from_pylist(ds.take_all()).to_pandas()
     want = _expected(table, keys)
     got = got[list(want.columns)]
     for k in [keys] if isinstance(keys, str) else keys:  # a null key: None in both frames
@@ -66,6 +66,7 @@ def _check(table: pa.Table, keys, blocks: int = 8, source=None):
         want[k] = want[k].astype(object).where(want[k].notna(), None)
     pd.testing.assert_frame_equal(got.reset_index(drop=True), want, check_dtype=False, rtol=1e-9,
                                   check_index_type=False)
+    return ds
 
 
 def test_one_int_key_with_nulls_matches_pandas():
@@ -91,7 +92,9 @@ def test_one_group_and_many_groups():
 
 def test_many_groups_spill_under_a_tiny_memory_limit(ctx):
     ctx.execution_options.resource_limits.object_store_memory = 8 << 20
-    _check(_table(400_000, seed=6, groups=100_000), "k1", blocks=40)
+    ds = _check(_table(400_000, seed=6, groups=100_000), "k1", blocks=40)
+    spilled = {op["name"]: op["spilled_bytes"] for op in ds._last_stats[1]}
+    assert any(name.startswith("AllToAllOperator[Aggregate") and n > 0 for name, n in spilled.items()), spilled
 
 
 def test_results_sorted_by_key_nulls_last():
