@@ -407,7 +407,8 @@ PYBIND11_MODULE(_core, m) {
         return self.Sort(std::move(keys));
       })
       .def("group_by_aggregate", [](const Dataset& self, std::vector<std::string> keys,
-                                    std::vector<std::tuple<std::string, std::string, bool, int64_t, std::string>> aggs) {
+                                    std::vector<std::tuple<std::string, std::string, bool, int64_t, std::string>> aggs,
+                                    int64_t num_partitions) {
         // Each aggregation: (kind, column or "", ignore_nulls, ddof, output name).
         static const std::map<std::string, AggregateSpec::Kind> kinds = {
             {"count", AggregateSpec::Kind::kCount}, {"sum", AggregateSpec::Kind::kSum},
@@ -420,7 +421,7 @@ PYBIND11_MODULE(_core, m) {
           if (it == kinds.end()) throw py::value_error("unknown aggregation kind " + kind);
           specs.push_back({it->second, column, ignore_nulls, ddof, name});
         }
-        return ValueOrRaise(self.GroupByAggregate(std::move(keys), std::move(specs)));
+        return ValueOrRaise(self.GroupByAggregate(std::move(keys), std::move(specs), num_partitions));
       })
       .def("random_shuffle", [](const Dataset& self, std::optional<uint64_t> seed, bool reseed) {
         return self.RandomShuffle({seed, reseed});

@@ -476,11 +476,12 @@ class Dataset:
     def groupby(self, key: Union[str, List[str], None], num_partitions: Optional[int] = None) -> "GroupedData":
         """Groups rows by ``key`` (a column, a list of columns, or None: one group of every
         row) for an aggregation: ``.count()``, ``.sum(on)``, ``.aggregate(Sum("x"), ...)``.
-        Results have one row per group, sorted by key (nulls last)."""
+        Results have one row per group, sorted by key (nulls last). ``num_partitions`` sets
+        the exchange's reduce tasks (None: chosen from the data size and memory limit)."""
         from millstream.grouped_data import GroupedData
 
-        Unsupported(None, why="the engine chooses the number of partitions from the data size and memory "
-                              "limit").check("Dataset.groupby", "num_partitions", num_partitions)
+        if num_partitions is not None:
+            num_partitions = _args.check_int("Dataset.groupby", "num_partitions", num_partitions, min=1)
         grouped = GroupedData(self, key, num_partitions=num_partitions)
         schema = self._core.known_schema()
         if schema is not None:

@@ -48,7 +48,7 @@ class GroupedData:
                 if column not in schema.names:
                     raise ValueError(f"GroupedData.aggregate: the column {column!r} is not in the dataset; "
                                      f"its columns are {schema.names}")
-        return Dataset(self._dataset._core.group_by_aggregate(self._keys, specs))
+        return Dataset(self._dataset._core.group_by_aggregate(self._keys, specs, self._num_partitions or 0))
 
     def _aggregate_on(self, cls, on, **kwargs):
         return self.aggregate(*self._dataset._build_multicolumn_aggs(cls, on, skip_cols=self._keys, **kwargs))

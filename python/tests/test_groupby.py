@@ -171,10 +171,8 @@ def test_errors_name_what_is_wrong():
         Sum()
     with pytest.raises(TypeError, match="num_partition"):
         ds.groupby("k", num_partition=2)
-    with pytest.raises(NotImplementedError, match="num_partitions"):
-        ds.groupby("k", num_partitions=2)
-    with pytest.raises(NotImplementedError, match="num_partitions"):
-        ds.groupby("k", 2)
+    with pytest.raises(ValueError, match="num_partitions"):
+        ds.groupby("k", num_partitions=0)
     with pytest.raises(NotImplementedError, match="zero_factory"):
         Min("v", zero_factory=lambda: 0)
     with pytest.raises(NotImplementedError, match="zero_factory"):
@@ -200,3 +198,29 @@ def test_map_groups_and_unique_not_implemented():
         ds.groupby("k").map_groups(lambda df: df)
     with pytest.raises(NotImplementedError, match="unique"):
         ds.unique("k")
+
+
+def test_blocks_with_different_key_types_and_dictionaries_meet():
+    a = pa.table({"k": pa.array([1, 2], pa.int32()), "v": [1.0, 2.0]})
+    b = pa.table({"k": pa.array([2, 3], pa.int64()), "v": [3.0, 4.0]})
+    assert md.from_arrow([a, b]).groupby("k").sum("v").take_all() == [
+        {"k": 1, "sum(v)": 1.0}, {"k": 2, "sum(v)": 5.0}, {"k": 3, "sum(v)": 4.0}]
+    c = pa.table({"k": pa.array(["x", "y"]).dictionary_encode(), "v": [1, 2]})
+    d = pa.table({"k": pa.array(["y", "z", "y"]).dictionary_encode(), "v": [3, 4, 5]})
+    assert md.from_arrow([c, d]).groupby("k").sum("v").take_all() == [
+        {"k": "x", "sum(v)": 1}, {"k": "y", "sum(v)": 10}, {"k": "z", "sum(v)": 4}]
+
+
+def test_missing_key_found_at_run_time_names_it():
+    ds = md.range(10).map_batches(lambda b: b).groupby("nope").count()
+    with pytest.raises(KeyError, match="'nope'"):
+        ds.take_all()
+
+
+def test_num_partitions_sets_the_reduce_tasks():
+    table = _table(20_000, seed=7, groups=500)
+    for n in (1, 3, 16):
+        ds = md.from_arrow(_blocks(table, 5)).groupby("k1", num_partitions=n).count()
+        got = ds.take_all()
+        want = table.to_pandas().groupby("k1", dropna=False).size()
+        assert [r["count()"] for r in got] == list(want)

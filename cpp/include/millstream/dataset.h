@@ -298,9 +298,11 @@ class Dataset {
   /// the key columns then one column per aggregate, sorted by the keys (nulls last); no
   /// keys: one row for the whole dataset (none when it is empty). Runs as an exchange
   /// that aggregates each block as it streams in, hash-partitions the partial results by
-  /// key and merges them per partition, spilling past the memory limit.
+  /// key and merges them per partition, spilling past the memory limit. `num_partitions`
+  /// sets the reduce tasks (0: chosen from the data size and memory limit).
   arrow::Result<Dataset> GroupByAggregate(std::vector<std::string> keys,
-                                          std::vector<AggregateSpec> aggregates) const;
+                                          std::vector<AggregateSpec> aggregates,
+                                          int64_t num_partitions = 0) const;
   /// A uniformly random permutation of the rows.
   Dataset RandomShuffle(RandomSeedConfig seed = {}) const;
   /// The blocks in a random order, each block unchanged.

@@ -178,11 +178,14 @@ class RepartitionOp : public AllToAllOp {
   std::vector<std::string> keys;
 };
 
-/// \brief One row per group of `keys` (none: the whole dataset) with the `aggregates`.
+/// \brief One row per group of `keys` (none: the whole dataset) with the `aggregates`, in
+/// `num_partitions` reduce tasks (0: chosen from the data size).
 class AggregateOp : public AllToAllOp {
  public:
-  AggregateOp(PlanPtr input, std::vector<std::string> keys, std::vector<AggregateSpec> aggregates)
-      : AllToAllOp(std::move(input)), keys(std::move(keys)), aggregates(std::move(aggregates)) {}
+  AggregateOp(PlanPtr input, std::vector<std::string> keys, std::vector<AggregateSpec> aggregates,
+              int64_t num_partitions = 0)
+      : AllToAllOp(std::move(input)), keys(std::move(keys)), aggregates(std::move(aggregates)),
+        num_partitions(num_partitions) {}
   /// "Aggregate[k1, k2; count(), sum(x)]".
   std::string Name() const override {
     std::string name = "Aggregate[";
@@ -199,10 +202,11 @@ class AggregateOp : public AllToAllOp {
     return nullptr;
   }
   PlanPtr WithInputs(std::vector<PlanPtr> inputs) const override {
-    return std::make_shared<AggregateOp>(std::move(inputs.at(0)), keys, aggregates);
+    return std::make_shared<AggregateOp>(std::move(inputs.at(0)), keys, aggregates, num_partitions);
   }
   std::vector<std::string> keys;
   std::vector<AggregateSpec> aggregates;
+  int64_t num_partitions = 0;
 };
 
 }  // namespace millstream

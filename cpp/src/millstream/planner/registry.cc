@@ -123,6 +123,7 @@ const PlannerRegistry& PlannerRegistry::Default() {
       return MakeRepartitionExchange(op.num_blocks, op.shuffle, op.keys, std::move(options));
     }));
     r.Register<AggregateOp>(AllToAll<AggregateOp>([](const AggregateOp& op, ExchangeOptions options) {
+      options.num_partitions = op.num_partitions;
       return MakeAggregateExchange(op.keys, op.aggregates, std::move(options));
     }));
     return r;
