@@ -406,6 +406,23 @@ PYBIND11_MODULE(_core, m) {
         for (size_t i = 0; i < columns.size(); ++i) keys.push_back({columns[i], descending.at(i)});
         return self.Sort(std::move(keys));
       })
+      .def("group_by_aggregate", [](const Dataset& self, std::vector<std::string> keys,
+                                    std::vector<std::tuple<std::string, std::string, bool, int64_t, std::string>> aggs,
+                                    int64_t num_partitions) {
+        // Each aggregation: (kind, column or "", ignore_nulls, ddof, output name).
+        static const std::map<std::string, AggregateSpec::Kind> kinds = {
+            {"count", AggregateSpec::Kind::kCount}, {"sum", AggregateSpec::Kind::kSum},
+            {"min", AggregateSpec::Kind::kMin},     {"max", AggregateSpec::Kind::kMax},
+            {"mean", AggregateSpec::Kind::kMean},   {"std", AggregateSpec::Kind::kStd},
+            {"abs_max", AggregateSpec::Kind::kAbsMax}};
+        std::vector<AggregateSpec> specs;
+        for (auto& [kind, column, ignore_nulls, ddof, name] : aggs) {
+          auto it = kinds.find(kind);
+          if (it == kinds.end()) throw py::value_error("unknown aggregation kind " + kind);
+          specs.push_back({it->second, column, ignore_nulls, ddof, name});
+        }
+        return ValueOrRaise(self.GroupByAggregate(std::move(keys), std::move(specs), num_partitions));
+      })
       .def("random_shuffle", [](const Dataset& self, std::optional<uint64_t> seed, bool reseed) {
         return self.RandomShuffle({seed, reseed});
       })

@@ -9,7 +9,7 @@ import atexit as _atexit
 
 import pyarrow as _pyarrow  # noqa: F401  (loads Arrow's libraries before the engine)
 
-from millstream import _core, expressions  # noqa: F401  (millstream.expressions: col, lit...)
+from millstream import _core, aggregate, expressions  # noqa: F401  (millstream.expressions: col, lit...)
 from millstream.compute import ActorPoolStrategy, TaskPoolStrategy
 from millstream.context import DataContext, ExecutionOptions, ExecutionResources, ShuffleStrategy
 from millstream.dataset import (
@@ -28,6 +28,7 @@ from millstream.dataset import (
     range_tensor,
     read_parquet,
 )
+from millstream.grouped_data import GroupedData  # noqa: F401
 from millstream.read_api import (
     FileShuffleConfig,
     from_blocks,
@@ -48,5 +49,5 @@ __all__ = [
     "ActorPoolStrategy", "TaskPoolStrategy", "DataContext", "DataIterator", "Dataset", "ExecutionOptions", "ExecutionResources",
     "MaterializedDataset", "RandomSeedConfig", "Schema", "ShuffleStrategy", "from_arrow", "from_huggingface", "from_items",
     "from_numpy", "from_pandas", "from_torch", "range", "range_tensor", "read_parquet", "FileShuffleConfig", "from_blocks",
-    "read_binary_files", "read_csv", "read_images", "read_json", "read_numpy", "read_text",
+    "read_binary_files", "read_csv", "read_images", "read_json", "read_numpy", "read_text", "GroupedData", "aggregate",
 ]

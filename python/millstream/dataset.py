@@ -470,6 +470,89 @@ class Dataset:
                 raise TypeError(f"Dataset.union: argument {i} is a {type(ds).__name__}, not a Dataset")
         return Dataset(self._core.union([ds._core for ds in other]))
 
+    # ---- group-by and aggregates ----------------------------------------------------
+
+    @public
+    def groupby(self, key: Union[str, List[str], None], num_partitions: Optional[int] = None) -> "GroupedData":
+        """Groups rows by ``key`` (a column, a list of columns, or None: one group of every
+        row) for an aggregation: ``.count()``, ``.sum(on)``, ``.aggregate(Sum("x"), ...)``.
+        Results have one row per group, sorted by key (nulls last). ``num_partitions`` sets
+        the exchange's reduce tasks (None: chosen from the data size and memory limit)."""
+        from millstream.grouped_data import GroupedData
+
+        if num_partitions is not None:
+            num_partitions = _args.check_int("Dataset.groupby", "num_partitions", num_partitions, min=1)
+        grouped = GroupedData(self, key, num_partitions=num_partitions)
+        schema = self._core.known_schema()
+        if schema is not None:
+            for k in grouped._keys:
+                if k not in schema.names:
+                    raise ValueError(f"Dataset.groupby: the key column {k!r} is not in the dataset; "
+                                     f"its columns are {schema.names}")
+        return grouped
+
+    @public
+    def aggregate(self, *aggs) -> Union[Any, Dict[str, Any]]:
+        """The aggregations over the whole dataset, as a dict of output name -> value
+        (``{"count()": 100, "sum(x)": 4950}``); None for an empty dataset."""
+        rows = self.groupby(None).aggregate(*aggs).take(1)
+        return rows[0] if rows else None
+
+    def _build_multicolumn_aggs(self, cls, on, skip_cols=None, **kwargs):
+        if on is None:
+            schema = self.schema(fetch_if_missing=True)
+            on = [c for c in (schema.names if schema is not None else []) if c not in (skip_cols or [])]
+        if not isinstance(on, list):
+            on = [on]
+        if not on:
+            raise ValueError("At least 1 column to aggregate on has to be provided")
+        return [cls(c, **kwargs) for c in on]
+
+    @staticmethod
+    def _aggregate_result(result):
+        if result is not None and len(result) == 1:
+            return next(iter(result.values()))
+        return result
+
+    @public
+    def sum(self, on: Optional[Union[str, List[str]]] = None, ignore_nulls: bool = True) -> Union[Any, Dict[str, Any]]:
+        """Sum of ``on``: a scalar for one column, a dict ``{"sum(c)": ...}`` for a list (or
+        None: every column); None for an empty dataset."""
+        from millstream.aggregate import Sum
+        return self._aggregate_result(self.aggregate(*self._build_multicolumn_aggs(Sum, on, ignore_nulls=ignore_nulls)))
+
+    @public
+    def min(self, on: Optional[Union[str, List[str]]] = None, ignore_nulls: bool = True) -> Union[Any, Dict[str, Any]]:
+        """Minimum of ``on``: a scalar for one column, a dict for several; None when empty."""
+        from millstream.aggregate import Min
+        return self._aggregate_result(self.aggregate(*self._build_multicolumn_aggs(Min, on, ignore_nulls=ignore_nulls)))
+
+    @public
+    def max(self, on: Optional[Union[str, List[str]]] = None, ignore_nulls: bool = True) -> Union[Any, Dict[str, Any]]:
+        """Maximum of ``on``: a scalar for one column, a dict for several; None when empty."""
+        from millstream.aggregate import Max
+        return self._aggregate_result(self.aggregate(*self._build_multicolumn_aggs(Max, on, ignore_nulls=ignore_nulls)))
+
+    @public
+    def mean(self, on: Optional[Union[str, List[str]]] = None, ignore_nulls: bool = True) -> Union[Any, Dict[str, Any]]:
+        """Mean of ``on``: a scalar for one column, a dict for several; None when empty."""
+        from millstream.aggregate import Mean
+        return self._aggregate_result(self.aggregate(*self._build_multicolumn_aggs(Mean, on, ignore_nulls=ignore_nulls)))
+
+    @public
+    def std(self, on: Optional[Union[str, List[str]]] = None, ddof: int = 1,
+            ignore_nulls: bool = True) -> Union[Any, Dict[str, Any]]:
+        """Standard deviation of ``on`` (divisor ``n - ddof``): a scalar for one column, a
+        dict for several; None when empty."""
+        from millstream.aggregate import Std
+        return self._aggregate_result(
+            self.aggregate(*self._build_multicolumn_aggs(Std, on, ddof=ddof, ignore_nulls=ignore_nulls)))
+
+    @public
+    def unique(self, column: str, ignore_nulls: bool = False) -> List[Any]:
+        """The distinct values of ``column``. Not implemented yet: raises ``NotImplementedError``."""
+        raise NotImplementedError("Dataset.unique is not implemented yet")
+
     # ---- execution ------------------------------------------------------------------
 
     def _execute(self, batch_size=None, drop_last=False, ordered=False):

@@ -31,6 +31,21 @@ struct SortKey {
   bool descending = false;
 };
 
+/// \brief One aggregation of a group-by (Ray Data's `Count`, `Sum`, `Min`, `Max`, `Mean`,
+/// `Std`, `AbsMax`). `column` empty counts rows (Count only). With `ignore_nulls`, nulls
+/// are skipped (a group with no values gives null); without, a null in a group makes its
+/// result null (Count then counts nulls too). NaN is a value, as in Arrow.
+struct AggregateSpec {
+  enum class Kind { kCount, kSum, kMin, kMax, kMean, kStd, kAbsMax };
+  Kind kind = Kind::kCount;
+  std::string column;
+  bool ignore_nulls = true;
+  /// Std's delta degrees of freedom (divisor `n - ddof`).
+  int64_t ddof = 1;
+  /// The output column's name ("sum(x)", "count()", or an alias).
+  std::string name;
+};
+
 /// \brief How a random operator is seeded (Ray's RandomSeedConfig): no seed, a different
 /// order every run; a seed, the same order every run — or, with
 /// `reseed_after_execution`, a different but reproducible order each execution.
@@ -279,6 +294,15 @@ class Dataset {
   /// streams in, range-partitions by sampled boundaries and sorts each partition,
   /// spilling past the memory limit.
   Dataset Sort(std::vector<SortKey> keys) const;
+  /// One row per distinct combination of `keys` (nulls form a group of their own) with
+  /// the key columns then one column per aggregate, sorted by the keys (nulls last); no
+  /// keys: one row for the whole dataset (none when it is empty). Runs as an exchange
+  /// that aggregates each block as it streams in, hash-partitions the partial results by
+  /// key and merges them per partition, spilling past the memory limit. `num_partitions`
+  /// sets the reduce tasks (0: chosen from the data size and memory limit).
+  arrow::Result<Dataset> GroupByAggregate(std::vector<std::string> keys,
+                                          std::vector<AggregateSpec> aggregates,
+                                          int64_t num_partitions = 0) const;
   /// A uniformly random permutation of the rows.
   Dataset RandomShuffle(RandomSeedConfig seed = {}) const;
   /// The blocks in a random order, each block unchanged.

@@ -15,6 +15,7 @@
 #include "optimizer/optimizer.h"
 #include "plan/logical_operators.h"
 #include "planner/planner.h"
+#include "shuffle/aggregate.h"
 
 namespace millstream {
 
@@ -423,6 +424,20 @@ std::string Dataset::ToString() const {
   std::string out;
   for (const auto& op : PlanChain(plan_)) out += (out.empty() ? "" : " -> ") + op->Name();
   return out;
+}
+
+arrow::Result<Dataset> Dataset::GroupByAggregate(std::vector<std::string> keys,
+                                                 std::vector<AggregateSpec> aggregates,
+                                                 int64_t num_partitions) const {
+  ARROW_RETURN_NOT_OK(ValidateAggregates(keys, aggregates));
+  if (num_partitions < 0) {
+    return arrow::Status::Invalid("groupby: num_partitions must be a positive integer, got ", num_partitions);
+  }
+  std::vector<SortKey> order;
+  for (const auto& key : keys) order.push_back({key, false});
+  PlanPtr plan = std::make_shared<AggregateOp>(plan_, keys, std::move(aggregates), num_partitions);
+  if (!order.empty()) plan = std::make_shared<SortOp>(std::move(plan), std::move(order));
+  return Dataset(std::move(plan));
 }
 
 Dataset Dataset::Sort(std::vector<SortKey> keys) const {

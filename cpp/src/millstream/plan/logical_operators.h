@@ -178,4 +178,35 @@ class RepartitionOp : public AllToAllOp {
   std::vector<std::string> keys;
 };
 
+/// \brief One row per group of `keys` (none: the whole dataset) with the `aggregates`, in
+/// `num_partitions` reduce tasks (0: chosen from the data size).
+class AggregateOp : public AllToAllOp {
+ public:
+  AggregateOp(PlanPtr input, std::vector<std::string> keys, std::vector<AggregateSpec> aggregates,
+              int64_t num_partitions = 0)
+      : AllToAllOp(std::move(input)), keys(std::move(keys)), aggregates(std::move(aggregates)),
+        num_partitions(num_partitions) {}
+  /// "Aggregate[k1, k2; count(), sum(x)]".
+  std::string Name() const override {
+    std::string name = "Aggregate[";
+    for (size_t i = 0; i < keys.size(); ++i) name += (i ? ", " : "") + keys[i];
+    if (!keys.empty()) name += "; ";
+    for (size_t i = 0; i < aggregates.size(); ++i) name += (i ? ", " : "") + aggregates[i].name;
+    return name + "]";
+  }
+  std::optional<int64_t> RowsOut(const std::vector<std::optional<int64_t>>&) const override {
+    return std::nullopt;
+  }
+  std::shared_ptr<arrow::Schema> SchemaOut(
+      const std::vector<std::shared_ptr<arrow::Schema>>&) const override {
+    return nullptr;
+  }
+  PlanPtr WithInputs(std::vector<PlanPtr> inputs) const override {
+    return std::make_shared<AggregateOp>(std::move(inputs.at(0)), keys, aggregates, num_partitions);
+  }
+  std::vector<std::string> keys;
+  std::vector<AggregateSpec> aggregates;
+  int64_t num_partitions = 0;
+};
+
 }  // namespace millstream

@@ -1,6 +1,7 @@
 #include "exec/operators/operators.h"
 #include "plan/logical_operators.h"
 #include "planner/planner.h"
+#include "shuffle/aggregate.h"
 #include "shuffle/random_shuffle.h"
 #include "shuffle/randomize_block_order.h"
 #include "shuffle/repartition.h"
@@ -120,6 +121,10 @@ const PlannerRegistry& PlannerRegistry::Default() {
     }));
     r.Register<RepartitionOp>(AllToAll<RepartitionOp>([](const RepartitionOp& op, ExchangeOptions options) {
       return MakeRepartitionExchange(op.num_blocks, op.shuffle, op.keys, std::move(options));
+    }));
+    r.Register<AggregateOp>(AllToAll<AggregateOp>([](const AggregateOp& op, ExchangeOptions options) {
+      options.num_partitions = op.num_partitions;
+      return MakeAggregateExchange(op.keys, op.aggregates, std::move(options));
     }));
     return r;
   }();

@@ -1,0 +1,429 @@
+#include "shuffle/aggregate.h"
+
+#include <cmath>
+#include <limits>
+#include <set>
+
+#include <arrow/acero/exec_plan.h>
+#include <arrow/acero/options.h>
+#include <arrow/compute/api.h>
+#include <arrow/compute/row/grouper.h>
+
+#include "shuffle/bucket_exchange.h"
+#include "shuffle/key_hash.h"
+
+namespace millstream {
+
+namespace {
+
+namespace cp = arrow::compute;
+using Kind = AggregateSpec::Kind;
+
+/// The key column of a whole-dataset aggregation (every row in one group).
+constexpr const char* kAllKey = "__millstream_all";
+/// Partial-state columns are named `__millstream_p<i>_<part>`, value columns
+/// `__millstream_v<i>`.
+std::string Partial(size_t i, const char* part) {
+  return "__millstream_p" + std::to_string(i) + "_" + part;
+}
+std::string Value(size_t i) { return "__millstream_v" + std::to_string(i); }
+
+const char* KindName(Kind kind) {
+  switch (kind) {
+    case Kind::kCount: return "Count";
+    case Kind::kSum: return "Sum";
+    case Kind::kMin: return "Min";
+    case Kind::kMax: return "Max";
+    case Kind::kMean: return "Mean";
+    case Kind::kStd: return "Std";
+    case Kind::kAbsMax: return "AbsMax";
+  }
+  return "?";
+}
+
+/// The parts of an aggregate's partial state.
+std::vector<const char*> Parts(const AggregateSpec& agg) {
+  switch (agg.kind) {
+    case Kind::kCount: return {"c"};
+    case Kind::kSum: return {"s"};
+    case Kind::kMin: return {"mn"};
+    case Kind::kMax: return {"mx"};
+    case Kind::kAbsMax: return {"mn", "mx"};
+    case Kind::kMean: return {"s", "c"};
+    case Kind::kStd: return {"n", "m", "v", "z"};
+  }
+  return {};
+}
+
+std::shared_ptr<cp::FunctionOptions> Skip(bool skip_nulls, uint32_t min_count) {
+  return std::make_shared<cp::ScalarAggregateOptions>(skip_nulls, min_count);
+}
+std::shared_ptr<cp::FunctionOptions> CountMode(cp::CountOptions::CountMode mode) {
+  return std::make_shared<cp::CountOptions>(mode);
+}
+
+/// Runs Arrow's hash aggregation of `batch` by `keys` on this thread.
+arrow::Result<Block> HashAggregate(const Block& batch, const std::vector<std::string>& keys,
+                                   std::vector<cp::Aggregate> aggregates, arrow::MemoryPool* pool) {
+  ARROW_ASSIGN_OR_RAISE(auto table, arrow::Table::FromRecordBatches(batch->schema(), {batch}));
+  std::vector<arrow::FieldRef> key_refs(keys.begin(), keys.end());
+  arrow::acero::Declaration plan = arrow::acero::Declaration::Sequence(
+      {{"table_source", arrow::acero::TableSourceNodeOptions(std::move(table))},
+       {"aggregate", arrow::acero::AggregateNodeOptions(std::move(aggregates), std::move(key_refs))}});
+  ARROW_ASSIGN_OR_RAISE(auto out, arrow::acero::DeclarationToTable(std::move(plan), /*use_threads=*/false, pool));
+  return out->CombineChunksToBatch(pool);
+}
+
+/// `array` with a dictionary decoded to its values (other types unchanged).
+arrow::Result<std::shared_ptr<arrow::Array>> Decoded(const std::shared_ptr<arrow::Array>& array,
+                                                     cp::ExecContext* exec) {
+  if (array->type_id() != arrow::Type::DICTIONARY) return array;
+  const auto& type = static_cast<const arrow::DictionaryType&>(*array->type());
+  ARROW_ASSIGN_OR_RAISE(auto datum, cp::Cast(array, type.value_type(), cp::CastOptions::Safe(), exec));
+  return datum.make_array();
+}
+
+arrow::Result<std::shared_ptr<arrow::Array>> Column(const arrow::RecordBatch& batch, const std::string& name,
+                                                    const char* role) {
+  auto column = batch.GetColumnByName(name);
+  if (!column) {
+    return arrow::Status::KeyError("groupby: the ", role, " column '", name,
+                                   "' is not in the data; its columns are ",
+                                   batch.schema()->ToString());
+  }
+  return column;
+}
+
+class AggregateExchange : public BucketExchange {
+ public:
+  AggregateExchange(std::vector<std::string> keys, std::vector<AggregateSpec> aggs,
+                    ExchangeOptions options)
+      : BucketExchange(options, keys.empty() ? 1 : kBuckets),
+        user_keys_(keys),
+        keys_(keys.empty() ? std::vector<std::string>{kAllKey} : std::move(keys)),
+        aggs_(std::move(aggs)) {}
+
+  std::string name() const override { return "Aggregate"; }
+
+  arrow::Status Map(int64_t index, Block block, ExchangeContext& ctx) override {
+    ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
+    ARROW_ASSIGN_OR_RAISE(auto partial, PartialAggregate(block, ctx));
+    block.reset();
+    return BucketExchange::Map(index, std::move(partial), ctx);
+  }
+
+ protected:
+  arrow::Result<std::vector<uint32_t>> Buckets(int64_t, const Block& block,
+                                               ExchangeContext&) override {
+    std::vector<uint32_t> out(block->num_rows(), 0);
+    if (user_keys_.empty()) return out;
+    ARROW_ASSIGN_OR_RAISE(auto hashes, HashKeyColumns(*block, keys_));
+    for (size_t i = 0; i < out.size(); ++i) {
+      out[i] = static_cast<uint32_t>((static_cast<unsigned __int128>(hashes[i]) * kBuckets) >> 64);
+    }
+    return out;
+  }
+
+  int64_t Partitions(int64_t total_bytes, int64_t total_rows) const override {
+    if (user_keys_.empty()) return 1;
+    return ChoosePartitions(total_bytes, total_rows, options());
+  }
+
+  arrow::Status Output(int64_t, Block rows, const Emit& emit, ExchangeContext& ctx) override {
+    if (rows->num_rows() == 0) return arrow::Status::OK();
+    ARROW_ASSIGN_OR_RAISE(auto out, FinalAggregate(rows, ctx));
+    return EmitSliced(out, options().target_max_block_size, emit);
+  }
+
+ private:
+  static constexpr int64_t kBuckets = 256;
+
+  /// One row per group of `block`: the keys (dictionaries decoded), then each aggregate's
+  /// partial state.
+  arrow::Result<Block> PartialAggregate(const Block& block, ExchangeContext& ctx) const {
+    cp::ExecContext exec(ctx.pool);
+    arrow::FieldVector fields;
+    arrow::ArrayVector columns;
+    if (user_keys_.empty()) {
+      ARROW_ASSIGN_OR_RAISE(auto zeros, arrow::MakeArrayFromScalar(arrow::Int8Scalar(0), block->num_rows(), ctx.pool));
+      fields.push_back(arrow::field(kAllKey, arrow::int8()));
+      columns.push_back(std::move(zeros));
+    }
+    for (const auto& key : user_keys_) {
+      ARROW_ASSIGN_OR_RAISE(auto column, Column(*block, key, "key"));
+      ARROW_ASSIGN_OR_RAISE(column, Decoded(column, &exec));
+      fields.push_back(arrow::field(key, column->type()));
+      columns.push_back(std::move(column));
+    }
+    std::vector<cp::Aggregate> aggregates;
+    for (size_t i = 0; i < aggs_.size(); ++i) {
+      const AggregateSpec& agg = aggs_[i];
+      const bool skip = agg.ignore_nulls;
+      if (agg.column.empty()) {
+        aggregates.emplace_back("hash_count_all", nullptr, std::vector<arrow::FieldRef>{}, Partial(i, "c"));
+        continue;
+      }
+      ARROW_ASSIGN_OR_RAISE(auto column, Column(*block, agg.column, KindName(agg.kind)));
+      ARROW_ASSIGN_OR_RAISE(column, Decoded(column, &exec));
+      if (agg.kind == Kind::kMean || agg.kind == Kind::kStd) {
+        if (!arrow::is_numeric(column->type_id()) && !arrow::is_decimal(column->type_id()) &&
+            column->type_id() != arrow::Type::BOOL && column->type_id() != arrow::Type::NA) {
+          return arrow::Status::TypeError("groupby: ", KindName(agg.kind), " of column '", agg.column,
+                                          "' needs numbers, but it is ", column->type()->ToString());
+        }
+        ARROW_ASSIGN_OR_RAISE(auto cast, cp::Cast(column, arrow::float64(), cp::CastOptions::Safe(), &exec));
+        column = cast.make_array();
+      }
+      const std::string value = Value(i);
+      fields.push_back(arrow::field(value, column->type()));
+      columns.push_back(std::move(column));
+      switch (agg.kind) {
+        case Kind::kCount:
+          aggregates.emplace_back("hash_count", CountMode(skip ? cp::CountOptions::ONLY_VALID : cp::CountOptions::ALL),
+                                  value, Partial(i, "c"));
+          break;
+        case Kind::kSum:
+          aggregates.emplace_back("hash_sum", Skip(skip, 1), value, Partial(i, "s"));
+          break;
+        case Kind::kMin:
+          aggregates.emplace_back("hash_min", Skip(skip, 1), value, Partial(i, "mn"));
+          break;
+        case Kind::kMax:
+          aggregates.emplace_back("hash_max", Skip(skip, 1), value, Partial(i, "mx"));
+          break;
+        case Kind::kAbsMax:
+          aggregates.emplace_back("hash_min", Skip(skip, 1), value, Partial(i, "mn"));
+          aggregates.emplace_back("hash_max", Skip(skip, 1), value, Partial(i, "mx"));
+          break;
+        case Kind::kMean:
+          aggregates.emplace_back("hash_sum", Skip(skip, 1), value, Partial(i, "s"));
+          aggregates.emplace_back("hash_count", CountMode(cp::CountOptions::ONLY_VALID), value, Partial(i, "c"));
+          break;
+        case Kind::kStd:
+          aggregates.emplace_back("hash_count", CountMode(cp::CountOptions::ONLY_VALID), value, Partial(i, "n"));
+          aggregates.emplace_back("hash_mean", Skip(true, 1), value, Partial(i, "m"));
+          aggregates.emplace_back("hash_variance", std::make_shared<cp::VarianceOptions>(0, true, 1), value,
+                                  Partial(i, "v"));
+          aggregates.emplace_back("hash_count", CountMode(cp::CountOptions::ONLY_NULL), value, Partial(i, "z"));
+          break;
+      }
+    }
+    auto input = arrow::RecordBatch::Make(arrow::schema(fields), block->num_rows(), std::move(columns));
+    ARROW_ASSIGN_OR_RAISE(auto grouped, HashAggregate(input, keys_, std::move(aggregates), ctx.pool));
+    // Keys first, then the partial columns in a fixed order.
+    std::vector<std::string> names = keys_;
+    for (size_t i = 0; i < aggs_.size(); ++i) {
+      for (const char* part : Parts(aggs_[i])) names.push_back(Partial(i, part));
+    }
+    return Select(*grouped, names);
+  }
+
+  static arrow::Result<Block> Select(const arrow::RecordBatch& batch, const std::vector<std::string>& names) {
+    arrow::FieldVector fields;
+    arrow::ArrayVector columns;
+    for (const auto& name : names) {
+      int i = batch.schema()->GetFieldIndex(name);
+      if (i < 0) return arrow::Status::UnknownError("groupby: no column ", name, " in ", batch.schema()->ToString());
+      fields.push_back(batch.schema()->field(i));
+      columns.push_back(batch.column(i));
+    }
+    return arrow::RecordBatch::Make(arrow::schema(fields), batch.num_rows(), std::move(columns));
+  }
+
+  /// Merges the partial rows of one partition into one row per group.
+  arrow::Result<Block> FinalAggregate(const Block& rows, ExchangeContext& ctx) const {
+    cp::ExecContext exec(ctx.pool);
+    // Group ids of the partial rows.
+    std::vector<arrow::TypeHolder> key_types;
+    std::vector<arrow::Datum> key_values;
+    for (const auto& key : keys_) {
+      auto column = rows->GetColumnByName(key);
+      key_types.emplace_back(column->type());
+      key_values.emplace_back(column);
+    }
+    ARROW_ASSIGN_OR_RAISE(auto grouper, cp::Grouper::Make(key_types, &exec));
+    cp::ExecBatch key_batch(std::move(key_values), rows->num_rows());
+    ARROW_ASSIGN_OR_RAISE(auto ids_datum, grouper->Consume(cp::ExecSpan(key_batch)));
+    auto ids = std::static_pointer_cast<arrow::UInt32Array>(ids_datum.make_array());
+    const uint32_t groups = grouper->num_groups();
+    ARROW_ASSIGN_OR_RAISE(auto uniques, grouper->GetUniques());
+
+    // The merges Arrow's kernels do, keyed by group id.
+    constexpr const char* kGid = "__millstream_gid";
+    arrow::FieldVector fields{arrow::field(kGid, arrow::uint32())};
+    arrow::ArrayVector columns{ids};
+    std::vector<cp::Aggregate> merges;
+    for (size_t i = 0; i < aggs_.size(); ++i) {
+      const AggregateSpec& agg = aggs_[i];
+      if (agg.kind == Kind::kStd) continue;
+      for (const char* part : Parts(agg)) {
+        std::string name = Partial(i, part);
+        auto column = rows->GetColumnByName(name);
+        fields.push_back(arrow::field(name, column->type()));
+        columns.push_back(column);
+        std::string part_name = part;
+        if (part_name == "c") {
+          merges.emplace_back("hash_sum", Skip(true, 0), name, name);
+        } else if (part_name == "s") {
+          merges.emplace_back("hash_sum", Skip(agg.ignore_nulls, 1), name, name);
+        } else if (part_name == "mn") {
+          merges.emplace_back("hash_min", Skip(agg.ignore_nulls, 1), name, name);
+        } else {
+          merges.emplace_back("hash_max", Skip(agg.ignore_nulls, 1), name, name);
+        }
+      }
+    }
+    Block merged;
+    std::shared_ptr<arrow::Array> order;  // order[g]: merged's row of group g
+    if (!merges.empty()) {
+      auto input = arrow::RecordBatch::Make(arrow::schema(fields), rows->num_rows(), std::move(columns));
+      ARROW_ASSIGN_OR_RAISE(merged, HashAggregate(input, {kGid}, std::move(merges), ctx.pool));
+      auto gids = std::static_pointer_cast<arrow::UInt32Array>(merged->GetColumnByName(kGid));
+      std::vector<uint32_t> inverse(groups);
+      for (int64_t r = 0; r < gids->length(); ++r) inverse[gids->Value(r)] = static_cast<uint32_t>(r);
+      arrow::UInt32Builder builder(ctx.pool);
+      ARROW_RETURN_NOT_OK(builder.AppendValues(inverse));
+      ARROW_ASSIGN_OR_RAISE(order, builder.Finish());
+    }
+    auto by_group = [&](const std::string& name) -> arrow::Result<std::shared_ptr<arrow::Array>> {
+      ARROW_ASSIGN_OR_RAISE(auto taken, cp::Take(merged->GetColumnByName(name), order,
+                                                 cp::TakeOptions::NoBoundsCheck(), &exec));
+      return taken.make_array();
+    };
+
+    arrow::FieldVector out_fields;
+    arrow::ArrayVector out_columns;
+    for (size_t k = 0; k < user_keys_.size(); ++k) {
+      auto column = uniques.values[k].make_array();
+      out_fields.push_back(arrow::field(user_keys_[k], column->type()));
+      out_columns.push_back(std::move(column));
+    }
+    for (size_t i = 0; i < aggs_.size(); ++i) {
+      const AggregateSpec& agg = aggs_[i];
+      std::shared_ptr<arrow::Array> result;
+      switch (agg.kind) {
+        case Kind::kCount: {
+          ARROW_ASSIGN_OR_RAISE(result, by_group(Partial(i, "c")));
+          break;
+        }
+        case Kind::kSum: {
+          ARROW_ASSIGN_OR_RAISE(result, by_group(Partial(i, "s")));
+          break;
+        }
+        case Kind::kMin: {
+          ARROW_ASSIGN_OR_RAISE(result, by_group(Partial(i, "mn")));
+          break;
+        }
+        case Kind::kMax: {
+          ARROW_ASSIGN_OR_RAISE(result, by_group(Partial(i, "mx")));
+          break;
+        }
+        case Kind::kAbsMax: {
+          ARROW_ASSIGN_OR_RAISE(auto mn, by_group(Partial(i, "mn")));
+          ARROW_ASSIGN_OR_RAISE(auto mx, by_group(Partial(i, "mx")));
+          ARROW_ASSIGN_OR_RAISE(auto abs_mn, cp::CallFunction("abs", {mn}, &exec));
+          ARROW_ASSIGN_OR_RAISE(auto abs_mx, cp::CallFunction("abs", {mx}, &exec));
+          cp::ElementWiseAggregateOptions options(/*skip_nulls=*/true);
+          ARROW_ASSIGN_OR_RAISE(auto larger, cp::CallFunction("max_element_wise", {abs_mn, abs_mx}, &options, &exec));
+          result = larger.make_array();
+          break;
+        }
+        case Kind::kMean: {
+          ARROW_ASSIGN_OR_RAISE(auto sum, by_group(Partial(i, "s")));
+          ARROW_ASSIGN_OR_RAISE(auto count, by_group(Partial(i, "c")));
+          ARROW_ASSIGN_OR_RAISE(auto count_f, cp::Cast(count, arrow::float64(), cp::CastOptions::Safe(), &exec));
+          ARROW_ASSIGN_OR_RAISE(auto mean, cp::CallFunction("divide", {sum, count_f}, &exec));
+          result = mean.make_array();
+          break;
+        }
+        case Kind::kStd: {
+          ARROW_ASSIGN_OR_RAISE(result, MergeStd(*rows, i, *ids, groups, ctx.pool));
+          break;
+        }
+      }
+      out_fields.push_back(arrow::field(agg.name, result->type()));
+      out_columns.push_back(std::move(result));
+    }
+    return arrow::RecordBatch::Make(arrow::schema(out_fields), groups, std::move(out_columns));
+  }
+
+  /// Std of each group from the partial (count, mean, variance with ddof 0, nulls) rows,
+  /// merged by Chan's parallel formula.
+  arrow::Result<std::shared_ptr<arrow::Array>> MergeStd(const arrow::RecordBatch& rows, size_t i,
+                                                        const arrow::UInt32Array& ids, uint32_t groups,
+                                                        arrow::MemoryPool* pool) const {
+    const AggregateSpec& agg = aggs_[i];
+    const auto& n = static_cast<const arrow::Int64Array&>(*rows.GetColumnByName(Partial(i, "n")));
+    const auto& m = static_cast<const arrow::DoubleArray&>(*rows.GetColumnByName(Partial(i, "m")));
+    const auto& v = static_cast<const arrow::DoubleArray&>(*rows.GetColumnByName(Partial(i, "v")));
+    const auto& z = static_cast<const arrow::Int64Array&>(*rows.GetColumnByName(Partial(i, "z")));
+    std::vector<int64_t> count(groups, 0), nulls(groups, 0);
+    std::vector<double> mean(groups, 0.0), m2(groups, 0.0);
+    for (int64_t r = 0; r < rows.num_rows(); ++r) {
+      const uint32_t g = ids.Value(r);
+      nulls[g] += z.Value(r);
+      const int64_t nb = n.Value(r);
+      if (nb == 0) continue;
+      const double mb = m.Value(r), m2b = v.Value(r) * static_cast<double>(nb);
+      const int64_t na = count[g];
+      if (na == 0) {
+        count[g] = nb, mean[g] = mb, m2[g] = m2b;
+        continue;
+      }
+      const double total = static_cast<double>(na + nb);
+      const double delta = mb - mean[g];
+      mean[g] = (mean[g] * static_cast<double>(na) + mb * static_cast<double>(nb)) / total;
+      m2[g] += m2b + delta * delta * static_cast<double>(na) * static_cast<double>(nb) / total;
+      count[g] = na + nb;
+    }
+    arrow::DoubleBuilder builder(pool);
+    ARROW_RETURN_NOT_OK(builder.Reserve(groups));
+    for (uint32_t g = 0; g < groups; ++g) {
+      if ((!agg.ignore_nulls && nulls[g] > 0) || count[g] == 0) {
+        builder.UnsafeAppendNull();
+      } else if (count[g] - agg.ddof <= 0) {
+        builder.UnsafeAppend(std::numeric_limits<double>::quiet_NaN());
+      } else {
+        builder.UnsafeAppend(std::sqrt(m2[g] / static_cast<double>(count[g] - agg.ddof)));
+      }
+    }
+    return builder.Finish();
+  }
+
+  std::vector<std::string> user_keys_;  // as given (empty: whole dataset)
+  std::vector<std::string> keys_;       // the grouping columns of the partial rows
+  std::vector<AggregateSpec> aggs_;
+};
+
+}  // namespace
+
+arrow::Status ValidateAggregates(const std::vector<std::string>& keys,
+                                 const std::vector<AggregateSpec>& aggregates) {
+  std::set<std::string> names;
+  for (const auto& key : keys) {
+    if (key.empty()) return arrow::Status::Invalid("groupby: a key column name is empty");
+    if (!names.insert(key).second) return arrow::Status::Invalid("groupby: the key column '", key, "' is given twice");
+  }
+  if (aggregates.empty()) return arrow::Status::Invalid("groupby: aggregate needs at least one aggregation");
+  for (const auto& agg : aggregates) {
+    if (agg.column.empty() && agg.kind != Kind::kCount) {
+      return arrow::Status::Invalid("groupby: ", KindName(agg.kind), " needs a column to aggregate on");
+    }
+    if (agg.ddof < 0) return arrow::Status::Invalid("groupby: Std's ddof must be >= 0, got ", agg.ddof);
+    if (agg.name.empty()) return arrow::Status::Invalid("groupby: an aggregation's output name is empty");
+    if (!names.insert(agg.name).second) {
+      return arrow::Status::Invalid("groupby: two output columns are named '", agg.name,
+                                    "'; give one an alias_name");
+    }
+  }
+  return arrow::Status::OK();
+}
+
+arrow::Result<std::unique_ptr<Exchange>> MakeAggregateExchange(std::vector<std::string> keys,
+                                                               std::vector<AggregateSpec> aggregates,
+                                                               ExchangeOptions options) {
+  ARROW_RETURN_NOT_OK(ValidateAggregates(keys, aggregates));
+  return std::make_unique<AggregateExchange>(std::move(keys), std::move(aggregates), options);
+}
+
+}  // namespace millstream

@@ -1,0 +1,226 @@
+"""groupby / aggregate: differential against pandas (and by hand) on generated data."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+import millstream as md
+from millstream.aggregate import AbsMax, AggregateFn, Count, CountDistinct, Max, Mean, Min, Quantile, Std, Sum, Unique
+
+
+def _table(n: int, seed: int = 0, groups: int = 7) -> pa.Table:
+    """k1 int (5% null), k2 string (5% null), v int (10% null), x float (10% null)."""
+    rng = np.random.default_rng(seed)
+    k1 = rng.integers(0, groups, n)
+    k2 = rng.choice(["a", "b", "c"], n)
+    v = rng.integers(-100, 100, n)
+    x = rng.normal(10.0, 3.0, n)
+    return pa.table({
+        "k1": pa.array(k1, mask=rng.random(n) < 0.05),
+        "k2": pa.array(k2, mask=rng.random(n) < 0.05),
+        "v": pa.array(v, mask=rng.random(n) < 0.1),
+        "x": pa.array(x, mask=rng.random(n) < 0.1),
+    })
+
+
+def _blocks(table: pa.Table, n: int) -> list:
+    step = max(1, math.ceil(table.num_rows / n))
+    return [table.slice(i, step) for i in range(0, table.num_rows, step)] or [table]
+
+
+
+def _expected(table: pa.Table, keys) -> pd.DataFrame:
+    """pandas: groups sorted by key with nulls last (dropna=False)."""
+    df = table.to_pandas()
+    g = df.groupby(keys, dropna=False, sort=True)
+    out = pd.DataFrame({
+        "count()": g.size(),
+        "count(v)": g["v"].count(),
+        "sum(v)": g["v"].sum(min_count=1),
+        "min(v)": g["v"].min(),
+        "max(v)": g["v"].max(),
+        "mean(x)": g["x"].mean(),
+        "std(x)": g["x"].std(ddof=1),
+        "std(v)": g["v"].std(ddof=0),
+    })
+    out["abs_max(v)"] = np.maximum(g["v"].min().abs(), g["v"].max().abs())
+    return out.reset_index()
+
+
+_AGGS = (Count(), Count("v", ignore_nulls=True), Sum("v"), Min("v"), Max("v"), Mean("x"), Std("x"),
+         Std("v", ddof=0), AbsMax("v"))
+
+
+def _check(table: pa.Table, keys, blocks: int = 8, source=None):
+    ds = md.from_arrow(source if source is not None else _blocks(table, blocks)).groupby(keys).aggregate(*_AGGS)
+    got = pa.Table.from_pylist(ds.take_all()).to_pandas()
+    want = _expected(table, keys)
+    got = got[list(want.columns)]
+    for k in [keys] if isinstance(keys, str) else keys:  # a null key: None in both frames
+        got[k] = got[k].astype(object).where(got[k].notna(), None)
+        want[k] = want[k].astype(object).where(want[k].notna(), None)
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), want, check_dtype=False, rtol=1e-9,
+                                  check_index_type=False)
+    return ds
+
+
+def test_one_int_key_with_nulls_matches_pandas():
+    _check(_table(5000, seed=1), "k1")
+
+
+def test_string_key_and_multi_column_keys_match_pandas():
+    table = _table(4000, seed=2)
+    _check(table, "k2")
+    _check(table, ["k1", "k2"])
+
+
+def test_dictionary_key_groups_by_value():
+    table = _table(3000, seed=3)
+    encoded = table.set_column(1, "k2", table["k2"].dictionary_encode())
+    _check(table, "k2", source=_blocks(encoded, 6))
+
+
+def test_one_group_and_many_groups():
+    _check(_table(2000, seed=4, groups=1), "k1")
+    _check(_table(300_000, seed=5, groups=100_000), "k1", blocks=12)
+
+
+def test_many_groups_spill_under_a_tiny_memory_limit(ctx):
+    ctx.execution_options.resource_limits.object_store_memory = 8 << 20
+    ds = _check(_table(400_000, seed=6, groups=100_000), "k1", blocks=40)
+    spilled = {op["name"]: op["spilled_bytes"] for op in ds._last_stats[1]}
+    assert any(name.startswith("AllToAllOperator[Aggregate") and n > 0 for name, n in spilled.items()), spilled
+
+
+def test_results_sorted_by_key_nulls_last():
+    rows = md.from_items([{"k": k} for k in [3, None, 1, 2, 1, None, 3]]).groupby("k").count().take_all()
+    assert rows == [{"k": 1, "count()": 2}, {"k": 2, "count()": 1}, {"k": 3, "count()": 2},
+                    {"k": None, "count()": 2}]
+
+
+def test_grouped_shortcuts_and_ray_column_names():
+    items = [{"A": i % 3, "B": i, "C": i ** 2} for i in range(100)]
+    df = pd.DataFrame(items)
+    ds = md.from_items(items)
+    assert ds.groupby("A").count().take_all() == [
+        {"A": a, "count()": int(n)} for a, n in df.groupby("A").size().items()]
+    got = ds.groupby("A").sum(["B", "C"]).take_all()
+    assert got == [{"A": a, "sum(B)": int(r.B), "sum(C)": int(r.C)} for a, r in df.groupby("A").sum().iterrows()]
+    # on=None: every column but the key.
+    got = ds.groupby("A").max().take_all()
+    assert got == [{"A": a, "max(B)": int(r.B), "max(C)": int(r.C)} for a, r in df.groupby("A").max().iterrows()]
+    got = ds.groupby("A").min("B").take_all()
+    assert [r["min(B)"] for r in got] == [0, 1, 2]
+    got = ds.groupby("A").mean("B").take_all()
+    assert [r["mean(B)"] for r in got] == pytest.approx(list(df.groupby("A")["B"].mean()))
+    got = ds.groupby("A").std("C", ddof=0).take_all()
+    assert [r["std(C)"] for r in got] == pytest.approx(list(df.groupby("A")["C"].std(ddof=0)))
+    got = ds.groupby("A").aggregate(Sum("B", alias_name="total")).take_all()
+    assert list(got[0]) == ["A", "total"]
+
+
+def test_ignore_nulls_false_makes_a_group_with_a_null_null():
+    ds = md.from_items([{"k": "a", "v": 1}, {"k": "a", "v": None}, {"k": "b", "v": 2}, {"k": "b", "v": 5}])
+    assert ds.groupby("k").sum("v", ignore_nulls=False).take_all() == [{"k": "a", "sum(v)": None},
+                                                                     {"k": "b", "sum(v)": 7}]
+    assert ds.groupby("k").sum("v").take_all() == [{"k": "a", "sum(v)": 1}, {"k": "b", "sum(v)": 7}]
+    # Count counts nulls unless asked not to (Ray's default).
+    got = ds.groupby("k").aggregate(Count("v"), Count("v", ignore_nulls=True, alias_name="n")).take_all()
+    assert got == [{"k": "a", "count(v)": 2, "n": 1}, {"k": "b", "count(v)": 2, "n": 2}]
+
+
+def test_nan_is_a_value():
+    ds = md.from_items([{"k": 1, "x": 1.0}, {"k": 1, "x": float("nan")}, {"k": 2, "x": 2.0}])
+    got = ds.groupby("k").sum("x").take_all()
+    assert math.isnan(got[0]["sum(x)"]) and got[1]["sum(x)"] == 2.0
+
+
+def test_whole_dataset_aggregates_match_numpy():
+    assert md.range(100).sum("id") == 4950
+    items = [{"A": i, "B": i ** 2} for i in range(100)]
+    ds = md.from_items(items)
+    a = np.arange(100)
+    assert ds.sum(["A", "B"]) == {"sum(A)": int(a.sum()), "sum(B)": int((a ** 2).sum())}
+    assert ds.min("A") == 0 and ds.max("B") == 99 ** 2
+    assert ds.mean("A") == pytest.approx(a.mean())
+    assert ds.std("A") == pytest.approx(np.std(a, ddof=1))
+    assert ds.std("A", ddof=0) == pytest.approx(np.std(a, ddof=0))
+    assert ds.aggregate(Count(), Sum("A"), AbsMax("B")) == {"count()": 100, "sum(A)": 4950, "abs_max(B)": 99 ** 2}
+    assert ds.groupby(None).count().take_all() == [{"count()": 100}]
+
+
+def test_empty_dataset():
+    empty = md.range(10).filter(expr="id > 100")
+    assert empty.sum("id") is None
+    assert empty.aggregate(Count()) is None
+    assert empty.groupby("id").count().take_all() == []
+
+
+def test_errors_name_what_is_wrong():
+    ds = md.from_items([{"k": 1, "v": 2}])
+    with pytest.raises(ValueError, match="'nope'"):
+        ds.groupby("nope")
+    with pytest.raises(ValueError, match="'w'"):
+        ds.groupby("k").sum("w")
+    with pytest.raises(ValueError, match="Sum"):
+        Sum()
+    with pytest.raises(TypeError, match="num_partition"):
+        ds.groupby("k", num_partition=2)
+    with pytest.raises(ValueError, match="num_partitions"):
+        ds.groupby("k", num_partitions=0)
+    with pytest.raises(NotImplementedError, match="zero_factory"):
+        Min("v", zero_factory=lambda: 0)
+    with pytest.raises(NotImplementedError, match="zero_factory"):
+        AbsMax("v", True, None, lambda: 0)
+    with pytest.raises(ValueError, match="alias_name"):
+        ds.groupby("k").aggregate(Sum("v"), Sum("v")).take_all()
+    with pytest.raises(TypeError, match="aggregations"):
+        ds.groupby("k").aggregate("sum")
+    with pytest.raises(Exception, match="needs numbers"):
+        md.from_items([{"k": 1, "s": "a"}]).groupby("k").mean("s").take_all()
+
+
+@pytest.mark.parametrize("make", [lambda: Quantile("v"), lambda: Unique("v"), lambda: CountDistinct("v"),
+                                  lambda: AggregateFn(init=lambda k: 0, merge=lambda a, b: a + b, name="x")])
+def test_not_implemented_aggregations_say_so(make):
+    with pytest.raises(NotImplementedError):
+        make()
+
+
+def test_map_groups_and_unique_not_implemented():
+    ds = md.from_items([{"k": 1}])
+    with pytest.raises(NotImplementedError, match="map_groups"):
+        ds.groupby("k").map_groups(lambda df: df)
+    with pytest.raises(NotImplementedError, match="unique"):
+        ds.unique("k")
+
+
+def test_blocks_with_different_key_types_and_dictionaries_meet():
+    a = pa.table({"k": pa.array([1, 2], pa.int32()), "v": [1.0, 2.0]})
+    b = pa.table({"k": pa.array([2, 3], pa.int64()), "v": [3.0, 4.0]})
+    assert md.from_arrow([a, b]).groupby("k").sum("v").take_all() == [
+        {"k": 1, "sum(v)": 1.0}, {"k": 2, "sum(v)": 5.0}, {"k": 3, "sum(v)": 4.0}]
+    c = pa.table({"k": pa.array(["x", "y"]).dictionary_encode(), "v": [1, 2]})
+    d = pa.table({"k": pa.array(["y", "z", "y"]).dictionary_encode(), "v": [3, 4, 5]})
+    assert md.from_arrow([c, d]).groupby("k").sum("v").take_all() == [
+        {"k": "x", "sum(v)": 1}, {"k": "y", "sum(v)": 10}, {"k": "z", "sum(v)": 4}]
+
+
+def test_missing_key_found_at_run_time_names_it():
+    ds = md.range(10).map_batches(lambda b: b).groupby("nope").count()
+    with pytest.raises(KeyError, match="'nope'"):
+        ds.take_all()
+
+
+def test_num_partitions_sets_the_reduce_tasks():
+    table = _table(20_000, seed=7, groups=500)
+    for n in (1, 3, 16):
+        ds = md.from_arrow(_blocks(table, 5)).groupby("k1", num_partitions=n).count()
+        got = ds.take_all()
+        want = table.to_pandas().groupby("k1", dropna=False).size()
+        assert [r["count()"] for r in got] == list(want)
