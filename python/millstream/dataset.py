@@ -25,11 +25,13 @@ _NOT_A_TASK = "this step runs inside the engine's operators, not as a task of it
 _NO_TASK_ARGS = {"compute": Unsupported(None, why=_NOT_A_TASK), "concurrency": Unsupported(None, why=_NOT_A_TASK)}
 _NOT_YET = "not implemented yet"
 _WRITE_UNSUPPORTED = {
-    "filesystem": Unsupported(None, why="writes go to the local filesystem"),
     "try_create_dir": Unsupported(True, why="the directory is always created"),
     "ray_remote_args": _args.RAY_REMOTE_ARGS_NO_TASK.rule(),
     "concurrency": Unsupported(None, why=_NOT_YET),
 }
+
+
+_LOCAL_WRITE_ONLY = Unsupported(None, why="write_numpy/write_images write to local paths")
 
 
 def _fn_name(fn: Any) -> str:
@@ -567,7 +569,8 @@ class Dataset:
 
     def _write(self, path, fmt: str, *, mode="append", partition_cols=None, filename_provider=None,
                min_rows_per_file=None, max_rows_per_file=None, num_rows_per_file=None,
-               arrow_open_stream_args=None, options: Optional[Dict[str, Any]] = None) -> None:
+               arrow_open_stream_args=None, options: Optional[Dict[str, Any]] = None,
+               filesystem=None) -> None:
         fn_name = f"write_{fmt}"
         if isinstance(path, os.PathLike):
             path = os.fspath(path)
@@ -578,7 +581,14 @@ class Dataset:
                                                   max_rows_per_file)
         _files.filename_provider(fn_name, filename_provider)
         stream_compression = _files.open_stream_args(fn_name, arrow_open_stream_args)
-        # Local paths only: another URI scheme (s3://...) raises before anything is made.
+        from millstream import read_api
+        spec = read_api.filesystem_spec(fn_name, filesystem)
+        if spec is not None or path.lower().startswith("s3://"):
+            return self._write_remote(path, fmt, spec, mode=mode, partition_cols=partition_cols,
+                                      filename_provider=filename_provider, min_rows=min_rows,
+                                      max_rows=max_rows, stream_compression=stream_compression,
+                                      options=options)
+        # Local paths; another URI scheme (gs://...) raises before anything is made.
         path = _core.local_path(path, fn_name)
         if os.path.isfile(path):
             raise FileExistsError(f"{fn_name}: '{path}' is a file; give a directory")
@@ -608,7 +618,32 @@ class Dataset:
             _files.unify_parquet_files(_files.listing(directory, "parquet") - before,
                                        _files.parquet_rewrite_args(sink))
 
-    @public(unsupported=_WRITE_UNSUPPORTED)
+    def _write_remote(self, path, fmt, spec, *, mode, partition_cols, filename_provider, min_rows,
+                      max_rows, stream_compression, options) -> None:
+        """A write to an object store (s3:// or ``filesystem=``): each file is uploaded under
+        its final name and appears only when complete."""
+        fn_name = f"write_{fmt}"
+        handle, directory = _core.resolve_path(path, spec, fn_name)
+        if handle.type_name == "local":
+            return self._write(directory, fmt, mode=mode, partition_cols=partition_cols,
+                               filename_provider=filename_provider, min_rows_per_file=min_rows,
+                               max_rows_per_file=max_rows, options=options,
+                               arrow_open_stream_args={"compression": stream_compression})
+        cols = [partition_cols] if isinstance(partition_cols, str) else list(partition_cols or [])
+        sink = dict(options or {}, partition_cols=cols, min_rows_per_file=min_rows,
+                    max_rows_per_file=max_rows, filename_provider=filename_provider,
+                    stream_compression=stream_compression, filesystem=handle)
+        if fmt == "parquet" and filename_provider is not None:
+            sink.update(filename_provider=_files.ParquetNames(filename_provider, mode),
+                        filename_template=True)
+        plan = self._core.with_write(directory, fmt, sink)
+        if not _core.prepare_write_dir_on(handle, directory, mode, fn_name):
+            import logging
+            logging.getLogger("millstream").warning("[SaveMode=ignore] Skipping %s: it exists", path)
+            return
+        self._drain(plan.execute(DataContext.get_current()._to_core(), None, False))
+
+    @public(unsupported={**_WRITE_UNSUPPORTED, "filesystem": _LOCAL_WRITE_ONLY})
     def write_numpy(self, path: str, *, column: str, filesystem=None, try_create_dir: bool = True,
                     arrow_open_stream_args: Optional[Dict[str, Any]] = None, filename_provider=None,
                     min_rows_per_file: Optional[int] = None, ray_remote_args: Optional[Dict[str, Any]] = None,
@@ -622,7 +657,7 @@ class Dataset:
                               min_rows_per_file=min_rows_per_file, num_rows_per_file=num_rows_per_file,
                               arrow_open_stream_args=arrow_open_stream_args)
 
-    @public(unsupported=_WRITE_UNSUPPORTED)
+    @public(unsupported={**_WRITE_UNSUPPORTED, "filesystem": _LOCAL_WRITE_ONLY})
     def write_images(self, path: str, column: str, file_format: str = "png", *, filesystem=None,
                      try_create_dir: bool = True, arrow_open_stream_args: Optional[Dict[str, Any]] = None,
                      filename_provider=None, ray_remote_args: Optional[Dict[str, Any]] = None,
@@ -672,7 +707,7 @@ class Dataset:
         _args.check_names("Dataset.write_parquet", "partition_cols", partition_cols, none_ok=True)
         args = _files.resolve_args("write_parquet", _args.PARQUET_WRITE_ARGS, arrow_parquet_args,
                                    arrow_parquet_args_fn, "arrow_parquet_args_fn")
-        self._write(path, "parquet", mode=mode, partition_cols=partition_cols,
+        self._write(path, "parquet", mode=mode, partition_cols=partition_cols, filesystem=filesystem,
                     filename_provider=filename_provider, min_rows_per_file=min_rows_per_file,
                     max_rows_per_file=max_rows_per_file, num_rows_per_file=num_rows_per_file,
                     arrow_open_stream_args=arrow_open_stream_args,
@@ -693,7 +728,7 @@ class Dataset:
         ``delimiter``, ``quoting_style``, ``quoting_header``, ``batch_size``."""
         args = _files.resolve_args("write_csv", _args.CSV_WRITE_ARGS, arrow_csv_args,
                                    arrow_csv_args_fn, "arrow_csv_args_fn")
-        self._write(path, "csv", mode=mode, filename_provider=filename_provider,
+        self._write(path, "csv", mode=mode, filename_provider=filename_provider, filesystem=filesystem,
                     min_rows_per_file=min_rows_per_file, num_rows_per_file=num_rows_per_file,
                     arrow_open_stream_args=arrow_open_stream_args,
                     options=_files.csv_options("write_csv", args))
@@ -709,7 +744,7 @@ class Dataset:
         ``filename_provider``'s name is each task's file name as it is."""
         _files.resolve_args("write_json", _args.JSON_WRITE_ARGS, pandas_json_args,
                             pandas_json_args_fn, "pandas_json_args_fn")
-        self._write(path, "json", mode=mode, filename_provider=filename_provider,
+        self._write(path, "json", mode=mode, filename_provider=filename_provider, filesystem=filesystem,
                     min_rows_per_file=min_rows_per_file, num_rows_per_file=num_rows_per_file,
                     arrow_open_stream_args=arrow_open_stream_args)
 
@@ -868,7 +903,6 @@ def from_numpy(ndarrays) -> MaterializedDataset:
 
 
 @public(passthrough=_args.PARQUET_READ_ARGS, unsupported={
-    "filesystem": Unsupported(None, why="reads come from the local filesystem"),
     "catalog": Unsupported(None, why="no catalog support"),
     "num_cpus": Unsupported(None, why="a read task takes one CPU slot"),
     "num_gpus": Unsupported(None, why="a read task takes one CPU slot"),
@@ -922,13 +956,16 @@ def read_parquet(paths: Union[str, List[str]], *, filesystem=None, catalog=None,
     schema = arrow_parquet_args.get("schema")
     if schema is not None and not isinstance(schema, pa.Schema):
         raise TypeError(f"read_parquet: schema must be a pyarrow.Schema, got {type(schema).__name__}")
-    if include_paths or ignore_missing_paths or partition_filter is not None or shuffle is not None or schema:
+    remote = filesystem is not None or any(p.lower().startswith("s3://") for p in paths)
+    if (include_paths or ignore_missing_paths or partition_filter is not None or shuffle is not None or schema
+            or remote):
         from millstream import read_api
         if not isinstance(include_paths, bool):
             raise TypeError(f"read_parquet: include_paths must be a bool, got {include_paths!r}")
-        files = read_api._list("read_parquet", paths, extensions, ignore_missing_paths, partition_filter)
+        fs, files = read_api._list("read_parquet", paths, extensions, ignore_missing_paths, partition_filter,
+                                   filesystem)
         options = {"include_paths": include_paths, **read_api._shuffle_options("read_parquet", shuffle)}
-        core = _core.read_parquet_files(files, list(columns or []), expr, _blocks(override_num_blocks, parallelism),
+        core = _core.read_parquet_files(fs, files, list(columns or []), expr, _blocks(override_num_blocks, parallelism),
                                         style == "hive", options, schema)
     else:
         core = _core.Dataset.read_parquet(paths, list(columns or []), expr,

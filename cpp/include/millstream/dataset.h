@@ -10,6 +10,7 @@
 #include <vector>
 
 #include <arrow/compute/expression.h>
+#include <arrow/filesystem/type_fwd.h>
 #include <arrow/result.h>
 #include <arrow/status.h>
 #include <arrow/table.h>
@@ -110,6 +111,10 @@ struct WriteOptions {
   std::string stream_compression;
   ParquetWriteOptions parquet;
   CsvWriteOptions csv;
+  /// The filesystem the directory is on; null: the local one. On an object store (S3)
+  /// each file is uploaded under its final name and appears only when complete (a failed
+  /// file's multipart upload is aborted).
+  std::shared_ptr<arrow::fs::FileSystem> filesystem;
 };
 
 /// \brief Checks what can be checked of `options` before anything is written (partition

@@ -26,6 +26,7 @@
 
 #include "exec/schema_unify.h"
 #include "exec/transforms.h"
+#include "io/filesystems.h"
 #include "io/sources.h"
 
 namespace millstream {
@@ -401,6 +402,13 @@ class FileSink {
 
   ~FileSink() {
     if (committed_ || !out_) return;
+    if (remote()) {
+      // Abort before the writer goes: closing would complete the upload (an object of
+      // what was written so far); aborting leaves no object and no multipart upload.
+      if (raw_ && !raw_->closed()) (void)raw_->Abort();
+      writer_.reset();
+      return;
+    }
     writer_.reset();
     if (!out_->closed()) (void)out_->Close();
     std::remove(temp_path_.c_str());
@@ -433,6 +441,11 @@ class FileSink {
     if (!writer_ || committed_) return arrow::Status::OK();
     ARROW_RETURN_NOT_OK(NamingFile(writer_->Close()));
     if (!out_->closed()) ARROW_RETURN_NOT_OK(NamingFile(out_->Close()));
+    if (remote()) {
+      if (!raw_->closed()) ARROW_RETURN_NOT_OK(NamingFile(raw_->Close()));  // the upload completes
+      committed_ = true;
+      return arrow::Status::OK();
+    }
     if (std::rename(temp_path_.c_str(), final_path_.c_str()) != 0) {
       return arrow::internal::IOErrorFromErrno(errno, "cannot rename '", temp_path_, "' to '",
                                                final_path_, "'");
@@ -447,6 +460,8 @@ class FileSink {
     final_path_ = directory_ + "/" + name;
     temp_path_ = directory_ + "/.tmp-" + name;
   }
+
+  bool remote() const { return options_->filesystem && !IsLocal(*options_->filesystem); }
 
   arrow::Status WriteRows(const arrow::RecordBatch& rows) {
     ARROW_RETURN_NOT_OK(NamingFile(writer_->Write(rows)));
@@ -465,7 +480,14 @@ class FileSink {
     schema_ = std::move(schema);
     rows_ = 0;
     committed_ = false;
-    ARROW_ASSIGN_OR_RAISE(out_, arrow::io::FileOutputStream::Open(temp_path_));
+    if (remote()) {
+      // An object store: the object is uploaded under its final name and appears only when
+      // the stream closes.
+      ARROW_ASSIGN_OR_RAISE(out_, options_->filesystem->OpenOutputStream(final_path_));
+    } else {
+      ARROW_ASSIGN_OR_RAISE(out_, arrow::io::FileOutputStream::Open(temp_path_));
+    }
+    raw_ = out_;
     if (!options_->stream_compression.empty()) {
       auto type = arrow::util::Codec::GetCompressionType(options_->stream_compression);
       if (!type.ok()) {
@@ -531,6 +553,8 @@ class FileSink {
   std::shared_ptr<arrow::Schema> schema_;
   std::unique_ptr<arrow::util::Codec> codec_;  // of a compressed stream; outlives out_
   std::shared_ptr<arrow::io::OutputStream> out_;
+  /// The file's own stream under any compression (what Abort reaches).
+  std::shared_ptr<arrow::io::OutputStream> raw_;
   std::unique_ptr<FormatWriter> writer_;
   int64_t rows_ = 0;  // in the open file
   bool committed_ = false;
@@ -617,8 +641,10 @@ class WriteState : public TransformState {
     auto& sink = sinks_[partition_dir];
     if (!sink) {
       std::string dir = partition_dir.empty() ? directory_ : directory_ + "/" + partition_dir;
-      std::error_code error;
-      std::filesystem::create_directories(dir, error);  // an error surfaces when the file opens
+      if (!options_->filesystem || IsLocal(*options_->filesystem)) {
+        std::error_code error;
+        std::filesystem::create_directories(dir, error);  // an error surfaces when the file opens
+      }
       sink = std::make_unique<FileSink>(dir, file_name_, number_first_, format_, options_);
     }
     return sink.get();
