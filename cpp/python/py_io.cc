@@ -87,6 +87,8 @@ FileReadOptions FileOptionsFromDict(const py::dict& d) {
   if (Has(d, "compression")) options.stream_compression = d["compression"].cast<std::string>();
   if (Has(d, "override_num_blocks")) options.override_num_blocks = d["override_num_blocks"].cast<int64_t>();
   if (Has(d, "buffer_size")) options.buffer_size = d["buffer_size"].cast<int64_t>();
+  if (Has(d, "retried_io_errors")) options.retry.patterns = d["retried_io_errors"].cast<std::vector<std::string>>();
+  if (Has(d, "retry_max_attempts")) options.retry.max_attempts = d["retry_max_attempts"].cast<int>();
   return options;
 }
 
@@ -241,6 +243,7 @@ void RegisterIo(py::module_& m) {
     more.shuffle = file_options.shuffle;
     more.shuffle_seed = file_options.shuffle_seed;
     more.reseed_after_execution = file_options.reseed_after_execution;
+    more.retry = file_options.retry;
     if (!schema.is_none()) more.schema = SchemaFromPython(schema);
     auto found = FilesFromPython(files);
     arrow::Result<Dataset> result;

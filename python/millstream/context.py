@@ -97,6 +97,22 @@ class AutoscalingConfig(_Strict):
     actor_pool_max_upscaling_delta: int = 1
 
 
+# Ray 2.58's defaults: the AWS SDK's words for transient failures.
+DEFAULT_RETRIED_IO_ERRORS = (
+    "AWS Error INTERNAL_FAILURE",
+    "AWS Error NETWORK_CONNECTION",
+    "AWS Error SLOW_DOWN",
+    "AWS Error UNKNOWN (HTTP status 503)",
+    "AWS Error SERVICE_UNAVAILABLE",
+)
+DEFAULT_WRITE_FILE_RETRY_ON_ERRORS = (
+    "AWS Error INTERNAL_FAILURE",
+    "AWS Error NETWORK_CONNECTION",
+    "AWS Error SLOW_DOWN",
+    "AWS Error UNKNOWN (HTTP status 503)",
+)
+
+
 def _cluster_only(default):
     """A Ray Data field that only means something on a cluster (or in a Ray feature
     millstream does not have): kept with Ray's default so code setting it still runs."""
@@ -114,7 +130,8 @@ class DataContext(_Strict):
     ``autoscaling_config``, ``downstream_capacity_backpressure_ratio``,
     ``max_tasks_in_flight_per_actor``, ``max_errored_blocks``, ``enable_progress_bars``,
     ``enable_operator_progress_bars``,
-    ``progress_bar_log_interval``, ``enable_auto_log_stats``, ``verbose_stats_logs``.
+    ``progress_bar_log_interval``, ``enable_auto_log_stats``, ``verbose_stats_logs``,
+    ``retried_io_errors`` and ``write_file_retry_on_errors`` (object-store reads and writes).
     The others only mean something on a Ray cluster or for Ray features not built here;
     they are accepted and have no effect (``DataContext.cluster_only_fields()`` lists them).
     """
@@ -200,6 +217,10 @@ class DataContext(_Strict):
     batch_to_block_arrow_format: bool = _cluster_only(True)
     custom_execution_callback_classes: list = _cluster_only([])
     default_map_logical_memory_enabled: bool = _cluster_only(False)
+    # Transient IO errors (substrings or regexes of the message) on which a file read from
+    # an object store is tried again, with backoff; and a file written there.
+    retried_io_errors: list = field(default_factory=lambda: list(DEFAULT_RETRIED_IO_ERRORS))
+    write_file_retry_on_errors: list = field(default_factory=lambda: list(DEFAULT_WRITE_FILE_RETRY_ON_ERRORS))
 
     _lock = threading.Lock()
     _current = None  # the process-wide instance (not a field)

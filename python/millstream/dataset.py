@@ -964,7 +964,8 @@ def read_parquet(paths: Union[str, List[str]], *, filesystem=None, catalog=None,
             raise TypeError(f"read_parquet: include_paths must be a bool, got {include_paths!r}")
         fs, files = read_api._list("read_parquet", paths, extensions, ignore_missing_paths, partition_filter,
                                    filesystem)
-        options = {"include_paths": include_paths, **read_api._shuffle_options("read_parquet", shuffle)}
+        options = {"include_paths": include_paths, **read_api._shuffle_options("read_parquet", shuffle),
+                   **read_api.retry_options("read_parquet")}
         core = _core.read_parquet_files(fs, files, list(columns or []), expr, _blocks(override_num_blocks, parallelism),
                                         style == "hive", options, schema)
     else:

@@ -80,6 +80,17 @@ def filesystem_spec(fn_name: str, filesystem: Any) -> Optional[Dict[str, Any]]:
                               "(pyarrow's LocalFileSystem and S3FileSystem are)")
 
 
+def retry_options(fn_name: str) -> Dict[str, Any]:
+    """DataContext.retried_io_errors, checked, for the engine's reads."""
+    from millstream.context import DataContext
+    patterns = DataContext.get_current().retried_io_errors
+    if patterns is None:
+        return {}
+    if isinstance(patterns, str) or not all(isinstance(p, str) for p in patterns):
+        raise TypeError(f"{fn_name}: DataContext.retried_io_errors must be a list of strings, got {patterns!r}")
+    return {"retried_io_errors": list(patterns)}
+
+
 def _shuffle_options(fn_name: str, shuffle: Any) -> Dict[str, Any]:
     if shuffle is None:
         return {}
@@ -154,6 +165,7 @@ def _read(fn_name: str, fmt: str, paths, *, filesystem=None, partitioning, parti
     if not isinstance(include_paths, bool):
         raise TypeError(f"{fn_name}: include_paths must be a bool, got {include_paths!r}")
     options = {"operation": fn_name, "hive": _hive(fn_name, partitioning), "include_paths": include_paths,
+               **retry_options(fn_name),
                "compression": _files.open_stream_args(fn_name, arrow_open_stream_args),
                "override_num_blocks": _blocks(override_num_blocks, parallelism),
                **_shuffle_options(fn_name, shuffle)}

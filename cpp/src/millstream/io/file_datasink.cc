@@ -1,4 +1,7 @@
 #include <algorithm>
+#include <chrono>
+#include <functional>
+#include <thread>
 #include <cctype>
 #include <cerrno>
 #include <cmath>
@@ -27,6 +30,7 @@
 #include "exec/schema_unify.h"
 #include "exec/transforms.h"
 #include "io/filesystems.h"
+#include "io/retry.h"
 #include "io/sources.h"
 
 namespace millstream {
@@ -439,13 +443,22 @@ class FileSink {
 
   arrow::Status Commit() {
     if (!writer_ || committed_) return arrow::Status::OK();
-    ARROW_RETURN_NOT_OK(NamingFile(writer_->Close()));
-    if (!out_->closed()) ARROW_RETURN_NOT_OK(NamingFile(out_->Close()));
     if (remote()) {
-      if (!raw_->closed()) ARROW_RETURN_NOT_OK(NamingFile(raw_->Close()));  // the upload completes
+      // Every block the file holds is rewritten on a retry: none is the "last" here.
+      if (retrying()) held_.push_back(nullptr);
+      auto status = Retried([&]() -> arrow::Status {
+        ARROW_RETURN_NOT_OK(writer_->Close());
+        if (!out_->closed()) ARROW_RETURN_NOT_OK(out_->Close());
+        if (!raw_->closed()) ARROW_RETURN_NOT_OK(raw_->Close());  // the upload completes
+        return arrow::Status::OK();
+      });
+      held_.clear();
+      ARROW_RETURN_NOT_OK(NamingFile(status));
       committed_ = true;
       return arrow::Status::OK();
     }
+    ARROW_RETURN_NOT_OK(NamingFile(writer_->Close()));
+    if (!out_->closed()) ARROW_RETURN_NOT_OK(NamingFile(out_->Close()));
     if (std::rename(temp_path_.c_str(), final_path_.c_str()) != 0) {
       return arrow::internal::IOErrorFromErrno(errno, "cannot rename '", temp_path_, "' to '",
                                                final_path_, "'");
@@ -464,8 +477,46 @@ class FileSink {
   bool remote() const { return options_->filesystem && !IsLocal(*options_->filesystem); }
 
   arrow::Status WriteRows(const arrow::RecordBatch& rows) {
-    ARROW_RETURN_NOT_OK(NamingFile(writer_->Write(rows)));
+    if (retrying()) {
+      held_.push_back(arrow::RecordBatch::Make(rows.schema(), rows.num_rows(), rows.columns()));
+    }
+    auto status = Retried([&] { return writer_->Write(rows); });
+    ARROW_RETURN_NOT_OK(NamingFile(status));
     rows_ += rows.num_rows();
+    return arrow::Status::OK();
+  }
+
+  bool retrying() const { return remote() && !options_->retried_io_errors.empty(); }
+
+  /// `op` on the open file; a transient error (WriteOptions::retried_io_errors) of an upload
+  /// aborts it and uploads the file again from its start (the blocks it holds so far),
+  /// then retries `op`, with backoff.
+  arrow::Status Retried(const std::function<arrow::Status()>& op) {
+    RetryPolicy policy;
+    if (retrying()) policy.patterns = options_->retried_io_errors;
+    for (int attempt = 1;; ++attempt) {
+      auto status = op();
+      if (status.ok() || attempt >= policy.max_attempts || !IsRetried(status, policy)) return status;
+      double wait = std::min(policy.max_backoff_s, policy.base_backoff_s * (1 << std::min(attempt - 1, 20)));
+      std::this_thread::sleep_for(std::chrono::duration<double>(wait));
+      auto reopened = Reupload();
+      if (!reopened.ok() && !IsRetried(reopened, policy)) return reopened;
+    }
+  }
+
+  /// Aborts the open upload and writes the file's blocks so far (but the last, which the
+  /// retried operation writes) into a new one.
+  arrow::Status Reupload() {
+    if (raw_ && !raw_->closed()) (void)raw_->Abort();
+    writer_.reset();
+    out_.reset();
+    raw_.reset();
+    codec_.reset();
+    ARROW_RETURN_NOT_OK(OpenUnnamed(schema_));
+    for (size_t i = 0; i + 1 < held_.size(); ++i) {
+      ARROW_RETURN_NOT_OK(writer_->Write(*held_[i]));
+      rows_ += held_[i]->num_rows();
+    }
     return arrow::Status::OK();
   }
 
@@ -556,6 +607,8 @@ class FileSink {
   /// The file's own stream under any compression (what Abort reaches).
   std::shared_ptr<arrow::io::OutputStream> raw_;
   std::unique_ptr<FormatWriter> writer_;
+  /// The open file's blocks, while an upload may have to start again (retrying()).
+  std::vector<std::shared_ptr<arrow::RecordBatch>> held_;
   int64_t rows_ = 0;  // in the open file
   bool committed_ = false;
 };

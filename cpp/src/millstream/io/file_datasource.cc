@@ -23,12 +23,14 @@ class FileReadTask : public ReadTask {
         reader_(std::move(reader)), rows_(rows) {}
 
   arrow::Status Run(const Emit& emit) const override {
-    arrow::Status status;
-    try {
-      status = RunImpl(emit);
-    } catch (const std::exception& e) {
-      status = arrow::Status::IOError(e.what());
-    }
+    auto once = [this](const Emit& out) -> arrow::Status {
+      try {
+        return RunImpl(out);
+      } catch (const std::exception& e) {
+        return arrow::Status::IOError(e.what());
+      }
+    };
+    arrow::Status status = RunWithRetry(once, emit, options_->retry);
     if (!status.ok() && status.code() != arrow::StatusCode::Cancelled &&
         status.message().find(file_.path) == std::string::npos) {
       return status.WithMessage(options_->operation, ": '", file_.path, "': ", status.message());

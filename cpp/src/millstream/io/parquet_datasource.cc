@@ -105,20 +105,23 @@ class ParquetReadTask : public ReadTask {
                   std::vector<std::string> columns, std::optional<cp::Expression> filter,
                   int64_t rows, int64_t bytes, int64_t batch_rows,
                   std::vector<PartitionKey> partition, bool include_paths,
-                  std::shared_ptr<arrow::Schema> target_schema)
+                  std::shared_ptr<arrow::Schema> target_schema, const RetryPolicy* retry)
       : fs_(std::move(fs)), path_(std::move(path)), metadata_(std::move(metadata)),
         row_groups_(std::move(row_groups)), columns_(std::move(columns)),
         filter_(std::move(filter)), rows_(rows), bytes_(bytes), batch_rows_(batch_rows),
         partition_(std::move(partition)), include_paths_(include_paths),
-        target_schema_(std::move(target_schema)) {}
+        target_schema_(std::move(target_schema)),
+        retry_(retry && !retry->patterns.empty() ? std::make_shared<RetryPolicy>(*retry) : nullptr) {}
 
   arrow::Status Run(const Emit& emit) const override {
-    arrow::Status status;
-    try {
-      status = RunImpl(emit);
-    } catch (const std::exception& e) {
-      status = arrow::Status::IOError(e.what());
-    }
+    auto once = [this](const Emit& out) -> arrow::Status {
+      try {
+        return RunImpl(out);
+      } catch (const std::exception& e) {
+        return arrow::Status::IOError(e.what());
+      }
+    };
+    arrow::Status status = retry_ ? RunWithRetry(once, emit, *retry_) : once(emit);
     if (!status.ok() && status.code() != arrow::StatusCode::Cancelled &&
         status.message().find(path_) == std::string::npos) {
       return status.WithMessage("reading '", path_, "': ", status.message());
@@ -288,6 +291,7 @@ class ParquetReadTask : public ReadTask {
   std::vector<PartitionKey> partition_;
   bool include_paths_;
   std::shared_ptr<arrow::Schema> target_schema_;
+  std::shared_ptr<const RetryPolicy> retry_;
 };
 
 /// Several small reads run one after the other as one task (many small files).
@@ -407,7 +411,7 @@ class ParquetDatasource : public Datasource {
       tasks.push_back(std::make_shared<ParquetReadTask>(
           fs_, piece.file->path, piece.file->metadata, piece.row_groups, options_.columns,
           options_.filter, piece.rows, piece.bytes, batch_rows, piece.file->partition,
-          more_->include_paths, more_->schema));
+          more_->include_paths, more_->schema, &more_->retry));
     }
     // Many small pieces (many small files): group neighbours so that there are about
     // max(parallelism, min_tasks) tasks, no group larger than a block.
@@ -552,11 +556,15 @@ arrow::Result<std::shared_ptr<Datasource>> MakeParquetSource(std::shared_ptr<arr
   for (const auto& f : found) {
     // parquet throws ParquetException on a bad footer; turn it into a Status naming the file.
     arrow::Result<ParquetFile> file;
-    try {
-      file = ReadFooter(*fs, f, options.hive_partitioning);
-    } catch (const std::exception& e) {
-      file = arrow::Status::IOError(e.what());
-    }
+    auto read_footer = [&](const Emit&) -> arrow::Status {
+      try {
+        file = ReadFooter(*fs, f, options.hive_partitioning);
+      } catch (const std::exception& e) {
+        file = arrow::Status::IOError(e.what());
+      }
+      return file.status();
+    };
+    (void)RunWithRetry(read_footer, [](Block) { return arrow::Status::OK(); }, more.retry);
     if (!file.ok()) {
       // IOError whatever the reader said, keeping its detail (the errno of an OS error).
       return arrow::Status(arrow::StatusCode::IOError,
