@@ -131,7 +131,7 @@ class DataContext(_Strict):
     ``max_tasks_in_flight_per_actor``, ``max_errored_blocks``, ``enable_progress_bars``,
     ``enable_operator_progress_bars``,
     ``progress_bar_log_interval``, ``enable_auto_log_stats``, ``verbose_stats_logs``,
-    ``retried_io_errors`` and ``write_file_retry_on_errors`` (object-store reads and writes).
+    ``retried_io_errors`` (object-store reads and writes).
     The others only mean something on a Ray cluster or for Ray features not built here;
     they are accepted and have no effect (``DataContext.cluster_only_fields()`` lists them).
     """
@@ -218,9 +218,10 @@ class DataContext(_Strict):
     custom_execution_callback_classes: list = _cluster_only([])
     default_map_logical_memory_enabled: bool = _cluster_only(False)
     # Transient IO errors (substrings or regexes of the message) on which a file read from
-    # an object store is tried again, with backoff; and a file written there.
+    # or written to an object store is tried again, with backoff.
     retried_io_errors: list = field(default_factory=lambda: list(DEFAULT_RETRIED_IO_ERRORS))
-    write_file_retry_on_errors: list = field(default_factory=lambda: list(DEFAULT_WRITE_FILE_RETRY_ON_ERRORS))
+    # Deprecated in Ray 2.58 for retried_io_errors, which Ray's writes use instead.
+    write_file_retry_on_errors: list = _cluster_only(list(DEFAULT_WRITE_FILE_RETRY_ON_ERRORS))
 
     _lock = threading.Lock()
     _current = None  # the process-wide instance (not a field)

@@ -622,6 +622,7 @@ class Dataset:
                       max_rows, stream_compression, options) -> None:
         """A write to an object store (s3:// or ``filesystem=``): each file is uploaded under
         its final name and appears only when complete."""
+        from millstream import read_api
         fn_name = f"write_{fmt}"
         handle, directory = _core.resolve_path(path, spec, fn_name)
         if handle.type_name == "local":
@@ -632,7 +633,8 @@ class Dataset:
         cols = [partition_cols] if isinstance(partition_cols, str) else list(partition_cols or [])
         sink = dict(options or {}, partition_cols=cols, min_rows_per_file=min_rows,
                     max_rows_per_file=max_rows, filename_provider=filename_provider,
-                    stream_compression=stream_compression, filesystem=handle)
+                    stream_compression=stream_compression, filesystem=handle,
+                    **read_api.retry_options(fn_name))
         if fmt == "parquet" and filename_provider is not None:
             sink.update(filename_provider=_files.ParquetNames(filename_provider, mode),
                         filename_template=True)

@@ -1,5 +1,5 @@
-"""Transient S3 errors are retried (DataContext.retried_io_errors for reads,
-write_file_retry_on_errors for writes): a proxy on loopback between the engine and a real
+"""Transient S3 errors are retried (DataContext.retried_io_errors, for reads and writes,
+as in Ray 2.58): a proxy on loopback between the engine and a real
 S3-protocol server (moto) fails a share of the requests (503 SlowDown) and cuts some
 responses short; the rows read and the objects written equal those of a fault-free run."""
 
@@ -26,6 +26,10 @@ SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code
              b"<Message>Please reduce your request rate.</Message></Error>")
 
 
+ACCESS_DENIED = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+                 b"<Message>Access Denied (injected)</Message></Error>")
+
+
 class FaultyProxy:
     """Forwards HTTP requests to `upstream`; request n (counted from 1) fails with 503
     SlowDown when n % fail_every == 0, and a GET response with a body is cut to half its
@@ -35,6 +39,7 @@ class FaultyProxy:
         proxy = self
         self.outage_s = 0.0  # when set: every request fails for this long from the next one
         self.outage_start = None
+        self.deny_writes = 0  # the next this many PUT/POST requests get 403 AccessDenied
         self.count = 0
         self.failed = 0
         self.cut = 0
@@ -71,6 +76,17 @@ class FaultyProxy:
                         proxy.outage_start = proxy.outage_start or now
                         fail = now < proxy.outage_start + proxy.outage_s
                     cut = proxy.enabled and n % cut_every == 0 and self.command == "GET"
+                with proxy.lock:
+                    deny = proxy.deny_writes > 0 and self.command in ("PUT", "POST")
+                    if deny:
+                        proxy.deny_writes -= 1
+                if deny:
+                    self.send_response(403)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(ACCESS_DENIED)))
+                    self.end_headers()
+                    self.wfile.write(ACCESS_DENIED)
+                    return
                 if fail:
                     with proxy.lock:
                         proxy.failed += 1
@@ -193,3 +209,42 @@ def test_writes_are_retried_and_complete(faulty):
     assert len(objects) == 4
     assert pq.read_table(f"{bucket}/out", filesystem=direct).sort_by("id").equals(TABLE)
     assert proxy.failed > 0
+
+
+def test_writes_through_an_outage(faulty):
+    bucket, direct, proxy = faulty
+    proxy.enabled = False
+
+    def outage_midway(batch):
+        if batch["id"][0] == 1000:
+            proxy.outage_s = 3.0
+        return batch
+
+    md.from_arrow(TABLE).map_batches(outage_midway, batch_size=500).write_csv(f"s3://{bucket}/w",
+                                                                             min_rows_per_file=2000)
+    proxy.outage_s = 0.0
+    objects = [i.path for i in direct.get_file_info(pafs.FileSelector(f"{bucket}/w", recursive=True, allow_not_found=True))]
+    back = pa.concat_tables([pacsv.read_csv(direct.open_input_stream(o)) for o in objects])
+    assert back.sort_by("id").equals(TABLE)
+
+
+@pytest.mark.parametrize("retried", [True, False])
+def test_a_failed_upload_is_uploaded_again_on_a_retried_error(faulty, retried):
+    # The client does not retry AccessDenied; the engine does when retried_io_errors names
+    # it: the file's upload starts again from its first row, and one complete object results.
+    bucket, direct, proxy = faulty
+    proxy.enabled = False
+    context = md.DataContext.get_current()
+    context.retried_io_errors = list(context.retried_io_errors) + (["AWS Error ACCESS_DENIED"] if retried else [])
+    proxy.deny_writes = 2
+    ds = md.from_arrow(TABLE, override_num_blocks=1)
+    if retried:
+        ds.write_parquet(f"s3://{bucket}/w")
+        objects = [i.path for i in direct.get_file_info(pafs.FileSelector(f"{bucket}/w", recursive=True, allow_not_found=True))]
+        assert len(objects) == 1
+        assert pq.read_table(objects[0], filesystem=direct).equals(TABLE)
+        assert proxy.deny_writes == 0  # both refusals were met, and retried
+    else:
+        with pytest.raises(OSError, match="AccessDenied|ACCESS_DENIED"):
+            ds.write_parquet(f"s3://{bucket}/w")
+        assert [i.path for i in direct.get_file_info(pafs.FileSelector(f"{bucket}/w", recursive=True, allow_not_found=True))] == []

@@ -522,7 +522,19 @@ class FileSink {
 
   /// Opens the next file; an error names it (a full disk may already fail here).
   arrow::Status Open(std::shared_ptr<arrow::Schema> schema) {
-    auto status = OpenUnnamed(std::move(schema));
+    auto status = OpenUnnamed(schema);
+    RetryPolicy policy;
+    if (retrying()) policy.patterns = options_->retried_io_errors;
+    for (int attempt = 1; !status.ok() && attempt < policy.max_attempts && IsRetried(status, policy); ++attempt) {
+      // The upload could not start (an object store's transient error): start it again.
+      double wait = std::min(policy.max_backoff_s, policy.base_backoff_s * (1 << std::min(attempt - 1, 20)));
+      std::this_thread::sleep_for(std::chrono::duration<double>(wait));
+      writer_.reset();
+      out_.reset();
+      raw_.reset();
+      codec_.reset();
+      status = OpenUnnamed(schema);
+    }
     if (status.ok() || status.message().find(temp_path_) != std::string::npos) return status;
     return NamingFile(std::move(status));
   }

@@ -107,7 +107,8 @@ arrow::Result<bool> PrepareWriteDirectoryOn(const std::shared_ptr<arrow::fs::Fil
         break;
     }
   }
-  ARROW_RETURN_NOT_OK(fs->CreateDir(directory, /*recursive=*/true));
+  // No directory marker: an object store has none to make (Ray's s3_try_create_dir is
+  // False), and the bucket must exist already.
   return true;
 }
 
