@@ -11,6 +11,7 @@ import pyarrow as _pyarrow  # noqa: F401  (loads Arrow's libraries before the en
 
 from millstream import _core
 from millstream.compute import ActorPoolStrategy, TaskPoolStrategy
+from millstream.datasource import BlockMetadata, Datasink, Datasource, ReadTask, WriteResult
 from millstream.context import DataContext, ExecutionOptions, ExecutionResources
 from millstream.dataset import (
     DataIterator,
@@ -28,6 +29,7 @@ from millstream.dataset import (
 from millstream.read_api import (
     FileShuffleConfig,
     from_blocks,
+    read_datasource,
     read_binary_files,
     read_csv,
     read_images,
@@ -44,6 +46,7 @@ _atexit.register(_core.shutdown)
 __all__ = [
     "ActorPoolStrategy", "TaskPoolStrategy", "DataContext", "DataIterator", "Dataset", "ExecutionOptions", "ExecutionResources",
     "MaterializedDataset", "Schema", "from_arrow", "from_items", "from_numpy", "from_pandas",
-    "range", "range_tensor", "read_parquet", "FileShuffleConfig", "from_blocks", "read_binary_files", "read_csv",
+    "range", "range_tensor", "read_parquet", "FileShuffleConfig", "from_blocks", "read_datasource", "Datasource", "Datasink", "ReadTask",
+    "BlockMetadata", "WriteResult", "read_binary_files", "read_csv",
     "read_images", "read_json", "read_numpy", "read_text",
 ]

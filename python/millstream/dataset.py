@@ -645,6 +645,52 @@ class Dataset:
             return
         self._drain(plan.execute(DataContext.get_current()._to_core(), None, False))
 
+    @public(unsupported={"ray_remote_args": _args.RAY_REMOTE_ARGS_NO_TASK.rule(),
+                         "concurrency": Unsupported(None, why=_NOT_YET)})
+    def write_datasink(self, datasink, *, ray_remote_args: Optional[Dict[str, Any]] = None,
+                       concurrency: Optional[int] = None) -> None:
+        """Writes through a user's ``Datasink`` (Ray's API): ``on_write_start(schema)``,
+        then ``write(blocks, ctx)`` once per write task (``min_rows_per_write`` rows
+        bundled), each on an engine worker, then ``on_write_complete(WriteResult)`` with
+        every ``write`` return value, or ``on_write_failed(error)`` and the error raised."""
+        import threading
+        from millstream.datasource import TaskContext, WriteResult
+        if not callable(getattr(datasink, "write", None)):
+            raise TypeError(f"write_datasink expects a Datasink (with write), got {type(datasink).__name__}")
+        lock = threading.Lock()
+        returns: List[Any] = []
+        totals = [0, 0, 0]  # rows, bytes, tasks
+
+        def write(batch: pa.Table) -> pa.Table:
+            with lock:
+                index = totals[2]
+                totals[2] += 1
+            value = datasink.write([batch], TaskContext(task_idx=index, op_name="Write"))
+            with lock:
+                returns.append((index, value))
+                totals[0] += batch.num_rows
+                totals[1] += batch.nbytes
+            return batch.schema.empty_table().select([])
+
+        write.__name__ = f"Write{datasink.get_name()}" if hasattr(datasink, "get_name") else "Write"
+        rows = getattr(datasink, "min_rows_per_write", None)
+        try:
+            on_start = getattr(datasink, "on_write_start", None)
+            if on_start is not None:
+                on_start(self.schema().base_schema if self.schema() is not None else None)
+            plan = self.map_batches(write, batch_format="pyarrow", batch_size=rows)
+            for _ in plan._batches():
+                pass
+            result = WriteResult(totals[0], totals[1], [v for _, v in sorted(returns, key=lambda r: r[0])])
+            complete = getattr(datasink, "on_write_complete", None)
+            if complete is not None:
+                complete(result)
+        except Exception as error:
+            failed = getattr(datasink, "on_write_failed", None)
+            if failed is not None:
+                failed(error)
+            raise
+
     @public(unsupported={**_WRITE_UNSUPPORTED, "filesystem": _LOCAL_WRITE_ONLY})
     def write_numpy(self, path: str, *, column: str, filesystem=None, try_create_dir: bool = True,
                     arrow_open_stream_args: Optional[Dict[str, Any]] = None, filename_provider=None,

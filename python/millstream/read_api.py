@@ -528,3 +528,39 @@ def from_blocks(blocks: List[Any]) -> MaterializedDataset:
     _batch.unique_names(table, "from_blocks")
     # One chunk per block: the engine makes one block of each chunk.
     return MaterializedDataset(_core.Dataset.from_arrow(table, None))
+
+
+# ---- user-written sources ----------------------------------------------------------------
+
+@public(unsupported={**{k: _READ_UNSUPPORTED[k] for k in ("num_cpus", "num_gpus", "memory", "ray_remote_args",
+                                                            "concurrency")},
+                     "compute": Unsupported(None, why=_ONE_SLOT)},
+        passthrough=Passthrough("read_args", unsupported={}))
+def read_datasource(datasource, *, parallelism: int = -1, num_cpus: Optional[float] = None,
+                    num_gpus: Optional[float] = None, memory: Optional[float] = None,
+                    ray_remote_args: Optional[Dict[str, Any]] = None, concurrency: Optional[int] = None,
+                    compute=None, override_num_blocks: Optional[int] = None, **read_args) -> Dataset:
+    """A dataset read from a user's ``Datasource`` (Ray's API: ``get_read_tasks(parallelism)``
+    returns ``ReadTask``s, callables yielding blocks: pyarrow Tables, pandas DataFrames or
+    dicts of arrays). Each read task runs as one task on the engine's workers."""
+    if not callable(getattr(datasource, "get_read_tasks", None)):
+        raise TypeError(f"read_datasource expects a Datasource (with get_read_tasks), got "
+                        f"{type(datasource).__name__}")
+    from millstream.context import DataContext
+    from millstream.dataset import range as _range
+    wanted = _blocks(override_num_blocks, parallelism) or DataContext.get_current().read_op_min_num_blocks
+    tasks = list(datasource.get_read_tasks(wanted))
+    for task in tasks:
+        if not callable(task):
+            raise TypeError(f"read_datasource: get_read_tasks returned {type(task).__name__}, not a ReadTask")
+    name = getattr(datasource, "get_name", lambda: type(datasource).__name__)()
+
+    def run(batch: pa.Table):
+        for index in batch.column("id").to_pylist():
+            for block in tasks[index]():
+                yield block
+
+    run.__name__ = f"Read{name}"
+    if not tasks:
+        return Dataset(_core.Dataset.from_arrow(pa.table({}), None))
+    return _range(len(tasks), override_num_blocks=len(tasks)).map_batches(run, batch_format="pyarrow", batch_size=1)
