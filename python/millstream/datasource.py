@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Iterable, List, Optional, Tuple
 
+from millstream._args import public
+
 
 @dataclasses.dataclass
 class BlockMetadata:
@@ -54,6 +56,10 @@ class Datasource:
     """Subclass and implement ``get_read_tasks(parallelism)`` (and
     ``estimate_inmemory_data_size``) to read from something not built in."""
 
+    @public
+    def __init__(self):
+        pass
+
     def get_name(self) -> str:
         name = type(self).__name__
         return name[: -len("Datasource")] if name.endswith("Datasource") and name != "Datasource" else name
@@ -96,6 +102,10 @@ class Datasink:
     """Subclass and implement ``write(blocks, ctx)`` to write to something not built in;
     ``on_write_start``, ``on_write_complete(WriteResult)`` and ``on_write_failed(error)`` are
     called around the write, as in Ray."""
+
+    @public
+    def __init__(self):
+        pass
 
     def on_write_start(self, schema: Any = None) -> None:
         pass
