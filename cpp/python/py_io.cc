@@ -31,7 +31,7 @@ std::shared_ptr<arrow::fs::FileSystem> FileSystemFromSpec(const py::object& spec
   auto kind = d["kind"].cast<std::string>();
   if (kind == "local") return std::make_shared<arrow::fs::LocalFileSystem>();
   if (kind != "s3") throw py::value_error("unknown filesystem kind '" + kind + "'");
-  auto options = S3OptionsFromEnvironment();
+  auto options = ValueOrRaise(S3OptionsFromEnvironment());
   auto str = [&](const char* key) { return Has(d, key) ? d[key].cast<std::string>() : std::string(); };
   if (!str("region").empty()) options.region = str("region");
   if (!str("scheme").empty()) options.scheme = str("scheme");

@@ -48,7 +48,16 @@ std::string Scheme(const std::string& given) {
 
 bool IsLocal(const arrow::fs::FileSystem& fs) { return fs.type_name() == "local"; }
 
-arrow::fs::S3Options S3OptionsFromEnvironment() {
+arrow::Status InitializeS3() {
+  std::lock_guard<std::mutex> lock(g_s3_mutex);
+  if (arrow::fs::IsS3Finalized()) {
+    return arrow::Status::Invalid("S3 is finalized (the interpreter is exiting)");
+  }
+  return arrow::fs::EnsureS3Initialized();
+}
+
+arrow::Result<arrow::fs::S3Options> S3OptionsFromEnvironment() {
+  ARROW_RETURN_NOT_OK(InitializeS3());
   auto options = arrow::fs::S3Options::Defaults();
   std::string region = Env("AWS_REGION");
   if (region.empty()) region = Env("AWS_DEFAULT_REGION");
@@ -132,7 +141,7 @@ arrow::Result<std::string> ResolvePath(const std::string& given, std::shared_ptr
     bool anonymous = rest.rfind("anonymous@", 0) == 0;
     if (anonymous) rest = rest.substr(10);
     if (!*fs) {
-      auto options = S3OptionsFromEnvironment();
+      ARROW_ASSIGN_OR_RAISE(auto options, S3OptionsFromEnvironment());
       if (anonymous) options.ConfigureAnonymousCredentials();
       ARROW_ASSIGN_OR_RAISE(*fs, MakeS3FileSystem(options));
     }

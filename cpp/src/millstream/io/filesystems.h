@@ -20,7 +20,8 @@ arrow::Result<std::shared_ptr<arrow::fs::FileSystem>> MakeS3FileSystem(const arr
 /// default chain (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, profiles...),
 /// region from AWS_REGION / AWS_DEFAULT_REGION (else us-east-1), endpoint from
 /// AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL (`http://host:port` sets the scheme too).
-arrow::fs::S3Options S3OptionsFromEnvironment();
+/// Initializes S3 first (the AWS SDK must be before any of its objects is made).
+arrow::Result<arrow::fs::S3Options> S3OptionsFromEnvironment();
 
 /// \brief Where `given` lives. A local path or `file://` URI: the local filesystem and the
 /// absolute path; `s3://bucket/key` (Ray's `s3://anonymous@bucket/key` too): S3 and
