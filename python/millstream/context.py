@@ -131,7 +131,8 @@ class DataContext(_Strict):
     ``max_tasks_in_flight_per_actor``, ``max_errored_blocks``, ``enable_progress_bars``,
     ``enable_operator_progress_bars``,
     ``progress_bar_log_interval``, ``enable_auto_log_stats``, ``verbose_stats_logs``,
-    ``retried_io_errors`` (object-store reads and writes).
+    ``retried_io_errors`` (object-store reads and writes), ``streaming_read_buffer_size``
+    (object-store reads).
     The others only mean something on a Ray cluster or for Ray features not built here;
     they are accepted and have no effect (``DataContext.cluster_only_fields()`` lists them).
     """
@@ -158,7 +159,8 @@ class DataContext(_Strict):
     raise_original_map_exception: bool = _cluster_only(False)  # the original is always raised
     print_on_execution_start: bool = _cluster_only(True)
     # Cluster-only, or Ray features not built here (accepted; no effect).
-    streaming_read_buffer_size: int = _cluster_only(32 * 1024 * 1024)
+    # Bytes read ahead per request from an object store (file readers other than Parquet).
+    streaming_read_buffer_size: int = 32 * 1024 * 1024
     enable_pandas_block: bool = _cluster_only(True)
     actor_prefetcher_enabled: bool = _cluster_only(False)
     use_push_based_shuffle: bool = _cluster_only(False)

@@ -170,6 +170,11 @@ def _read(fn_name: str, fmt: str, paths, *, filesystem=None, partitioning, parti
                "override_num_blocks": _blocks(override_num_blocks, parallelism),
                **_shuffle_options(fn_name, shuffle)}
     fs, files = _list(fn_name, paths, file_extensions, ignore_missing_paths, partition_filter, filesystem)
+    if fs.type_name != "local":
+        # An object store: read ahead in large requests (DataContext.streaming_read_buffer_size).
+        from millstream.context import DataContext
+        size = DataContext.get_current().streaming_read_buffer_size
+        options["buffer_size"] = _args.check_int(fn_name, "DataContext.streaming_read_buffer_size", size, min=0)
     return Dataset(_core.read_files(fmt, fs, files, options, format_options))
 
 

@@ -248,3 +248,21 @@ def test_a_failed_upload_is_uploaded_again_on_a_retried_error(faulty, retried):
         with pytest.raises(OSError, match="AccessDenied|ACCESS_DENIED"):
             ds.write_parquet(f"s3://{bucket}/w")
         assert [i.path for i in direct.get_file_info(pafs.FileSelector(f"{bucket}/w", recursive=True, allow_not_found=True))] == []
+
+
+def test_streaming_read_buffer_size_sets_the_request_size(faulty):
+    # A CSV read in small blocks makes one request per block unless the stream reads ahead
+    # DataContext.streaming_read_buffer_size bytes at a time.
+    bucket, direct, proxy = faulty
+    proxy.enabled = False
+    big = pa.table({"id": list(range(100_000)), "s": ["x" * 20] * 100_000})
+    with direct.open_output_stream(f"{bucket}/big/a.csv") as f:
+        pacsv.write_csv(big, f)
+    small_blocks = pacsv.ReadOptions(block_size=64 << 10)
+    counts = {}
+    for size in (32 << 20, 64 << 10):
+        md.DataContext.get_current().streaming_read_buffer_size = size
+        before = proxy.count
+        assert md.read_csv(f"s3://{bucket}/big", read_options=small_blocks).count() == 100_000
+        counts[size] = proxy.count - before
+    assert counts[32 << 20] < 8 < counts[64 << 10]
