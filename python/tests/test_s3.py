@@ -174,6 +174,8 @@ def test_unsupported_filesystems_and_schemes(s3):
         md.read_csv("gs://bucket/x.csv")
     with pytest.raises(NotImplementedError, match="filesystem"):
         md.range(3).write_numpy(f"{bucket}/n", column="id", filesystem=fs)
+    with pytest.raises(NotImplementedError, match="local paths only"):
+        md.range(3).write_numpy(f"s3://{bucket}/n", column="id")
 
 
 def test_interpreter_exits_cleanly_with_an_s3_read_in_progress(s3, tmp_path):
