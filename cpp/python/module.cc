@@ -117,6 +117,8 @@ py::list StatsToPython(const ExecutionStats& stats) {
   for (const auto& op : stats.operators) {
     py::dict d;
     d["name"] = op.name;
+    d["display_name"] = op.display_name;
+    d["spilled_bytes"] = op.spilled_bytes;
     d["tasks"] = op.tasks;
     d["blocks_in"] = op.blocks_in;
     d["rows_in"] = op.rows_in;
@@ -390,6 +392,9 @@ PYBIND11_MODULE(_core, m) {
       .def("filter_expr", [](const Dataset& self, py::bytes expr) {
         return self.Filter(ExpressionFromBytes(expr));
       })
+      .def("with_column", [](const Dataset& self, std::string name, py::bytes expr) {
+        return self.WithColumn(std::move(name), ExpressionFromBytes(expr));
+      })
       .def("select_columns", [](const Dataset& self, std::vector<std::string> cols) {
         return ValueOrRaise(self.SelectColumns(std::move(cols)));
       })
@@ -400,6 +405,21 @@ PYBIND11_MODULE(_core, m) {
         return ValueOrRaise(self.RenameColumns(std::move(renames)));
       })
       .def("limit", &Dataset::Limit)
+      .def("sort", [](const Dataset& self, std::vector<std::string> columns, std::vector<bool> descending) {
+        std::vector<SortKey> keys;
+        for (size_t i = 0; i < columns.size(); ++i) keys.push_back({columns[i], descending.at(i)});
+        return self.Sort(std::move(keys));
+      })
+      .def("random_shuffle", [](const Dataset& self, std::optional<uint64_t> seed, bool reseed) {
+        return self.RandomShuffle({seed, reseed});
+      })
+      .def("randomize_block_order", [](const Dataset& self, std::optional<uint64_t> seed, bool reseed) {
+        return self.RandomizeBlockOrder({seed, reseed});
+      })
+      .def("repartition", [](const Dataset& self, int64_t num_blocks, bool shuffle, std::vector<std::string> keys) {
+        return ValueOrRaise(self.Repartition(num_blocks, shuffle, std::move(keys)));
+      })
+      .def("union", [](const Dataset& self, std::vector<Dataset> others) { return self.Union(others); })
       .def("with_write", [](const Dataset& self, const std::string& dir, const std::string& fmt,
                             py::dict options) {
         // A bad option raises here, before the directory is prepared (see _write).

@@ -214,16 +214,8 @@ void RegisterIo(py::module_& m) {
   // before Python is torn down.
   py::module_::import("atexit").attr("register")(m.attr("finalize_filesystems"));
 
-  m.def("input_files", [](const Dataset& dataset) {
-    std::vector<std::string> files;
-    for (const auto& op : PlanChain(dataset.plan())) {
-      if (!op->source) continue;
-      for (auto& path : op->source->input_files()) {
-        if (std::find(files.begin(), files.end(), path) == files.end()) files.push_back(std::move(path));
-      }
-    }
-    return files;
-  }, "The files the dataset's reads read, each once.");
+  m.def("input_files", [](const Dataset& dataset) { return dataset.InputFiles(); },
+        "The files the dataset's reads read, each once.");
   m.def("read_parquet_files", [](const FileSystemHandle& handle,
                                  const std::vector<std::tuple<std::string, int64_t, std::string>>& files,
                                  std::vector<std::string> columns, std::optional<py::bytes> filter,

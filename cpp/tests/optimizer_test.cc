@@ -1,4 +1,5 @@
 #include "optimizer/optimizer.h"
+#include "plan/logical_operators.h"
 
 #include "exec/transforms.h"
 #include "io/sources.h"
@@ -56,7 +57,7 @@ TEST(FuseMaps, TaskIntoActorFusesButActorIsNeverFusedInto) {
                 .MapBatches(Identity(), Named("MapBatches(post)"));
   auto optimized = MakeFuseMapsRule()->Apply(ds.plan()).ValueOrDie();
   EXPECT_EQ(Names(optimized), "ReadRange->MapBatches(pre)->MapBatches(Model) | MapBatches(post)");
-  EXPECT_EQ(PlanChain(optimized)[0]->compute.kind, ComputeStrategy::Kind::kActors);
+  EXPECT_EQ(PlanChain(optimized)[0]->As<MapOp>()->compute.kind, ComputeStrategy::Kind::kActors);
 }
 
 TEST(FuseMaps, CappedTasksDoNotFuseIntoActors) {

@@ -9,19 +9,22 @@ import atexit as _atexit
 
 import pyarrow as _pyarrow  # noqa: F401  (loads Arrow's libraries before the engine)
 
-from millstream import _core
+from millstream import _core, expressions  # noqa: F401  (millstream.expressions: col, lit...)
 from millstream.compute import ActorPoolStrategy, TaskPoolStrategy
 from millstream.datasource import BlockMetadata, Datasink, Datasource, ReadTask, WriteResult
-from millstream.context import DataContext, ExecutionOptions, ExecutionResources
+from millstream.context import DataContext, ExecutionOptions, ExecutionResources, ShuffleStrategy
 from millstream.dataset import (
     DataIterator,
     Dataset,
     MaterializedDataset,
+    RandomSeedConfig,
     Schema,
     from_arrow,
+    from_huggingface,
     from_items,
     from_numpy,
     from_pandas,
+    from_torch,
     range,
     range_tensor,
     read_parquet,
@@ -45,8 +48,8 @@ _atexit.register(_core.shutdown)
 
 __all__ = [
     "ActorPoolStrategy", "TaskPoolStrategy", "DataContext", "DataIterator", "Dataset", "ExecutionOptions", "ExecutionResources",
-    "MaterializedDataset", "Schema", "from_arrow", "from_items", "from_numpy", "from_pandas",
-    "range", "range_tensor", "read_parquet", "FileShuffleConfig", "from_blocks", "read_datasource", "Datasource", "Datasink", "ReadTask",
-    "BlockMetadata", "WriteResult", "read_binary_files", "read_csv",
-    "read_images", "read_json", "read_numpy", "read_text",
+    "MaterializedDataset", "RandomSeedConfig", "Schema", "ShuffleStrategy", "from_arrow", "from_huggingface", "from_items",
+    "from_numpy", "from_pandas", "from_torch", "range", "range_tensor", "read_parquet", "FileShuffleConfig", "from_blocks",
+    "read_binary_files", "read_csv", "read_images", "read_json", "read_numpy", "read_text",
+    "read_datasource", "Datasource", "Datasink", "ReadTask", "BlockMetadata", "WriteResult",
 ]

@@ -14,6 +14,8 @@ from typing import Any, Callable, Dict, Iterable
 import numpy as np
 import pyarrow as pa
 
+from millstream import _objects
+
 BATCH_FORMATS = ("default", "numpy", "pandas", "pyarrow")
 
 
@@ -58,17 +60,56 @@ def _column_to_numpy(column: pa.Array | pa.ChunkedArray, writable: bool) -> np.n
         return out.copy() if writable else out
     if isinstance(column.type, pa.FixedShapeTensorType):
         out = column.to_numpy_ndarray()
+    elif _objects.is_object_type(column.type):
+        out = _objects.object_ndarray(column)
     elif _is_tensor(column.type):
         out = np.empty(len(column), dtype=object)
         out[:] = _tensor_cells(column) if len(column) else []
     elif pa.types.is_fixed_size_list(column.type) and column.null_count == 0:
         width = column.type.list_size
         out = column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), width)
+    elif "pandas" not in sys.modules and _is_text(column.type):
+        # pyarrow's conversion of strings imports pandas first (150-300 ms before the
+        # first batch); until something else has loaded it, strings are made one by one
+        # (slower a row), and once many have been, pandas is loaded in the background
+        # (see _load_pandas): the first batches never wait for it.
+        _load_pandas(len(column))
+        out = np.empty(len(column), dtype=object)
+        out[:] = column.to_pylist()
     else:
         out = column.to_numpy(zero_copy_only=False)
     if writable and not out.flags.writeable:
         out = out.copy()
     return out
+
+
+def _is_text(arrow_type: pa.DataType) -> bool:
+    return (pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+            or pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type))
+
+
+_pandas_loader: threading.Thread | None = None
+_text_cells = 0  # string cells converted one by one so far
+_TEXT_CELLS_BEFORE_PANDAS = 1 << 18  # ~50 ms of row-by-row conversion
+
+
+def _load_pandas(cells: int) -> None:
+    """Counts ``cells`` string cells converted without pandas; past a threshold, imports
+    pandas on a background thread (once), so that later string columns take pyarrow's
+    faster conversion while the first batches did not wait for the import."""
+    global _pandas_loader, _text_cells
+    _text_cells += cells
+    if _pandas_loader is not None or _text_cells < _TEXT_CELLS_BEFORE_PANDAS:
+        return
+
+    def load():
+        try:
+            import pandas  # noqa: F401
+        except ImportError:  # without pandas, strings stay on the row-by-row path
+            pass
+
+    _pandas_loader = threading.Thread(target=load, name="millstream-load-pandas", daemon=True)
+    _pandas_loader.start()
 
 
 # ---- array cells (Ray's tensor columns) --------------------------------------------------
@@ -204,6 +245,8 @@ def to_pandas(batch: pa.RecordBatch | pa.Table, memory_pool: pa.MemoryPool | Non
             cells = np.empty(len(column), dtype=object)
             cells[:] = _tensor_cells(column) if len(column) else []
             df[name] = cells
+        elif _objects.is_object_type(column.type):
+            df[name] = _objects.object_ndarray(column)
     return df
 
 
@@ -307,12 +350,15 @@ def _array_from_numpy(values: Any, sole_owner: bool = False) -> pa.Array:
         cells = _cells_to_arrow(values)
         if cells is not None:
             return cells
+        if isinstance(values, np.ndarray) and values.ndim == 1:
+            return _objects_or_raise(values, lambda: pa.array(values))
     try:
         arr = np.asarray(values)
     except ValueError:
         if not isinstance(values, (list, tuple)):
             raise
-        return pa.array(values)  # lists of different lengths: a list column
+        # lists of different lengths: a list column
+        return _objects_or_raise(values, lambda: pa.array(values))
     # Numeric, temporal and tensor arrays become Arrow arrays over the same memory.
     shares_memory = arr.dtype.kind in "iufcmM" or arr.ndim > 1
     if shares_memory and not (sole_owner and _owns_memory(arr)):
@@ -321,9 +367,23 @@ def _array_from_numpy(values: Any, sole_owner: bool = False) -> pa.Array:
     if arrow_type is not None and arr.flags.c_contiguous and arr.dtype.isnative:
         # Zero-copy: the Arrow array keeps the numpy array alive through the buffer.
         return pa.Array.from_buffers(arrow_type, len(arr), [None, pa.py_buffer(arr)])
-    if arr.ndim > 1:
+    if arr.ndim > 1 and arr.dtype != object:
         return pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(arr))
+    if arr.dtype == object and arr.ndim == 1:
+        return _objects_or_raise(arr, lambda: pa.array(arr))
     return pa.array(arr)
+
+
+def _objects_or_raise(values, convert):
+    """``convert()``, or, when Arrow has no type for the values (objects of a user class,
+    dicts with non-string keys, mixed types), a column of pickled objects (as Ray falls
+    back to one) unless DataContext.enable_fallback_to_arrow_object_ext_type is False."""
+    try:
+        return convert()
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        if not _objects.fallback_enabled():
+            raise
+        return _objects.object_array(values)
 
 
 def table_from_pandas(df) -> pa.Table:
@@ -547,7 +607,7 @@ def _row_column(values: list, key: str, like: pa.Schema | None):
                 return pa.array(values, type=like.field(index).type)
             except (pa.ArrowException, TypeError, ValueError):
                 pass
-    return values
+    return _objects_or_raise(values, lambda: pa.array(values))
 
 
 def table_from_rows(rows: list, schema_hint: pa.Schema | None, operator: str,

@@ -153,9 +153,14 @@ def _check_predicate(tree: ast.Expression, text: str) -> None:
 
 
 def to_expression(expr) -> pc.Expression:
-    """A pyarrow compute Expression for a string or Expression predicate."""
+    """A pyarrow compute Expression for a string, a ``millstream.expressions.Expr`` or a
+    pyarrow Expression."""
     if isinstance(expr, pc.Expression):
         return expr
+    from millstream.expressions import Expr
+
+    if isinstance(expr, Expr):
+        return expr.to_pyarrow()
     if isinstance(expr, str):
         try:
             tree = ast.parse(expr.strip(), mode="eval")
@@ -163,7 +168,8 @@ def to_expression(expr) -> pc.Expression:
             raise ValueError(f"filter expression {expr!r} is not valid: {e.msg}") from None
         _check_predicate(tree, expr)
         return _convert(tree, expr)
-    raise TypeError(f"expected a string or pyarrow.compute.Expression, got {type(expr).__name__}")
+    raise TypeError(f"expected a string, a millstream.expressions.Expr or a pyarrow.compute.Expression, "
+                    f"got {type(expr).__name__}")
 
 
 def serialize(expr: pc.Expression) -> bytes:

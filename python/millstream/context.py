@@ -7,6 +7,7 @@ field raises AttributeError naming the nearest real field, so a typo never passe
 from __future__ import annotations
 
 import os
+import enum
 import threading
 from dataclasses import dataclass, field, fields
 from typing import Optional
@@ -19,7 +20,7 @@ class _Strict:
 
     def __setattr__(self, name, value):
         names = [f.name for f in fields(self)]
-        if name not in names:
+        if name not in names and not isinstance(getattr(type(self), name, None), property):
             close = _nested_path(self, name) or nearest(name, names)
             hint = f"; did you mean '{close}'?" if close else ""
             raise AttributeError(f"{type(self).__name__} has no field '{name}'{hint}")
@@ -112,6 +113,15 @@ DEFAULT_WRITE_FILE_RETRY_ON_ERRORS = (
     "AWS Error UNKNOWN (HTTP status 503)",
 )
 
+class ShuffleStrategy(str, enum.Enum):
+    """Ray's shuffle strategies (``DataContext.shuffle_strategy``)."""
+
+    SORT_SHUFFLE_PULL_BASED = "sort_shuffle_pull_based"
+    SORT_SHUFFLE_PUSH_BASED = "sort_shuffle_push_based"
+    HASH_SHUFFLE = "hash_shuffle"
+    HASH_SHUFFLE_V2 = "hash_shuffle_v2"
+    GPU_SHUFFLE = "gpu_shuffle"
+
 
 def _cluster_only(default):
     """A Ray Data field that only means something on a cluster (or in a Ray feature
@@ -185,13 +195,15 @@ class DataContext(_Strict):
     scheduling_strategy_large_args: str = _cluster_only("DEFAULT")
     large_args_threshold: int = _cluster_only(50 * 1024 * 1024)
     use_polars: bool = _cluster_only(False)
-    use_polars_sort: bool = _cluster_only(False)
+    use_polars_sort: bool = _cluster_only(False)  # the native sort is the fast path here
+    _shuffle_strategy: "ShuffleStrategy" = _cluster_only("hash_shuffle")
     use_legacy_dataset_ids: bool = _cluster_only(False)
     decoding_size_estimation: bool = _cluster_only(True)
     use_datasource_v2: bool = _cluster_only(True)
     parquet_chunker_target_chunk_size: Optional[int] = _cluster_only(None)
     use_arrow_tensor_v2: bool = _cluster_only(True)
-    enable_fallback_to_arrow_object_ext_type: Optional[bool] = _cluster_only(None)
+    # None or True: values Arrow has no type for become a column of pickled objects; False: raise.
+    enable_fallback_to_arrow_object_ext_type: Optional[bool] = None
     trace_allocations: bool = _cluster_only(False)
     use_ray_tqdm: bool = _cluster_only(True)
     enable_rich_progress_bars: bool = _cluster_only(False)
@@ -227,6 +239,23 @@ class DataContext(_Strict):
 
     _lock = threading.Lock()
     _current = None  # the process-wide instance (not a field)
+
+    @property
+    def shuffle_strategy(self) -> "ShuffleStrategy":
+        """Ray's choice of how sort/shuffle/repartition move data between nodes. One
+        machine has one exchange (sorted runs for sort, random buckets for shuffles, hash
+        buckets for keys, spilling past the memory limit), so any of Ray's strategies is
+        accepted and runs it."""
+        return ShuffleStrategy(self._shuffle_strategy)
+
+    @shuffle_strategy.setter
+    def shuffle_strategy(self, value) -> None:
+        try:
+            value = ShuffleStrategy(value)
+        except ValueError:
+            raise ValueError(f"DataContext: shuffle_strategy must be one of {[s.value for s in ShuffleStrategy]}, "
+                             f"got {value!r}") from None
+        object.__setattr__(self, "_shuffle_strategy", value)
 
     @classmethod
     def get_current(cls) -> "DataContext":

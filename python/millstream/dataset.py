@@ -10,12 +10,14 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from millstream import _args, _batch, _core, _files
 from millstream._args import Unsupported, public
 from millstream._expr import serialize, to_expression
 from millstream.compute import ActorPoolStrategy, TaskPoolStrategy
 from millstream.context import DataContext, _cpu_count
+from millstream.iterator import DataIterator, _DatasetIterator
 from millstream.progress import ProgressReporter
 
 
@@ -32,6 +34,38 @@ _WRITE_UNSUPPORTED = {
 
 
 _LOCAL_WRITE_ONLY = Unsupported(None, why="write_numpy/write_images write to local paths")
+
+class RandomSeedConfig:
+    """How a random operator (``random_shuffle``, ``randomize_block_order``) is seeded, as in
+    Ray: ``seed=None``, a different order every run; a seed with
+    ``reseed_after_execution=True`` (the default), a different but reproducible order on
+    each execution of the dataset; with ``False``, the same order every time."""
+
+    def __init__(self, seed: Optional[int] = None, reseed_after_execution: bool = True,
+                 use_timestamp_as_default: bool = False):
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise TypeError(f"RandomSeedConfig: seed must be an int or None, got {seed!r}")
+        self.seed = None if seed is None else int(seed)
+        self.reseed_after_execution = bool(reseed_after_execution)
+        self.use_timestamp_as_default = bool(use_timestamp_as_default)
+
+    def __repr__(self) -> str:
+        return f"RandomSeedConfig(seed={self.seed}, reseed_after_execution={self.reseed_after_execution})"
+
+
+def _seed(where: str, seed) -> Tuple[Optional[int], bool]:
+    """(seed as an unsigned 64-bit int or None, reseed per execution) from an int or a RandomSeedConfig."""
+    if isinstance(seed, RandomSeedConfig):
+        base, reseed = seed.seed, seed.reseed_after_execution
+    elif seed is None:
+        return None, False
+    elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{where}: seed must be an int, a RandomSeedConfig or None, got {seed!r}")
+    else:
+        base, reseed = int(seed), False
+    if base is None:
+        return None, False
+    return base & 0xFFFFFFFFFFFFFFFF, reseed
 
 
 def _fn_name(fn: Any) -> str:
@@ -95,30 +129,6 @@ class Schema:
         lines = [f"{'Column':<{width}}  Type", f"{'------':<{width}}  ----"]
         lines += [f"{n:<{width}}  {t}" for n, t in zip(self.names, self.types)]
         return "\n".join(lines)
-
-
-class DataIterator:
-    """Iterates over a Dataset's batches (``ds.iterator()``); each iteration re-executes."""
-
-    def __init__(self, dataset: "Dataset"):
-        self._dataset = dataset
-
-    @public
-    def iter_batches(self, *, prefetch_batches: int = 1, batch_size: Optional[int] = 256,
-                     batch_format: Optional[str] = "default", drop_last: bool = False,
-                     local_shuffle_buffer_size: Optional[int] = None,
-                     local_shuffle_seed: Optional[int] = None) -> Iterator[Any]:
-        return self._dataset.iter_batches(
-            prefetch_batches=prefetch_batches, batch_size=batch_size, batch_format=batch_format,
-            drop_last=drop_last, local_shuffle_buffer_size=local_shuffle_buffer_size,
-            local_shuffle_seed=local_shuffle_seed)
-
-    @public
-    def iter_rows(self):
-        return self._dataset.iter_rows()
-
-    def __repr__(self) -> str:
-        return f"DataIterator({self._dataset!r})"
 
 
 class Dataset:
@@ -321,6 +331,22 @@ class Dataset:
         return self._map(adapter, fn, name, row_preserving=True, compute=compute, concurrency=concurrency,
                          **ray_remote_args)
 
+    @public(passthrough=_args.RAY_REMOTE_ARGS_NO_TASK)
+    def with_column(self, column_name: str, expr, **ray_remote_args) -> "Dataset":
+        """Adds (or replaces) column ``column_name`` with the values of ``expr``, a
+        ``millstream.expressions`` expression (``col("a") * 2``, ``col("s").str.upper()``)
+        or a ``pyarrow.compute.Expression``, evaluated natively on the engine's threads (no
+        Python, no GIL). A literal fills every row. A column it names that the data lacks
+        raises ``KeyError`` naming it."""
+        from millstream.expressions import Expr, StarExpr
+
+        if not isinstance(column_name, str):
+            raise TypeError(f"Dataset.with_column: column_name must be a string, got {column_name!r}")
+        if isinstance(expr, StarExpr) or not isinstance(expr, (Expr, pc.Expression)):
+            raise TypeError("Dataset.with_column: expr must be a millstream.expressions expression "
+                            f"(col, lit...) or a pyarrow.compute.Expression, got {type(expr).__name__}")
+        return Dataset(self._core.with_column(column_name, serialize(to_expression(expr))))
+
     @public(passthrough=_args.RAY_REMOTE_ARGS_NO_TASK, unsupported=_NO_TASK_ARGS)
     def select_columns(self, cols: Union[str, List[str]], *, compute=None, concurrency=None,
                        **ray_remote_args) -> "Dataset":
@@ -366,6 +392,85 @@ class Dataset:
         """The first ``limit`` rows (in input order); upstream stops reading once they are produced."""
         return Dataset(self._core.limit(_args.check_int("Dataset.limit", "limit", limit)))
 
+    # ---- all-to-all -----------------------------------------------------------------
+
+    @public(unsupported={"boundaries": Unsupported(None, why=_NOT_YET)})
+    def sort(self, key: Union[str, List[str]], descending: Union[bool, List[bool]] = False,
+             boundaries: Optional[List[Union[int, float]]] = None) -> "Dataset":
+        """Rows sorted by ``key`` (a column or a list of columns), ``descending`` per key (a
+        bool for all, or a list); nulls last in both directions, NaN just before them, as
+        in Ray. Stable: rows with equal keys keep their input order. Runs natively: each
+        block is sorted as it streams in, then range partitions are merged; past the memory
+        limit, sorted runs spill to disk."""
+        if key is None:
+            raise ValueError("Dataset.sort: key must be a column name or a list of column names, not None")
+        keys = [key] if isinstance(key, str) else list(key)
+        if not keys or not all(isinstance(k, str) for k in keys):
+            raise ValueError(f"Dataset.sort: key must be a column name or a non-empty list of column names, got {key!r}")
+        if isinstance(descending, bool):
+            flags = [descending] * len(keys)
+        elif isinstance(descending, (list, tuple)) and all(isinstance(d, bool) for d in descending):
+            flags = list(descending)
+            if len(flags) != len(keys):
+                raise ValueError(f"Dataset.sort: descending has {len(flags)} entries for {len(keys)} keys")
+        else:
+            raise TypeError(f"Dataset.sort: descending must be a bool or a list of bools, got {descending!r}")
+        schema = self._core.known_schema()
+        if schema is not None:
+            for k in keys:
+                if k not in schema.names:
+                    raise ValueError(f"Dataset.sort: the key column {k!r} is not in the dataset; its columns are {schema.names}")
+        return Dataset(self._core.sort(keys, flags))
+
+    @public(passthrough=_args.RAY_REMOTE_ARGS_NO_TASK)
+    def random_shuffle(self, *, seed=None, num_blocks: Optional[int] = None, **ray_remote_args) -> "Dataset":
+        """A uniformly random permutation of the rows. ``seed`` (an int, or a
+        :class:`RandomSeedConfig`) makes it reproducible: an int gives the same order on
+        every execution; ``RandomSeedConfig(seed, reseed_after_execution=True)`` a different,
+        reproducible one per execution (e.g. per epoch). Past the memory limit, rows spill."""
+        if num_blocks is not None:
+            raise DeprecationWarning("`num_blocks` parameter is deprecated in Ray 2.9. random_shuffle() does not "
+                                     "support to change the number of output blocks. Use repartition() instead.")
+        return Dataset(self._core.random_shuffle(*_seed("Dataset.random_shuffle", seed)))
+
+    @public
+    def randomize_block_order(self, *, seed=None) -> "Dataset":
+        """The blocks in a random order, each unchanged (cheap; see ``random_shuffle`` for rows)."""
+        return Dataset(self._core.randomize_block_order(*_seed("Dataset.randomize_block_order", seed)))
+
+    @public(unsupported={"target_num_rows_per_block": Unsupported(None, why=_NOT_YET),
+                         "strict": Unsupported(False, why="only meaningful with target_num_rows_per_block"),
+                         "sort": Unsupported(False, why=_NOT_YET)})
+    def repartition(self, num_blocks: Optional[int] = None, target_num_rows_per_block: Optional[int] = None, *,
+                    strict: bool = False, shuffle: bool = False, keys: Optional[List[str]] = None,
+                    sort: bool = False) -> "Dataset":
+        """Exactly ``num_blocks`` blocks (e.g. to set the number of files a write makes):
+        without ``shuffle`` or ``keys``, the rows in order, split and combined into blocks
+        whose row counts differ by at most one; with ``keys``, all rows of one key in one
+        block (hash partitioning); with ``shuffle=True``, each row in a random block."""
+        if num_blocks is None:
+            raise ValueError("Either `num_blocks` or `target_num_rows_per_block` must be set")
+        num_blocks = _args.check_int("Dataset.repartition", "num_blocks", num_blocks, min=1)
+        if not isinstance(shuffle, bool):
+            raise TypeError(f"Dataset.repartition: shuffle must be a bool, got {shuffle!r}")
+        key_list = [] if keys is None else _args.check_columns("Dataset.repartition", keys)
+        schema = self._core.known_schema()
+        if schema is not None:
+            for k in key_list:
+                if k not in schema.names:
+                    raise ValueError(f"Dataset.repartition: the key column {k!r} is not in the dataset; its columns are {schema.names}")
+        return Dataset(self._core.repartition(num_blocks, shuffle, key_list))
+
+    @public
+    def union(self, *other: "Dataset") -> "Dataset":
+        """The rows of this dataset and of each of ``other``, streamed as they are produced
+        (no exchange); under ``preserve_order`` (and for collecting calls such as
+        ``take_all``) all of this one first, then each other in turn, as in Ray."""
+        for i, ds in enumerate(other):
+            if not isinstance(ds, Dataset):
+                raise TypeError(f"Dataset.union: argument {i} is a {type(ds).__name__}, not a Dataset")
+        return Dataset(self._core.union([ds._core for ds in other]))
+
     # ---- execution ------------------------------------------------------------------
 
     def _execute(self, batch_size=None, drop_last=False, ordered=False):
@@ -374,8 +479,12 @@ class Dataset:
         context["preserve_order"] = context["preserve_order"] or ordered
         return self._core.execute(context, batch_size, drop_last)
 
-    def _batches(self, batch_size=None, drop_last=False, ordered=False) -> Iterator[pa.RecordBatch]:
+    def _batches(self, batch_size=None, drop_last=False, ordered=False, handle=None) -> Iterator[pa.RecordBatch]:
+        """The execution's blocks; ``handle`` (an iterator's ``_ExecutionHandle``) lets
+        another thread cancel the execution while this one waits in it."""
         it = self._execute(batch_size, drop_last, ordered)
+        if handle is not None:
+            handle.attach(it)
         progress = ProgressReporter(it.stats, DataContext.get_current()).start()
         try:
             while True:
@@ -384,6 +493,8 @@ class Dataset:
                     break
                 yield batch
         finally:
+            if handle is not None:
+                handle.detach()
             progress.stop()
             self._finish(it)
 
@@ -424,41 +535,88 @@ class Dataset:
         The pipeline runs ahead while memory allows; when the consumer is slow, upstream
         stops. Blocks come as they finish (in input order with ``preserve_order``).
         ``batch_size=None`` yields whole blocks; ``batch_format=None`` the native
-        block, a pyarrow Table. ``local_shuffle_buffer_size=n``
+        block, a pyarrow Table. A background thread keeps ``prefetch_batches`` batches
+        formatted ahead of the loop (0: none). ``local_shuffle_buffer_size=n``
         shuffles rows within a buffer of at least n rows before batching (seeded by
         ``local_shuffle_seed``), as training loops want.
         """
-        fmt = _batch.check_batch_format(batch_format)
-        name = "Dataset.iter_batches"
-        _args.check_int(name, "prefetch_batches", prefetch_batches)  # see README: no further effect here
-        batch_size = _args.check_int(name, "batch_size", batch_size, min=1, none_ok=True)
-        local_shuffle_seed = _args.check_int(name, "local_shuffle_seed", local_shuffle_seed, none_ok=True)
-        if local_shuffle_buffer_size is not None:
-            local_shuffle_buffer_size = _args.check_int(name, "local_shuffle_buffer_size", local_shuffle_buffer_size, min=1)
-            if batch_size is None:
-                raise ValueError("local_shuffle_buffer_size needs a batch_size")
-        return self._formatted(fmt, batch_size, drop_last, local_shuffle_buffer_size, local_shuffle_seed, _collate_fn)
+        return self.iterator().iter_batches(
+            prefetch_batches=prefetch_batches, batch_size=batch_size, batch_format=batch_format,
+            drop_last=drop_last, local_shuffle_buffer_size=local_shuffle_buffer_size,
+            local_shuffle_seed=local_shuffle_seed, _collate_fn=_collate_fn)
 
-    def _formatted(self, fmt, batch_size, drop_last, local_shuffle_buffer_size, local_shuffle_seed,
-                   _collate_fn) -> Iterator[Any]:
-        if local_shuffle_buffer_size is not None:
-            batches = _shuffled_batches(self._batches(None), local_shuffle_buffer_size, batch_size,
-                                        drop_last, local_shuffle_seed)
-        else:
-            batches = self._batches(batch_size, drop_last)
-        for batch in batches:
-            out = _batch.to_format(batch, fmt)
-            yield _collate_fn(out) if _collate_fn else out
+    @public
+    def iter_torch_batches(self, *, prefetch_batches: int = 1, batch_size: Optional[int] = 256,
+                           dtypes=None, device="auto", collate_fn=None, drop_last: bool = False,
+                           local_shuffle_buffer_size: Optional[int] = None,
+                           local_shuffle_seed: Optional[int] = None) -> Iterator[Any]:
+        """Batches as dicts of ``torch.Tensor``; see ``DataIterator.iter_torch_batches``."""
+        return self.iterator().iter_torch_batches(
+            prefetch_batches=prefetch_batches, batch_size=batch_size, dtypes=dtypes, device=device,
+            collate_fn=collate_fn, drop_last=drop_last,
+            local_shuffle_buffer_size=local_shuffle_buffer_size, local_shuffle_seed=local_shuffle_seed)
+
+    @public
+    def iter_tf_batches(self, *, prefetch_batches: int = 1, batch_size: Optional[int] = 256,
+                        dtypes=None, drop_last: bool = False,
+                        local_shuffle_buffer_size: Optional[int] = None,
+                        local_shuffle_seed: Optional[int] = None) -> Iterator[Any]:
+        """Batches as dicts of ``tf.Tensor`` (needs TensorFlow); see ``DataIterator``."""
+        return self.iterator().iter_tf_batches(
+            prefetch_batches=prefetch_batches, batch_size=batch_size, dtypes=dtypes, drop_last=drop_last,
+            local_shuffle_buffer_size=local_shuffle_buffer_size, local_shuffle_seed=local_shuffle_seed)
+
+    @public(unsupported={
+        "feature_type_spec": Unsupported(None, why="the type specs are taken from the schema"),
+        "label_type_spec": Unsupported(None, why="the type specs are taken from the schema"),
+        "additional_type_spec": Unsupported(None, why="the type specs are taken from the schema"),
+    })
+    def to_tf(self, feature_columns, label_columns, *, additional_columns=None,
+              prefetch_batches: int = 1, batch_size: int = 1, drop_last: bool = False,
+              local_shuffle_buffer_size: Optional[int] = None,
+              local_shuffle_seed: Optional[int] = None, feature_type_spec=None,
+              label_type_spec=None, additional_type_spec=None):
+        """A ``tf.data.Dataset`` of (features, labels) (needs TensorFlow); see ``DataIterator``."""
+        return self.iterator().to_tf(
+            feature_columns, label_columns, additional_columns=additional_columns,
+            prefetch_batches=prefetch_batches, batch_size=batch_size, drop_last=drop_last,
+            local_shuffle_buffer_size=local_shuffle_buffer_size, local_shuffle_seed=local_shuffle_seed)
+
+    @public
+    def iter_jax_batches(self, *, prefetch_batches: int = 1, batch_size: Optional[int] = 256,
+                         dtypes=None, drop_last: bool = False,
+                         local_shuffle_buffer_size: Optional[int] = None,
+                         local_shuffle_seed: Optional[int] = None) -> Iterator[Any]:
+        """Batches as dicts of ``jax.Array`` (needs JAX); see ``DataIterator``."""
+        return self.iterator().iter_jax_batches(
+            prefetch_batches=prefetch_batches, batch_size=batch_size, dtypes=dtypes, drop_last=drop_last,
+            local_shuffle_buffer_size=local_shuffle_buffer_size, local_shuffle_seed=local_shuffle_seed)
 
     @public
     def iter_rows(self) -> Iterator[Dict[str, Any]]:
         """Streams the rows as dicts (in the order blocks finish, unless ``preserve_order``)."""
-        for batch in self._batches(None):
-            yield from _batch.rows_of(batch)
+        return self.iterator().iter_rows()
 
     @public
     def iterator(self) -> DataIterator:
-        return DataIterator(self)
+        """A DataIterator over this dataset; each of its iterations executes it again."""
+        return _DatasetIterator(self)
+
+    @public(unsupported={"locality_hints": Unsupported(None, why="one process: there are no nodes to place the consumers on")})
+    def streaming_split(self, n: int, *, equal: bool = False, locality_hints=None) -> List[DataIterator]:
+        """``n`` DataIterators fed by one execution, for ``n`` consumers (threads)
+        iterating at once, as Ray Train's workers do.
+
+        Each consumer's queue holds at most two blocks: a slow consumer gets no more
+        until it takes some, and the execution stops when all queues are full, so memory
+        stays bounded. With ``equal=False`` a block goes to whoever has room (a slow
+        consumer never holds up the others); ``equal=True`` gives every iterator exactly
+        ``total // n`` rows and drops the remainder, as Ray does. Iterating all ``n``
+        again executes the dataset again (an epoch starts once all finished the last).
+        See ``millstream.streaming_split`` for the details."""
+        from millstream.streaming_split import split
+
+        return split(self, n, equal, locality_hints)
 
     @public
     def take(self, limit: int = 20) -> List[Dict[str, Any]]:
@@ -854,6 +1012,16 @@ def _shuffled_batches(blocks: Iterator[pa.RecordBatch], buffer_rows: int, batch_
 class MaterializedDataset(Dataset):
     """A Dataset whose blocks are in memory (from ``materialize`` or ``from_*``)."""
 
+    @public
+    def num_blocks(self) -> int:
+        """The number of blocks it holds (e.g. what ``repartition`` made)."""
+        return sum(1 for _ in self._batches(None, ordered=True))
+
+    @public
+    def size_bytes(self) -> int:
+        """The bytes of memory its blocks take."""
+        return sum(b.nbytes for b in self._batches(None, ordered=True))
+
     def _execute(self, batch_size=None, drop_last=False, ordered=False):
         # Its blocks are computed: streaming them in order costs nothing (as in Ray).
         return super()._execute(batch_size, drop_last, ordered=True)
@@ -948,6 +1116,33 @@ def from_numpy(ndarrays) -> MaterializedDataset:
     # Copies (the caller still holds the arrays): a later change leaves the dataset as it was.
     tables = [pa.table({"data": _batch._array_from_numpy(a, sole_owner=False)}) for a in arrays]
     return from_arrow(tables)
+
+
+@public
+def from_torch(dataset, local_read: bool = False) -> MaterializedDataset:
+    """A dataset of the items of a torch ``Dataset``, in column "item" (read now, in this
+    process: ``local_read`` changes nothing here). Tensor items make a tensor column;
+    others (tuples, images) a column of Python objects. Needs torch (ImportError if not)."""
+    from millstream import torch_ingest
+
+    if not isinstance(local_read, bool):
+        raise TypeError(f"from_torch: local_read must be a bool, got {local_read!r}")
+    return from_items(torch_ingest.from_torch_items(dataset))
+
+
+@public(unsupported={"concurrency": Unsupported(None, why=_NOT_YET)})
+def from_huggingface(dataset, parallelism: int = -1, concurrency=None,
+                     override_num_blocks=None) -> MaterializedDataset:
+    """A dataset of a Hugging Face ``datasets.Dataset`` (its Arrow table, no copy of the
+    data) or ``IterableDataset`` (its rows, read now). Needs ``datasets`` (ImportError if
+    not); a ``DatasetDict`` raises ``ValueError`` (pass one split)."""
+    from millstream import huggingface
+
+    rows = huggingface.table_of(dataset)
+    blocks = _blocks(override_num_blocks, parallelism)
+    if isinstance(rows, list):
+        return from_items(rows, override_num_blocks=blocks)
+    return from_arrow(rows, override_num_blocks=blocks)
 
 
 @public(passthrough=_args.PARQUET_READ_ARGS, unsupported={

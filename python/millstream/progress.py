@@ -87,8 +87,18 @@ _WRAPPED = re.compile(r"^(\w+?)Operator\[(.*)\]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+def _label(op: dict) -> str:
+    """The name progress shows for an operator: the engine's ``display_name`` field (what
+    the user asked, e.g. ``ReadRange->MapBatches(f)``), else one derived from its name."""
+    given = op.get("display_name")
+    if given:
+        return _CONTROL.sub("?", str(given))
+    return display_name(op.get("name", "?"))
+
+
 def display_name(name: str) -> str:
-    """The operator's name as users wrote the pipeline.
+    """The operator's name as users wrote the pipeline, from its physical name (for stats
+    without a ``display_name``).
 
     ``TaskPoolMapOperator[ReadRange->MapBatches(f)]`` -> ``ReadRange->MapBatches(f)``,
     ``ActorPoolMapOperator[MapBatches(M)] (actors 1..4)`` -> ``MapBatches(M)``,
@@ -259,7 +269,7 @@ def render_lines(snap: _Snapshot, title: str, width: int, glyphs: _Glyphs,
     budget = max(10, width - 1)
     label = _overall_label(snap, title)
     ops = snap.operators if show_operators else []
-    names = [display_name(op.get("name", "?")) for op in ops]
+    names = [_label(op) for op in ops]
     op_fractions, op_stats = [], []
     for op in ops:
         rows = int(op.get("rows_out", 0) or 0)
@@ -329,7 +339,7 @@ def render_log_line(snap: _Snapshot, title: str, show_operators: bool = True) ->
             estimate = op.get("estimated_rows_out", -1)
             estimate = -1 if estimate is None else int(estimate)
             text = ", ".join([_rows_text(rows_out, estimate, exact=True)] + _op_stats(op, glyphs, compact=False))
-            segments.append(f"{display_name(op.get('name', '?'))}: {text}")
+            segments.append(f"{_label(op)}: {text}")
     return " | ".join(segments)
 
 

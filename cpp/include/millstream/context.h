@@ -60,6 +60,9 @@ struct DataContext {
   /// failure drops that task's remaining output and is counted in the stats; for a
   /// write, the task's file is never committed.
   int64_t max_errored_blocks = 0;
+  /// Where sort, shuffle and repartition spill past the memory limit (a directory of
+  /// their own is made inside it and removed at the end); empty: $TMPDIR, else /tmp.
+  std::string spill_directory;
   /// An operator stops launching while its downstream map has more than this many
   /// bundles queued per task it can run at once (0 or less: no such cap).
   double downstream_capacity_backpressure_ratio = 2.0;

@@ -25,6 +25,21 @@ class LogicalOperator;
 class Execution;
 class Datasource;
 
+/// \brief One key of a sort: a column, ascending or descending. Nulls come last in both
+/// directions, NaN just before them (pyarrow's `null_placement="at_end"`, as Ray Data).
+struct SortKey {
+  std::string column;
+  bool descending = false;
+};
+
+/// \brief How a random operator is seeded (Ray's RandomSeedConfig): no seed, a different
+/// order every run; a seed, the same order every run — or, with
+/// `reseed_after_execution`, a different but reproducible order each execution.
+struct RandomSeedConfig {
+  std::optional<uint64_t> seed;
+  bool reseed_after_execution = false;
+};
+
 /// \brief Options of a Parquet read.
 struct ReadParquetOptions {
   /// Columns to read, in this order; empty reads all.
@@ -136,7 +151,10 @@ arrow::Result<bool> PrepareWriteDirectory(const std::string& directory, SaveMode
 
 /// \brief Counters of one operator over one execution.
 struct OperatorStats {
+  /// The physical operator: "TaskPoolMapOperator[ReadParquet->MapBatches(f)]".
   std::string name;
+  /// What the user asked, for progress: "ReadParquet->MapBatches(f)", "Limit[10]".
+  std::string display_name;
   int64_t tasks = 0;
   int64_t blocks_in = 0, rows_in = 0, bytes_in = 0;
   int64_t blocks_out = 0, rows_out = 0, bytes_out = 0;
@@ -162,6 +180,8 @@ struct OperatorStats {
   bool done = false;
   /// Tasks that failed and were tolerated (DataContext::max_errored_blocks).
   int64_t errored_tasks = 0;
+  /// Bytes written to spill files (an exchange over the memory limit).
+  int64_t spilled_bytes = 0;
 };
 
 /// \brief Counters of one execution.
@@ -255,10 +275,31 @@ class Dataset {
   /// Keeps the rows where `predicate` is true (nulls drop). A predicate that is not
   /// boolean on the blocks' schema (`literal(0)`, `a + 1`) fails with a TypeError.
   Dataset Filter(arrow::compute::Expression predicate) const;
+  /// Adds (or replaces) column `name` with `expr` evaluated over each block (a scalar
+  /// result fills every row). A column the expression names that a block lacks fails with
+  /// a KeyError naming it.
+  Dataset WithColumn(std::string name, arrow::compute::Expression expr) const;
   /// Keeps these columns, in this order. Unknown names fail when the schema is known.
   arrow::Result<Dataset> SelectColumns(std::vector<std::string> columns) const;
   arrow::Result<Dataset> DropColumns(std::vector<std::string> columns) const;
   arrow::Result<Dataset> RenameColumns(std::map<std::string, std::string> renames) const;
+  /// The rows sorted by `keys` (per-key descending; nulls last), stable: rows with equal
+  /// keys keep their input order. Runs as an exchange that sorts each block as it
+  /// streams in, range-partitions by sampled boundaries and sorts each partition,
+  /// spilling past the memory limit.
+  Dataset Sort(std::vector<SortKey> keys) const;
+  /// A uniformly random permutation of the rows.
+  Dataset RandomShuffle(RandomSeedConfig seed = {}) const;
+  /// The blocks in a random order, each block unchanged.
+  Dataset RandomizeBlockOrder(RandomSeedConfig seed = {}) const;
+  /// Exactly `num_blocks` blocks: without `shuffle` or `keys`, the rows in order split
+  /// into blocks whose row counts differ by at most one; with `keys`, every row of one
+  /// key in one block (hash partitioning); with `shuffle`, each row in a random block.
+  arrow::Result<Dataset> Repartition(int64_t num_blocks, bool shuffle = false,
+                                     std::vector<std::string> keys = {}) const;
+  /// The rows of this dataset and of `others`, streamed as their inputs produce them
+  /// (under preserve_order: all of this one, then each of `others` in turn).
+  Dataset Union(const std::vector<Dataset>& others) const;
   /// The first `n` rows, in input order: the steps before a limit hand on their output in
   /// order (a stream after it may still reorder unless preserve_order).
   Dataset Limit(int64_t n) const;
@@ -277,6 +318,9 @@ class Dataset {
   /// The row count when metadata gives it without execution (a source of known size,
   /// then only row-preserving steps and limits); unset otherwise.
   std::optional<int64_t> CountFromMetadata() const;
+  /// The files this dataset's reads read (every input of the plan), each once, in plan
+  /// order.
+  std::vector<std::string> InputFiles() const;
   /// The schema when the plan gives it without execution (no UDF in the way); else null.
   std::shared_ptr<arrow::Schema> KnownSchema() const;
 

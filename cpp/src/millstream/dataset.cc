@@ -10,33 +10,18 @@
 #include "exec/schema_unify.h"
 #include "exec/streaming_executor.h"
 #include "exec/transforms.h"
+#include "exec/with_column_transform.h"
 #include "io/sources.h"
 #include "optimizer/optimizer.h"
+#include "plan/logical_operators.h"
+#include "planner/planner.h"
 
 namespace millstream {
 
 namespace {
 
-using Kind = LogicalOperator::Kind;
-
 /// The schema the plan produces, when no step with an unknown output (a UDF) is in the way.
-std::shared_ptr<arrow::Schema> StaticSchema(const PlanPtr& plan) {
-  std::shared_ptr<arrow::Schema> schema;
-  for (const auto& op : PlanChain(plan)) {
-    if (op->source) schema = op->source->schema();
-    if (!schema) return nullptr;
-    for (const auto& transform : op->transforms) {
-      if (auto project = dynamic_cast<const ProjectTransform*>(transform.get())) {
-        auto projected = project->Apply(*schema);
-        if (!projected.ok()) return nullptr;
-        schema = *projected;
-      } else if (transform->name().rfind("Filter(", 0) != 0) {
-        return nullptr;
-      }
-    }
-  }
-  return schema;
-}
+std::shared_ptr<arrow::Schema> StaticSchema(const PlanPtr& plan) { return PlanSchema(plan); }
 
 std::string RandomId() {
   std::random_device device;
@@ -175,6 +160,10 @@ std::string ExecutionStats::ToString() const {
     if (op.peak_actors > 0) {
       out << "* Actors: peak " << op.peak_actors << ", constructed " << op.actors_started << "\n";
     }
+    if (op.spilled_bytes > 0) {
+      out << "* Spilled: " << op.spilled_bytes << " bytes (" << FormatBytes(op.spilled_bytes)
+          << ")\n";
+    }
     if (op.errored_tasks > 0) {
       out << "* Failed tasks tolerated (max_errored_blocks): " << op.errored_tasks << "\n";
     }
@@ -200,7 +189,7 @@ arrow::Result<Dataset> Dataset::Range(int64_t n, std::optional<int64_t> override
   if (override_num_blocks && *override_num_blocks <= 0) {
     return arrow::Status::Invalid("override_num_blocks must be positive, got ", *override_num_blocks);
   }
-  return Dataset(LogicalOperator::MakeRead(MakeRangeSource(n), override_num_blocks.value_or(200)));
+  return Dataset(ReadOp::Make(MakeRangeSource(n), override_num_blocks.value_or(200)));
 }
 
 arrow::Result<Dataset> Dataset::FromArrow(std::shared_ptr<arrow::Table> table,
@@ -220,7 +209,7 @@ arrow::Result<Dataset> Dataset::FromArrow(std::shared_ptr<arrow::Table> table,
     ARROW_ASSIGN_OR_RAISE(auto empty, arrow::RecordBatch::MakeEmpty(table->schema()));
     blocks.push_back(std::move(empty));
   }
-  return Dataset(LogicalOperator::MakeRead(
+  return Dataset(ReadOp::Make(
       MakeBlocksSource(std::move(blocks), table->schema(), "FromArrow"), override_num_blocks));
 }
 
@@ -231,7 +220,7 @@ arrow::Result<Dataset> Dataset::ReadParquet(std::vector<std::string> paths,
                                   *options.override_num_blocks);
   }
   ARROW_ASSIGN_OR_RAISE(auto source, MakeParquetSource(paths, options));
-  return Dataset(LogicalOperator::MakeRead(std::move(source), options.override_num_blocks));
+  return Dataset(ReadOp::Make(std::move(source), options.override_num_blocks));
 }
 
 arrow::Result<Dataset> Dataset::FromSource(std::shared_ptr<Datasource> source,
@@ -240,27 +229,29 @@ arrow::Result<Dataset> Dataset::FromSource(std::shared_ptr<Datasource> source,
     return arrow::Status::Invalid("override_num_blocks must be positive, got ", *override_num_blocks);
   }
   if (!source) return arrow::Status::Invalid("FromSource: no source given");
-  return Dataset(LogicalOperator::MakeRead(std::move(source), override_num_blocks));
+  return Dataset(ReadOp::Make(std::move(source), override_num_blocks));
 }
 
 Dataset Dataset::MapBatches(BatchUdfFactory udf, MapBatchesOptions options) const {
   auto transform = MakeUdfTransform(std::move(udf), options);
-  auto op = LogicalOperator::MakeMap(plan_, std::move(transform), options.compute,
-                                     options.num_cpus, options.num_gpus,
-                                     options.batch_size.value_or(0));
-  const_cast<LogicalOperator&>(*op).memory = options.memory;
-  return Dataset(std::move(op));
+  return Dataset(MapOp::Make(plan_, std::move(transform), options.compute, options.num_cpus,
+                             options.num_gpus, options.batch_size.value_or(0), options.memory));
 }
 
 Dataset Dataset::Filter(arrow::compute::Expression predicate) const {
-  return Dataset(LogicalOperator::MakeMap(plan_, MakeFilterTransform(std::move(predicate))));
+  return Dataset(MapOp::Make(plan_, MakeFilterTransform(std::move(predicate))));
+}
+
+Dataset Dataset::WithColumn(std::string name, arrow::compute::Expression expr) const {
+  return Dataset(
+      MapOp::Make(plan_, MakeWithColumnTransform(std::move(name), std::move(expr))));
 }
 
 arrow::Result<Dataset> Dataset::SelectColumns(std::vector<std::string> columns) const {
   auto project = std::make_shared<ProjectTransform>(std::move(columns),
                                                     std::map<std::string, std::string>{});
   if (auto schema = StaticSchema(plan_)) ARROW_RETURN_NOT_OK(project->Apply(*schema).status());
-  return Dataset(LogicalOperator::MakeMap(plan_, std::move(project)));
+  return Dataset(MapOp::Make(plan_, std::move(project)));
 }
 
 arrow::Result<Dataset> Dataset::DropColumns(std::vector<std::string> columns) const {
@@ -285,11 +276,11 @@ arrow::Result<Dataset> Dataset::DropColumns(std::vector<std::string> columns) co
 arrow::Result<Dataset> Dataset::RenameColumns(std::map<std::string, std::string> renames) const {
   auto project = std::make_shared<ProjectTransform>(std::nullopt, std::move(renames));
   if (auto schema = StaticSchema(plan_)) ARROW_RETURN_NOT_OK(project->Apply(*schema).status());
-  return Dataset(LogicalOperator::MakeMap(plan_, std::move(project)));
+  return Dataset(MapOp::Make(plan_, std::move(project)));
 }
 
 Dataset Dataset::Limit(int64_t n) const {
-  return Dataset(LogicalOperator::MakeLimit(plan_, std::max<int64_t>(0, n)));
+  return Dataset(std::make_shared<LimitOp>(plan_, std::max<int64_t>(0, n)));
 }
 
 arrow::Result<std::unique_ptr<BlockStream>> Dataset::Execute(const DataContext& context) const {
@@ -312,17 +303,27 @@ arrow::Result<std::shared_ptr<arrow::Table>> Dataset::ToTable(const DataContext&
   return arrow::Table::FromRecordBatches(blocks.front()->schema(), blocks);
 }
 
-std::optional<int64_t> Dataset::CountFromMetadata() const {
-  auto chain = PlanChain(plan_);
-  std::optional<int64_t> rows = chain.front()->source->num_rows();
-  for (size_t i = 1; rows && i < chain.size(); ++i) {
-    if (chain[i]->kind == Kind::kLimit) {
-      rows = std::min(*rows, chain[i]->limit);
-    } else if (!chain[i]->RowPreserving()) {
-      rows.reset();
-    }
+std::optional<int64_t> Dataset::CountFromMetadata() const { return PlanRows(plan_); }
+
+namespace {
+
+void CollectInputFiles(const PlanPtr& node, std::vector<std::string>& files) {
+  for (const auto& input : node->inputs()) CollectInputFiles(input, files);
+  std::shared_ptr<Datasource> source;
+  if (const auto* read = node->As<ReadOp>()) source = read->source;
+  if (const auto* map = node->As<MapOp>()) source = map->source;
+  if (!source) return;
+  for (auto& path : source->input_files()) {
+    if (std::find(files.begin(), files.end(), path) == files.end()) files.push_back(std::move(path));
   }
-  return rows;
+}
+
+}  // namespace
+
+std::vector<std::string> Dataset::InputFiles() const {
+  std::vector<std::string> files;
+  CollectInputFiles(plan_, files);
+  return files;
 }
 
 std::shared_ptr<arrow::Schema> Dataset::KnownSchema() const { return StaticSchema(plan_); }
@@ -366,7 +367,7 @@ arrow::Result<Dataset> Dataset::Materialize(const DataContext& context,
     ARROW_ASSIGN_OR_RAISE(auto empty, arrow::RecordBatch::MakeEmpty(schema));
     blocks.push_back(std::move(empty));
   }
-  return Dataset(LogicalOperator::MakeRead(MakeBlocksSource(std::move(blocks), schema, "InputData"),
+  return Dataset(ReadOp::Make(MakeBlocksSource(std::move(blocks), schema, "InputData"),
                                            std::nullopt));
 }
 
@@ -380,7 +381,7 @@ Dataset Dataset::WithWrite(const std::string& directory, FileFormat format,
 Dataset Dataset::WithWrite(const std::string& directory, FileFormat format,
                            WriteOptions options) const {
   int64_t min_rows = options.min_rows_per_file;
-  return Dataset(LogicalOperator::MakeMap(
+  return Dataset(MapOp::Make(
       plan_, MakeWriteTransform(directory, format, RandomId(), std::move(options)),
       ComputeStrategy{}, /*num_cpus=*/1, /*num_gpus=*/0, /*min_rows_per_bundle=*/min_rows));
 }
@@ -422,6 +423,32 @@ std::string Dataset::ToString() const {
   std::string out;
   for (const auto& op : PlanChain(plan_)) out += (out.empty() ? "" : " -> ") + op->Name();
   return out;
+}
+
+Dataset Dataset::Sort(std::vector<SortKey> keys) const {
+  return Dataset(std::make_shared<SortOp>(plan_, std::move(keys)));
+}
+
+Dataset Dataset::RandomShuffle(RandomSeedConfig seed) const {
+  return Dataset(std::make_shared<RandomShuffleOp>(plan_, RandomSeed(seed)));
+}
+
+Dataset Dataset::RandomizeBlockOrder(RandomSeedConfig seed) const {
+  return Dataset(std::make_shared<RandomizeBlockOrderOp>(plan_, RandomSeed(seed)));
+}
+
+arrow::Result<Dataset> Dataset::Repartition(int64_t num_blocks, bool shuffle,
+                                            std::vector<std::string> keys) const {
+  if (num_blocks <= 0) {
+    return arrow::Status::Invalid("repartition: num_blocks must be positive, got ", num_blocks);
+  }
+  return Dataset(std::make_shared<RepartitionOp>(plan_, num_blocks, shuffle, std::move(keys)));
+}
+
+Dataset Dataset::Union(const std::vector<Dataset>& others) const {
+  std::vector<PlanPtr> inputs{plan_};
+  for (const auto& other : others) inputs.push_back(other.plan_);
+  return Dataset(std::make_shared<UnionOp>(std::move(inputs)));
 }
 
 }  // namespace millstream

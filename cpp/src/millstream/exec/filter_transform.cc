@@ -90,6 +90,10 @@ class FilterTransform : public Transform {
  public:
   explicit FilterTransform(cp::Expression predicate) : predicate_(std::move(predicate)) {}
   std::string name() const override { return "Filter(" + predicate_.ToString() + ")"; }
+  arrow::Result<std::shared_ptr<arrow::Schema>> SchemaOut(
+      const std::shared_ptr<arrow::Schema>& input) const override {
+    return input;
+  }
   arrow::Result<std::unique_ptr<TransformState>> MakeState(const TaskContext&) const override {
     return std::make_unique<FilterState>(predicate_);
   }

@@ -4,77 +4,56 @@
 
 namespace millstream {
 
-RefBundle RefBundle::Of(Block block) {
-  RefBundle bundle;
-  bundle.rows = block->num_rows();
-  bundle.bytes = BlockBytes(*block);
-  bundle.blocks.push_back(std::move(block));
+PhysicalOperator::PhysicalOperator(std::string display_name, int num_inputs)
+    : inputs_done_(num_inputs, false), display_name_(std::move(display_name)),
+      num_inputs_(num_inputs) {}
+
+void PhysicalOperator::InputDone(int input_index) { inputs_done_.at(input_index) = true; }
+
+bool PhysicalOperator::AllInputsDone() const {
+  return std::all_of(inputs_done_.begin(), inputs_done_.end(), [](bool done) { return done; });
+}
+
+RefBundle PhysicalOperator::TakeNext() {
+  RefBundle bundle = std::move(output_queue_.front());
+  output_queue_.pop_front();
+  output_queue_bytes_ -= bundle.bytes;
   return bundle;
 }
 
-std::string PhysicalOperator::Describe() const {
-  if (kind == Kind::kLimit) return "LimitOperator[" + name + "]";
-  if (spec().compute.kind == ComputeStrategy::Kind::kActors) {
-    return "ActorPoolMapOperator[" + name + "] (actors " + std::to_string(spec().compute.min_size) +
-           ".." + std::to_string(spec().compute.max_size) + ")";
-  }
-  return "TaskPoolMapOperator[" + name + "]";
+bool PhysicalOperator::Completed() const { return AllInputsDone() && ActiveTasks() == 0; }
+
+void PhysicalOperator::Stop() {
+  *stopped_ = true;
+  std::fill(inputs_done_.begin(), inputs_done_.end(), true);
+  ClearOutput();
 }
 
-bool PhysicalOperator::HasBundleReady() const {
-  if (input_queue.empty()) return false;
-  return inputs_done || spec().min_rows_per_bundle <= 0 || input_rows >= spec().min_rows_per_bundle;
+int64_t PhysicalOperator::EstimateRowsOut(int64_t rows_in) const {
+  if (Completed()) return stats.rows_out;
+  return std::max(rows_in, stats.rows_out);
 }
 
-RefBundle PhysicalOperator::TakeBundle() {
-  RefBundle bundle = std::move(input_queue.front());
-  input_queue.pop_front();
-  // Small blocks (or small reads) are bundled until the task has a whole batch to work on.
-  while (bundle.rows < spec().min_rows_per_bundle && !input_queue.empty()) {
-    auto& next = input_queue.front();
-    bundle.blocks.insert(bundle.blocks.end(), next.blocks.begin(), next.blocks.end());
-    bundle.read_tasks.insert(bundle.read_tasks.end(), next.read_tasks.begin(), next.read_tasks.end());
-    bundle.rows += next.rows;
-    bundle.bytes += next.bytes;
-    input_queue.pop_front();
-  }
-  input_rows -= bundle.rows;
-  input_bytes -= bundle.bytes;
-  return bundle;
+void PhysicalOperator::PushOutput(RefBundle bundle) {
+  output_queue_bytes_ += bundle.bytes;
+  output_queue_.push_back(std::move(bundle));
 }
 
-bool PhysicalOperator::Completed() const {
-  return inputs_done && input_queue.empty() && running.empty();
+void PhysicalOperator::CountInput(const RefBundle& bundle) {
+  stats.blocks_in += static_cast<int64_t>(bundle.blocks.size());
+  stats.rows_in += bundle.rows;
+  stats.bytes_in += bundle.bytes;
 }
 
-ActorState* PhysicalOperator::FreeActor() const {
-  // The least loaded actor with a free slot (the first of them on a tie).
-  const int slots = std::max(1, spec().compute.max_concurrency);
-  ActorState* best = nullptr;
-  for (const auto& actor : actors) {
-    if (actor->running < slots && (!best || actor->running < best->running)) best = actor.get();
-  }
-  return best;
+void PhysicalOperator::CountOutput(int64_t blocks, int64_t rows, int64_t bytes) {
+  stats.blocks_out += blocks;
+  stats.rows_out += rows;
+  stats.bytes_out += bytes;
 }
 
-double PhysicalOperator::TaskCpus() const {
-  return spec().compute.kind == ComputeStrategy::Kind::kActors
-             ? spec().num_cpus / std::max(1, spec().compute.max_concurrency)
-             : spec().num_cpus;
-}
-
-double PhysicalOperator::TaskGpus() const {
-  return spec().compute.kind == ComputeStrategy::Kind::kActors
-             ? spec().num_gpus / std::max(1, spec().compute.max_concurrency)
-             : spec().num_gpus;
-}
-
-int64_t PhysicalOperator::TaskBytes() const {
-  int64_t bytes = 0;
-  for (const auto& [id, task] : running) {
-    bytes += task.input_bytes + task.produced_bytes + (task.done ? 0 : spec().memory);
-  }
-  return bytes;
+void PhysicalOperator::ClearOutput() {
+  output_queue_.clear();
+  output_queue_bytes_ = 0;
 }
 
 }  // namespace millstream

@@ -3,49 +3,49 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
 
+#include "exec/backend.h"
 #include "exec/physical_operator.h"
+#include "exec/policies/backpressure_policy.h"
 #include "millstream/context.h"
 #include "millstream/dataset.h"
-#include "runtime/thread_pool.h"
 
 namespace millstream {
 
-/// \brief The physical plan: operators from source to sink; the first reads `read_tasks`.
+/// \brief The physical plan: operators in topological order (every operator after the
+/// operators feeding it), the last one feeding the consumer.
 struct PhysicalPlan {
   std::vector<std::unique_ptr<PhysicalOperator>> operators;
-  std::vector<std::shared_ptr<ReadTask>> read_tasks;
   std::string ToString() const;
 };
-
-/// Turns an optimized logical plan into operators, and asks the source for its read tasks.
-arrow::Result<PhysicalPlan> PlanPhysical(const PlanPtr& optimized, const DataContext& context);
 
 /// \brief One run of a physical plan: the StreamingExecutor.
 ///
 /// The operators' state lives under one lock. A scheduling pass (Drive) runs on whichever
 /// thread changed it — a worker reporting output or completion, the consumer taking a
-/// block, Start, Cancel — so no hand-off to a scheduler thread is needed: it moves
-/// finished work into the queues, then launches tasks (most downstream first) while the
-/// resource budget allows. Every live
-/// block is accounted to the operator holding it; an operator may launch a task when its
-/// reserved share plus the free shared part of the memory limit covers the task's expected
-/// output. When nothing runs and the consumer has nothing to take, one task may launch
-/// past the budget, so the pipeline never deadlocks. Tasks run on a thread pool sized to
-/// the CPU limit (at most 4 threads per core, at least 256 allowed: a larger limit keeps its
-/// CPU slots, and tasks past the threads wait for one). Thread-safe: one consumer calls
-/// Next while tasks report from the pool.
-class Execution {
+/// block, Start, Cancel — so no hand-off to a scheduler thread is needed: it hands
+/// finished work to the operators, moves outputs along the plan's edges, then launches
+/// tasks (most downstream first) while the CPU/GPU slots and the backpressure policies
+/// allow. Every live block is accounted to the operator holding it (an operator's
+/// output queued downstream counts as its own). When nothing runs and the consumer has
+/// nothing to take, one task may launch past the policies, so the pipeline never
+/// deadlocks. Tasks run on a backend (today: the local thread pool). Thread-safe: one
+/// consumer calls Next while tasks report from the backend.
+class Execution : private ExecutionView {
  public:
+  /// Starts running `plan`; its tasks run on `backend` (null: the local thread pool
+  /// sized to the CPU limit; a test may pass a fake one).
   static arrow::Result<std::unique_ptr<Execution>> Start(PhysicalPlan plan,
-                                                         const DataContext& context);
-  /// Cancels, waits for the running tasks, then joins the pool: it blocks for as long as
-  /// a UDF call in progress takes. Must not run on one of the execution's own workers.
-  ~Execution();
+                                                         const DataContext& context,
+                                                         std::unique_ptr<Backend> backend = nullptr);
+  /// Cancels, waits for the running tasks, then closes the backend: it blocks for as long
+  /// as a UDF call in progress takes. Must not run on one of the execution's own workers.
+  ~Execution() override;
 
   /// The next output block; nullptr at the end. `timeout` < 0 waits without limit.
   arrow::Result<Block> Next(std::chrono::milliseconds timeout, bool* timed_out);
@@ -59,61 +59,59 @@ class Execution {
  private:
   Execution(PhysicalPlan plan, const DataContext& context);
   struct Event {
+    enum class Kind { kOutput, kSunk, kDone } kind = Kind::kOutput;
     size_t op = 0;
     int64_t task = 0;
     Block block;
-    /// A block a sink (a write) consumed: its rows and bytes count as the task's output.
-    bool sunk = false;
     int64_t sunk_rows = 0, sunk_bytes = 0;
-    bool done = false;
-    /// With `done`: what the task's read produced (the operator's input when it reads).
-    int64_t read_blocks = 0, read_rows = 0, read_bytes = 0;
-    arrow::Status status;
-    double wall_s = 0;
-    double cpu_s = 0;
-    double udf_s = 0;
+    TaskResult result;
   };
 
-  /// One scheduling pass; runs on whichever thread changed the state (a worker posting,
-  /// the consumer taking a block, Start, Cancel), with the lock held.
+  // ExecutionView, for the policies.
+  const std::vector<std::unique_ptr<PhysicalOperator>>& operators() const override { return ops_; }
+  int64_t OperatorUsage(size_t i) const override;
+  int64_t TotalUsage() const override;
+  const EffectiveLimits& limits() const override { return limits_; }
+  const DataContext& context() const override { return context_; }
+
+  /// One scheduling pass, with the lock held.
   void Drive(std::unique_lock<std::mutex>& lock);
   void ProcessEvent(Event& event);
-  void Forward(size_t op);
-  void PushOutput(size_t op, Block block);
-  void StopUpstream(size_t op);
+  /// Moves operator `i`'s outputs to its downstream operator (or leaves them for the
+  /// consumer), and its end once it is complete.
+  void Forward(size_t i);
+  /// Stops every operator feeding `i`, directly or not.
+  void StopUpstream(size_t i);
   bool TryLaunch(bool force);
-  bool CanLaunch(size_t op, bool force);
-  void Launch(size_t op);
-  void RunTask(size_t op, int64_t task_index, RefBundle bundle, ActorState* actor,
-               std::shared_ptr<std::atomic<bool>> stopped);
+  bool CanLaunch(size_t i, bool force) const;
+  void Launch(size_t i);
+  void RunTask(size_t i, TaskSpec spec, std::shared_ptr<std::atomic<bool>> stopped);
   void Post(Event event);
-  int64_t OperatorUsage(size_t op) const;
-  int64_t TotalUsage() const;
-  int64_t EstimateTaskOutput(size_t op) const;
   void UpdatePeaks();
   /// Operator `i` holds `extra` bytes more than it has accounted for a moment (a block a
   /// task made and is handing on, or is writing): its peak and the total's see them.
   void NotePeak(size_t i, int64_t extra);
   double Now() const;
   void Fail(arrow::Status status);
-  void ScaleActorPools();
-  void RetireActor(PhysicalOperator& op, size_t index);
-  bool DownstreamFull(size_t op) const;
 
   DataContext context_;
   EffectiveLimits limits_;
   PhysicalPlan plan_;
   std::vector<std::unique_ptr<PhysicalOperator>>& ops_;
+  std::vector<std::unique_ptr<BackpressurePolicy>> policies_;
+  std::vector<bool> forwarded_done_;  // operator i's end was passed downstream
 
   mutable std::mutex mutex_;
   std::condition_variable consumer_wake_;
   std::vector<Event> events_;
+  // Blocks of the last operator's bundle not yet taken by the consumer.
+  std::deque<BlockRef> consumer_blocks_;
   // Actors removed from their pools, destroyed outside the lock (their UDFs may need the GIL).
   std::vector<std::unique_ptr<ActorState>> retired_actors_;
-  int64_t estimated_input_rows_ = 0;
   int64_t errored_tasks_ = 0;
   double cpus_in_use_ = 0;
   double gpus_in_use_ = 0;
+  std::vector<TaskResources> task_resources_;  // per operator: what its running tasks hold
   int64_t running_tasks_ = 0;
   bool finished_ = false;  // the last operator completed: no more output
   arrow::Status error_;
@@ -122,7 +120,7 @@ class Execution {
   std::chrono::steady_clock::time_point start_;
   double end_s_ = -1;
 
-  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<Backend> backend_;
 };
 
 }  // namespace millstream

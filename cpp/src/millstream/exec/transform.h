@@ -11,6 +11,7 @@
 
 #include <arrow/result.h>
 #include <arrow/status.h>
+#include <arrow/type_fwd.h>
 
 #include "io/datasource.h"
 #include "millstream/block.h"
@@ -120,6 +121,12 @@ class Transform {
       const TaskContext& task) const = 0;
   /// One output row per input row, in order: a limit may move ahead of it.
   virtual bool row_preserving() const { return false; }
+  /// The output schema for blocks of `input`, when known without running the step (a
+  /// projection, a filter); null when only running it tells (a UDF).
+  virtual arrow::Result<std::shared_ptr<arrow::Schema>> SchemaOut(
+      const std::shared_ptr<arrow::Schema>& input) const {
+    return nullptr;
+  }
 };
 
 }  // namespace millstream

@@ -29,6 +29,10 @@ class ProjectTransform : public Transform {
   std::string name() const override;
   bool row_preserving() const override { return true; }
   arrow::Result<std::unique_ptr<TransformState>> MakeState(const TaskContext&) const override;
+  arrow::Result<std::shared_ptr<arrow::Schema>> SchemaOut(
+      const std::shared_ptr<arrow::Schema>& input) const override {
+    return Apply(*input);
+  }
   /// Applies the projection to one block or schema.
   arrow::Result<Block> Apply(const Block& block) const;
   arrow::Result<std::shared_ptr<arrow::Schema>> Apply(const arrow::Schema& schema) const;

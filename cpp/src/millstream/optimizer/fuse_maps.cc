@@ -1,24 +1,23 @@
 #include <algorithm>
 
 #include "optimizer/optimizer.h"
+#include "plan/logical_operators.h"
 
 namespace millstream {
 namespace {
 
-using Kind = LogicalOperator::Kind;
-
-/// Whether `next` can run inside the tasks of `prev`.
-bool CanFuse(const LogicalOperator& prev, const LogicalOperator& next) {
-  if (next.kind != Kind::kMap) return false;
-  if (prev.kind == Kind::kRead) return true;
-  if (prev.kind != Kind::kMap) return false;
+/// Whether `next` can run inside the tasks of `prev` (a map, or a read).
+bool CanFuse(const LogicalOperator& prev, const MapOp& next) {
+  if (prev.As<ReadOp>()) return true;
+  const auto* map = prev.As<MapOp>();
+  if (!map) return false;
   // An actor's work is its own: nothing joins it from behind.
-  if (prev.compute.kind == ComputeStrategy::Kind::kActors) return false;
+  if (map->compute.kind == ComputeStrategy::Kind::kActors) return false;
   // A task→actor pair runs as the actor's work, unless the tasks carry a concurrency cap
   // of their own that fusion would lose.
-  if (next.compute.kind == ComputeStrategy::Kind::kActors) return prev.compute.max_size == 0;
-  return prev.compute == next.compute && prev.num_cpus == next.num_cpus &&
-         prev.num_gpus == next.num_gpus && prev.memory == next.memory;
+  if (next.compute.kind == ComputeStrategy::Kind::kActors) return map->compute.max_size == 0;
+  return map->compute == next.compute && map->num_cpus == next.num_cpus &&
+         map->num_gpus == next.num_gpus && map->memory == next.memory;
 }
 
 /// Merges chains of map-like operators (a read included) into one operator whose task
@@ -28,27 +27,32 @@ class FuseMapsRule : public Rule {
   std::string name() const override { return "FuseMaps"; }
 
   arrow::Result<PlanPtr> Apply(PlanPtr plan) const override {
-    auto chain = CopyChain(plan);
-    std::vector<std::shared_ptr<LogicalOperator>> fused;
-    for (auto& op : chain) {
-      if (!fused.empty() && CanFuse(*fused.back(), *op)) {
-        auto& prev = fused.back();
-        if (prev->kind == Kind::kRead || op->compute.kind == ComputeStrategy::Kind::kActors) {
-          // The fused operator runs as the later one asks (tasks after a read, or actors).
-          prev->kind = Kind::kMap;
-          prev->compute = op->compute;
-          prev->num_cpus = op->num_cpus;
-          prev->num_gpus = op->num_gpus;
-          prev->memory = std::max(prev->memory, op->memory);
-        }
-        prev->transforms.insert(prev->transforms.end(), op->transforms.begin(),
-                                op->transforms.end());
-        prev->min_rows_per_bundle = std::max(prev->min_rows_per_bundle, op->min_rows_per_bundle);
-        continue;
+    return RewriteBottomUp(plan, [](PlanPtr node) -> arrow::Result<PlanPtr> {
+      const auto* next = node->As<MapOp>();
+      if (!next || !next->input() || !CanFuse(*next->input(), *next)) return node;
+      const auto& prev = *next->input();
+      std::shared_ptr<MapOp> fused;
+      if (const auto* read = prev.As<ReadOp>()) {
+        // A read fused with what follows runs as the map asks, reading first.
+        fused = next->CopyOver(nullptr);
+        fused->source = read->source;
+        fused->override_num_blocks = read->override_num_blocks;
+        return PlanPtr(fused);
       }
-      fused.push_back(op);
-    }
-    return LinkChain(fused);
+      const auto& map = *prev.As<MapOp>();
+      fused = map.CopyOver(map.input());
+      if (next->compute.kind == ComputeStrategy::Kind::kActors) {
+        // The fused operator runs as the actor pool asks.
+        fused->compute = next->compute;
+        fused->num_cpus = next->num_cpus;
+        fused->num_gpus = next->num_gpus;
+        fused->memory = std::max(map.memory, next->memory);
+      }
+      fused->transforms.insert(fused->transforms.end(), next->transforms.begin(),
+                               next->transforms.end());
+      fused->min_rows_per_bundle = std::max(map.min_rows_per_bundle, next->min_rows_per_bundle);
+      return PlanPtr(fused);
+    });
   }
 };
 

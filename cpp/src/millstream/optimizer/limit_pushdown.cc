@@ -1,9 +1,22 @@
 #include <algorithm>
 
 #include "optimizer/optimizer.h"
+#include "plan/logical_operators.h"
 
 namespace millstream {
 namespace {
+
+/// `limit` rows of `input`, placed as far down as it can go: ahead of row-preserving
+/// maps, merged with a limit below it.
+PlanPtr PushLimit(int64_t limit, const PlanPtr& input) {
+  if (const auto* below = input->As<LimitOp>()) {
+    return PushLimit(std::min(limit, below->limit), below->input());
+  }
+  if (input->RowPreserving() && input->inputs().size() == 1) {
+    return input->WithInputs({PushLimit(limit, input->input())});
+  }
+  return std::make_shared<LimitOp>(input, limit);
+}
 
 /// Moves each Limit ahead of the row-preserving maps before it, so fewer rows flow
 /// through them, and merges adjacent limits into the smaller one.
@@ -12,26 +25,10 @@ class LimitPushdownRule : public Rule {
   std::string name() const override { return "LimitPushdown"; }
 
   arrow::Result<PlanPtr> Apply(PlanPtr plan) const override {
-    auto chain = CopyChain(plan);
-    using Kind = LogicalOperator::Kind;
-    for (size_t i = 1; i < chain.size(); ++i) {
-      if (chain[i]->kind != Kind::kLimit) continue;
-      size_t at = i;
-      while (at > 0) {
-        auto& before = chain[at - 1];
-        if (before->kind == Kind::kLimit) {
-          before->limit = std::min(before->limit, chain[at]->limit);
-          chain.erase(chain.begin() + at);
-          --at;
-          break;
-        }
-        if (!before->RowPreserving()) break;
-        std::swap(chain[at - 1], chain[at]);
-        --at;
-      }
-      i = std::max(i, at);
-    }
-    return LinkChain(chain);
+    return RewriteBottomUp(plan, [](PlanPtr node) -> arrow::Result<PlanPtr> {
+      const auto* limit = node->As<LimitOp>();
+      return limit ? PushLimit(limit->limit, limit->input()) : node;
+    });
   }
 };
 

@@ -17,21 +17,4 @@ arrow::Result<PlanPtr> Optimize(PlanPtr plan) {
   return plan;
 }
 
-std::vector<std::shared_ptr<LogicalOperator>> CopyChain(const PlanPtr& sink) {
-  std::vector<std::shared_ptr<LogicalOperator>> copies;
-  for (const auto& op : PlanChain(sink)) {
-    copies.push_back(std::make_shared<LogicalOperator>(*op));
-  }
-  return copies;
-}
-
-PlanPtr LinkChain(const std::vector<std::shared_ptr<LogicalOperator>>& chain) {
-  PlanPtr previous;
-  for (const auto& op : chain) {
-    op->input = previous;
-    previous = op;
-  }
-  return previous;
-}
-
 }  // namespace millstream

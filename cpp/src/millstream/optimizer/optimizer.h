@@ -28,10 +28,4 @@ std::vector<std::unique_ptr<Rule>> DefaultRules();
 /// Applies every default rule once, in order.
 arrow::Result<PlanPtr> Optimize(PlanPtr plan);
 
-/// Copies of the chain's nodes (source first), each linked to the previous copy: rules
-/// edit the copies freely, then take the last one as the new sink.
-std::vector<std::shared_ptr<LogicalOperator>> CopyChain(const PlanPtr& sink);
-/// Relinks `chain` (source first) and returns its sink.
-PlanPtr LinkChain(const std::vector<std::shared_ptr<LogicalOperator>>& chain);
-
 }  // namespace millstream

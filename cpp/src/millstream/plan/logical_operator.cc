@@ -2,17 +2,21 @@
 
 #include <algorithm>
 
+#include <arrow/type.h>
+
+#include "exec/schema_unify.h"
+#include "plan/logical_operators.h"
+
 namespace millstream {
 
-std::string LogicalOperator::Name() const {
-  switch (kind) {
-    case Kind::kRead:
-      return source->name();
-    case Kind::kLimit:
-      return "Limit[" + std::to_string(limit) + "]";
-    case Kind::kMap:
-      break;
-  }
+const PlanPtr& LogicalOperator::input() const {
+  static const PlanPtr kNone;
+  return inputs_.empty() ? kNone : inputs_.front();
+}
+
+// ---- MapOp ---------------------------------------------------------------------------
+
+std::string MapOp::Name() const {
   std::string name = source ? source->name() : "";
   for (const auto& transform : transforms) {
     if (!name.empty()) name += "->";
@@ -21,57 +25,160 @@ std::string LogicalOperator::Name() const {
   return name;
 }
 
-bool LogicalOperator::RowPreserving() const {
-  if (kind != Kind::kMap || source) return false;
+bool MapOp::RowPreserving() const {
+  if (source) return false;
   return std::all_of(transforms.begin(), transforms.end(),
                      [](const auto& t) { return t->row_preserving(); });
 }
 
-PlanPtr LogicalOperator::MakeRead(std::shared_ptr<Datasource> source,
-                                  std::optional<int64_t> num_blocks) {
-  auto op = std::make_shared<LogicalOperator>();
-  op->kind = Kind::kRead;
-  op->source = std::move(source);
-  op->override_num_blocks = num_blocks;
+std::optional<int64_t> MapOp::RowsOut(const std::vector<std::optional<int64_t>>& inputs) const {
+  std::optional<int64_t> rows = source ? source->num_rows() : inputs.at(0);
+  const bool preserving = std::all_of(transforms.begin(), transforms.end(),
+                                      [](const auto& t) { return t->row_preserving(); });
+  return preserving ? rows : std::nullopt;
+}
+
+std::shared_ptr<arrow::Schema> MapOp::SchemaOut(
+    const std::vector<std::shared_ptr<arrow::Schema>>& inputs) const {
+  std::shared_ptr<arrow::Schema> schema = source ? source->schema() : inputs.at(0);
+  for (const auto& transform : transforms) {
+    if (!schema) return nullptr;
+    auto out = transform->SchemaOut(schema);
+    if (!out.ok()) return nullptr;
+    schema = *out;
+  }
+  return schema;
+}
+
+PlanPtr MapOp::WithInputs(std::vector<PlanPtr> inputs) const {
+  return CopyOver(inputs.empty() ? nullptr : inputs.front());
+}
+
+std::shared_ptr<MapOp> MapOp::CopyOver(PlanPtr input) const {
+  auto op = std::make_shared<MapOp>(std::move(input));
+  op->source = source;
+  op->override_num_blocks = override_num_blocks;
+  op->transforms = transforms;
+  op->compute = compute;
+  op->num_cpus = num_cpus;
+  op->num_gpus = num_gpus;
+  op->memory = memory;
+  op->min_rows_per_bundle = min_rows_per_bundle;
   return op;
 }
 
-PlanPtr LogicalOperator::MakeMap(PlanPtr input, std::shared_ptr<const Transform> transform,
-                                 ComputeStrategy compute, double num_cpus, double num_gpus,
-                                 int64_t min_rows_per_bundle) {
-  auto op = std::make_shared<LogicalOperator>();
-  op->kind = Kind::kMap;
-  op->input = std::move(input);
+PlanPtr MapOp::Make(PlanPtr input, std::shared_ptr<const Transform> transform,
+                    ComputeStrategy compute, double num_cpus, double num_gpus,
+                    int64_t min_rows_per_bundle, int64_t memory) {
+  auto op = std::make_shared<MapOp>(std::move(input));
   op->transforms.push_back(std::move(transform));
   op->compute = compute;
   op->num_cpus = num_cpus;
   op->num_gpus = num_gpus;
   op->min_rows_per_bundle = min_rows_per_bundle;
+  op->memory = memory;
   return op;
 }
 
-PlanPtr LogicalOperator::MakeLimit(PlanPtr input, int64_t limit) {
-  auto op = std::make_shared<LogicalOperator>();
-  op->kind = Kind::kLimit;
-  op->input = std::move(input);
-  op->limit = limit;
-  return op;
+// ---- LimitOp, UnionOp ------------------------------------------------------------------
+
+std::optional<int64_t> LimitOp::RowsOut(const std::vector<std::optional<int64_t>>& inputs) const {
+  if (!inputs.at(0)) return std::nullopt;
+  return std::min(*inputs[0], limit);
 }
+
+std::optional<int64_t> UnionOp::RowsOut(const std::vector<std::optional<int64_t>>& inputs) const {
+  int64_t rows = 0;
+  for (const auto& in : inputs) {
+    if (!in) return std::nullopt;
+    rows += *in;
+  }
+  return rows;
+}
+
+std::shared_ptr<arrow::Schema> UnionOp::SchemaOut(
+    const std::vector<std::shared_ptr<arrow::Schema>>& inputs) const {
+  std::vector<std::shared_ptr<arrow::Schema>> known;
+  for (const auto& schema : inputs) {
+    if (!schema) return nullptr;
+    known.push_back(schema);
+  }
+  auto unified = UnifyBlockSchemas(known);
+  return unified.ok() ? *unified : nullptr;
+}
+
+// ---- All-to-all operators -------------------------------------------------------------
+
+std::optional<uint64_t> RandomSeed::ForExecution() const {
+  if (!seed || !reseed_after_execution) return seed;
+  // A different, reproducible seed per execution: the base seed mixed with the count.
+  uint64_t x = *seed + 0x9E3779B97F4A7C15ULL * (executions->fetch_add(1) + 1);
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+  return x ^ (x >> 31);
+}
+
+std::string SortOp::Name() const {
+  std::string name = "Sort[";
+  for (size_t i = 0; i < keys.size(); ++i) {
+    name += (i ? ", " : "") + keys[i].column + (keys[i].descending ? " desc" : "");
+  }
+  return name + "]";
+}
+
+std::string RepartitionOp::Name() const {
+  std::string name = "Repartition[" + std::to_string(num_blocks);
+  if (shuffle) name += ", shuffle";
+  for (const auto& key : keys) name += ", " + key;
+  return name + "]";
+}
+
+// ---- Plan helpers ---------------------------------------------------------------------
 
 std::vector<PlanPtr> PlanChain(const PlanPtr& sink) {
   std::vector<PlanPtr> chain;
-  for (PlanPtr op = sink; op; op = op->input) chain.push_back(op);
+  for (PlanPtr op = sink; op; op = op->input()) chain.push_back(op);
   std::reverse(chain.begin(), chain.end());
   return chain;
 }
 
+namespace {
+
+void Format(const PlanPtr& op, int depth, std::string& out) {
+  out += std::string(2 * depth, ' ') + (depth ? "+- " : "") + op->Name() + "\n";
+  for (const auto& input : op->inputs()) Format(input, depth + 1, out);
+}
+
+}  // namespace
+
 std::string FormatPlan(const PlanPtr& sink) {
   std::string out;
-  int depth = 0;
-  for (PlanPtr op = sink; op; op = op->input, ++depth) {
-    out += std::string(2 * depth, ' ') + (depth ? "+- " : "") + op->Name() + "\n";
-  }
+  Format(sink, 0, out);
   return out;
+}
+
+arrow::Result<PlanPtr> RewriteBottomUp(
+    const PlanPtr& plan, const std::function<arrow::Result<PlanPtr>(PlanPtr)>& rewrite) {
+  std::vector<PlanPtr> inputs;
+  bool changed = false;
+  for (const auto& input : plan->inputs()) {
+    ARROW_ASSIGN_OR_RAISE(auto rewritten, RewriteBottomUp(input, rewrite));
+    changed = changed || rewritten != input;
+    inputs.push_back(std::move(rewritten));
+  }
+  return rewrite(changed ? plan->WithInputs(std::move(inputs)) : plan);
+}
+
+std::optional<int64_t> PlanRows(const PlanPtr& plan) {
+  std::vector<std::optional<int64_t>> inputs;
+  for (const auto& input : plan->inputs()) inputs.push_back(PlanRows(input));
+  return plan->RowsOut(inputs);
+}
+
+std::shared_ptr<arrow::Schema> PlanSchema(const PlanPtr& plan) {
+  std::vector<std::shared_ptr<arrow::Schema>> inputs;
+  for (const auto& input : plan->inputs()) inputs.push_back(PlanSchema(input));
+  return plan->SchemaOut(inputs);
 }
 
 }  // namespace millstream

@@ -1,0 +1,181 @@
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "exec/transform.h"
+#include "io/datasource.h"
+#include "millstream/udf.h"
+#include "plan/logical_operator.h"
+#include "shuffle/exchange.h"
+
+namespace millstream {
+
+/// \brief Produces the blocks of `source` (ReadParquet, ReadRange, FromArrow...).
+class ReadOp : public LogicalOperator {
+ public:
+  ReadOp(std::shared_ptr<Datasource> source, std::optional<int64_t> override_num_blocks)
+      : LogicalOperator({}), source(std::move(source)), override_num_blocks(override_num_blocks) {}
+  std::string Name() const override { return source->name(); }
+  std::optional<int64_t> RowsOut(const std::vector<std::optional<int64_t>>&) const override {
+    return source->num_rows();
+  }
+  std::shared_ptr<arrow::Schema> SchemaOut(
+      const std::vector<std::shared_ptr<arrow::Schema>>&) const override {
+    return source->schema();
+  }
+  PlanPtr WithInputs(std::vector<PlanPtr>) const override {
+    return std::make_shared<ReadOp>(*this);
+  }
+  static PlanPtr Make(std::shared_ptr<Datasource> source, std::optional<int64_t> num_blocks) {
+    return std::make_shared<ReadOp>(std::move(source), num_blocks);
+  }
+
+  std::shared_ptr<Datasource> source;
+  /// The number of read tasks the user asked for.
+  std::optional<int64_t> override_num_blocks;
+};
+
+/// \brief A map-like step — MapBatches, Map, FlatMap, Filter, Project, Write — run over
+/// each block as tasks. What the step does is its transform (one class per kind, in
+/// exec/); after fusion one MapOp runs several transforms, and may start with a read
+/// (`source`: it reads, then transforms, one task each).
+class MapOp : public LogicalOperator {
+ public:
+  explicit MapOp(PlanPtr input) : LogicalOperator(input ? std::vector<PlanPtr>{std::move(input)}
+                                                        : std::vector<PlanPtr>{}) {}
+  std::string Name() const override;
+  bool RowPreserving() const override;
+  std::optional<int64_t> RowsOut(const std::vector<std::optional<int64_t>>& inputs) const override;
+  std::shared_ptr<arrow::Schema> SchemaOut(
+      const std::vector<std::shared_ptr<arrow::Schema>>& inputs) const override;
+  PlanPtr WithInputs(std::vector<PlanPtr> inputs) const override;
+  /// A copy to edit, over `input` (null: none).
+  std::shared_ptr<MapOp> CopyOver(PlanPtr input) const;
+  static PlanPtr Make(PlanPtr input, std::shared_ptr<const Transform> transform,
+                      ComputeStrategy compute = {}, double num_cpus = 1, double num_gpus = 0,
+                      int64_t min_rows_per_bundle = 0, int64_t memory = 0);
+
+  /// Set when a read was fused into this operator (it then has no inputs).
+  std::shared_ptr<Datasource> source;
+  std::optional<int64_t> override_num_blocks;
+  std::vector<std::shared_ptr<const Transform>> transforms;
+  ComputeStrategy compute;
+  double num_cpus = 1;
+  double num_gpus = 0;
+  /// Bytes a running task holds beyond its blocks (see MapBatchesOptions::memory).
+  int64_t memory = 0;
+  /// Rows to bundle before launching a task (a map_batches batch_size), 0: one bundle.
+  int64_t min_rows_per_bundle = 0;
+};
+
+/// \brief Keeps the first `limit` rows.
+class LimitOp : public LogicalOperator {
+ public:
+  LimitOp(PlanPtr input, int64_t limit) : LogicalOperator({std::move(input)}), limit(limit) {}
+  std::string Name() const override { return "Limit[" + std::to_string(limit) + "]"; }
+  std::optional<int64_t> RowsOut(const std::vector<std::optional<int64_t>>& inputs) const override;
+  std::shared_ptr<arrow::Schema> SchemaOut(
+      const std::vector<std::shared_ptr<arrow::Schema>>& inputs) const override {
+    return inputs[0];
+  }
+  PlanPtr WithInputs(std::vector<PlanPtr> inputs) const override {
+    return std::make_shared<LimitOp>(std::move(inputs.at(0)), limit);
+  }
+  int64_t limit;
+};
+
+/// \brief The rows of every input, streamed as they come (in input order under
+/// preserve_order: all of the first input, then the second...).
+class UnionOp : public LogicalOperator {
+ public:
+  explicit UnionOp(std::vector<PlanPtr> inputs) : LogicalOperator(std::move(inputs)) {}
+  std::string Name() const override { return "Union"; }
+  std::optional<int64_t> RowsOut(const std::vector<std::optional<int64_t>>& inputs) const override;
+  std::shared_ptr<arrow::Schema> SchemaOut(
+      const std::vector<std::shared_ptr<arrow::Schema>>& inputs) const override;
+  PlanPtr WithInputs(std::vector<PlanPtr> inputs) const override {
+    return std::make_shared<UnionOp>(std::move(inputs));
+  }
+};
+
+/// \brief An operator that needs all of its input before its output is complete (sort,
+/// shuffle, repartition): it runs as an exchange (shuffle/exchange.h) — a map stage over
+/// the input blocks as they stream in, then a reduce stage.
+class AllToAllOp : public LogicalOperator {
+ public:
+  explicit AllToAllOp(PlanPtr input) : LogicalOperator({std::move(input)}) {}
+  std::optional<int64_t> RowsOut(const std::vector<std::optional<int64_t>>& inputs) const override {
+    return inputs.at(0);
+  }
+  std::shared_ptr<arrow::Schema> SchemaOut(
+      const std::vector<std::shared_ptr<arrow::Schema>>& inputs) const override {
+    return inputs.at(0);
+  }
+};
+
+/// \brief How a random operator seeds each execution (Ray's RandomSeedConfig): unset
+/// seed: different every run; a seed: the same order every run, or — with
+/// `reseed_after_execution` — a different but reproducible order per execution.
+struct RandomSeed {
+  explicit RandomSeed(RandomSeedConfig config = {})
+      : seed(config.seed), reseed_after_execution(config.reseed_after_execution) {}
+  std::optional<uint64_t> seed;
+  bool reseed_after_execution = false;
+  /// The seed of the next execution (counts executions when reseeding).
+  std::optional<uint64_t> ForExecution() const;
+  std::shared_ptr<std::atomic<uint64_t>> executions = std::make_shared<std::atomic<uint64_t>>(0);
+};
+
+/// \brief Rows sorted by `keys` (nulls last), stable.
+class SortOp : public AllToAllOp {
+ public:
+  SortOp(PlanPtr input, std::vector<SortKey> keys) : AllToAllOp(std::move(input)), keys(std::move(keys)) {}
+  std::string Name() const override;
+  PlanPtr WithInputs(std::vector<PlanPtr> inputs) const override {
+    return std::make_shared<SortOp>(std::move(inputs.at(0)), keys);
+  }
+  std::vector<SortKey> keys;
+};
+
+/// \brief A uniformly random permutation of the rows.
+class RandomShuffleOp : public AllToAllOp {
+ public:
+  RandomShuffleOp(PlanPtr input, RandomSeed seed) : AllToAllOp(std::move(input)), seed(std::move(seed)) {}
+  std::string Name() const override { return "RandomShuffle"; }
+  PlanPtr WithInputs(std::vector<PlanPtr> inputs) const override {
+    return std::make_shared<RandomShuffleOp>(std::move(inputs.at(0)), seed);
+  }
+  RandomSeed seed;
+};
+
+/// \brief The blocks in a random order, each unchanged.
+class RandomizeBlockOrderOp : public AllToAllOp {
+ public:
+  RandomizeBlockOrderOp(PlanPtr input, RandomSeed seed) : AllToAllOp(std::move(input)), seed(std::move(seed)) {}
+  std::string Name() const override { return "RandomizeBlockOrder"; }
+  PlanPtr WithInputs(std::vector<PlanPtr> inputs) const override {
+    return std::make_shared<RandomizeBlockOrderOp>(std::move(inputs.at(0)), seed);
+  }
+  RandomSeed seed;
+};
+
+/// \brief Exactly `num_blocks` blocks: split and combined in order, hashed by `keys`, or
+/// shuffled.
+class RepartitionOp : public AllToAllOp {
+ public:
+  RepartitionOp(PlanPtr input, int64_t num_blocks, bool shuffle, std::vector<std::string> keys)
+      : AllToAllOp(std::move(input)), num_blocks(num_blocks), shuffle(shuffle), keys(std::move(keys)) {}
+  std::string Name() const override;
+  PlanPtr WithInputs(std::vector<PlanPtr> inputs) const override {
+    return std::make_shared<RepartitionOp>(std::move(inputs.at(0)), num_blocks, shuffle, keys);
+  }
+  int64_t num_blocks;
+  bool shuffle;
+  std::vector<std::string> keys;
+};
+
+}  // namespace millstream

@@ -1,0 +1,43 @@
+#include "runtime/counting_memory_pool.h"
+
+#include "runtime/reservation.h"
+
+namespace millstream {
+
+void CountingMemoryPool::Add(int64_t delta) {
+  int64_t now = bytes_.fetch_add(delta, std::memory_order_relaxed) + delta;
+  int64_t peak = peak_.load(std::memory_order_relaxed);
+  while (now > peak && !peak_.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+  }
+  if (reservation_ != nullptr) {
+    if (delta >= 0) {
+      reservation_->Grow(delta);
+    } else {
+      reservation_->Shrink(-delta);
+    }
+  }
+}
+
+arrow::Status CountingMemoryPool::Allocate(int64_t size, int64_t alignment, uint8_t** out) {
+  ARROW_RETURN_NOT_OK(base_->Allocate(size, alignment, out));
+  Add(size);
+  total_.fetch_add(size, std::memory_order_relaxed);
+  count_.fetch_add(1, std::memory_order_relaxed);
+  return arrow::Status::OK();
+}
+
+arrow::Status CountingMemoryPool::Reallocate(int64_t old_size, int64_t new_size,
+                                             int64_t alignment, uint8_t** ptr) {
+  ARROW_RETURN_NOT_OK(base_->Reallocate(old_size, new_size, alignment, ptr));
+  Add(new_size - old_size);
+  if (new_size > old_size) total_.fetch_add(new_size - old_size, std::memory_order_relaxed);
+  count_.fetch_add(1, std::memory_order_relaxed);
+  return arrow::Status::OK();
+}
+
+void CountingMemoryPool::Free(uint8_t* buffer, int64_t size, int64_t alignment) {
+  base_->Free(buffer, size, alignment);
+  Add(-size);
+}
+
+}  // namespace millstream

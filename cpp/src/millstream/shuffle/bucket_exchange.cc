@@ -1,0 +1,105 @@
+#include "shuffle/bucket_exchange.h"
+
+#include <algorithm>
+
+#include "exec/schema_unify.h"
+#include "shuffle/stored_block.h"
+
+namespace millstream {
+
+arrow::Status BucketExchange::Map(int64_t index, Block block, ExchangeContext& ctx) {
+  ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
+  int64_t rows = block->num_rows();
+  if (rows == 0) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    empty_schemas_.emplace_back(index, block->schema());
+    return arrow::Status::OK();
+  }
+  int64_t bytes = BlockBytes(*block);
+  ARROW_ASSIGN_OR_RAISE(auto buckets, Buckets(index, block, ctx));
+  ARROW_ASSIGN_OR_RAISE(auto grouped, GroupRowsByBucket(block, buckets, num_buckets_, ctx.pool));
+  block.reset();
+  buckets = {};
+  ARROW_ASSIGN_OR_RAISE(auto stored, StoredBlock::Make(std::move(grouped.block),
+                                                       std::move(grouped.offsets), &ledger_, ctx));
+  std::lock_guard<std::mutex> lock(mutex_);
+  total_rows_ += rows;
+  total_bytes_ += bytes;
+  blocks_.push_back({index, std::move(stored)});
+  return arrow::Status::OK();
+}
+
+arrow::Result<int64_t> BucketExchange::FinishMap(ExchangeContext& ctx) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (blocks_.empty() && empty_schemas_.empty()) return n_ = 0;
+  std::sort(blocks_.begin(), blocks_.end(),
+            [](const Stored& a, const Stored& b) { return a.index < b.index; });
+  auto indexed = empty_schemas_;
+  for (const auto& stored : blocks_) indexed.emplace_back(stored.index, stored.block->schema());
+  ARROW_ASSIGN_OR_RAISE(schema_, UnifyInOrder(std::move(indexed)));
+  n_ = std::clamp<int64_t>(Partitions(total_bytes_, total_rows_), 1, num_buckets_);
+  for (auto& stored : blocks_) {
+    int64_t readers = 0;
+    for (int64_t p = 0; p < n_; ++p) {
+      int64_t b0 = p * num_buckets_ / n_, b1 = (p + 1) * num_buckets_ / n_;
+      readers += stored.block->piece_offset(b1) > stored.block->piece_offset(b0);
+    }
+    stored.block->SetReaders(readers, ctx);
+  }
+  return n_;
+}
+
+arrow::Status BucketExchange::Reduce(int64_t p, const Emit& emit, ExchangeContext& ctx) {
+  if (p < 0 || p >= n_) {
+    return arrow::Status::IndexError("no ", name(), " partition ", p, " of ", n_);
+  }
+  int64_t b0 = p * num_buckets_ / n_, b1 = (p + 1) * num_buckets_ / n_;
+  std::vector<Block> pieces;
+  std::vector<StoredBlock*> read;
+  int64_t loaded = 0;
+  // Once the output is made, what the reduce read is the output's memory: given back
+  // before it is handed on (where the operator counts it), not counted twice.
+  auto release = [&]() {
+    ledger_.Release(loaded, ctx);
+    loaded = 0;
+    for (auto* block : read) block->Done(ctx);
+    read.clear();
+  };
+  auto status = [&]() -> arrow::Status {
+    for (auto& stored : blocks_) {
+      StoredBlock& block = *stored.block;
+      if (block.piece_offset(b1) == block.piece_offset(b0)) continue;
+      ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
+      read.push_back(&block);
+      ARROW_ASSIGN_OR_RAISE(auto got, block.Pieces(b0, b1, ctx));
+      for (auto& piece : got) {
+        if (piece->num_rows() == 0) continue;
+        if (block.spilled()) {
+          int64_t bytes = BlockBytes(*piece);
+          ledger_.Hold(bytes, ctx);
+          loaded += bytes;
+        }
+        ARROW_ASSIGN_OR_RAISE(auto cast, CastBlockToSchema(piece, schema_));
+        pieces.push_back(std::move(cast));
+      }
+    }
+    Block rows;
+    if (pieces.empty()) {
+      ARROW_ASSIGN_OR_RAISE(rows, arrow::RecordBatch::MakeEmpty(schema_, ctx.pool));
+    } else if (pieces.size() == 1) {
+      rows = std::move(pieces[0]);
+    } else {
+      ARROW_ASSIGN_OR_RAISE(rows, arrow::ConcatenateRecordBatches(pieces, ctx.pool));
+      int64_t bytes = BlockBytes(*rows);
+      ledger_.Hold(bytes, ctx);
+      loaded += bytes;
+    }
+    pieces.clear();
+    release();
+    return Output(p, std::move(rows), emit, ctx);
+  }();
+  release();
+  return status;
+}
+
+}  // namespace millstream

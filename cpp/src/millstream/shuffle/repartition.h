@@ -1,0 +1,29 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "shuffle/exchange.h"
+
+namespace millstream {
+
+/// \brief The exchange of `repartition(num_blocks, shuffle, keys)`: exactly `num_blocks`
+/// output blocks, one per reduce task (an empty block where a partition gets no rows).
+///
+/// - `shuffle=false`, no keys: the rows in input order, split into `num_blocks` blocks of
+///   row counts as equal as possible (they differ by at most one), by slicing and
+///   combining the input blocks.
+/// - `keys`: hash partitioning: every row whose key columns are equal lands in the same
+///   block (rows of one block in input order). A key column not in the data is an error
+///   naming it.
+/// - `shuffle=true`, no keys: each row goes to a random block (seeded by
+///   `ExchangeOptions::seed`; unset, different every run).
+///
+/// `options.num_partitions` is ignored (the partitions are the output blocks).
+arrow::Result<std::unique_ptr<Exchange>> MakeRepartitionExchange(int64_t num_blocks, bool shuffle,
+                                                                 std::vector<std::string> keys,
+                                                                 ExchangeOptions options);
+
+}  // namespace millstream

@@ -1,0 +1,92 @@
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <vector>
+
+#include <arrow/result.h>
+
+#include "shuffle/exchange.h"
+
+namespace millstream {
+
+/// \brief The bytes one exchange holds in memory and has spilled, shared by its blocks.
+struct ExchangeLedger {
+  std::atomic<int64_t> held{0};
+  std::atomic<int64_t> spilled{0};
+
+  /// Grows the reservation (unconditionally) and the held count by `bytes`.
+  void Hold(int64_t bytes, ExchangeContext& ctx);
+  /// Gives `bytes` back to both.
+  void Release(int64_t bytes, ExchangeContext& ctx) { Release(bytes, ctx.reservation); }
+  void Release(int64_t bytes, MemoryReservation* reservation);
+};
+
+/// \brief A block of an exchange's map side cut into consecutive pieces (row ranges),
+/// either in memory, counted in the reservation, or, when the reservation refused it, in
+/// a spill file of one batch per piece.
+///
+/// Read by any number of reduce tasks at once. The exchange sets how many reduce tasks
+/// will read it (`SetReaders`); each calls `Done` once it no longer needs it, and the
+/// last one frees it (the memory given back to the reservation, the spill file deleted).
+class StoredBlock {
+ public:
+  /// Stores `block` cut at `offsets` (`offsets.front() == 0`, `offsets.back() ==
+  /// num_rows`, non-decreasing): in memory if the reservation grows by its bytes, else
+  /// spilled.
+  static arrow::Result<std::unique_ptr<StoredBlock>> Make(Block block, std::vector<int64_t> offsets,
+                                                          ExchangeLedger* ledger,
+                                                          ExchangeContext& ctx);
+  ~StoredBlock();
+
+  int64_t num_pieces() const { return static_cast<int64_t>(offsets_.size()) - 1; }
+  int64_t num_rows() const { return offsets_.back(); }
+  /// Rows of piece `i`.
+  int64_t piece_rows(int64_t i) const { return offsets_[i + 1] - offsets_[i]; }
+  /// The first row of piece `i` in the block.
+  int64_t piece_offset(int64_t i) const { return offsets_[i]; }
+  /// Bytes of the block in memory (also when spilled: what reading it back costs).
+  int64_t bytes() const { return bytes_; }
+  bool spilled() const { return file_ != nullptr; }
+  const std::shared_ptr<arrow::Schema>& schema() const { return schema_; }
+
+  /// Pieces `begin` to `end - 1`, in order: slices of the block, or read back from the
+  /// spill file. Bytes read back are not counted here: the caller holds them.
+  arrow::Result<std::vector<Block>> Pieces(int64_t begin, int64_t end, ExchangeContext& ctx) const;
+
+  /// `n` reduce tasks will read the block; 0 frees it now.
+  void SetReaders(int64_t n, ExchangeContext& ctx);
+  /// One reader is done with it; the last frees it.
+  void Done(ExchangeContext& ctx);
+
+ private:
+  StoredBlock() = default;
+  void Free();
+
+  ExchangeLedger* ledger_ = nullptr;
+  MemoryReservation* reservation_ = nullptr;  // what the in-memory block was grown in
+  Block block_;                        // null when spilled or freed
+  std::unique_ptr<SpillFile> file_;    // null when in memory
+  std::shared_ptr<arrow::Schema> schema_;
+  std::vector<int64_t> offsets_;
+  int64_t bytes_ = 0;
+  bool reserved_ = false;
+  std::atomic<int64_t> readers_{0};
+};
+
+/// \brief UnifyBlockSchemas of the schemas of input blocks (index, schema), taken in
+/// input order, so the columns come in the order the input first has them.
+arrow::Result<std::shared_ptr<arrow::Schema>> UnifyInOrder(
+    std::vector<std::pair<int64_t, std::shared_ptr<arrow::Schema>>> indexed);
+
+/// \brief `block`'s rows reordered so that the rows of each bucket are consecutive (in
+/// bucket order, rows of one bucket in input order), and where each bucket starts:
+/// `offsets` has `num_buckets + 1` entries. `bucket[i] < num_buckets` is row i's bucket.
+struct GroupedRows {
+  Block block;
+  std::vector<int64_t> offsets;
+};
+arrow::Result<GroupedRows> GroupRowsByBucket(const Block& block, const std::vector<uint32_t>& bucket,
+                                             int64_t num_buckets, arrow::MemoryPool* pool);
+
+}  // namespace millstream
