@@ -6,6 +6,12 @@ Two datasets per size:
   day int32`` split over several Parquet files with several row groups each.
 * ``small/``: the same schema spread over many tiny Parquet files.
 
+Two more, generated only when a benchmark asks for them (``ensure_extra``):
+
+* ``keys/``: one column ``key int64`` of uniformly random keys (the sort benchmarks).
+* ``big/``: ``key int64, id int64, a float64, b float64``, about five times the
+  memory limit of the memory-bounded benchmarks (in Arrow bytes).
+
 Every value comes from a seeded numpy generator, so the same size always gives
 the same bytes. ``manifest.json`` records the spec and the expected answers
 (row counts, filtered row counts) that the benchmarks check their output
@@ -82,6 +88,31 @@ def _make_table(rng: np.random.Generator, start_id: int, n: int) -> tuple[pa.Tab
     return table, int(np.count_nonzero(qty > QTY_THRESHOLD))
 
 
+@dataclass(frozen=True)
+class ExtraSpec:
+    """The on-demand datasets of one size (kept out of SizeSpec so adding one does not
+    invalidate the cached main data)."""
+
+    sort_rows: int  # keys/: rows of random int64 keys
+    sort_files: int
+    sort_row_groups: int  # per file
+    memory_limit: int  # memory_bounded: DataContext resource_limits.object_store_memory, bytes
+    big_rows: int  # big/: rows (32 bytes each in Arrow), ~5x memory_limit
+    big_files: int
+    big_row_groups: int  # per file
+
+
+# Bump when an extra dataset's generator changes.
+EXTRA_GEN_VERSION = 1
+BIG_ROW_BYTES = 32  # key, id, a, b: four 8-byte columns
+
+EXTRA_SIZES = {
+    "smoke": ExtraSpec(200_000, 4, 2, 8 << 20, 5 * (8 << 20) // BIG_ROW_BYTES, 4, 4),
+    "quick": ExtraSpec(16_000_000, 8, 4, 256 << 20, 5 * (256 << 20) // BIG_ROW_BYTES, 16, 4),
+    "full": ExtraSpec(100_000_000, 25, 4, 1 << 30, 5 * (1 << 30) // BIG_ROW_BYTES, 64, 4),
+}
+
+
 def _write_dataset(path: str, files: int, rows_per_file: list[int], row_group_size: int, seed_tag: int):
     os.makedirs(path, exist_ok=True)
     start = 0
@@ -106,6 +137,74 @@ def _split(total: int, parts: int) -> list[int]:
 
 def _dir_bytes(path: str) -> int:
     return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
+
+
+def _keys_table(rng: np.random.Generator, start_id: int, n: int) -> pa.Table:
+    info = np.iinfo(np.int64)
+    return pa.table({"key": rng.integers(info.min, info.max, n, dtype=np.int64, endpoint=True)})
+
+
+def _big_table(rng: np.random.Generator, start_id: int, n: int) -> pa.Table:
+    info = np.iinfo(np.int64)
+    return pa.table(
+        {
+            "key": rng.integers(info.min, info.max, n, dtype=np.int64, endpoint=True),
+            "id": np.arange(start_id, start_id + n, dtype=np.int64),
+            "a": rng.uniform(1.0, 1000.0, n),
+            "b": rng.standard_normal(n),
+        }
+    )
+
+
+def _write_tables(path: str, make, files: int, total: int, row_groups: int, seed_tag: int) -> dict:
+    """Writes ``files`` Parquet files of ``make(rng, start, n)``; returns the row count and
+    the wrapped (mod 2**64) sum of the ``key`` column, which a permutation keeps."""
+    os.makedirs(path, exist_ok=True)
+    start = 0
+    key_sum = 0
+    for i, n in enumerate(_split(total, files)):
+        rng = np.random.default_rng([SEED, seed_tag, i])
+        table = make(rng, start, n)
+        key_sum = (key_sum + int(table["key"].to_numpy().view(np.uint64).sum(dtype=np.uint64))) % 2**64
+        pq.write_table(table, os.path.join(path, f"part-{i:05d}.parquet"), row_group_size=max(1, -(-n // row_groups)))
+        start += n
+    return {"rows": start, "key_sum": key_sum}
+
+
+EXTRAS = ("keys", "big")
+
+
+def ensure_extra(root: str, size: str, name: str, log=print) -> dict:
+    """Generates the on-demand dataset ``name`` (``keys`` or ``big``) under
+    ``root/size/name`` unless cached; returns its manifest section."""
+    spec = EXTRA_SIZES[size]
+    path = os.path.join(root, size, name)
+    marker = os.path.join(root, size, f"{name}.json")
+    wanted = {"gen_version": EXTRA_GEN_VERSION, "seed": SEED, "spec": asdict(spec)}
+    if os.path.exists(marker):
+        with open(marker) as f:
+            section = json.load(f)
+        if {k: section.get(k) for k in wanted} == wanted:
+            return section
+    if os.path.exists(path):
+        shutil.rmtree(path)
+    t0 = time.perf_counter()
+    if name == "keys":
+        log(f"[data] generating {size} sort keys in {path} ({spec.sort_rows:,} int64 keys)")
+        info = _write_tables(path, _keys_table, spec.sort_files, spec.sort_rows, spec.sort_row_groups, seed_tag=3)
+    elif name == "big":
+        log(f"[data] generating {size} memory-bounded input in {path} ({spec.big_rows:,} rows)")
+        info = _write_tables(path, _big_table, spec.big_files, spec.big_rows, spec.big_row_groups, seed_tag=4)
+    else:
+        raise ValueError(f"unknown extra dataset {name!r} (choose from {', '.join(EXTRAS)})")
+    section = dict(wanted)
+    section.update(info, dir=os.path.abspath(path), bytes=_dir_bytes(path), memory_limit=spec.memory_limit)
+    tmp = marker + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(section, f, indent=2)
+    os.replace(tmp, marker)
+    log(f"[data] done in {time.perf_counter() - t0:.1f} s: {section['bytes'] / 2**20:.1f} MiB of Parquet")
+    return section
 
 
 def ensure_data(root: str, size: str, log=print) -> dict:

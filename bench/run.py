@@ -23,6 +23,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -160,7 +161,23 @@ def _tail(path: str, n: int = 15) -> str:
         return ""
 
 
-def run_one(bench: str, engine: str, repeat: int, manifest_path: str, work_dir: str, timeout: float) -> RunResult:
+def _dir_contents(path: str) -> tuple[int, int, str]:
+    """(files, bytes, first file's path relative to ``path``) below ``path``."""
+    files = size = 0
+    first = ""
+    for base, _, names in os.walk(path):
+        for name in names:
+            files += 1
+            first = first or os.path.relpath(os.path.join(base, name), path)
+            try:
+                size += os.path.getsize(os.path.join(base, name))
+            except OSError:
+                pass
+    return files, size, first
+
+
+def run_one(bench: str, engine: str, repeat: int, manifest_path: str, work_dir: str, timeout: float,
+            fresh_tmpdir: bool = False) -> RunResult:
     logs = os.path.join(work_dir, "logs")
     os.makedirs(logs, exist_ok=True)
     log_path = os.path.join(logs, f"{bench}-{engine}-{repeat}.log")
@@ -172,6 +189,11 @@ def run_one(bench: str, engine: str, repeat: int, manifest_path: str, work_dir: 
     env["PYTHONPATH"] = os.pathsep.join(p for p in [HERE, env.get("PYTHONPATH", "")] if p)
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    spill_dir = None
+    if fresh_tmpdir:
+        # Spill files go under TMPDIR; a short path, as Ray puts its sockets there too.
+        spill_dir = tempfile.mkdtemp(prefix="msb-")
+        env["TMPDIR"] = spill_dir
     cmd = [
         sys.executable,
         os.path.join(HERE, "child.py"),
@@ -198,6 +220,10 @@ def run_one(bench: str, engine: str, repeat: int, manifest_path: str, work_dir: 
             sampler.stop()
     leftover = reap_leftovers(sampler)
     shutil.rmtree(os.path.join(work_dir, "tmp"), ignore_errors=True)
+    spill_left = None
+    if spill_dir is not None:
+        spill_left = _dir_contents(spill_dir)
+        shutil.rmtree(spill_dir, ignore_errors=True)
 
     res = RunResult(bench, engine, repeat, "error", peak_rss=sampler.peak_rss, log=log_path)
     if timed_out:
@@ -222,6 +248,13 @@ def run_one(bench: str, engine: str, repeat: int, manifest_path: str, work_dir: 
         res.extra = data.get("extra") or {}
     if leftover:
         res.extra["leftover_procs_killed"] = leftover
+    if spill_left is not None:
+        res.extra["tmpdir_left_files"], res.extra["tmpdir_left_bytes"], first = spill_left
+        if first:
+            res.extra["tmpdir_left_first"] = first
+        if spill_left[0] and engine == "millstream" and res.status == "ok":
+            res.status = "error"
+            res.message = f"{spill_left[0]} file(s), {spill_left[1]} bytes left in the spill directory (TMPDIR)"
     return res
 
 
@@ -322,7 +355,7 @@ def _fmt_s(x: float | None) -> str:
     return f"{x:.3f}" if x < 10 else f"{x:.1f}"
 
 
-COLUMNS = ["benchmark", "engine", "median wall s", "rows/s", "peak RSS MB", "peer/millstream", "init s", "notes"]
+COLUMNS = ["benchmark", "engine", "median wall s", "best wall s", "rows/s", "peak RSS MB", "peer/millstream", "init s", "notes"]
 
 
 def build_rows(selected, engines, unavailable, results, repeats) -> tuple[list[list[str]], list[str]]:
@@ -342,14 +375,14 @@ def build_rows(selected, engines, unavailable, results, repeats) -> tuple[list[l
     for name in selected:
         b = workloads.BENCHMARKS[name]
         if b.placeholder is not None:
-            rows.append([name, "all", "-", "-", "-", "-", "-", workloads.placeholder_reason(b)])
+            rows.append([name, "all", "-", "-", "-", "-", "-", "-", workloads.placeholder_reason(b)])
             continue
         ref = median_wall(b.ratio_to or name, "millstream")
         for engine in engines:
             if engine not in b.impls:
                 continue
             if engine in unavailable:
-                rows.append([name, engine, "-", "-", "-", "-", "-", f"unavailable: {unavailable[engine]}"])
+                rows.append([name, engine, "-", "-", "-", "-", "-", "-", f"unavailable: {unavailable[engine]}"])
                 continue
             runs = by_key.get((name, engine), [])
             bad = [r for r in runs if r.status != "ok"]
@@ -357,7 +390,7 @@ def build_rows(selected, engines, unavailable, results, repeats) -> tuple[list[l
                 r = bad[0]
                 msg = r.message.splitlines()[0] if r.message else "failed"
                 errors.append(f"{name}/{engine} (repeat {r.repeat}): {r.message}\n    log: {_show_path(r.log)}")
-                rows.append([name, engine, "-", "-", "-", "-", "-", f"ERROR: {msg[:120]}"])
+                rows.append([name, engine, "-", "-", "-", "-", "-", "-", f"ERROR: {msg[:120]}"])
                 continue
             if not runs:
                 continue
@@ -376,6 +409,19 @@ def build_rows(selected, engines, unavailable, results, repeats) -> tuple[list[l
                 vals = [r.extra[key] for r in runs if r.extra.get(key) is not None]
                 if vals:
                     notes.append(fmt(statistics.median(vals)))
+            limits = [r.extra["memory_limit"] for r in runs if r.extra.get("memory_limit")]
+            if limits:
+                over = (max(r.peak_rss for r in runs) - limits[0]) / 2**20
+                notes.append(f"limit {limits[0] / 2**20:.0f} MiB, input {runs[0].extra['input_bytes'] / 2**20:.0f} MiB; "
+                             f"worst peak RSS {over:+.0f} MiB vs limit")
+            left = [r.extra["tmpdir_left_files"] for r in runs if "tmpdir_left_files" in r.extra]
+            if left:
+                firsts = [r.extra["tmpdir_left_first"] for r in runs if r.extra.get("tmpdir_left_first")]
+                notes.append("TMPDIR empty after every run" if not any(left)
+                             else f"TMPDIR left {max(left)} files (e.g. {firsts[0]})")
+            spills = [r.extra["spill"] for r in runs if r.extra.get("spill")]
+            if spills:
+                notes.append(spills[0])
             killed = sum(r.extra.get("leftover_procs_killed", 0) for r in runs)
             if killed:
                 notes.append(f"{killed} leftover procs killed")
@@ -384,7 +430,8 @@ def build_rows(selected, engines, unavailable, results, repeats) -> tuple[list[l
             if ref:
                 ratio = f"{wall / ref:.2f}"
             rows.append([
-                name, engine, _fmt_s(wall), _fmt_num(runs[0].rows / wall) if wall > 0 else "-",
+                name, engine, _fmt_s(wall), _fmt_s(min(r.wall_s for r in runs)),
+                _fmt_num(runs[0].rows / wall) if wall > 0 else "-",
                 f"{rss / 2**20:.0f}", ratio, _fmt_s(init), "; ".join(notes),
             ])
     return rows, errors
@@ -392,7 +439,7 @@ def build_rows(selected, engines, unavailable, results, repeats) -> tuple[list[l
 
 def text_table(rows: list[list[str]]) -> str:
     widths = [max(len(COLUMNS[i]), *(len(r[i]) for r in rows)) if rows else len(COLUMNS[i]) for i in range(len(COLUMNS))]
-    numeric = {2, 3, 4, 5, 6}
+    numeric = {2, 3, 4, 5, 6, 7}
 
     def line(cells):
         return "  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
@@ -403,7 +450,7 @@ def text_table(rows: list[list[str]]) -> str:
 
 
 def markdown_table(rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join(["---", "---"] + ["---:"] * 5 + ["---"]) + "|"]
+    out = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join(["---", "---"] + ["---:"] * 6 + ["---"]) + "|"]
     for r in rows:
         out.append("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
     return "\n".join(out)
@@ -442,10 +489,21 @@ def write_results(path: str, rows, errors, args, size: str, manifest: dict, repe
         f"- small files: {spec['small_files']:,} files x {spec['small_rows']:,} rows, "
         f"{manifest['small_bytes'] / 2**20:.1f} MiB",
         f"- block_overhead: range({spec['range_rows']:,}, override_num_blocks={spec['range_blocks']:,})",
+    ]
+    if "keys" in manifest:
+        k = manifest["keys"]
+        lines.append(f"- sort keys: {k['rows']:,} uniformly random int64 keys in {k['spec']['sort_files']} files, "
+                     f"{k['bytes'] / 2**20:.1f} MiB of Parquet (rows/s of sort = keys/s)")
+    if "big" in manifest:
+        b = manifest["big"]
+        lines.append(f"- memory_bounded input: {b['rows']:,} rows of key/id int64, a/b float64 "
+                     f"({b['rows'] * 32 / 2**20:.0f} MiB in Arrow, {b['bytes'] / 2**20:.0f} MiB of Parquet) "
+                     f"under DataContext resource_limits.object_store_memory = {b['memory_limit'] / 2**20:.0f} MiB")
+    lines += [
         "",
         "## Results",
         "",
-        "wall = the pipeline alone (Ray's `ray.init` is in *init s*); rows/s = input rows / median wall; "
+        "wall = the pipeline alone (Ray's `ray.init` is in *init s*); best = the fastest repeat; rows/s = input rows / median wall; "
         "peak RSS = max over 50 ms samples of the summed RSS of the run's whole process tree (median over "
         "repeats); peer/millstream = the engine's median wall / millstream's (above 1: millstream is faster).",
         "",
@@ -521,8 +579,14 @@ def main(argv=None) -> int:
             unavailable[engine] = reason
             print(f"[engine] {engine}: unavailable: {reason}", flush=True)
     manifest = datagen.ensure_data(data_dir, size, log=lambda m: print(m, flush=True))
-    manifest_path = os.path.join(data_dir, size, "manifest.json")
     work_dir = os.path.join(data_dir, size)
+    for extra in sorted({n for name in selected for n in workloads.BENCHMARKS[name].needs}):
+        manifest[extra] = datagen.ensure_extra(data_dir, size, extra, log=lambda m: print(m, flush=True))
+    # The manifest the children read: the cached one plus the on-demand sections.
+    manifest_path = os.path.join(work_dir, "manifest-run.json")
+    with open(manifest_path + ".tmp", "w") as f:
+        json.dump(manifest, f, indent=2)
+    os.replace(manifest_path + ".tmp", manifest_path)
 
     plan = []
     for rep in range(repeats):
@@ -530,7 +594,8 @@ def main(argv=None) -> int:
             b = workloads.BENCHMARKS[name]
             if b.placeholder is not None:
                 continue
-            runnable = [e for e in engines if e in b.impls and e not in unavailable]
+            runnable = [e for e in engines if e in b.impls and e not in unavailable
+                        and not (size == "smoke" and e in b.not_in_smoke)]
             # Rotate the order each repeat so no engine always runs first.
             k = rep % len(runnable) if runnable else 0
             for engine in runnable[k:] + runnable[:k]:
@@ -538,7 +603,8 @@ def main(argv=None) -> int:
 
     results: list[RunResult] = []
     for i, (name, engine, rep) in enumerate(plan, 1):
-        r = run_one(name, engine, rep, manifest_path, work_dir, timeout)
+        r = run_one(name, engine, rep, manifest_path, work_dir, timeout,
+                    fresh_tmpdir=workloads.BENCHMARKS[name].fresh_tmpdir)
         results.append(r)
         if r.status == "ok":
             init = f", init {r.init_s:.2f} s" if r.init_s is not None else ""

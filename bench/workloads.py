@@ -396,14 +396,295 @@ def pyarrow_ref(c: Ctx) -> dict:
 
 
 # --------------------------------------------------------------------------
+# 7. sort: read the int64 keys of keys/ -> sort("key") -> consume (or write Parquet)
+#
+# The keys are generated once by datagen, so every engine reads the same Parquet and
+# the generation is out of the timed part. The consumer checks sortedness batch by
+# batch (one vectorised comparison per batch, the same code for every engine) and the
+# wrapped key sum, which any permutation of the input keeps.
+
+SORT_SEED = 42
+
+
+class SortedCheck:
+    """Consumer-side check that the key batches arrive in ascending order."""
+
+    def __init__(self):
+        self.rows = 0
+        self.key_sum = 0
+        self.last = None
+
+    def add(self, keys: np.ndarray) -> None:
+        if len(keys) == 0:
+            return
+        if self.last is not None and keys[0] < self.last:
+            raise WrongAnswer(f"sort: batch starts at {keys[0]} after a batch ending at {self.last} (row {self.rows})")
+        if len(keys) > 1 and not bool(np.all(keys[1:] >= keys[:-1])):
+            i = int(np.argmax(keys[1:] < keys[:-1]))
+            raise WrongAnswer(f"sort: keys out of order at row {self.rows + i + 1}")
+        self.last = keys[-1]
+        self.rows += len(keys)
+        self.key_sum = (self.key_sum + int(keys.view(np.uint64).sum(dtype=np.uint64))) % 2**64
+
+    def verify(self, section: dict) -> None:
+        _check("sorted rows", self.rows, section["rows"])
+        _check("key sum (mod 2**64)", int(self.key_sum), section["key_sum"])
+
+
+def _keys_of(batch) -> np.ndarray:
+    """The key column of a pyarrow Table/RecordBatch as int64 numpy."""
+    return np.asarray(batch.column("key").to_numpy(), dtype=np.int64)
+
+
+def _check_sorted_files(out_dir: str, section: dict) -> None:
+    """Each written file sorted and the files' key ranges disjoint (so the output, read
+    file by file in key order, is sorted), and every key there."""
+    import pyarrow.parquet as pq
+
+    spans = []
+    total = 0
+    rows = 0
+    for path in glob.glob(_parquet_glob(out_dir)):
+        keys = _keys_of(pq.read_table(path, columns=["key"]))
+        if len(keys) == 0:
+            continue
+        if len(keys) > 1 and not bool(np.all(keys[1:] >= keys[:-1])):
+            raise WrongAnswer(f"sort: {os.path.basename(path)} is not sorted")
+        spans.append((int(keys[0]), int(keys[-1]), os.path.basename(path)))
+        total = (total + int(keys.view(np.uint64).sum(dtype=np.uint64))) % 2**64
+        rows += len(keys)
+    spans.sort()
+    for (_, hi, a), (lo, _, b) in zip(spans, spans[1:]):
+        if lo < hi:
+            raise WrongAnswer(f"sort: the key ranges of {a} and {b} overlap")
+    _check("rows written", rows, section["rows"])
+    _check("key sum (mod 2**64)", total, section["key_sum"])
+
+
+def sort_dataset(c: Ctx) -> dict:
+    lib, keys = c.lib, c.manifest["keys"]
+    check = SortedCheck()
+    t0 = time.perf_counter()
+    ds = lib.read_parquet(keys["dir"]).sort("key")
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        check.add(_keys_of(batch))
+    wall = time.perf_counter() - t0
+    check.verify(keys)
+    return _result(wall, keys["rows"])
+
+
+def sort_polars(c: Ctx) -> dict:
+    import polars as pl
+
+    keys = c.manifest["keys"]
+    check = SortedCheck()
+    t0 = time.perf_counter()
+    df = pl.scan_parquet(_parquet_glob(keys["dir"])).sort("key").collect()
+    check.add(df["key"].to_numpy())
+    wall = time.perf_counter() - t0
+    check.verify(keys)
+    return _result(wall, keys["rows"])
+
+
+def sort_duckdb(c: Ctx) -> dict:
+    import duckdb
+
+    keys = c.manifest["keys"]
+    check = SortedCheck()
+    con = duckdb.connect()
+    t0 = time.perf_counter()
+    reader = con.execute(
+        f"SELECT key FROM read_parquet('{_parquet_glob(keys['dir'])}') ORDER BY key"
+    ).fetch_record_batch(1 << 20)
+    for rb in reader:
+        check.add(_keys_of(rb))
+    wall = time.perf_counter() - t0
+    con.close()
+    check.verify(keys)
+    return _result(wall, keys["rows"])
+
+
+def sort_parquet_dataset(c: Ctx) -> dict:
+    lib, keys = c.lib, c.manifest["keys"]
+    out = c.tmp_dir("sort")
+    t0 = time.perf_counter()
+    lib.read_parquet(keys["dir"]).sort("key").write_parquet(out)
+    wall = time.perf_counter() - t0
+    _check_sorted_files(out, keys)
+    return _result(wall, keys["rows"])
+
+
+def sort_parquet_polars(c: Ctx) -> dict:
+    import polars as pl
+
+    keys = c.manifest["keys"]
+    out = c.tmp_dir("sort")
+    os.makedirs(out)
+    t0 = time.perf_counter()
+    pl.scan_parquet(_parquet_glob(keys["dir"])).sort("key").sink_parquet(os.path.join(out, "part-0.parquet"))
+    wall = time.perf_counter() - t0
+    _check_sorted_files(out, keys)
+    return _result(wall, keys["rows"])
+
+
+def sort_parquet_duckdb(c: Ctx) -> dict:
+    import duckdb
+
+    keys = c.manifest["keys"]
+    out = c.tmp_dir("sort")
+    os.makedirs(out)
+    con = duckdb.connect()
+    t0 = time.perf_counter()
+    con.execute(
+        f"""COPY (SELECT key FROM read_parquet('{_parquet_glob(keys["dir"])}') ORDER BY key)
+            TO '{os.path.join(out, "part-0.parquet")}' (FORMAT parquet)"""
+    )
+    wall = time.perf_counter() - t0
+    con.close()
+    _check_sorted_files(out, keys)
+    return _result(wall, keys["rows"])
+
+
+# --------------------------------------------------------------------------
+# 8. random_shuffle: read the main table -> random_shuffle(seed) -> consume
+
+
+class ShuffleCheck:
+    """Consumer-side check that the ids arrive as a shuffled permutation of 0..n-1:
+    the right count and sum, and hardly any id directly followed by its successor
+    (about one in a uniform permutation; every row unshuffled, most rows when only
+    blocks moved)."""
+
+    def __init__(self):
+        self.rows = 0
+        self.id_sum = 0
+        self.in_order = 0
+        self.last = None
+
+    def add(self, ids: np.ndarray) -> None:
+        if len(ids) == 0:
+            return
+        self.id_sum += int(ids.sum())
+        self.in_order += int(np.count_nonzero(ids[1:] == ids[:-1] + 1))
+        if self.last is not None and ids[0] == self.last + 1:
+            self.in_order += 1
+        self.last = ids[-1]
+        self.rows += len(ids)
+
+    def verify(self, m: dict) -> None:
+        n = m["rows"]
+        _check("shuffled rows", self.rows, n)
+        _check("id sum", self.id_sum, n * (n - 1) // 2)
+        if self.in_order > max(10, n // 1000):
+            raise WrongAnswer(f"random_shuffle: {self.in_order} of {n} rows still follow their predecessor")
+
+
+def _ids_of(batch) -> np.ndarray:
+    return np.asarray(batch.column("id").to_numpy(), dtype=np.int64)
+
+
+def random_shuffle_dataset(c: Ctx) -> dict:
+    lib, m = c.lib, c.manifest
+    check = ShuffleCheck()
+    t0 = time.perf_counter()
+    ds = lib.read_parquet(m["main_dir"]).random_shuffle(seed=SORT_SEED)
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        check.add(_ids_of(batch))
+    wall = time.perf_counter() - t0
+    check.verify(m)
+    return _result(wall, m["rows"])
+
+
+def random_shuffle_polars(c: Ctx) -> dict:
+    import polars as pl
+
+    m = c.manifest
+    check = ShuffleCheck()
+    t0 = time.perf_counter()
+    df = pl.read_parquet(_parquet_glob(m["main_dir"])).sample(fraction=1.0, shuffle=True, seed=SORT_SEED)
+    check.add(df["id"].to_numpy())
+    wall = time.perf_counter() - t0
+    check.verify(m)
+    return _result(wall, m["rows"])
+
+
+def random_shuffle_duckdb(c: Ctx) -> dict:
+    import duckdb
+
+    m = c.manifest
+    check = ShuffleCheck()
+    con = duckdb.connect()
+    con.execute("SELECT setseed(0.42)")
+    t0 = time.perf_counter()
+    reader = con.execute(
+        f"SELECT * FROM read_parquet('{_parquet_glob(m['main_dir'])}') ORDER BY random()"
+    ).fetch_record_batch(1 << 20)
+    for rb in reader:
+        check.add(_ids_of(rb))
+    wall = time.perf_counter() - t0
+    con.close()
+    check.verify(m)
+    return _result(wall, m["rows"])
+
+
+# --------------------------------------------------------------------------
+# 9. memory_bounded_sort / memory_bounded_shuffle: big/ (about 5x the memory limit in
+# Arrow bytes) sorted or shuffled under DataContext's object_store_memory limit. The
+# runner points TMPDIR at a fresh folder for the run (where spill files go) and checks
+# it is empty afterwards; peak RSS is what it samples, to be read against the limit.
+
+
+def _set_memory_limit(lib, limit: int) -> None:
+    ctx = lib.DataContext.get_current()
+    ctx.execution_options.resource_limits = lib.ExecutionResources.for_limits(object_store_memory=limit)
+
+
+def _spill_note(ds) -> str:
+    """The bytes millstream's exchanges spilled. ``stats()`` text does not print them, so
+    this reads the per-operator stats the last execution kept (``spilled_bytes``)."""
+    last = getattr(ds, "_last_stats", None)
+    if not last:
+        return "spilled bytes unknown"
+    spilled = sum(op.get("spilled_bytes", 0) for op in last[1])
+    return f"spilled {spilled / 2**20:.0f} MiB"
+
+
+def memory_bounded_sort(c: Ctx) -> dict:
+    lib, big = c.lib, c.manifest["big"]
+    _set_memory_limit(lib, big["memory_limit"])
+    check = SortedCheck()
+    t0 = time.perf_counter()
+    ds = lib.read_parquet(big["dir"]).sort("key")
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        check.add(_keys_of(batch))
+    wall = time.perf_counter() - t0
+    check.verify(big)
+    extra = {"memory_limit": big["memory_limit"], "input_bytes": big["rows"] * 32}
+    if c.engine == "millstream":
+        extra["spill"] = _spill_note(ds)
+    return _result(wall, big["rows"], **extra)
+
+
+def memory_bounded_shuffle(c: Ctx) -> dict:
+    lib, big = c.lib, c.manifest["big"]
+    _set_memory_limit(lib, big["memory_limit"])
+    check = ShuffleCheck()
+    t0 = time.perf_counter()
+    ds = lib.read_parquet(big["dir"]).random_shuffle(seed=SORT_SEED)
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        check.add(_ids_of(batch))
+    wall = time.perf_counter() - t0
+    check.verify(big)
+    extra = {"memory_limit": big["memory_limit"], "input_bytes": big["rows"] * 32}
+    if c.engine == "millstream":
+        extra["spill"] = _spill_note(ds)
+    return _result(wall, big["rows"], **extra)
+
+
+# --------------------------------------------------------------------------
 # Placeholders: each names the operator millstream still lacks. To enable
 # one, replace the raise by the pipeline (keep the same shape for millstream
 # and Ray Data) and list its engines in BENCHMARKS.
-
-
-def sort_100m(c: Ctx) -> dict:
-    """md.range(100_000_000) with a random int64 key -> ds.sort("key") -> consume."""
-    raise NotYet("sort (Dataset.sort)")
 
 
 def groupby_q1(c: Ctx) -> dict:
@@ -411,19 +692,9 @@ def groupby_q1(c: Ctx) -> dict:
     raise NotYet("group-by aggregate (Dataset.groupby(...).aggregate)")
 
 
-def random_shuffle(c: Ctx) -> dict:
-    """read_parquet -> random_shuffle() -> consume."""
-    raise NotYet("random_shuffle (Dataset.random_shuffle)")
-
-
 def join(c: Ctx) -> dict:
     """main joined with a dimension table on cat, then consumed."""
     raise NotYet("join (Dataset.join)")
-
-
-def memory_bounded(c: Ctx) -> dict:
-    """An ETL whose input is 5x DataContext's memory limit, peak RSS checked against it."""
-    raise NotYet("spilling under a memory limit (ExecutionResources memory budget + spill)")
 
 
 # --------------------------------------------------------------------------
@@ -438,6 +709,19 @@ class Benchmark:
     # The benchmark whose millstream time is the denominator of the ratio.
     ratio_to: str | None = None
     placeholder: Callable[[Ctx], dict] | None = None
+    # On-demand datasets it reads (datagen.EXTRAS), put in the manifest under their name.
+    needs: tuple[str, ...] = ()
+    # Run with TMPDIR at a fresh folder, checked to be empty afterwards (spill files).
+    fresh_tmpdir: bool = False
+    # Extra ray.init arguments, from the manifest (e.g. a matching object store size).
+    ray_init: Callable[[dict], dict] | None = None
+    # Engines left out of --smoke (CI time), still run at the other sizes.
+    not_in_smoke: tuple[str, ...] = ()
+
+
+def _ray_store(m: dict) -> dict:
+    """Ray's object store as large as the memory limit (Ray's floor is 75 MiB)."""
+    return {"object_store_memory": max(m["big"]["memory_limit"], 80 << 20)}
 
 
 def _both(fn):
@@ -483,15 +767,47 @@ BENCHMARKS: dict[str, Benchmark] = {
             {"pyarrow": pyarrow_ref},
             ratio_to="ingest",
         ),
-        Benchmark("sort", "sort 100M int64 keys", placeholder=sort_100m),
-        Benchmark("groupby_q1", "group-by aggregate of TPC-H Q1 shape", placeholder=groupby_q1),
-        Benchmark("random_shuffle", "random_shuffle of the main table", placeholder=random_shuffle),
-        Benchmark("join", "hash join of the main table with a dimension table", placeholder=join),
         Benchmark(
-            "memory_bounded",
-            "ETL over an input 5x the memory limit",
-            placeholder=memory_bounded,
+            "sort",
+            "read_parquet of random int64 keys -> sort('key') -> consume, sortedness checked per batch",
+            {**_both(sort_dataset), "polars": sort_polars, "duckdb": sort_duckdb},
+            needs=("keys",),
         ),
+        Benchmark(
+            "sort_parquet",
+            "read_parquet of random int64 keys -> sort('key') -> write_parquet (DuckDB: COPY (... ORDER BY key) TO)",
+            {**_both(sort_parquet_dataset), "polars": sort_parquet_polars, "duckdb": sort_parquet_duckdb},
+            needs=("keys",),
+        ),
+        Benchmark(
+            "random_shuffle",
+            "read_parquet of the main table -> random_shuffle(seed=42) -> consume, permutation checked",
+            {**_both(random_shuffle_dataset), "polars": random_shuffle_polars, "duckdb": random_shuffle_duckdb},
+        ),
+        Benchmark(
+            "memory_bounded_sort",
+            "sort of an input 5x DataContext's object_store_memory limit (spills); peak RSS vs the limit",
+            _both(memory_bounded_sort),
+            needs=("big",),
+            fresh_tmpdir=True,
+            ray_init=_ray_store,
+            # Ray's object store cannot go below 75 MiB, so at the smoke size (8 MiB) its
+            # run is no like-for-like test, and it costs CI a Ray start.
+            not_in_smoke=("ray",),
+        ),
+        Benchmark(
+            "memory_bounded_shuffle",
+            "random_shuffle of an input 5x DataContext's object_store_memory limit (spills); peak RSS vs the limit",
+            _both(memory_bounded_shuffle),
+            needs=("big",),
+            fresh_tmpdir=True,
+            ray_init=_ray_store,
+            # Ray's object store cannot go below 75 MiB, so at the smoke size (8 MiB) its
+            # run is no like-for-like test, and it costs CI a Ray start.
+            not_in_smoke=("ray",),
+        ),
+        Benchmark("groupby_q1", "group-by aggregate of TPC-H Q1 shape", placeholder=groupby_q1),
+        Benchmark("join", "hash join of the main table with a dimension table", placeholder=join),
     ]
 }
 

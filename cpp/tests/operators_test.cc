@@ -358,8 +358,12 @@ TEST(AllToAllOperator, MissingKeyColumnIsNamed) {
   auto exchange = MakeSortExchange({SortKey{"nope", false}}, options).ValueOrDie();
   auto op = MakeAllToAllOperator("Sort", std::move(exchange), context).ValueOrDie();
   op->AddInput(0, RefBundle::Of(Ids(0, 5)));
-  TaskSpec map = op->LaunchTask();
-  auto status = RunToCompletion(*op, map, context);
+  op->InputDone(0);
+  // A block may lack a key column that others have (it sorts as nulls): the column is
+  // missing only once every block is mapped, so planning the reduce stage fails.
+  ASSERT_OK(RunToCompletion(*op, op->LaunchTask(), context));
+  ASSERT_TRUE(op->HasTaskReady());
+  auto status = RunToCompletion(*op, op->LaunchTask(), context);
   ASSERT_FALSE(status.ok());
   EXPECT_NE(status.message().find("nope"), std::string::npos) << status.ToString();
 }

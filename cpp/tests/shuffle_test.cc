@@ -283,8 +283,9 @@ TEST(CountingMemoryPool, CountsAllocationsIntoTheReservation) {
 
 TEST(SpillFile, RoundTripAndCleanup) {
   TempDir base;
-  std::string dir_path, file_path;
+  std::string dir_path, file_path, kept_path;
   auto blocks = RandomBlocks(1, 3, 100);
+  std::unique_ptr<SpillFile> kept;  // outlives the directory: its end removes the file anyway
   {
     ASSIGN_OK(auto dir, SpillDirectory::Make(base.path()));
     dir_path = dir->path();
@@ -308,12 +309,13 @@ TEST(SpillFile, RoundTripAndCleanup) {
       EXPECT_TRUE(fs::exists(file_path));
     }
     EXPECT_FALSE(fs::exists(file_path));  // a file is deleted with its object
-    ASSIGN_OK(auto kept, dir->NewFile());
+    ASSIGN_OK(kept, dir->NewFile());
     ASSERT_OK(kept->Write(*blocks[0]));
     ASSERT_OK(kept->Finish());
-    kept.release();  // leaked on purpose: the directory's end removes it anyway
-    EXPECT_TRUE(fs::exists(dir_path));
+    kept_path = kept->path();
+    EXPECT_TRUE(fs::exists(kept_path));
   }
+  EXPECT_FALSE(fs::exists(kept_path));
   EXPECT_FALSE(fs::exists(dir_path));
 }
 
@@ -415,6 +417,31 @@ TEST(SortExchange, PartitionsChosenFromDataSize) {
   for (const auto& block : Flatten(result)) EXPECT_LE(BlockBytes(*block), 256 << 10);
 }
 
+TEST(SortExchange, OneKeyMostRowsShareSpreadsOverPartitions) {
+  // 90% of the rows have i == 7: partitions split that key's rows by input position.
+  auto input = RandomBlocks(17, 10, 1000);
+  int64_t total = 0;
+  for (auto& block : input) {
+    arrow::Int64Builder ints;
+    auto old = std::static_pointer_cast<arrow::Int64Array>(block->GetColumnByName("i"));
+    for (int64_t r = 0; r < block->num_rows(); ++r) (void)ints.Append(r % 10 == 0 ? old->Value(r) : 7);
+    block = block->SetColumn(1, arrow::field("i", arrow::int64()), ints.Finish().ValueOrDie()).ValueOrDie();
+    total += block->num_rows();
+  }
+  ExchangeOptions options;
+  options.num_partitions = 4;
+  CheckSort(input, {{"i"}}, options);
+  CheckSort(input, {{"i", true}}, options);
+  Harness h;
+  auto exchange = MakeSortExchange({{"i"}}, options).ValueOrDie();
+  ASSIGN_OK(auto result, RunExchange(*exchange, input, h.ctx));
+  for (const auto& p : result) {
+    int64_t rows = 0;
+    for (const auto& b : p) rows += b->num_rows();
+    EXPECT_LT(rows, total / 2);
+  }
+}
+
 TEST(SortExchange, SingleThreadAndOnePartition) {
   ExchangeOptions options;
   options.num_partitions = 1;
@@ -437,6 +464,20 @@ TEST(SortExchange, AllNullKeysKeepInputOrder) {
   ASSIGN_OK(auto result, RunExchange(*exchange, input, h.ctx));
   auto rows = Column64(Concat(result), "row");
   EXPECT_TRUE(std::is_sorted(rows.begin(), rows.end()));
+}
+
+TEST(SortExchange, NullTypedKeyColumn) {
+  auto a = arrow::RecordBatch::Make(
+      arrow::schema({arrow::field("k", arrow::null()), arrow::field("v", arrow::int64())}), 3,
+      {arrow::MakeArrayOfNull(arrow::null(), 3).ValueOrDie(), Json(arrow::int64(), "[1, 2, 3]")});
+  auto b = arrow::RecordBatch::Make(
+      arrow::schema({arrow::field("k", arrow::int64()), arrow::field("v", arrow::int64())}), 3,
+      {Json(arrow::int64(), "[5, null, 4]"), Json(arrow::int64(), "[4, 5, 6]")});
+  ExchangeOptions options;
+  options.num_partitions = 2;
+  CheckSort(std::vector<Block>{a, a}, {{"k"}}, options);
+  CheckSort(std::vector<Block>{a, b, a}, {{"k"}}, options);
+  CheckSort(std::vector<Block>{a, b}, {{"k", true}, {"v", true}}, options);
 }
 
 TEST(SortExchange, EmptyInputAndZeroRowBlocks) {
@@ -537,6 +578,61 @@ TEST(SortExchange, SomeRunsSpillWhenTheCapIsReached) {
   EXPECT_EQ(h.reservation.size(), 0);
 }
 
+TEST(SortExchange, ReclaimSpillsHeldRunsWithTheSameResult) {
+  auto input = RandomBlocks(16, 8, 1000);
+  std::vector<SortKey> keys = {{"i"}, {"s", true}};
+  ExchangeOptions options;
+  options.num_partitions = 3;
+  Harness h;
+  auto exchange = MakeSortExchange(keys, options).ValueOrDie();
+  for (size_t i = 0; i < input.size(); ++i) ASSERT_OK(exchange->Map(i, input[i], h.ctx));
+  int64_t held = exchange->held_bytes();
+  EXPECT_GT(held, 0);
+  EXPECT_EQ(h.reservation.size(), held);
+  // The executor lowered the cap: half of what is held comes back, in whole runs.
+  ASSIGN_OK(int64_t freed, exchange->Reclaim(held / 2, h.ctx));
+  EXPECT_GE(freed, held / 2);
+  EXPECT_LT(freed, held);
+  EXPECT_EQ(exchange->held_bytes(), held - freed);
+  EXPECT_EQ(h.reservation.size(), held - freed);
+  EXPECT_GT(h.spill->files(), 0);
+  ASSIGN_OK(int64_t n, exchange->FinishMap(h.ctx));
+  ASSIGN_OK(int64_t more, exchange->Reclaim(int64_t{1} << 40, h.ctx));  // the rest, before reducing
+  EXPECT_EQ(more, held - freed);
+  std::vector<Block> out;
+  for (int64_t p = 0; p < n; ++p) {
+    ASSERT_OK(exchange->Reduce(p, [&](Block b) { out.push_back(b); return arrow::Status::OK(); }, h.ctx));
+  }
+  EXPECT_TRUE(SameBatch(ConcatenateBlocks(out).ValueOrDie(), ExpectedSort(input, keys)));
+  EXPECT_EQ(h.reservation.size(), 0);
+  EXPECT_TRUE(fs::is_empty(h.spill->path()));
+}
+
+TEST(SortExchange, ReclaimFromAnotherThreadWhileTasksRun) {
+  auto input = RandomBlocks(18, 12, 800);
+  std::vector<SortKey> keys = {{"d", true}, {"s"}};
+  ExchangeOptions options;
+  options.num_partitions = 4;
+  Harness h;
+  auto exchange = MakeSortExchange(keys, options).ValueOrDie();
+  std::atomic<bool> done{false};
+  std::atomic<int64_t> freed{0};
+  std::thread reclaimer([&] {
+    while (!done) {
+      auto got = exchange->Reclaim(int64_t{1} << 40, h.ctx);
+      if (got.ok()) freed += *got;
+      std::this_thread::yield();
+    }
+  });
+  auto result = RunExchange(*exchange, input, h.ctx);
+  done = true;
+  reclaimer.join();
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  EXPECT_TRUE(SameBatch(Concat(*result), ExpectedSort(input, keys)));
+  EXPECT_EQ(h.reservation.size(), 0);
+  EXPECT_EQ(exchange->held_bytes(), 0);
+}
+
 TEST(SortExchange, CancelledStopsTasks) {
   Harness h;
   h.cancelled = true;
@@ -567,6 +663,7 @@ TEST(SortExchange, Benchmark) {
   for (auto& t : threads) t.join();
   threads.clear();
   double map_seconds = elapsed();
+  std::clock_t reduce_cpu_start = std::clock();
   ASSIGN_OK(int64_t n, exchange->FinishMap(h.ctx));
   result.resize(n);
   for (int t = 0; t < 2; ++t) {
@@ -582,9 +679,10 @@ TEST(SortExchange, Benchmark) {
   for (auto& t : threads) t.join();
   double seconds = elapsed();
   double cpu = static_cast<double>(std::clock() - cpu_start) / CLOCKS_PER_SEC;
+  double reduce_cpu = static_cast<double>(std::clock() - reduce_cpu_start) / CLOCKS_PER_SEC;
   std::printf("sort of 10M int64 keys in 10 blocks, %zu partitions, 2 threads: %.3f s "
-              "(map %.3f s), %.1f M keys/s; %.3f CPU s (%.1f M keys per CPU s)\n",
-              result.size(), seconds, map_seconds, 10.0 / seconds, cpu, 10.0 / cpu);
+              "(map %.3f s), %.1f M keys/s; %.3f CPU s (reduce %.3f), %.1f M keys per CPU s\n",
+              result.size(), seconds, map_seconds, 10.0 / seconds, cpu, reduce_cpu, 10.0 / cpu);
   auto sorted = Concat(result);
   auto x = Column64(sorted, "x");
   EXPECT_TRUE(std::is_sorted(x.begin(), x.end()));
@@ -650,6 +748,50 @@ TEST(RandomShuffleExchange, SpilledGivesTheSameOrder) {
   auto with_spill = ShuffleRows(input, 9, options, /*cap=*/1, &spilled);
   EXPECT_GT(spilled, 0);
   EXPECT_EQ(in_memory, with_spill);
+}
+
+TEST(RandomShuffleExchange, ReclaimBetweenStagesGivesTheSameOrder) {
+  auto input = RandomBlocks(25, 6, 400);
+  ExchangeOptions options;
+  options.num_partitions = 3;
+  auto expected = ShuffleRows(input, 11, options);
+  Harness h;
+  auto exchange = MakeRandomShuffleExchange(11, options).ValueOrDie();
+  for (size_t i = 0; i < input.size(); ++i) ASSERT_OK(exchange->Map(i, input[i], h.ctx));
+  ASSIGN_OK(int64_t n, exchange->FinishMap(h.ctx));
+  std::vector<Block> out;
+  for (int64_t p = 0; p < n; ++p) {
+    if (p == 1) {
+      ASSIGN_OK(int64_t freed, exchange->Reclaim(int64_t{1} << 40, h.ctx));
+      EXPECT_GT(freed, 0);
+      EXPECT_EQ(exchange->held_bytes(), 0);
+    }
+    ASSERT_OK(exchange->Reduce(p, [&](Block b) { out.push_back(b); return arrow::Status::OK(); }, h.ctx));
+  }
+  EXPECT_EQ(Column64(ConcatenateBlocks(out).ValueOrDie(), "row"), expected);
+  EXPECT_EQ(h.reservation.size(), 0);
+}
+
+TEST(RandomShuffleExchange, ReclaimFromAnotherThreadWhileTasksRun) {
+  auto input = RandomBlocks(26, 10, 500);
+  ExchangeOptions options;
+  options.num_partitions = 5;
+  auto expected = ShuffleRows(input, 12, options);
+  Harness h;
+  auto exchange = MakeRandomShuffleExchange(12, options).ValueOrDie();
+  std::atomic<bool> done{false};
+  std::thread reclaimer([&] {
+    while (!done) {
+      (void)exchange->Reclaim(int64_t{1} << 40, h.ctx);
+      std::this_thread::yield();
+    }
+  });
+  auto result = RunExchange(*exchange, input, h.ctx);
+  done = true;
+  reclaimer.join();
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  EXPECT_EQ(Column64(Concat(*result), "row"), expected);
+  EXPECT_EQ(h.reservation.size(), 0);
 }
 
 TEST(RandomShuffleExchange, EmptyInputs) {

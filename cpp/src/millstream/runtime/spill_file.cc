@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <random>
 
+#include <arrow/api.h>
 #include <arrow/io/file.h>
 #include <arrow/ipc/reader.h>
 #include <arrow/ipc/writer.h>

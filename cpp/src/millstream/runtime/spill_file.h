@@ -36,8 +36,8 @@ class SpillDirectory {
   SpillDirectory(const SpillDirectory&) = delete;
   SpillDirectory& operator=(const SpillDirectory&) = delete;
 
-  /// A new, empty spill file in the directory (created first if needed). The file must
-  /// not outlive the directory.
+  /// A new, empty spill file in the directory (created first if needed). The file must be
+  /// finished before the directory is destroyed (which deletes it, finished or not).
   arrow::Result<std::unique_ptr<SpillFile>> NewFile();
 
   /// Bytes written to spill files so far (counted when each file is finished).

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <arrow/api.h>
+
 #include "exec/schema_unify.h"
 #include "shuffle/stored_block.h"
 
@@ -49,6 +51,13 @@ arrow::Result<int64_t> BucketExchange::FinishMap(ExchangeContext& ctx) {
   return n_;
 }
 
+arrow::Result<int64_t> BucketExchange::Reclaim(int64_t bytes, ExchangeContext& ctx) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<StoredBlock*> blocks;
+  for (auto& stored : blocks_) blocks.push_back(stored.block.get());
+  return ReclaimFrom(blocks, bytes, ctx);
+}
+
 arrow::Status BucketExchange::Reduce(int64_t p, const Emit& emit, ExchangeContext& ctx) {
   if (p < 0 || p >= n_) {
     return arrow::Status::IndexError("no ", name(), " partition ", p, " of ", n_);
@@ -71,10 +80,11 @@ arrow::Status BucketExchange::Reduce(int64_t p, const Emit& emit, ExchangeContex
       if (block.piece_offset(b1) == block.piece_offset(b0)) continue;
       ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
       read.push_back(&block);
-      ARROW_ASSIGN_OR_RAISE(auto got, block.Pieces(b0, b1, ctx));
+      bool from_disk = false;
+      ARROW_ASSIGN_OR_RAISE(auto got, block.Pieces(b0, b1, ctx, &from_disk));
       for (auto& piece : got) {
         if (piece->num_rows() == 0) continue;
-        if (block.spilled()) {
+        if (from_disk) {
           int64_t bytes = BlockBytes(*piece);
           ledger_.Hold(bytes, ctx);
           loaded += bytes;

@@ -19,6 +19,7 @@ class BucketExchange : public Exchange {
   arrow::Status Map(int64_t index, Block block, ExchangeContext& ctx) override;
   arrow::Result<int64_t> FinishMap(ExchangeContext& ctx) override;
   arrow::Status Reduce(int64_t p, const Emit& emit, ExchangeContext& ctx) override;
+  arrow::Result<int64_t> Reclaim(int64_t bytes, ExchangeContext& ctx) override;
   int64_t held_bytes() const override { return ledger_.held.load(std::memory_order_relaxed); }
   int64_t spilled_bytes() const override {
     return ledger_.spilled.load(std::memory_order_relaxed);

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <arrow/api.h>
+
 namespace millstream {
 
 arrow::Status ExchangeContext::CheckCancelled() const {
@@ -21,8 +23,11 @@ int64_t ChoosePartitions(int64_t total_bytes, int64_t total_rows,
   // AllToAllOperator): an eighth of the limit per task keeps them all under it.
   constexpr int64_t kMinPartitionBytes = 1LL << 20;
   int64_t parallelism = std::max<int64_t>(1, options.parallelism);
-  int64_t per_partition =
-      std::max(kMinPartitionBytes, options.memory_limit / (8 * parallelism));
+  // At most kMaxPartitionBytes: a reduce over a partition that large is a cache-hostile
+  // permutation or sort of hundreds of MB, and the first output waits for all of it.
+  constexpr int64_t kMaxPartitionBytes = 64LL << 20;
+  int64_t per_partition = std::clamp(options.memory_limit / (8 * parallelism),
+                                     kMinPartitionBytes, kMaxPartitionBytes);
   int64_t n = (total_bytes + per_partition - 1) / per_partition;
   // Enough partitions to keep every reduce thread busy once there is data worth splitting.
   n = std::max(n, std::min(parallelism, (total_bytes + kMinPartitionBytes - 1) / kMinPartitionBytes));

@@ -22,14 +22,16 @@ namespace millstream {
 /// \brief What an exchange's map and reduce tasks run with. Shared by every task of one
 /// exchange; the pointees outlive the exchange's tasks.
 struct ExchangeContext {
-  /// Grown before bytes are held in memory; when it refuses, the exchange spills and
-  /// retries.
+  /// Grown before bytes are held in memory; when it refuses, the exchange spills what it
+  /// was about to hold. Must outlive the exchange (blocks it still holds give their bytes
+  /// back when the exchange is destroyed).
   MemoryReservation* reservation = nullptr;
   /// Where spilled runs and pieces go.
   SpillDirectory* spill = nullptr;
   /// When set, tasks stop early and return `Cancelled` (null: never).
   const std::atomic<bool>* cancelled = nullptr;
-  /// For compute kernels and blocks read back from spill files.
+  /// For compute kernels and blocks read back from spill files. A CountingMemoryPool
+  /// here must not grow `reservation` too: stored blocks are counted there already.
   arrow::MemoryPool* pool = arrow::default_memory_pool();
 
   /// `Cancelled` once `cancelled` is set, OK otherwise.
@@ -75,9 +77,14 @@ class Exchange {
   /// tasks (0 when no block was mapped).
   virtual arrow::Result<int64_t> FinishMap(ExchangeContext& ctx) = 0;
   /// Reduce task: emits partition `p`'s output blocks, in order (blocks of at most
-  /// `target_max_block_size` bytes), each with the unified schema of all input blocks.
-  /// Called once per partition, after FinishMap.
+  /// `target_max_block_size` bytes; a repartition emits exactly one block), each with the
+  /// unified schema of all input blocks. Called once per partition, after FinishMap.
   virtual arrow::Status Reduce(int64_t p, const Emit& emit, ExchangeContext& ctx) = 0;
+  /// Spills data it holds in memory until `bytes` are given back to the reservation (or
+  /// nothing is left to spill) and returns the bytes given back: for the executor when it
+  /// lowers the cap under what the exchange holds. Thread-safe at any time (Map and
+  /// Reduce tasks wait while it writes); reduce tasks then read the spilled data back.
+  virtual arrow::Result<int64_t> Reclaim(int64_t bytes, ExchangeContext& ctx) = 0;
   /// Bytes held in memory now (what it reserved and has not given back).
   virtual int64_t held_bytes() const = 0;
   /// Bytes written to spill files.

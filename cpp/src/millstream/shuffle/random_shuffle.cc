@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include <arrow/api.h>
 #include <arrow/compute/api.h>
 
 #include "shuffle/bucket_exchange.h"

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <mutex>
 
+#include <arrow/api.h>
+
 #include "exec/schema_unify.h"
 #include "shuffle/random.h"
 #include "shuffle/stored_block.h"
@@ -56,8 +58,9 @@ class RandomizeBlockOrderExchange : public Exchange {
     bool done = false;
     auto status = [&]() -> arrow::Status {
       ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
-      ARROW_ASSIGN_OR_RAISE(auto pieces, stored.Pieces(0, 1, ctx));
-      if (stored.spilled()) {
+      bool from_disk = false;
+      ARROW_ASSIGN_OR_RAISE(auto pieces, stored.Pieces(0, 1, ctx, &from_disk));
+      if (from_disk) {
         loaded = BlockBytes(*pieces[0]);
         ledger_.Hold(loaded, ctx);
       }
@@ -73,6 +76,13 @@ class RandomizeBlockOrderExchange : public Exchange {
     ledger_.Release(loaded, ctx);
     if (!done) stored.Done(ctx);
     return status;
+  }
+
+  arrow::Result<int64_t> Reclaim(int64_t bytes, ExchangeContext& ctx) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::vector<StoredBlock*> blocks;
+    for (auto& stored : blocks_) blocks.push_back(stored.block.get());
+    return ReclaimFrom(blocks, bytes, ctx);
   }
 
   int64_t held_bytes() const override { return ledger_.held.load(std::memory_order_relaxed); }

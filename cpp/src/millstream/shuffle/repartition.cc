@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <mutex>
 
+#include <arrow/api.h>
+
 #include "exec/schema_unify.h"
 #include "shuffle/bucket_exchange.h"
 #include "shuffle/key_hash.h"
@@ -108,8 +110,9 @@ class SplitRepartitionExchange : public Exchange {
         if (range.empty()) continue;
         ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
         read.push_back(stored.block.get());
-        ARROW_ASSIGN_OR_RAISE(auto pieces, stored.block->Pieces(0, 1, ctx));
-        if (stored.block->spilled()) {
+        bool from_disk = false;
+        ARROW_ASSIGN_OR_RAISE(auto pieces, stored.block->Pieces(0, 1, ctx, &from_disk));
+        if (from_disk) {
           int64_t bytes = BlockBytes(*pieces[0]);
           ledger_.Hold(bytes, ctx);
           loaded += bytes;
@@ -134,6 +137,13 @@ class SplitRepartitionExchange : public Exchange {
     }();
     release();
     return status;
+  }
+
+  arrow::Result<int64_t> Reclaim(int64_t bytes, ExchangeContext& ctx) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::vector<StoredBlock*> blocks;
+    for (auto& stored : blocks_) blocks.push_back(stored.block.get());
+    return ReclaimFrom(blocks, bytes, ctx);
   }
 
   int64_t held_bytes() const override { return ledger_.held.load(std::memory_order_relaxed); }

@@ -4,6 +4,7 @@
 #include <functional>
 #include <mutex>
 
+#include <arrow/api.h>
 #include <arrow/compute/api.h>
 
 #include "exec/schema_unify.h"
@@ -128,10 +129,16 @@ class SortExchange : public Exchange {
     n_ = runs_.empty() ? 1 : ChoosePartitions(total_bytes_, total_rows_, options_);
 
     if (n_ > 1) {
+      // Concatenated in input order, each run's samples in run order: the stable sort of
+      // their keys orders them by (key, input index, place in run), as the output is.
       std::vector<Block> samples;
+      std::vector<int64_t> sample_runs, sample_positions;
       for (const auto& run : runs_) {
         ARROW_ASSIGN_OR_RAISE(auto cast, CastBlockToSchema(run.samples, key_schema_));
         samples.push_back(std::move(cast));
+        sample_runs.insert(sample_runs.end(), run.sample_positions.size(), run.index);
+        sample_positions.insert(sample_positions.end(), run.sample_positions.begin(),
+                                run.sample_positions.end());
       }
       ARROW_ASSIGN_OR_RAISE(Block all, arrow::ConcatenateRecordBatches(samples, ctx.pool));
       ARROW_ASSIGN_OR_RAISE(auto order_array, SortOrder(all->columns(), keys_, ctx.pool));
@@ -140,11 +147,16 @@ class SortExchange : public Exchange {
       for (int64_t k = 1; k < n_; ++k) picks.push_back(k * all->num_rows() / n_);
       ARROW_ASSIGN_OR_RAISE(Block bounds, KeyRows(all->columns(), order, picks, ctx.pool));
       boundaries_ = bounds->columns();
+      for (int64_t pick : picks) {
+        boundary_runs_.push_back(sample_runs[order.Value(pick)]);
+        boundary_positions_.push_back(sample_positions[order.Value(pick)]);
+      }
     }
 
     for (auto& run : runs_) {
       ARROW_ASSIGN_OR_RAISE(Block bounds, CastBlockToSchema(run.bounds, key_schema_));
       run.samples.reset();
+      run.sample_positions = {};
       run.bounds.reset();
       int64_t chunks = run.stored->num_pieces();
       run.ranges.assign(n_, {0, chunks});
@@ -154,11 +166,15 @@ class SortExchange : public Exchange {
           int64_t lo = 0, hi = chunks;
           if (p > 0) {
             // The first chunk whose last row is not before boundary p-1.
-            lo = Partition(0, chunks, [&](int64_t c) { return cmp.Compare(2 * c + 1, p - 1) < 0; });
+            lo = Partition(0, chunks, [&](int64_t c) {
+              return Before(cmp, 2 * c + 1, run.index, run.stored->piece_offset(c + 1) - 1, p - 1);
+            });
           }
           if (p < n_ - 1) {
             // The first chunk whose first row is not before boundary p.
-            hi = Partition(0, chunks, [&](int64_t c) { return cmp.Compare(2 * c, p) < 0; });
+            hi = Partition(0, chunks, [&](int64_t c) {
+              return Before(cmp, 2 * c, run.index, run.stored->piece_offset(c), p);
+            });
           }
           run.ranges[p] = {lo, std::max(lo, hi)};
         }
@@ -188,6 +204,15 @@ class SortExchange : public Exchange {
     return status;
   }
 
+  arrow::Result<int64_t> Reclaim(int64_t bytes, ExchangeContext& ctx) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::vector<StoredBlock*> blocks;
+    for (auto* runs : {&keyless_, &runs_}) {
+      for (auto& run : *runs) blocks.push_back(run.stored.get());
+    }
+    return ReclaimFrom(blocks, bytes, ctx);
+  }
+
   int64_t held_bytes() const override { return ledger_.held.load(std::memory_order_relaxed); }
   int64_t spilled_bytes() const override {
     return ledger_.spilled.load(std::memory_order_relaxed);
@@ -198,6 +223,7 @@ class SortExchange : public Exchange {
     int64_t index = 0;
     std::unique_ptr<StoredBlock> stored;  // the sorted block, its chunks as pieces
     Block samples;                        // key columns at evenly spaced rows
+    std::vector<int64_t> sample_positions;  // those rows' places in the run
     Block bounds;                         // key columns at each chunk's first and last row
     std::vector<std::pair<int64_t, int64_t>> ranges;  // per partition: its chunks
   };
@@ -227,12 +253,24 @@ class SortExchange : public Exchange {
     std::vector<int64_t> sample_rows;
     for (int64_t k = 0; k < samples; ++k) sample_rows.push_back((2 * k + 1) * rows / (2 * samples));
     ARROW_ASSIGN_OR_RAISE(run.samples, KeyRows(key_arrays, order, sample_rows, ctx.pool));
+    run.sample_positions = std::move(sample_rows);
     ARROW_ASSIGN_OR_RAISE(run.bounds, KeyRows(key_arrays, order, bound_rows, ctx.pool));
     key_arrays.clear();
     order_array.reset();
     ARROW_ASSIGN_OR_RAISE(run.stored,
                           StoredBlock::Make(std::move(sorted), std::move(offsets), &ledger_, ctx));
     return run;
+  }
+
+  /// Whether row `i` of `cmp`'s left side, at place `position` in the run of input index
+  /// `run`, comes before boundary `j` in the stable order: by key, then input index, then
+  /// place. The tie-break spreads rows of one key over partitions, so a key most rows
+  /// share does not land in one partition.
+  bool Before(const RowComparator& cmp, int64_t i, int64_t run, int64_t position, int64_t j) const {
+    int c = cmp.Compare(i, j);
+    if (c != 0) return c < 0;
+    if (run != boundary_runs_[j]) return run < boundary_runs_[j];
+    return position < boundary_positions_[j];
   }
 
   /// The rows of partition `p` from every run, in input order (each sorted).
@@ -243,8 +281,9 @@ class SortExchange : public Exchange {
       if (c0 >= c1) continue;
       ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
       read->push_back(run.stored.get());
-      ARROW_ASSIGN_OR_RAISE(auto pieces, run.stored->Pieces(c0, c1, ctx));
-      if (run.stored->spilled()) {
+      bool from_disk = false;
+      ARROW_ASSIGN_OR_RAISE(auto pieces, run.stored->Pieces(c0, c1, ctx, &from_disk));
+      if (from_disk) {
         int64_t bytes = 0;
         for (const auto& piece : pieces) bytes += BlockBytes(*piece);
         ledger_.Hold(bytes, ctx);
@@ -256,12 +295,13 @@ class SortExchange : public Exchange {
         bool first = k == 0 && p > 0, last = k + 1 == pieces.size() && p < n_ - 1;
         if (first || last) {
           ARROW_ASSIGN_OR_RAISE(auto keys, SortKeyArrays(*piece, keys_, ctx.pool));
-          if (first) {
-            ARROW_ASSIGN_OR_RAISE(begin, LowerBound(keys, 0, end, boundaries_, p - 1, keys_));
-          }
-          if (last) {
-            ARROW_ASSIGN_OR_RAISE(end, LowerBound(keys, begin, end, boundaries_, p, keys_));
-          }
+          ARROW_ASSIGN_OR_RAISE(auto cmp, RowComparator::Make(keys, boundaries_, keys_));
+          int64_t offset = run.stored->piece_offset(c0 + static_cast<int64_t>(k));
+          auto lower_bound = [&](int64_t lo, int64_t hi, int64_t j) {
+            return Partition(lo, hi, [&](int64_t r) { return Before(cmp, r, run.index, offset + r, j); });
+          };
+          if (first) begin = lower_bound(0, end, p - 1);
+          if (last) end = lower_bound(begin, end, p);
         }
         if (end > begin) slices->push_back(piece->Slice(begin, end - begin));
       }
@@ -283,15 +323,27 @@ class SortExchange : public Exchange {
       merged = std::move(slices[0]);  // one sorted run's rows: already in order
     } else {
       ARROW_ASSIGN_OR_RAISE(Block all, arrow::ConcatenateRecordBatches(slices, ctx.pool));
-      slices.clear();
       int64_t all_bytes = BlockBytes(*all);
       ledger_.Hold(all_bytes, ctx);
       auto sorted = [&]() -> arrow::Result<Block> {
-        ARROW_ASSIGN_OR_RAISE(auto keys, SortKeyArrays(*all, keys_, ctx.pool));
-        ARROW_ASSIGN_OR_RAISE(auto order, SortOrder(keys, keys_, ctx.pool));
+        std::shared_ptr<arrow::Array> order;
+        if (keys_.size() == 1) {
+          // One fixed-width key: merge the sorted slices rather than sort them again.
+          ArrayVector runs;
+          for (const auto& slice : slices) {
+            ARROW_ASSIGN_OR_RAISE(auto keys, SortKeyArrays(*slice, keys_, ctx.pool));
+            runs.push_back(std::move(keys[0]));
+          }
+          ARROW_ASSIGN_OR_RAISE(order, MergeSortedRuns(runs, keys_[0], ctx.pool));
+        }
+        if (order == nullptr) {
+          ARROW_ASSIGN_OR_RAISE(auto keys, SortKeyArrays(*all, keys_, ctx.pool));
+          ARROW_ASSIGN_OR_RAISE(order, SortOrder(keys, keys_, ctx.pool));
+        }
         return TakeRows(all, order, ctx.pool);
       }();
       all.reset();
+      slices.clear();
       ledger_.Release(all_bytes, ctx);
       ARROW_ASSIGN_OR_RAISE(merged, std::move(sorted));
     }
@@ -313,6 +365,7 @@ class SortExchange : public Exchange {
   int64_t n_ = 0;
   std::shared_ptr<arrow::Schema> schema_, key_schema_;
   ArrayVector boundaries_;  // n_ - 1 rows of the key columns
+  std::vector<int64_t> boundary_runs_, boundary_positions_;  // their input index, place in run
 };
 
 }  // namespace

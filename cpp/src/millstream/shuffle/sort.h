@@ -14,9 +14,10 @@ namespace millstream {
 ///
 /// Map sorts each block into a run (a radix sort for one fixed-width key, Arrow's
 /// `sort_indices` otherwise), keeps a sample of its keys and stores it, in memory or
-/// spilled in chunks. FinishMap picks range boundaries from the samples; Reduce p takes,
-/// from every run, the rows between boundaries p-1 and p (binary search; only the chunks
-/// it needs are read back from spill files) and sorts them. A block without a key column
+/// spilled in chunks. FinishMap picks range boundaries from the samples, ordered by key
+/// then input position (so rows of one key spread over partitions when there are many);
+/// Reduce p takes, from every run, the rows between boundaries p-1 and p (binary search;
+/// only the chunks it needs are read back from spill files) and sorts them. A block without a key column
 /// that other blocks have sorts as if its keys were null. An empty `keys` or a key column
 /// in no block is an error (at FinishMap) naming the column and the columns there are.
 arrow::Result<std::unique_ptr<Exchange>> MakeSortExchange(std::vector<SortKey> keys,

@@ -11,6 +11,7 @@
 namespace millstream {
 
 namespace cp = arrow::compute;
+using ArrayVector = std::vector<std::shared_ptr<arrow::Array>>;
 
 namespace {
 
@@ -88,6 +89,8 @@ arrow::Result<ColumnCompare> MakeColumnCompare(std::shared_ptr<arrow::Array> l,
   }
   bool d = key.descending;
   switch (l->type_id()) {
+    case arrow::Type::NA:  // every value null: all alike
+      return ColumnCompare([](int64_t, int64_t) { return 0; });
 #define MILLSTREAM_PRIMITIVE(ID, TYPE) \
   case arrow::Type::ID:                \
     return Primitive<arrow::TYPE>(std::move(l), std::move(r), d);
@@ -228,6 +231,72 @@ arrow::Result<std::shared_ptr<arrow::Array>> RadixOrder(const arrow::Array& arra
   return std::make_shared<arrow::UInt64Array>(n, std::shared_ptr<arrow::Buffer>(std::move(buffer)));
 }
 
+/// The stable merged order of sorted runs of one fixed-width key (each as SortOrder leaves
+/// it: values, then NaN, then nulls), as indices into their concatenation: a heap merge of
+/// the values (ties to the earlier run), then every run's NaN, then every run's nulls.
+template <typename ArrowType>
+arrow::Result<std::shared_ptr<arrow::Array>> MergeOrderImpl(const ArrayVector& runs, bool desc,
+                                                            arrow::MemoryPool* pool) {
+  using C = typename ArrowType::c_type;
+  struct Cursor {
+    const C* values;
+    int64_t pos, value_end, nan_end, end, base;
+  };
+  std::vector<Cursor> cursors;
+  int64_t total = 0;
+  for (const auto& run : runs) {
+    Cursor c{run->data()->GetValues<C>(1), 0, 0, 0, run->length(), total};
+    c.nan_end = run->length() - run->null_count();  // nulls are last
+    c.value_end = c.nan_end;
+    if constexpr (std::is_floating_point_v<C>) {
+      while (c.value_end > 0 && std::isnan(c.values[c.value_end - 1])) --c.value_end;
+    }
+    total += run->length();
+    cursors.push_back(c);
+  }
+  ARROW_ASSIGN_OR_RAISE(auto buffer, arrow::AllocateBuffer(total * sizeof(uint64_t), pool));
+  auto* out = reinterpret_cast<uint64_t*>(buffer->mutable_data());
+  auto key = [&](const Cursor& c) {
+    uint64_t k = OrderedBits(c.values[c.pos]);
+    return desc ? ~k : k;
+  };
+  // A binary min-heap of (key, run): the run breaks ties, so equal keys keep run order.
+  std::vector<std::pair<uint64_t, uint32_t>> heap;
+  for (uint32_t r = 0; r < cursors.size(); ++r) {
+    if (cursors[r].pos < cursors[r].value_end) heap.emplace_back(key(cursors[r]), r);
+  }
+  auto sift_down = [&](size_t i) {
+    size_t n = heap.size();
+    while (true) {
+      size_t l = 2 * i + 1, smallest = i;
+      if (l < n && heap[l] < heap[smallest]) smallest = l;
+      if (l + 1 < n && heap[l + 1] < heap[smallest]) smallest = l + 1;
+      if (smallest == i) return;
+      std::swap(heap[i], heap[smallest]);
+      i = smallest;
+    }
+  };
+  for (size_t i = heap.size(); i-- > 0;) sift_down(i);
+  while (!heap.empty()) {
+    Cursor& c = cursors[heap[0].second];
+    *out++ = static_cast<uint64_t>(c.base + c.pos);
+    if (++c.pos < c.value_end) {
+      heap[0].first = key(c);
+    } else {
+      heap[0] = heap.back();
+      heap.pop_back();
+    }
+    if (!heap.empty()) sift_down(0);
+  }
+  for (const auto& c : cursors) {
+    for (int64_t i = c.value_end; i < c.nan_end; ++i) *out++ = static_cast<uint64_t>(c.base + i);
+  }
+  for (const auto& c : cursors) {
+    for (int64_t i = c.nan_end; i < c.end; ++i) *out++ = static_cast<uint64_t>(c.base + i);
+  }
+  return std::make_shared<arrow::UInt64Array>(total, std::shared_ptr<arrow::Buffer>(std::move(buffer)));
+}
+
 arrow::Result<std::shared_ptr<arrow::Array>> TryRadixOrder(const arrow::Array& array, bool desc,
                                                            arrow::MemoryPool* pool) {
   if (array.length() >= (int64_t{1} << 32)) return nullptr;
@@ -340,6 +409,40 @@ arrow::Result<std::shared_ptr<arrow::Array>> SortOrder(
   return indices;
 }
 
+arrow::Result<std::shared_ptr<arrow::Array>> MergeSortedRuns(const ArrayVector& runs,
+                                                             const SortKey& key,
+                                                             arrow::MemoryPool* pool) {
+  if (runs.empty()) return nullptr;
+  int64_t total = 0;
+  for (const auto& run : runs) total += run->length();
+  if (total >= (int64_t{1} << 32) || runs.size() >= (size_t{1} << 32)) return nullptr;
+  bool d = key.descending;
+  switch (runs[0]->type_id()) {
+#define MILLSTREAM_MERGE(ID, TYPE) \
+  case arrow::Type::ID:            \
+    return MergeOrderImpl<arrow::TYPE>(runs, d, pool);
+    MILLSTREAM_MERGE(INT8, Int8Type)
+    MILLSTREAM_MERGE(INT16, Int16Type)
+    MILLSTREAM_MERGE(INT32, Int32Type)
+    MILLSTREAM_MERGE(INT64, Int64Type)
+    MILLSTREAM_MERGE(UINT8, UInt8Type)
+    MILLSTREAM_MERGE(UINT16, UInt16Type)
+    MILLSTREAM_MERGE(UINT32, UInt32Type)
+    MILLSTREAM_MERGE(UINT64, UInt64Type)
+    MILLSTREAM_MERGE(FLOAT, FloatType)
+    MILLSTREAM_MERGE(DOUBLE, DoubleType)
+    MILLSTREAM_MERGE(DATE32, Date32Type)
+    MILLSTREAM_MERGE(DATE64, Date64Type)
+    MILLSTREAM_MERGE(TIME32, Time32Type)
+    MILLSTREAM_MERGE(TIME64, Time64Type)
+    MILLSTREAM_MERGE(TIMESTAMP, TimestampType)
+    MILLSTREAM_MERGE(DURATION, DurationType)
+#undef MILLSTREAM_MERGE
+    default:
+      return nullptr;
+  }
+}
+
 arrow::Result<RowComparator> RowComparator::Make(
     const std::vector<std::shared_ptr<arrow::Array>>& left,
     const std::vector<std::shared_ptr<arrow::Array>>& right, const std::vector<SortKey>& keys) {
@@ -349,22 +452,6 @@ arrow::Result<RowComparator> RowComparator::Make(
     comparator.columns_.push_back(std::move(column));
   }
   return comparator;
-}
-
-arrow::Result<int64_t> LowerBound(const std::vector<std::shared_ptr<arrow::Array>>& arrays,
-                                  int64_t begin, int64_t end,
-                                  const std::vector<std::shared_ptr<arrow::Array>>& bound,
-                                  int64_t j, const std::vector<SortKey>& keys) {
-  ARROW_ASSIGN_OR_RAISE(auto comparator, RowComparator::Make(arrays, bound, keys));
-  while (begin < end) {
-    int64_t mid = begin + (end - begin) / 2;
-    if (comparator.Compare(mid, j) < 0) {
-      begin = mid + 1;
-    } else {
-      end = mid;
-    }
-  }
-  return begin;
 }
 
 }  // namespace millstream

@@ -31,14 +31,25 @@ arrow::Result<std::shared_ptr<arrow::Array>> SortOrder(
     const std::vector<std::shared_ptr<arrow::Array>>& key_arrays,
     const std::vector<SortKey>& keys, arrow::MemoryPool* pool);
 
+/// \brief For runs each sorted by SortOrder on one fixed-width key: their stable merged
+/// order (ties in run order) as uint64 indices into their concatenation, by a heap merge.
+/// Null for a key type SortOrder does not radix-sort (the caller sorts instead).
+arrow::Result<std::shared_ptr<arrow::Array>> MergeSortedRuns(
+    const std::vector<std::shared_ptr<arrow::Array>>& runs, const SortKey& key,
+    arrow::MemoryPool* pool);
+
 /// \brief Compares row `i` of one set of key arrays with row `j` of another (of the same
 /// types), in the sort's order: negative, zero or positive. Not thread-safe to build,
 /// safe to call from one thread.
 class RowComparator {
  public:
+  /// A comparator of `left` rows with `right` rows (one array per key of `keys`, the
+  /// same type on both sides: decoded, unified); it keeps the arrays alive. An
+  /// unsortable type is an error naming the column.
   static arrow::Result<RowComparator> Make(const std::vector<std::shared_ptr<arrow::Array>>& left,
                                           const std::vector<std::shared_ptr<arrow::Array>>& right,
                                           const std::vector<SortKey>& keys);
+  /// Row `i` of the left arrays against row `j` of the right ones.
   int Compare(int64_t i, int64_t j) const {
     for (const auto& column : columns_) {
       int c = column(i, j);
@@ -50,12 +61,5 @@ class RowComparator {
  private:
   std::vector<std::function<int(int64_t, int64_t)>> columns_;
 };
-
-/// \brief The first row `r` of `arrays` (sorted by `keys`) in `[begin, end)` that is not
-/// before row `j` of `bound`, by binary search.
-arrow::Result<int64_t> LowerBound(const std::vector<std::shared_ptr<arrow::Array>>& arrays,
-                                  int64_t begin, int64_t end,
-                                  const std::vector<std::shared_ptr<arrow::Array>>& bound,
-                                  int64_t j, const std::vector<SortKey>& keys);
 
 }  // namespace millstream

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include <arrow/api.h>
 #include <arrow/compute/api.h>
 
 #include "exec/schema_unify.h"
@@ -34,33 +35,67 @@ arrow::Result<std::unique_ptr<StoredBlock>> StoredBlock::Make(Block block,
     stored->block_ = std::move(block);
     return stored;
   }
+  ARROW_ASSIGN_OR_RAISE(stored->file_, stored->WriteFile(block, ctx));
+  stored->spilled_ = true;
+  return stored;
+}
+
+arrow::Result<std::shared_ptr<SpillFile>> StoredBlock::WriteFile(const Block& block,
+                                                                 ExchangeContext& ctx) const {
   if (ctx.spill == nullptr) {
-    return arrow::Status::OutOfMemory("an exchange needs ", stored->bytes_,
+    return arrow::Status::OutOfMemory("an exchange needs ", bytes_,
                                       " bytes over its memory cap and has no spill directory");
   }
-  ARROW_ASSIGN_OR_RAISE(stored->file_, ctx.spill->NewFile());
-  for (int64_t i = 0; i < stored->num_pieces(); ++i) {
+  ARROW_ASSIGN_OR_RAISE(std::shared_ptr<SpillFile> file, ctx.spill->NewFile());
+  for (int64_t i = 0; i < num_pieces(); ++i) {
     ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
-    ARROW_RETURN_NOT_OK(
-        stored->file_->Write(*block->Slice(stored->offsets_[i], stored->piece_rows(i))));
+    ARROW_RETURN_NOT_OK(file->Write(*block->Slice(offsets_[i], piece_rows(i))));
   }
-  ARROW_RETURN_NOT_OK(stored->file_->Finish());
-  ledger->spilled.fetch_add(stored->file_->bytes(), std::memory_order_relaxed);
-  return stored;
+  ARROW_RETURN_NOT_OK(file->Finish());
+  ledger_->spilled.fetch_add(file->bytes(), std::memory_order_relaxed);
+  return file;
 }
 
 // An exchange destroyed before every reader was done (failure, cancel) still gives its
 // memory back to the reservation.
 StoredBlock::~StoredBlock() { Free(); }
 
+bool StoredBlock::in_memory() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return block_ != nullptr;
+}
+
 arrow::Result<std::vector<Block>> StoredBlock::Pieces(int64_t begin, int64_t end,
-                                                      ExchangeContext& ctx) const {
-  if (file_ != nullptr) return file_->ReadRange(begin, end, ctx.pool);
-  if (block_ == nullptr) return arrow::Status::Invalid("stored block read after it was freed");
+                                                      ExchangeContext& ctx, bool* from_disk) const {
+  Block block;
+  std::shared_ptr<SpillFile> file;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    block = block_;
+    file = file_;
+  }
+  if (from_disk != nullptr) *from_disk = block == nullptr && file != nullptr;
+  if (block == nullptr) {
+    if (file == nullptr) return arrow::Status::Invalid("stored block read after it was freed");
+    return file->ReadRange(begin, end, ctx.pool);
+  }
   std::vector<Block> out;
   out.reserve(end - begin);
-  for (int64_t i = begin; i < end; ++i) out.push_back(block_->Slice(offsets_[i], piece_rows(i)));
+  for (int64_t i = begin; i < end; ++i) out.push_back(block->Slice(offsets_[i], piece_rows(i)));
   return out;
+}
+
+arrow::Result<int64_t> StoredBlock::Spill(ExchangeContext& ctx) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (block_ == nullptr) return 0;
+  ARROW_ASSIGN_OR_RAISE(file_, WriteFile(block_, ctx));
+  spilled_ = true;
+  block_.reset();
+  if (reserved_) {
+    reserved_ = false;
+    ledger_->Release(bytes_, reservation_);
+  }
+  return bytes_;
 }
 
 void StoredBlock::SetReaders(int64_t n, ExchangeContext& ctx) {
@@ -73,12 +108,24 @@ void StoredBlock::Done(ExchangeContext& ctx) {
 }
 
 void StoredBlock::Free() {
+  std::lock_guard<std::mutex> lock(mutex_);
   block_.reset();
   file_.reset();
   if (reserved_) {
     reserved_ = false;
     ledger_->Release(bytes_, reservation_);
   }
+}
+
+arrow::Result<int64_t> ReclaimFrom(const std::vector<StoredBlock*>& blocks, int64_t bytes,
+                                   ExchangeContext& ctx) {
+  int64_t freed = 0;
+  for (StoredBlock* block : blocks) {
+    if (freed >= bytes) break;
+    ARROW_ASSIGN_OR_RAISE(int64_t got, block->Spill(ctx));
+    freed += got;
+  }
+  return freed;
 }
 
 arrow::Result<std::shared_ptr<arrow::Schema>> UnifyInOrder(

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include <arrow/result.h>
@@ -26,9 +27,11 @@ struct ExchangeLedger {
 /// either in memory, counted in the reservation, or, when the reservation refused it, in
 /// a spill file of one batch per piece.
 ///
-/// Read by any number of reduce tasks at once. The exchange sets how many reduce tasks
-/// will read it (`SetReaders`); each calls `Done` once it no longer needs it, and the
-/// last one frees it (the memory given back to the reservation, the spill file deleted).
+/// Read by any number of reduce tasks at once, and spilled (`Spill`) at any time from any
+/// thread: a short lock guards the switch from memory to file. The exchange sets how many
+/// reduce tasks will read it (`SetReaders`); each calls `Done` once it no longer needs
+/// it, and the last one frees it (the memory given back to the reservation, the spill
+/// file deleted).
 class StoredBlock {
  public:
   /// Stores `block` cut at `offsets` (`offsets.front() == 0`, `offsets.back() ==
@@ -47,12 +50,21 @@ class StoredBlock {
   int64_t piece_offset(int64_t i) const { return offsets_[i]; }
   /// Bytes of the block in memory (also when spilled: what reading it back costs).
   int64_t bytes() const { return bytes_; }
-  bool spilled() const { return file_ != nullptr; }
+  /// In a spill file (not in memory).
+  bool spilled() const { return spilled_.load(std::memory_order_acquire); }
+  /// Held in memory (neither spilled nor freed).
+  bool in_memory() const;
   const std::shared_ptr<arrow::Schema>& schema() const { return schema_; }
 
   /// Pieces `begin` to `end - 1`, in order: slices of the block, or read back from the
-  /// spill file. Bytes read back are not counted here: the caller holds them.
-  arrow::Result<std::vector<Block>> Pieces(int64_t begin, int64_t end, ExchangeContext& ctx) const;
+  /// spill file (then `*from_disk` is set). Bytes read back are not counted here: the
+  /// caller holds them.
+  arrow::Result<std::vector<Block>> Pieces(int64_t begin, int64_t end, ExchangeContext& ctx,
+                                           bool* from_disk = nullptr) const;
+
+  /// Writes a block held in memory to a spill file and gives its memory back; returns
+  /// the bytes given back (0 when it was not in memory).
+  arrow::Result<int64_t> Spill(ExchangeContext& ctx);
 
   /// `n` reduce tasks will read the block; 0 frees it now.
   void SetReaders(int64_t n, ExchangeContext& ctx);
@@ -62,17 +74,26 @@ class StoredBlock {
  private:
   StoredBlock() = default;
   void Free();
+  /// Writes `block` to a new spill file, one batch per piece.
+  arrow::Result<std::shared_ptr<SpillFile>> WriteFile(const Block& block, ExchangeContext& ctx) const;
 
   ExchangeLedger* ledger_ = nullptr;
   MemoryReservation* reservation_ = nullptr;  // what the in-memory block was grown in
-  Block block_;                        // null when spilled or freed
-  std::unique_ptr<SpillFile> file_;    // null when in memory
   std::shared_ptr<arrow::Schema> schema_;
   std::vector<int64_t> offsets_;
   int64_t bytes_ = 0;
+  mutable std::mutex mutex_;          // guards block_, file_, reserved_
+  Block block_;                       // null when spilled or freed
+  std::shared_ptr<SpillFile> file_;   // null when in memory or freed
   bool reserved_ = false;
+  std::atomic<bool> spilled_{false};
   std::atomic<int64_t> readers_{0};
 };
+
+/// \brief Spills `blocks` held in memory, in order, until `bytes` are given back (or none
+/// is left in memory); returns the bytes given back.
+arrow::Result<int64_t> ReclaimFrom(const std::vector<StoredBlock*>& blocks, int64_t bytes,
+                                   ExchangeContext& ctx);
 
 /// \brief UnifyBlockSchemas of the schemas of input blocks (index, schema), taken in
 /// input order, so the columns come in the order the input first has them.
