@@ -42,6 +42,10 @@ WriteOptions WriteOptionsFromDict(const py::dict& d) {
   }
   if (has("filename_template")) options.filename_template = d["filename_template"].cast<bool>();
   if (has("stream_compression")) options.stream_compression = d["stream_compression"].cast<std::string>();
+  if (has("filesystem")) options.filesystem = python::FileSystemFromHandle(d["filesystem"]);
+  if (has("retried_io_errors")) {
+    options.retried_io_errors = d["retried_io_errors"].cast<std::vector<std::string>>();
+  }
   auto& parquet = options.parquet;
   if (has("compression")) parquet.compression = d["compression"].cast<std::string>();
   if (has("compression_level")) parquet.compression_level = d["compression_level"].cast<int>();

@@ -12,6 +12,7 @@
 
 #include <pybind11/pybind11.h>
 
+#include <arrow/filesystem/filesystem.h>
 #include <arrow/record_batch.h>
 #include <arrow/status.h>
 #include <arrow/table.h>
@@ -41,6 +42,12 @@ std::function<arrow::Result<std::string>(const std::string&, int64_t)> MakePytho
 
 /// Adds the file readers (list_files, read_files) to the module (py_io.cc).
 void RegisterIo(py::module_& m);
+/// A filesystem as Python holds it (made by resolve_path / list_files).
+struct FileSystemHandle {
+  std::shared_ptr<arrow::fs::FileSystem> fs;
+};
+/// The filesystem of a FileSystemHandle, or null for None.
+std::shared_ptr<arrow::fs::FileSystem> FileSystemFromHandle(const py::handle& handle);
 
 /// Raises the Python exception for a failed status: the UDF's own exception (type,
 /// message, traceback) when it came from Python, else the mapped builtin type.

@@ -11,6 +11,7 @@
 #include <arrow/util/value_parsing.h>
 
 #include "io/file_datasource.h"
+#include "io/filesystems.h"
 #include "plan/logical_operator.h"
 #include "millstream/millstream.h"
 #include "py_interop.h"
@@ -21,6 +22,53 @@ namespace millstream::python {
 namespace {
 
 bool Has(const py::dict& d, const char* key) { return d.contains(key) && !d[key].is_none(); }
+
+/// A filesystem from read_api's spec: None (from each path), {"kind": "local"}, or
+/// {"kind": "s3", ...pyarrow.fs.S3FileSystem's constructor arguments}.
+std::shared_ptr<arrow::fs::FileSystem> FileSystemFromSpec(const py::object& spec) {
+  if (spec.is_none()) return nullptr;
+  auto d = spec.cast<py::dict>();
+  auto kind = d["kind"].cast<std::string>();
+  if (kind == "local") return std::make_shared<arrow::fs::LocalFileSystem>();
+  if (kind != "s3") throw py::value_error("unknown filesystem kind '" + kind + "'");
+  auto options = ValueOrRaise(S3OptionsFromEnvironment());
+  auto str = [&](const char* key) { return Has(d, key) ? d[key].cast<std::string>() : std::string(); };
+  if (!str("region").empty()) options.region = str("region");
+  if (!str("scheme").empty()) options.scheme = str("scheme");
+  if (Has(d, "endpoint_override")) {
+    std::string endpoint = str("endpoint_override");
+    auto separator = endpoint.find("://");
+    if (separator != std::string::npos) {
+      options.scheme = endpoint.substr(0, separator);
+      endpoint = endpoint.substr(separator + 3);
+    }
+    if (!endpoint.empty()) options.endpoint_override = endpoint;
+  }
+  if (Has(d, "anonymous") && d["anonymous"].cast<bool>()) {
+    options.ConfigureAnonymousCredentials();
+  } else if (!str("access_key").empty()) {
+    options.ConfigureAccessKey(str("access_key"), str("secret_key"), str("session_token"));
+  } else if (!str("role_arn").empty()) {
+    options.ConfigureAssumeRoleCredentials(str("role_arn"), str("session_name"), str("external_id"),
+                                           Has(d, "load_frequency") ? d["load_frequency"].cast<int>() : 900);
+  }
+  if (Has(d, "connect_timeout")) options.connect_timeout = d["connect_timeout"].cast<double>();
+  if (Has(d, "request_timeout")) options.request_timeout = d["request_timeout"].cast<double>();
+  if (Has(d, "background_writes")) options.background_writes = d["background_writes"].cast<bool>();
+  if (Has(d, "allow_bucket_creation")) options.allow_bucket_creation = d["allow_bucket_creation"].cast<bool>();
+  if (Has(d, "allow_bucket_deletion")) options.allow_bucket_deletion = d["allow_bucket_deletion"].cast<bool>();
+  if (Has(d, "force_virtual_addressing")) options.force_virtual_addressing = d["force_virtual_addressing"].cast<bool>();
+  if (Has(d, "check_directory_existence_before_creation")) {
+    options.check_directory_existence_before_creation = d["check_directory_existence_before_creation"].cast<bool>();
+  }
+  if (!str("tls_ca_file_path").empty()) options.tls_ca_file_path = str("tls_ca_file_path");
+  arrow::Result<std::shared_ptr<arrow::fs::FileSystem>> fs;
+  {
+    GilRelease release;
+    fs = MakeS3FileSystem(options);
+  }
+  return ValueOrRaise(std::move(fs));
+}
 
 std::shared_ptr<arrow::Schema> SchemaFromPython(const py::handle& schema) {
   py::object capsule = schema.attr("__arrow_c_schema__")();
@@ -39,6 +87,8 @@ FileReadOptions FileOptionsFromDict(const py::dict& d) {
   if (Has(d, "compression")) options.stream_compression = d["compression"].cast<std::string>();
   if (Has(d, "override_num_blocks")) options.override_num_blocks = d["override_num_blocks"].cast<int64_t>();
   if (Has(d, "buffer_size")) options.buffer_size = d["buffer_size"].cast<int64_t>();
+  if (Has(d, "retried_io_errors")) options.retry.patterns = d["retried_io_errors"].cast<std::vector<std::string>>();
+  if (Has(d, "retry_max_attempts")) options.retry.max_attempts = d["retry_max_attempts"].cast<int>();
   return options;
 }
 
@@ -120,10 +170,54 @@ JsonReadOptions JsonOptionsFromDict(const py::dict& d) {
 
 }  // namespace
 
+std::shared_ptr<arrow::fs::FileSystem> FileSystemFromHandle(const py::handle& handle) {
+  if (handle.is_none()) return nullptr;
+  return handle.cast<FileSystemHandle&>().fs;
+}
+
 void RegisterIo(py::module_& m) {
+  py::class_<FileSystemHandle>(m, "FileSystem")
+      .def_property_readonly("type_name", [](const FileSystemHandle& h) { return h.fs->type_name(); })
+      .def("__repr__", [](const FileSystemHandle& h) { return "<millstream filesystem " + h.fs->type_name() + ">"; });
+
+  m.def("resolve_path", [](const std::string& path, py::object spec, const std::string& operation) {
+    auto fs = FileSystemFromSpec(spec);
+    arrow::Result<std::string> resolved;
+    {
+      GilRelease release;
+      resolved = ResolvePath(path, &fs, operation);
+    }
+    auto inner = ValueOrRaise(std::move(resolved));
+    return py::make_tuple(FileSystemHandle{fs}, inner);
+  }, "(filesystem, path inside it) for `path` (a local path, file:// or s3:// URI) and a spec.");
+
+  m.def("prepare_write_dir_on", [](const FileSystemHandle& h, const std::string& path, const std::string& mode,
+                                   const std::string& operation) {
+    SaveMode save_mode = mode == "overwrite" ? SaveMode::kOverwrite
+                         : mode == "error"   ? SaveMode::kError
+                         : mode == "ignore"  ? SaveMode::kIgnore
+                                             : SaveMode::kAppend;
+    arrow::Result<bool> result;
+    {
+      GilRelease release;
+      result = PrepareWriteDirectoryOn(h.fs, path, save_mode, operation);
+    }
+    return ValueOrRaise(std::move(result));
+  }, "Makes a write's directory on `filesystem` ready for a save mode; returns whether to write.");
+
+  m.def("finalize_filesystems", [] {
+    GilRelease release;
+    FinalizeFileSystems();
+  }, "Finalizes S3 (at interpreter exit).");
+  // Registered before the package registers its shutdown hook, so it runs after it (atexit
+  // runs hooks last-in first-out): executions are stopped before S3 goes, and S3 goes
+  // before Python is torn down.
+  py::module_::import("atexit").attr("register")(m.attr("finalize_filesystems"));
+
   m.def("input_files", [](const Dataset& dataset) { return dataset.InputFiles(); },
         "The files the dataset's reads read, each once.");
-  m.def("read_parquet_files", [](const std::vector<std::tuple<std::string, int64_t, std::string>>& files,
+  m.def("read_parquet_files", [](const FileSystemHandle& handle,
+                                 const std::vector<std::tuple<std::string, int64_t, std::string>>& files,
                                  std::vector<std::string> columns, std::optional<py::bytes> filter,
                                  std::optional<int64_t> blocks, bool hive, py::dict options,
                                  py::object schema) {
@@ -141,12 +235,13 @@ void RegisterIo(py::module_& m) {
     more.shuffle = file_options.shuffle;
     more.shuffle_seed = file_options.shuffle_seed;
     more.reseed_after_execution = file_options.reseed_after_execution;
+    more.retry = file_options.retry;
     if (!schema.is_none()) more.schema = SchemaFromPython(schema);
     auto found = FilesFromPython(files);
     arrow::Result<Dataset> result;
     {
       GilRelease release;
-      auto source = MakeParquetSource(std::make_shared<arrow::fs::LocalFileSystem>(), std::move(found),
+      auto source = MakeParquetSource(handle.fs, std::move(found),
                                       parquet, std::move(more));
       result = source.ok() ? Dataset::FromSource(*source, blocks) : arrow::Result<Dataset>(source.status());
     }
@@ -154,28 +249,28 @@ void RegisterIo(py::module_& m) {
   }, "A Dataset reading Parquet `files` (from list_files) with read_parquet's options.");
 
   m.def("list_files", [](std::vector<std::string> paths, std::string operation,
-                         std::vector<std::string> extensions, bool ignore_missing) {
+                         std::vector<std::string> extensions, bool ignore_missing, py::object spec) {
     ListOptions options;
     options.operation = std::move(operation);
     options.extensions = std::move(extensions);
     options.ignore_missing_paths = ignore_missing;
+    auto fs = FileSystemFromSpec(spec);
     arrow::Result<std::vector<FoundFile>> found;
     {
       GilRelease release;
-      std::shared_ptr<arrow::fs::FileSystem> fs;
       found = ListFiles(paths, &fs, options);
     }
     std::vector<std::tuple<std::string, int64_t, std::string>> out;
     for (const auto& file : ValueOrRaise(std::move(found))) out.emplace_back(file.path, file.size, file.base_dir);
-    return out;
-  }, "The files a read of `paths` finds: (path, size, listed directory), sorted per path.");
+    return py::make_tuple(FileSystemHandle{fs}, out);
+  }, "(filesystem, files) a read of `paths` finds: files as (path, size, listed directory).");
 
-  m.def("read_files", [](const std::string& format,
+  m.def("read_files", [](const std::string& format, const FileSystemHandle& handle,
                          const std::vector<std::tuple<std::string, int64_t, std::string>>& files,
                          py::dict options, py::dict format_options) {
     auto file_options = FileOptionsFromDict(options);
     auto found = FilesFromPython(files);
-    std::shared_ptr<arrow::fs::FileSystem> fs = std::make_shared<arrow::fs::LocalFileSystem>();
+    std::shared_ptr<arrow::fs::FileSystem> fs = handle.fs;
     std::shared_ptr<Datasource> source;
     if (format == "csv") {
       source = MakeCsvSource(fs, std::move(found), file_options, CsvOptionsFromDict(format_options));

@@ -11,6 +11,7 @@ import pyarrow as _pyarrow  # noqa: F401  (loads Arrow's libraries before the en
 
 from millstream import _core, aggregate, expressions  # noqa: F401  (millstream.expressions: col, lit...)
 from millstream.compute import ActorPoolStrategy, TaskPoolStrategy
+from millstream.datasource import BlockMetadata, Datasink, Datasource, ReadTask, WriteResult
 from millstream.context import DataContext, ExecutionOptions, ExecutionResources, ShuffleStrategy
 from millstream.dataset import (
     DataIterator,
@@ -32,6 +33,7 @@ from millstream.grouped_data import GroupedData  # noqa: F401
 from millstream.read_api import (
     FileShuffleConfig,
     from_blocks,
+    read_datasource,
     read_binary_files,
     read_csv,
     read_images,
@@ -50,4 +52,5 @@ __all__ = [
     "MaterializedDataset", "RandomSeedConfig", "Schema", "ShuffleStrategy", "from_arrow", "from_huggingface", "from_items",
     "from_numpy", "from_pandas", "from_torch", "range", "range_tensor", "read_parquet", "FileShuffleConfig", "from_blocks",
     "read_binary_files", "read_csv", "read_images", "read_json", "read_numpy", "read_text", "GroupedData", "aggregate",
+    "read_datasource", "Datasource", "Datasink", "ReadTask", "BlockMetadata", "WriteResult",
 ]

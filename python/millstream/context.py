@@ -98,6 +98,21 @@ class AutoscalingConfig(_Strict):
     actor_pool_max_upscaling_delta: int = 1
 
 
+# Ray 2.58's defaults: the AWS SDK's words for transient failures.
+DEFAULT_RETRIED_IO_ERRORS = (
+    "AWS Error INTERNAL_FAILURE",
+    "AWS Error NETWORK_CONNECTION",
+    "AWS Error SLOW_DOWN",
+    "AWS Error UNKNOWN (HTTP status 503)",
+    "AWS Error SERVICE_UNAVAILABLE",
+)
+DEFAULT_WRITE_FILE_RETRY_ON_ERRORS = (
+    "AWS Error INTERNAL_FAILURE",
+    "AWS Error NETWORK_CONNECTION",
+    "AWS Error SLOW_DOWN",
+    "AWS Error UNKNOWN (HTTP status 503)",
+)
+
 class ShuffleStrategy(str, enum.Enum):
     """Ray's shuffle strategies (``DataContext.shuffle_strategy``)."""
 
@@ -125,7 +140,9 @@ class DataContext(_Strict):
     ``autoscaling_config``, ``downstream_capacity_backpressure_ratio``,
     ``max_tasks_in_flight_per_actor``, ``max_errored_blocks``, ``enable_progress_bars``,
     ``enable_operator_progress_bars``,
-    ``progress_bar_log_interval``, ``enable_auto_log_stats``, ``verbose_stats_logs``.
+    ``progress_bar_log_interval``, ``enable_auto_log_stats``, ``verbose_stats_logs``,
+    ``retried_io_errors`` (object-store reads and writes), ``streaming_read_buffer_size``
+    (object-store reads).
     The others only mean something on a Ray cluster or for Ray features not built here;
     they are accepted and have no effect (``DataContext.cluster_only_fields()`` lists them).
     """
@@ -152,7 +169,8 @@ class DataContext(_Strict):
     raise_original_map_exception: bool = _cluster_only(False)  # the original is always raised
     print_on_execution_start: bool = _cluster_only(True)
     # Cluster-only, or Ray features not built here (accepted; no effect).
-    streaming_read_buffer_size: int = _cluster_only(32 * 1024 * 1024)
+    # Bytes read ahead per request from an object store (file readers other than Parquet).
+    streaming_read_buffer_size: int = 32 * 1024 * 1024
     enable_pandas_block: bool = _cluster_only(True)
     actor_prefetcher_enabled: bool = _cluster_only(False)
     use_push_based_shuffle: bool = _cluster_only(False)
@@ -213,6 +231,11 @@ class DataContext(_Strict):
     batch_to_block_arrow_format: bool = _cluster_only(True)
     custom_execution_callback_classes: list = _cluster_only([])
     default_map_logical_memory_enabled: bool = _cluster_only(False)
+    # Transient IO errors (substrings or regexes of the message) on which a file read from
+    # or written to an object store is tried again, with backoff.
+    retried_io_errors: list = field(default_factory=lambda: list(DEFAULT_RETRIED_IO_ERRORS))
+    # Deprecated in Ray 2.58 for retried_io_errors, which Ray's writes use instead.
+    write_file_retry_on_errors: list = _cluster_only(list(DEFAULT_WRITE_FILE_RETRY_ON_ERRORS))
 
     _lock = threading.Lock()
     _current = None  # the process-wide instance (not a field)

@@ -27,12 +27,13 @@ _NOT_A_TASK = "this step runs inside the engine's operators, not as a task of it
 _NO_TASK_ARGS = {"compute": Unsupported(None, why=_NOT_A_TASK), "concurrency": Unsupported(None, why=_NOT_A_TASK)}
 _NOT_YET = "not implemented yet"
 _WRITE_UNSUPPORTED = {
-    "filesystem": Unsupported(None, why="writes go to the local filesystem"),
     "try_create_dir": Unsupported(True, why="the directory is always created"),
     "ray_remote_args": _args.RAY_REMOTE_ARGS_NO_TASK.rule(),
     "concurrency": Unsupported(None, why=_NOT_YET),
 }
 
+
+_LOCAL_WRITE_ONLY = Unsupported(None, why="write_numpy/write_images write to local paths")
 
 class RandomSeedConfig:
     """How a random operator (``random_shuffle``, ``randomize_block_order``) is seeded, as in
@@ -809,7 +810,8 @@ class Dataset:
 
     def _write(self, path, fmt: str, *, mode="append", partition_cols=None, filename_provider=None,
                min_rows_per_file=None, max_rows_per_file=None, num_rows_per_file=None,
-               arrow_open_stream_args=None, options: Optional[Dict[str, Any]] = None) -> None:
+               arrow_open_stream_args=None, options: Optional[Dict[str, Any]] = None,
+               filesystem=None) -> None:
         fn_name = f"write_{fmt}"
         if isinstance(path, os.PathLike):
             path = os.fspath(path)
@@ -820,7 +822,14 @@ class Dataset:
                                                   max_rows_per_file)
         _files.filename_provider(fn_name, filename_provider)
         stream_compression = _files.open_stream_args(fn_name, arrow_open_stream_args)
-        # Local paths only: another URI scheme (s3://...) raises before anything is made.
+        from millstream import read_api
+        spec = read_api.filesystem_spec(fn_name, filesystem)
+        if spec is not None or path.lower().startswith("s3://"):
+            return self._write_remote(path, fmt, spec, mode=mode, partition_cols=partition_cols,
+                                      filename_provider=filename_provider, min_rows=min_rows,
+                                      max_rows=max_rows, stream_compression=stream_compression,
+                                      options=options)
+        # Local paths; another URI scheme (gs://...) raises before anything is made.
         path = _core.local_path(path, fn_name)
         if os.path.isfile(path):
             raise FileExistsError(f"{fn_name}: '{path}' is a file; give a directory")
@@ -850,7 +859,80 @@ class Dataset:
             _files.unify_parquet_files(_files.listing(directory, "parquet") - before,
                                        _files.parquet_rewrite_args(sink))
 
-    @public(unsupported=_WRITE_UNSUPPORTED)
+    def _write_remote(self, path, fmt, spec, *, mode, partition_cols, filename_provider, min_rows,
+                      max_rows, stream_compression, options) -> None:
+        """A write to an object store (s3:// or ``filesystem=``): each file is uploaded under
+        its final name and appears only when complete."""
+        from millstream import read_api
+        fn_name = f"write_{fmt}"
+        handle, directory = _core.resolve_path(path, spec, fn_name)
+        if handle.type_name == "local":
+            return self._write(directory, fmt, mode=mode, partition_cols=partition_cols,
+                               filename_provider=filename_provider, min_rows_per_file=min_rows,
+                               max_rows_per_file=max_rows, options=options,
+                               arrow_open_stream_args={"compression": stream_compression})
+        cols = [partition_cols] if isinstance(partition_cols, str) else list(partition_cols or [])
+        sink = dict(options or {}, partition_cols=cols, min_rows_per_file=min_rows,
+                    max_rows_per_file=max_rows, filename_provider=filename_provider,
+                    stream_compression=stream_compression, filesystem=handle,
+                    **read_api.retry_options(fn_name))
+        if fmt == "parquet" and filename_provider is not None:
+            sink.update(filename_provider=_files.ParquetNames(filename_provider, mode),
+                        filename_template=True)
+        plan = self._core.with_write(directory, fmt, sink)
+        if not _core.prepare_write_dir_on(handle, directory, mode, fn_name):
+            import logging
+            logging.getLogger("millstream").warning("[SaveMode=ignore] Skipping %s: it exists", path)
+            return
+        self._drain(plan.execute(DataContext.get_current()._to_core(), None, False))
+
+    @public(unsupported={"ray_remote_args": _args.RAY_REMOTE_ARGS_NO_TASK.rule(),
+                         "concurrency": Unsupported(None, why=_NOT_YET)})
+    def write_datasink(self, datasink, *, ray_remote_args: Optional[Dict[str, Any]] = None,
+                       concurrency: Optional[int] = None) -> None:
+        """Writes through a user's ``Datasink`` (Ray's API): ``on_write_start(schema)``,
+        then ``write(blocks, ctx)`` once per write task (``min_rows_per_write`` rows
+        bundled), each on an engine worker, then ``on_write_complete(WriteResult)`` with
+        every ``write`` return value, or ``on_write_failed(error)`` and the error raised."""
+        import threading
+        from millstream.datasource import TaskContext, WriteResult
+        if not callable(getattr(datasink, "write", None)):
+            raise TypeError(f"write_datasink expects a Datasink (with write), got {type(datasink).__name__}")
+        lock = threading.Lock()
+        returns: List[Any] = []
+        totals = [0, 0, 0]  # rows, bytes, tasks
+
+        def write(batch: pa.Table) -> pa.Table:
+            with lock:
+                index = totals[2]
+                totals[2] += 1
+            value = datasink.write([batch], TaskContext(task_idx=index, op_name="Write"))
+            with lock:
+                returns.append((index, value))
+                totals[0] += batch.num_rows
+                totals[1] += batch.nbytes
+            return batch.schema.empty_table().select([])
+
+        write.__name__ = f"Write{datasink.get_name()}" if hasattr(datasink, "get_name") else "Write"
+        rows = getattr(datasink, "min_rows_per_write", None)
+        try:
+            on_start = getattr(datasink, "on_write_start", None)
+            if on_start is not None:
+                on_start(self.schema().base_schema if self.schema() is not None else None)
+            plan = self.map_batches(write, batch_format="pyarrow", batch_size=rows)
+            for _ in plan._batches():
+                pass
+            result = WriteResult(totals[0], totals[1], [v for _, v in sorted(returns, key=lambda r: r[0])])
+            complete = getattr(datasink, "on_write_complete", None)
+            if complete is not None:
+                complete(result)
+        except Exception as error:
+            failed = getattr(datasink, "on_write_failed", None)
+            if failed is not None:
+                failed(error)
+            raise
+
+    @public(unsupported={**_WRITE_UNSUPPORTED, "filesystem": _LOCAL_WRITE_ONLY})
     def write_numpy(self, path: str, *, column: str, filesystem=None, try_create_dir: bool = True,
                     arrow_open_stream_args: Optional[Dict[str, Any]] = None, filename_provider=None,
                     min_rows_per_file: Optional[int] = None, ray_remote_args: Optional[Dict[str, Any]] = None,
@@ -864,7 +946,7 @@ class Dataset:
                               min_rows_per_file=min_rows_per_file, num_rows_per_file=num_rows_per_file,
                               arrow_open_stream_args=arrow_open_stream_args)
 
-    @public(unsupported=_WRITE_UNSUPPORTED)
+    @public(unsupported={**_WRITE_UNSUPPORTED, "filesystem": _LOCAL_WRITE_ONLY})
     def write_images(self, path: str, column: str, file_format: str = "png", *, filesystem=None,
                      try_create_dir: bool = True, arrow_open_stream_args: Optional[Dict[str, Any]] = None,
                      filename_provider=None, ray_remote_args: Optional[Dict[str, Any]] = None,
@@ -914,7 +996,7 @@ class Dataset:
         _args.check_names("Dataset.write_parquet", "partition_cols", partition_cols, none_ok=True)
         args = _files.resolve_args("write_parquet", _args.PARQUET_WRITE_ARGS, arrow_parquet_args,
                                    arrow_parquet_args_fn, "arrow_parquet_args_fn")
-        self._write(path, "parquet", mode=mode, partition_cols=partition_cols,
+        self._write(path, "parquet", mode=mode, partition_cols=partition_cols, filesystem=filesystem,
                     filename_provider=filename_provider, min_rows_per_file=min_rows_per_file,
                     max_rows_per_file=max_rows_per_file, num_rows_per_file=num_rows_per_file,
                     arrow_open_stream_args=arrow_open_stream_args,
@@ -935,7 +1017,7 @@ class Dataset:
         ``delimiter``, ``quoting_style``, ``quoting_header``, ``batch_size``."""
         args = _files.resolve_args("write_csv", _args.CSV_WRITE_ARGS, arrow_csv_args,
                                    arrow_csv_args_fn, "arrow_csv_args_fn")
-        self._write(path, "csv", mode=mode, filename_provider=filename_provider,
+        self._write(path, "csv", mode=mode, filename_provider=filename_provider, filesystem=filesystem,
                     min_rows_per_file=min_rows_per_file, num_rows_per_file=num_rows_per_file,
                     arrow_open_stream_args=arrow_open_stream_args,
                     options=_files.csv_options("write_csv", args))
@@ -951,7 +1033,7 @@ class Dataset:
         ``filename_provider``'s name is each task's file name as it is."""
         _files.resolve_args("write_json", _args.JSON_WRITE_ARGS, pandas_json_args,
                             pandas_json_args_fn, "pandas_json_args_fn")
-        self._write(path, "json", mode=mode, filename_provider=filename_provider,
+        self._write(path, "json", mode=mode, filename_provider=filename_provider, filesystem=filesystem,
                     min_rows_per_file=min_rows_per_file, num_rows_per_file=num_rows_per_file,
                     arrow_open_stream_args=arrow_open_stream_args)
 
@@ -1147,7 +1229,6 @@ def from_huggingface(dataset, parallelism: int = -1, concurrency=None,
 
 
 @public(passthrough=_args.PARQUET_READ_ARGS, unsupported={
-    "filesystem": Unsupported(None, why="reads come from the local filesystem"),
     "catalog": Unsupported(None, why="no catalog support"),
     "num_cpus": Unsupported(None, why="a read task takes one CPU slot"),
     "num_gpus": Unsupported(None, why="a read task takes one CPU slot"),
@@ -1201,13 +1282,17 @@ def read_parquet(paths: Union[str, List[str]], *, filesystem=None, catalog=None,
     schema = arrow_parquet_args.get("schema")
     if schema is not None and not isinstance(schema, pa.Schema):
         raise TypeError(f"read_parquet: schema must be a pyarrow.Schema, got {type(schema).__name__}")
-    if include_paths or ignore_missing_paths or partition_filter is not None or shuffle is not None or schema:
+    remote = filesystem is not None or any(p.lower().startswith("s3://") for p in paths)
+    if (include_paths or ignore_missing_paths or partition_filter is not None or shuffle is not None or schema
+            or remote):
         from millstream import read_api
         if not isinstance(include_paths, bool):
             raise TypeError(f"read_parquet: include_paths must be a bool, got {include_paths!r}")
-        files = read_api._list("read_parquet", paths, extensions, ignore_missing_paths, partition_filter)
-        options = {"include_paths": include_paths, **read_api._shuffle_options("read_parquet", shuffle)}
-        core = _core.read_parquet_files(files, list(columns or []), expr, _blocks(override_num_blocks, parallelism),
+        fs, files = read_api._list("read_parquet", paths, extensions, ignore_missing_paths, partition_filter,
+                                   filesystem)
+        options = {"include_paths": include_paths, **read_api._shuffle_options("read_parquet", shuffle),
+                   **read_api.retry_options("read_parquet")}
+        core = _core.read_parquet_files(fs, files, list(columns or []), expr, _blocks(override_num_blocks, parallelism),
                                         style == "hive", options, schema)
     else:
         core = _core.Dataset.read_parquet(paths, list(columns or []), expr,

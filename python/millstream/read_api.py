@@ -25,7 +25,6 @@ _NOT_YET = "not implemented yet"
 
 # Ray's parameters every file reader has and this engine does not implement.
 _READ_UNSUPPORTED = {
-    "filesystem": Unsupported(None, why="reads come from the local filesystem"),
     "num_cpus": Unsupported(None, why=_ONE_SLOT),
     "num_gpus": Unsupported(None, why=_ONE_SLOT),
     "memory": Unsupported(None, why=_ONE_SLOT),
@@ -55,6 +54,41 @@ class FileShuffleConfig:
 
     def __repr__(self) -> str:
         return f"FileShuffleConfig(seed={self.seed!r}, reseed_after_execution={self.reseed_after_execution!r})"
+
+
+def filesystem_spec(fn_name: str, filesystem: Any) -> Optional[Dict[str, Any]]:
+    """Ray's ``filesystem=`` as the engine takes it: None (from each path's scheme), a
+    ``pyarrow.fs.LocalFileSystem``, or a ``pyarrow.fs.S3FileSystem`` (its endpoint, region
+    and credentials, read from what the object pickles). Other filesystems (GCS, HDFS,
+    fsspec, a SubTreeFileSystem...) raise NotImplementedError."""
+    if filesystem is None:
+        return None
+    import pyarrow.fs as pafs
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        return {"kind": "local"}
+    if isinstance(filesystem, pafs.S3FileSystem):
+        _, args = filesystem.__reduce__()
+        spec = dict(args[0]) if args and isinstance(args[0], dict) else {}
+        proxy = spec.pop("proxy_options", None) or {}
+        if proxy.get("host"):
+            raise NotImplementedError(f"{fn_name}: an S3FileSystem with proxy_options is not supported")
+        if spec.get("default_metadata"):
+            raise NotImplementedError(f"{fn_name}: an S3FileSystem with default_metadata is not supported")
+        spec.pop("default_metadata", None)
+        return {"kind": "s3", **spec}
+    raise NotImplementedError(f"{fn_name}: filesystem={type(filesystem).__name__} is not supported "
+                              "(pyarrow's LocalFileSystem and S3FileSystem are)")
+
+
+def retry_options(fn_name: str) -> Dict[str, Any]:
+    """DataContext.retried_io_errors, checked, for the engine's reads."""
+    from millstream.context import DataContext
+    patterns = DataContext.get_current().retried_io_errors
+    if patterns is None:
+        return {}
+    if isinstance(patterns, str) or not all(isinstance(p, str) for p in patterns):
+        raise TypeError(f"{fn_name}: DataContext.retried_io_errors must be a list of strings, got {patterns!r}")
+    return {"retried_io_errors": list(patterns)}
 
 
 def _shuffle_options(fn_name: str, shuffle: Any) -> Dict[str, Any]:
@@ -105,13 +139,14 @@ def _hive(fn_name: str, partitioning: Any) -> bool:
     return True
 
 
-def _list(fn_name: str, paths, file_extensions, ignore_missing_paths, partition_filter):
+def _list(fn_name: str, paths, file_extensions, ignore_missing_paths, partition_filter, filesystem=None):
     paths = _paths(fn_name, paths)
     extensions = _args.check_names(fn_name, "file_extensions", file_extensions, none_ok=True)
     extensions = [e.lstrip(".") for e in (extensions or [])]
     if not isinstance(ignore_missing_paths, bool):
         raise TypeError(f"{fn_name}: ignore_missing_paths must be a bool, got {ignore_missing_paths!r}")
-    files = _core.list_files(paths, fn_name, extensions, ignore_missing_paths)
+    fs, files = _core.list_files(paths, fn_name, extensions, ignore_missing_paths,
+                                 filesystem_spec(fn_name, filesystem))
     if partition_filter is not None:
         if not callable(partition_filter):
             raise TypeError(f"{fn_name}: partition_filter must be a callable taking a list of paths "
@@ -121,20 +156,26 @@ def _list(fn_name: str, paths, file_extensions, ignore_missing_paths, partition_
         files = [f for f in files if f[0] in keep]
         if not files:
             raise ValueError(f"{fn_name}: partition_filter left no file to read under '{paths[0]}'")
-    return files
+    return fs, files
 
 
-def _read(fn_name: str, fmt: str, paths, *, partitioning, partition_filter, include_paths: bool,
+def _read(fn_name: str, fmt: str, paths, *, filesystem=None, partitioning, partition_filter, include_paths: bool,
           ignore_missing_paths: bool, shuffle, file_extensions, override_num_blocks, parallelism,
           arrow_open_stream_args, format_options: Dict[str, Any]) -> Dataset:
     if not isinstance(include_paths, bool):
         raise TypeError(f"{fn_name}: include_paths must be a bool, got {include_paths!r}")
     options = {"operation": fn_name, "hive": _hive(fn_name, partitioning), "include_paths": include_paths,
+               **retry_options(fn_name),
                "compression": _files.open_stream_args(fn_name, arrow_open_stream_args),
                "override_num_blocks": _blocks(override_num_blocks, parallelism),
                **_shuffle_options(fn_name, shuffle)}
-    files = _list(fn_name, paths, file_extensions, ignore_missing_paths, partition_filter)
-    return Dataset(_core.read_files(fmt, files, options, format_options))
+    fs, files = _list(fn_name, paths, file_extensions, ignore_missing_paths, partition_filter, filesystem)
+    if fs.type_name != "local":
+        # An object store: read ahead in large requests (DataContext.streaming_read_buffer_size).
+        from millstream.context import DataContext
+        size = DataContext.get_current().streaming_read_buffer_size
+        options["buffer_size"] = _args.check_int(fn_name, "DataContext.streaming_read_buffer_size", size, min=0)
+    return Dataset(_core.read_files(fmt, fs, files, options, format_options))
 
 
 # ---- CSV ---------------------------------------------------------------------------------
@@ -208,7 +249,7 @@ def read_csv(paths: Union[str, List[str]], *, filesystem=None, parallelism: int 
     they are read. ``partitioning`` (hive by default) adds ``key=value`` directories as
     string columns, ``include_paths`` a "path" column; ``shuffle="files"`` reads the files
     in a random order; ``ignore_missing_paths`` skips paths that do not exist."""
-    return _read("read_csv", "csv", paths, partitioning=partitioning, partition_filter=partition_filter,
+    return _read("read_csv", "csv", paths, filesystem=filesystem, partitioning=partitioning, partition_filter=partition_filter,
                  include_paths=include_paths, ignore_missing_paths=ignore_missing_paths, shuffle=shuffle,
                  file_extensions=file_extensions, override_num_blocks=override_num_blocks,
                  parallelism=parallelism, arrow_open_stream_args=arrow_open_stream_args,
@@ -261,7 +302,7 @@ def read_json(paths: Union[str, List[str]], *, lines: bool = False, filesystem=N
                              ("arrow_json_args", arrow_json_args)):
             if value:
                 raise ValueError(f"`{param}` is not supported when `lines=True`. ")
-    return _read("read_json", "json", paths, partitioning=partitioning, partition_filter=partition_filter,
+    return _read("read_json", "json", paths, filesystem=filesystem, partitioning=partitioning, partition_filter=partition_filter,
                  include_paths=include_paths, ignore_missing_paths=ignore_missing_paths, shuffle=shuffle,
                  file_extensions=file_extensions, override_num_blocks=override_num_blocks,
                  parallelism=parallelism, arrow_open_stream_args=arrow_open_stream_args,
@@ -295,7 +336,7 @@ def read_text(paths: Union[str, List[str]], *, encoding: str = "utf-8", drop_emp
         raise TypeError(f"read_text: encoding must be a str, got {encoding!r}")
     if not isinstance(drop_empty_lines, bool):
         raise TypeError(f"read_text: drop_empty_lines must be a bool, got {drop_empty_lines!r}")
-    common = dict(partitioning=partitioning, partition_filter=partition_filter,
+    common = dict(filesystem=filesystem, partitioning=partitioning, partition_filter=partition_filter,
                   ignore_missing_paths=ignore_missing_paths, shuffle=shuffle, file_extensions=file_extensions,
                   override_num_blocks=override_num_blocks, parallelism=parallelism,
                   arrow_open_stream_args=arrow_open_stream_args)
@@ -331,7 +372,7 @@ def read_binary_files(paths: Union[str, List[str]], *, include_paths: bool = Fal
                       override_num_blocks: Optional[int] = None) -> Dataset:
     """Whole files, one row ``{"bytes": b}`` per file (and "path" with ``include_paths``);
     the common file-reader parameters as for ``read_csv`` (no partitioning by default)."""
-    return _read("read_binary_files", "binary", paths, partitioning=partitioning,
+    return _read("read_binary_files", "binary", paths, filesystem=filesystem, partitioning=partitioning,
                  partition_filter=partition_filter, include_paths=include_paths,
                  ignore_missing_paths=ignore_missing_paths, shuffle=shuffle, file_extensions=file_extensions,
                  override_num_blocks=override_num_blocks, parallelism=parallelism,
@@ -374,7 +415,7 @@ _NUMPY_ARGS = Passthrough("numpy_load_args", honoured=("mmap_mode", "fix_imports
                                                        "max_header_size", "allow_pickle"))
 
 
-@public(passthrough=_NUMPY_ARGS, unsupported={key: _READ_UNSUPPORTED[key] for key in ("filesystem", "concurrency")})
+@public(passthrough=_NUMPY_ARGS, unsupported={"concurrency": _READ_UNSUPPORTED["concurrency"]})
 def read_numpy(paths: Union[str, List[str]], *, filesystem=None, parallelism: int = -1,
                arrow_open_stream_args: Optional[Dict[str, Any]] = None, partition_filter=None,
                partitioning=None, include_paths: bool = False, ignore_missing_paths: bool = False,
@@ -393,7 +434,7 @@ def read_numpy(paths: Union[str, List[str]], *, filesystem=None, parallelism: in
     if numpy_load_args.get("mmap_mode") is not None:
         raise NotImplementedError("read_numpy: mmap_mode is not supported (files are read into memory)")
     load_args = {k: v for k, v in numpy_load_args.items() if k != "mmap_mode"}
-    files = _read("read_numpy", "binary", paths, partitioning=partitioning, partition_filter=partition_filter,
+    files = _read("read_numpy", "binary", paths, filesystem=filesystem, partitioning=partitioning, partition_filter=partition_filter,
                   include_paths=True, ignore_missing_paths=ignore_missing_paths, shuffle=shuffle,
                   file_extensions=file_extensions, override_num_blocks=override_num_blocks,
                   parallelism=parallelism, arrow_open_stream_args=arrow_open_stream_args, format_options={})
@@ -444,7 +485,7 @@ def read_images(paths: Union[str, List[str]], *, filesystem=None, parallelism: i
         size = tuple(_args.check_int("read_images", "size", s) for s in size)
     if mode is not None and not isinstance(mode, str):
         raise TypeError(f"read_images: mode must be a str such as 'RGB', got {mode!r}")
-    files = _read("read_images", "binary", paths, partitioning=partitioning, partition_filter=partition_filter,
+    files = _read("read_images", "binary", paths, filesystem=filesystem, partitioning=partitioning, partition_filter=partition_filter,
                   include_paths=True, ignore_missing_paths=ignore_missing_paths, shuffle=shuffle,
                   file_extensions=file_extensions, override_num_blocks=override_num_blocks,
                   parallelism=parallelism, arrow_open_stream_args=arrow_open_file_args, format_options={})
@@ -492,3 +533,39 @@ def from_blocks(blocks: List[Any]) -> MaterializedDataset:
     _batch.unique_names(table, "from_blocks")
     # One chunk per block: the engine makes one block of each chunk.
     return MaterializedDataset(_core.Dataset.from_arrow(table, None))
+
+
+# ---- user-written sources ----------------------------------------------------------------
+
+@public(unsupported={**{k: _READ_UNSUPPORTED[k] for k in ("num_cpus", "num_gpus", "memory", "ray_remote_args",
+                                                            "concurrency")},
+                     "compute": Unsupported(None, why=_ONE_SLOT)},
+        passthrough=Passthrough("read_args", unsupported={}))
+def read_datasource(datasource, *, parallelism: int = -1, num_cpus: Optional[float] = None,
+                    num_gpus: Optional[float] = None, memory: Optional[float] = None,
+                    ray_remote_args: Optional[Dict[str, Any]] = None, concurrency: Optional[int] = None,
+                    compute=None, override_num_blocks: Optional[int] = None, **read_args) -> Dataset:
+    """A dataset read from a user's ``Datasource`` (Ray's API: ``get_read_tasks(parallelism)``
+    returns ``ReadTask``s, callables yielding blocks: pyarrow Tables, pandas DataFrames or
+    dicts of arrays). Each read task runs as one task on the engine's workers."""
+    if not callable(getattr(datasource, "get_read_tasks", None)):
+        raise TypeError(f"read_datasource expects a Datasource (with get_read_tasks), got "
+                        f"{type(datasource).__name__}")
+    from millstream.context import DataContext
+    from millstream.dataset import range as _range
+    wanted = _blocks(override_num_blocks, parallelism) or DataContext.get_current().read_op_min_num_blocks
+    tasks = list(datasource.get_read_tasks(wanted))
+    for task in tasks:
+        if not callable(task):
+            raise TypeError(f"read_datasource: get_read_tasks returned {type(task).__name__}, not a ReadTask")
+    name = getattr(datasource, "get_name", lambda: type(datasource).__name__)()
+
+    def run(batch: pa.Table):
+        for index in batch.column("id").to_pylist():
+            for block in tasks[index]():
+                yield block
+
+    run.__name__ = f"Read{name}"
+    if not tasks:
+        return Dataset(_core.Dataset.from_arrow(pa.table({}), None))
+    return _range(len(tasks), override_num_blocks=len(tasks)).map_batches(run, batch_format="pyarrow", batch_size=1)

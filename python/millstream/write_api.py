@@ -22,6 +22,9 @@ def _prepare(fn_name: str, path: Any, mode: Any) -> Optional[tuple]:
     if not isinstance(path, str) or not path:
         raise ValueError(f"{fn_name}: path must be a directory path, got {path!r}")
     mode = _files.save_mode(fn_name, mode)
+    if path.lower().startswith("s3://"):
+        raise NotImplementedError(f"{fn_name}: '{path}': writes to local paths only (s3:// is not "
+                                  "supported by this writer)")
     path = _core.local_path(path, fn_name)
     if os.path.isfile(path):
         raise FileExistsError(f"{fn_name}: '{path}' is a file; give a directory")

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include <arrow/compute/expression.h>
+#include <arrow/filesystem/type_fwd.h>
 #include <arrow/result.h>
 #include <arrow/status.h>
 #include <arrow/table.h>
@@ -140,6 +141,14 @@ struct WriteOptions {
   std::string stream_compression;
   ParquetWriteOptions parquet;
   CsvWriteOptions csv;
+  /// The filesystem the directory is on; null: the local one. On an object store (S3)
+  /// each file is uploaded under its final name and appears only when complete (a failed
+  /// file's multipart upload is aborted).
+  std::shared_ptr<arrow::fs::FileSystem> filesystem;
+  /// On an object store, a file whose upload fails with an error containing (or matching,
+  /// as a regex) one of these is uploaded again from its start, with backoff (Ray's
+  /// write_file_retry_on_errors); the task keeps the file's blocks until it is complete.
+  std::vector<std::string> retried_io_errors;
 };
 
 /// \brief Checks what can be checked of `options` before anything is written (partition

@@ -1,4 +1,7 @@
 #include <algorithm>
+#include <chrono>
+#include <functional>
+#include <thread>
 #include <cctype>
 #include <cerrno>
 #include <cmath>
@@ -26,6 +29,8 @@
 
 #include "exec/schema_unify.h"
 #include "exec/transforms.h"
+#include "io/filesystems.h"
+#include "io/retry.h"
 #include "io/sources.h"
 
 namespace millstream {
@@ -401,6 +406,13 @@ class FileSink {
 
   ~FileSink() {
     if (committed_ || !out_) return;
+    if (remote()) {
+      // Abort before the writer goes: closing would complete the upload (an object of
+      // what was written so far); aborting leaves no object and no multipart upload.
+      if (raw_ && !raw_->closed()) (void)raw_->Abort();
+      writer_.reset();
+      return;
+    }
     writer_.reset();
     if (!out_->closed()) (void)out_->Close();
     std::remove(temp_path_.c_str());
@@ -431,6 +443,20 @@ class FileSink {
 
   arrow::Status Commit() {
     if (!writer_ || committed_) return arrow::Status::OK();
+    if (remote()) {
+      // Every block the file holds is rewritten on a retry: none is the "last" here.
+      if (retrying()) held_.push_back(nullptr);
+      auto status = Retried([&]() -> arrow::Status {
+        ARROW_RETURN_NOT_OK(writer_->Close());
+        if (!out_->closed()) ARROW_RETURN_NOT_OK(out_->Close());
+        if (!raw_->closed()) ARROW_RETURN_NOT_OK(raw_->Close());  // the upload completes
+        return arrow::Status::OK();
+      });
+      held_.clear();
+      ARROW_RETURN_NOT_OK(NamingFile(status));
+      committed_ = true;
+      return arrow::Status::OK();
+    }
     ARROW_RETURN_NOT_OK(NamingFile(writer_->Close()));
     if (!out_->closed()) ARROW_RETURN_NOT_OK(NamingFile(out_->Close()));
     if (std::rename(temp_path_.c_str(), final_path_.c_str()) != 0) {
@@ -448,15 +474,67 @@ class FileSink {
     temp_path_ = directory_ + "/.tmp-" + name;
   }
 
+  bool remote() const { return options_->filesystem && !IsLocal(*options_->filesystem); }
+
   arrow::Status WriteRows(const arrow::RecordBatch& rows) {
-    ARROW_RETURN_NOT_OK(NamingFile(writer_->Write(rows)));
+    if (retrying()) {
+      held_.push_back(arrow::RecordBatch::Make(rows.schema(), rows.num_rows(), rows.columns()));
+    }
+    auto status = Retried([&] { return writer_->Write(rows); });
+    ARROW_RETURN_NOT_OK(NamingFile(status));
     rows_ += rows.num_rows();
+    return arrow::Status::OK();
+  }
+
+  bool retrying() const { return remote() && !options_->retried_io_errors.empty(); }
+
+  /// `op` on the open file; a transient error (WriteOptions::retried_io_errors) of an upload
+  /// aborts it and uploads the file again from its start (the blocks it holds so far),
+  /// then retries `op`, with backoff.
+  arrow::Status Retried(const std::function<arrow::Status()>& op) {
+    RetryPolicy policy;
+    if (retrying()) policy.patterns = options_->retried_io_errors;
+    for (int attempt = 1;; ++attempt) {
+      auto status = op();
+      if (status.ok() || attempt >= policy.max_attempts || !IsRetried(status, policy)) return status;
+      double wait = std::min(policy.max_backoff_s, policy.base_backoff_s * (1 << std::min(attempt - 1, 20)));
+      std::this_thread::sleep_for(std::chrono::duration<double>(wait));
+      auto reopened = Reupload();
+      if (!reopened.ok() && !IsRetried(reopened, policy)) return reopened;
+    }
+  }
+
+  /// Aborts the open upload and writes the file's blocks so far (but the last, which the
+  /// retried operation writes) into a new one.
+  arrow::Status Reupload() {
+    if (raw_ && !raw_->closed()) (void)raw_->Abort();
+    writer_.reset();
+    out_.reset();
+    raw_.reset();
+    codec_.reset();
+    ARROW_RETURN_NOT_OK(OpenUnnamed(schema_));
+    for (size_t i = 0; i + 1 < held_.size(); ++i) {
+      ARROW_RETURN_NOT_OK(writer_->Write(*held_[i]));
+      rows_ += held_[i]->num_rows();
+    }
     return arrow::Status::OK();
   }
 
   /// Opens the next file; an error names it (a full disk may already fail here).
   arrow::Status Open(std::shared_ptr<arrow::Schema> schema) {
-    auto status = OpenUnnamed(std::move(schema));
+    auto status = OpenUnnamed(schema);
+    RetryPolicy policy;
+    if (retrying()) policy.patterns = options_->retried_io_errors;
+    for (int attempt = 1; !status.ok() && attempt < policy.max_attempts && IsRetried(status, policy); ++attempt) {
+      // The upload could not start (an object store's transient error): start it again.
+      double wait = std::min(policy.max_backoff_s, policy.base_backoff_s * (1 << std::min(attempt - 1, 20)));
+      std::this_thread::sleep_for(std::chrono::duration<double>(wait));
+      writer_.reset();
+      out_.reset();
+      raw_.reset();
+      codec_.reset();
+      status = OpenUnnamed(schema);
+    }
     if (status.ok() || status.message().find(temp_path_) != std::string::npos) return status;
     return NamingFile(std::move(status));
   }
@@ -465,7 +543,14 @@ class FileSink {
     schema_ = std::move(schema);
     rows_ = 0;
     committed_ = false;
-    ARROW_ASSIGN_OR_RAISE(out_, arrow::io::FileOutputStream::Open(temp_path_));
+    if (remote()) {
+      // An object store: the object is uploaded under its final name and appears only when
+      // the stream closes.
+      ARROW_ASSIGN_OR_RAISE(out_, options_->filesystem->OpenOutputStream(final_path_));
+    } else {
+      ARROW_ASSIGN_OR_RAISE(out_, arrow::io::FileOutputStream::Open(temp_path_));
+    }
+    raw_ = out_;
     if (!options_->stream_compression.empty()) {
       auto type = arrow::util::Codec::GetCompressionType(options_->stream_compression);
       if (!type.ok()) {
@@ -531,7 +616,11 @@ class FileSink {
   std::shared_ptr<arrow::Schema> schema_;
   std::unique_ptr<arrow::util::Codec> codec_;  // of a compressed stream; outlives out_
   std::shared_ptr<arrow::io::OutputStream> out_;
+  /// The file's own stream under any compression (what Abort reaches).
+  std::shared_ptr<arrow::io::OutputStream> raw_;
   std::unique_ptr<FormatWriter> writer_;
+  /// The open file's blocks, while an upload may have to start again (retrying()).
+  std::vector<std::shared_ptr<arrow::RecordBatch>> held_;
   int64_t rows_ = 0;  // in the open file
   bool committed_ = false;
 };
@@ -617,8 +706,10 @@ class WriteState : public TransformState {
     auto& sink = sinks_[partition_dir];
     if (!sink) {
       std::string dir = partition_dir.empty() ? directory_ : directory_ + "/" + partition_dir;
-      std::error_code error;
-      std::filesystem::create_directories(dir, error);  // an error surfaces when the file opens
+      if (!options_->filesystem || IsLocal(*options_->filesystem)) {
+        std::error_code error;
+        std::filesystem::create_directories(dir, error);  // an error surfaces when the file opens
+      }
       sink = std::make_unique<FileSink>(dir, file_name_, number_first_, format_, options_);
     }
     return sink.get();

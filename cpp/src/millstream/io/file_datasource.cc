@@ -23,12 +23,14 @@ class FileReadTask : public ReadTask {
         reader_(std::move(reader)), rows_(rows) {}
 
   arrow::Status Run(const Emit& emit) const override {
-    arrow::Status status;
-    try {
-      status = RunImpl(emit);
-    } catch (const std::exception& e) {
-      status = arrow::Status::IOError(e.what());
-    }
+    auto once = [this](const Emit& out) -> arrow::Status {
+      try {
+        return RunImpl(out);
+      } catch (const std::exception& e) {
+        return arrow::Status::IOError(e.what());
+      }
+    };
+    arrow::Status status = RunWithRetry(once, emit, options_->retry);
     if (!status.ok() && status.code() != arrow::StatusCode::Cancelled &&
         status.message().find(file_.path) == std::string::npos) {
       return status.WithMessage(options_->operation, ": '", file_.path, "': ", status.message());
@@ -48,8 +50,10 @@ class FileReadTask : public ReadTask {
     std::shared_ptr<arrow::io::InputStream> input;
     ARROW_ASSIGN_OR_RAISE(input, fs_->OpenInputStream(file_.path));
     if (options_->buffer_size > 0) {
+      // Large requests to an object store, but no buffer larger than the file.
+      int64_t buffer = std::min(options_->buffer_size, std::max<int64_t>(file_.size, 4096));
       ARROW_ASSIGN_OR_RAISE(input, arrow::io::BufferedInputStream::Create(
-                                       options_->buffer_size, arrow::default_memory_pool(), input));
+                                       buffer, arrow::default_memory_pool(), input));
     }
     std::string codec_name = options_->stream_compression.empty() ? DetectCompression(file_.path)
                                                                   : options_->stream_compression;

@@ -13,6 +13,7 @@
 #include <arrow/csv/options.h>
 
 #include "io/datasource.h"
+#include "io/retry.h"
 #include "io/sources.h"
 
 namespace millstream {
@@ -41,6 +42,8 @@ struct FileReadOptions {
   std::optional<int64_t> override_num_blocks;
   /// Bytes of a file read ahead in one request; 0: unbuffered.
   int64_t buffer_size = 0;
+  /// Transient errors (Ray's retried_io_errors) on which a file is read again.
+  RetryPolicy retry;
 };
 
 /// \brief Reads one opened file into blocks (the format's part of a file read).

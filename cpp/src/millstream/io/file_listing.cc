@@ -8,6 +8,7 @@
 #include <arrow/util/uri.h>
 #include <arrow/util/utf8.h>
 
+#include "io/filesystems.h"
 #include "io/sources.h"
 
 namespace millstream {
@@ -95,7 +96,7 @@ arrow::Result<std::string> LocalPath(const std::string& given, std::string_view 
   for (auto& c : scheme) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   if (scheme != "file") {
     return arrow::Status::NotImplemented(operation, ": '", given, "': the URI scheme '", scheme,
-                                         "' is not supported; only local paths and file:// URIs are");
+                                         "' is not supported; only local paths, file:// URIs and s3:// URIs are");
   }
   arrow::util::Uri uri;
   bool parsed = uri.Parse(given).ok();
@@ -122,11 +123,9 @@ arrow::Result<std::vector<FoundFile>> ExpandPaths(const std::vector<std::string>
   if (paths.empty()) return arrow::Status::Invalid(operation, ": no paths given");
   std::vector<FoundFile> files;
   for (const auto& given : paths) {
-    // Local files only: a URI of another scheme fails here, before any filesystem (and
-    // its network client) is made.
-    ARROW_ASSIGN_OR_RAISE(auto local, LocalPath(given, operation));
-    std::string path = AbsoluteLocalPath(local);
-    if (!*fs) *fs = std::make_shared<arrow::fs::LocalFileSystem>();
+    // Local paths and s3:// URIs (or paths on the filesystem given); another scheme fails
+    // here, before any filesystem (and its network client) is made.
+    ARROW_ASSIGN_OR_RAISE(std::string path, ResolvePath(given, fs, operation));
     const auto& local_fs = *fs;
     if (HasGlob(path)) {
       // List from the deepest directory without a wildcard, then match the rest.

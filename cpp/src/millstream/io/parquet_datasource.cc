@@ -1,4 +1,6 @@
 #include <algorithm>
+#include <system_error>
+#include <thread>
 #include <atomic>
 #include <random>
 #include <set>
@@ -11,6 +13,7 @@
 #include <parquet/file_reader.h>
 #include <parquet/statistics.h>
 
+#include "io/filesystems.h"
 #include "io/sources.h"
 
 namespace millstream {
@@ -25,12 +28,24 @@ constexpr int64_t kMaxReadBatchRows = 64 * 1024;
 /// One Parquet file's footer and what the read needs from it.
 struct ParquetFile {
   std::string path;
+  /// Bytes, from the listing: opening with it spares an object store a HEAD request.
+  int64_t size = -1;
   std::shared_ptr<parquet::FileMetaData> metadata;
   /// The file's columns, then its partition columns.
   std::shared_ptr<arrow::Schema> schema;
   /// Hive partition values of this file, for keys that are not columns of the file.
   std::vector<PartitionKey> partition;
 };
+
+/// Opens `path`, giving its size when known (an object store then needs no HEAD request).
+arrow::Result<std::shared_ptr<arrow::io::RandomAccessFile>> OpenWithSize(arrow::fs::FileSystem& fs,
+                                                                         const std::string& path,
+                                                                         int64_t size) {
+  if (size < 0) return fs.OpenInputFile(path);
+  arrow::fs::FileInfo info(path, arrow::fs::FileType::File);
+  info.set_size(size);
+  return fs.OpenInputFile(info);
+}
 
 std::string ColumnList(const arrow::Schema& schema) {
   std::string out;
@@ -100,25 +115,28 @@ bool RowGroupExcluded(const ParquetFile& file, int rg, const cp::Expression& bou
 
 class ParquetReadTask : public ReadTask {
  public:
-  ParquetReadTask(std::shared_ptr<arrow::fs::FileSystem> fs, std::string path,
+  ParquetReadTask(std::shared_ptr<arrow::fs::FileSystem> fs, std::string path, int64_t file_size,
                   std::shared_ptr<parquet::FileMetaData> metadata, std::vector<int> row_groups,
                   std::vector<std::string> columns, std::optional<cp::Expression> filter,
                   int64_t rows, int64_t bytes, int64_t batch_rows,
                   std::vector<PartitionKey> partition, bool include_paths,
-                  std::shared_ptr<arrow::Schema> target_schema)
-      : fs_(std::move(fs)), path_(std::move(path)), metadata_(std::move(metadata)),
+                  std::shared_ptr<arrow::Schema> target_schema, const RetryPolicy* retry)
+      : fs_(std::move(fs)), path_(std::move(path)), file_size_(file_size), metadata_(std::move(metadata)),
         row_groups_(std::move(row_groups)), columns_(std::move(columns)),
         filter_(std::move(filter)), rows_(rows), bytes_(bytes), batch_rows_(batch_rows),
         partition_(std::move(partition)), include_paths_(include_paths),
-        target_schema_(std::move(target_schema)) {}
+        target_schema_(std::move(target_schema)),
+        retry_(retry && !retry->patterns.empty() ? std::make_shared<RetryPolicy>(*retry) : nullptr) {}
 
   arrow::Status Run(const Emit& emit) const override {
-    arrow::Status status;
-    try {
-      status = RunImpl(emit);
-    } catch (const std::exception& e) {
-      status = arrow::Status::IOError(e.what());
-    }
+    auto once = [this](const Emit& out) -> arrow::Status {
+      try {
+        return RunImpl(out);
+      } catch (const std::exception& e) {
+        return arrow::Status::IOError(e.what());
+      }
+    };
+    arrow::Status status = retry_ ? RunWithRetry(once, emit, *retry_) : once(emit);
     if (!status.ok() && status.code() != arrow::StatusCode::Cancelled &&
         status.message().find(path_) == std::string::npos) {
       return status.WithMessage("reading '", path_, "': ", status.message());
@@ -165,7 +183,7 @@ class ParquetReadTask : public ReadTask {
   }
 
   arrow::Status RunImpl(const Emit& emit) const {
-    ARROW_ASSIGN_OR_RAISE(auto input, fs_->OpenInputFile(path_));
+    ARROW_ASSIGN_OR_RAISE(auto input, OpenWithSize(*fs_, path_, file_size_));
     parquet::ArrowReaderProperties arrow_props;
     arrow_props.set_batch_size(batch_rows_);
     arrow_props.set_pre_buffer(true);
@@ -280,6 +298,7 @@ class ParquetReadTask : public ReadTask {
 
   std::shared_ptr<arrow::fs::FileSystem> fs_;
   std::string path_;
+  int64_t file_size_;
   std::shared_ptr<parquet::FileMetaData> metadata_;
   std::vector<int> row_groups_;
   std::vector<std::string> columns_;
@@ -288,6 +307,7 @@ class ParquetReadTask : public ReadTask {
   std::vector<PartitionKey> partition_;
   bool include_paths_;
   std::shared_ptr<arrow::Schema> target_schema_;
+  std::shared_ptr<const RetryPolicy> retry_;
 };
 
 /// Several small reads run one after the other as one task (many small files).
@@ -407,9 +427,9 @@ class ParquetDatasource : public Datasource {
       int64_t batch_rows = std::min({largest_row_group, kMaxReadBatchRows,
                                      std::max<int64_t>(1024, target_max_block_size / bytes_per_row)});
       tasks.push_back(std::make_shared<ParquetReadTask>(
-          fs_, piece.file->path, piece.file->metadata, piece.row_groups, options_.columns,
+          fs_, piece.file->path, piece.file->size, piece.file->metadata, piece.row_groups, options_.columns,
           options_.filter, piece.rows, piece.bytes, batch_rows, piece.file->partition,
-          more_->include_paths, more_->schema));
+          more_->include_paths, more_->schema, &more_->retry));
     }
     // Many small pieces (many small files): group neighbours so that there are about
     // max(parallelism, min_tasks) tasks, no group larger than a block.
@@ -523,10 +543,11 @@ class ParquetDatasource : public Datasource {
 
 arrow::Result<ParquetFile> ReadFooter(arrow::fs::FileSystem& fs, const FoundFile& found,
                                       bool hive_partitioning) {
-  ARROW_ASSIGN_OR_RAISE(auto input, fs.OpenInputFile(found.path));
+  ARROW_ASSIGN_OR_RAISE(auto input, OpenWithSize(fs, found.path, found.size));
   auto reader = parquet::ParquetFileReader::Open(input);
   ParquetFile file;
   file.path = found.path;
+  file.size = found.size;
   file.metadata = reader->metadata();
   ARROW_ASSIGN_OR_RAISE(auto arrow_reader,
                         parquet::arrow::FileReader::Make(arrow::default_memory_pool(), std::move(reader)));
@@ -560,16 +581,43 @@ arrow::Result<std::shared_ptr<Datasource>> MakeParquetSource(std::shared_ptr<arr
                                                              const ReadParquetOptions& options,
                                                              ParquetFileOptions more) {
   if (found.empty()) return arrow::Status::IOError("read_parquet: no Parquet files to read");
+  // Footers are read side by side (on an object store each is a round trip or two).
+  std::vector<arrow::Result<ParquetFile>> footers(found.size(), arrow::Status::UnknownError("not read"));
+  auto read_one = [&](size_t i) {
+    const auto& f = found[i];
+    // parquet throws ParquetException on a bad footer; turn it into a Status naming the file.
+    auto read_footer = [&](const Emit&) -> arrow::Status {
+      try {
+        footers[i] = ReadFooter(*fs, f, options.hive_partitioning);
+      } catch (const std::exception& e) {
+        footers[i] = arrow::Status::IOError(e.what());
+      }
+      return footers[i].status();
+    };
+    (void)RunWithRetry(read_footer, [](Block) { return arrow::Status::OK(); }, more.retry);
+  };
+  size_t threads = std::min<size_t>(found.size(), IsLocal(*fs) ? 4 : 32);
+  if (threads <= 1) {
+    for (size_t i = 0; i < found.size(); ++i) read_one(i);
+  } else {
+    std::atomic<size_t> next{0};
+    std::vector<std::thread> workers;
+    auto work = [&] {
+      for (size_t i = next++; i < found.size(); i = next++) read_one(i);
+    };
+    try {
+      for (size_t t = 1; t < threads; ++t) workers.emplace_back(work);
+    } catch (const std::system_error&) {
+      // fewer threads than asked: the others and this one do the rest
+    }
+    work();
+    for (auto& worker : workers) worker.join();
+  }
   auto files = std::make_shared<std::vector<ParquetFile>>();
   files->reserve(found.size());
-  for (const auto& f : found) {
-    // parquet throws ParquetException on a bad footer; turn it into a Status naming the file.
-    arrow::Result<ParquetFile> file;
-    try {
-      file = ReadFooter(*fs, f, options.hive_partitioning);
-    } catch (const std::exception& e) {
-      file = arrow::Status::IOError(e.what());
-    }
+  for (size_t i = 0; i < found.size(); ++i) {
+    auto& file = footers[i];
+    const auto& f = found[i];
     if (!file.ok()) {
       // IOError whatever the reader said, keeping its detail (the errno of an OS error).
       return arrow::Status(arrow::StatusCode::IOError,

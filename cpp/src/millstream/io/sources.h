@@ -8,6 +8,7 @@
 #include <arrow/filesystem/filesystem.h>
 
 #include "io/datasource.h"
+#include "io/retry.h"
 #include "millstream/dataset.h"
 
 namespace millstream {
@@ -42,6 +43,8 @@ struct ParquetFileOptions {
   /// order, cast to its types, null where a file lacks one; partition columns only if
   /// it names them.
   std::shared_ptr<arrow::Schema> schema;
+  /// Transient errors on which a read (a footer, a task's row groups) is tried again.
+  RetryPolicy retry;
 };
 
 /// Parquet files already found (see ListFiles), read with `options` and `more`.
