@@ -28,6 +28,9 @@ class ReadTask {
   virtual int64_t estimated_bytes() const = 0;
 };
 
+/// \brief Several small reads (many small files) run one after the other as one task.
+std::shared_ptr<ReadTask> MakeGroupedReadTask(std::vector<std::shared_ptr<ReadTask>> parts);
+
 /// \brief How a source should split its read.
 struct ReadTaskOptions {
   /// Tasks the user asked for (override_num_blocks); 0: the source decides.

@@ -101,28 +101,6 @@ class FileReadTask : public ReadTask {
 };
 
 /// Several files read one after the other as one task (many small files).
-class FileGroupTask : public ReadTask {
- public:
-  explicit FileGroupTask(std::vector<std::shared_ptr<ReadTask>> parts) : parts_(std::move(parts)) {}
-  arrow::Status Run(const Emit& emit) const override {
-    for (const auto& part : parts_) ARROW_RETURN_NOT_OK(part->Run(emit));
-    return arrow::Status::OK();
-  }
-  int64_t estimated_rows() const override {
-    int64_t rows = 0;
-    for (const auto& part : parts_) rows += part->estimated_rows();
-    return rows;
-  }
-  int64_t estimated_bytes() const override {
-    int64_t bytes = 0;
-    for (const auto& part : parts_) bytes += part->estimated_bytes();
-    return bytes;
-  }
-
- private:
-  std::vector<std::shared_ptr<ReadTask>> parts_;
-};
-
 class FileDatasource : public Datasource {
  public:
   FileDatasource(std::string name, std::shared_ptr<arrow::fs::FileSystem> fs,
@@ -163,7 +141,7 @@ class FileDatasource : public Datasource {
     int64_t group_bytes = 0;
     auto flush = [&] {
       if (group.size() == 1) grouped.push_back(group[0]);
-      else if (!group.empty()) grouped.push_back(std::make_shared<FileGroupTask>(std::move(group)));
+      else if (!group.empty()) grouped.push_back(MakeGroupedReadTask(std::move(group)));
       group.clear();
       group_bytes = 0;
     };
