@@ -20,9 +20,9 @@ class AllToAllOperator : public PhysicalOperator {
 
   AllToAllOperator(std::string name, std::unique_ptr<Exchange> exchange,
                    std::shared_ptr<SpillDirectory> spill, int64_t reduce_headroom)
-      : PhysicalOperator(std::move(name), 1), exchange_(std::move(exchange)),
-        reduce_headroom_(reduce_headroom),
-        reservation_(std::make_unique<MemoryReservation>(0)), spill_(std::move(spill)) {
+      : PhysicalOperator(std::move(name), 1),
+        reservation_(std::make_unique<MemoryReservation>(0)), spill_(std::move(spill)),
+        exchange_(std::move(exchange)), reduce_headroom_(reduce_headroom) {
     exchange_context_.reservation = reservation_.get();
     exchange_context_.spill = spill_.get();
   }
@@ -205,10 +205,13 @@ class AllToAllOperator : public PhysicalOperator {
     }
   }
 
-  std::unique_ptr<Exchange> exchange_;
-  int64_t reduce_headroom_;
+  // The exchange's stored blocks give their bytes back to the reservation and delete
+  // their files in the spill directory when it is destroyed: both must outlive it, so
+  // they are declared (and built) first and destroyed last.
   std::unique_ptr<MemoryReservation> reservation_;
   std::shared_ptr<SpillDirectory> spill_;
+  std::unique_ptr<Exchange> exchange_;
+  int64_t reduce_headroom_;
   ExchangeContext exchange_context_;
 
   Stage stage_ = kMap;
