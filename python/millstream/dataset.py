@@ -6,6 +6,7 @@ import builtins
 import collections.abc
 import inspect
 import os
+import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
@@ -39,15 +40,20 @@ class RandomSeedConfig:
     """How a random operator (``random_shuffle``, ``randomize_block_order``) is seeded, as in
     Ray: ``seed=None``, a different order every run; a seed with
     ``reseed_after_execution=True`` (the default), a different but reproducible order on
-    each execution of the dataset; with ``False``, the same order every time."""
+    each execution of the dataset; with ``False``, the same order every time.
+    ``use_timestamp_as_default=True`` with no seed takes the creation time as the seed."""
 
     def __init__(self, seed: Optional[int] = None, reseed_after_execution: bool = True,
                  use_timestamp_as_default: bool = False):
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise TypeError(f"RandomSeedConfig: seed must be an int or None, got {seed!r}")
-        self.seed = None if seed is None else int(seed)
         self.reseed_after_execution = bool(reseed_after_execution)
         self.use_timestamp_as_default = bool(use_timestamp_as_default)
+        if seed is None and self.use_timestamp_as_default:
+            # Ray's legacy default: the creation time becomes the base seed, so the
+            # executions of one dataset follow it (reproducibly) instead of being random.
+            seed = time.time_ns()
+        self.seed = None if seed is None else int(seed)
 
     def __repr__(self) -> str:
         return f"RandomSeedConfig(seed={self.seed}, reseed_after_execution={self.reseed_after_execution})"

@@ -239,6 +239,15 @@ def test_random_shuffle_seed_config_without_reseed_is_fixed():
     assert ids(ds) == ids(ds)
 
 
+def test_random_shuffle_timestamp_default_seed_is_fixed_per_dataset():
+    # Ray's use_timestamp_as_default: no seed, the creation time is the seed.
+    ds = shuffle_input().random_shuffle(
+        seed=md.RandomSeedConfig(use_timestamp_as_default=True, reseed_after_execution=False))
+    first = ids(ds)
+    assert first == ids(ds)
+    assert sorted(first) == list(range(5000)) and first != sorted(first)
+
+
 def test_random_shuffle_without_seed_differs():
     ds = shuffle_input().random_shuffle()
     assert ids(ds) != ids(ds)
