@@ -336,6 +336,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("local_path", [](const std::string& path, const std::string& operation) {
     return ValueOrRaise(LocalPath(path, operation));
   }, "The local path of `path` (a plain path or a file:// URI); other URI schemes raise.");
+  m.def("current_gpu_ids", [] { return millstream::CurrentGpuIds(); },
+        "The GPU ids of the actor or task whose UDF runs on this thread.");
   m.def("shutdown", &ShutDown,
         "Stop every execution and keep engine threads out of Python from now on (called at "
         "interpreter exit; later executions fail).");

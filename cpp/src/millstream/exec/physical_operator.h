@@ -24,6 +24,8 @@ struct TaskSpec {
   RefBundle inputs;
   /// For a task of an actor pool: the actor it runs on.
   ActorState* actor = nullptr;
+  /// The GPUs the task may use (its actor's, or its own for a task pool with num_gpus).
+  std::vector<int> gpu_ids;
   /// For a stage of an all-to-all operator: 0 map, 1 reduce; and the reduce partition.
   int stage = 0;
   int64_t partition = 0;

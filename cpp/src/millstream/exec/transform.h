@@ -80,6 +80,8 @@ struct ActorState {
   std::atomic<int> constructed{0};
   /// Tasks running on it (the scheduler's count, read and written under its lock).
   int running = 0;
+  /// The GPUs it owns for its lifetime (an actor pool with num_gpus), else empty.
+  std::vector<int> gpu_ids;
 };
 
 /// \brief What a task knows about itself while its transforms run.

@@ -55,6 +55,7 @@ Made PlanMap(std::shared_ptr<const MapOp> spec, const PlanningContext& planning)
       spec->compute.kind == ComputeStrategy::Kind::kActors
           ? MakeActorPoolMapOperator(spec, planning.context)
           : MakeTaskPoolMapOperator(spec);
+  op->SetGpuAllocator(planning.gpus);
   if (spec->source) {
     ReadTaskOptions options;
     options.parallelism = spec->override_num_blocks.value_or(0);

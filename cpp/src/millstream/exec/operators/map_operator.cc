@@ -82,6 +82,7 @@ arrow::Status MapOperator::RunTask(const TaskSpec& task_spec, TaskRunContext& ru
   TaskContext task;
   task.task_index = task_spec.task_index;
   task.actor = task_spec.actor;
+  ScopedGpuIds gpu_ids(&task_spec.gpu_ids);
   task.concurrent_calls = spec().compute.enable_true_multi_threading;
   task.cancelled = run.cancelled;
   task.udf_seconds = &run.udf_seconds;
