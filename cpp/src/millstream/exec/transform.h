@@ -127,6 +127,12 @@ class Transform {
       const std::shared_ptr<arrow::Schema>& input) const {
     return nullptr;
   }
+  /// Its output depends on which rows each task gets (a seeded sample): the planner makes
+  /// everything upstream hand on its output in order, so task i always gets the same rows.
+  virtual bool needs_ordered_input() const { return false; }
+  /// The transform one execution runs, when it differs per execution (a sample reseeded
+  /// after each execution); null: this one. Called once per planning.
+  virtual std::shared_ptr<const Transform> ForExecution() const { return nullptr; }
 };
 
 }  // namespace millstream

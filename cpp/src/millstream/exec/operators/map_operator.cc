@@ -28,6 +28,11 @@ void MapOperator::AddInput(int, RefBundle bundle) {
   input_queue_.push_back(std::move(bundle));
 }
 
+bool MapOperator::NeedsOrderedInput() const {
+  return std::any_of(spec().transforms.begin(), spec().transforms.end(),
+                     [](const auto& t) { return t->needs_ordered_input(); });
+}
+
 bool MapOperator::HasBundleReady() const {
   if (input_queue_.empty()) return false;
   return AllInputsDone() || spec().min_rows_per_bundle <= 0 ||

@@ -30,6 +30,8 @@ class MapOperator : public PhysicalOperator {
   int64_t QueuedInputBytes() const override { return input_bytes_; }
   int64_t QueuedInputBundles() const override { return static_cast<int64_t>(input_queue_.size()); }
 
+  /// A transform needs it (a seeded sample: task i must always get the same rows).
+  bool NeedsOrderedInput() const override;
   bool RunsTasks() const override { return true; }
   bool HasTaskReady() const override;
   int64_t EstimateNextTaskBytes() const override;
