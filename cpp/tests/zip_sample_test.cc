@@ -84,6 +84,16 @@ TEST(ZipOperator, ALongerInputFailsAsSoonAsItPassesAFinishedOne) {
   EXPECT_TRUE(op->status().IsInvalid()) << op->status().ToString();
 }
 
+TEST(ZipOperator, StoppedByALimitIsNoError) {
+  auto op = MakeZipOperator(2);
+  op->AddInput(0, RefBundle::Of(Column("a", 0, 5)));
+  op->AddInput(1, RefBundle::Of(Column("b", 0, 2)));
+  op->Stop();  // what a satisfied limit downstream does, then its inputs are done
+  op->InputDone(0);
+  op->InputDone(1);
+  ASSERT_OK(op->status());
+}
+
 TEST(DatasetZip, ThreeWayWithRayNamesThroughTheExecutor) {
   auto a = Ok(Dataset::Range(1000, 7));
   auto b = Ok(Dataset::Range(1000, 3));

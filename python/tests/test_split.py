@@ -361,6 +361,27 @@ def test_zip_of_lazy_pipelines_and_itself():
     assert self_zip.column("id").equals(self_zip.column("id_1"))
 
 
+def test_zip_under_a_limit_and_other_steps():
+    a = md.range(100_000, override_num_blocks=50).map_batches(lambda b: {"x": b["id"] * 2})
+    b = md.range(100_000, override_num_blocks=3)
+    assert a.zip(b).take(3) == [{"x": 2 * i, "id": i} for i in range(3)]
+    z = md.range(10).zip(md.range(10))
+    assert z.filter(expr="id_1 > 7").take_all() == [{"id": 8, "id_1": 8}, {"id": 9, "id_1": 9}]
+    assert z.select_columns(["id_1"]).take(2) == [{"id_1": 0}, {"id_1": 1}]
+    assert z.count() == 10
+
+
+def test_zip_streams_under_a_small_memory_limit(ctx):
+    ctx.execution_options.resource_limits.object_store_memory = 8 << 20
+    a = md.range(2_000_000, override_num_blocks=100).map_batches(lambda b: {"x": b["id"] * 2})
+    b = md.range(2_000_000, override_num_blocks=7)
+    rows = 0
+    for batch in a.zip(b).iter_batches(batch_size=None):
+        np.testing.assert_array_equal(batch["x"], batch["id"] * 2)
+        rows += len(batch["x"])
+    assert rows == 2_000_000
+
+
 def test_zip_different_row_counts_raise():
     with pytest.raises(ValueError, match="Cannot zip datasets of different number of rows: 5, 4"):
         md.range(5).zip(md.range(4)).take_all()

@@ -50,7 +50,8 @@ class ZipOperator : public PhysicalOperator {
     CheckLengths();
   }
 
-  arrow::Status status() const override { return error_; }
+  /// A stopped zip (a satisfied limit downstream) had its inputs cut short: no error.
+  arrow::Status status() const override { return stopped() ? arrow::Status::OK() : error_; }
   int64_t CurrentUsage() const override { return OutputQueueBytes() + queued_bytes_; }
 
   bool Completed() const override {
@@ -115,7 +116,7 @@ class ZipOperator : public PhysicalOperator {
   /// is done and the other has more rows, or both are done with different counts. Found
   /// early, the error stops the execution before the longer input is buffered whole.
   void CheckLengths() {
-    if (!error_.ok()) return;
+    if (!error_.ok() || stopped()) return;
     for (int other = 1; other < num_inputs(); ++other) {
       const bool first_done = inputs_done_[0], other_done = inputs_done_[other];
       const bool differ = (first_done && rows_[other] > rows_[0]) ||
