@@ -437,6 +437,9 @@ PYBIND11_MODULE(_core, m) {
         return ValueOrRaise(self.Repartition(num_blocks, shuffle, std::move(keys)));
       })
       .def("union", [](const Dataset& self, std::vector<Dataset> others) { return self.Union(others); })
+      .def("repartition_rows", [](const Dataset& self, int64_t target_rows, bool strict) {
+        return ValueOrRaise(self.RepartitionRows(target_rows, strict));
+      })
       .def("zip", [](const Dataset& self, std::vector<Dataset> others) { return self.Zip(others); })
       .def("random_sample", [](const Dataset& self, double fraction, std::optional<uint64_t> seed, bool reseed) {
         return ValueOrRaise(self.RandomSample(fraction, {seed, reseed}));

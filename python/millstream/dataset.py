@@ -444,21 +444,46 @@ class Dataset:
         """The blocks in a random order, each unchanged (cheap; see ``random_shuffle`` for rows)."""
         return Dataset(self._core.randomize_block_order(*_seed("Dataset.randomize_block_order", seed)))
 
-    @public(unsupported={"target_num_rows_per_block": Unsupported(None, why=_NOT_YET),
-                         "strict": Unsupported(False, why="only meaningful with target_num_rows_per_block"),
-                         "sort": Unsupported(False, why=_NOT_YET)})
+    @public(unsupported={"sort": Unsupported(False, why=_NOT_YET)})
     def repartition(self, num_blocks: Optional[int] = None, target_num_rows_per_block: Optional[int] = None, *,
                     strict: bool = False, shuffle: bool = False, keys: Optional[List[str]] = None,
                     sort: bool = False) -> "Dataset":
         """Exactly ``num_blocks`` blocks (e.g. to set the number of files a write makes):
         without ``shuffle`` or ``keys``, the rows in order, split and combined into blocks
         whose row counts differ by at most one; with ``keys``, all rows of one key in one
-        block (hash partitioning); with ``shuffle=True``, each row in a random block."""
-        if num_blocks is None:
+        block (hash partitioning); with ``shuffle=True``, each row in a random block.
+
+        Or, with ``target_num_rows_per_block`` (not with ``num_blocks``), a streaming
+        repartition (no exchange): consecutive blocks are bundled into tasks of at least
+        that many rows and cut into blocks of exactly that many, small ones combined,
+        large ones sliced (zero-copy); each task may end with one smaller block, or, with
+        ``strict=True``, every block but the last has exactly that many rows. ``keys`` is
+        then ignored with a warning and ``shuffle=True`` raises ``ValueError``, as in Ray."""
+        import warnings
+
+        if target_num_rows_per_block is not None:
+            if keys is not None:
+                warnings.warn("`keys` is ignored when `target_num_rows_per_block` is set.")
+            if shuffle:
+                warnings.warn("`shuffle` is ignored when `target_num_rows_per_block` is set.")
+        elif strict:
+            warnings.warn("`strict` is ignored when `target_num_rows_per_block` is not set. "
+                          "Use `target_num_rows_per_block` instead of `num_blocks` to enable `strict` mode.")
+        if num_blocks is None and target_num_rows_per_block is None:
             raise ValueError("Either `num_blocks` or `target_num_rows_per_block` must be set")
-        num_blocks = _args.check_int("Dataset.repartition", "num_blocks", num_blocks, min=1)
+        if num_blocks is not None and target_num_rows_per_block is not None:
+            raise ValueError("Only one of `num_blocks` or `target_num_rows_per_block` must be set, but not both.")
+        if target_num_rows_per_block is not None and shuffle:
+            raise ValueError("`shuffle` must be False when `target_num_rows_per_block` is set.")
         if not isinstance(shuffle, bool):
             raise TypeError(f"Dataset.repartition: shuffle must be a bool, got {shuffle!r}")
+        if not isinstance(strict, bool):
+            raise TypeError(f"Dataset.repartition: strict must be a bool, got {strict!r}")
+        if target_num_rows_per_block is not None:
+            rows = _args.check_int("Dataset.repartition", "target_num_rows_per_block",
+                                   target_num_rows_per_block, min=1)
+            return Dataset(self._core.repartition_rows(rows, strict))
+        num_blocks = _args.check_int("Dataset.repartition", "num_blocks", num_blocks, min=1)
         key_list = [] if keys is None else _args.check_columns("Dataset.repartition", keys)
         schema = self._core.known_schema()
         if schema is not None:

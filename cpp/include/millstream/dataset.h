@@ -321,6 +321,11 @@ class Dataset {
   /// key in one block (hash partitioning); with `shuffle`, each row in a random block.
   arrow::Result<Dataset> Repartition(int64_t num_blocks, bool shuffle = false,
                                      std::vector<std::string> keys = {}) const;
+  /// Streamed (no exchange): blocks of `target_rows` rows, in order within each task.
+  /// Small blocks are combined and large ones cut; not `strict`, each task (of at least
+  /// `target_rows` rows, bundled from consecutive blocks) may end with one smaller block;
+  /// `strict`, every block but the last has exactly `target_rows` rows.
+  arrow::Result<Dataset> RepartitionRows(int64_t target_rows, bool strict) const;
   /// The rows of this dataset and of `others`, streamed as their inputs produce them
   /// (under preserve_order: all of this one, then each of `others` in turn).
   Dataset Union(const std::vector<Dataset>& others) const;

@@ -26,6 +26,11 @@ std::shared_ptr<const Transform> MakeFilterTransform(arrow::compute::Expression 
 /// seed, i, k), so a seeded sample is the same on every run whatever the timing.
 std::shared_ptr<const Transform> MakeRandomSampleTransform(double fraction, RandomSeedConfig seed);
 
+/// Cuts each task's rows into blocks of exactly `rows` rows, the rest of the task in one
+/// smaller block (repartition(target_num_rows_per_block=rows)); a run within one input
+/// block is a zero-copy slice, one across blocks is concatenated.
+std::shared_ptr<const Transform> MakeRebatchTransform(int64_t rows);
+
 /// The predicate of a transform made by MakeFilterTransform; null for any other.
 const arrow::compute::Expression* FilterPredicate(const Transform& transform);
 

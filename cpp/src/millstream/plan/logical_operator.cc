@@ -65,6 +65,7 @@ std::shared_ptr<MapOp> MapOp::CopyOver(PlanPtr input) const {
   op->num_gpus = num_gpus;
   op->memory = memory;
   op->min_rows_per_bundle = min_rows_per_bundle;
+  op->exact_bundles = exact_bundles;
   return op;
 }
 

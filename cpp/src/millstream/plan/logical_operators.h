@@ -70,6 +70,10 @@ class MapOp : public LogicalOperator {
   int64_t memory = 0;
   /// Rows to bundle before launching a task (a map_batches batch_size), 0: one bundle.
   int64_t min_rows_per_bundle = 0;
+  /// Each task gets an exact multiple of `min_rows_per_bundle` rows (blocks sliced at the
+  /// cut, the rest left for the next task), but the last (a strict repartition to a row
+  /// count). Never fused: its input must be blocks, as they come.
+  bool exact_bundles = false;
 };
 
 /// \brief Keeps the first `limit` rows.

@@ -62,6 +62,8 @@ class MapOperator : public PhysicalOperator {
     ActorState* actor = nullptr;
   };
   bool HasBundleReady() const;
+  /// Keeps the first `keep` rows of `bundle` in it and returns the rest (blocks sliced).
+  RefBundle CutBundle(RefBundle& bundle, int64_t keep);
   /// The pool-specific part of launching (picking an actor); true if the task may go.
   virtual void AssignTask(TaskSpec& spec, RunningTask& task) {}
   virtual void TaskEnded(RunningTask& task) {}
