@@ -439,6 +439,13 @@ PYBIND11_MODULE(_core, m) {
         return ValueOrRaise(self.Repartition(num_blocks, shuffle, std::move(keys)));
       })
       .def("union", [](const Dataset& self, std::vector<Dataset> others) { return self.Union(others); })
+      .def("repartition_rows", [](const Dataset& self, int64_t target_rows, bool strict) {
+        return ValueOrRaise(self.RepartitionRows(target_rows, strict));
+      })
+      .def("zip", [](const Dataset& self, std::vector<Dataset> others) { return self.Zip(others); })
+      .def("random_sample", [](const Dataset& self, double fraction, std::optional<uint64_t> seed, bool reseed) {
+        return ValueOrRaise(self.RandomSample(fraction, {seed, reseed}));
+      })
       .def("with_write", [](const Dataset& self, const std::string& dir, const std::string& fmt,
                             py::dict options) {
         // A bad option raises here, before the directory is prepared (see _write).

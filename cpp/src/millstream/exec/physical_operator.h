@@ -96,6 +96,9 @@ class PhysicalOperator {
   /// Bytes of input waiting here; the operator feeding it accounts for them.
   virtual int64_t QueuedInputBytes() const { return 0; }
   virtual int64_t QueuedInputBundles() const { return 0; }
+  /// An error found outside any task (a zip's inputs of different lengths), checked
+  /// after each input the operator gets: the execution fails with it.
+  virtual arrow::Status status() const { return arrow::Status::OK(); }
 
   // ---- Outputs ----
   bool HasNext() const { return !output_queue_.empty(); }

@@ -33,6 +33,8 @@ class MapOperator : public PhysicalOperator {
   int64_t QueuedInputBytes() const override { return input_bytes_; }
   int64_t QueuedInputBundles() const override { return static_cast<int64_t>(input_queue_.size()); }
 
+  /// A transform needs it (a seeded sample: task i must always get the same rows).
+  bool NeedsOrderedInput() const override;
   bool RunsTasks() const override { return true; }
   bool HasTaskReady() const override;
   int64_t EstimateNextTaskBytes() const override;
@@ -64,6 +66,8 @@ class MapOperator : public PhysicalOperator {
     std::vector<int> gpu_ids;  // a task pool's own GPUs, given back when it ends
   };
   bool HasBundleReady() const;
+  /// Keeps the first `keep` rows of `bundle` in it and returns the rest (blocks sliced).
+  RefBundle CutBundle(RefBundle& bundle, int64_t keep);
   /// The pool-specific part of launching (picking an actor); true if the task may go.
   virtual void AssignTask(TaskSpec& spec, RunningTask& task) {}
   virtual void TaskEnded(RunningTask& task) {}
