@@ -16,6 +16,7 @@
 #include "plan/logical_operators.h"
 #include "planner/planner.h"
 #include "shuffle/aggregate.h"
+#include "shuffle/hash_join.h"
 
 namespace millstream {
 
@@ -458,6 +459,11 @@ arrow::Result<Dataset> Dataset::Repartition(int64_t num_blocks, bool shuffle,
     return arrow::Status::Invalid("repartition: num_blocks must be positive, got ", num_blocks);
   }
   return Dataset(std::make_shared<RepartitionOp>(plan_, num_blocks, shuffle, std::move(keys)));
+}
+
+arrow::Result<Dataset> Dataset::Join(const Dataset& right, JoinSpec spec) const {
+  ARROW_RETURN_NOT_OK(ValidateJoin(spec, PlanSchema(plan_), PlanSchema(right.plan_)));
+  return Dataset(std::make_shared<JoinOp>(plan_, right.plan_, std::move(spec)));
 }
 
 Dataset Dataset::Union(const std::vector<Dataset>& others) const {
