@@ -286,6 +286,22 @@ def test_mismatched_key_types_name_the_columns():
         lazy.join(right, "inner", 2, on=("q",), right_on=("j",)).take_all()
 
 
+def test_null_typed_key_names_the_column():
+    left = md.from_items([{"k": None, "v": 1}])
+    right = md.from_items([{"k": 1, "w": 2}])
+    with pytest.raises(TypeError, match="left key column 'k' has type null"):
+        left.join(right, "full_outer", 2, on=("k",)).take_all()
+
+
+def test_self_join_with_suffixes():
+    ds = md.range(10).map_batches(lambda b: {"id": b["id"] % 3, "v": b["id"]})
+    got = ds.join(ds, "inner", 2, on=("id",), left_suffix="_l", right_suffix="_r").to_arrow()
+    assert got.column_names == ["id", "v_l", "v_r"]
+    ref = pd.DataFrame({"id": np.arange(10) % 3, "v": np.arange(10)})
+    want = ref.merge(ref, on="id", suffixes=("_l", "_r"))[["id", "v_l", "v_r"]]
+    assert rows_of(got) == rows_of(pa.Table.from_pandas(want, preserve_index=False))
+
+
 def test_payload_of_any_type():
     left = pa.table({"k": [1, 2, 3], "lst": [[1], [2, 2], []], "st": [{"x": 1}, {"x": 2}, {"x": 3}]})
     right = pa.table({"k": [2, 3, 3, 4], "b": ["a", "b", "c", "d"]})

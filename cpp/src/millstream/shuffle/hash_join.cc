@@ -3,6 +3,7 @@
 #include <atomic>
 #include <numeric>
 #include <set>
+#include <tuple>
 
 #include <arrow/acero/exec_plan.h>
 #include <arrow/acero/options.h>
@@ -103,6 +104,12 @@ arrow::Result<std::vector<OutputColumn>> Layout(const JoinSpec& spec, const arro
   ARROW_ASSIGN_OR_RAISE(auto rkeys, KeyIndices(spec.right_keys, right, 1));
   for (size_t k = 0; k < lkeys.size(); ++k) {
     auto lt = Decoded(left.field(lkeys[k])->type()), rt = Decoded(right.field(rkeys[k])->type());
+    for (const auto& [side, type, name] : {std::tuple{0, lt, spec.left_keys[k]}, std::tuple{1, rt, spec.right_keys[k]}}) {
+      if (type->id() == arrow::Type::NA) {
+        return arrow::Status::TypeError("join: the ", SideName(side), " key column '", name,
+                                        "' has type null (only nulls, no type to join on); cast it to the other side's key type");
+      }
+    }
     if (!lt->Equals(*rt)) {
       return arrow::Status::TypeError("join: key column '", spec.left_keys[k], "' is ", lt->ToString(),
                                       " on the left but '", spec.right_keys[k], "' is ", rt->ToString(),
