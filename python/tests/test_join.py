@@ -215,6 +215,17 @@ def test_side_with_no_blocks():
     assert md.from_arrow(left).join(ds_right, "inner", 2, on=("k",)).count() == 0
 
 
+@pytest.mark.parametrize("join_type", JOIN_TYPES)
+def test_empty_dataset_of_no_columns_is_an_empty_side(join_type):
+    left = md.from_items([{"k": 1, "v": 2}, {"k": 2, "v": 3}])
+    got = left.join(md.from_items([]), join_type, 2, on=("k",)).take_all()
+    keeps_left = join_type in ("left_outer", "full_outer", "left_anti")
+    assert sorted(r["v"] for r in got) == ([2, 3] if keeps_left else [])
+    got = md.from_items([]).join(left, join_type, 2, on=("k",)).take_all()
+    keeps_right = join_type in ("right_outer", "full_outer", "right_anti")
+    assert sorted(r["v"] for r in got) == ([2, 3] if keeps_right else [])
+
+
 @pytest.mark.parametrize("join_type", ["inner", "left_outer", "right_outer", "full_outer"])
 @pytest.mark.parametrize("suffixes", [("_l", "_r"), ("_l", None), (None, "_r")])
 def test_suffix_collisions(join_type, suffixes):

@@ -125,7 +125,9 @@ std::string JoinOp::Name() const {
 
 std::shared_ptr<arrow::Schema> JoinOp::SchemaOut(
     const std::vector<std::shared_ptr<arrow::Schema>>& inputs) const {
-  if (!inputs.at(0) || !inputs.at(1)) return nullptr;
+  if (!inputs.at(0) || !inputs.at(1) || inputs[0]->num_fields() == 0 || inputs[1]->num_fields() == 0) {
+    return nullptr;
+  }
   auto schema = JoinOutputSchema(spec, *inputs[0], *inputs[1]);
   return schema.ok() ? *schema : nullptr;
 }

@@ -252,7 +252,10 @@ class JoinExchange : public Exchange {
     ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
     if (input < 0 || input > 1) return arrow::Status::IndexError("join: no input ", input);
     const auto& keys = input == 0 ? spec_.left_keys : spec_.right_keys;
-    ARROW_RETURN_NOT_OK(KeyIndices(keys, *block->schema(), input).status());
+    auto found = KeyIndices(keys, *block->schema(), input);
+    // An empty block without the keys (an empty dataset of no columns) adds nothing.
+    if (!found.ok() && block->num_rows() == 0) return arrow::Status::OK();
+    ARROW_RETURN_NOT_OK(found.status());
     // Dictionary keys are decoded: blocks with different dictionaries then meet as values.
     cp::ExecContext exec(ctx.pool);
     for (const auto& key : keys) {
@@ -382,9 +385,11 @@ arrow::Status ValidateJoin(JoinSpec& spec, const std::shared_ptr<arrow::Schema>&
   if (spec.num_partitions < 0) {
     return arrow::Status::Invalid("join: num_partitions must be a positive integer, got ", spec.num_partitions);
   }
-  if (left) ARROW_RETURN_NOT_OK(KeyIndices(spec.left_keys, *left, 0).status());
-  if (right) ARROW_RETURN_NOT_OK(KeyIndices(spec.right_keys, *right, 1).status());
-  if (left && right) ARROW_RETURN_NOT_OK(Layout(spec, *left, *right).status());
+  // A schema of no columns (an empty dataset) says nothing about the keys.
+  const bool left_known = left && left->num_fields() > 0, right_known = right && right->num_fields() > 0;
+  if (left_known) ARROW_RETURN_NOT_OK(KeyIndices(spec.left_keys, *left, 0).status());
+  if (right_known) ARROW_RETURN_NOT_OK(KeyIndices(spec.right_keys, *right, 1).status());
+  if (left_known && right_known) ARROW_RETURN_NOT_OK(Layout(spec, *left, *right).status());
   return arrow::Status::OK();
 }
 
