@@ -215,7 +215,12 @@ TEST(HashJoinExchange, MissingKeyAndMismatchedTypesNameTheColumn) {
   EXPECT_NE(st.message().find("'k' is int64 on the left but 'j' is int32"), std::string::npos) << st.ToString();
   Harness h;
   ASSIGN_OK(auto exchange, MakeHashJoinExchange(Spec(JoinType::kInner, 2), {}));
-  auto missing = exchange->MapInput(1, 0, right, h.ctx);
+  // An empty block without the key adds nothing; one with rows is an error naming it.
+  EXPECT_TRUE(exchange->MapInput(1, 0, right, h.ctx).ok());
+  arrow::Int32Builder values;
+  ASSERT_TRUE(values.AppendValues({1, 2}).ok());
+  auto rows = arrow::RecordBatch::Make(right->schema(), 2, {values.Finish().ValueOrDie()});
+  auto missing = exchange->MapInput(1, 1, rows, h.ctx);
   EXPECT_TRUE(missing.IsKeyError()) << missing.ToString();
   EXPECT_NE(missing.message().find("right key column 'k'"), std::string::npos) << missing.ToString();
 }
