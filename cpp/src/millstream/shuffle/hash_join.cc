@@ -1,6 +1,7 @@
 #include "shuffle/hash_join.h"
 
 #include <atomic>
+#include <limits>
 #include <numeric>
 #include <set>
 #include <tuple>
@@ -8,6 +9,7 @@
 #include <arrow/acero/exec_plan.h>
 #include <arrow/acero/options.h>
 #include <arrow/compute/api.h>
+#include <arrow/util/byte_size.h>
 
 #include "shuffle/bucket_exchange.h"
 #include "shuffle/key_hash.h"
@@ -169,35 +171,43 @@ arrow::Result<std::vector<OutputColumn>> Layout(const JoinSpec& spec, const arro
   return out;
 }
 
-/// 0, 1, ..., n - 1.
+/// 0, 1, ..., n - 1 (int32 when n fits, to halve what the join carries).
 arrow::Result<std::shared_ptr<arrow::Array>> RowNumbers(int64_t n, arrow::MemoryPool* pool) {
+  if (n <= std::numeric_limits<int32_t>::max()) {
+    ARROW_ASSIGN_OR_RAISE(auto buffer, arrow::AllocateBuffer(n * sizeof(int32_t), pool));
+    auto* values = reinterpret_cast<int32_t*>(buffer->mutable_data());
+    std::iota(values, values + n, int32_t{0});
+    return std::make_shared<arrow::Int32Array>(n, std::shared_ptr<arrow::Buffer>(std::move(buffer)));
+  }
   ARROW_ASSIGN_OR_RAISE(auto buffer, arrow::AllocateBuffer(n * sizeof(int64_t), pool));
   auto* values = reinterpret_cast<int64_t*>(buffer->mutable_data());
   std::iota(values, values + n, int64_t{0});
   return std::make_shared<arrow::Int64Array>(n, std::shared_ptr<arrow::Buffer>(std::move(buffer)));
 }
 
-/// The keys of `block` (decoded) as columns k0, k1... and its row numbers as `row`.
-arrow::Result<std::shared_ptr<arrow::Table>> KeysAndRows(const Block& block, const std::vector<std::string>& keys,
+/// The keys of `table` (decoded) as columns k0, k1... and its row numbers as `row`.
+arrow::Result<std::shared_ptr<arrow::Table>> KeysAndRows(const arrow::Table& table, const std::vector<std::string>& keys,
                                                          const char* row, cp::ExecContext* exec) {
   arrow::FieldVector fields;
-  arrow::ArrayVector columns;
+  arrow::ChunkedArrayVector columns;
   for (size_t k = 0; k < keys.size(); ++k) {
-    ARROW_ASSIGN_OR_RAISE(auto column, DecodedArray(block->GetColumnByName(keys[k]), exec));
+    auto column = table.GetColumnByName(keys[k]);
+    if (column->type()->id() == arrow::Type::DICTIONARY) {
+      ARROW_ASSIGN_OR_RAISE(auto cast, cp::Cast(column, Decoded(column->type()), cp::CastOptions::Safe(), exec));
+      column = cast.chunked_array();
+    }
     fields.push_back(arrow::field("k" + std::to_string(k), column->type()));
     columns.push_back(std::move(column));
   }
-  ARROW_ASSIGN_OR_RAISE(auto rows, RowNumbers(block->num_rows(), exec->memory_pool()));
-  fields.push_back(arrow::field(row, arrow::int64()));
-  columns.push_back(std::move(rows));
-  auto batch = arrow::RecordBatch::Make(arrow::schema(fields), block->num_rows(), std::move(columns));
-  return arrow::Table::FromRecordBatches({batch});
+  ARROW_ASSIGN_OR_RAISE(auto rows, RowNumbers(table.num_rows(), exec->memory_pool()));
+  fields.push_back(arrow::field(row, rows->type()));
+  columns.push_back(std::make_shared<arrow::ChunkedArray>(std::move(rows)));
+  return arrow::Table::Make(arrow::schema(fields), std::move(columns), table.num_rows());
 }
 
-/// `table`'s column `name` as one array.
-arrow::Result<std::shared_ptr<arrow::Array>> OneArray(const arrow::Table& table, const std::string& name,
+/// `column` as one array (its chunks concatenated when there are several).
+arrow::Result<std::shared_ptr<arrow::Array>> OneArray(const std::shared_ptr<arrow::ChunkedArray>& column,
                                                       arrow::MemoryPool* pool) {
-  auto column = table.GetColumnByName(name);
   if (column->num_chunks() == 1) return column->chunk(0);
   if (column->num_chunks() == 0) return arrow::MakeEmptyArray(column->type(), pool);
   return arrow::Concatenate(column->chunks(), pool);
@@ -288,16 +298,22 @@ class JoinExchange : public Exchange {
 
   arrow::Status Reduce(int64_t p, const Emit& emit, ExchangeContext& ctx) override {
     if (p < 0 || p >= n_) return arrow::Status::IndexError("no Join partition ", p, " of ", n_);
-    Block rows[2];
+    std::vector<Block> pieces[2];
     for (int s = 0; s < 2; ++s) {
       if (mapped_[s].load() == 0) continue;
       ARROW_RETURN_NOT_OK(sides_[s]->Reduce(
-          p, [&rows, s](Block block) { rows[s] = std::move(block); return arrow::Status::OK(); }, ctx));
+          p, [&pieces, s](Block block) { pieces[s].push_back(std::move(block)); return arrow::Status::OK(); }, ctx));
+    }
+    std::shared_ptr<arrow::Table> tables[2];
+    for (int s = 0; s < 2; ++s) {
+      if (pieces[s].empty()) continue;
+      ARROW_ASSIGN_OR_RAISE(tables[s], arrow::Table::FromRecordBatches(pieces[s][0]->schema(), pieces[s]));
+      pieces[s].clear();
     }
     for (int s = 0; s < 2; ++s) {
-      if (rows[s]) continue;
+      if (tables[s]) continue;
       // A side that had no block: empty, with its keys typed as the other side's.
-      const Block& other = rows[1 - s];
+      const auto& other = tables[1 - s];
       const auto& keys = s == 0 ? spec_.left_keys : spec_.right_keys;
       const auto& other_keys = s == 0 ? spec_.right_keys : spec_.left_keys;
       arrow::FieldVector fields;
@@ -306,12 +322,12 @@ class JoinExchange : public Exchange {
         if (!field) return KeyIndices(other_keys, *other->schema(), 1 - s).status();
         fields.push_back(arrow::field(keys[k], field->type()));
       }
-      ARROW_ASSIGN_OR_RAISE(rows[s], arrow::RecordBatch::MakeEmpty(arrow::schema(fields), ctx.pool));
+      ARROW_ASSIGN_OR_RAISE(tables[s], arrow::Table::MakeEmpty(arrow::schema(fields), ctx.pool));
     }
     ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
-    ARROW_ASSIGN_OR_RAISE(auto out, JoinPartition(rows[0], rows[1], spec_, ctx.pool));
-    rows[0].reset();
-    rows[1].reset();
+    ARROW_ASSIGN_OR_RAISE(auto out, JoinPartition(tables[0], tables[1], spec_, ctx.pool));
+    tables[0].reset();
+    tables[1].reset();
     return EmitSliced(out, options_.target_max_block_size, emit);
   }
 
@@ -407,18 +423,27 @@ arrow::Result<std::shared_ptr<arrow::Schema>> JoinOutputSchema(const JoinSpec& s
 
 arrow::Result<Block> JoinPartition(const Block& left, const Block& right, const JoinSpec& spec,
                                    arrow::MemoryPool* pool, bool* built_left) {
+  ARROW_ASSIGN_OR_RAISE(auto left_table, arrow::Table::FromRecordBatches(left->schema(), {left}));
+  ARROW_ASSIGN_OR_RAISE(auto right_table, arrow::Table::FromRecordBatches(right->schema(), {right}));
+  return JoinPartition(left_table, right_table, spec, pool, built_left);
+}
+
+arrow::Result<Block> JoinPartition(const std::shared_ptr<arrow::Table>& left, const std::shared_ptr<arrow::Table>& right,
+                                   const JoinSpec& spec, arrow::MemoryPool* pool, bool* built_left) {
   ARROW_ASSIGN_OR_RAISE(auto layout, Layout(spec, *left->schema(), *right->schema()));
   cp::ExecContext exec(pool);
   // Acero builds its hash table on its right input: the smaller side goes there.
-  const bool swap = BlockBytes(*left) < BlockBytes(*right);
+  ARROW_ASSIGN_OR_RAISE(int64_t left_bytes, arrow::util::ReferencedBufferSize(*left));
+  ARROW_ASSIGN_OR_RAISE(int64_t right_bytes, arrow::util::ReferencedBufferSize(*right));
+  const bool swap = left_bytes < right_bytes;
   if (built_left) *built_left = swap;
   const JoinType type = swap ? Mirror(spec.type) : spec.type;
-  const Block& probe = swap ? right : left;
-  const Block& build = swap ? left : right;
+  const auto& probe = swap ? right : left;
+  const auto& build = swap ? left : right;
   const auto& probe_keys = swap ? spec.right_keys : spec.left_keys;
   const auto& build_keys = swap ? spec.left_keys : spec.right_keys;
-  ARROW_ASSIGN_OR_RAISE(auto probe_table, KeysAndRows(probe, probe_keys, "__probe_row", &exec));
-  ARROW_ASSIGN_OR_RAISE(auto build_table, KeysAndRows(build, build_keys, "__build_row", &exec));
+  ARROW_ASSIGN_OR_RAISE(auto probe_table, KeysAndRows(*probe, probe_keys, "__probe_row", &exec));
+  ARROW_ASSIGN_OR_RAISE(auto build_table, KeysAndRows(*build, build_keys, "__build_row", &exec));
   std::vector<arrow::FieldRef> key_refs;
   for (size_t k = 0; k < probe_keys.size(); ++k) key_refs.emplace_back("k" + std::to_string(k));
   std::vector<arrow::FieldRef> probe_out, build_out;
@@ -437,18 +462,18 @@ arrow::Result<Block> JoinPartition(const Block& left, const Block& right, const 
   // Row numbers into each side (null: no row of that side).
   std::shared_ptr<arrow::Array> rows[2];
   if (!build_only) {
-    ARROW_ASSIGN_OR_RAISE(rows[swap ? 1 : 0], OneArray(*joined, "__probe_row", pool));
+    ARROW_ASSIGN_OR_RAISE(rows[swap ? 1 : 0], OneArray(joined->GetColumnByName("__probe_row"), pool));
   }
   if (!probe_only) {
-    ARROW_ASSIGN_OR_RAISE(rows[swap ? 0 : 1], OneArray(*joined, "__build_row", pool));
+    ARROW_ASSIGN_OR_RAISE(rows[swap ? 0 : 1], OneArray(joined->GetColumnByName("__build_row"), pool));
   }
   const int64_t n = joined->num_rows();
   joined.reset();
-  const Block* sides[2] = {&left, &right};
+  const arrow::Table* sides[2] = {left.get(), right.get()};
   auto take = [&](int side, int index) -> arrow::Result<std::shared_ptr<arrow::Array>> {
-    ARROW_ASSIGN_OR_RAISE(auto taken, cp::Take((*sides[side])->column(index), rows[side],
+    ARROW_ASSIGN_OR_RAISE(auto taken, cp::Take(sides[side]->column(index), rows[side],
                                                cp::TakeOptions::NoBoundsCheck(), &exec));
-    return taken.make_array();
+    return OneArray(taken.chunked_array(), pool);
   };
   arrow::FieldVector fields;
   arrow::ArrayVector columns;
@@ -461,7 +486,7 @@ arrow::Result<Block> JoinPartition(const Block& left, const Block& right, const 
       ARROW_ASSIGN_OR_RAISE(auto merged, cp::CallFunction("coalesce", {values, other}, &exec));
       values = merged.make_array();
     }
-    fields.push_back((*sides[column.side])->schema()->field(column.index)->WithName(column.name)->WithType(values->type()));
+    fields.push_back(sides[column.side]->schema()->field(column.index)->WithName(column.name)->WithType(values->type()));
     columns.push_back(std::move(values));
   }
   return arrow::RecordBatch::Make(arrow::schema(std::move(fields)), n, std::move(columns));

@@ -23,12 +23,17 @@ arrow::Result<std::shared_ptr<arrow::Schema>> JoinOutputSchema(const JoinSpec& s
                                                                const arrow::Schema& left,
                                                                const arrow::Schema& right);
 
-/// \brief Joins `left` with `right` in memory (one partition of a hash join): Acero's
+/// \brief Joins `left` with `right` in memory (one partition of a hash join; the tables'
+/// chunks are used as they are): Acero's
 /// hash join over the key columns and a row number of each side, the hash table built
 /// on the side of fewer bytes (the join type mirrored when that is the left), then each
 /// output column taken from its side by row number (so payload columns of any type
 /// come through). `*built_left` (when given) says whether the left side was built.
 /// `spec.right_keys` must be filled in (ValidateJoin).
+arrow::Result<Block> JoinPartition(const std::shared_ptr<arrow::Table>& left,
+                                   const std::shared_ptr<arrow::Table>& right, const JoinSpec& spec,
+                                   arrow::MemoryPool* pool, bool* built_left = nullptr);
+/// \brief JoinPartition of two blocks.
 arrow::Result<Block> JoinPartition(const Block& left, const Block& right, const JoinSpec& spec,
                                    arrow::MemoryPool* pool, bool* built_left = nullptr);
 
