@@ -192,6 +192,9 @@ def test_date_timestamp_and_dictionary_keys(join_type):
     expected = expected_table(dense, rw, ("w",), ("w",), join_type,
                               dense.join(rw, keys="w", join_type=ARROW_VERB[join_type]).column_names)
     assert rows_of(got) == rows_of(expected)
+    # The plan's schema is the one the rows come with (keys decoded).
+    joined = md.from_arrow(lw).join(md.from_arrow(rw), join_type, 2, on=("w",))
+    assert joined.schema().base_schema == got.schema
 
 
 @pytest.mark.parametrize("join_type", JOIN_TYPES)

@@ -96,6 +96,8 @@ struct OutputColumn {
   int index = 0;
   int coalesce = -1;
   std::string name;
+  /// A key of its side (dictionaries are decoded in the exchange's map).
+  bool key = false;
 };
 
 /// The columns of the join's output, as pyarrow.Table.join (coalesce_keys=True) makes
@@ -153,7 +155,7 @@ arrow::Result<std::vector<OutputColumn>> Layout(const JoinSpec& spec, const arro
   std::vector<OutputColumn> out;
   for (int i : lcols) {
     const std::string& name = left.field(i)->name();
-    OutputColumn column{0, i, -1, name};
+    OutputColumn column{0, i, -1, name, lkey_set.count(i) > 0};
     if (type == JoinType::kFullOuter && lkey_set.count(i)) {
       // The key once, coalesced from both sides, under its left name.
       size_t k = std::find(lkeys.begin(), lkeys.end(), i) - lkeys.begin();
@@ -166,7 +168,7 @@ arrow::Result<std::vector<OutputColumn>> Layout(const JoinSpec& spec, const arro
   for (int i : rcols) {
     if (type == JoinType::kFullOuter && rkey_set.count(i)) continue;
     const std::string& name = right.field(i)->name();
-    out.push_back({1, i, -1, lnames.count(name) ? name + rsuffix : name});
+    out.push_back({1, i, -1, lnames.count(name) ? name + rsuffix : name, rkey_set.count(i) > 0});
   }
   return out;
 }
@@ -415,7 +417,7 @@ arrow::Result<std::shared_ptr<arrow::Schema>> JoinOutputSchema(const JoinSpec& s
   arrow::FieldVector fields;
   for (const auto& column : layout) {
     const auto& field = (column.side == 0 ? left : right).field(column.index);
-    auto type = column.coalesce >= 0 ? Decoded(field->type()) : field->type();
+    auto type = column.key ? Decoded(field->type()) : field->type();
     fields.push_back(arrow::field(column.name, type));
   }
   return arrow::schema(std::move(fields));

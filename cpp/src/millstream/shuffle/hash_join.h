@@ -18,7 +18,8 @@ arrow::Status ValidateJoin(JoinSpec& spec, const std::shared_ptr<arrow::Schema>&
                            const std::shared_ptr<arrow::Schema>& right);
 
 /// \brief The output schema of the join of tables with these schemas (see JoinSpec for
-/// the columns and their names); the same errors as ValidateJoin.
+/// the columns and their names; keys decoded, as the exchange decodes them); the same
+/// errors as ValidateJoin.
 arrow::Result<std::shared_ptr<arrow::Schema>> JoinOutputSchema(const JoinSpec& spec,
                                                                const arrow::Schema& left,
                                                                const arrow::Schema& right);
