@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import strategies as st
 
 import millstream as md
 
@@ -141,6 +143,23 @@ def sides(seed=0, n_left=400, n_right=150, keys=40, null_frac=0.1):
 def test_join_types_against_pandas(join_type):
     left, right = sides()
     check(left, right, join_type)
+
+
+def _keyed_table(draw, n, payload):
+    keys = draw(st.lists(st.one_of(st.none(), st.integers(-3, 6)), min_size=n, max_size=n))
+    return pa.table({"k": pa.array(keys, pa.int64()), payload: np.arange(n, dtype=np.int64)})
+
+
+# Deterministic (a fixed seed, no example database, no shrinking), as test_differential.
+@seed(9)
+@settings(max_examples=40, deadline=None, database=None, phases=(Phase.explicit, Phase.generate),
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data(), join_type=st.sampled_from(JOIN_TYPES), n_left=st.integers(0, 40),
+       n_right=st.integers(0, 40), partitions=st.integers(1, 5), blocks=st.integers(1, 4))
+def test_random_joins_match_pandas(data, join_type, n_left, n_right, partitions, blocks):
+    left = _keyed_table(data.draw, n_left, "a")
+    right = _keyed_table(data.draw, n_right, "b")
+    check(left, right, join_type, num_partitions=partitions, left_blocks=blocks, right_blocks=blocks)
 
 
 @pytest.mark.parametrize("join_type", JOIN_TYPES)
