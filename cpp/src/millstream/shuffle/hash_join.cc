@@ -248,7 +248,7 @@ class JoinExchange : public Exchange {
  public:
   JoinExchange(JoinSpec spec, ExchangeOptions options)
       : spec_(std::move(spec)), options_(options),
-        num_buckets_(std::max<int64_t>(kMinBuckets, spec_.num_partitions)) {
+        num_buckets_(std::max<int64_t>(kMinBuckets, kBucketsPerPartition * spec_.num_partitions)) {
     sides_[0] = std::make_unique<JoinSide>(options_, num_buckets_, spec_.left_keys);
     sides_[1] = std::make_unique<JoinSide>(options_, num_buckets_, spec_.right_keys);
   }
@@ -343,7 +343,12 @@ class JoinExchange : public Exchange {
   int64_t spilled_bytes() const override { return sides_[0]->spilled_bytes() + sides_[1]->spilled_bytes(); }
 
  private:
-  static constexpr int64_t kMinBuckets = 1024;
+  // A reduce task reads one piece per bucket of its partition from every stored block,
+  // and concatenating many tiny pieces costs more than the join (16 partitions of 1024
+  // buckets: 0.55 s of 1.3 s CPU at 16M rows). Few buckets per partition, room for 4x
+  // the partitions asked when the data needs them.
+  static constexpr int64_t kMinBuckets = 64;
+  static constexpr int64_t kBucketsPerPartition = 4;
 
   JoinSpec spec_;
   ExchangeOptions options_;
