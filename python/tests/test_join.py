@@ -354,6 +354,8 @@ def test_num_partitions_sets_the_output_blocks_and_explain_says_the_build_side(c
     plan = capsys.readouterr().out
     assert "AllToAllOperator[Join[left_outer" in plan
     assert "Join[left_outer; id = id; build=smaller side per partition (est. right)]" in plan
+    md.range(20).join(md.range(500), "left_semi", 3, on=("id",)).explain()
+    assert "Join[left_semi; id = id; build=smaller side per partition (est. left)]" in capsys.readouterr().out
 
 
 # ---- past the memory limit -----------------------------------------------------------
