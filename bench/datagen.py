@@ -156,6 +156,16 @@ def _big_table(rng: np.random.Generator, start_id: int, n: int) -> pa.Table:
     )
 
 
+JOIN_STRIDE = 16  # dim/: one row per 16th id of main/
+
+
+def _dim_table(rng: np.random.Generator, start_id: int, n: int) -> pa.Table:
+    """dim/: the join's dimension table, ``key`` = every JOIN_STRIDE-th id of main/ (so each
+    dim row matches one main row), ``w`` = its index, rows in a random order."""
+    j = rng.permutation(np.arange(start_id, start_id + n, dtype=np.int64))
+    return pa.table({"key": j * JOIN_STRIDE, "w": j.astype(np.float64)})
+
+
 def _write_tables(path: str, make, files: int, total: int, row_groups: int, seed_tag: int) -> dict:
     """Writes ``files`` Parquet files of ``make(rng, start, n)``; returns the row count and
     the wrapped (mod 2**64) sum of the ``key`` column, which a permutation keeps."""
@@ -171,11 +181,11 @@ def _write_tables(path: str, make, files: int, total: int, row_groups: int, seed
     return {"rows": start, "key_sum": key_sum}
 
 
-EXTRAS = ("keys", "big")
+EXTRAS = ("keys", "big", "dim")
 
 
 def ensure_extra(root: str, size: str, name: str, log=print) -> dict:
-    """Generates the on-demand dataset ``name`` (``keys`` or ``big``) under
+    """Generates the on-demand dataset ``name`` (``keys``, ``big`` or ``dim``) under
     ``root/size/name`` unless cached; returns its manifest section."""
     spec = EXTRA_SIZES[size]
     path = os.path.join(root, size, name)
@@ -195,6 +205,10 @@ def ensure_extra(root: str, size: str, name: str, log=print) -> dict:
     elif name == "big":
         log(f"[data] generating {size} memory-bounded input in {path} ({spec.big_rows:,} rows)")
         info = _write_tables(path, _big_table, spec.big_files, spec.big_rows, spec.big_row_groups, seed_tag=4)
+    elif name == "dim":
+        rows = spec.sort_rows // JOIN_STRIDE
+        log(f"[data] generating {size} join dimension table in {path} ({rows:,} rows)")
+        info = _write_tables(path, _dim_table, 2, rows, 2, seed_tag=5)
     else:
         raise ValueError(f"unknown extra dataset {name!r} (choose from {', '.join(EXTRAS)})")
     section = dict(wanted)

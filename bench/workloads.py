@@ -747,16 +747,68 @@ def memory_bounded_shuffle(c: Ctx) -> dict:
 
 
 # --------------------------------------------------------------------------
-# Placeholders: each names the operator millstream still lacks. To enable
-# one, replace the raise by the pipeline (keep the same shape for millstream
-# and Ray Data) and list its engines in BENCHMARKS.
+# 10. join: main/ (16 M rows quick: id, a) inner-joined with dim/ (1 M rows: key, w) on
+# the int64 id = key, every joined row consumed. Each dim row matches exactly one main
+# row, so the answer is known: dim's rows, and the sum of w over them.
+
+JOIN_PARTITIONS = 16
 
 
+def _join_check(dim: dict, rows: int, w_sum: float) -> None:
+    n = dim["rows"]
+    _check("join rows", rows, n)
+    _check("join sum(w)", w_sum, float(n * (n - 1) // 2))
 
 
-def join(c: Ctx) -> dict:
-    """main joined with a dimension table on cat, then consumed."""
-    raise NotYet("join (Dataset.join)")
+def join_dataset(c: Ctx) -> dict:
+    import pyarrow.compute as pc
+
+    lib, m, dim = c.lib, c.manifest, c.manifest["dim"]
+    t0 = time.perf_counter()
+    main = lib.read_parquet(m["main_dir"], columns=["id", "a"])
+    ds = main.join(lib.read_parquet(dim["dir"]), "inner", JOIN_PARTITIONS, on=("id",), right_on=("key",))
+    rows, w_sum = 0, 0.0
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        rows += batch.num_rows
+        w_sum += pc.sum(batch["w"]).as_py() or 0.0
+    wall = time.perf_counter() - t0
+    _join_check(dim, rows, w_sum)
+    return _result(wall, m["rows"] + dim["rows"])
+
+
+def join_polars(c: Ctx) -> dict:
+    import polars as pl
+
+    m, dim = c.manifest, c.manifest["dim"]
+    t0 = time.perf_counter()
+    out = (
+        pl.scan_parquet(_parquet_glob(m["main_dir"])).select("id", "a")
+        .join(pl.scan_parquet(_parquet_glob(dim["dir"])), left_on="id", right_on="key", how="inner")
+        .collect()
+    )
+    rows, w_sum = out.height, float(out["w"].sum())
+    wall = time.perf_counter() - t0
+    _join_check(dim, rows, w_sum)
+    return _result(wall, m["rows"] + dim["rows"])
+
+
+def join_duckdb(c: Ctx) -> dict:
+    import pyarrow.compute as pc
+
+    import duckdb
+
+    m, dim = c.manifest, c.manifest["dim"]
+    con = duckdb.connect()
+    t0 = time.perf_counter()
+    out = con.execute(
+        f"""SELECT m.id, m.a, d.w FROM read_parquet('{_parquet_glob(m["main_dir"])}') m
+            JOIN read_parquet('{_parquet_glob(dim["dir"])}') d ON m.id = d.key"""
+    ).fetch_arrow_table()
+    rows, w_sum = out.num_rows, pc.sum(out["w"]).as_py() or 0.0
+    wall = time.perf_counter() - t0
+    con.close()
+    _join_check(dim, rows, w_sum)
+    return _result(wall, m["rows"] + dim["rows"])
 
 
 # --------------------------------------------------------------------------
@@ -873,7 +925,12 @@ BENCHMARKS: dict[str, Benchmark] = {
             "TPC-H Q1 shape: read Parquet -> filter day <= cutoff -> groupby(cat) -> sum/mean/count",
             {**_both(groupby_q1_dataset), "polars": groupby_q1_polars, "duckdb": groupby_q1_duckdb},
         ),
-        Benchmark("join", "hash join of the main table with a dimension table", placeholder=join),
+        Benchmark(
+            "join",
+            "read_parquet main (id, a) inner join read_parquet dim (1/16 of the ids: key, w) on id = key -> consume",
+            {**_both(join_dataset), "polars": join_polars, "duckdb": join_duckdb},
+            needs=("dim",),
+        ),
     ]
 }
 

@@ -438,6 +438,18 @@ PYBIND11_MODULE(_core, m) {
       .def("repartition", [](const Dataset& self, int64_t num_blocks, bool shuffle, std::vector<std::string> keys) {
         return ValueOrRaise(self.Repartition(num_blocks, shuffle, std::move(keys)));
       })
+      .def("join", [](const Dataset& self, const Dataset& right, const std::string& join_type,
+                      int64_t num_partitions, std::vector<std::string> on, std::vector<std::string> right_on,
+                      std::optional<std::string> left_suffix, std::optional<std::string> right_suffix) {
+        JoinSpec spec;
+        spec.type = ValueOrRaise(ParseJoinType(join_type));
+        spec.left_keys = std::move(on);
+        spec.right_keys = std::move(right_on);
+        spec.left_suffix = std::move(left_suffix);
+        spec.right_suffix = std::move(right_suffix);
+        spec.num_partitions = num_partitions;
+        return ValueOrRaise(self.Join(right, std::move(spec)));
+      })
       .def("union", [](const Dataset& self, std::vector<Dataset> others) { return self.Union(others); })
       .def("repartition_rows", [](const Dataset& self, int64_t target_rows, bool strict) {
         return ValueOrRaise(self.RepartitionRows(target_rows, strict));

@@ -7,6 +7,7 @@ import collections.abc
 import inspect
 import os
 import time
+import warnings
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
@@ -72,6 +73,34 @@ def _seed(where: str, seed) -> Tuple[Optional[int], bool]:
     if base is None:
         return None, False
     return base & 0xFFFFFFFFFFFFFFFF, reseed
+
+
+def _validate_join_schemas(left, right, on: List[str], right_on: List[str]) -> None:
+    """Dataset.join(validate_schemas=True): keys present on their side, as many right keys
+    as left keys, and key types equal (ValueError naming the column)."""
+    if not on:
+        raise ValueError("At least 1 column name to join on has to be provided (got [])")
+    if len(on) != len(right_on):
+        raise ValueError(f"Number of columns provided for left and right datasets has to match "
+                         f"(got {on} and {right_on})")
+    for lk, rk in zip(on, right_on):
+        lt = rt = None
+        if left is not None:
+            if lk not in left.names:
+                raise ValueError(f"Dataset.join: the left key column {lk!r} is not in the left dataset; "
+                                 f"its columns are {left.names}")
+            lt = left.base_schema.field(lk).type
+        if right is not None:
+            if rk not in right.names:
+                raise ValueError(f"Dataset.join: the right key column {rk!r} is not in the right dataset; "
+                                 f"its columns are {right.names}")
+            rt = right.base_schema.field(rk).type
+        if lt is not None and rt is not None:
+            lt = lt.value_type if pa.types.is_dictionary(lt) else lt
+            rt = rt.value_type if pa.types.is_dictionary(rt) else rt
+            if lt != rt:
+                raise ValueError(f"Dataset.join: key column {lk!r} is {lt} on the left but {rk!r} is {rt} "
+                                 f"on the right; key columns must have the same types on both sides")
 
 
 def _fn_name(fn: Any) -> str:
@@ -532,6 +561,59 @@ class Dataset:
         if self._core.count_from_metadata() == 0:
             raise ValueError("Cannot sample from an empty Dataset.")
         return Dataset(self._core.random_sample(float(fraction), *_seed("Dataset.random_sample", seed)))
+
+    @public(unsupported={"aggregator_ray_remote_args": Unsupported(
+        None, why="the join's reduce tasks run on the engine's CPU pool; they take no remote args")})
+    def join(self, ds: "Dataset", join_type: str, num_partitions: int, on: Tuple[str] = ("id",),
+             right_on: Optional[Tuple[str]] = None, left_suffix: Optional[str] = None,
+             right_suffix: Optional[str] = None, *, partition_size_hint: Optional[int] = None,
+             aggregator_ray_remote_args: Optional[Dict[str, Any]] = None,
+             validate_schemas: bool = False) -> "Dataset":
+        """Rows of this dataset joined with ``ds`` on key columns, as Ray Data's ``join``.
+
+        ``join_type``: "inner", "left_outer", "right_outer", "full_outer", "left_semi",
+        "right_semi", "left_anti" or "right_anti". ``on``: the left key columns (a tuple or
+        list); ``right_on``: the right ones (default: ``on``). Rows match when all their
+        keys are equal; a null key matches nothing (its row still appears in outer and
+        anti results). Output columns as ``pyarrow.Table.join``: semi/anti joins keep one
+        side; inner/left outer: left columns then right non-key columns; right outer: left
+        non-key columns then right columns; full outer: left columns (keys coalesced) then
+        right non-key columns. A non-key column both sides output gets ``left_suffix`` /
+        ``right_suffix``; with neither, such a collision is a ValueError naming it.
+
+        Runs natively as a two-input exchange: both sides are hash-partitioned by key
+        into at least ``num_partitions`` partitions (more when one would not fit the
+        memory limit), spilling past it, and each partition is joined with the hash table
+        on its smaller side. Rows come in no particular order. ``partition_size_hint`` is
+        deprecated and ignored, as in Ray. ``validate_schemas=True`` fetches both schemas
+        (which may run the inputs) and checks the keys before the join is built.
+        """
+        if not isinstance(ds, Dataset):
+            raise TypeError(f"Dataset.join: ds must be a Dataset, got {type(ds).__name__}")
+        if not isinstance(join_type, str):
+            raise TypeError(f"Dataset.join: join_type must be a str, got {join_type!r}")
+        num_partitions = _args.check_int("Dataset.join", "num_partitions", num_partitions, min=1)
+        if not isinstance(on, (tuple, list)):
+            raise ValueError(f"Expected tuple or list as `on` (got {type(on).__name__})")
+        if right_on and not isinstance(right_on, (tuple, list)):
+            raise ValueError(f"Expected tuple or list as `right_on` (got {type(right_on).__name__})")
+        right_on = right_on or on
+        for name, keys in (("on", on), ("right_on", right_on)):
+            for k in keys:
+                if not isinstance(k, str):
+                    raise TypeError(f"Dataset.join: {name} must hold column names, got {k!r}")
+        for name, suffix in (("left_suffix", left_suffix), ("right_suffix", right_suffix)):
+            if suffix is not None and not isinstance(suffix, str):
+                raise TypeError(f"Dataset.join: {name} must be a str or None, got {suffix!r}")
+        if partition_size_hint is not None:
+            warnings.warn("`partition_size_hint` is deprecated and ignored: the join sizes its partitions "
+                          "from the data and the memory limit.", DeprecationWarning, stacklevel=2)
+        if not isinstance(validate_schemas, bool):
+            raise TypeError(f"Dataset.join: validate_schemas must be a bool, got {validate_schemas!r}")
+        if validate_schemas:
+            _validate_join_schemas(self.schema(), ds.schema(), list(on), list(right_on))
+        return Dataset(self._core.join(ds._core, join_type, num_partitions, list(on), list(right_on),
+                                       left_suffix, right_suffix))
 
     # ---- group-by and aggregates ----------------------------------------------------
 

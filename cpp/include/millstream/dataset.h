@@ -47,6 +47,34 @@ struct AggregateSpec {
   std::string name;
 };
 
+/// \brief The kinds of join, by Ray Data's names: "inner", "left_outer", "right_outer",
+/// "full_outer", "left_semi", "right_semi", "left_anti", "right_anti".
+enum class JoinType { kInner, kLeftOuter, kRightOuter, kFullOuter, kLeftSemi, kRightSemi, kLeftAnti, kRightAnti };
+
+/// \brief `name`'s join type; Invalid naming it and the supported names otherwise.
+arrow::Result<JoinType> ParseJoinType(const std::string& name);
+/// \brief The join type's name ("left_outer"...).
+std::string JoinTypeName(JoinType type);
+
+/// \brief A join of a left and a right dataset (see Dataset::Join). Output columns and
+/// their names follow `pyarrow.Table.join` with `coalesce_keys=True`: semi/anti joins keep
+/// one side's columns; inner and left outer the left columns then the right non-key
+/// columns; right outer the left non-key columns then the right columns; full outer the
+/// left columns (keys coalesced) then the right non-key columns. A column whose name the
+/// other side also outputs gets that side's suffix appended; with no suffix at all such
+/// a collision is an error naming the columns.
+struct JoinSpec {
+  JoinType type = JoinType::kInner;
+  std::vector<std::string> left_keys;
+  /// Empty: the same names as `left_keys`.
+  std::vector<std::string> right_keys;
+  std::optional<std::string> left_suffix;
+  std::optional<std::string> right_suffix;
+  /// Reduce tasks (partitions, and so at least as many output blocks); more are used
+  /// when a partition would not fit the memory limit. 0: chosen from the data size.
+  int64_t num_partitions = 0;
+};
+
 /// \brief How a random operator is seeded (Ray's RandomSeedConfig): no seed, a different
 /// order every run; a seed, the same order every run — or, with
 /// `reseed_after_execution`, a different but reproducible order each execution.
@@ -326,6 +354,15 @@ class Dataset {
   /// `target_rows` rows, bundled from consecutive blocks) may end with one smaller block;
   /// `strict`, every block but the last has exactly `target_rows` rows.
   arrow::Result<Dataset> RepartitionRows(int64_t target_rows, bool strict) const;
+  /// Rows of this dataset (left) joined with `right` on `spec`'s keys: rows whose keys
+  /// are all equal match (a null key never matches; such rows still appear in outer and
+  /// anti results). Runs as a two-input exchange: both sides are hash-partitioned by key
+  /// as they stream in (spilling past the memory limit), and each partition is joined on
+  /// its own, the hash table built on the smaller side of that partition. Rows come in
+  /// no particular order. Bad keys, key types that differ between the sides or
+  /// colliding column names without suffixes are errors naming the column, before the
+  /// join runs when both schemas are known, else when the partition is joined.
+  arrow::Result<Dataset> Join(const Dataset& right, JoinSpec spec) const;
   /// The rows of this dataset and of `others`, streamed as their inputs produce them
   /// (under preserve_order: all of this one, then each of `others` in turn).
   Dataset Union(const std::vector<Dataset>& others) const;

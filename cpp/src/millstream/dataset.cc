@@ -16,6 +16,7 @@
 #include "plan/logical_operators.h"
 #include "planner/planner.h"
 #include "shuffle/aggregate.h"
+#include "shuffle/hash_join.h"
 
 namespace millstream {
 
@@ -484,6 +485,11 @@ arrow::Result<Dataset> Dataset::RandomSample(double fraction, RandomSeedConfig s
     return arrow::Status::Invalid("Fraction must be between 0 and 1.");
   }
   return Dataset(MapOp::Make(plan_, MakeRandomSampleTransform(fraction, seed)));
+}
+
+arrow::Result<Dataset> Dataset::Join(const Dataset& right, JoinSpec spec) const {
+  ARROW_RETURN_NOT_OK(ValidateJoin(spec, PlanSchema(plan_), PlanSchema(right.plan_)));
+  return Dataset(std::make_shared<JoinOp>(plan_, right.plan_, std::move(spec)));
 }
 
 Dataset Dataset::Union(const std::vector<Dataset>& others) const {

@@ -29,6 +29,8 @@ struct TaskSpec {
   /// For a stage of an all-to-all operator: 0 map, 1 reduce; and the reduce partition.
   int stage = 0;
   int64_t partition = 0;
+  /// For a map stage of an all-to-all operator: which of its inputs the blocks are from.
+  int input = 0;
 };
 
 /// \brief What a running task reports through. Valid while the task runs; used only by

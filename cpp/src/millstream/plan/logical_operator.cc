@@ -7,6 +7,7 @@
 
 #include "exec/schema_unify.h"
 #include "plan/logical_operators.h"
+#include "shuffle/hash_join.h"
 
 namespace millstream {
 
@@ -139,6 +140,30 @@ std::shared_ptr<arrow::Schema> ZipSchemas(const std::vector<std::shared_ptr<arro
     }
   }
   return arrow::schema(std::move(fields));
+}
+
+// ---- JoinOp --------------------------------------------------------------------------
+
+std::string JoinOp::Name() const {
+  std::string name = "Join[" + JoinTypeName(spec.type) + "; ";
+  for (size_t k = 0; k < spec.left_keys.size(); ++k) {
+    name += (k ? ", " : "") + spec.left_keys[k] + " = " + spec.right_keys.at(k);
+  }
+  // Each partition builds its hash table on its smaller side (by bytes); from the row
+  // counts metadata gives, the side that will likely be.
+  name += "; build=smaller side per partition";
+  auto left = PlanRows(inputs().at(0)), right = PlanRows(inputs().at(1));
+  if (left && right) name += std::string(" (est. ") + (*left < *right ? "left" : "right") + ")";
+  return name + "]";
+}
+
+std::shared_ptr<arrow::Schema> JoinOp::SchemaOut(
+    const std::vector<std::shared_ptr<arrow::Schema>>& inputs) const {
+  if (!inputs.at(0) || !inputs.at(1) || inputs[0]->num_fields() == 0 || inputs[1]->num_fields() == 0) {
+    return nullptr;
+  }
+  auto schema = JoinOutputSchema(spec, *inputs[0], *inputs[1]);
+  return schema.ok() ? *schema : nullptr;
 }
 
 // ---- All-to-all operators -------------------------------------------------------------

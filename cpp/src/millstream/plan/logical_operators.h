@@ -232,4 +232,21 @@ class AggregateOp : public AllToAllOp {
   int64_t num_partitions = 0;
 };
 
+/// \brief The rows of two inputs (0 left, 1 right) joined on keys (see Dataset::Join):
+/// a two-input exchange that hash-partitions both sides by key and joins each partition.
+class JoinOp : public LogicalOperator {
+ public:
+  JoinOp(PlanPtr left, PlanPtr right, JoinSpec spec)
+      : LogicalOperator({std::move(left), std::move(right)}), spec(std::move(spec)) {}
+  /// "Join[inner; id = id; build=smaller side per partition (est. right)]".
+  std::string Name() const override;
+  std::shared_ptr<arrow::Schema> SchemaOut(
+      const std::vector<std::shared_ptr<arrow::Schema>>& inputs) const override;
+  PlanPtr WithInputs(std::vector<PlanPtr> inputs) const override {
+    return std::make_shared<JoinOp>(std::move(inputs.at(0)), std::move(inputs.at(1)), spec);
+  }
+  /// Right keys filled in (ValidateJoin).
+  JoinSpec spec;
+};
+
 }  // namespace millstream

@@ -2,6 +2,7 @@
 #include "plan/logical_operators.h"
 #include "planner/planner.h"
 #include "shuffle/aggregate.h"
+#include "shuffle/hash_join.h"
 #include "shuffle/random_shuffle.h"
 #include "shuffle/randomize_block_order.h"
 #include "shuffle/repartition.h"
@@ -142,6 +143,9 @@ const PlannerRegistry& PlannerRegistry::Default() {
     r.Register<AggregateOp>(AllToAll<AggregateOp>([](const AggregateOp& op, ExchangeOptions options) {
       options.num_partitions = op.num_partitions;
       return MakeAggregateExchange(op.keys, op.aggregates, std::move(options));
+    }));
+    r.Register<JoinOp>(AllToAll<JoinOp>([](const JoinOp& op, ExchangeOptions options) {
+      return MakeHashJoinExchange(op.spec, std::move(options));
     }));
     return r;
   }();

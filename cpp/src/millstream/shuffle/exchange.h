@@ -68,11 +68,19 @@ struct ExchangeOptions {
 class Exchange {
  public:
   virtual ~Exchange() = default;
-  /// "Sort", "RandomShuffle", "Repartition" or "RandomizeBlockOrder".
+  /// "Sort", "RandomShuffle", "Repartition", "RandomizeBlockOrder", "Aggregate", "Join".
   virtual std::string name() const = 0;
   /// Map task: `index` is the block's position in the input (0, 1, 2... in input order,
   /// deterministic given the input); called once per input block.
   virtual arrow::Status Map(int64_t index, Block block, ExchangeContext& ctx) = 0;
+  /// How many inputs it maps (a join has two: 0 left, 1 right).
+  virtual int num_inputs() const { return 1; }
+  /// Map task over block `index` of input `input` (indices count per input); a
+  /// one-input exchange maps it with Map.
+  virtual arrow::Status MapInput(int input, int64_t index, Block block, ExchangeContext& ctx) {
+    (void)input;
+    return Map(index, std::move(block), ctx);
+  }
   /// Once, after every Map returned: plans the reduce stage and returns its number of
   /// tasks (0 when no block was mapped).
   virtual arrow::Result<int64_t> FinishMap(ExchangeContext& ctx) = 0;

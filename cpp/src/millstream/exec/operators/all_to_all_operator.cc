@@ -20,23 +20,26 @@ class AllToAllOperator : public PhysicalOperator {
 
   AllToAllOperator(std::string name, std::unique_ptr<Exchange> exchange,
                    std::shared_ptr<SpillDirectory> spill, int64_t reduce_headroom)
-      : PhysicalOperator(std::move(name), 1),
+      : PhysicalOperator(std::move(name), exchange->num_inputs()),
         reservation_(std::make_unique<MemoryReservation>(0)), spill_(std::move(spill)),
-        exchange_(std::move(exchange)), reduce_headroom_(reduce_headroom) {
+        exchange_(std::move(exchange)), reduce_headroom_(reduce_headroom),
+        next_block_index_(num_inputs(), 0) {
     exchange_context_.reservation = reservation_.get();
     exchange_context_.spill = spill_.get();
   }
 
   std::string Describe() const override { return "AllToAllOperator[" + display_name() + "]"; }
 
-  // ---- Inputs: each bundle is one map task; its blocks are numbered in input order.
-  void AddInput(int, RefBundle bundle) override {
+  // ---- Inputs: each bundle is one map task; its blocks are numbered in input order
+  // (each input on its own).
+  void AddInput(int input, RefBundle bundle) override {
     if (stopped()) return;
     CountInput(bundle);
     queued_bytes_ += bundle.bytes;
-    pending_.push_back(std::move(bundle));
+    pending_.emplace_back(input, std::move(bundle));
   }
-  bool NeedsOrderedInput() const override { return true; }
+  // A join's output has no order, so its inputs need none.
+  bool NeedsOrderedInput() const override { return num_inputs() == 1; }
   int64_t QueuedInputBytes() const override { return queued_bytes_; }
   int64_t QueuedInputBundles() const override { return static_cast<int64_t>(pending_.size()); }
 
@@ -69,12 +72,13 @@ class AllToAllOperator : public PhysicalOperator {
     stats.tasks += 1;
     if (stage_ == kMap && !pending_.empty()) {
       spec.stage = kMap;
-      spec.inputs = std::move(pending_.front());
+      spec.input = pending_.front().first;
+      spec.inputs = std::move(pending_.front().second);
       pending_.pop_front();
       queued_bytes_ -= spec.inputs.bytes;
       running_input_bytes_ += spec.inputs.bytes;
-      spec.partition = next_block_index_;
-      next_block_index_ += static_cast<int64_t>(spec.inputs.blocks.size());
+      spec.partition = next_block_index_[spec.input];
+      next_block_index_[spec.input] += static_cast<int64_t>(spec.inputs.blocks.size());
       map_inputs_[spec.task_index] = spec.inputs.bytes;
     } else if (stage_ == kMap) {
       spec.stage = kPlan;
@@ -97,7 +101,7 @@ class AllToAllOperator : public PhysicalOperator {
         for (const auto& ref : spec.inputs.blocks) {
           if (run.stopped()) return arrow::Status::Cancelled("stopped");
           ARROW_ASSIGN_OR_RAISE(auto block, ref.Get());
-          ARROW_RETURN_NOT_OK(exchange_->Map(index++, std::move(block), context));
+          ARROW_RETURN_NOT_OK(exchange_->MapInput(spec.input, index++, std::move(block), context));
         }
         return arrow::Status::OK();
       }
@@ -213,11 +217,11 @@ class AllToAllOperator : public PhysicalOperator {
   std::unique_ptr<Exchange> exchange_;
   int64_t reduce_headroom_;
   ExchangeContext exchange_context_;
+  std::vector<int64_t> next_block_index_;  // per input
 
   Stage stage_ = kMap;
-  std::deque<RefBundle> pending_;
+  std::deque<std::pair<int, RefBundle>> pending_;  // (input, bundle)
   int64_t queued_bytes_ = 0;
-  int64_t next_block_index_ = 0;
   int64_t next_task_ = 0;
   int active_tasks_ = 0;
   std::map<int64_t, int64_t> map_inputs_;  // running map task -> its input bytes
