@@ -37,7 +37,7 @@ struct SortKey {
 /// are skipped (a group with no values gives null); without, a null in a group makes its
 /// result null (Count then counts nulls too). NaN is a value, as in Arrow.
 struct AggregateSpec {
-  enum class Kind { kCount, kSum, kMin, kMax, kMean, kStd, kAbsMax };
+  enum class Kind { kCount, kSum, kMin, kMax, kMean, kStd, kAbsMax, kQuantile, kUnique, kCountDistinct };
   Kind kind = Kind::kCount;
   std::string column;
   bool ignore_nulls = true;
@@ -45,6 +45,8 @@ struct AggregateSpec {
   int64_t ddof = 1;
   /// The output column's name ("sum(x)", "count()", or an alias).
   std::string name;
+  /// Quantile's q, in [0, 1].
+  double q = 0.5;
 };
 
 /// \brief How a random operator is seeded (Ray's RandomSeedConfig): no seed, a different
@@ -318,7 +320,8 @@ class Dataset {
   Dataset RandomizeBlockOrder(RandomSeedConfig seed = {}) const;
   /// Exactly `num_blocks` blocks: without `shuffle` or `keys`, the rows in order split
   /// into blocks whose row counts differ by at most one; with `keys`, every row of one
-  /// key in one block (hash partitioning); with `shuffle`, each row in a random block.
+  /// key in one block (hash partitioning; `num_blocks = 0`: as many as the data size
+  /// asks for); with `shuffle`, each row in a random block.
   arrow::Result<Dataset> Repartition(int64_t num_blocks, bool shuffle = false,
                                      std::vector<std::string> keys = {}) const;
   /// The rows of this dataset and of `others`, streamed as their inputs produce them
