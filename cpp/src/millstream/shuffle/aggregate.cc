@@ -170,7 +170,10 @@ class AggregateExchange : public BucketExchange {
 
   int64_t Partitions(int64_t total_bytes, int64_t total_rows) const override {
     if (user_keys_.empty()) return 1;
-    return ChoosePartitions(total_bytes, total_rows, options());
+    // The final aggregation's working memory (a Grouper over the keys, a second hash
+    // aggregation by group id, the taken outputs) is several times its partition,
+    // unlike a sort's: smaller partitions keep it, unaccounted, small.
+    return ChoosePartitions(kReduceExpansion * total_bytes, total_rows, options());
   }
 
   arrow::Status Output(int64_t, Block rows, const Emit& emit, ExchangeContext& ctx) override {
@@ -181,6 +184,7 @@ class AggregateExchange : public BucketExchange {
 
  private:
   static constexpr int64_t kBuckets = 256;
+  static constexpr int64_t kReduceExpansion = 4;
 
   /// One row per group of `block`: the keys (dictionaries decoded), then each aggregate's
   /// partial state.
