@@ -233,7 +233,29 @@ class GroupedData:
                              fn_constructor_args=fn_constructor_args, fn_constructor_kwargs=fn_constructor_kwargs,
                              num_cpus=num_cpus, num_gpus=num_gpus, memory=memory, **ray_remote_args)
 
-    def with_column(self, *args, **kwargs):
-        """A column computed per group. Not implemented yet: raises ``NotImplementedError``."""
-        raise NotImplementedError("GroupedData.with_column is not implemented yet")
+    @public(passthrough=_args.RAY_REMOTE_ARGS)
+    def with_column(self, column_name: str, expr, **ray_remote_args):
+        """Every row with column ``column_name`` added (``expr``: a ``millstream.expressions``
+        expression, as ``Dataset.with_column``), the rows grouped as ``map_groups`` groups
+        them: hash-partitioned by key, each partition sorted by key. The expression is
+        evaluated natively on the grouped rows (row-wise, so per group)."""
+        from millstream.dataset import Dataset
+        from millstream.expressions import Expr, StarExpr
+
+        if not isinstance(column_name, str) or not column_name:
+            raise ValueError(f"column_name must be a non-empty string, got: {column_name!r}")
+        if isinstance(expr, StarExpr) or not isinstance(expr, (Expr, pc.Expression)):
+            raise TypeError("expr must be a Ray Data expression created via the expression API.")
+        keys = self._keys
+
+        def sort_partition(block: pa.RecordBatch) -> pa.Table:
+            groups = [group for _key, group in _sorted_groups(block, keys)]
+            return _batch.concat_tables(groups) if groups else pa.Table.from_batches([block])
+
+        core = self._dataset._core
+        shuffled = Dataset(core.repartition(self._num_partitions or 0, False, keys) if keys
+                           else core.repartition(1, False, []))
+        grouped = shuffled._map(lambda f: f, sort_partition, "GroupBy.with_column", row_preserving=True,
+                               **ray_remote_args)
+        return grouped.with_column(column_name, expr)
 

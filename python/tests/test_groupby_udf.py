@@ -320,3 +320,50 @@ def test_map_groups_spills_under_a_tiny_memory_limit(ctx):
     out = ds.groupby("k").map_groups(lambda g: {"k": g["k"][:1], "n": np.array([len(g["k"])])})
     rows = out.to_pandas()
     assert sorted(zip(rows["k"], rows["n"])) == sorted(pd.Series(k).value_counts().items())
+    spilled = {op["name"]: op["spilled_bytes"] for op in out._last_stats[1]}
+    assert any(name.startswith("AllToAllOperator[Repartition") and n > 0 for name, n in spilled.items()), spilled
+
+
+def test_builtins_in_python_match_the_engine():
+    """A user-defined aggregation in the call moves the built-ins to their Python forms:
+    same results as the engine's."""
+    from millstream.aggregate import AbsMax, Max, Min, Std
+
+    table = _table(4000, seed=21)
+    ds = md.from_arrow(_blocks(table, 9))
+    builtins = [Count(), Count("v", ignore_nulls=True), Sum("v"), Min("k2"), Max("x"), Mean("x"), Std("x"),
+                Std("v", ddof=0), AbsMax("v"), Sum("v", ignore_nulls=False, alias_name="strict"),
+                Quantile("x", q=0.3), Quantile("v", ignore_nulls=False, alias_name="qs"), Unique("k2"),
+                CountDistinct("v"), CountDistinct("v", ignore_nulls=False, alias_name="cdn")]
+    rows = AggregateFn(init=lambda k: 0, accumulate_block=lambda a, b: a + b.num_rows,
+                       merge=lambda a, b: a + b, name="rows")
+    for keys in ("k1", ["k1", "k2"]):
+        native = ds.groupby(keys).aggregate(*builtins).take_all()
+        python = ds.groupby(keys).aggregate(*builtins, rows).take_all()
+        assert len(native) == len(python)
+        for a, b in zip(native, python):
+            assert b.pop("rows") == a["count()"]
+            for name, value in a.items():
+                other = b[name]
+                if isinstance(value, float) and math.isnan(value):
+                    assert isinstance(other, float) and math.isnan(other), name
+                elif isinstance(value, float):
+                    assert other == pytest.approx(value, rel=1e-9), name
+                elif isinstance(value, list):
+                    assert sorted(value, key=repr) == sorted(other, key=repr), name
+                else:
+                    assert value == other, (name, value, other)
+
+
+def test_grouped_with_column_keeps_every_row_grouped():
+    from millstream.expressions import col
+
+    table = pa.table({"g": [2, 1, 2, 1, 3], "v": [1, 2, 3, 4, 5]})
+    out = md.from_arrow(_blocks(table, 3)).groupby("g").with_column("w", col("v") * 2).take_all()
+    assert sorted((r["g"], r["v"], r["w"]) for r in out) == sorted((g, v, v * 2) for g, v in zip(table["g"].to_pylist(),
+                                                                                                 table["v"].to_pylist()))
+    # Rows of one group are contiguous.
+    seen = [r["g"] for r in out]
+    assert all(seen.index(g) + seen.count(g) - 1 == len(seen) - 1 - seen[::-1].index(g) for g in set(seen))
+    with pytest.raises(TypeError, match="expr"):
+        md.from_arrow(table).groupby("g").with_column("w", "v * 2")
