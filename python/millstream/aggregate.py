@@ -434,6 +434,134 @@ class CountDistinct(Unique):
         _Native.__init__(self, on, ignore_nulls, alias_name)
 
 
+class AsList(AggregateFnV2):
+    """Every value of column ``on`` in a group, as a list (``"list(on)"``), nulls kept
+    unless ``ignore_nulls``; in input order. Runs in Python (``AggregateFnV2``)."""
+
+    @public
+    def __init__(self, on: str, alias_name: Optional[str] = None, ignore_nulls: bool = False):
+        super().__init__(alias_name if alias_name else f"list({on or ''})", zero_factory=list, on=on,
+                         ignore_nulls=ignore_nulls)
+
+    def aggregate_block(self, block):
+        column = block[self._target_col_name]
+        return (column.drop_null() if self._ignore_nulls else column).to_pylist()
+
+    def combine(self, current_accumulator, new):
+        return current_accumulator + new
+
+
+class ValueCounter(AggregateFnV2):
+    """How often each value of column ``on`` occurs: ``{"values": [...], "counts": [...]}``
+    per group (``"value_counter(on)"``), values in order of first appearance. Runs in
+    Python (``AggregateFnV2``)."""
+
+    @public
+    def __init__(self, on: str, alias_name: Optional[str] = None):
+        super().__init__(alias_name if alias_name else f"value_counter({on})", on=on, ignore_nulls=True,
+                         zero_factory=lambda: {"values": [], "counts": []})
+
+    def aggregate_block(self, block):
+        import pyarrow.compute as pc
+
+        counted = pc.value_counts(block[self._target_col_name])
+        if len(counted) == 0:
+            return None
+        return {"values": counted.field("values").to_pylist(), "counts": counted.field("counts").to_pylist()}
+
+    def combine(self, current_accumulator, new):
+        values, counts = list(current_accumulator["values"]), list(current_accumulator["counts"])
+        index = {v: i for i, v in enumerate(values)}
+        for v, c in zip(new["values"], new["counts"]):
+            if v in index:
+                counts[index[v]] += c
+            else:
+                index[v] = len(values)
+                values.append(v)
+                counts.append(c)
+        return {"values": values, "counts": counts}
+
+
+class MissingValuePercentage(AggregateFnV2):
+    """The percentage (0-100) of null or NaN values of column ``on``
+    (``"missing_pct(on)"``); None for no rows. Runs in Python (``AggregateFnV2``)."""
+
+    @public
+    def __init__(self, on: str, alias_name: Optional[str] = None):
+        super().__init__(alias_name if alias_name else f"missing_pct({on})", on=on, ignore_nulls=False,
+                         zero_factory=lambda: [0, 0])
+
+    def aggregate_block(self, block):
+        import pyarrow.compute as pc
+
+        column = block[self._target_col_name]
+        return [pc.sum(pc.is_null(column, nan_is_null=True)).as_py() or 0, len(column)]
+
+    def combine(self, current_accumulator, new):
+        return [current_accumulator[0] + new[0], current_accumulator[1] + new[1]]
+
+    def finalize(self, accumulator):
+        return None if accumulator[1] == 0 else accumulator[0] / accumulator[1] * 100.0
+
+
+class ZeroPercentage(AggregateFnV2):
+    """The percentage (0-100) of zeros in numeric column ``on`` (``"zero_pct(on)"``),
+    of its non-null values (``ignore_nulls=True``) or of all rows; None when there are
+    none. Runs in Python (``AggregateFnV2``)."""
+
+    @public
+    def __init__(self, on: str, ignore_nulls: bool = True, alias_name: Optional[str] = None):
+        super().__init__(alias_name if alias_name else f"zero_pct({on})", on=on, ignore_nulls=ignore_nulls,
+                         zero_factory=lambda: [0, 0])
+
+    def aggregate_block(self, block):
+        import pyarrow.compute as pc
+
+        column = block[self._target_col_name]
+        count = len(column) - (column.null_count if self._ignore_nulls else 0)
+        if count == 0:
+            return [0, 0]
+        return [pc.sum(pc.equal(column, 0)).as_py() or 0, count]
+
+    def combine(self, current_accumulator, new):
+        return [current_accumulator[0] + new[0], current_accumulator[1] + new[1]]
+
+    def finalize(self, accumulator):
+        return None if accumulator[1] == 0 else accumulator[0] / accumulator[1] * 100.0
+
+
+_SKETCHES = "it needs the datasketches library's sketches, which this engine does not bundle; use Quantile (exact)"
+
+
+class _NotSupported(AggregateFnV2):
+    """A Ray aggregation this engine does not have (its constructor raises)."""
+
+    def aggregate_block(self, block):
+        raise NotImplementedError(type(self).__name__)
+
+    def combine(self, current_accumulator, new):
+        raise NotImplementedError(type(self).__name__)
+
+
+class ApproximateQuantile(_NotSupported):
+    """Ray's KLL-sketch quantiles. Not supported: constructing one raises
+    ``NotImplementedError`` (``Quantile`` computes them exactly)."""
+
+    @public
+    def __init__(self, on: str, quantiles, quantile_precision: int = 800, alias_name: Optional[str] = None):
+        raise NotImplementedError(f"ApproximateQuantile is not supported: {_SKETCHES}")
+
+
+class ApproximateTopK(_NotSupported):
+    """Ray's frequent-items top k. Not supported: constructing one raises
+    ``NotImplementedError`` (``ValueCounter`` counts every value exactly)."""
+
+    @public
+    def __init__(self, on: str, k: int, log_capacity: int = 15, alias_name: Optional[str] = None,
+                 encode_lists: bool = False):
+        raise NotImplementedError(f"ApproximateTopK is not supported: {_SKETCHES.replace('; use Quantile (exact)', '')}")
+
+
 def _check(where: str, aggs) -> bool:
     """Checks ``aggs`` (aggregations, distinct output names); True when the engine runs
     them all natively (no user-defined one among them)."""

@@ -367,3 +367,32 @@ def test_grouped_with_column_keeps_every_row_grouped():
     assert all(seen.index(g) + seen.count(g) - 1 == len(seen) - 1 - seen[::-1].index(g) for g in set(seen))
     with pytest.raises(TypeError, match="expr"):
         md.from_arrow(table).groupby("g").with_column("w", "v * 2")
+
+
+def test_as_list_value_counter_missing_and_zero_percentages_match_pandas():
+    from millstream.aggregate import (ApproximateQuantile, ApproximateTopK, AsList, MissingValuePercentage,
+                                      ValueCounter, ZeroPercentage)
+
+    table = pa.table({"g": ["a", "a", "b", "b", "b", "a", "c"],
+                      "v": pa.array([0, 1, None, 0, 0, 2, None], pa.int64()),
+                      "x": [1.0, float("nan"), None, 0.0, 2.0, None, 3.0]})
+    ds = md.from_arrow(_blocks(table, 3))
+    rows = ds.groupby("g").aggregate(AsList("v"), AsList("v", ignore_nulls=True, alias_name="vs"),
+                                     ValueCounter("v"), MissingValuePercentage("x"), ZeroPercentage("v"),
+                                     ZeroPercentage("v", ignore_nulls=False, alias_name="z_all")).take_all()
+    df = table.to_pandas()
+    for row in rows:
+        group = df[df["g"] == row["g"]]
+        v = [None if pd.isna(x) else int(x) for x in group["v"]]
+        assert row["list(v)"] == v
+        assert row["vs"] == [x for x in v if x is not None]
+        counts = dict(zip(row["value_counter(v)"]["values"], row["value_counter(v)"]["counts"]))
+        assert counts == {(None if pd.isna(k) else int(k)): c for k, c in group["v"].value_counts(dropna=False).items()}
+        assert row["missing_pct(x)"] == pytest.approx(group["x"].isna().mean() * 100)
+        valid = group["v"].dropna()
+        assert row["zero_pct(v)"] == (None if len(valid) == 0 else pytest.approx((valid == 0).mean() * 100))
+        assert row["z_all"] == pytest.approx((group["v"] == 0).sum() / len(group) * 100)
+    with pytest.raises(NotImplementedError, match="datasketches"):
+        ApproximateQuantile("x", quantiles=[0.5])
+    with pytest.raises(NotImplementedError, match="datasketches"):
+        ApproximateTopK("x", k=3)
