@@ -6,6 +6,14 @@ maxes; count/mean/M2 for ``Std``) as it streams in, the partial rows are exchang
 hash, and each partition merges them. With ``ignore_nulls=True`` nulls are skipped (a
 group with no values gives null); with ``False``, a null in a group makes its result null.
 NaN is a value (it propagates through sums and means), as in Arrow and Ray.
+
+``Quantile``, ``Unique`` and ``CountDistinct`` run natively too: their partial state is
+the group's values (``hash_list``) or distinct values (``hash_distinct``), merged per
+group in the reduce. User-defined aggregations (``AggregateFn``, subclasses of
+``AggregateFnV2``, and ``AsList``, ``ValueCounter``, ``MissingValuePercentage``,
+``ZeroPercentage``) run in Python: a partial accumulator per group and block, merged per
+group after the exchange; built-ins in the same call then run in Python too, with the
+same results.
 """
 
 from __future__ import annotations
