@@ -118,6 +118,10 @@ def test_unique_nulls_nan_and_types():
     assert a["k"] == "a" and a["unique(x)"][0] == 1.0 and math.isnan(a["unique(x)"][1]) and len(a["unique(x)"]) == 2
     assert b["unique(x)"] == [None, 2.0] and b["u"] == [2.0]
     assert (a["count_distinct(x)"], b["count_distinct(x)"], b["n"]) == (2, 1, 2)
+    # NaN of either sign is one value, and so are 0.0 and -0.0 (as in Python's set).
+    signs = md.from_items([{"x": float("nan")}, {"x": -float("nan")}, {"x": 0.0}, {"x": -0.0}, {"x": 1.5}])
+    assert signs.aggregate(CountDistinct("x"))["count_distinct(x)"] == 3
+    assert len(signs.unique("x")) == 3
     schema = ds.groupby("k").aggregate(Unique("x"), CountDistinct("x")).materialize().schema().base_schema
     assert schema.field("unique(x)").type == pa.list_(pa.float64())
     assert schema.field("count_distinct(x)").type == pa.int64()

@@ -106,6 +106,18 @@ arrow::Result<ByGroup> GroupValues(const arrow::UInt32Array& parent_groups, uint
   return out;
 }
 
+/// `floats` with every NaN the same NaN and -0.0 as 0.0, so that distinct values are
+/// those Python's set sees (Ray's Unique), not distinct bit patterns.
+arrow::Result<std::shared_ptr<arrow::Array>> CanonicalFloats(const std::shared_ptr<arrow::Array>& floats,
+                                                             cp::ExecContext* exec) {
+  ARROW_ASSIGN_OR_RAISE(auto zero, arrow::MakeScalar(floats->type(), 0));
+  ARROW_ASSIGN_OR_RAISE(auto nan, arrow::MakeScalar(floats->type(), std::numeric_limits<double>::quiet_NaN()));
+  ARROW_ASSIGN_OR_RAISE(auto plus_zero, cp::CallFunction("add", {floats, zero}, exec));  // -0.0 + 0.0 = 0.0
+  ARROW_ASSIGN_OR_RAISE(auto is_nan, cp::CallFunction("is_nan", {floats}, exec));
+  ARROW_ASSIGN_OR_RAISE(auto out, cp::CallFunction("if_else", {is_nan, nan, plus_zero}, exec));
+  return out.make_array();
+}
+
 /// Runs Arrow's hash aggregation of `batch` by `keys` on this thread.
 arrow::Result<Block> HashAggregate(const Block& batch, const std::vector<std::string>& keys,
                                    std::vector<cp::Aggregate> aggregates, arrow::MemoryPool* pool) {
@@ -221,6 +233,10 @@ class AggregateExchange : public BucketExchange {
         }
         ARROW_ASSIGN_OR_RAISE(auto cast, cp::Cast(column, arrow::float64(), cp::CastOptions::Safe(), &exec));
         column = cast.make_array();
+      }
+      if ((agg.kind == Kind::kUnique || agg.kind == Kind::kCountDistinct) &&
+          (column->type_id() == arrow::Type::FLOAT || column->type_id() == arrow::Type::DOUBLE)) {
+        ARROW_ASSIGN_OR_RAISE(column, CanonicalFloats(column, &exec));
       }
       const std::string value = Value(i);
       fields.push_back(arrow::field(value, column->type()));
