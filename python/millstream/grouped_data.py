@@ -30,12 +30,25 @@ def _sorted_groups(block, keys: List[str]) -> Iterator[Tuple[Any, pa.Table]]:
     the keys (nulls last, NaN just before them; nulls are one group, so are NaN), each
     group's rows in input order. The key is a value, a tuple for several keys, None
     without keys (the whole block, if it has rows)."""
+    table, key_table, starts = _sorted_bounds(block, keys)
+    if not keys:
+        if table.num_rows:
+            yield None, table
+        return
+    key_columns = [key_table[k] for k in keys]
+    for begin, end in zip(starts[:-1], starts[1:]):
+        values = tuple(c[begin].as_py() for c in key_columns)
+        yield (values[0] if len(values) == 1 else values), table.slice(begin, end - begin)
+
+
+def _sorted_bounds(block, keys: List[str]) -> Tuple[pa.Table, Optional[pa.Table], List[int]]:
+    """``block`` sorted by ``keys`` (stable; see ``_sorted_groups``), its key columns
+    (dictionaries decoded) and the first row of each group, then the row count."""
     table = pa.Table.from_batches([block]) if isinstance(block, pa.RecordBatch) else block
     if table.num_rows == 0:
-        return
+        return table, None, [0]
     if not keys:
-        yield None, table
-        return
+        return table, None, [0, table.num_rows]
     for k in keys:
         if k not in table.column_names:
             raise KeyError(f"groupby: the key column {k!r} is not in the data; its columns are {table.column_names}")
@@ -55,11 +68,31 @@ def _sorted_groups(block, keys: List[str]) -> Iterator[Tuple[Any, pa.Table]]:
         if pa.types.is_floating(column.type):
             same = pc.or_(same, pc.fill_null(pc.and_(pc.is_nan(a), pc.is_nan(b)), False))
         change |= ~same.to_numpy(zero_copy_only=False)
-    starts = [0] + (np.flatnonzero(change) + 1).tolist() + [n]
-    key_columns = [key_table[k] for k in keys]
-    for begin, end in zip(starts[:-1], starts[1:]):
-        values = tuple(c[begin].as_py() for c in key_columns)
-        yield (values[0] if len(values) == 1 else values), table.slice(begin, end - begin)
+    return table, key_table, [0] + (np.flatnonzero(change) + 1).tolist() + [n]
+
+
+def _pandas_groups_call(fn, keys: List[str], name: str, args: tuple, kwargs: dict):
+    """map_groups with batch_format="pandas": the partition converted to a DataFrame once,
+    each group a fresh DataFrame of its rows (index 0..n-1), as a per-group conversion
+    would give, without paying pyarrow's conversion per group."""
+    runner = _batch.AsyncRunner()
+
+    def call(batch: pa.RecordBatch) -> pa.Table:
+        table, _key_table, starts = _sorted_bounds(batch, keys)
+        if table.num_rows == 0:
+            return pa.table({})
+        frame = _batch.to_pandas(table)
+        tables = []
+        for begin, end in zip(starts[:-1], starts[1:]):
+            group = frame.iloc[begin:end].reset_index(drop=True)
+            result, many = runner.resolve(fn(group, *args, **kwargs))
+            if many or (hasattr(result, "__next__") and not isinstance(result, dict)):
+                out = _batch.concat_results(result, name)
+            else:
+                out = _batch.from_format(result, name)
+            tables.append(_batch.keep_input_types(out, batch.schema))
+        return _batch.concat_tables(tables)
+    return call
 
 
 class GroupedData:
@@ -219,6 +252,8 @@ class GroupedData:
         keys = self._keys
 
         def adapter(f):
+            if fmt == "pandas":
+                return _pandas_groups_call(f, keys, name, args, kwargs)
             per_group = _batch.batch_adapter(f, fmt, name, not zero_copy_batch, args, kwargs)
 
             def call(batch: pa.RecordBatch) -> pa.Table:

@@ -280,6 +280,8 @@ def test_map_groups_on_an_actor_pool():
             self.offset = offset
 
         def __call__(self, group):
+            assert list(group.index) == list(range(len(group)))  # a DataFrame of its own
+            assert group["k"].nunique() == 1
             group["v"] = group["v"] + self.offset + group["v"].sum()
             return group
 
