@@ -149,7 +149,10 @@ def test_dictionary_and_many_groups_spill(ctx):
     k = rng.integers(0, 50_000, n)
     v = rng.integers(0, 5, n)
     ds = md.from_arrow(_blocks(pa.table({"k": k, "v": v}), 16))
-    out = ds.groupby("k").aggregate(CountDistinct("v"), Quantile("v")).to_pandas()
+    grouped = ds.groupby("k").aggregate(CountDistinct("v"), Quantile("v"))
+    out = grouped.to_pandas()
+    spilled = {op["name"]: op["spilled_bytes"] for op in grouped._last_stats[1]}
+    assert any(name.startswith("AllToAllOperator[Aggregate") and n > 0 for name, n in spilled.items()), spilled
     df = pd.DataFrame({"k": k, "v": v}).groupby("k")
     assert out["k"].tolist() == sorted(set(k.tolist()))
     assert out["count_distinct(v)"].tolist() == df["v"].nunique().tolist()
