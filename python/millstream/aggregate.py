@@ -19,6 +19,7 @@ same results.
 from __future__ import annotations
 
 import abc
+import enum
 import math
 import re
 from typing import Callable, Optional
@@ -421,9 +422,17 @@ _ENCODE_LISTS = Unsupported(None, False, why="list columns are compared as whole
 class Unique(_Native):
     """The distinct values of column ``on`` as a list per group (``"unique(on)"``), in
     order of first appearance; null is one of them unless ``ignore_nulls=True`` (Ray's
-    default is ``False``). NaN is a value (all NaN count as one)."""
+    default is ``False``). NaN is a value (all NaN count as one). List or struct values
+    (no hash kernel) are compared whole, in Python, when the column's type is known before
+    execution; otherwise they raise an error naming the column."""
 
     _kind, _label = "unique", "unique"
+
+    class ListEncodingMode(str, enum.Enum):
+        """Ray's list encodings (flatten the lists, or hash them); not supported here."""
+
+        FLATTEN = "FLATTEN"
+        HASH = "HASH"
 
     @public(unsupported={"encode_lists": _ENCODE_LISTS})
     def __init__(self, on: Optional[str] = None, ignore_nulls: bool = False, alias_name: Optional[str] = None,

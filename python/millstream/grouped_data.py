@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 from millstream import _args, _batch
 from millstream import aggregate as _agg
 from millstream._args import Unsupported, public
+from millstream.aggregate import Unique
 
 
 def _keys(where: str, key) -> List[str]:
@@ -128,6 +129,15 @@ class GroupedData:
                 if column not in schema.names:
                     raise ValueError(f"GroupedData.aggregate: the column {column!r} is not in the dataset; "
                                      f"its columns are {schema.names}")
+        if native and schema is not None:
+            # Nested values (lists, structs) have no hash kernel: their distinct values are
+            # found in Python.
+            for a in aggs:
+                if not isinstance(a, Unique):
+                    continue
+                column_type = schema.field(a._target_col_name).type
+                if pa.types.is_nested(column_type) or isinstance(column_type, pa.BaseExtensionType):
+                    native = False
         for key in self._keys:
             if any(a.name == key for a in aggs):
                 raise ValueError(f"GroupedData.aggregate: the output column {key!r} is also a key; give it an alias_name")

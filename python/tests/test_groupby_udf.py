@@ -127,6 +127,17 @@ def test_unique_nulls_nan_and_types():
     assert schema.field("count_distinct(x)").type == pa.int64()
 
 
+def test_unique_of_list_values():
+    ds = md.from_items([{"k": 1, "l": [1, 2]}, {"k": 1, "l": [1, 2]}, {"k": 2, "l": [3]}, {"k": 2, "l": None}])
+    assert ds.groupby("k").aggregate(Unique("l"), CountDistinct("l")).take_all() == [
+        {"k": 1, "unique(l)": [[1, 2]], "count_distinct(l)": 1},
+        {"k": 2, "unique(l)": [[3], None], "count_distinct(l)": 1}]
+    assert sorted(ds.unique("l", ignore_nulls=True)) == [[1, 2], [3]]
+    # Type unknown until it runs: a clear error naming the column.
+    with pytest.raises(Exception, match="Unique of column 'l'"):
+        ds.map_batches(lambda b: b).unique("l")
+
+
 def test_dataset_unique_and_aggregate_whole_dataset():
     table = _table(2000, seed=3)
     ds = md.from_arrow(_blocks(table, 6))

@@ -235,6 +235,13 @@ class AggregateExchange : public BucketExchange {
         column = cast.make_array();
       }
       if ((agg.kind == Kind::kUnique || agg.kind == Kind::kCountDistinct) &&
+          (arrow::is_nested(column->type_id()) || column->type_id() == arrow::Type::EXTENSION)) {
+        return arrow::Status::TypeError("groupby: ", KindName(agg.kind), " of column '", agg.column, "' (",
+                                        column->type()->ToString(),
+                                        ") is not supported natively (nested values have no hash kernel); "
+                                        "it runs in Python when the column's type is known before execution");
+      }
+      if ((agg.kind == Kind::kUnique || agg.kind == Kind::kCountDistinct) &&
           (column->type_id() == arrow::Type::FLOAT || column->type_id() == arrow::Type::DOUBLE)) {
         ARROW_ASSIGN_OR_RAISE(column, CanonicalFloats(column, &exec));
       }
