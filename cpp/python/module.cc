@@ -336,6 +336,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("local_path", [](const std::string& path, const std::string& operation) {
     return ValueOrRaise(LocalPath(path, operation));
   }, "The local path of `path` (a plain path or a file:// URI); other URI schemes raise.");
+  m.def("current_gpu_ids", [] { return millstream::CurrentGpuIds(); },
+        "The GPU ids of the actor or task whose UDF runs on this thread.");
   m.def("shutdown", &ShutDown,
         "Stop every execution and keep engine threads out of Python from now on (called at "
         "interpreter exit; later executions fail).");
@@ -438,6 +440,13 @@ PYBIND11_MODULE(_core, m) {
         return ValueOrRaise(self.Repartition(num_blocks, shuffle, std::move(keys)));
       })
       .def("union", [](const Dataset& self, std::vector<Dataset> others) { return self.Union(others); })
+      .def("repartition_rows", [](const Dataset& self, int64_t target_rows, bool strict) {
+        return ValueOrRaise(self.RepartitionRows(target_rows, strict));
+      })
+      .def("zip", [](const Dataset& self, std::vector<Dataset> others) { return self.Zip(others); })
+      .def("random_sample", [](const Dataset& self, double fraction, std::optional<uint64_t> seed, bool reseed) {
+        return ValueOrRaise(self.RandomSample(fraction, {seed, reseed}));
+      })
       .def("with_write", [](const Dataset& self, const std::string& dir, const std::string& fmt,
                             py::dict options) {
         // A bad option raises here, before the directory is prepared (see _write).

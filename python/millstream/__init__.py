@@ -10,7 +10,7 @@ import atexit as _atexit
 import pyarrow as _pyarrow  # noqa: F401  (loads Arrow's libraries before the engine)
 
 from millstream import _core, aggregate, expressions  # noqa: F401  (millstream.expressions: col, lit...)
-from millstream.compute import ActorPoolStrategy, TaskPoolStrategy
+from millstream.compute import ActorPoolStrategy, TaskPoolStrategy, get_gpu_ids
 from millstream.datasource import BlockMetadata, Datasink, Datasource, ReadTask, WriteResult
 from millstream.context import DataContext, ExecutionOptions, ExecutionResources, ShuffleStrategy
 from millstream.dataset import (
@@ -52,5 +52,5 @@ __all__ = [
     "MaterializedDataset", "RandomSeedConfig", "Schema", "ShuffleStrategy", "from_arrow", "from_huggingface", "from_items",
     "from_numpy", "from_pandas", "from_torch", "range", "range_tensor", "read_parquet", "FileShuffleConfig", "from_blocks",
     "read_binary_files", "read_csv", "read_images", "read_json", "read_numpy", "read_text", "GroupedData", "aggregate",
-    "read_datasource", "Datasource", "Datasink", "ReadTask", "BlockMetadata", "WriteResult",
+    "get_gpu_ids", "read_datasource", "Datasource", "Datasink", "ReadTask", "BlockMetadata", "WriteResult",
 ]

@@ -58,3 +58,21 @@ class ActorPoolStrategy:
 
     def __repr__(self) -> str:
         return f"ActorPoolStrategy(min_size={self.min_size}, max_size={self.max_size})"
+
+
+@public
+def get_gpu_ids() -> list:
+    """The GPU ids this UDF may use, as Ray's ``ray.get_gpu_ids()``: inside a map with
+    ``num_gpus`` (an actor keeps its devices for its lifetime; a task pool's task gets
+    its own for the task), the device indices assigned to it; an empty list elsewhere.
+
+    ``num_gpus=2`` gets two devices; fractional ``num_gpus`` (e.g. 0.5) shares a device
+    with other fractions while they sum to at most one. Use it to pick the device::
+
+        class Model:
+            def __init__(self):
+                self.device = f"cuda:{millstream.get_gpu_ids()[0]}"
+    """
+    from millstream import _core
+
+    return list(_core.current_gpu_ids())

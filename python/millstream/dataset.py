@@ -444,21 +444,46 @@ class Dataset:
         """The blocks in a random order, each unchanged (cheap; see ``random_shuffle`` for rows)."""
         return Dataset(self._core.randomize_block_order(*_seed("Dataset.randomize_block_order", seed)))
 
-    @public(unsupported={"target_num_rows_per_block": Unsupported(None, why=_NOT_YET),
-                         "strict": Unsupported(False, why="only meaningful with target_num_rows_per_block"),
-                         "sort": Unsupported(False, why=_NOT_YET)})
+    @public(unsupported={"sort": Unsupported(False, why=_NOT_YET)})
     def repartition(self, num_blocks: Optional[int] = None, target_num_rows_per_block: Optional[int] = None, *,
                     strict: bool = False, shuffle: bool = False, keys: Optional[List[str]] = None,
                     sort: bool = False) -> "Dataset":
         """Exactly ``num_blocks`` blocks (e.g. to set the number of files a write makes):
         without ``shuffle`` or ``keys``, the rows in order, split and combined into blocks
         whose row counts differ by at most one; with ``keys``, all rows of one key in one
-        block (hash partitioning); with ``shuffle=True``, each row in a random block."""
-        if num_blocks is None:
+        block (hash partitioning); with ``shuffle=True``, each row in a random block.
+
+        Or, with ``target_num_rows_per_block`` (not with ``num_blocks``), a streaming
+        repartition (no exchange): consecutive blocks are bundled into tasks of at least
+        that many rows and cut into blocks of exactly that many, small ones combined,
+        large ones sliced (zero-copy); each task may end with one smaller block, or, with
+        ``strict=True``, every block but the last has exactly that many rows. ``keys`` is
+        then ignored with a warning and ``shuffle=True`` raises ``ValueError``, as in Ray."""
+        import warnings
+
+        if target_num_rows_per_block is not None:
+            if keys is not None:
+                warnings.warn("`keys` is ignored when `target_num_rows_per_block` is set.")
+            if shuffle:
+                warnings.warn("`shuffle` is ignored when `target_num_rows_per_block` is set.")
+        elif strict:
+            warnings.warn("`strict` is ignored when `target_num_rows_per_block` is not set. "
+                          "Use `target_num_rows_per_block` instead of `num_blocks` to enable `strict` mode.")
+        if num_blocks is None and target_num_rows_per_block is None:
             raise ValueError("Either `num_blocks` or `target_num_rows_per_block` must be set")
-        num_blocks = _args.check_int("Dataset.repartition", "num_blocks", num_blocks, min=1)
+        if num_blocks is not None and target_num_rows_per_block is not None:
+            raise ValueError("Only one of `num_blocks` or `target_num_rows_per_block` must be set, but not both.")
+        if target_num_rows_per_block is not None and shuffle:
+            raise ValueError("`shuffle` must be False when `target_num_rows_per_block` is set.")
         if not isinstance(shuffle, bool):
             raise TypeError(f"Dataset.repartition: shuffle must be a bool, got {shuffle!r}")
+        if not isinstance(strict, bool):
+            raise TypeError(f"Dataset.repartition: strict must be a bool, got {strict!r}")
+        if target_num_rows_per_block is not None:
+            rows = _args.check_int("Dataset.repartition", "target_num_rows_per_block",
+                                   target_num_rows_per_block, min=1)
+            return Dataset(self._core.repartition_rows(rows, strict))
+        num_blocks = _args.check_int("Dataset.repartition", "num_blocks", num_blocks, min=1)
         key_list = [] if keys is None else _args.check_columns("Dataset.repartition", keys)
         schema = self._core.known_schema()
         if schema is not None:
@@ -476,6 +501,37 @@ class Dataset:
             if not isinstance(ds, Dataset):
                 raise TypeError(f"Dataset.union: argument {i} is a {type(ds).__name__}, not a Dataset")
         return Dataset(self._core.union([ds._core for ds in other]))
+
+    @public
+    def zip(self, *other: "Dataset") -> "Dataset":
+        """The columns of this dataset and of each of ``other`` side by side, row by row:
+        row r of the result is row r of every input. They must have the same number of
+        rows (else ``ValueError`` when executed, naming both counts, as in Ray). A column
+        name already taken gets a suffix: ``id``, ``id_1``, ``id_2``... (Ray's rule).
+        Streamed natively: each output block is zero-copy slices of the inputs' blocks,
+        whatever their block boundaries; no input is materialized."""
+        for i, ds in enumerate(other):
+            if not isinstance(ds, Dataset):
+                raise TypeError(f"Dataset.zip: argument {i} is a {type(ds).__name__}, not a Dataset")
+        return Dataset(self._core.zip([ds._core for ds in other]))
+
+    @public
+    def random_sample(self, fraction: float, *, seed=None) -> "Dataset":
+        """About ``fraction * count`` rows: each row kept with probability ``fraction``
+        (0 to 1), in order (no shuffle). Lazy and native, fused with the steps around it.
+        ``seed`` (an int or a :class:`RandomSeedConfig`): an int gives the same sample on
+        every execution, whatever the timing (block k of task i draws from a generator
+        seeded by the seed, i and k; upstream then hands blocks on in order);
+        ``RandomSeedConfig(seed, reseed_after_execution=True)`` a different, reproducible
+        sample per execution; None a different sample every time. An empty dataset (known
+        from metadata) raises ``ValueError``, as Ray does."""
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.integer, np.floating)):
+            raise TypeError(f"Dataset.random_sample: fraction must be a number, got {fraction!r}")
+        if fraction < 0 or fraction > 1:
+            raise ValueError("Fraction must be between 0 and 1.")
+        if self._core.count_from_metadata() == 0:
+            raise ValueError("Cannot sample from an empty Dataset.")
+        return Dataset(self._core.random_sample(float(fraction), *_seed("Dataset.random_sample", seed)))
 
     # ---- group-by and aggregates ----------------------------------------------------
 
@@ -711,6 +767,50 @@ class Dataset:
         from millstream.streaming_split import split
 
         return split(self, n, equal, locality_hints)
+
+    @public(unsupported={"locality_hints": Unsupported(None, why="one process: there are no nodes to place the splits on")})
+    def split(self, n: int, *, equal: bool = False, locality_hints=None) -> List["MaterializedDataset"]:
+        """Executes the dataset and splits it into ``n`` disjoint ``MaterializedDataset``s,
+        in order. ``equal=False`` splits the list of blocks (consecutive blocks, as
+        ``np.array_split`` of it: with fewer blocks than ``n`` some splits are empty);
+        ``equal=True`` gives each exactly ``count // n`` rows and drops the last
+        ``count % n``, as Ray does. Splits are zero-copy slices of the blocks."""
+        from millstream import split
+
+        return split.split(self, n, equal)
+
+    @public
+    def split_at_indices(self, indices: List[int]) -> List["MaterializedDataset"]:
+        """Executes the dataset and splits it at the row ``indices`` (like ``np.split``):
+        ``len(indices) + 1`` splits. Indices must be sorted and not negative
+        (``ValueError``); one past the end gives empty splits. Zero-copy slices."""
+        from millstream import split
+
+        return split.split_at_indices(self, indices)
+
+    @public
+    def split_proportionately(self, proportions: List[float]) -> List["MaterializedDataset"]:
+        """Executes the dataset and splits it by ``proportions`` (each > 0, summing to less
+        than 1; the last split takes the rest): ``len(proportions) + 1`` splits, each of
+        at least one row (Ray's rounding: ``int(count * cumulative proportion)``, moved
+        down where two would meet; ``ValueError`` when that cannot be done)."""
+        from millstream import split
+
+        return split.split_proportionately(self, proportions)
+
+    @public
+    def train_test_split(self, test_size: Union[int, float], *, shuffle: bool = False,
+                         seed: Optional[int] = None,
+                         stratify: Optional[str] = None) -> Tuple["MaterializedDataset", "MaterializedDataset"]:
+        """(train, test) MaterializedDatasets. A float ``test_size`` in (0, 1) is a
+        fraction: train gets ``int(count * (1 - test_size))`` rows, the first ones; an int
+        is the number of test rows (the last ones). ``shuffle=True`` shuffles first
+        (``seed`` as in ``random_shuffle``). ``stratify`` (a column) keeps each class's
+        proportion: the rows grouped by that column (sorted by it, nulls last), of each
+        class of n rows the last ``int(n * test_size)`` go to test, as Ray does."""
+        from millstream import split
+
+        return split.train_test_split(self, test_size, shuffle, seed, stratify)
 
     @public
     def take(self, limit: int = 20) -> List[Dict[str, Any]]:

@@ -324,9 +324,23 @@ class Dataset {
   /// asks for); with `shuffle`, each row in a random block.
   arrow::Result<Dataset> Repartition(int64_t num_blocks, bool shuffle = false,
                                      std::vector<std::string> keys = {}) const;
+  /// Streamed (no exchange): blocks of `target_rows` rows, in order within each task.
+  /// Small blocks are combined and large ones cut; not `strict`, each task (of at least
+  /// `target_rows` rows, bundled from consecutive blocks) may end with one smaller block;
+  /// `strict`, every block but the last has exactly `target_rows` rows.
+  arrow::Result<Dataset> RepartitionRows(int64_t target_rows, bool strict) const;
   /// The rows of this dataset and of `others`, streamed as their inputs produce them
   /// (under preserve_order: all of this one, then each of `others` in turn).
   Dataset Union(const std::vector<Dataset>& others) const;
+  /// The columns of this dataset and of each of `others` side by side, row by row (a
+  /// name already taken becomes "name_1", "name_2"... as in Ray). Streamed: each output
+  /// block is zero-copy slices of the inputs' blocks, whatever their boundaries. The
+  /// execution fails (Invalid, naming both row counts) when the row counts differ.
+  Dataset Zip(const std::vector<Dataset>& others) const;
+  /// Each row kept with probability `fraction` in [0, 1], order kept (a Bernoulli sample
+  /// per block, fused with the steps around it). With a seed, the same rows every run
+  /// (or, with `reseed_after_execution`, a different reproducible sample per execution).
+  arrow::Result<Dataset> RandomSample(double fraction, RandomSeedConfig seed = {}) const;
   /// The first `n` rows, in input order: the steps before a limit hand on their output in
   /// order (a stream after it may still reorder unless preserve_order).
   Dataset Limit(int64_t n) const;

@@ -4,6 +4,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <arrow/record_batch.h>
 #include <arrow/result.h>
@@ -25,6 +26,12 @@ class BatchUdf {
 
 /// \brief Makes UDF instances: once for a task pool, once per actor for an actor pool
 /// (that is where expensive setup, such as loading a model, belongs).
+/// The GPU ids of the actor (or task) whose UDF runs on this thread: the devices its
+/// `num_gpus` were given, as Ray's `ray.get_gpu_ids()`. Empty outside a UDF, or when the
+/// map asked for no GPUs. An actor keeps its ids for its lifetime; a fractional num_gpus
+/// shares a device with other fractions.
+const std::vector<int>& CurrentGpuIds();
+
 using BatchUdfFactory = std::function<arrow::Result<std::shared_ptr<BatchUdf>>()>;
 
 /// \brief Where a map runs.

@@ -460,6 +460,32 @@ arrow::Result<Dataset> Dataset::Repartition(int64_t num_blocks, bool shuffle,
   return Dataset(std::make_shared<RepartitionOp>(plan_, num_blocks, shuffle, std::move(keys)));
 }
 
+arrow::Result<Dataset> Dataset::RepartitionRows(int64_t target_rows, bool strict) const {
+  if (target_rows <= 0) {
+    return arrow::Status::Invalid("repartition: target_num_rows_per_block must be positive, got ",
+                                  target_rows);
+  }
+  auto op = std::make_shared<MapOp>(plan_);
+  op->transforms.push_back(MakeRebatchTransform(target_rows));
+  op->min_rows_per_bundle = target_rows;
+  op->exact_bundles = strict;
+  return Dataset(PlanPtr(op));
+}
+
+Dataset Dataset::Zip(const std::vector<Dataset>& others) const {
+  if (others.empty()) return *this;
+  std::vector<PlanPtr> inputs{plan_};
+  for (const auto& other : others) inputs.push_back(other.plan_);
+  return Dataset(std::make_shared<ZipOp>(std::move(inputs)));
+}
+
+arrow::Result<Dataset> Dataset::RandomSample(double fraction, RandomSeedConfig seed) const {
+  if (!(fraction >= 0 && fraction <= 1)) {
+    return arrow::Status::Invalid("Fraction must be between 0 and 1.");
+  }
+  return Dataset(MapOp::Make(plan_, MakeRandomSampleTransform(fraction, seed)));
+}
+
 Dataset Dataset::Union(const std::vector<Dataset>& others) const {
   std::vector<PlanPtr> inputs{plan_};
   for (const auto& other : others) inputs.push_back(other.plan_);

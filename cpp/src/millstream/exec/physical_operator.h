@@ -24,6 +24,8 @@ struct TaskSpec {
   RefBundle inputs;
   /// For a task of an actor pool: the actor it runs on.
   ActorState* actor = nullptr;
+  /// The GPUs the task may use (its actor's, or its own for a task pool with num_gpus).
+  std::vector<int> gpu_ids;
   /// For a stage of an all-to-all operator: 0 map, 1 reduce; and the reduce partition.
   int stage = 0;
   int64_t partition = 0;
@@ -94,6 +96,9 @@ class PhysicalOperator {
   /// Bytes of input waiting here; the operator feeding it accounts for them.
   virtual int64_t QueuedInputBytes() const { return 0; }
   virtual int64_t QueuedInputBundles() const { return 0; }
+  /// An error found outside any task (a zip's inputs of different lengths), checked
+  /// after each input the operator gets: the execution fails with it.
+  virtual arrow::Status status() const { return arrow::Status::OK(); }
 
   // ---- Outputs ----
   bool HasNext() const { return !output_queue_.empty(); }

@@ -216,6 +216,9 @@ void Execution::Forward(size_t i) {
     forwarded_done_[i] = true;
     next.InputDone(op.downstream_input);
   }
+  if (auto status = next.status(); !status.ok()) {
+    Fail(status.WithMessage(next.Describe(), ": ", status.message()));
+  }
 }
 
 void Execution::StopUpstream(size_t i) {

@@ -80,6 +80,8 @@ struct ActorState {
   std::atomic<int> constructed{0};
   /// Tasks running on it (the scheduler's count, read and written under its lock).
   int running = 0;
+  /// The GPUs it owns for its lifetime (an actor pool with num_gpus), else empty.
+  std::vector<int> gpu_ids;
 };
 
 /// \brief What a task knows about itself while its transforms run.
@@ -127,6 +129,15 @@ class Transform {
       const std::shared_ptr<arrow::Schema>& input) const {
     return nullptr;
   }
+  /// Its output depends on which rows each task gets (a seeded sample): the planner makes
+  /// everything upstream hand on its output in order, so task i always gets the same rows.
+  virtual bool needs_ordered_input() const { return false; }
+  /// Last in a task, its blocks leave as it makes them (a repartition to a row count):
+  /// the task does not re-shape them by size.
+  virtual bool shapes_own_output() const { return false; }
+  /// The transform one execution runs, when it differs per execution (a sample reseeded
+  /// after each execution); null: this one. Called once per planning.
+  virtual std::shared_ptr<const Transform> ForExecution() const { return nullptr; }
 };
 
 }  // namespace millstream

@@ -21,6 +21,16 @@ std::shared_ptr<const Transform> MakeUdfTransform(BatchUdfFactory factory,
 /// Keeps rows where `predicate` is true; the expression is bound to each block's schema.
 std::shared_ptr<const Transform> MakeFilterTransform(arrow::compute::Expression predicate);
 
+/// Keeps each row with probability `fraction` (a Bernoulli sample, order kept). With a
+/// seed, the draws of block k of task i come from a generator seeded by (the execution's
+/// seed, i, k), so a seeded sample is the same on every run whatever the timing.
+std::shared_ptr<const Transform> MakeRandomSampleTransform(double fraction, RandomSeedConfig seed);
+
+/// Cuts each task's rows into blocks of exactly `rows` rows, the rest of the task in one
+/// smaller block (repartition(target_num_rows_per_block=rows)); a run within one input
+/// block is a zero-copy slice, one across blocks is concatenated.
+std::shared_ptr<const Transform> MakeRebatchTransform(int64_t rows);
+
 /// The predicate of a transform made by MakeFilterTransform; null for any other.
 const arrow::compute::Expression* FilterPredicate(const Transform& transform);
 

@@ -8,6 +8,9 @@ namespace {
 
 /// Whether `next` can run inside the tasks of `prev` (a map, or a read).
 bool CanFuse(const LogicalOperator& prev, const MapOp& next) {
+  // Exact bundles are cut from blocks as they arrive, not from what a step before makes.
+  if (next.exact_bundles) return false;
+  if (const auto* map = prev.As<MapOp>(); map && map->exact_bundles) return false;
   if (prev.As<ReadOp>()) return true;
   const auto* map = prev.As<MapOp>();
   if (!map) return false;

@@ -1,6 +1,7 @@
 #include "plan/logical_operator.h"
 
 #include <algorithm>
+#include <set>
 
 #include <arrow/type.h>
 
@@ -64,6 +65,7 @@ std::shared_ptr<MapOp> MapOp::CopyOver(PlanPtr input) const {
   op->num_gpus = num_gpus;
   op->memory = memory;
   op->min_rows_per_bundle = min_rows_per_bundle;
+  op->exact_bundles = exact_bundles;
   return op;
 }
 
@@ -105,6 +107,38 @@ std::shared_ptr<arrow::Schema> UnionOp::SchemaOut(
   }
   auto unified = UnifyBlockSchemas(known);
   return unified.ok() ? *unified : nullptr;
+}
+
+// ---- ZipOp ---------------------------------------------------------------------------
+
+std::optional<int64_t> ZipOp::RowsOut(const std::vector<std::optional<int64_t>>& inputs) const {
+  // Known only when every input's count is known and they agree (else the run fails).
+  for (const auto& in : inputs) {
+    if (!in || *in != *inputs.front()) return std::nullopt;
+  }
+  return inputs.front();
+}
+
+std::shared_ptr<arrow::Schema> ZipOp::SchemaOut(
+    const std::vector<std::shared_ptr<arrow::Schema>>& inputs) const {
+  for (const auto& schema : inputs) {
+    if (!schema) return nullptr;
+  }
+  return ZipSchemas(inputs);
+}
+
+std::shared_ptr<arrow::Schema> ZipSchemas(const std::vector<std::shared_ptr<arrow::Schema>>& inputs) {
+  arrow::FieldVector fields;
+  std::set<std::string> taken;
+  for (const auto& schema : inputs) {
+    for (const auto& field : schema->fields()) {
+      std::string name = field->name();
+      for (int i = 1; taken.count(name); ++i) name = field->name() + "_" + std::to_string(i);
+      taken.insert(name);
+      fields.push_back(name == field->name() ? field : field->WithName(name));
+    }
+  }
+  return arrow::schema(std::move(fields));
 }
 
 // ---- All-to-all operators -------------------------------------------------------------

@@ -70,6 +70,10 @@ class MapOp : public LogicalOperator {
   int64_t memory = 0;
   /// Rows to bundle before launching a task (a map_batches batch_size), 0: one bundle.
   int64_t min_rows_per_bundle = 0;
+  /// Each task gets an exact multiple of `min_rows_per_bundle` rows (blocks sliced at the
+  /// cut, the rest left for the next task), but the last (a strict repartition to a row
+  /// count). Never fused: its input must be blocks, as they come.
+  bool exact_bundles = false;
 };
 
 /// \brief Keeps the first `limit` rows.
@@ -101,6 +105,25 @@ class UnionOp : public LogicalOperator {
     return std::make_shared<UnionOp>(std::move(inputs));
   }
 };
+
+/// \brief The columns of every input side by side, row by row: row r of the output is
+/// row r of each input (they must have as many rows; the execution fails naming both
+/// counts if not). A column name already taken gets Ray's suffix: "id", "id_1", "id_2"...
+class ZipOp : public LogicalOperator {
+ public:
+  explicit ZipOp(std::vector<PlanPtr> inputs) : LogicalOperator(std::move(inputs)) {}
+  std::string Name() const override { return "Zip"; }
+  std::optional<int64_t> RowsOut(const std::vector<std::optional<int64_t>>& inputs) const override;
+  std::shared_ptr<arrow::Schema> SchemaOut(
+      const std::vector<std::shared_ptr<arrow::Schema>>& inputs) const override;
+  PlanPtr WithInputs(std::vector<PlanPtr> inputs) const override {
+    return std::make_shared<ZipOp>(std::move(inputs));
+  }
+};
+
+/// The schema of zipped blocks of `inputs`: their fields in order, a name already taken
+/// renamed to the first free "name_1", "name_2"... (Ray's rule, input by input).
+std::shared_ptr<arrow::Schema> ZipSchemas(const std::vector<std::shared_ptr<arrow::Schema>>& inputs);
 
 /// \brief An operator that needs all of its input before its output is complete (sort,
 /// shuffle, repartition): it runs as an exchange (shuffle/exchange.h) — a map stage over

@@ -1,5 +1,7 @@
 #include "planner/planner.h"
 
+#include <cmath>
+
 #include "exec/operators/map_operator.h"
 #include "plan/logical_operators.h"
 
@@ -14,7 +16,8 @@ namespace {
 
 /// Plans `node` and its inputs into `plan`; returns its operator's index.
 arrow::Result<int> PlanNode(const PlanPtr& node, std::optional<int64_t> row_limit,
-                            const DataContext& context, PhysicalPlan& plan) {
+                            const DataContext& context,
+                            const std::shared_ptr<GpuAllocator>& gpus, PhysicalPlan& plan) {
   // What a consumer's limit allows below it: a limit's own rows, passed through
   // row-preserving steps.
   std::optional<int64_t> input_limit;
@@ -25,14 +28,14 @@ arrow::Result<int> PlanNode(const PlanPtr& node, std::optional<int64_t> row_limi
   }
   std::vector<int> inputs;
   for (const auto& input : node->inputs()) {
-    ARROW_ASSIGN_OR_RAISE(int index, PlanNode(input, input_limit, context, plan));
+    ARROW_ASSIGN_OR_RAISE(int index, PlanNode(input, input_limit, context, gpus, plan));
     inputs.push_back(index);
   }
   const auto* factory = PlannerRegistry::Default().Find(*node);
   if (!factory) {
     return arrow::Status::NotImplemented("no physical operator for ", node->Name());
   }
-  PlanningContext planning{context, ResolveLimits(context), row_limit};
+  PlanningContext planning{context, ResolveLimits(context), row_limit, gpus};
   ARROW_ASSIGN_OR_RAISE(auto op, (*factory)(node, planning));
   const int index = static_cast<int>(plan.operators.size());
   for (size_t k = 0; k < inputs.size(); ++k) {
@@ -60,7 +63,9 @@ void MarkOrdered(PhysicalPlan& plan, int index, bool ordered) {
 arrow::Result<PhysicalPlan> PlanPhysical(const PlanPtr& optimized, const DataContext& context) {
   ARROW_RETURN_NOT_OK(context.Validate());
   PhysicalPlan plan;
-  ARROW_ASSIGN_OR_RAISE(int root, PlanNode(optimized, std::nullopt, context, plan));
+  const auto gpus = std::make_shared<GpuAllocator>(
+      static_cast<int>(std::floor(ResolveLimits(context).gpu + 1e-9)));
+  ARROW_ASSIGN_OR_RAISE(int root, PlanNode(optimized, std::nullopt, context, gpus, plan));
   MarkOrdered(plan, root, context.execution_options.preserve_order);
   return plan;
 }

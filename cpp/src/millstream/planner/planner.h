@@ -11,6 +11,7 @@
 #include "exec/physical_operator.h"
 #include "exec/streaming_executor.h"
 #include "plan/logical_operator.h"
+#include "runtime/gpu_ids.h"
 
 namespace millstream {
 
@@ -22,6 +23,8 @@ struct PlanningContext {
   /// The consumer of this node needs at most this many rows (a limit above a row-
   /// preserving chain): a read may plan fewer rows.
   std::optional<int64_t> row_limit;
+  /// GPU ids for the maps with num_gpus, shared by the whole plan.
+  std::shared_ptr<GpuAllocator> gpus;
 };
 
 /// \brief Logical operator class → physical operator factory. A new operator is one

@@ -51,10 +51,24 @@ arrow::Status CheckMapResources(const MapOp& spec, const EffectiveLimits& limits
 
 Made PlanMap(std::shared_ptr<const MapOp> spec, const PlanningContext& planning) {
   ARROW_RETURN_NOT_OK(CheckMapResources(*spec, planning.limits));
+  // Transforms that differ per execution (a reseeded sample) are bound to this one.
+  std::vector<std::shared_ptr<const Transform>> bound;
+  bool rebound = false;
+  for (const auto& transform : spec->transforms) {
+    auto for_execution = transform->ForExecution();
+    rebound = rebound || for_execution != nullptr;
+    bound.push_back(for_execution ? std::move(for_execution) : transform);
+  }
+  if (rebound) {
+    auto copy = spec->CopyOver(spec->input());
+    copy->transforms = std::move(bound);
+    spec = std::move(copy);
+  }
   std::unique_ptr<MapOperator> op =
       spec->compute.kind == ComputeStrategy::Kind::kActors
           ? MakeActorPoolMapOperator(spec, planning.context)
           : MakeTaskPoolMapOperator(spec);
+  op->SetGpuAllocator(planning.gpus);
   if (spec->source) {
     ReadTaskOptions options;
     options.parallelism = spec->override_num_blocks.value_or(0);
@@ -109,6 +123,9 @@ const PlannerRegistry& PlannerRegistry::Default() {
     });
     r.Register<UnionOp>([](const PlanPtr& node, const PlanningContext&) -> Made {
       return MakeUnionOperator(static_cast<int>(node->inputs().size()));
+    });
+    r.Register<ZipOp>([](const PlanPtr& node, const PlanningContext&) -> Made {
+      return MakeZipOperator(static_cast<int>(node->inputs().size()));
     });
     r.Register<SortOp>(AllToAll<SortOp>([](const SortOp& op, ExchangeOptions options) {
       return MakeSortExchange(op.keys, std::move(options));

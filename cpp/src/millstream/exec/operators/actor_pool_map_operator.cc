@@ -51,16 +51,14 @@ class ActorPoolMapOperator : public MapOperator {
       return;
     }
     if (input_queue_.empty() && actors_.empty()) return;  // not started yet
-    while (static_cast<int>(actors_.size()) < min_size) {
-      actors_.push_back(std::make_unique<ActorState>());
-    }
+    while (static_cast<int>(actors_.size()) < min_size) AddActor();
     double slots = static_cast<double>(actors_.size()) *
                    std::max(1, spec().compute.max_tasks_in_flight_per_actor);
     double utilization = (active_tasks_ + static_cast<double>(input_queue_.size())) / slots;
     if (!FreeActor() && utilization >= autoscaling_.actor_pool_util_upscaling_threshold) {
       int add = std::min(std::max(1, autoscaling_.actor_pool_max_upscaling_delta),
                          max_size - static_cast<int>(actors_.size()));
-      for (int k = 0; k < add; ++k) actors_.push_back(std::make_unique<ActorState>());
+      for (int k = 0; k < add; ++k) AddActor();
     } else if (utilization <= autoscaling_.actor_pool_util_downscaling_threshold &&
                static_cast<int>(actors_.size()) > min_size) {
       for (size_t a = actors_.size(); a-- > 0;) {
@@ -78,6 +76,7 @@ class ActorPoolMapOperator : public MapOperator {
     ActorState* actor = FreeActor();
     actor->running += 1;
     task.actor = task_spec.actor = actor;
+    task_spec.gpu_ids = actor->gpu_ids;
   }
   void TaskEnded(RunningTask& task) override {
     if (task.actor) task.actor->running -= 1;
@@ -93,7 +92,14 @@ class ActorPoolMapOperator : public MapOperator {
     }
     return best;
   }
+  /// A new actor owns its GPUs (num_gpus) from now until it retires.
+  void AddActor() {
+    auto actor = std::make_unique<ActorState>();
+    if (gpus_ && spec().num_gpus > 0) actor->gpu_ids = gpus_->Acquire(spec().num_gpus);
+    actors_.push_back(std::move(actor));
+  }
   void Retire(size_t index, std::vector<std::unique_ptr<ActorState>>& retired) {
+    if (gpus_) gpus_->Release(actors_[index]->gpu_ids, spec().num_gpus);
     stats.actors_started += actors_[index]->constructed;
     retired.push_back(std::move(actors_[index]));
     actors_.erase(actors_.begin() + index);

@@ -28,6 +28,36 @@ void MapOperator::AddInput(int, RefBundle bundle) {
   input_queue_.push_back(std::move(bundle));
 }
 
+RefBundle MapOperator::CutBundle(RefBundle& bundle, int64_t keep) {
+  RefBundle head, rest;
+  for (auto& ref : bundle.blocks) {
+    const int64_t room = keep - head.rows;
+    if (room >= ref.rows()) {
+      head.Add(std::move(ref));
+    } else if (room <= 0) {
+      rest.Add(std::move(ref));
+    } else {
+      auto block = ref.Get();
+      if (!block.ok()) {  // (not for in-memory references) left whole: no cut
+        head.Add(std::move(ref));
+        continue;
+      }
+      head.Add(BlockRef((*block)->Slice(0, room)));
+      rest.Add(BlockRef((*block)->Slice(room)));
+    }
+  }
+  // The rest goes back to the queue: its bytes are the pieces' (a sliced block may count
+  // its buffers in both); rows are unchanged.
+  input_bytes_ += rest.bytes + head.bytes - bundle.bytes;
+  bundle = std::move(head);
+  return rest;
+}
+
+bool MapOperator::NeedsOrderedInput() const {
+  return std::any_of(spec().transforms.begin(), spec().transforms.end(),
+                     [](const auto& t) { return t->needs_ordered_input(); });
+}
+
 bool MapOperator::HasBundleReady() const {
   if (input_queue_.empty()) return false;
   return AllInputsDone() || spec().min_rows_per_bundle <= 0 ||
@@ -62,6 +92,14 @@ TaskSpec MapOperator::LaunchTask() {
     bundle.Merge(std::move(input_queue_.front()));
     input_queue_.pop_front();
   }
+  if (spec().exact_bundles && spec().min_rows_per_bundle > 0 &&
+      !(AllInputsDone() && input_queue_.empty())) {
+    // An exact multiple of the rows per bundle (only the last task may have fewer); the
+    // rest waits, first in the queue, for the next task.
+    const int64_t per = spec().min_rows_per_bundle;
+    const int64_t keep = bundle.rows / per * per;
+    if (keep < bundle.rows) input_queue_.push_front(CutBundle(bundle, keep));
+  }
   input_rows_ -= bundle.rows;
   input_bytes_ -= bundle.bytes;
   task_spec.task_index = next_task_index_++;
@@ -82,6 +120,7 @@ arrow::Status MapOperator::RunTask(const TaskSpec& task_spec, TaskRunContext& ru
   TaskContext task;
   task.task_index = task_spec.task_index;
   task.actor = task_spec.actor;
+  ScopedGpuIds gpu_ids(&task_spec.gpu_ids);
   task.concurrent_calls = spec().compute.enable_true_multi_threading;
   task.cancelled = run.cancelled;
   task.udf_seconds = &run.udf_seconds;
@@ -93,8 +132,11 @@ arrow::Status MapOperator::RunTask(const TaskSpec& task_spec, TaskRunContext& ru
   }
   BlockShaper shaper(context.target_min_block_size, context.target_max_block_size);
   const size_t n = states.size();
+  const bool shaped = n > 0 && transforms.back()->shapes_own_output();
   std::vector<Emit> emits(n + 1);
-  emits[n] = [&](Block block) { return shaper.Push(std::move(block), run.emit); };
+  emits[n] = [&](Block block) {
+    return shaped ? run.emit(std::move(block)) : shaper.Push(std::move(block), run.emit);
+  };
   for (size_t k = n; k-- > 0;) {
     emits[k] = [&, k](Block block) -> arrow::Status {
       if (run.stopped()) return arrow::Status::Cancelled("stopped");
@@ -122,7 +164,7 @@ arrow::Status MapOperator::RunTask(const TaskSpec& task_spec, TaskRunContext& ru
     ARROW_RETURN_NOT_OK(emits[0](std::move(block)));
   }
   for (size_t k = 0; k < n; ++k) ARROW_RETURN_NOT_OK(states[k]->Finish(emits[k + 1]));
-  return shaper.Finish(run.emit);
+  return shaped ? arrow::Status::OK() : shaper.Finish(run.emit);
 }
 
 void MapOperator::OnTaskOutput(int64_t task_index, Block block) {

@@ -7,6 +7,7 @@
 
 #include "exec/physical_operator.h"
 #include "plan/logical_operators.h"
+#include "runtime/gpu_ids.h"
 
 namespace millstream {
 
@@ -25,11 +26,15 @@ class MapOperator : public PhysicalOperator {
   /// For an operator that reads: its read tasks become its input.
   void SetReadTasks(std::vector<std::shared_ptr<ReadTask>> tasks);
   int64_t estimated_input_rows() const { return estimated_input_rows_; }
+  /// Where the GPU ids of a map with num_gpus come from (shared by an execution).
+  void SetGpuAllocator(std::shared_ptr<GpuAllocator> gpus) { gpus_ = std::move(gpus); }
 
   void AddInput(int input_index, RefBundle bundle) override;
   int64_t QueuedInputBytes() const override { return input_bytes_; }
   int64_t QueuedInputBundles() const override { return static_cast<int64_t>(input_queue_.size()); }
 
+  /// A transform needs it (a seeded sample: task i must always get the same rows).
+  bool NeedsOrderedInput() const override;
   bool RunsTasks() const override { return true; }
   bool HasTaskReady() const override;
   int64_t EstimateNextTaskBytes() const override;
@@ -58,8 +63,11 @@ class MapOperator : public PhysicalOperator {
     int64_t sunk_blocks = 0, sunk_rows = 0, sunk_bytes = 0;
     bool done = false;
     ActorState* actor = nullptr;
+    std::vector<int> gpu_ids;  // a task pool's own GPUs, given back when it ends
   };
   bool HasBundleReady() const;
+  /// Keeps the first `keep` rows of `bundle` in it and returns the rest (blocks sliced).
+  RefBundle CutBundle(RefBundle& bundle, int64_t keep);
   /// The pool-specific part of launching (picking an actor); true if the task may go.
   virtual void AssignTask(TaskSpec& spec, RunningTask& task) {}
   virtual void TaskEnded(RunningTask& task) {}
@@ -67,6 +75,7 @@ class MapOperator : public PhysicalOperator {
   void Release(std::map<int64_t, RunningTask>::iterator from);
 
   std::shared_ptr<const MapOp> spec_;
+  std::shared_ptr<GpuAllocator> gpus_;
   std::deque<RefBundle> input_queue_;
   int64_t input_rows_ = 0;
   int64_t input_bytes_ = 0;

@@ -23,6 +23,15 @@ class TaskPoolMapOperator : public MapOperator {
     if (spec().compute.max_size > 0) return spec().compute.max_size;
     return std::max(1.0, spec().num_cpus > 0 ? std::floor(limits.cpu / spec().num_cpus) : limits.cpu);
   }
+
+ protected:
+  void AssignTask(TaskSpec& task_spec, RunningTask& task) override {
+    if (gpus_ && spec().num_gpus > 0) task.gpu_ids = task_spec.gpu_ids = gpus_->Acquire(spec().num_gpus);
+  }
+  void TaskEnded(RunningTask& task) override {
+    if (gpus_) gpus_->Release(task.gpu_ids, spec().num_gpus);
+    task.gpu_ids.clear();
+  }
 };
 
 }  // namespace
