@@ -413,19 +413,20 @@ PYBIND11_MODULE(_core, m) {
         return self.Sort(std::move(keys));
       })
       .def("group_by_aggregate", [](const Dataset& self, std::vector<std::string> keys,
-                                    std::vector<std::tuple<std::string, std::string, bool, int64_t, std::string>> aggs,
+                                    std::vector<std::tuple<std::string, std::string, bool, int64_t, std::string, double>> aggs,
                                     int64_t num_partitions) {
-        // Each aggregation: (kind, column or "", ignore_nulls, ddof, output name).
+        // Each aggregation: (kind, column or "", ignore_nulls, ddof, output name, q).
         static const std::map<std::string, AggregateSpec::Kind> kinds = {
             {"count", AggregateSpec::Kind::kCount}, {"sum", AggregateSpec::Kind::kSum},
             {"min", AggregateSpec::Kind::kMin},     {"max", AggregateSpec::Kind::kMax},
             {"mean", AggregateSpec::Kind::kMean},   {"std", AggregateSpec::Kind::kStd},
-            {"abs_max", AggregateSpec::Kind::kAbsMax}};
+            {"abs_max", AggregateSpec::Kind::kAbsMax}, {"quantile", AggregateSpec::Kind::kQuantile},
+            {"unique", AggregateSpec::Kind::kUnique}, {"count_distinct", AggregateSpec::Kind::kCountDistinct}};
         std::vector<AggregateSpec> specs;
-        for (auto& [kind, column, ignore_nulls, ddof, name] : aggs) {
+        for (auto& [kind, column, ignore_nulls, ddof, name, q] : aggs) {
           auto it = kinds.find(kind);
           if (it == kinds.end()) throw py::value_error("unknown aggregation kind " + kind);
-          specs.push_back({it->second, column, ignore_nulls, ddof, name});
+          specs.push_back({it->second, column, ignore_nulls, ddof, name, q});
         }
         return ValueOrRaise(self.GroupByAggregate(std::move(keys), std::move(specs), num_partitions));
       })

@@ -6,6 +6,8 @@
 #include <map>
 #include <optional>
 #include <random>
+#include <set>
+#include <algorithm>
 #include <thread>
 
 #include "runtime/reservation.h"
@@ -231,6 +233,69 @@ TEST(AggregateExchange, IgnoreNullsFalseMakesAGroupWithANullNull) {
   EXPECT_EQ(got["a"].second, 2);
   EXPECT_EQ(got["b"].first, std::optional<int64_t>(4));
   EXPECT_EQ(got["b"].second, 2);
+}
+
+TEST(AggregateExchange, QuantileUniqueCountDistinctMergeAcrossBlocks) {
+  Harness h;
+  auto input = Blocks(11, 6, 400, 5);
+  AggregateSpec median{Kind::kQuantile, "v", true, 1, "quantile(v)"};
+  AggregateSpec q90{Kind::kQuantile, "v", true, 1, "q90", 0.9};
+  std::vector<AggregateSpec> aggs = {median, q90, {Kind::kUnique, "v", true, 1, "unique(v)"},
+                                     {Kind::kCountDistinct, "v", true, 1, "count_distinct(v)"},
+                                     {Kind::kCountDistinct, "v", false, 1, "with_null"}};
+  ASSIGN_OK(auto exchange, MakeAggregateExchange({"k"}, aggs, {}));
+  auto output = RunAggregate(*exchange, input, h.ctx);
+  ASSERT_TRUE(output.ok()) << output.status().ToString();
+  // By hand: every value of each group (nullopt: null).
+  std::map<std::optional<int64_t>, std::vector<std::optional<int64_t>>> values;
+  for (const auto& block : input) {
+    auto k = std::static_pointer_cast<arrow::Int64Array>(block->GetColumnByName("k"));
+    auto v = std::static_pointer_cast<arrow::Int64Array>(block->GetColumnByName("v"));
+    for (int64_t i = 0; i < block->num_rows(); ++i) {
+      values[k->IsValid(i) ? std::optional<int64_t>(k->Value(i)) : std::nullopt].push_back(
+          v->IsValid(i) ? std::optional<int64_t>(v->Value(i)) : std::nullopt);
+    }
+  }
+  auto quantile = [](std::vector<double> xs, double q) {
+    std::sort(xs.begin(), xs.end());
+    double k = static_cast<double>(xs.size() - 1) * q, f = std::floor(k), c = std::ceil(k);
+    if (f == c) return xs[static_cast<size_t>(k)];
+    return std::round((xs[static_cast<size_t>(f)] * (c - k) + xs[static_cast<size_t>(c)] * (k - f)) * 1e5) / 1e5;
+  };
+  size_t groups = 0;
+  for (const auto& b : *output) {
+    auto k = std::static_pointer_cast<arrow::Int64Array>(b->GetColumnByName("k"));
+    auto med = std::static_pointer_cast<arrow::DoubleArray>(b->GetColumnByName("quantile(v)"));
+    auto p90 = std::static_pointer_cast<arrow::DoubleArray>(b->GetColumnByName("q90"));
+    auto uniq = std::static_pointer_cast<arrow::ListArray>(b->GetColumnByName("unique(v)"));
+    auto cd = std::static_pointer_cast<arrow::Int64Array>(b->GetColumnByName("count_distinct(v)"));
+    auto cdn = std::static_pointer_cast<arrow::Int64Array>(b->GetColumnByName("with_null"));
+    for (int64_t i = 0; i < b->num_rows(); ++i, ++groups) {
+      const auto& vs = values.at(k->IsValid(i) ? std::optional<int64_t>(k->Value(i)) : std::nullopt);
+      std::vector<double> xs;
+      std::set<int64_t> distinct;
+      bool has_null = false;
+      for (const auto& v : vs) {
+        if (!v) { has_null = true; continue; }
+        xs.push_back(static_cast<double>(*v));
+        distinct.insert(*v);
+      }
+      EXPECT_NEAR(med->Value(i), quantile(xs, 0.5), 1e-9);
+      EXPECT_NEAR(p90->Value(i), quantile(xs, 0.9), 1e-9);
+      EXPECT_EQ(cd->Value(i), static_cast<int64_t>(distinct.size()));
+      EXPECT_EQ(cdn->Value(i), static_cast<int64_t>(distinct.size()) + (has_null ? 1 : 0));
+      auto list = std::static_pointer_cast<arrow::Int64Array>(uniq->value_slice(i));
+      std::set<int64_t> got;
+      for (int64_t j = 0; j < list->length(); ++j) got.insert(list->Value(j));
+      EXPECT_EQ(list->length(), static_cast<int64_t>(distinct.size()));
+      EXPECT_EQ(got, distinct);
+    }
+  }
+  EXPECT_EQ(groups, values.size());
+  AggregateSpec bad{Kind::kQuantile, "v", true, 1, "q", 1.5};
+  auto status = MakeAggregateExchange({"k"}, {bad}, {}).status();
+  EXPECT_TRUE(status.IsInvalid());
+  EXPECT_NE(status.message().find("q must be"), std::string::npos) << status.ToString();
 }
 
 TEST(AggregateExchange, MissingColumnsAndBadSpecsAreErrorsNamingThem) {

@@ -695,8 +695,13 @@ class Dataset:
 
     @public
     def unique(self, column: str, ignore_nulls: bool = False) -> List[Any]:
-        """The distinct values of ``column``. Not implemented yet: raises ``NotImplementedError``."""
-        raise NotImplementedError("Dataset.unique is not implemented yet")
+        """The distinct values of ``column`` as a list (in order of first appearance; a
+        null among them unless ``ignore_nulls``; every NaN as one), computed natively
+        (``aggregate(Unique(column))``); None for an empty dataset, as in Ray."""
+        from millstream.aggregate import Unique
+        if not isinstance(column, str):
+            raise TypeError(f"Dataset.unique: column must be a column name (a str), got {column!r}")
+        return self._aggregate_result(self.aggregate(Unique(column, ignore_nulls=ignore_nulls)))
 
     # ---- execution ------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 import millstream as md
-from millstream.aggregate import AbsMax, AggregateFn, Count, CountDistinct, Max, Mean, Min, Quantile, Std, Sum, Unique
+from millstream.aggregate import AbsMax, Count, Max, Mean, Min, Std, Sum
 
 
 def _table(n: int, seed: int = 0, groups: int = 7) -> pa.Table:
@@ -183,21 +183,6 @@ def test_errors_name_what_is_wrong():
         ds.groupby("k").aggregate("sum")
     with pytest.raises(Exception, match="needs numbers"):
         md.from_items([{"k": 1, "s": "a"}]).groupby("k").mean("s").take_all()
-
-
-@pytest.mark.parametrize("make", [lambda: Quantile("v"), lambda: Unique("v"), lambda: CountDistinct("v"),
-                                  lambda: AggregateFn(init=lambda k: 0, merge=lambda a, b: a + b, name="x")])
-def test_not_implemented_aggregations_say_so(make):
-    with pytest.raises(NotImplementedError):
-        make()
-
-
-def test_map_groups_and_unique_not_implemented():
-    ds = md.from_items([{"k": 1}])
-    with pytest.raises(NotImplementedError, match="map_groups"):
-        ds.groupby("k").map_groups(lambda df: df)
-    with pytest.raises(NotImplementedError, match="unique"):
-        ds.unique("k")
 
 
 def test_blocks_with_different_key_types_and_dictionaries_meet():

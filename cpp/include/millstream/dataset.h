@@ -37,7 +37,7 @@ struct SortKey {
 /// are skipped (a group with no values gives null); without, a null in a group makes its
 /// result null (Count then counts nulls too). NaN is a value, as in Arrow.
 struct AggregateSpec {
-  enum class Kind { kCount, kSum, kMin, kMax, kMean, kStd, kAbsMax };
+  enum class Kind { kCount, kSum, kMin, kMax, kMean, kStd, kAbsMax, kQuantile, kUnique, kCountDistinct };
   Kind kind = Kind::kCount;
   std::string column;
   bool ignore_nulls = true;
@@ -45,6 +45,8 @@ struct AggregateSpec {
   int64_t ddof = 1;
   /// The output column's name ("sum(x)", "count()", or an alias).
   std::string name;
+  /// Quantile's q, in [0, 1].
+  double q = 0.5;
 };
 
 /// \brief The kinds of join, by Ray Data's names: "inner", "left_outer", "right_outer",
@@ -346,7 +348,8 @@ class Dataset {
   Dataset RandomizeBlockOrder(RandomSeedConfig seed = {}) const;
   /// Exactly `num_blocks` blocks: without `shuffle` or `keys`, the rows in order split
   /// into blocks whose row counts differ by at most one; with `keys`, every row of one
-  /// key in one block (hash partitioning); with `shuffle`, each row in a random block.
+  /// key in one block (hash partitioning; `num_blocks = 0`: as many as the data size
+  /// asks for); with `shuffle`, each row in a random block.
   arrow::Result<Dataset> Repartition(int64_t num_blocks, bool shuffle = false,
                                      std::vector<std::string> keys = {}) const;
   /// Streamed (no exchange): blocks of `target_rows` rows, in order within each task.

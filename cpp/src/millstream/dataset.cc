@@ -455,7 +455,7 @@ Dataset Dataset::RandomizeBlockOrder(RandomSeedConfig seed) const {
 
 arrow::Result<Dataset> Dataset::Repartition(int64_t num_blocks, bool shuffle,
                                             std::vector<std::string> keys) const {
-  if (num_blocks <= 0) {
+  if (num_blocks < 0 || (num_blocks == 0 && keys.empty())) {
     return arrow::Status::Invalid("repartition: num_blocks must be positive, got ", num_blocks);
   }
   return Dataset(std::make_shared<RepartitionOp>(plan_, num_blocks, shuffle, std::move(keys)));

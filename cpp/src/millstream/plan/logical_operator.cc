@@ -186,7 +186,7 @@ std::string SortOp::Name() const {
 }
 
 std::string RepartitionOp::Name() const {
-  std::string name = "Repartition[" + std::to_string(num_blocks);
+  std::string name = "Repartition[" + (num_blocks > 0 ? std::to_string(num_blocks) : std::string("auto"));
   if (shuffle) name += ", shuffle";
   for (const auto& key : keys) name += ", " + key;
   return name + "]";

@@ -1,6 +1,9 @@
 #include "shuffle/aggregate.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <limits>
 #include <set>
 
@@ -37,6 +40,9 @@ const char* KindName(Kind kind) {
     case Kind::kMean: return "Mean";
     case Kind::kStd: return "Std";
     case Kind::kAbsMax: return "AbsMax";
+    case Kind::kQuantile: return "Quantile";
+    case Kind::kUnique: return "Unique";
+    case Kind::kCountDistinct: return "CountDistinct";
   }
   return "?";
 }
@@ -51,6 +57,9 @@ std::vector<const char*> Parts(const AggregateSpec& agg) {
     case Kind::kAbsMax: return {"mn", "mx"};
     case Kind::kMean: return {"s", "c"};
     case Kind::kStd: return {"n", "m", "v", "z"};
+    case Kind::kQuantile: return {"l"};
+    case Kind::kUnique:
+    case Kind::kCountDistinct: return {"u"};
   }
   return {};
 }
@@ -60,6 +69,53 @@ std::shared_ptr<cp::FunctionOptions> Skip(bool skip_nulls, uint32_t min_count) {
 }
 std::shared_ptr<cp::FunctionOptions> CountMode(cp::CountOptions::CountMode mode) {
   return std::make_shared<cp::CountOptions>(mode);
+}
+
+/// Aggregates whose partial state is a list of values per group (merged outside Arrow's
+/// hash kernels).
+bool Collects(Kind kind) {
+  return kind == Kind::kQuantile || kind == Kind::kUnique || kind == Kind::kCountDistinct;
+}
+
+/// `x` rounded to 5 decimals as Python's `round(x, 5)` does (correctly rounded, ties to
+/// even), which is what Ray's Quantile returns when it interpolates.
+double Round5(double x) {
+  if (!std::isfinite(x)) return x;
+  char buffer[400];
+  std::snprintf(buffer, sizeof(buffer), "%.5f", x);
+  return std::strtod(buffer, nullptr);
+}
+
+/// For the flattened values of a list column (one list per partial row): the row
+/// indices, ordered by group (each group's values in input order) and each group's
+/// [begin, end) in that order.
+struct ByGroup {
+  std::vector<int64_t> order;
+  std::vector<int64_t> begin;  // size groups + 1
+};
+
+arrow::Result<ByGroup> GroupValues(const arrow::UInt32Array& parent_groups, uint32_t groups) {
+  ByGroup out;
+  out.begin.assign(static_cast<size_t>(groups) + 1, 0);
+  const int64_t n = parent_groups.length();
+  for (int64_t r = 0; r < n; ++r) out.begin[parent_groups.Value(r) + 1] += 1;
+  for (uint32_t g = 0; g < groups; ++g) out.begin[g + 1] += out.begin[g];
+  std::vector<int64_t> next(out.begin.begin(), out.begin.end() - 1);
+  out.order.resize(n);
+  for (int64_t r = 0; r < n; ++r) out.order[next[parent_groups.Value(r)]++] = r;
+  return out;
+}
+
+/// `floats` with every NaN the same NaN and -0.0 as 0.0, so that distinct values are
+/// those Python's set sees (Ray's Unique), not distinct bit patterns.
+arrow::Result<std::shared_ptr<arrow::Array>> CanonicalFloats(const std::shared_ptr<arrow::Array>& floats,
+                                                             cp::ExecContext* exec) {
+  ARROW_ASSIGN_OR_RAISE(auto zero, arrow::MakeScalar(floats->type(), 0));
+  ARROW_ASSIGN_OR_RAISE(auto nan, arrow::MakeScalar(floats->type(), std::numeric_limits<double>::quiet_NaN()));
+  ARROW_ASSIGN_OR_RAISE(auto plus_zero, cp::CallFunction("add", {floats, zero}, exec));  // -0.0 + 0.0 = 0.0
+  ARROW_ASSIGN_OR_RAISE(auto is_nan, cp::CallFunction("is_nan", {floats}, exec));
+  ARROW_ASSIGN_OR_RAISE(auto out, cp::CallFunction("if_else", {is_nan, nan, plus_zero}, exec));
+  return out.make_array();
 }
 
 /// Runs Arrow's hash aggregation of `batch` by `keys` on this thread.
@@ -126,7 +182,10 @@ class AggregateExchange : public BucketExchange {
 
   int64_t Partitions(int64_t total_bytes, int64_t total_rows) const override {
     if (user_keys_.empty()) return 1;
-    return ChoosePartitions(total_bytes, total_rows, options());
+    // The final aggregation's working memory (a Grouper over the keys, a second hash
+    // aggregation by group id, the taken outputs) is several times its partition,
+    // unlike a sort's: smaller partitions keep it, unaccounted, small.
+    return ChoosePartitions(kReduceExpansion * total_bytes, total_rows, options());
   }
 
   arrow::Status Output(int64_t, Block rows, const Emit& emit, ExchangeContext& ctx) override {
@@ -137,6 +196,7 @@ class AggregateExchange : public BucketExchange {
 
  private:
   static constexpr int64_t kBuckets = 256;
+  static constexpr int64_t kReduceExpansion = 4;
 
   /// One row per group of `block`: the keys (dictionaries decoded), then each aggregate's
   /// partial state.
@@ -165,7 +225,7 @@ class AggregateExchange : public BucketExchange {
       }
       ARROW_ASSIGN_OR_RAISE(auto column, Column(*block, agg.column, KindName(agg.kind)));
       ARROW_ASSIGN_OR_RAISE(column, Decoded(column, &exec));
-      if (agg.kind == Kind::kMean || agg.kind == Kind::kStd) {
+      if (agg.kind == Kind::kMean || agg.kind == Kind::kStd || agg.kind == Kind::kQuantile) {
         if (!arrow::is_numeric(column->type_id()) && !arrow::is_decimal(column->type_id()) &&
             column->type_id() != arrow::Type::BOOL && column->type_id() != arrow::Type::NA) {
           return arrow::Status::TypeError("groupby: ", KindName(agg.kind), " of column '", agg.column,
@@ -173,6 +233,17 @@ class AggregateExchange : public BucketExchange {
         }
         ARROW_ASSIGN_OR_RAISE(auto cast, cp::Cast(column, arrow::float64(), cp::CastOptions::Safe(), &exec));
         column = cast.make_array();
+      }
+      if ((agg.kind == Kind::kUnique || agg.kind == Kind::kCountDistinct) &&
+          (arrow::is_nested(column->type_id()) || column->type_id() == arrow::Type::EXTENSION)) {
+        return arrow::Status::TypeError("groupby: ", KindName(agg.kind), " of column '", agg.column, "' (",
+                                        column->type()->ToString(),
+                                        ") is not supported natively (nested values have no hash kernel); "
+                                        "it runs in Python when the column's type is known before execution");
+      }
+      if ((agg.kind == Kind::kUnique || agg.kind == Kind::kCountDistinct) &&
+          (column->type_id() == arrow::Type::FLOAT || column->type_id() == arrow::Type::DOUBLE)) {
+        ARROW_ASSIGN_OR_RAISE(column, CanonicalFloats(column, &exec));
       }
       const std::string value = Value(i);
       fields.push_back(arrow::field(value, column->type()));
@@ -205,6 +276,16 @@ class AggregateExchange : public BucketExchange {
           aggregates.emplace_back("hash_variance", std::make_shared<cp::VarianceOptions>(0, true, 1), value,
                                   Partial(i, "v"));
           aggregates.emplace_back("hash_count", CountMode(cp::CountOptions::ONLY_NULL), value, Partial(i, "z"));
+          break;
+        case Kind::kQuantile:
+          // Every value (nulls too: finalize decides); an exact quantile needs them all.
+          aggregates.emplace_back("hash_list", nullptr, value, Partial(i, "l"));
+          break;
+        case Kind::kUnique:
+        case Kind::kCountDistinct:
+          aggregates.emplace_back("hash_distinct",
+                                  CountMode(skip ? cp::CountOptions::ONLY_VALID : cp::CountOptions::ALL), value,
+                                  Partial(i, "u"));
           break;
       }
     }
@@ -255,7 +336,7 @@ class AggregateExchange : public BucketExchange {
     std::vector<cp::Aggregate> merges;
     for (size_t i = 0; i < aggs_.size(); ++i) {
       const AggregateSpec& agg = aggs_[i];
-      if (agg.kind == Kind::kStd) continue;
+      if (agg.kind == Kind::kStd || Collects(agg.kind)) continue;
       for (const char* part : Parts(agg)) {
         std::string name = Partial(i, part);
         auto column = rows->GetColumnByName(name);
@@ -340,11 +421,120 @@ class AggregateExchange : public BucketExchange {
           ARROW_ASSIGN_OR_RAISE(result, MergeStd(*rows, i, *ids, groups, ctx.pool));
           break;
         }
+        case Kind::kQuantile: {
+          ARROW_ASSIGN_OR_RAISE(result, MergeQuantile(*rows, i, ids, groups, &exec));
+          break;
+        }
+        case Kind::kUnique:
+        case Kind::kCountDistinct: {
+          ARROW_ASSIGN_OR_RAISE(result, MergeDistinct(*rows, i, ids, groups, &exec));
+          break;
+        }
       }
       out_fields.push_back(arrow::field(agg.name, result->type()));
       out_columns.push_back(std::move(result));
     }
     return arrow::RecordBatch::Make(arrow::schema(out_fields), groups, std::move(out_columns));
+  }
+
+  /// The values of the list partial column `part` of aggregate `i`, flattened, with the
+  /// group of each value.
+  struct Flat {
+    std::shared_ptr<arrow::Array> values;
+    std::shared_ptr<arrow::UInt32Array> groups;
+  };
+  static arrow::Result<Flat> Flatten(const arrow::RecordBatch& rows, size_t i, const char* part,
+                                     const std::shared_ptr<arrow::UInt32Array>& ids, cp::ExecContext* exec) {
+    auto lists = rows.GetColumnByName(Partial(i, part));
+    ARROW_ASSIGN_OR_RAISE(auto values, cp::CallFunction("list_flatten", {lists}, exec));
+    ARROW_ASSIGN_OR_RAISE(auto parents, cp::CallFunction("list_parent_indices", {lists}, exec));
+    ARROW_ASSIGN_OR_RAISE(auto groups, cp::Take(ids, parents, cp::TakeOptions::NoBoundsCheck(), exec));
+    return Flat{values.make_array(), std::static_pointer_cast<arrow::UInt32Array>(groups.make_array())};
+  }
+
+  /// Unique: each group's distinct values (a list, in order of first appearance);
+  /// CountDistinct: their number. Nulls were dropped by the map when ignore_nulls.
+  arrow::Result<std::shared_ptr<arrow::Array>> MergeDistinct(const arrow::RecordBatch& rows, size_t i,
+                                                             const std::shared_ptr<arrow::UInt32Array>& ids,
+                                                             uint32_t groups, cp::ExecContext* exec) const {
+    ARROW_ASSIGN_OR_RAISE(auto flat, Flatten(rows, i, "u", ids, exec));
+    // Distinct (group, value) pairs.
+    ARROW_ASSIGN_OR_RAISE(auto grouper, cp::Grouper::Make({arrow::uint32(), flat.values->type()}, exec));
+    cp::ExecBatch pairs({arrow::Datum(flat.groups), arrow::Datum(flat.values)}, flat.values->length());
+    ARROW_RETURN_NOT_OK(grouper->Consume(cp::ExecSpan(pairs)).status());
+    ARROW_ASSIGN_OR_RAISE(auto uniques, grouper->GetUniques());
+    auto pair_groups = std::static_pointer_cast<arrow::UInt32Array>(uniques.values[0].make_array());
+    ARROW_ASSIGN_OR_RAISE(auto by_group, GroupValues(*pair_groups, groups));
+    if (aggs_[i].kind == Kind::kCountDistinct) {
+      arrow::Int64Builder builder(exec->memory_pool());
+      ARROW_RETURN_NOT_OK(builder.Reserve(groups));
+      for (uint32_t g = 0; g < groups; ++g) builder.UnsafeAppend(by_group.begin[g + 1] - by_group.begin[g]);
+      return builder.Finish();
+    }
+    if (by_group.order.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
+      return arrow::Status::CapacityError("groupby: Unique of '", aggs_[i].column, "' has more than 2^31 values");
+    }
+    arrow::Int64Builder order(exec->memory_pool());
+    ARROW_RETURN_NOT_OK(order.AppendValues(by_group.order));
+    ARROW_ASSIGN_OR_RAISE(auto order_array, order.Finish());
+    ARROW_ASSIGN_OR_RAISE(auto values, cp::Take(uniques.values[1], order_array, cp::TakeOptions::NoBoundsCheck(), exec));
+    arrow::Int32Builder offsets(exec->memory_pool());
+    ARROW_RETURN_NOT_OK(offsets.Reserve(static_cast<int64_t>(groups) + 1));
+    for (int64_t begin : by_group.begin) offsets.UnsafeAppend(static_cast<int32_t>(begin));
+    ARROW_ASSIGN_OR_RAISE(auto offsets_array, offsets.Finish());
+    return arrow::ListArray::FromArrays(*offsets_array, *values.make_array(), exec->memory_pool());
+  }
+
+  /// Quantile q of each group's values (float64), as Ray computes it: nulls and NaN are
+  /// skipped under ignore_nulls (else they make the result null, or NaN when only NaN is
+  /// missing); linear interpolation between the two nearest ranks, rounded to 5 decimals.
+  arrow::Result<std::shared_ptr<arrow::Array>> MergeQuantile(const arrow::RecordBatch& rows, size_t i,
+                                                             const std::shared_ptr<arrow::UInt32Array>& ids,
+                                                             uint32_t groups, cp::ExecContext* exec) const {
+    const AggregateSpec& agg = aggs_[i];
+    ARROW_ASSIGN_OR_RAISE(auto flat, Flatten(rows, i, "l", ids, exec));
+    const auto& values = static_cast<const arrow::DoubleArray&>(*flat.values);
+    ARROW_ASSIGN_OR_RAISE(auto by_group, GroupValues(*flat.groups, groups));
+    arrow::DoubleBuilder builder(exec->memory_pool());
+    ARROW_RETURN_NOT_OK(builder.Reserve(groups));
+    std::vector<double> group;
+    for (uint32_t g = 0; g < groups; ++g) {
+      group.clear();
+      bool has_null = false, has_nan = false;
+      for (int64_t k = by_group.begin[g]; k < by_group.begin[g + 1]; ++k) {
+        const int64_t r = by_group.order[k];
+        if (values.IsNull(r)) {
+          has_null = true;
+        } else if (std::isnan(values.Value(r))) {
+          has_nan = true;
+        } else {
+          group.push_back(values.Value(r));
+        }
+      }
+      if (!agg.ignore_nulls && (has_null || has_nan)) {
+        if (has_null) {
+          builder.UnsafeAppendNull();
+        } else {
+          builder.UnsafeAppend(std::numeric_limits<double>::quiet_NaN());
+        }
+        continue;
+      }
+      if (group.empty()) {
+        builder.UnsafeAppendNull();
+        continue;
+      }
+      std::sort(group.begin(), group.end());
+      const double k = static_cast<double>(group.size() - 1) * agg.q;
+      const double f = std::floor(k), c = std::ceil(k);
+      if (f == c) {
+        builder.UnsafeAppend(group[static_cast<size_t>(k)]);
+      } else {
+        const double d0 = group[static_cast<size_t>(f)] * (c - k);
+        const double d1 = group[static_cast<size_t>(c)] * (k - f);
+        builder.UnsafeAppend(Round5(d0 + d1));
+      }
+    }
+    return builder.Finish();
   }
 
   /// Std of each group from the partial (count, mean, variance with ddof 0, nulls) rows,
@@ -410,6 +600,9 @@ arrow::Status ValidateAggregates(const std::vector<std::string>& keys,
       return arrow::Status::Invalid("groupby: ", KindName(agg.kind), " needs a column to aggregate on");
     }
     if (agg.ddof < 0) return arrow::Status::Invalid("groupby: Std's ddof must be >= 0, got ", agg.ddof);
+    if (agg.kind == Kind::kQuantile && !(agg.q >= 0.0 && agg.q <= 1.0)) {
+      return arrow::Status::Invalid("groupby: Quantile's q must be between 0 and 1, got ", agg.q);
+    }
     if (agg.name.empty()) return arrow::Status::Invalid("groupby: an aggregation's output name is empty");
     if (!names.insert(agg.name).second) {
       return arrow::Status::Invalid("groupby: two output columns are named '", agg.name,

@@ -15,12 +15,14 @@ namespace millstream {
 
 namespace {
 
-/// Hash or random partitioning into `n` blocks.
+/// Hash or random partitioning into `n` blocks (n = 0, with keys: as many as the data
+/// size asks for, see ChoosePartitions).
 class HashRepartitionExchange : public BucketExchange {
  public:
   HashRepartitionExchange(int64_t n, std::vector<std::string> keys, uint64_t seed,
                           ExchangeOptions options)
-      : BucketExchange(options, n), n_(n), keys_(std::move(keys)), seed_(seed) {}
+      : BucketExchange(options, n > 0 ? n : kAutoBuckets), n_(n), buckets_(n > 0 ? n : kAutoBuckets),
+        keys_(std::move(keys)), seed_(seed) {}
 
   std::string name() const override { return "Repartition"; }
 
@@ -28,7 +30,7 @@ class HashRepartitionExchange : public BucketExchange {
   arrow::Result<std::vector<uint32_t>> Buckets(int64_t index, const Block& block,
                                                ExchangeContext&) override {
     std::vector<uint32_t> out(block->num_rows());
-    uint64_t n = static_cast<uint64_t>(n_);
+    uint64_t n = static_cast<uint64_t>(buckets_);
     if (keys_.empty()) {
       Rng rng(StreamSeed(seed_, static_cast<uint64_t>(index), 3));
       for (auto& b : out) b = static_cast<uint32_t>(rng.Below(n));
@@ -41,14 +43,18 @@ class HashRepartitionExchange : public BucketExchange {
     return out;
   }
 
-  int64_t Partitions(int64_t, int64_t) const override { return n_; }
+  int64_t Partitions(int64_t total_bytes, int64_t total_rows) const override {
+    return n_ > 0 ? n_ : ChoosePartitions(total_bytes, total_rows, options());
+  }
 
   arrow::Status Output(int64_t, Block rows, const Emit& emit, ExchangeContext&) override {
     return emit(std::move(rows));
   }
 
  private:
+  static constexpr int64_t kAutoBuckets = 256;
   int64_t n_;
+  int64_t buckets_;
   std::vector<std::string> keys_;
   uint64_t seed_;
 };
@@ -187,7 +193,7 @@ class SplitRepartitionExchange : public Exchange {
 arrow::Result<std::unique_ptr<Exchange>> MakeRepartitionExchange(int64_t num_blocks, bool shuffle,
                                                                  std::vector<std::string> keys,
                                                                  ExchangeOptions options) {
-  if (num_blocks < 1 || num_blocks > (int64_t{1} << 31)) {
+  if ((num_blocks < 1 && !(num_blocks == 0 && !keys.empty())) || num_blocks > (int64_t{1} << 31)) {
     return arrow::Status::Invalid("repartition: num_blocks must be a positive integer (at most 2^31), got ",
                                   num_blocks);
   }

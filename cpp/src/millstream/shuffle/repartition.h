@@ -21,7 +21,8 @@ namespace millstream {
 /// - `shuffle=true`, no keys: each row goes to a random block (seeded by
 ///   `ExchangeOptions::seed`; unset, different every run).
 ///
-/// `options.num_partitions` is ignored (the partitions are the output blocks).
+/// `num_blocks = 0` with keys: as many blocks as the data size asks for
+/// (`ChoosePartitions`; map_groups uses it). `options.num_partitions` is ignored.
 arrow::Result<std::unique_ptr<Exchange>> MakeRepartitionExchange(int64_t num_blocks, bool shuffle,
                                                                  std::vector<std::string> keys,
                                                                  ExchangeOptions options);
