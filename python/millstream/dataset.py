@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from millstream import _args, _batch, _core, _files
+from millstream import _args, _batch, _core, _files, _workers
 from millstream._args import Unsupported, public
 from millstream._expr import serialize, to_expression
 from millstream.compute import ActorPoolStrategy, TaskPoolStrategy
@@ -113,6 +113,16 @@ def _compute(fn: Any, concurrency, compute) -> Tuple[bool, int, int]:
     return is_class, (lo if is_class else 0), hi
 
 
+def _start(core, context: dict, batch_size, drop_last):
+    """Starts an execution of the plan ``core``; Dataset._finish ends it."""
+    _workers.execution_started()
+    try:
+        return core.execute(context, batch_size, drop_last)
+    except BaseException:
+        _workers.execution_ended()
+        raise
+
+
 class Schema:
     """The schema of a Dataset: column names and types (``base_schema`` is the pyarrow one)."""
 
@@ -161,6 +171,7 @@ class Dataset:
         if isinstance(batch_size, str) and batch_size == "auto":
             batch_size = None
         batch_size = _args.check_int(name, "batch_size", batch_size, min=1, none_ok=True)
+        workers = _workers.mode()
         if is_class:
             args = tuple(fn_constructor_args or ())
             kwargs = dict(fn_constructor_kwargs or {})
@@ -173,9 +184,14 @@ class Dataset:
         else:
             if fn_constructor_args or fn_constructor_kwargs:
                 raise ValueError(f"{name}: fn_constructor_args apply only to callable classes")
-            target = adapter_for(fn)
+            target = None if workers == "processes" else adapter_for(fn)
         cpus = _args.check_number(name, "num_cpus", 1.0 if num_cpus is None else num_cpus)
         gpus = _args.check_number(name, "num_gpus", 0.0 if num_gpus is None else num_gpus)
+        if workers == "processes":
+            # The operator's name says where it runs (explain(), stats(), errors).
+            name = f"{name}[processes]"
+            target = _workers.wrap(target if is_class else (lambda: adapter_for(fn)), is_class, name,
+                                   gpus, ray_remote_args)
         mem = int(_args.check_number(name, "memory", 0 if memory is None else memory))
         in_flight = getattr(compute, "max_tasks_in_flight_per_actor", None)
         if in_flight is None:
@@ -377,7 +393,8 @@ class Dataset:
                     raise KeyError(f"drop_columns: column(s) {missing} not found; the columns are {table.column_names}")
                 kept = table.drop_columns(cols)
                 return kept if kept.num_columns else kept.slice(0, 0)
-            return self.map_batches(drop, batch_format="pyarrow")
+            with _workers.internal():
+                return self.map_batches(drop, batch_format="pyarrow")
         dropped = Dataset(self._core.drop_columns(cols))
         return dropped if set(schema.names) - set(cols) else dropped.limit(0)
 
@@ -566,7 +583,7 @@ class Dataset:
         context = DataContext.get_current()._to_core()
         # Calls that collect every row return them in input order (as Ray's do).
         context["preserve_order"] = context["preserve_order"] or ordered
-        return self._core.execute(context, batch_size, drop_last)
+        return _start(self._core, context, batch_size, drop_last)
 
     def _batches(self, batch_size=None, drop_last=False, ordered=False, handle=None) -> Iterator[pa.RecordBatch]:
         """The execution's blocks; ``handle`` (an iterator's ``_ExecutionHandle``) lets
@@ -597,8 +614,11 @@ class Dataset:
             self._finish(it)
 
     def _finish(self, it) -> None:
-        self._last_stats = it.stats()
-        it.close()
+        try:
+            self._last_stats = it.stats()
+            it.close()
+        finally:
+            _workers.execution_ended()  # the last execution running stops the UDF workers
         context = DataContext.get_current()
         failed = sum(op.get("errored_tasks", 0) for op in self._last_stats[1])
         if failed:
@@ -857,7 +877,7 @@ class Dataset:
             logging.getLogger("millstream").warning("[SaveMode=ignore] Skipping %s: it exists", path)
             return
         before = _files.listing(directory, "parquet") if fmt == "parquet" else set()
-        self._drain(plan.execute(DataContext.get_current()._to_core(), None, False))
+        self._drain(_start(plan, DataContext.get_current()._to_core(), None, False))
         if created and _files.remove_if_empty(directory):
             return  # no rows: as in Ray, the directory this write created is removed
         if fmt == "parquet" and sink.get("schema") is None:
@@ -890,7 +910,7 @@ class Dataset:
             import logging
             logging.getLogger("millstream").warning("[SaveMode=ignore] Skipping %s: it exists", path)
             return
-        self._drain(plan.execute(DataContext.get_current()._to_core(), None, False))
+        self._drain(_start(plan, DataContext.get_current()._to_core(), None, False))
 
     @public(unsupported={"ray_remote_args": _args.RAY_REMOTE_ARGS_NO_TASK.rule(),
                          "concurrency": Unsupported(None, why=_NOT_YET)})
@@ -925,7 +945,8 @@ class Dataset:
             on_start = getattr(datasink, "on_write_start", None)
             if on_start is not None:
                 on_start(self.schema().base_schema if self.schema() is not None else None)
-            plan = self.map_batches(write, batch_format="pyarrow", batch_size=rows)
+            with _workers.internal():
+                plan = self.map_batches(write, batch_format="pyarrow", batch_size=rows)
             for _ in plan._batches():
                 pass
             result = WriteResult(totals[0], totals[1], [v for _, v in sorted(returns, key=lambda r: r[0])])
@@ -1148,7 +1169,8 @@ def range_tensor(n: int, *, shape: Tuple = (1,), parallelism: int = -1, concurre
         ids = batch["id"].reshape((-1,) + (1,) * len(shape))
         return {"data": np.broadcast_to(ids, (len(ids),) + shape).copy()}
 
-    return range(n, parallelism=parallelism, override_num_blocks=override_num_blocks).map_batches(tensors)
+    with _workers.internal():
+        return range(n, parallelism=parallelism, override_num_blocks=override_num_blocks).map_batches(tensors)
 
 
 @public

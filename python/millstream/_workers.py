@@ -1,0 +1,587 @@
+"""Python UDFs in worker processes (``DataContext.python_udf_workers = "processes"``).
+
+The engine's transforms still call a Python callable per batch on their worker threads;
+in process mode that callable forwards the batch to a worker process and waits for the
+result, with the GIL released, so the executor, its memory budget and backpressure are
+those of thread mode.
+
+- A worker is a fresh interpreter (``subprocess`` fork+exec of ``sys.executable``: no fork
+  of this threaded process, and unlike multiprocessing's "spawn" the user's ``__main__``
+  is not imported again) that runs ``millstream._worker_main``. UDFs travel with
+  cloudpickle, once per worker.
+- Blocks travel as Arrow IPC streams in files under ``/dev/shm`` (shared memory), named
+  ``millstream-udf-<driver pid>-<n>``: the driver writes the input batch (the one copy),
+  the worker memory-maps it and reads it without copying, writes its result the same way
+  and the driver maps that. The input file is removed when the call returns; the result's
+  file is removed as soon as it is mapped, so its memory is the result block's own
+  (counted by the engine as any block, freed with it).
+- Task pools (functions) share one pool of workers, as many as the CPU limit, started on
+  demand; an actor (a callable class) is one worker that constructs the class once and
+  keeps it. Workers end when no execution is running any more, and actors also when the
+  engine drops them.
+- A worker that dies (killed, a crash in a C extension) fails its call: a task is run
+  again on another worker up to ``max_retries`` times (Ray's default 3, -1 without
+  limit); an actor is restarted (constructed again) up to ``max_restarts`` times and its
+  call retried up to ``max_task_retries`` times (Ray Data's defaults: -1 and -1).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import uuid
+import weakref
+from multiprocessing.connection import Connection
+from typing import Any, Callable, List, Optional
+
+import pyarrow as pa
+
+SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+SHM_PREFIX = "millstream-udf-"
+
+MODES = ("threads", "processes")
+
+_seq = itertools.count()
+
+
+class WorkerDiedError(RuntimeError):
+    """A UDF's worker process died during a call, and the call was not retried (or its
+    retries ran out). The message names the operator and how the process ended."""
+
+
+class _WorkerGone(Exception):
+    """Internal: the worker of this call died (``description`` says how)."""
+
+
+class ExecutionEndedError(RuntimeError):
+    """A UDF call came after its execution had ended (its workers were stopped)."""
+
+
+_local = threading.local()
+
+
+def mode() -> str:
+    """Where a transform added now runs its UDF: DataContext.python_udf_workers, or
+    "threads" inside ``internal()``."""
+    if getattr(_local, "internal", 0):
+        return "threads"
+    from millstream.context import DataContext
+
+    value = DataContext.get_current().python_udf_workers
+    if value not in MODES:
+        raise ValueError(f"DataContext.python_udf_workers must be one of {list(MODES)}, got {value!r}")
+    return value
+
+
+@contextlib.contextmanager
+def internal():
+    """The engine's own Python steps (decoders, datasink writes, drop_columns of an
+    unknown schema) stay on threads: they share state with this process."""
+    _local.internal = getattr(_local, "internal", 0) + 1
+    try:
+        yield
+    finally:
+        _local.internal -= 1
+
+
+# ---- shared-memory blocks --------------------------------------------------------------
+
+def shm_prefix(pid: Optional[int] = None) -> str:
+    """The path prefix of this process's (or ``pid``'s) shared-memory blocks."""
+    return os.path.join(SHM_DIR, f"{SHM_PREFIX}{os.getpid() if pid is None else pid}-")
+
+
+def _new_path() -> str:
+    return f"{shm_prefix()}{next(_seq)}"
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _write_block(path: str, data) -> None:
+    """Writes a RecordBatch or Table to ``path`` as one Arrow IPC stream."""
+    try:
+        with pa.OSFile(path, "wb") as sink:
+            with pa.ipc.new_stream(sink, data.schema) as writer:
+                writer.write(data)
+    except BaseException:
+        _unlink(path)
+        raise
+
+
+def _read_block(path: str) -> pa.Table:
+    """Maps the IPC stream at ``path`` (removing the file: the mapping keeps its memory
+    until the last buffer of the result is freed) and reads it without copying."""
+    source = pa.memory_map(path, "r")
+    _unlink(path)
+    return pa.ipc.open_stream(source).read_all()
+
+
+def _remove_stale_blocks() -> None:
+    """Removes the blocks of driver processes that no longer exist (a killed driver)."""
+    try:
+        names = os.listdir(SHM_DIR)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(SHM_PREFIX):
+            continue
+        pid = name[len(SHM_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            _unlink(os.path.join(SHM_DIR, name))
+        except PermissionError:
+            pass
+
+
+def _remove_own_blocks() -> None:
+    prefix = os.path.basename(shm_prefix())
+    try:
+        names = os.listdir(SHM_DIR)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(prefix):
+            _unlink(os.path.join(SHM_DIR, name))
+
+
+# ---- one worker process ----------------------------------------------------------------
+
+def _add_note(exc: BaseException, note: str) -> None:
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:  # Python 3.10
+        try:
+            exc.__notes__ = getattr(exc, "__notes__", []) + [note]
+        except AttributeError:
+            pass
+
+
+class _Worker:
+    """One worker process and the driver's end of its socket."""
+
+    def __init__(self, env: Optional[dict] = None):
+        parent, child = socket.socketpair()
+        environment = dict(os.environ)
+        # The worker imports what this process can import (the UDF's module, by reference).
+        environment["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        environment.update(env or {})
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", "from millstream._worker_main import main; main()",
+                 str(child.fileno())],
+                pass_fds=(child.fileno(),), env=environment, stdin=subprocess.DEVNULL)
+        finally:
+            child.close()
+        self.conn = Connection(parent.detach())
+        self.loaded: set = set()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def request(self, message: tuple, out_path: Optional[str] = None) -> tuple:
+        """Sends ``message`` and waits for the answer (the GIL is released while the
+        socket is read). Raises _WorkerGone if the process dies first."""
+        try:
+            self.conn.send(message)
+            reply = self.conn.recv()
+        except (EOFError, OSError):
+            self.stop()
+            if out_path:
+                _unlink(out_path)
+            raise _WorkerGone(self.death()) from None
+        if reply[0] == "err":
+            if out_path:
+                _unlink(out_path)
+            raise _rebuild_error(reply, self.pid)
+        return reply
+
+    def call(self, key: str, payload: bytes, in_path: str) -> pa.Table:
+        out_path = _new_path()
+        message = ("call", key, None if key in self.loaded else payload, in_path, out_path)
+        self.request(message, out_path)
+        self.loaded.add(key)
+        return _read_block(out_path)
+
+    def death(self) -> str:
+        try:
+            code = self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return f"worker process {self.pid} stopped answering"
+        if code < 0:
+            try:
+                how = signal.Signals(-code).name
+            except ValueError:
+                how = f"signal {-code}"
+            return f"worker process {self.pid} was killed by {how}"
+        return f"worker process {self.pid} exited with status {code}"
+
+    def stop(self) -> None:
+        """Ends the process (closing its socket ends its loop; a busy one is killed)."""
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+        if self.process.poll() is None:
+            try:
+                self.process.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _rebuild_error(reply: tuple, pid: int) -> BaseException:
+    """The exception a UDF raised in a worker, with the worker's traceback as a note."""
+    _, pickled, type_name, message, text = reply
+    exc = None
+    if pickled is not None:
+        try:
+            import cloudpickle
+
+            exc = cloudpickle.loads(pickled)
+        except Exception:
+            exc = None
+    if not isinstance(exc, BaseException):
+        exc = RuntimeError(f"{type_name}: {message}")
+    _add_note(exc, f"Traceback in worker process {pid}:\n{text.rstrip()}")
+    return exc
+
+
+# ---- the pools -------------------------------------------------------------------------
+
+class _TaskPool:
+    """Workers shared by the task-pool UDFs of the running executions."""
+
+    def __init__(self, size: int):
+        self.size = max(1, size)
+        self.idle: List[_Worker] = []
+        self.busy: set = set()
+        self.starting = 0
+        self.closed = False
+        self.cond = threading.Condition()
+
+    def acquire(self, name: str) -> _Worker:
+        with self.cond:
+            while True:
+                if self.closed:
+                    raise ExecutionEndedError(f"{name}: the execution has ended")
+                if self.idle:
+                    worker = self.idle.pop()
+                    self.busy.add(worker)
+                    return worker
+                if len(self.busy) + self.starting < self.size:
+                    self.starting += 1
+                    break
+                self.cond.wait()
+        try:
+            worker = _Worker()
+        finally:
+            with self.cond:
+                self.starting -= 1
+        with self.cond:
+            self.busy.add(worker)
+            if self.closed:
+                self.busy.discard(worker)
+                worker.stop()
+                raise ExecutionEndedError(f"{name}: the execution has ended")
+        return worker
+
+    def release(self, worker: _Worker, alive: bool = True) -> None:
+        with self.cond:
+            self.busy.discard(worker)
+            if alive and not self.closed:
+                self.idle.append(worker)
+                worker = None
+            self.cond.notify()
+        if worker is not None:
+            worker.stop()
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            workers = self.idle + list(self.busy)
+            self.idle, self.busy = [], set()
+            self.cond.notify_all()
+        for worker in workers:
+            worker.stop()
+
+
+_lock = threading.RLock()  # re-entrant: a ProcessActor's __del__ may run inside it
+_executions = 0  # executions running now
+_pool: Optional[_TaskPool] = None
+_actors: "weakref.WeakSet[ProcessActor]" = weakref.WeakSet()
+_gpu_use: dict = {}  # GPU id -> actors holding it
+
+
+def _task_pool(name: str) -> _TaskPool:
+    global _pool
+    with _lock:
+        if not _executions:
+            raise ExecutionEndedError(f"{name}: the execution has ended")
+        if _pool is None or _pool.closed:
+            from millstream.context import DataContext, _cpu_count
+
+            limit = DataContext.get_current().execution_options.resource_limits.cpu
+            _pool = _TaskPool(int(limit) if limit else _cpu_count())
+        return _pool
+
+
+def execution_started() -> None:
+    """Called before an execution starts: its UDF calls may start workers."""
+    global _executions
+    with _lock:
+        first = _executions == 0
+        _executions += 1
+    if first:
+        _remove_stale_blocks()
+
+
+def execution_ended() -> None:
+    """Called once an execution is closed: the last one running stops every worker."""
+    global _executions, _pool
+    with _lock:
+        _executions = max(0, _executions - 1)
+        if _executions:
+            return
+        pool, _pool = _pool, None
+        actors = list(_actors)
+    if pool is not None:
+        pool.close()
+    for actor in actors:
+        actor.close()
+    _remove_own_blocks()  # none should be left; a call cut short may leave its input
+
+
+def live_worker_pids() -> List[int]:
+    """The pids of the worker processes alive now (for tests and diagnostics)."""
+    with _lock:
+        pool = _pool
+        actors = list(_actors)
+    pids = []
+    if pool is not None:
+        with pool.cond:
+            pids += [w.pid for w in pool.idle + list(pool.busy)]
+    pids += [a.worker.pid for a in actors if a.worker is not None]
+    return pids
+
+
+@atexit.register
+def _shutdown() -> None:
+    global _executions
+    with _lock:
+        _executions = 1
+    execution_ended()
+    _remove_own_blocks()
+
+
+def _retries(name: str, key: str, value: Any, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+        raise ValueError(f"{name}: {key} must be an int >= -1 (-1: no limit), got {value!r}")
+    return value
+
+
+class TaskUdf:
+    """The callable the engine calls per batch for a function UDF in process mode."""
+
+    def __init__(self, make_call: Callable[[], Callable], name: str, max_retries: int):
+        import cloudpickle
+
+        self.payload = cloudpickle.dumps(make_call)
+        self.key = uuid.uuid4().hex
+        self.name = name
+        self.max_retries = max_retries
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.Table:
+        pool = _task_pool(self.name)
+        in_path = _new_path()
+        _write_block(in_path, batch)
+        try:
+            failures = 0
+            while True:
+                worker = pool.acquire(self.name)
+                try:
+                    result = worker.call(self.key, self.payload, in_path)
+                except _WorkerGone as gone:
+                    pool.release(worker, alive=False)
+                    if pool.closed:
+                        raise ExecutionEndedError(f"{self.name}: the execution has ended") from None
+                    failures += 1
+                    if self.max_retries != -1 and failures > self.max_retries:
+                        raise WorkerDiedError(
+                            f"{self.name}: {gone}; the task failed {failures} time(s) "
+                            f"(max_retries={self.max_retries})") from None
+                    continue
+                except BaseException:
+                    pool.release(worker)
+                    raise
+                pool.release(worker)
+                return result
+        finally:
+            _unlink(in_path)
+
+
+class ActorFactory:
+    """What the engine calls to make an actor in process mode: one worker process that
+    constructs the class once (``make_instance``) and serves the actor's calls."""
+
+    def __init__(self, make_instance: Callable[[], Callable], name: str, num_gpus: float,
+                 max_restarts: int, max_task_retries: int):
+        import cloudpickle
+
+        self.payload = cloudpickle.dumps(make_instance)
+        self.name = name
+        self.num_gpus = num_gpus
+        self.max_restarts = max_restarts
+        self.max_task_retries = max_task_retries
+
+    def __call__(self) -> "ProcessActor":
+        return ProcessActor(self)
+
+
+def _gpu_ids() -> List[str]:
+    """The GPUs actors are given: CUDA_VISIBLE_DEVICES's entries if set, else the NVIDIA
+    driver's GPUs, as ids 0..N-1; ``resource_limits.gpu`` caps them (and, where fewer are
+    found, names ids up to it, so the assignment can be checked without GPUs)."""
+    from millstream.context import DataContext
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = [v.strip() for v in visible.split(",") if v.strip()]
+    else:
+        try:
+            ids = [str(i) for i in range(len(os.listdir("/proc/driver/nvidia/gpus")))]
+        except OSError:
+            ids = []
+    limit = DataContext.get_current().execution_options.resource_limits.gpu
+    if limit is not None:
+        limit = int(limit)
+        ids = ids[:limit] + [str(i) for i in range(len(ids), limit)]
+    return ids
+
+
+class ProcessActor:
+    """One actor: a worker process holding the constructed class; one call at a time."""
+
+    def __init__(self, factory: ActorFactory):
+        with _lock:
+            if not _executions:
+                raise ExecutionEndedError(f"{factory.name}: the execution has ended")
+        self.factory = factory
+        self.worker: Optional[_Worker] = None
+        self.restarts = 0
+        self.closed = False
+        self.lock = threading.Lock()
+        self.gpus: List[str] = []
+        if factory.num_gpus > 0:
+            self.gpus = self._take_gpus(max(1, int(-(-factory.num_gpus // 1))))
+        with _lock:
+            _actors.add(self)
+        self._start()
+
+    def _take_gpus(self, count: int) -> List[str]:
+        ids = _gpu_ids()
+        if not ids:
+            raise ValueError(f"{self.factory.name}: num_gpus={self.factory.num_gpus:g} but no GPU was "
+                             "found (set DataContext.execution_options.resource_limits.gpu or "
+                             "CUDA_VISIBLE_DEVICES)")
+        with _lock:  # the least used first, then by position
+            order = sorted(range(len(ids)), key=lambda i: (_gpu_use.get(ids[i], 0), i))
+            chosen = [ids[i] for i in sorted(order[:count])]
+            for gpu in chosen:
+                _gpu_use[gpu] = _gpu_use.get(gpu, 0) + 1
+        return chosen
+
+    def _start(self) -> None:
+        env = {"CUDA_VISIBLE_DEVICES": ",".join(self.gpus)} if self.gpus else None
+        worker = _Worker(env)
+        self.worker = worker
+        try:
+            worker.request(("init", "actor", self.factory.payload))
+        except _WorkerGone as gone:
+            self.worker = None
+            raise WorkerDiedError(f"{self.factory.name}: {gone} while constructing the actor") from None
+        except BaseException:
+            self.worker = None
+            worker.stop()
+            raise
+        worker.loaded.add("actor")
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.Table:
+        name = self.factory.name
+        with self.lock:
+            in_path = _new_path()
+            _write_block(in_path, batch)
+            try:
+                failures = 0
+                while True:
+                    if self.closed:
+                        raise ExecutionEndedError(f"{name}: the execution has ended")
+                    if self.worker is None:
+                        limit = self.factory.max_restarts
+                        if limit != -1 and self.restarts >= limit:
+                            raise WorkerDiedError(f"{name}: the actor's worker process died and "
+                                                  f"max_restarts={limit} restarts are used up")
+                        self.restarts += 1
+                        self._start()
+                    try:
+                        return self.worker.call("actor", None, in_path)
+                    except _WorkerGone as gone:
+                        self.worker = None
+                        failures += 1
+                        if self.closed:
+                            raise ExecutionEndedError(f"{name}: the execution has ended") from None
+                        retries = self.factory.max_task_retries
+                        if retries != -1 and failures > retries:
+                            raise WorkerDiedError(
+                                f"{name}: {gone}; the actor task failed {failures} time(s) "
+                                f"(max_task_retries={retries})") from None
+            finally:
+                _unlink(in_path)
+
+    def close(self) -> None:
+        self.closed = True
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            worker.stop()
+        with _lock:
+            for gpu in self.gpus:
+                _gpu_use[gpu] -= 1
+            self.gpus = []
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def wrap(make_call: Callable, is_class: bool, name: str, num_gpus: float,
+         remote_args: dict) -> Any:
+    """The engine-facing callable for a UDF in process mode: ``make_call`` is the
+    thread-mode target (a function of a batch, or for a class the function making the
+    actor's callable)."""
+    if is_class:
+        restarts = _retries(name, "max_restarts", remote_args.get("max_restarts"), -1)
+        task_retries = _retries(name, "max_task_retries", remote_args.get("max_task_retries"),
+                                0 if restarts == 0 else -1)
+        return ActorFactory(make_call, name, num_gpus, restarts, task_retries)
+    retries = _retries(name, "max_retries", remote_args.get("max_retries"), 3)
+    return TaskUdf(make_call, name, retries)
