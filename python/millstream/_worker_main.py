@@ -25,7 +25,8 @@ _current_paths = []  # the files of the call in progress (removed if the driver 
 
 
 def _watch_parent(parent: int) -> None:
-    """Exits (removing the current call's output) once the driver process is gone."""
+    """Exits once the driver process is gone (killed), removing the current call's input
+    and output: nobody else is left to remove them."""
     while True:
         time.sleep(0.5)
         if os.getppid() != parent:
@@ -89,6 +90,7 @@ def _handle(message, udfs, cloudpickle, pa):
     if kind != "call":
         raise ValueError(f"unknown message {kind!r}")
     _, key, payload, in_path, out_path = message
+    _current_paths[:] = [in_path, out_path]  # removed by the watchdog if the driver dies
     if key not in udfs:
         if payload is None:
             raise RuntimeError("the worker process has no UDF for this call")
@@ -97,7 +99,6 @@ def _handle(message, udfs, cloudpickle, pa):
     batch = pa.ipc.open_stream(pa.memory_map(in_path, "r")).read_next_batch()
     result = udfs[key](batch)
     del batch
-    _current_paths.append(out_path)
     with pa.OSFile(out_path, "wb") as sink:
         with pa.ipc.new_stream(sink, result.schema) as writer:
             writer.write(result)

@@ -44,6 +44,8 @@ from typing import Any, Callable, List, Optional
 
 import pyarrow as pa
 
+from millstream._args import public
+
 SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
 SHM_PREFIX = "millstream-udf-"
 
@@ -55,6 +57,12 @@ _seq = itertools.count()
 class WorkerDiedError(RuntimeError):
     """A UDF's worker process died during a call, and the call was not retried (or its
     retries ran out). The message names the operator and how the process ended."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+
+
+WorkerDiedError.__init__ = public(WorkerDiedError.__init__, name="WorkerDiedError")
 
 
 class _WorkerGone(Exception):

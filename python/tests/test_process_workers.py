@@ -189,7 +189,7 @@ def test_a_task_fails_naming_the_operator_when_its_retries_are_used_up(processes
     def always_dies(row):
         os._exit(7)
 
-    with pytest.raises(_workers.WorkerDiedError, match=r"Map\(always_dies\)\[processes\].*exited with status 7.*max_retries=1"):
+    with pytest.raises(md.WorkerDiedError, match=r"Map\(always_dies\)\[processes\].*exited with status 7.*max_retries=1"):
         md.range(10, override_num_blocks=1).map(always_dies, max_retries=1).take_all()
 
 
@@ -218,7 +218,7 @@ class AlwaysDies:
 
 
 def test_an_actor_fails_naming_the_operator_when_max_restarts_are_used_up(processes):
-    with pytest.raises(_workers.WorkerDiedError, match=r"MapBatches\(AlwaysDies\)\[processes\].*max_restarts=1"):
+    with pytest.raises(md.WorkerDiedError, match=r"MapBatches\(AlwaysDies\)\[processes\].*max_restarts=1"):
         md.range(10, override_num_blocks=2).map_batches(AlwaysDies, concurrency=1, max_restarts=1).take_all()
 
 
@@ -357,3 +357,52 @@ def test_engine_steps_in_python_stay_on_threads(processes, tmp_path):
     sink = Collect()
     md.range(30, override_num_blocks=3).map(lambda r: {"id": r["id"] * 3}).write_datasink(sink)
     assert sorted(sink.rows) == [i * 3 for i in range(30)]
+
+
+_KILLED_DRIVER = """
+import os, sys, time
+import millstream as md
+
+md.DataContext.get_current().python_udf_workers = "processes"
+STARTED = sys.argv[1]  # travels with the UDF (a worker has its own argv)
+
+def stuck(batch):
+    open(os.path.join(STARTED, str(os.getpid())), "w").close()
+    time.sleep(60)
+    return batch
+
+md.range(10, override_num_blocks=2).map_batches(stuck).take_all()
+"""
+
+
+def test_a_killed_driver_leaves_no_workers_or_shared_memory(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "driver.py"
+    script.write_text(_KILLED_DRIVER)
+    started = tmp_path / "started"
+    started.mkdir()
+    driver = subprocess.Popen([sys.executable, str(script), str(started)])
+    try:
+        assert _wait_until(lambda: len(os.listdir(started)) >= 1, 30)
+        prefix = f"{_workers.SHM_PREFIX}{driver.pid}-"
+        assert any(n.startswith(prefix) for n in os.listdir(_workers.SHM_DIR))  # a block in flight
+    finally:
+        driver.kill()
+        driver.wait()
+    workers = [int(name) for name in os.listdir(started)]
+
+    def gone(pid):
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    assert _wait_until(lambda: all(gone(pid) for pid in workers), 10)
+    assert _wait_until(lambda: not [n for n in os.listdir(_workers.SHM_DIR) if n.startswith(prefix)], 10)
+
+
+def test_a_limit_stops_the_workers_early_and_keeps_the_first_rows(processes):
+    assert md.range(10_000, override_num_blocks=50).map(lambda r: {"x": r["id"] * 2}).take(3) == [
+        {"x": 0}, {"x": 2}, {"x": 4}]
