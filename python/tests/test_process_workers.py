@@ -406,3 +406,69 @@ def test_a_killed_driver_leaves_no_workers_or_shared_memory(tmp_path):
 def test_a_limit_stops_the_workers_early_and_keeps_the_first_rows(processes):
     assert md.range(10_000, override_num_blocks=50).map(lambda r: {"x": r["id"] * 2}).take(3) == [
         {"x": 0}, {"x": 2}, {"x": 4}]
+
+
+class Box:
+    def __init__(self, v):
+        self.v = v
+
+    def __eq__(self, other):
+        return isinstance(other, Box) and other.v == self.v
+
+
+def test_every_kind_of_column_travels_to_workers_and_back(processes):
+    import asyncio
+
+    rows = md.range(6, override_num_blocks=2).map(lambda r: {
+        "obj": Box(r["id"]),                                # pickled Python objects
+        "s": "x" * r["id"],
+        "ragged": np.arange(r["id"] % 3 + 1, dtype=np.float64),  # variable-shape tensors
+        "fixed": np.full((2, 2), r["id"]),                  # fixed-shape tensors
+    }).take_all()
+    assert [r["obj"] for r in rows] == [Box(i) for i in range(6)]
+    assert [r["s"] for r in rows] == ["x" * i for i in range(6)]
+    for i, r in enumerate(rows):
+        np.testing.assert_array_equal(r["ragged"], np.arange(i % 3 + 1, dtype=np.float64))
+        np.testing.assert_array_equal(r["fixed"], np.full((2, 2), i))
+
+    async def plus_one(row):
+        await asyncio.sleep(0)
+        return {"y": row["id"] + 1}
+
+    assert md.range(4).map(plus_one).take_all() == [{"y": i + 1} for i in range(4)]
+
+    def twice(batch):  # a generator UDF: two batches per input batch
+        yield {"z": batch["id"]}
+        yield {"z": batch["id"] * 10}
+
+    assert sorted(r["z"] for r in md.range(3).map_batches(twice).take_all()) == [0, 0, 1, 2, 10, 20]
+    assert md.range(3).add_column("w", lambda df: df["id"] * 2).take_all() == [
+        {"id": i, "w": 2 * i} for i in range(3)]
+
+
+def test_blocks_from_workers_are_counted_in_the_memory_budget(processes):
+    MiB = 1 << 20
+    limit, block = 16 * MiB, 2 * MiB
+    processes.execution_options.resource_limits.object_store_memory = limit
+
+    def inflate(batch):  # 2 MiB out per one-row block, made in a worker
+        return {"v": np.full(block // 8, batch["id"][0], dtype=np.int64)}
+
+    ds = md.range(24, override_num_blocks=24).map_batches(inflate)
+    total = 0
+    for batch in ds.iter_batches(batch_size=None):
+        total += int(batch["v"].sum())
+        time.sleep(0.01)  # a slow consumer: the engine holds blocks while it waits
+        assert len(_shm_blocks()) <= 2 * 2  # at most an input and an output per running task
+    assert total == sum(i * (block // 8) for i in range(24))
+    peak = ds._last_stats[2]["peak_bytes"]
+    # The mapped results are the blocks: counted (at least one) and within the promise.
+    assert block <= peak <= limit + 2 * block, peak / MiB
+    del batch
+    # Freed with the blocks: no mapping of a (removed) block file is left in this process.
+    assert _wait_until(lambda: not _mapped_blocks()), _mapped_blocks()
+
+
+def _mapped_blocks():
+    with open("/proc/self/maps") as maps:
+        return [line for line in maps if _workers.SHM_PREFIX in line]
