@@ -247,8 +247,8 @@ class _Worker:
         except OSError:
             pass
         if self.process.poll() is None:
-            try:
-                self.process.wait(timeout=0.5)
+            try:  # an idle worker leaves at once; one inside a call is killed
+                self.process.wait(timeout=0.1)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
@@ -294,21 +294,31 @@ class _TaskPool:
                     self.busy.add(worker)
                     return worker
                 if len(self.busy) + self.starting < self.size:
-                    self.starting += 1
+                    # The first start starts them all: interpreters start in parallel
+                    # (the engine runs an operator's first task alone, so waiting for a
+                    # second call would start the second worker only after the first task).
+                    count = self.size if not self.busy else 1
+                    self.starting += count
                     break
                 self.cond.wait()
+        workers = []
         try:
-            worker = _Worker()
+            for _ in range(count):
+                workers.append(_Worker())
         finally:
             with self.cond:
-                self.starting -= 1
-        with self.cond:
-            self.busy.add(worker)
-            if self.closed:
-                self.busy.discard(worker)
-                worker.stop()
-                raise ExecutionEndedError(f"{name}: the execution has ended")
-        return worker
+                self.starting -= count
+                if self.closed:
+                    for extra in workers:
+                        extra.stop()
+                    workers = []
+                elif workers:
+                    self.busy.add(workers[0])
+                    self.idle += workers[1:]
+                    self.cond.notify_all()
+        if not workers:
+            raise ExecutionEndedError(f"{name}: the execution has ended")
+        return workers[0]
 
     def release(self, worker: _Worker, alive: bool = True) -> None:
         with self.cond:
