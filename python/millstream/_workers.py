@@ -416,13 +416,23 @@ def _retries(name: str, key: str, value: Any, default: int) -> int:
     return value
 
 
+def _pickle_udf(make_call: Callable, name: str) -> bytes:
+    """The UDF as cloudpickle bytes, or a TypeError naming the operator."""
+    import cloudpickle
+
+    try:
+        return cloudpickle.dumps(make_call)
+    except Exception as exc:
+        raise TypeError(f"{name}: the UDF cannot be sent to a worker process, as cloudpickle "
+                        f"cannot pickle it ({type(exc).__name__}: {exc}); run it on threads "
+                        "(DataContext.python_udf_workers = 'threads')") from exc
+
+
 class TaskUdf:
     """The callable the engine calls per batch for a function UDF in process mode."""
 
     def __init__(self, make_call: Callable[[], Callable], name: str, max_retries: int):
-        import cloudpickle
-
-        self.payload = cloudpickle.dumps(make_call)
+        self.payload = _pickle_udf(make_call, name)
         self.key = uuid.uuid4().hex
         self.name = name
         self.max_retries = max_retries
@@ -462,9 +472,7 @@ class ActorFactory:
 
     def __init__(self, make_instance: Callable[[], Callable], name: str, num_gpus: float,
                  max_restarts: int, max_task_retries: int):
-        import cloudpickle
-
-        self.payload = cloudpickle.dumps(make_instance)
+        self.payload = _pickle_udf(make_instance, name)
         self.name = name
         self.num_gpus = num_gpus
         self.max_restarts = max_restarts

@@ -471,3 +471,14 @@ def test_blocks_from_workers_are_counted_in_the_memory_budget(processes):
 def _mapped_blocks():
     with open("/proc/self/maps") as maps:
         return [line for line in maps if _workers.SHM_PREFIX in line]
+
+
+def test_a_udf_that_cannot_be_pickled_is_refused_naming_the_operator(processes):
+    lock = threading.Lock()
+
+    def uses_a_lock(row):
+        with lock:
+            return row
+
+    with pytest.raises(TypeError, match=r"Map\(uses_a_lock\)\[processes\].*cannot be sent to a worker process"):
+        md.range(3).map(uses_a_lock)
