@@ -93,12 +93,13 @@ def test_workers_are_child_processes_that_exit_with_the_execution(processes):
     seen = []
 
     def record(batch):
-        return {"pid": np.full(len(batch["id"]), os.getpid())}
+        n = len(batch["id"])
+        return {"pid": np.full(n, os.getpid()), "parent": np.full(n, os.getppid())}
 
     for batch in md.range(200, override_num_blocks=4).map_batches(record).iter_batches(batch_size=None):
         seen += list(batch["pid"])
-        assert set(seen) <= _children() - before  # the workers are this process's children
-    assert set(seen)
+        assert set(batch["parent"]) == {os.getpid()}  # the workers are this process's children
+    assert set(seen) and os.getpid() not in seen
     assert _wait_until(lambda: not (_children() - before))
     assert _workers.live_worker_pids() == []
 
