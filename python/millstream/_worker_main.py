@@ -5,10 +5,11 @@ messages (pickled tuples) from the driver and answers each one:
 
 - ``("init", key, payload)``: builds the UDF from ``payload`` (cloudpickle of a function
   that returns the callable), keeps it under ``key``; answers ``("ok",)``.
-- ``("call", key, payload_or_None, in_path, out_path)``: builds the UDF first if the
-  payload comes with the call, reads the Arrow IPC stream at ``in_path`` (memory-mapped,
-  zero-copy), calls the UDF on its batch and writes the result as an IPC stream to
-  ``out_path``; answers ``("ok",)``.
+- ``("call", key, payload_or_None, source, out_path)``: builds the UDF first if the
+  payload comes with the call, reads the Arrow IPC stream ``source`` (the bytes of a
+  small batch, or the path of a shared-memory file, memory-mapped: zero-copy), calls the
+  UDF on its batch and answers ``("ok", ipc_bytes)`` for a small result, else writes it
+  as an IPC stream to ``out_path`` and answers ``("ok", None)``.
 - A failure answers ``("err", pickled exception or None, type name, message, traceback)``.
 
 The worker exits when the driver closes its end, or when the driver process is gone.
@@ -22,6 +23,7 @@ import time
 import traceback
 
 _current_paths = []  # the files of the call in progress (removed if the driver dies)
+INLINE_BYTES = 64 * 1024  # as millstream._workers.INLINE_BYTES
 
 
 def _watch_parent(parent: int) -> None:
@@ -86,23 +88,30 @@ def _handle(message, udfs, cloudpickle, pa):
     if kind == "init":
         _, key, payload = message
         udfs[key] = cloudpickle.loads(payload)()
-        return ("ok",)
+        return ("ok", None)
     if kind != "call":
         raise ValueError(f"unknown message {kind!r}")
-    _, key, payload, in_path, out_path = message
-    _current_paths[:] = [in_path, out_path]  # removed by the watchdog if the driver dies
+    _, key, payload, source, out_path = message
+    # Removed by the watchdog if the driver dies.
+    _current_paths[:] = [source, out_path] if isinstance(source, str) else [out_path]
     if key not in udfs:
         if payload is None:
             raise RuntimeError("the worker process has no UDF for this call")
         udfs[key] = cloudpickle.loads(payload)()
     # Zero-copy: the batch's buffers are slices of the mapped file.
-    batch = pa.ipc.open_stream(pa.memory_map(in_path, "r")).read_next_batch()
+    stream = pa.py_buffer(source) if isinstance(source, bytes) else pa.memory_map(source, "r")
+    batch = pa.ipc.open_stream(stream).read_next_batch()
     result = udfs[key](batch)
-    del batch
+    del batch, stream
+    if result.nbytes <= INLINE_BYTES:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, result.schema) as writer:
+            writer.write(result)
+        return ("ok", sink.getvalue().to_pybytes())
     with pa.OSFile(out_path, "wb") as sink:
         with pa.ipc.new_stream(sink, result.schema) as writer:
             writer.write(result)
-    return ("ok",)
+    return ("ok", None)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ those of thread mode.
   the worker memory-maps it and reads it without copying, writes its result the same way
   and the driver maps that. The input file is removed when the call returns; the result's
   file is removed as soon as it is mapped, so its memory is the result block's own
-  (counted by the engine as any block, freed with it).
+  (counted by the engine as any block, freed with it). Blocks of at most INLINE_BYTES
+  (64 KiB) travel inside the socket message instead: the same one copy, without a file
+  to create, map and remove (545 -> 200 us a call).
 - Task pools (functions) share one pool of workers, as many as the CPU limit, started on
   demand; an actor (a callable class) is one worker that constructs the class once and
   keeps it. Workers end when no execution is running any more, and actors also when the
@@ -137,6 +139,29 @@ def _read_block(path: str) -> pa.Table:
     return pa.ipc.open_stream(source).read_all()
 
 
+# Blocks this small travel inside the socket message instead (one copy each way, as
+# through a file, without creating, mapping and removing one: ~0.2 ms a call).
+INLINE_BYTES = 64 * 1024
+
+
+def _stage(batch: pa.RecordBatch):
+    """The batch as the worker will read it: IPC bytes when small, else the path of a
+    shared-memory file (the caller removes it)."""
+    if batch.nbytes <= INLINE_BYTES:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, batch.schema) as writer:
+            writer.write(batch)
+        return sink.getvalue().to_pybytes()
+    path = _new_path()
+    _write_block(path, batch)
+    return path
+
+
+def _unstage(source) -> None:
+    if isinstance(source, str):
+        _unlink(source)
+
+
 def _remove_stale_blocks() -> None:
     """Removes the blocks of driver processes that no longer exist (a killed driver)."""
     try:
@@ -220,11 +245,14 @@ class _Worker:
             raise _rebuild_error(reply, self.pid)
         return reply
 
-    def call(self, key: str, payload: bytes, in_path: str) -> pa.Table:
+    def call(self, key: str, payload: bytes, source) -> pa.Table:
+        """Calls UDF ``key`` on the staged batch ``source`` (see _stage)."""
         out_path = _new_path()
-        message = ("call", key, None if key in self.loaded else payload, in_path, out_path)
-        self.request(message, out_path)
+        message = ("call", key, None if key in self.loaded else payload, source, out_path)
+        reply = self.request(message, out_path)
         self.loaded.add(key)
+        if reply[1] is not None:  # a small result, inside the reply
+            return pa.ipc.open_stream(pa.py_buffer(reply[1])).read_all()
         return _read_block(out_path)
 
     def death(self) -> str:
@@ -439,14 +467,13 @@ class TaskUdf:
 
     def __call__(self, batch: pa.RecordBatch) -> pa.Table:
         pool = _task_pool(self.name)
-        in_path = _new_path()
-        _write_block(in_path, batch)
+        source = _stage(batch)
         try:
             failures = 0
             while True:
                 worker = pool.acquire(self.name)
                 try:
-                    result = worker.call(self.key, self.payload, in_path)
+                    result = worker.call(self.key, self.payload, source)
                 except _WorkerGone as gone:
                     pool.release(worker, alive=False)
                     if pool.closed:
@@ -463,7 +490,7 @@ class TaskUdf:
                 pool.release(worker)
                 return result
         finally:
-            _unlink(in_path)
+            _unstage(source)
 
 
 class ActorFactory:
@@ -553,8 +580,7 @@ class ProcessActor:
     def __call__(self, batch: pa.RecordBatch) -> pa.Table:
         name = self.factory.name
         with self.lock:
-            in_path = _new_path()
-            _write_block(in_path, batch)
+            source = _stage(batch)
             try:
                 failures = 0
                 while True:
@@ -568,7 +594,7 @@ class ProcessActor:
                         self.restarts += 1
                         self._start()
                     try:
-                        return self.worker.call("actor", None, in_path)
+                        return self.worker.call("actor", None, source)
                     except _WorkerGone as gone:
                         self.worker = None
                         failures += 1
@@ -580,7 +606,7 @@ class ProcessActor:
                                 f"{name}: {gone}; the actor task failed {failures} time(s) "
                                 f"(max_task_retries={retries})") from None
             finally:
-                _unlink(in_path)
+                _unstage(source)
 
     def close(self) -> None:
         self.closed = True

@@ -296,16 +296,19 @@ def test_ctrl_c_stops_the_workers_and_leaves_no_shared_memory(processes, tmp_pat
     helper = threading.Thread(target=interrupt)
     try:
         helper.start()
-        with pytest.raises(KeyboardInterrupt):
-            md.range(100, override_num_blocks=4).map_batches(stuck).take_all()
+        with pytest.raises(KeyboardInterrupt):  # 400 KB blocks: they travel as files
+            md.range(200_000, override_num_blocks=4).map_batches(stuck).take_all()
     finally:
         helper.join()
         signal.signal(signal.SIGINT, previous)
 
 
-def test_a_failed_execution_leaves_no_shared_memory_or_workers(processes):
+@pytest.mark.parametrize("rows", [50, 100_000], ids=["inline", "files"])
+def test_a_failed_execution_leaves_no_shared_memory_or_workers(processes, rows):
+    # Small blocks travel inside the socket messages, larger ones (here 160 KB) as files.
     with pytest.raises(ValueError):
-        md.range(50, override_num_blocks=5).map(bad_udf).take_all()
+        md.range(rows, override_num_blocks=5).map_batches(
+            lambda b: b if 7 not in b["id"] else bad_udf({"id": 7})).take_all()
     # The fixture checks /dev/shm and the children; a new execution runs normally.
     assert md.range(5).map(lambda r: {"x": r["id"] + 1}).take_all() == [{"x": i + 1} for i in range(5)]
 
@@ -371,7 +374,7 @@ def stuck(batch):
     time.sleep(60)
     return batch
 
-md.range(10, override_num_blocks=2).map_batches(stuck).take_all()
+md.range(200_000, override_num_blocks=2).map_batches(stuck).take_all()  # 800 KB blocks: files
 """
 
 
