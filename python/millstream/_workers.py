@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
 import weakref
 from multiprocessing.connection import Connection
@@ -270,16 +271,25 @@ class _Worker:
 
     def stop(self) -> None:
         """Ends the process (closing its socket ends its loop; a busy one is killed)."""
+        _stop_all([self])
+
+
+def _stop_all(workers: List[_Worker]) -> None:
+    """Closes every worker's socket (an idle worker then leaves at once), gives them 0.1 s
+    together, and kills those still inside a call."""
+    for worker in workers:
         try:
-            self.conn.close()
+            worker.conn.close()
         except OSError:
             pass
-        if self.process.poll() is None:
-            try:  # an idle worker leaves at once; one inside a call is killed
-                self.process.wait(timeout=0.1)
+    deadline = time.monotonic() + 0.1
+    for worker in workers:
+        if worker.process.poll() is None:
+            try:
+                worker.process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                worker.process.kill()
+                worker.process.wait()
 
 
 def _rebuild_error(reply: tuple, pid: int) -> BaseException:
@@ -364,8 +374,7 @@ class _TaskPool:
             workers = self.idle + list(self.busy)
             self.idle, self.busy = [], set()
             self.cond.notify_all()
-        for worker in workers:
-            worker.stop()
+        _stop_all(workers)
 
 
 _lock = threading.RLock()  # re-entrant: a ProcessActor's __del__ may run inside it
@@ -409,6 +418,9 @@ def execution_ended() -> None:
         actors = list(_actors)
     if pool is not None:
         pool.close()
+    for actor in actors:
+        actor.closed = True
+    _stop_all([a.worker for a in actors if a.worker is not None])
     for actor in actors:
         actor.close()
     _remove_own_blocks()  # none should be left; a call cut short may leave its input
@@ -576,6 +588,10 @@ class ProcessActor:
             worker.stop()
             raise
         worker.loaded.add("actor")
+        if self.closed:  # closed while it started
+            self.worker = None
+            worker.stop()
+            raise ExecutionEndedError(f"{self.factory.name}: the execution has ended")
 
     def __call__(self, batch: pa.RecordBatch) -> pa.Table:
         name = self.factory.name
