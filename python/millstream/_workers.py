@@ -10,9 +10,9 @@ those of thread mode.
   is not imported again) that runs ``millstream._worker_main``. UDFs travel with
   cloudpickle, once per worker.
 - Blocks travel as Arrow IPC streams in files under ``/dev/shm`` (shared memory), named
-  ``millstream-udf-<driver pid>-<n>``: the driver writes the input batch (the one copy),
-  the worker memory-maps it and reads it without copying, writes its result the same way
-  and the driver maps that. The input file is removed when the call returns; the result's
+  ``millstream-udf-<driver pid>-<epoch>-<n>``: the driver writes the input batch (the one
+  copy), the worker memory-maps it and reads it without copying, writes its result the
+  same way and the driver maps that. The input file is removed when the call returns; the result's
   file is removed as soon as it is mapped, so its memory is the result block's own
   (counted by the engine as any block, freed with it). Blocks of at most INLINE_BYTES
   (64 KiB) travel inside the socket message instead: the same one copy, without a file
@@ -111,7 +111,8 @@ def shm_prefix(pid: Optional[int] = None) -> str:
 
 
 def _new_path() -> str:
-    return f"{shm_prefix()}{next(_seq)}"
+    # The epoch (see execution_started) lets the end of one remove only its own files.
+    return f"{shm_prefix()}{_epoch}-{next(_seq)}"
 
 
 def _unlink(path: str) -> None:
@@ -183,8 +184,9 @@ def _remove_stale_blocks() -> None:
             pass
 
 
-def _remove_own_blocks() -> None:
-    prefix = os.path.basename(shm_prefix())
+def _remove_own_blocks(epoch: Optional[int] = None) -> None:
+    """Removes this process's blocks (of one epoch, or all)."""
+    prefix = os.path.basename(shm_prefix()) + ("" if epoch is None else f"{epoch}-")
     try:
         names = os.listdir(SHM_DIR)
     except OSError:
@@ -335,7 +337,7 @@ class _TaskPool:
                     # The first start starts them all: interpreters start in parallel
                     # (the engine runs an operator's first task alone, so waiting for a
                     # second call would start the second worker only after the first task).
-                    count = self.size if not self.busy else 1
+                    count = self.size - self.starting if not self.busy else 1
                     self.starting += count
                     break
                 self.cond.wait()
@@ -379,6 +381,7 @@ class _TaskPool:
 
 _lock = threading.RLock()  # re-entrant: a ProcessActor's __del__ may run inside it
 _executions = 0  # executions running now
+_epoch = 0  # counts the times executions started with none running (names block files)
 _pool: Optional[_TaskPool] = None
 _actors: "weakref.WeakSet[ProcessActor]" = weakref.WeakSet()
 _gpu_use: dict = {}  # GPU id -> actors holding it
@@ -399,9 +402,11 @@ def _task_pool(name: str) -> _TaskPool:
 
 def execution_started() -> None:
     """Called before an execution starts: its UDF calls may start workers."""
-    global _executions
+    global _executions, _epoch
     with _lock:
         first = _executions == 0
+        if first:
+            _epoch += 1
         _executions += 1
     if first:
         _remove_stale_blocks()
@@ -416,6 +421,7 @@ def execution_ended() -> None:
             return
         pool, _pool = _pool, None
         actors = list(_actors)
+        epoch = _epoch
     if pool is not None:
         pool.close()
     for actor in actors:
@@ -423,7 +429,7 @@ def execution_ended() -> None:
     _stop_all([a.worker for a in actors if a.worker is not None])
     for actor in actors:
         actor.close()
-    _remove_own_blocks()  # none should be left; a call cut short may leave its input
+    _remove_own_blocks(epoch)  # none should be left; a call cut short may leave its input
 
 
 def live_worker_pids() -> List[int]:
