@@ -224,7 +224,10 @@ class Dataset:
         (``max_concurrency=k`` in ``ray_remote_args``: k tasks at once, their calls still one
         at a time unless the ``ActorPoolStrategy`` has ``enable_true_multi_threading=True``).
         ``fn`` may be a generator or ``async def`` (its coroutine or async generator runs on
-        the UDF's own event loop).
+        the UDF's own event loop). With ``DataContext.python_udf_workers = "processes"``
+        (set before this call) ``fn`` runs in worker processes, a callable class one
+        process per actor; ``max_retries`` / ``max_restarts`` / ``max_task_retries`` then
+        say how often a call whose worker died is tried again (see the README).
         """
         fmt = _batch.check_batch_format(batch_format)
         name = f"MapBatches({_fn_name(fn)})"
@@ -240,7 +243,9 @@ class Dataset:
     def map(self, fn, *, compute=None, fn_args=None, fn_kwargs=None, fn_constructor_args=None,
             fn_constructor_kwargs=None, num_cpus=None, num_gpus=None, memory=None,
             concurrency=None, ray_remote_args_fn=None, **ray_remote_args) -> "Dataset":
-        """Applies ``fn`` to each row (a dict), which returns one row (a dict)."""
+        """Applies ``fn`` to each row (a dict), which returns one row (a dict). It runs in
+        worker processes with ``DataContext.python_udf_workers = "processes"``, as
+        ``map_batches``."""
         name = f"Map({_fn_name(fn)})"
         args, kwargs = tuple(fn_args or ()), dict(fn_kwargs or {})
 
