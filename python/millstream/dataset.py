@@ -113,14 +113,40 @@ def _compute(fn: Any, concurrency, compute) -> Tuple[bool, int, int]:
     return is_class, (lo if is_class else 0), hi
 
 
-def _start(core, context: dict, batch_size, drop_last):
-    """Starts an execution of the plan ``core``; Dataset._finish ends it."""
-    _workers.execution_started()
-    try:
-        return core.execute(context, batch_size, drop_last)
-    except BaseException:
-        _workers.execution_ended()
-        raise
+class _Execution:
+    """A running execution (the engine's iterator), counted as running for the UDF worker
+    processes (``millstream._workers``) until it is closed or dropped."""
+
+    def __init__(self, core, context: dict, batch_size, drop_last):
+        self._ended = True
+        _workers.execution_started()
+        try:
+            self._it = core.execute(context, batch_size, drop_last)
+        except BaseException:
+            _workers.execution_ended()
+            raise
+        self._ended = False
+        self.next = self._it.next  # the per-batch call, without a lookup through __getattr__
+
+    def __getattr__(self, name):
+        return getattr(self._it, name)
+
+    def close(self) -> None:
+        try:
+            self._it.close()
+        finally:
+            if not self._ended:
+                self._ended = True
+                _workers.execution_ended()  # the last one running stops the UDF workers
+
+    def __del__(self) -> None:
+        if not getattr(self, "_ended", True):
+            self.close()
+
+
+def _start(core, context: dict, batch_size, drop_last) -> _Execution:
+    """Starts an execution of the plan ``core``; closing it (Dataset._finish) ends it."""
+    return _Execution(core, context, batch_size, drop_last)
 
 
 class Schema:
@@ -621,9 +647,8 @@ class Dataset:
     def _finish(self, it) -> None:
         try:
             self._last_stats = it.stats()
-            it.close()
         finally:
-            _workers.execution_ended()  # the last execution running stops the UDF workers
+            it.close()
         context = DataContext.get_current()
         failed = sum(op.get("errored_tasks", 0) for op in self._last_stats[1])
         if failed:
