@@ -30,6 +30,7 @@ from millstream.dataset import (
     read_parquet,
 )
 from millstream.grouped_data import GroupedData  # noqa: F401
+from millstream._workers import WorkerDiedError  # noqa: F401  (a UDF's worker process died)
 from millstream.read_api import (
     FileShuffleConfig,
     from_blocks,

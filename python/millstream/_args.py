@@ -134,6 +134,8 @@ class Passthrough:
 
 # Placement, naming, and recovery from node or worker-process failures: they mean something
 # on a Ray cluster; in one process there is nothing to place and no worker to lose.
+# (max_retries, max_restarts, max_task_retries take effect for UDFs in worker processes,
+# DataContext.python_udf_workers = "processes": see millstream._workers.)
 RAY_REMOTE_ARGS_WITHOUT_EFFECT = frozenset({
     "accelerator_type", "allow_out_of_order_execution", "concurrency_groups",
     "enable_task_events", "enable_tensor_transport", "fallback_strategy", "get_if_exists",

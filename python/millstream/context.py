@@ -143,6 +143,12 @@ class DataContext(_Strict):
     ``progress_bar_log_interval``, ``enable_auto_log_stats``, ``verbose_stats_logs``,
     ``retried_io_errors`` (object-store reads and writes), ``streaming_read_buffer_size``
     (object-store reads).
+    One field is millstream's own (Ray has none like it): ``python_udf_workers``, where
+    the Python UDFs of ``map``/``map_batches``/``flat_map``/``filter`` run: ``"threads"``
+    (the default: the engine's worker threads, sharing this process's GIL) or
+    ``"processes"`` (worker processes, blocks passed through shared memory, so a UDF
+    that keeps the GIL busy uses every core). It applies to the transforms added while
+    it is set (as Ray takes a dataset's context when the dataset is made).
     The others only mean something on a Ray cluster or for Ray features not built here;
     they are accepted and have no effect (``DataContext.cluster_only_fields()`` lists them).
     """
@@ -158,6 +164,8 @@ class DataContext(_Strict):
     downstream_capacity_backpressure_ratio: Optional[float] = 2.0
     max_tasks_in_flight_per_actor: Optional[int] = None
     max_errored_blocks: int = 0
+    # millstream's own: "threads" or "processes" (see the docstring and the README).
+    python_udf_workers: str = "threads"
     enable_progress_bars: bool = True
     enable_operator_progress_bars: bool = True
     enable_progress_bar_name_truncation: bool = _cluster_only(True)  # names always fit the terminal

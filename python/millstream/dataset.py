@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from millstream import _args, _batch, _core, _files
+from millstream import _args, _batch, _core, _files, _workers
 from millstream._args import Unsupported, public
 from millstream._expr import serialize, to_expression
 from millstream.compute import ActorPoolStrategy, TaskPoolStrategy
@@ -142,6 +142,42 @@ def _compute(fn: Any, concurrency, compute) -> Tuple[bool, int, int]:
     return is_class, (lo if is_class else 0), hi
 
 
+class _Execution:
+    """A running execution (the engine's iterator), counted as running for the UDF worker
+    processes (``millstream._workers``) until it is closed or dropped."""
+
+    def __init__(self, core, context: dict, batch_size, drop_last):
+        self._ended = True
+        _workers.execution_started()
+        try:
+            self._it = core.execute(context, batch_size, drop_last)
+        except BaseException:
+            _workers.execution_ended()
+            raise
+        self._ended = False
+        self.next = self._it.next  # the per-batch call, without a lookup through __getattr__
+
+    def __getattr__(self, name):
+        return getattr(self._it, name)
+
+    def close(self) -> None:
+        try:
+            self._it.close()
+        finally:
+            if not self._ended:
+                self._ended = True
+                _workers.execution_ended()  # the last one running stops the UDF workers
+
+    def __del__(self) -> None:
+        if not getattr(self, "_ended", True):
+            self.close()
+
+
+def _start(core, context: dict, batch_size, drop_last) -> _Execution:
+    """Starts an execution of the plan ``core``; closing it (Dataset._finish) ends it."""
+    return _Execution(core, context, batch_size, drop_last)
+
+
 class Schema:
     """The schema of a Dataset: column names and types (``base_schema`` is the pyarrow one)."""
 
@@ -190,6 +226,7 @@ class Dataset:
         if isinstance(batch_size, str) and batch_size == "auto":
             batch_size = None
         batch_size = _args.check_int(name, "batch_size", batch_size, min=1, none_ok=True)
+        workers = _workers.mode()
         if is_class:
             args = tuple(fn_constructor_args or ())
             kwargs = dict(fn_constructor_kwargs or {})
@@ -202,9 +239,14 @@ class Dataset:
         else:
             if fn_constructor_args or fn_constructor_kwargs:
                 raise ValueError(f"{name}: fn_constructor_args apply only to callable classes")
-            target = adapter_for(fn)
+            target = None if workers == "processes" else adapter_for(fn)
         cpus = _args.check_number(name, "num_cpus", 1.0 if num_cpus is None else num_cpus)
         gpus = _args.check_number(name, "num_gpus", 0.0 if num_gpus is None else num_gpus)
+        if workers == "processes":
+            # The operator's name says where it runs (explain(), stats(), errors).
+            name = f"{name}[processes]"
+            target = _workers.wrap(target if is_class else (lambda: adapter_for(fn)), is_class, name,
+                                   gpus, ray_remote_args)
         mem = int(_args.check_number(name, "memory", 0 if memory is None else memory))
         in_flight = getattr(compute, "max_tasks_in_flight_per_actor", None)
         if in_flight is None:
@@ -237,7 +279,10 @@ class Dataset:
         (``max_concurrency=k`` in ``ray_remote_args``: k tasks at once, their calls still one
         at a time unless the ``ActorPoolStrategy`` has ``enable_true_multi_threading=True``).
         ``fn`` may be a generator or ``async def`` (its coroutine or async generator runs on
-        the UDF's own event loop).
+        the UDF's own event loop). With ``DataContext.python_udf_workers = "processes"``
+        (set before this call) ``fn`` runs in worker processes, a callable class one
+        process per actor; ``max_retries`` / ``max_restarts`` / ``max_task_retries`` then
+        say how often a call whose worker died is tried again (see the README).
         """
         fmt = _batch.check_batch_format(batch_format)
         name = f"MapBatches({_fn_name(fn)})"
@@ -253,7 +298,9 @@ class Dataset:
     def map(self, fn, *, compute=None, fn_args=None, fn_kwargs=None, fn_constructor_args=None,
             fn_constructor_kwargs=None, num_cpus=None, num_gpus=None, memory=None,
             concurrency=None, ray_remote_args_fn=None, **ray_remote_args) -> "Dataset":
-        """Applies ``fn`` to each row (a dict), which returns one row (a dict)."""
+        """Applies ``fn`` to each row (a dict), which returns one row (a dict). It runs in
+        worker processes with ``DataContext.python_udf_workers = "processes"``, as
+        ``map_batches``."""
         name = f"Map({_fn_name(fn)})"
         args, kwargs = tuple(fn_args or ()), dict(fn_kwargs or {})
 
@@ -406,7 +453,8 @@ class Dataset:
                     raise KeyError(f"drop_columns: column(s) {missing} not found; the columns are {table.column_names}")
                 kept = table.drop_columns(cols)
                 return kept if kept.num_columns else kept.slice(0, 0)
-            return self.map_batches(drop, batch_format="pyarrow")
+            with _workers.internal():
+                return self.map_batches(drop, batch_format="pyarrow")
         dropped = Dataset(self._core.drop_columns(cols))
         return dropped if set(schema.names) - set(cols) else dropped.limit(0)
 
@@ -709,7 +757,7 @@ class Dataset:
         context = DataContext.get_current()._to_core()
         # Calls that collect every row return them in input order (as Ray's do).
         context["preserve_order"] = context["preserve_order"] or ordered
-        return self._core.execute(context, batch_size, drop_last)
+        return _start(self._core, context, batch_size, drop_last)
 
     def _batches(self, batch_size=None, drop_last=False, ordered=False, handle=None) -> Iterator[pa.RecordBatch]:
         """The execution's blocks; ``handle`` (an iterator's ``_ExecutionHandle``) lets
@@ -740,8 +788,10 @@ class Dataset:
             self._finish(it)
 
     def _finish(self, it) -> None:
-        self._last_stats = it.stats()
-        it.close()
+        try:
+            self._last_stats = it.stats()
+        finally:
+            it.close()
         context = DataContext.get_current()
         failed = sum(op.get("errored_tasks", 0) for op in self._last_stats[1])
         if failed:
@@ -1044,7 +1094,7 @@ class Dataset:
             logging.getLogger("millstream").warning("[SaveMode=ignore] Skipping %s: it exists", path)
             return
         before = _files.listing(directory, "parquet") if fmt == "parquet" else set()
-        self._drain(plan.execute(DataContext.get_current()._to_core(), None, False))
+        self._drain(_start(plan, DataContext.get_current()._to_core(), None, False))
         if created and _files.remove_if_empty(directory):
             return  # no rows: as in Ray, the directory this write created is removed
         if fmt == "parquet" and sink.get("schema") is None:
@@ -1077,7 +1127,7 @@ class Dataset:
             import logging
             logging.getLogger("millstream").warning("[SaveMode=ignore] Skipping %s: it exists", path)
             return
-        self._drain(plan.execute(DataContext.get_current()._to_core(), None, False))
+        self._drain(_start(plan, DataContext.get_current()._to_core(), None, False))
 
     @public(unsupported={"ray_remote_args": _args.RAY_REMOTE_ARGS_NO_TASK.rule(),
                          "concurrency": Unsupported(None, why=_NOT_YET)})
@@ -1112,7 +1162,8 @@ class Dataset:
             on_start = getattr(datasink, "on_write_start", None)
             if on_start is not None:
                 on_start(self.schema().base_schema if self.schema() is not None else None)
-            plan = self.map_batches(write, batch_format="pyarrow", batch_size=rows)
+            with _workers.internal():
+                plan = self.map_batches(write, batch_format="pyarrow", batch_size=rows)
             for _ in plan._batches():
                 pass
             result = WriteResult(totals[0], totals[1], [v for _, v in sorted(returns, key=lambda r: r[0])])
@@ -1335,7 +1386,8 @@ def range_tensor(n: int, *, shape: Tuple = (1,), parallelism: int = -1, concurre
         ids = batch["id"].reshape((-1,) + (1,) * len(shape))
         return {"data": np.broadcast_to(ids, (len(ids),) + shape).copy()}
 
-    return range(n, parallelism=parallelism, override_num_blocks=override_num_blocks).map_batches(tensors)
+    with _workers.internal():
+        return range(n, parallelism=parallelism, override_num_blocks=override_num_blocks).map_batches(tensors)
 
 
 @public

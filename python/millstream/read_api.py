@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 import pyarrow as pa
 
-from millstream import _args, _batch, _core, _files
+from millstream import _args, _batch, _core, _files, _workers
 from millstream._args import NEVER, Passthrough, Unsupported, public
 from millstream.dataset import Dataset, MaterializedDataset, _blocks
 
@@ -349,7 +349,8 @@ def read_text(paths: Union[str, List[str]], *, encoding: str = "utf-8", drop_emp
         return _per_file(table, include_paths, lambda data, path: _text_lines(data, path, encoding,
                                                                               drop_empty_lines))
 
-    return files.map_batches(decode_text, batch_format="pyarrow", batch_size=None)
+    with _workers.internal():
+        return files.map_batches(decode_text, batch_format="pyarrow", batch_size=None)
 
 
 def _text_lines(data: bytes, path: str, encoding: str, drop_empty_lines: bool) -> Dict[str, Any]:
@@ -455,7 +456,8 @@ def read_numpy(paths: Union[str, List[str]], *, filesystem=None, parallelism: in
     def decode_numpy(table: pa.Table) -> pa.Table:
         return _per_file(table, include_paths, load)
 
-    return files.map_batches(decode_numpy, batch_format="pyarrow", batch_size=None)
+    with _workers.internal():
+        return files.map_batches(decode_numpy, batch_format="pyarrow", batch_size=None)
 
 
 # ---- images ------------------------------------------------------------------------------
@@ -505,7 +507,8 @@ def read_images(paths: Union[str, List[str]], *, filesystem=None, parallelism: i
     def decode_images(table: pa.Table) -> pa.Table:
         return _per_file(table, include_paths, load)
 
-    return files.map_batches(decode_images, batch_format="pyarrow", batch_size=None)
+    with _workers.internal():
+        return files.map_batches(decode_images, batch_format="pyarrow", batch_size=None)
 
 
 # ---- blocks ------------------------------------------------------------------------------
@@ -568,4 +571,5 @@ def read_datasource(datasource, *, parallelism: int = -1, num_cpus: Optional[flo
     run.__name__ = f"Read{name}"
     if not tasks:
         return Dataset(_core.Dataset.from_arrow(pa.table({}), None))
-    return _range(len(tasks), override_num_blocks=len(tasks)).map_batches(run, batch_format="pyarrow", batch_size=1)
+    with _workers.internal():
+        return _range(len(tasks), override_num_blocks=len(tasks)).map_batches(run, batch_format="pyarrow", batch_size=1)
