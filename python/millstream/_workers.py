@@ -573,6 +573,15 @@ class ProcessActor:
             raise ValueError(f"{self.factory.name}: num_gpus={self.factory.num_gpus:g} but no GPU was "
                              "found (set DataContext.execution_options.resource_limits.gpu or "
                              "CUDA_VISIBLE_DEVICES)")
+        from millstream import _core
+
+        # Made on the engine actor's thread: its devices (get_gpu_ids()) are the ones it owns.
+        owned = [ids[i] for i in _core.current_gpu_ids() if i < len(ids)]
+        if owned:
+            with _lock:
+                for gpu in owned:
+                    _gpu_use[gpu] = _gpu_use.get(gpu, 0) + 1
+            return owned
         with _lock:  # the least used first, then by position
             order = sorted(range(len(ids)), key=lambda i: (_gpu_use.get(ids[i], 0), i))
             chosen = [ids[i] for i in sorted(order[:count])]
@@ -581,7 +590,8 @@ class ProcessActor:
         return chosen
 
     def _start(self) -> None:
-        env = {"CUDA_VISIBLE_DEVICES": ",".join(self.gpus)} if self.gpus else None
+        env = ({"CUDA_VISIBLE_DEVICES": ",".join(self.gpus), "MILLSTREAM_GPU_IDS": ",".join(self.gpus)}
+               if self.gpus else None)
         worker = _Worker(env)
         self.worker = worker
         try:

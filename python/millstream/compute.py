@@ -67,12 +67,23 @@ def get_gpu_ids() -> list:
     its own for the task), the device indices assigned to it; an empty list elsewhere.
 
     ``num_gpus=2`` gets two devices; fractional ``num_gpus`` (e.g. 0.5) shares a device
-    with other fractions while they sum to at most one. Use it to pick the device::
+    with other fractions while they sum to at most one. On threads the ids index this
+    process's visible devices; in a worker process (``python_udf_workers="processes"``)
+    ``CUDA_VISIBLE_DEVICES`` is set to the actor's devices and the ids are those it names,
+    as on a Ray actor (there, ``"cuda"`` is the actor's first device). Use it to pick the
+    device::
 
         class Model:
             def __init__(self):
                 self.device = f"cuda:{millstream.get_gpu_ids()[0]}"
     """
+    import os
+
     from millstream import _core
 
-    return list(_core.current_gpu_ids())
+    ids = list(_core.current_gpu_ids())
+    if not ids and os.environ.get("MILLSTREAM_GPU_IDS"):
+        # In a worker process (python_udf_workers="processes"): the devices its
+        # CUDA_VISIBLE_DEVICES names, as Ray's actors see them.
+        ids = [int(v) if v.isdigit() else v for v in os.environ["MILLSTREAM_GPU_IDS"].split(",")]
+    return ids

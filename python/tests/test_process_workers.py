@@ -153,6 +153,24 @@ def test_gpu_actors_get_their_own_cuda_visible_devices(processes, monkeypatch):
     assert {r["gpu"] for r in rows} == {"0", "1"}
 
 
+class GpuIds:
+    def __init__(self):
+        self.ids = md.get_gpu_ids()
+
+    def __call__(self, batch):
+        n = len(batch["id"])
+        return {"ids": [",".join(map(str, self.ids))] * n,
+                "env": [os.environ.get("CUDA_VISIBLE_DEVICES", "")] * n}
+
+
+def test_a_process_actor_sees_its_gpus_in_get_gpu_ids(processes, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    processes.execution_options.resource_limits.gpu = 2
+    rows = md.range(40, override_num_blocks=8).map_batches(
+        GpuIds, concurrency=2, num_gpus=1, batch_size=5).take_all()
+    assert {(r["ids"], r["env"]) for r in rows} == {("0", "0"), ("1", "1")}
+
+
 def test_gpu_ids_come_from_the_parents_cuda_visible_devices(processes, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
     processes.execution_options.resource_limits.gpu = 2
