@@ -7,6 +7,7 @@
 #include <set>
 #include <system_error>
 #include <thread>
+#include <variant>
 
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -358,6 +359,31 @@ PYBIND11_MODULE(_core, m) {
         auto t = ValueOrRaise(python::TableFromPython(table));
         return ValueOrRaise(Dataset::FromArrow(std::move(t), blocks));
       })
+      .def_static("from_arrow_blocks", [](py::object table, std::vector<int64_t> block_rows) {
+        // `table` cut into blocks of these row counts (zero-copy where a block is one
+        // chunk), empty blocks kept: a materialized dataset's blocks as they were made.
+        auto t = ValueOrRaise(python::TableFromPython(table));
+        std::vector<Block> blocks;
+        int64_t offset = 0;
+        for (int64_t rows : block_rows) {
+          if (rows < 0 || offset + rows > t->num_rows()) {
+            throw std::invalid_argument("from_arrow_blocks: block row counts do not add up to the table's rows");
+          }
+          if (rows == 0) {
+            blocks.push_back(ValueOrRaise(arrow::RecordBatch::MakeEmpty(t->schema())));
+            continue;
+          }
+          auto slice = t->Slice(offset, rows);
+          arrow::TableBatchReader reader(*slice);
+          auto pieces = ValueOrRaise(reader.ToRecordBatches());
+          blocks.push_back(pieces.size() == 1 ? pieces[0] : ValueOrRaise(arrow::ConcatenateRecordBatches(pieces)));
+          offset += rows;
+        }
+        if (offset != t->num_rows()) {
+          throw std::invalid_argument("from_arrow_blocks: block row counts do not add up to the table's rows");
+        }
+        return ValueOrRaise(Dataset::FromBlocks(std::move(blocks), t->schema()));
+      })
       .def_static("read_parquet", [](std::vector<std::string> paths, std::vector<std::string> columns,
                                      std::optional<py::bytes> filter, std::optional<int64_t> blocks,
                                      std::vector<std::string> file_extensions, bool hive) {
@@ -407,11 +433,17 @@ PYBIND11_MODULE(_core, m) {
         return ValueOrRaise(self.RenameColumns(std::move(renames)));
       })
       .def("limit", &Dataset::Limit)
-      .def("sort", [](const Dataset& self, std::vector<std::string> columns, std::vector<bool> descending) {
+      .def("sort", [](const Dataset& self, std::vector<std::string> columns, std::vector<bool> descending,
+                      std::vector<std::variant<int64_t, double>> boundaries) {
         std::vector<SortKey> keys;
         for (size_t i = 0; i < columns.size(); ++i) keys.push_back({columns[i], descending.at(i)});
-        return self.Sort(std::move(keys));
-      })
+        std::vector<SortBoundary> bounds;
+        for (const auto& b : boundaries) {
+          bounds.push_back(std::holds_alternative<int64_t>(b) ? SortBoundary::Int(std::get<int64_t>(b))
+                                                              : SortBoundary::Real(std::get<double>(b)));
+        }
+        return ValueOrRaise(self.Sort(std::move(keys), std::move(bounds)));
+      }, py::arg("columns"), py::arg("descending"), py::arg("boundaries") = std::vector<std::variant<int64_t, double>>{})
       .def("group_by_aggregate", [](const Dataset& self, std::vector<std::string> keys,
                                     std::vector<std::tuple<std::string, std::string, bool, int64_t, std::string, double>> aggs,
                                     int64_t num_partitions) {
@@ -436,9 +468,10 @@ PYBIND11_MODULE(_core, m) {
       .def("randomize_block_order", [](const Dataset& self, std::optional<uint64_t> seed, bool reseed) {
         return self.RandomizeBlockOrder({seed, reseed});
       })
-      .def("repartition", [](const Dataset& self, int64_t num_blocks, bool shuffle, std::vector<std::string> keys) {
-        return ValueOrRaise(self.Repartition(num_blocks, shuffle, std::move(keys)));
-      })
+      .def("repartition", [](const Dataset& self, int64_t num_blocks, bool shuffle, std::vector<std::string> keys,
+                             bool sort) {
+        return ValueOrRaise(self.Repartition(num_blocks, shuffle, std::move(keys), sort));
+      }, py::arg("num_blocks"), py::arg("shuffle"), py::arg("keys"), py::arg("sort") = false)
       .def("join", [](const Dataset& self, const Dataset& right, const std::string& join_type,
                       int64_t num_partitions, std::vector<std::string> on, std::vector<std::string> right_on,
                       std::optional<std::string> left_suffix, std::optional<std::string> right_suffix) {
@@ -468,7 +501,7 @@ PYBIND11_MODULE(_core, m) {
         return self.WithWrite(dir, format, std::move(write_options));
       })
       .def("execute", [](const Dataset& self, py::dict ctx, std::optional<int64_t> batch_size,
-                         bool drop_last) {
+                         bool drop_last, bool keep_empty_blocks) {
         if (python::PythonExiting()) {
           throw std::runtime_error("millstream: the interpreter is exiting; no execution starts now");
         }
@@ -478,11 +511,12 @@ PYBIND11_MODULE(_core, m) {
           python::GilRelease release;
           it = self.Execute(context).Map([&](std::unique_ptr<BlockStream> stream) {
             return std::make_unique<PyBatchIterator>(
-                std::make_unique<BatchIterator>(std::move(stream), batch_size, drop_last));
+                std::make_unique<BatchIterator>(std::move(stream), batch_size, drop_last,
+                                                keep_empty_blocks));
           });
         }
         return ValueOrRaise(std::move(it));
-      })
+      }, py::arg("ctx"), py::arg("batch_size"), py::arg("drop_last"), py::arg("keep_empty_blocks") = false)
       .def("count_from_metadata", &Dataset::CountFromMetadata)
       .def("known_schema", [](const Dataset& self) -> py::object {
         auto schema = self.KnownSchema();

@@ -633,6 +633,124 @@ TEST(SortExchange, ReclaimFromAnotherThreadWhileTasksRun) {
   EXPECT_EQ(exchange->held_bytes(), 0);
 }
 
+// ---- Sort with given boundaries ----
+
+/// The partition a value of the first key goes to under ascending `bounds` (Ray's rule:
+/// rows below bounds[0] first, [bounds[i-1], bounds[i]) next...; descending, reversed;
+/// null and NaN last either way).
+int64_t ExpectedPartition(const std::shared_ptr<arrow::Scalar>& value, const std::vector<double>& bounds,
+                          bool descending) {
+  int64_t n = static_cast<int64_t>(bounds.size()) + 1;
+  if (!value->is_valid) return n - 1;
+  double v = value->type->id() == arrow::Type::DOUBLE
+                 ? std::static_pointer_cast<arrow::DoubleScalar>(value)->value
+                 : static_cast<double>(std::static_pointer_cast<arrow::Int64Scalar>(value)->value);
+  if (std::isnan(v)) return n - 1;
+  int64_t at_or_below = 0;  // boundaries <= v
+  for (double b : bounds) at_or_below += b <= v;
+  return descending ? n - 1 - at_or_below : at_or_below;
+}
+
+void CheckGivenBoundaries(const std::vector<Block>& input, const std::vector<SortKey>& keys,
+                          const std::vector<SortBoundary>& given, const std::vector<double>& bounds,
+                          int threads = 2) {
+  Harness h;
+  ExchangeOptions options;
+  options.num_partitions = 3;  // ignored: the boundaries decide
+  auto exchange = MakeSortExchange(keys, options, given).ValueOrDie();
+  auto result = RunExchange(*exchange, input, h.ctx, threads);
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  ASSERT_EQ(result->size(), bounds.size() + 1);
+  EXPECT_TRUE(SameBatch(Concat(*result), ExpectedSort(input, keys)));
+  Block all = ConcatenateBlocks(input).ValueOrDie();
+  auto column = all->GetColumnByName(keys[0].column);
+  std::vector<int64_t> expected_rows(bounds.size() + 1, 0);
+  for (int64_t r = 0; r < all->num_rows(); ++r) {
+    ++expected_rows[ExpectedPartition(column->GetScalar(r).ValueOrDie(), bounds, keys[0].descending)];
+  }
+  for (size_t p = 0; p < result->size(); ++p) {
+    ASSERT_GE((*result)[p].size(), 1u) << "partition " << p << " has no block";
+    int64_t rows = 0;
+    for (const auto& block : (*result)[p]) {
+      rows += block->num_rows();
+      EXPECT_TRUE(block->schema()->Equals(*input[0]->schema()));
+      auto values = block->GetColumnByName(keys[0].column);
+      for (int64_t r = 0; r < block->num_rows(); ++r) {
+        EXPECT_EQ(ExpectedPartition(values->GetScalar(r).ValueOrDie(), bounds, keys[0].descending),
+                  static_cast<int64_t>(p));
+      }
+    }
+    EXPECT_EQ(rows, expected_rows[p]) << "partition " << p;
+  }
+  EXPECT_EQ(h.reservation.size(), 0);
+}
+
+TEST(SortExchange, GivenBoundariesSplitTheFirstKey) {
+  auto input = RandomBlocks(70, 9, 300);
+  // Unordered, a duplicate, an int and floats: deduplicated and ordered.
+  std::vector<SortBoundary> given = {SortBoundary::Int(40), SortBoundary::Real(25.5), SortBoundary::Int(10),
+                                     SortBoundary::Real(10.0)};
+  std::vector<double> bounds = {10, 25.5, 40};
+  CheckGivenBoundaries(input, {{"i"}}, given, bounds);
+  CheckGivenBoundaries(input, {{"i", true}}, given, bounds);
+  CheckGivenBoundaries(input, {{"i"}, {"s", true}}, given, bounds, /*threads=*/1);
+  // Doubles with NaN and nulls (last either way) against int boundaries.
+  std::vector<SortBoundary> ints = {SortBoundary::Int(-2), SortBoundary::Int(0), SortBoundary::Int(3)};
+  CheckGivenBoundaries(input, {{"d"}}, ints, {-2, 0, 3});
+  CheckGivenBoundaries(input, {{"d", true}, {"row", true}}, ints, {-2, 0, 3});
+}
+
+TEST(SortExchange, GivenBoundariesSpilledTheSame) {
+  auto input = RandomBlocks(71, 8, 5000);  // runs of several chunks
+  Harness h(1);                            // everything spills
+  auto exchange = MakeSortExchange({{"i"}}, {}, {SortBoundary::Int(7), SortBoundary::Int(30)}).ValueOrDie();
+  ASSIGN_OK(auto result, RunExchange(*exchange, input, h.ctx));
+  EXPECT_GT(exchange->spilled_bytes(), 0);
+  ASSERT_EQ(result.size(), 3u);
+  EXPECT_TRUE(SameBatch(Concat(result), ExpectedSort(input, {{"i"}})));
+  for (const auto& block : result[0]) EXPECT_LE(Column64(block, "i").back(), 6);
+}
+
+TEST(SortExchange, GivenBoundariesKeepEmptyPartitions) {
+  auto input = RandomBlocks(72, 3, 50);
+  Harness h;
+  auto exchange = MakeSortExchange({{"i"}}, {}, {SortBoundary::Int(-5), SortBoundary::Int(1000)}).ValueOrDie();
+  ASSIGN_OK(auto result, RunExchange(*exchange, input, h.ctx));
+  ASSERT_EQ(result.size(), 3u);
+  ASSERT_EQ(result[0].size(), 1u);
+  EXPECT_EQ(result[0][0]->num_rows(), 0);  // nothing below -5
+  EXPECT_TRUE(result[0][0]->schema()->Equals(*input[0]->schema()));
+  int64_t middle = 0;
+  for (const auto& block : result[1]) middle += block->num_rows();
+  ASSERT_EQ(result[2].size(), 1u);
+  int64_t nulls = ConcatenateBlocks(input).ValueOrDie()->GetColumnByName("i")->null_count();
+  EXPECT_EQ(result[2][0]->num_rows(), nulls);  // only the nulls are at or above 1000
+  EXPECT_EQ(middle + nulls, ConcatenateBlocks(input).ValueOrDie()->num_rows());
+
+  // Only zero-row blocks: one empty block per partition.
+  auto empty = input[0]->Slice(0, 0);
+  auto exchange2 = MakeSortExchange({{"i"}}, {}, {SortBoundary::Int(3)}).ValueOrDie();
+  ASSIGN_OK(auto empties, RunExchange(*exchange2, {empty, empty}, h.ctx));
+  ASSERT_EQ(empties.size(), 2u);
+  for (const auto& p : empties) {
+    ASSERT_EQ(p.size(), 1u);
+    EXPECT_EQ(p[0]->num_rows(), 0);
+  }
+  // No input at all: no output.
+  auto exchange3 = MakeSortExchange({{"i"}}, {}, {SortBoundary::Int(3)}).ValueOrDie();
+  ASSIGN_OK(auto none, RunExchange(*exchange3, {}, h.ctx));
+  EXPECT_EQ(none.size(), 0u);
+}
+
+TEST(SortExchange, GivenBoundariesNeedANumericFirstKey) {
+  Harness h;
+  auto exchange = MakeSortExchange({{"s"}}, {}, {SortBoundary::Int(3)}).ValueOrDie();
+  auto result = RunExchange(*exchange, RandomBlocks(73, 2, 20), h.ctx);
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.status().message().find("'s'"), std::string::npos) << result.status().ToString();
+  EXPECT_FALSE(MakeSortExchange({{"i"}}, {}, {SortBoundary::Real(std::nan(""))}).ok());
+}
+
 TEST(SortExchange, CancelledStopsTasks) {
   Harness h;
   h.cancelled = true;
@@ -866,10 +984,32 @@ TEST(RepartitionExchange, MoreBlocksThanRowsGivesEmptyBlocks) {
   auto exchange = MakeRepartitionExchange(rows + 4, false, {}, {}).ValueOrDie();
   ASSIGN_OK(auto result, RunExchange(*exchange, input, h.ctx));
   ASSERT_EQ(static_cast<int64_t>(result.size()), rows + 4);
-  int64_t empty = 0;
-  for (const auto& p : result) empty += p[0]->num_rows() == 0;
-  EXPECT_EQ(empty, 4);
+  // One row in each of the first blocks, the empty ones last (Ray's order).
+  for (int64_t p = 0; p < rows + 4; ++p) {
+    ASSERT_EQ(result[p].size(), 1u);
+    EXPECT_EQ(result[p][0]->num_rows(), p < rows ? 1 : 0) << p;
+    EXPECT_TRUE(result[p][0]->schema()->Equals(*input[0]->schema()));
+  }
   EXPECT_TRUE(SameBatch(Concat(result), input[0]));
+}
+
+TEST(RepartitionExchange, KeysWithSortSortsEachBlockByTheKeys) {
+  auto input = RandomBlocks(45, 6, 200);
+  std::vector<std::string> keys = {"s", "i"};
+  Harness h;
+  auto plain = MakeRepartitionExchange(5, false, keys, {}).ValueOrDie();
+  ASSIGN_OK(auto unsorted, RunExchange(*plain, input, h.ctx));
+  auto sorting = MakeRepartitionExchange(5, false, keys, {}, /*sort=*/true).ValueOrDie();
+  ASSIGN_OK(auto sorted, RunExchange(*sorting, input, h.ctx));
+  ASSERT_EQ(sorted.size(), 5u);
+  for (size_t p = 0; p < sorted.size(); ++p) {
+    ASSERT_EQ(sorted[p].size(), 1u);
+    // The same rows as without sort (hashing does not depend on it), in Arrow's stable
+    // ascending order of the keys with nulls at the end.
+    EXPECT_TRUE(SameBatch(sorted[p][0], ExpectedSort(unsorted[p], {{"s"}, {"i"}}))) << p;
+  }
+  EXPECT_FALSE(MakeRepartitionExchange(5, false, {}, {}, /*sort=*/true).ok());
+  EXPECT_FALSE(MakeRepartitionExchange(5, true, {}, {}, /*sort=*/true).ok());
 }
 
 TEST(RepartitionExchange, KeysColocateEveryKey) {

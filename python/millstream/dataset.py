@@ -146,11 +146,11 @@ class _Execution:
     """A running execution (the engine's iterator), counted as running for the UDF worker
     processes (``millstream._workers``) until it is closed or dropped."""
 
-    def __init__(self, core, context: dict, batch_size, drop_last):
+    def __init__(self, core, context: dict, batch_size, drop_last, keep_empty=False):
         self._ended = True
         _workers.execution_started()
         try:
-            self._it = core.execute(context, batch_size, drop_last)
+            self._it = core.execute(context, batch_size, drop_last, keep_empty)
         except BaseException:
             _workers.execution_ended()
             raise
@@ -173,9 +173,10 @@ class _Execution:
             self.close()
 
 
-def _start(core, context: dict, batch_size, drop_last) -> _Execution:
-    """Starts an execution of the plan ``core``; closing it (Dataset._finish) ends it."""
-    return _Execution(core, context, batch_size, drop_last)
+def _start(core, context: dict, batch_size, drop_last, keep_empty=False) -> _Execution:
+    """Starts an execution of the plan ``core``; closing it (Dataset._finish) ends it.
+    ``keep_empty``: empty blocks are handed on too (whole blocks only)."""
+    return _Execution(core, context, batch_size, drop_last, keep_empty)
 
 
 class Schema:
@@ -477,14 +478,22 @@ class Dataset:
 
     # ---- all-to-all -----------------------------------------------------------------
 
-    @public(unsupported={"boundaries": Unsupported(None, why=_NOT_YET)})
+    @public
     def sort(self, key: Union[str, List[str]], descending: Union[bool, List[bool]] = False,
              boundaries: Optional[List[Union[int, float]]] = None) -> "Dataset":
         """Rows sorted by ``key`` (a column or a list of columns), ``descending`` per key (a
         bool for all, or a list); nulls last in both directions, NaN just before them, as
         in Ray. Stable: rows with equal keys keep their input order. Runs natively: each
         block is sorted as it streams in, then range partitions are merged; past the memory
-        limit, sorted runs spill to disk."""
+        limit, sorted runs spill to disk.
+
+        ``boundaries`` (ints or floats; deduplicated and ordered) split the output into
+        ``len(boundaries) + 1`` blocks by the first key, as in Ray: with ``[10, 20]``, rows
+        below 10 in the first block, from 10 up to (not including) 20 in the second, 20 and
+        above in the third; descending, the same blocks in the reverse order. Nulls and NaN
+        are in the last block; a block no row falls in is an empty block. The first key
+        must be an integer or floating-point column (else an error when executed). Without
+        them, the partitions come from sampled keys."""
         if key is None:
             raise ValueError("Dataset.sort: key must be a column name or a list of column names, not None")
         keys = [key] if isinstance(key, str) else list(key)
@@ -498,12 +507,13 @@ class Dataset:
                 raise ValueError(f"Dataset.sort: descending has {len(flags)} entries for {len(keys)} keys")
         else:
             raise TypeError(f"Dataset.sort: descending must be a bool or a list of bools, got {descending!r}")
+        bounds = _sort_boundaries(boundaries)
         schema = self._core.known_schema()
         if schema is not None:
             for k in keys:
                 if k not in schema.names:
                     raise ValueError(f"Dataset.sort: the key column {k!r} is not in the dataset; its columns are {schema.names}")
-        return Dataset(self._core.sort(keys, flags))
+        return Dataset(self._core.sort(keys, flags, bounds))
 
     @public(passthrough=_args.RAY_REMOTE_ARGS_NO_TASK)
     def random_shuffle(self, *, seed=None, num_blocks: Optional[int] = None, **ray_remote_args) -> "Dataset":
@@ -521,26 +531,34 @@ class Dataset:
         """The blocks in a random order, each unchanged (cheap; see ``random_shuffle`` for rows)."""
         return Dataset(self._core.randomize_block_order(*_seed("Dataset.randomize_block_order", seed)))
 
-    @public(unsupported={"sort": Unsupported(False, why=_NOT_YET)})
+    @public
     def repartition(self, num_blocks: Optional[int] = None, target_num_rows_per_block: Optional[int] = None, *,
                     strict: bool = False, shuffle: bool = False, keys: Optional[List[str]] = None,
                     sort: bool = False) -> "Dataset":
         """Exactly ``num_blocks`` blocks (e.g. to set the number of files a write makes):
         without ``shuffle`` or ``keys``, the rows in order, split and combined into blocks
-        whose row counts differ by at most one; with ``keys``, all rows of one key in one
-        block (hash partitioning); with ``shuffle=True``, each row in a random block.
+        whose row counts differ by at most one (with fewer rows than blocks, one row in
+        each of the first blocks, then empty ones); with ``keys``, all rows of one key in
+        one block (hash partitioning), each block's rows sorted by the keys (ascending,
+        nulls last, stable) with ``sort=True``; with ``shuffle=True``, each row in a random
+        block. Empty blocks count: ``materialize().num_blocks()`` is ``num_blocks`` (batch
+        iteration skips them). ``sort=True`` without ``keys`` raises ``ValueError``: it
+        sorts by the keys (Ray Data ignores it there).
 
         Or, with ``target_num_rows_per_block`` (not with ``num_blocks``), a streaming
         repartition (no exchange): consecutive blocks are bundled into tasks of at least
         that many rows and cut into blocks of exactly that many, small ones combined,
         large ones sliced (zero-copy); each task may end with one smaller block, or, with
         ``strict=True``, every block but the last has exactly that many rows. ``keys`` is
-        then ignored with a warning and ``shuffle=True`` raises ``ValueError``, as in Ray."""
+        then ignored with a warning, as is ``sort``, and ``shuffle=True`` raises
+        ``ValueError``, as in Ray."""
         import warnings
 
         if target_num_rows_per_block is not None:
             if keys is not None:
                 warnings.warn("`keys` is ignored when `target_num_rows_per_block` is set.")
+            if sort is not False:
+                warnings.warn("`sort` is ignored when `target_num_rows_per_block` is set.")
             if shuffle:
                 warnings.warn("`shuffle` is ignored when `target_num_rows_per_block` is set.")
         elif strict:
@@ -556,18 +574,23 @@ class Dataset:
             raise TypeError(f"Dataset.repartition: shuffle must be a bool, got {shuffle!r}")
         if not isinstance(strict, bool):
             raise TypeError(f"Dataset.repartition: strict must be a bool, got {strict!r}")
+        if not isinstance(sort, bool):
+            raise TypeError(f"Dataset.repartition: sort must be a bool, got {sort!r}")
         if target_num_rows_per_block is not None:
             rows = _args.check_int("Dataset.repartition", "target_num_rows_per_block",
                                    target_num_rows_per_block, min=1)
             return Dataset(self._core.repartition_rows(rows, strict))
         num_blocks = _args.check_int("Dataset.repartition", "num_blocks", num_blocks, min=1)
         key_list = [] if keys is None else _args.check_columns("Dataset.repartition", keys)
+        if sort and not key_list:
+            raise ValueError("Dataset.repartition: sort=True sorts each output block by `keys`; pass keys=[...] "
+                             "(without keys it has no effect in Ray Data, so it is refused here)")
         schema = self._core.known_schema()
         if schema is not None:
             for k in key_list:
                 if k not in schema.names:
                     raise ValueError(f"Dataset.repartition: the key column {k!r} is not in the dataset; its columns are {schema.names}")
-        return Dataset(self._core.repartition(num_blocks, shuffle, key_list))
+        return Dataset(self._core.repartition(num_blocks, shuffle, key_list, sort))
 
     @public
     def union(self, *other: "Dataset") -> "Dataset":
@@ -753,16 +776,18 @@ class Dataset:
 
     # ---- execution ------------------------------------------------------------------
 
-    def _execute(self, batch_size=None, drop_last=False, ordered=False):
+    def _execute(self, batch_size=None, drop_last=False, ordered=False, keep_empty=False):
         context = DataContext.get_current()._to_core()
         # Calls that collect every row return them in input order (as Ray's do).
         context["preserve_order"] = context["preserve_order"] or ordered
-        return _start(self._core, context, batch_size, drop_last)
+        return _start(self._core, context, batch_size, drop_last, keep_empty)
 
-    def _batches(self, batch_size=None, drop_last=False, ordered=False, handle=None) -> Iterator[pa.RecordBatch]:
+    def _batches(self, batch_size=None, drop_last=False, ordered=False, handle=None,
+                 keep_empty=False) -> Iterator[pa.RecordBatch]:
         """The execution's blocks; ``handle`` (an iterator's ``_ExecutionHandle``) lets
-        another thread cancel the execution while this one waits in it."""
-        it = self._execute(batch_size, drop_last, ordered)
+        another thread cancel the execution while this one waits in it; ``keep_empty``
+        (whole blocks only) hands on empty blocks too."""
+        it = self._execute(batch_size, drop_last, ordered, keep_empty)
         if handle is not None:
             handle.attach(it)
         progress = ProgressReporter(it.stats, DataContext.get_current()).start()
@@ -1032,10 +1057,17 @@ class Dataset:
 
     @public
     def materialize(self) -> "MaterializedDataset":
-        """Executes now and keeps the blocks in memory; later uses re-read those."""
-        table = self.to_arrow()
+        """Executes now and keeps the blocks in memory, as they were made (empty ones
+        included, as Ray keeps them: ``num_blocks()`` counts them); later uses re-read
+        those."""
+        batches = list(self._batches(None, ordered=True, keep_empty=True))
+        if batches:
+            table = _batch.concat_batches(batches)
+        else:
+            schema = self.schema()
+            table = (schema.base_schema if schema else pa.schema([])).empty_table()
         stats = self._last_stats
-        out = MaterializedDataset(_core.Dataset.from_arrow(table, None))
+        out = MaterializedDataset(_core.Dataset.from_arrow_blocks(table, [b.num_rows for b in batches]))
         out._last_stats = stats
         return out
 
@@ -1341,20 +1373,42 @@ class MaterializedDataset(Dataset):
 
     @public
     def num_blocks(self) -> int:
-        """The number of blocks it holds (e.g. what ``repartition`` made)."""
-        return sum(1 for _ in self._batches(None, ordered=True))
+        """The number of blocks it holds (e.g. what ``repartition`` made), empty ones included."""
+        return sum(1 for _ in self._batches(None, ordered=True, keep_empty=True))
 
     @public
     def size_bytes(self) -> int:
         """The bytes of memory its blocks take."""
         return sum(b.nbytes for b in self._batches(None, ordered=True))
 
-    def _execute(self, batch_size=None, drop_last=False, ordered=False):
+    def _execute(self, batch_size=None, drop_last=False, ordered=False, keep_empty=False):
         # Its blocks are computed: streaming them in order costs nothing (as in Ray).
-        return super()._execute(batch_size, drop_last, ordered=True)
+        return super()._execute(batch_size, drop_last, ordered=True, keep_empty=keep_empty)
 
 
 # ---- sources ------------------------------------------------------------------------
+
+
+def _sort_boundaries(boundaries) -> list:
+    """``sort``'s ``boundaries`` checked as Ray checks them (ints or floats), as the engine
+    takes them; None or empty: none (sampled)."""
+    if boundaries is None:
+        return []
+    if not isinstance(boundaries, (list, tuple)):
+        raise TypeError(f"Dataset.sort: boundaries must be a list of ints or floats, got {boundaries!r}")
+    out = []
+    for item in boundaries:
+        if not isinstance(item, (int, float)):
+            raise ValueError("The type of items in boundaries must be int or float.")
+        if isinstance(item, float):
+            if item != item:
+                raise ValueError("Dataset.sort: a boundary is NaN; boundaries must be numbers")
+            out.append(float(item))
+        else:
+            if not -2**63 <= item < 2**63:
+                raise ValueError(f"Dataset.sort: the boundary {item} does not fit in a 64-bit integer")
+            out.append(int(item))
+    return out
 
 
 def _blocks(override_num_blocks, parallelism=-1):

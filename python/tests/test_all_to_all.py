@@ -197,6 +197,117 @@ def test_sort_descending_length_mismatch():
 # ---- random_shuffle -------------------------------------------------------------------
 
 
+def expected_blocks(table: pa.Table, keys, descending, boundaries) -> list:
+    """Ray's blocks for sort(keys, descending, boundaries), by hand: the rows in pyarrow's
+    sorted order, split by the first key with numpy's searchsorted (rows below the
+    smallest boundary first ...; descending, the same ranges reversed); null and NaN last."""
+    ordered = reference_sort(table, keys, descending)
+    first = keys if isinstance(keys, str) else keys[0]
+    flag = descending if isinstance(descending, bool) else descending[0]
+    bounds = np.array(sorted(set(boundaries)), dtype=np.float64)
+    values = ordered[first].to_numpy(zero_copy_only=False).astype(np.float64)  # nulls -> NaN
+    n = len(bounds) + 1
+    part = np.searchsorted(bounds, values, side="right")
+    if flag:
+        part = n - 1 - part
+    part[np.isnan(values)] = n - 1
+    return [ordered.filter(pa.array(part == p)) for p in range(n)]
+
+
+def sorted_blocks(ds) -> list:
+    return [pa.Table.from_batches([b]) for b in ds.materialize()._batches(None, ordered=True, keep_empty=True)]
+
+
+def test_sort_boundaries_ray_docstring_example():
+    blocks = sorted_blocks(md.range(15).sort("id", descending=False, boundaries=[5, 10]))
+    assert [b["id"].to_pylist() for b in blocks] == [list(range(5)), list(range(5, 10)), list(range(10, 15))]
+
+
+@pytest.mark.parametrize("descending", [False, True, [False, True], [True, False]])
+def test_sort_boundaries_split_the_first_key(descending):
+    table = mixed_table(n=3000, seed=5)
+    boundaries = [4.5, 2, 1, 2]  # unordered, a duplicate, an int key against a float
+    ds = md.from_arrow(table, override_num_blocks=11).sort(["a", "row"], descending=descending,
+                                                           boundaries=boundaries)
+    actual, expected = sorted_blocks(ds), expected_blocks(table, ["a", "row"], descending, boundaries)
+    assert len(actual) == len(expected) == 4
+    for a, e in zip(actual, expected):
+        assert_same(a.combine_chunks(), e.combine_chunks())
+    assert ds.materialize().num_blocks() == 4
+
+
+@pytest.mark.parametrize("descending", [False, True])
+def test_sort_boundaries_float_key_with_nan_and_nulls(descending):
+    table = mixed_table(n=2000, seed=6)  # b: floats in [0, 1] (2 places), 5% NaN, 5% null
+    ds = md.from_arrow(table, override_num_blocks=5).sort("b", descending=descending, boundaries=[0.25, 0.5, 1.5])
+    actual, expected = sorted_blocks(ds), expected_blocks(table, "b", descending, [0.25, 0.5, 1.5])
+    assert [len(b) for b in actual] == [len(b) for b in expected]
+    for a, e in zip(actual, expected):
+        assert_same(a.combine_chunks(), e.combine_chunks())
+    last = actual[-1]["b"].to_pylist()
+    nan_or_null = sum(1 for v in table["b"].to_pylist() if v is None or v != v)
+    # Ascending, the last block holds the values >= 1.5 (none) and every NaN and null;
+    # descending, the values < 0.25 and then every NaN and null.
+    assert sum(1 for v in last if v is None or v != v) == nan_or_null
+    assert (len(last) == nan_or_null) == (not descending)
+
+
+def test_sort_boundaries_keep_empty_blocks():
+    ds = md.range(10, override_num_blocks=3).sort("id", boundaries=[-5, 3, 3, 100])
+    blocks = sorted_blocks(ds)
+    assert [b["id"].to_pylist() for b in blocks] == [[], [0, 1, 2], list(range(3, 10)), []]
+    assert all(b.schema.names == ["id"] for b in blocks)
+    mat = ds.materialize()
+    assert mat.num_blocks() == 4
+    assert [len(b["id"]) for b in mat.iter_batches(batch_size=None)] == [3, 7]  # no empty batch
+    down = sorted_blocks(md.range(10).sort("id", descending=True, boundaries=[-5, 3, 100]))
+    assert [b["id"].to_pylist() for b in down] == [[], list(range(9, 2, -1)), [2, 1, 0], []]
+    # An empty dataset: one empty block per partition, as Ray's empty sorted blocks.
+    empty = md.from_arrow(pa.table({"id": pa.array([], pa.int64())})).sort("id", boundaries=[1, 2])
+    assert empty.materialize().num_blocks() == 3
+    assert empty.count() == 0
+
+
+@pytest.mark.parametrize("dtype,values,boundaries", [
+    (pa.int32(), [5, -3, 0, 7, 2, 2, None, -8], [2.5, -1]),
+    (pa.uint8(), [250, 3, 128, 0, 127, 255], [128, 3.5]),
+    (pa.float32(), [0.5, -1.5, 2.0, float("nan"), 1.0, None, 3.25], [1, 2]),
+    # Exact across types: 2**53 + 1 is no float64, but compares exactly with one.
+    (pa.int64(), [2**53 + 1, 2**53, 2**53 - 1, 2**53 + 2], [float(2**53), 2**53 + 2]),
+    (pa.int64(), [-2**63, 2**63 - 1, 0], [2**63 - 1, -2**63 + 1]),
+])
+def test_sort_boundaries_of_another_numeric_type(dtype, values, boundaries):
+    table = pa.table({"x": pa.array(values, dtype), "row": np.arange(len(values))})
+    ds = md.from_arrow(table, override_num_blocks=2).sort("x", boundaries=boundaries)
+    got = [b["x"].to_pylist() for b in sorted_blocks(ds)]
+    # By hand, with Python's exact int/float comparison.
+    bounds = sorted(set(boundaries))
+    want = [[] for _ in range(len(bounds) + 1)]
+    for v in sorted(v for v in values if v is not None and v == v):
+        want[sum(1 for b in bounds if b <= v)].append(v)
+    want[-1] += [v for v in reference_sort(table, "x", False)["x"].to_pylist() if v is None or v != v]
+    assert [[_norm(v) for v in b] for b in got] == [[_norm(v) for v in b] for b in want]
+
+
+def test_sort_boundaries_errors():
+    ds = md.from_arrow(pa.table({"s": ["b", "a"], "x": [1, 2]}))
+    with pytest.raises(ValueError, match="must be int or float"):
+        ds.sort("x", boundaries=["a"])
+    with pytest.raises(ValueError, match="must be int or float"):
+        ds.sort("x", boundaries=[np.int64(3)])  # as in Ray: only Python ints and floats
+    with pytest.raises(ValueError, match="NaN"):
+        ds.sort("x", boundaries=[float("nan")])
+    with pytest.raises(ValueError, match="64-bit"):
+        ds.sort("x", boundaries=[2**64])
+    with pytest.raises(TypeError, match="boundaries must be a list"):
+        ds.sort("x", boundaries=3)
+    with pytest.raises(Exception, match="first key column 's'.*string"):
+        ds.sort("s", boundaries=[1]).take_all()
+    # Empty boundaries: sampled, as without them.
+    assert [r["x"] for r in ds.sort("x", boundaries=[]).take_all()] == [1, 2]
+    assert "boundaries=[1, 2.5]" in explain_text(ds.sort("x", boundaries=[2.5, 1]))
+
+
 def shuffle_input(n=5000):
     return md.from_arrow(pa.table({"id": np.arange(n), "v": np.arange(n) * 2}), override_num_blocks=10)
 
@@ -300,11 +411,12 @@ def test_repartition_more_blocks_than_rows():
     assert ids(mat) == [0, 1, 2]
 
 
-@pytest.mark.xfail(strict=True, reason="empty blocks are dropped on the way to the consumer "
-                   "(BatchIterator skips them, materialize rebuilds blocks from a table), so "
-                   "num_blocks() counts only non-empty ones; Ray keeps them: "
-                   "range(20, override_num_blocks=10).repartition(5, shuffle=True) has rows "
-                   "[10, 10, 0, 0, 0] in Ray's tests")
+def block_rows(mat) -> list:
+    """Row counts of a materialized dataset's blocks, empty ones included (what Ray's
+    ``iter_internal_ref_bundles`` metadata shows; batch iteration skips empty blocks)."""
+    return [b.num_rows for b in mat._batches(None, ordered=True, keep_empty=True)]
+
+
 @pytest.mark.parametrize("how", ["split", "keys"])
 def test_repartition_keeps_empty_blocks_in_the_count(how):
     if how == "split":
@@ -312,6 +424,33 @@ def test_repartition_keeps_empty_blocks_in_the_count(how):
     else:
         mat = md.from_arrow(pa.table({"k": [1, 1, 2, 2]})).repartition(6, keys=["k"]).materialize()
     assert mat.num_blocks() == (5 if how == "split" else 6)
+
+
+def test_repartition_fewer_rows_than_blocks_empty_blocks_last():
+    # Ray's split repartition: indices int(i * 3 / 5) -> splits of 0, 1, 0, 1, 1 rows; the
+    # non-empty ones are reduced and the empty ones appended: rows [1, 1, 1, 0, 0].
+    mat = md.range(3, override_num_blocks=2).repartition(5).materialize()
+    assert block_rows(mat) == [1, 1, 1, 0, 0]
+    assert ids(mat) == [0, 1, 2]
+    # The consumers that go by batches never see an empty one (Ray's Batcher skips them).
+    assert [len(b["id"]) for b in mat.iter_batches(batch_size=None)] == [1, 1, 1]
+    assert [len(b["id"]) for b in mat.iter_batches(batch_size=2)] == [2, 1]
+    assert [len(b) for b in mat.iter_batches(batch_size=None, batch_format="pandas")] == [1, 1, 1]
+    assert mat.count() == 3
+    assert mat.to_pandas()["id"].tolist() == [0, 1, 2]
+    # The empty blocks keep the schema.
+    assert mat.schema().names == ["id"]
+    # Straight from the pipeline (not materialized), the same.
+    assert [len(b["id"]) for b in md.range(3).repartition(5).iter_batches(batch_size=None)] == [1, 1, 1]
+
+
+def test_repartition_empty_blocks_survive_a_second_materialize():
+    mat = md.from_arrow(pa.table({"k": [1, 1, 2, 2], "v": [1.0, 2.0, 3.0, 4.0]})).repartition(6, keys=["k"])
+    once = mat.materialize()
+    twice = once.materialize()
+    assert once.num_blocks() == twice.num_blocks() == 6
+    assert sorted(block_rows(twice)) == [0, 0, 0, 0, 2, 2]
+    assert twice.schema().names == ["k", "v"]
 
 
 def test_repartition_by_keys_puts_each_key_in_one_block():
@@ -335,6 +474,42 @@ def test_repartition_shuffle_is_a_permutation():
     out = ids(mat)
     assert sorted(out) == list(range(2000))
     assert out != list(range(2000))
+
+
+def test_repartition_keys_sort_sorts_each_block_by_the_keys():
+    rng = np.random.default_rng(21)
+    n = 3000
+    table = pa.table({
+        "k": pa.array(rng.integers(0, 40, n), mask=rng.random(n) < 0.05),
+        "j": pa.array(rng.integers(0, 3, n)),
+        "row": np.arange(n),
+    })
+    for keys in (["k"], ["k", "j"]):
+        mat = md.from_arrow(table, override_num_blocks=7).repartition(5, keys=keys, sort=True).materialize()
+        assert mat.num_blocks() == 5
+        blocks = list(mat.iter_batches(batch_size=None, batch_format="pyarrow"))
+        for block in blocks:
+            block = block.combine_chunks() if isinstance(block, pa.Table) else pa.Table.from_batches([block])
+            # A hash partition's rows come in input order (`row` ascending); sorted stably by
+            # the keys, ascending with nulls last, as pyarrow sorts them.
+            assert_same(block, reference_sort(block, keys + ["row"], False))
+        together = pa.concat_tables([b if isinstance(b, pa.Table) else pa.Table.from_batches([b]) for b in blocks])
+        assert sorted(together["row"].to_pylist()) == list(range(n))
+        frame = together.to_pandas().assign(block=np.repeat(np.arange(len(blocks)), [len(b) for b in blocks]))
+        assert (frame.groupby(keys, dropna=False)["block"].nunique() == 1).all()
+
+
+def test_repartition_sort_needs_keys():
+    with pytest.raises(ValueError, match="sort=True sorts each output block by `keys`"):
+        md.range(10).repartition(2, sort=True)
+    with pytest.raises(ValueError, match="sort=True"):
+        md.range(10).repartition(2, shuffle=True, sort=True)
+    with pytest.raises(TypeError, match="sort must be a bool"):
+        md.range(10).repartition(2, keys=["id"], sort="yes")
+    with pytest.warns(UserWarning, match="`sort` is ignored when `target_num_rows_per_block` is set"):
+        ds = md.range(10).repartition(target_num_rows_per_block=4, sort=True)
+    assert ids(ds) == list(range(10))
+    assert "sort" in explain_text(md.range(10).repartition(2, keys=["id"], sort=True))
 
 
 def test_repartition_argument_errors():

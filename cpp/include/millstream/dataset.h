@@ -32,6 +32,17 @@ struct SortKey {
   bool descending = false;
 };
 
+/// \brief A value of the first sort key at which a sort starts a new output block (Ray
+/// Data's `sort(boundaries=...)`): an integer or a floating-point number, compared
+/// exactly with the key's values whatever their numeric type.
+struct SortBoundary {
+  bool is_integer = true;
+  int64_t integer = 0;
+  double real = 0;
+  static SortBoundary Int(int64_t v) { return {true, v, 0}; }
+  static SortBoundary Real(double v) { return {false, 0, v}; }
+};
+
 /// \brief One aggregation of a group-by (Ray Data's `Count`, `Sum`, `Min`, `Max`, `Mean`,
 /// `Std`, `AbsMax`). `column` empty counts rows (Count only). With `ignore_nulls`, nulls
 /// are skipped (a group with no values gives null); without, a null in a group makes its
@@ -278,8 +289,11 @@ class BlockStream {
 /// one may be shorter unless `drop_last`); a batch crossing blocks is concatenated.
 class BatchIterator {
  public:
+  /// Without `batch_size`, whole blocks, skipping empty ones unless `keep_empty_blocks`
+  /// (what materialize and num_blocks count, as Ray Data keeps a repartition's empty
+  /// blocks); with it, batches of that many rows, never empty.
   BatchIterator(std::unique_ptr<BlockStream> stream, std::optional<int64_t> batch_size,
-                bool drop_last);
+                bool drop_last, bool keep_empty_blocks = false);
   /// The next batch, or nullptr at the end.
   arrow::Result<Block> Next();
   arrow::Result<Block> NextFor(std::chrono::milliseconds timeout, bool* timed_out);
@@ -289,6 +303,7 @@ class BatchIterator {
   std::unique_ptr<BlockStream> stream_;
   std::optional<int64_t> batch_size_;
   bool drop_last_;
+  bool keep_empty_blocks_;
   std::vector<Block> pending_;
   int64_t pending_rows_ = 0;
   bool exhausted_ = false;
@@ -306,6 +321,9 @@ class Dataset {
   /// The rows of an in-memory table, split into `override_num_blocks` blocks if given.
   static arrow::Result<Dataset> FromArrow(std::shared_ptr<arrow::Table> table,
                                           std::optional<int64_t> override_num_blocks = {});
+  /// These blocks as they are, each one block (empty ones included), of `schema`.
+  static arrow::Result<Dataset> FromBlocks(std::vector<Block> blocks,
+                                           std::shared_ptr<arrow::Schema> schema);
   /// Parquet files: each path is a file, a directory (read recursively; names starting
   /// with '.' or '_' are skipped) or a glob.
   static arrow::Result<Dataset> ReadParquet(std::vector<std::string> paths,
@@ -333,6 +351,16 @@ class Dataset {
   /// streams in, range-partitions by sampled boundaries and sorts each partition,
   /// spilling past the memory limit.
   Dataset Sort(std::vector<SortKey> keys) const;
+  /// As Sort(keys), with the output split at `boundaries` of the first key instead of at
+  /// sampled ones (Ray Data's `boundaries`): `boundaries.size() + 1` partitions (the
+  /// values deduplicated and ordered), each one or more blocks, an empty one where no row
+  /// falls. Ascending, partition 0 has the rows whose first key is below the smallest
+  /// boundary and partition i those at or above boundary i-1 and below boundary i;
+  /// descending, the partitions come in the reverse order (the largest values first).
+  /// Nulls and NaN go to the last partition. The first key must be of an integer or
+  /// floating-point type (an error naming it at execution otherwise); a NaN boundary is
+  /// an error. Empty `boundaries`: the same as Sort(keys).
+  arrow::Result<Dataset> Sort(std::vector<SortKey> keys, std::vector<SortBoundary> boundaries) const;
   /// One row per distinct combination of `keys` (nulls form a group of their own) with
   /// the key columns then one column per aggregate, sorted by the keys (nulls last); no
   /// keys: one row for the whole dataset (none when it is empty). Runs as an exchange
@@ -350,8 +378,10 @@ class Dataset {
   /// into blocks whose row counts differ by at most one; with `keys`, every row of one
   /// key in one block (hash partitioning; `num_blocks = 0`: as many as the data size
   /// asks for); with `shuffle`, each row in a random block.
+  /// With `keys` and `sort`, each block's rows are then sorted by the keys (ascending,
+  /// nulls last, stable); `sort` without keys is an error.
   arrow::Result<Dataset> Repartition(int64_t num_blocks, bool shuffle = false,
-                                     std::vector<std::string> keys = {}) const;
+                                     std::vector<std::string> keys = {}, bool sort = false) const;
   /// Streamed (no exchange): blocks of `target_rows` rows, in order within each task.
   /// Small blocks are combined and large ones cut; not `strict`, each task (of at least
   /// `target_rows` rows, bundled from consecutive blocks) may end with one smaller block;

@@ -17,6 +17,7 @@
 #include "planner/planner.h"
 #include "shuffle/aggregate.h"
 #include "shuffle/hash_join.h"
+#include "shuffle/sort_boundaries.h"
 
 namespace millstream {
 
@@ -83,8 +84,10 @@ ExecutionStats BlockStream::stats() const { return execution_->stats(); }
 int64_t BlockStream::accounted_bytes() const { return execution_->accounted_bytes(); }
 
 BatchIterator::BatchIterator(std::unique_ptr<BlockStream> stream,
-                             std::optional<int64_t> batch_size, bool drop_last)
-    : stream_(std::move(stream)), batch_size_(batch_size), drop_last_(drop_last) {}
+                             std::optional<int64_t> batch_size, bool drop_last,
+                             bool keep_empty_blocks)
+    : stream_(std::move(stream)), batch_size_(batch_size), drop_last_(drop_last),
+      keep_empty_blocks_(keep_empty_blocks) {}
 
 arrow::Result<Block> BatchIterator::Next() {
   bool timed_out = false;
@@ -102,7 +105,7 @@ arrow::Result<Block> BatchIterator::NextFor(std::chrono::milliseconds timeout, b
         exhausted_ = true;
         return nullptr;
       }
-      if (block->num_rows() == 0) continue;
+      if (block->num_rows() == 0 && !keep_empty_blocks_) continue;
       return block;
     }
     if (pending_rows_ >= *batch_size_ || (exhausted_ && pending_rows_ > 0)) {
@@ -213,6 +216,19 @@ arrow::Result<Dataset> Dataset::FromArrow(std::shared_ptr<arrow::Table> table,
   }
   return Dataset(ReadOp::Make(
       MakeBlocksSource(std::move(blocks), table->schema(), "FromArrow"), override_num_blocks));
+}
+
+arrow::Result<Dataset> Dataset::FromBlocks(std::vector<Block> blocks,
+                                           std::shared_ptr<arrow::Schema> schema) {
+  if (!schema) return arrow::Status::Invalid("FromBlocks: no schema given");
+  for (const auto& block : blocks) {
+    if (!block) return arrow::Status::Invalid("FromBlocks: a block is null");
+  }
+  if (blocks.empty()) {
+    ARROW_ASSIGN_OR_RAISE(auto empty, arrow::RecordBatch::MakeEmpty(schema));
+    blocks.push_back(std::move(empty));
+  }
+  return Dataset(ReadOp::Make(MakeBlocksSource(std::move(blocks), schema, "FromArrow"), std::nullopt));
 }
 
 arrow::Result<Dataset> Dataset::ReadParquet(std::vector<std::string> paths,
@@ -445,6 +461,12 @@ Dataset Dataset::Sort(std::vector<SortKey> keys) const {
   return Dataset(std::make_shared<SortOp>(plan_, std::move(keys)));
 }
 
+arrow::Result<Dataset> Dataset::Sort(std::vector<SortKey> keys,
+                                     std::vector<SortBoundary> boundaries) const {
+  ARROW_ASSIGN_OR_RAISE(boundaries, NormalizeSortBoundaries(std::move(boundaries)));
+  return Dataset(std::make_shared<SortOp>(plan_, std::move(keys), std::move(boundaries)));
+}
+
 Dataset Dataset::RandomShuffle(RandomSeedConfig seed) const {
   return Dataset(std::make_shared<RandomShuffleOp>(plan_, RandomSeed(seed)));
 }
@@ -454,11 +476,14 @@ Dataset Dataset::RandomizeBlockOrder(RandomSeedConfig seed) const {
 }
 
 arrow::Result<Dataset> Dataset::Repartition(int64_t num_blocks, bool shuffle,
-                                            std::vector<std::string> keys) const {
+                                            std::vector<std::string> keys, bool sort) const {
   if (num_blocks < 0 || (num_blocks == 0 && keys.empty())) {
     return arrow::Status::Invalid("repartition: num_blocks must be positive, got ", num_blocks);
   }
-  return Dataset(std::make_shared<RepartitionOp>(plan_, num_blocks, shuffle, std::move(keys)));
+  if (sort && keys.empty()) {
+    return arrow::Status::Invalid("repartition: sort=True sorts each output block by the keys; pass keys");
+  }
+  return Dataset(std::make_shared<RepartitionOp>(plan_, num_blocks, shuffle, std::move(keys), sort));
 }
 
 arrow::Result<Dataset> Dataset::RepartitionRows(int64_t target_rows, bool strict) const {

@@ -1,7 +1,9 @@
 #include "plan/logical_operator.h"
 
 #include <algorithm>
+#include <iomanip>
 #include <set>
+#include <sstream>
 
 #include <arrow/type.h>
 
@@ -182,6 +184,19 @@ std::string SortOp::Name() const {
   for (size_t i = 0; i < keys.size(); ++i) {
     name += (i ? ", " : "") + keys[i].column + (keys[i].descending ? " desc" : "");
   }
+  if (!boundaries.empty()) {
+    std::ostringstream out;
+    out << std::setprecision(17);
+    for (size_t i = 0; i < boundaries.size(); ++i) {
+      out << (i ? ", " : "");
+      if (boundaries[i].is_integer) {
+        out << boundaries[i].integer;
+      } else {
+        out << boundaries[i].real;
+      }
+    }
+    name += ", boundaries=[" + out.str() + "]";
+  }
   return name + "]";
 }
 
@@ -189,6 +204,7 @@ std::string RepartitionOp::Name() const {
   std::string name = "Repartition[" + (num_blocks > 0 ? std::to_string(num_blocks) : std::string("auto"));
   if (shuffle) name += ", shuffle";
   for (const auto& key : keys) name += ", " + key;
+  if (sort) name += ", sort";
   return name + "]";
 }
 

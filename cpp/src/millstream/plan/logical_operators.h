@@ -153,15 +153,18 @@ struct RandomSeed {
   std::shared_ptr<std::atomic<uint64_t>> executions = std::make_shared<std::atomic<uint64_t>>(0);
 };
 
-/// \brief Rows sorted by `keys` (nulls last), stable.
+/// \brief Rows sorted by `keys` (nulls last), stable; with `boundaries` (ascending,
+/// distinct), the output split at those values of the first key.
 class SortOp : public AllToAllOp {
  public:
-  SortOp(PlanPtr input, std::vector<SortKey> keys) : AllToAllOp(std::move(input)), keys(std::move(keys)) {}
+  SortOp(PlanPtr input, std::vector<SortKey> keys, std::vector<SortBoundary> boundaries = {})
+      : AllToAllOp(std::move(input)), keys(std::move(keys)), boundaries(std::move(boundaries)) {}
   std::string Name() const override;
   PlanPtr WithInputs(std::vector<PlanPtr> inputs) const override {
-    return std::make_shared<SortOp>(std::move(inputs.at(0)), keys);
+    return std::make_shared<SortOp>(std::move(inputs.at(0)), keys, boundaries);
   }
   std::vector<SortKey> keys;
+  std::vector<SortBoundary> boundaries;
 };
 
 /// \brief A uniformly random permutation of the rows.
@@ -190,15 +193,18 @@ class RandomizeBlockOrderOp : public AllToAllOp {
 /// shuffled.
 class RepartitionOp : public AllToAllOp {
  public:
-  RepartitionOp(PlanPtr input, int64_t num_blocks, bool shuffle, std::vector<std::string> keys)
-      : AllToAllOp(std::move(input)), num_blocks(num_blocks), shuffle(shuffle), keys(std::move(keys)) {}
+  RepartitionOp(PlanPtr input, int64_t num_blocks, bool shuffle, std::vector<std::string> keys,
+                bool sort = false)
+      : AllToAllOp(std::move(input)), num_blocks(num_blocks), shuffle(shuffle), keys(std::move(keys)),
+        sort(sort) {}
   std::string Name() const override;
   PlanPtr WithInputs(std::vector<PlanPtr> inputs) const override {
-    return std::make_shared<RepartitionOp>(std::move(inputs.at(0)), num_blocks, shuffle, keys);
+    return std::make_shared<RepartitionOp>(std::move(inputs.at(0)), num_blocks, shuffle, keys, sort);
   }
   int64_t num_blocks;
   bool shuffle;
   std::vector<std::string> keys;
+  bool sort;  // each block sorted by `keys`
 };
 
 /// \brief One row per group of `keys` (none: the whole dataset) with the `aggregates`, in

@@ -129,7 +129,7 @@ const PlannerRegistry& PlannerRegistry::Default() {
       return MakeZipOperator(static_cast<int>(node->inputs().size()));
     });
     r.Register<SortOp>(AllToAll<SortOp>([](const SortOp& op, ExchangeOptions options) {
-      return MakeSortExchange(op.keys, std::move(options));
+      return MakeSortExchange(op.keys, std::move(options), op.boundaries);
     }));
     r.Register<RandomShuffleOp>(AllToAll<RandomShuffleOp>([](const RandomShuffleOp& op, ExchangeOptions options) {
       return MakeRandomShuffleExchange(op.seed.ForExecution(), std::move(options));
@@ -138,7 +138,7 @@ const PlannerRegistry& PlannerRegistry::Default() {
       return MakeRandomizeBlockOrderExchange(op.seed.ForExecution(), std::move(options));
     }));
     r.Register<RepartitionOp>(AllToAll<RepartitionOp>([](const RepartitionOp& op, ExchangeOptions options) {
-      return MakeRepartitionExchange(op.num_blocks, op.shuffle, op.keys, std::move(options));
+      return MakeRepartitionExchange(op.num_blocks, op.shuffle, op.keys, std::move(options), op.sort);
     }));
     r.Register<AggregateOp>(AllToAll<AggregateOp>([](const AggregateOp& op, ExchangeOptions options) {
       options.num_partitions = op.num_partitions;

@@ -4,11 +4,13 @@
 #include <mutex>
 
 #include <arrow/api.h>
+#include <arrow/compute/api.h>
 
 #include "exec/schema_unify.h"
 #include "shuffle/bucket_exchange.h"
 #include "shuffle/key_hash.h"
 #include "shuffle/random.h"
+#include "shuffle/sort_keys.h"
 #include "shuffle/stored_block.h"
 
 namespace millstream {
@@ -19,10 +21,10 @@ namespace {
 /// size asks for, see ChoosePartitions).
 class HashRepartitionExchange : public BucketExchange {
  public:
-  HashRepartitionExchange(int64_t n, std::vector<std::string> keys, uint64_t seed,
+  HashRepartitionExchange(int64_t n, std::vector<std::string> keys, bool sort, uint64_t seed,
                           ExchangeOptions options)
       : BucketExchange(options, n > 0 ? n : kAutoBuckets), n_(n), buckets_(n > 0 ? n : kAutoBuckets),
-        keys_(std::move(keys)), seed_(seed) {}
+        keys_(std::move(keys)), sort_(sort), seed_(seed) {}
 
   std::string name() const override { return "Repartition"; }
 
@@ -47,8 +49,19 @@ class HashRepartitionExchange : public BucketExchange {
     return n_ > 0 ? n_ : ChoosePartitions(total_bytes, total_rows, options());
   }
 
-  arrow::Status Output(int64_t, Block rows, const Emit& emit, ExchangeContext&) override {
-    return emit(std::move(rows));
+  arrow::Status Output(int64_t, Block rows, const Emit& emit, ExchangeContext& ctx) override {
+    if (!sort_ || rows->num_rows() < 2) return emit(std::move(rows));
+    // sort=True: the block's rows by the keys, ascending, nulls last, stable.
+    std::vector<SortKey> order;
+    for (const auto& key : keys_) order.push_back({key, false});
+    ARROW_ASSIGN_OR_RAISE(auto key_arrays, SortKeyArrays(*rows, order, ctx.pool));
+    ARROW_ASSIGN_OR_RAISE(auto indices, SortOrder(key_arrays, order, ctx.pool));
+    key_arrays.clear();
+    arrow::compute::ExecContext exec(ctx.pool);
+    ARROW_ASSIGN_OR_RAISE(auto sorted, arrow::compute::Take(arrow::Datum(rows), arrow::Datum(indices),
+                                                            arrow::compute::TakeOptions::NoBoundsCheck(), &exec));
+    rows.reset();
+    return emit(sorted.record_batch());
   }
 
  private:
@@ -56,6 +69,7 @@ class HashRepartitionExchange : public BucketExchange {
   int64_t n_;
   int64_t buckets_;
   std::vector<std::string> keys_;
+  bool sort_;
   uint64_t seed_;
 };
 
@@ -168,10 +182,16 @@ class SplitRepartitionExchange : public Exchange {
     bool empty() const { return end <= begin; }
   };
 
-  /// The rows of `stored` that output block `p` takes: p's share of the whole input is
-  /// rows [total*p/n, total*(p+1)/n).
+  /// The first row of output block `p` in the whole input: total*p/n, so that row
+  /// counts differ by at most one; with fewer rows than blocks, one row in each of the
+  /// first blocks and the empty ones last (Ray Data's order).
+  int64_t Start(int64_t p) const {
+    return total_rows_ < n_ ? std::min(p, total_rows_) : total_rows_ * p / n_;
+  }
+
+  /// The rows of `stored` that output block `p` takes: rows [Start(p), Start(p+1)).
   Range Overlap(const Stored& stored, int64_t p) const {
-    int64_t lo = total_rows_ * p / n_, hi = total_rows_ * (p + 1) / n_;
+    int64_t lo = Start(p), hi = Start(p + 1);
     int64_t begin = std::max(lo, stored.first_row) - stored.first_row;
     int64_t end = std::min(hi, stored.first_row + stored.block->num_rows()) - stored.first_row;
     return {begin, end};
@@ -192,7 +212,7 @@ class SplitRepartitionExchange : public Exchange {
 
 arrow::Result<std::unique_ptr<Exchange>> MakeRepartitionExchange(int64_t num_blocks, bool shuffle,
                                                                  std::vector<std::string> keys,
-                                                                 ExchangeOptions options) {
+                                                                 ExchangeOptions options, bool sort) {
   if ((num_blocks < 1 && !(num_blocks == 0 && !keys.empty())) || num_blocks > (int64_t{1} << 31)) {
     return arrow::Status::Invalid("repartition: num_blocks must be a positive integer (at most 2^31), got ",
                                   num_blocks);
@@ -200,11 +220,14 @@ arrow::Result<std::unique_ptr<Exchange>> MakeRepartitionExchange(int64_t num_blo
   for (const auto& key : keys) {
     if (key.empty()) return arrow::Status::Invalid("repartition: a key column name is empty");
   }
+  if (sort && keys.empty()) {
+    return arrow::Status::Invalid("repartition: sort=True sorts each output block by the keys; pass keys");
+  }
   if (!shuffle && keys.empty()) {
     return std::make_unique<SplitRepartitionExchange>(num_blocks, options);
   }
   uint64_t seed = options.seed ? *options.seed : FreshSeed();
-  return std::make_unique<HashRepartitionExchange>(num_blocks, std::move(keys), seed, options);
+  return std::make_unique<HashRepartitionExchange>(num_blocks, std::move(keys), sort, seed, options);
 }
 
 }  // namespace millstream

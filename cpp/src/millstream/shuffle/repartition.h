@@ -23,8 +23,12 @@ namespace millstream {
 ///
 /// `num_blocks = 0` with keys: as many blocks as the data size asks for
 /// (`ChoosePartitions`; map_groups uses it). `options.num_partitions` is ignored.
+///
+/// With keys and `sort` (Ray Data's `sort=True`), each output block's rows are sorted by
+/// the keys (ascending, nulls last, stable); `sort` without keys is an error.
 arrow::Result<std::unique_ptr<Exchange>> MakeRepartitionExchange(int64_t num_blocks, bool shuffle,
                                                                  std::vector<std::string> keys,
-                                                                 ExchangeOptions options);
+                                                                 ExchangeOptions options,
+                                                                 bool sort = false);
 
 }  // namespace millstream

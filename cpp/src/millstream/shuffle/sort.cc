@@ -8,6 +8,7 @@
 #include <arrow/compute/api.h>
 
 #include "exec/schema_unify.h"
+#include "shuffle/sort_boundaries.h"
 #include "shuffle/sort_keys.h"
 #include "shuffle/stored_block.h"
 
@@ -73,8 +74,8 @@ int64_t Partition(int64_t lo, int64_t hi, Before before) {
 
 class SortExchange : public Exchange {
  public:
-  SortExchange(std::vector<SortKey> keys, ExchangeOptions options)
-      : keys_(std::move(keys)), options_(options) {}
+  SortExchange(std::vector<SortKey> keys, std::vector<SortBoundary> given, ExchangeOptions options)
+      : keys_(std::move(keys)), given_(std::move(given)), options_(options) {}
 
   std::string name() const override { return "Sort"; }
 
@@ -115,6 +116,7 @@ class SortExchange : public Exchange {
     for (const auto& run : keyless_) indexed.emplace_back(run.index, run.stored->schema());
     ARROW_ASSIGN_OR_RAISE(schema_, UnifyInOrder(std::move(indexed)));
     ARROW_ASSIGN_OR_RAISE(key_schema_, SortKeySchema(*schema_, keys_));
+    if (!given_.empty()) ARROW_RETURN_NOT_OK(GivenBoundaries::CheckType(*key_schema_->field(0)->type(), keys_[0]));
     for (auto& run : keyless_) {
       ARROW_ASSIGN_OR_RAISE(auto pieces, run.stored->Pieces(0, 1, ctx));
       run.stored.reset();
@@ -126,9 +128,13 @@ class SortExchange : public Exchange {
     keyless_.clear();
     std::sort(runs_.begin(), runs_.end(),
               [](const Run& a, const Run& b) { return a.index < b.index; });
-    n_ = runs_.empty() ? 1 : ChoosePartitions(total_bytes_, total_rows_, options_);
+    if (!given_.empty()) {
+      n_ = static_cast<int64_t>(given_.size()) + 1;
+    } else {
+      n_ = runs_.empty() ? 1 : ChoosePartitions(total_bytes_, total_rows_, options_);
+    }
 
-    if (n_ > 1) {
+    if (n_ > 1 && given_.empty()) {
       // Concatenated in input order, each run's samples in run order: the stable sort of
       // their keys orders them by (key, input index, place in run), as the output is.
       std::vector<Block> samples;
@@ -161,19 +167,19 @@ class SortExchange : public Exchange {
       int64_t chunks = run.stored->num_pieces();
       run.ranges.assign(n_, {0, chunks});
       if (n_ > 1) {
-        ARROW_ASSIGN_OR_RAISE(auto cmp, RowComparator::Make(bounds->columns(), boundaries_, keys_));
+        ARROW_ASSIGN_OR_RAISE(auto before, BoundaryTest(bounds->columns()));
         for (int64_t p = 0; p < n_; ++p) {
           int64_t lo = 0, hi = chunks;
           if (p > 0) {
             // The first chunk whose last row is not before boundary p-1.
             lo = Partition(0, chunks, [&](int64_t c) {
-              return Before(cmp, 2 * c + 1, run.index, run.stored->piece_offset(c + 1) - 1, p - 1);
+              return before(2 * c + 1, run.index, run.stored->piece_offset(c + 1) - 1, p - 1);
             });
           }
           if (p < n_ - 1) {
             // The first chunk whose first row is not before boundary p.
             hi = Partition(0, chunks, [&](int64_t c) {
-              return Before(cmp, 2 * c, run.index, run.stored->piece_offset(c), p);
+              return before(2 * c, run.index, run.stored->piece_offset(c), p);
             });
           }
           run.ranges[p] = {lo, std::max(lo, hi)};
@@ -273,6 +279,25 @@ class SortExchange : public Exchange {
     return position < boundary_positions_[j];
   }
 
+  /// (row i of `keys`, its run's input index, its place in the run, boundary j) -> whether
+  /// the row belongs to a partition before boundary j.
+  using BeforeFn = std::function<bool(int64_t, int64_t, int64_t, int64_t)>;
+
+  /// The boundary test for rows of `keys` (the key columns, cast to the key schema):
+  /// Before against the sampled boundaries, or the first key against the given ones.
+  arrow::Result<BeforeFn> BoundaryTest(const ArrayVector& keys) const {
+    if (!given_.empty()) {
+      ARROW_ASSIGN_OR_RAISE(auto given, GivenBoundaries::Make(keys[0], given_, keys_[0]));
+      return BeforeFn([given = std::move(given)](int64_t i, int64_t, int64_t, int64_t j) {
+        return given.Before(i, j);
+      });
+    }
+    ARROW_ASSIGN_OR_RAISE(auto cmp, RowComparator::Make(keys, boundaries_, keys_));
+    return BeforeFn([this, cmp = std::move(cmp)](int64_t i, int64_t run, int64_t position, int64_t j) {
+      return Before(cmp, i, run, position, j);
+    });
+  }
+
   /// The rows of partition `p` from every run, in input order (each sorted).
   arrow::Status Collect(int64_t p, ExchangeContext& ctx, std::vector<Block>* slices,
                         std::vector<StoredBlock*>* read, int64_t* loaded) {
@@ -295,10 +320,10 @@ class SortExchange : public Exchange {
         bool first = k == 0 && p > 0, last = k + 1 == pieces.size() && p < n_ - 1;
         if (first || last) {
           ARROW_ASSIGN_OR_RAISE(auto keys, SortKeyArrays(*piece, keys_, ctx.pool));
-          ARROW_ASSIGN_OR_RAISE(auto cmp, RowComparator::Make(keys, boundaries_, keys_));
+          ARROW_ASSIGN_OR_RAISE(auto before, BoundaryTest(keys));
           int64_t offset = run.stored->piece_offset(c0 + static_cast<int64_t>(k));
           auto lower_bound = [&](int64_t lo, int64_t hi, int64_t j) {
-            return Partition(lo, hi, [&](int64_t r) { return Before(cmp, r, run.index, offset + r, j); });
+            return Partition(lo, hi, [&](int64_t r) { return before(r, run.index, offset + r, j); });
           };
           if (first) begin = lower_bound(0, end, p - 1);
           if (last) end = lower_bound(begin, end, p);
@@ -312,8 +337,9 @@ class SortExchange : public Exchange {
   arrow::Status MergeAndEmit(std::vector<Block> slices, const Emit& emit, ExchangeContext& ctx,
                              int64_t p, const std::function<void()>& release) {
     if (slices.empty()) {
-      // The schema survives an input of no rows: partition 0 emits one empty block.
-      if (p != 0 || total_rows_ != 0) return arrow::Status::OK();
+      // The schema survives an input of no rows: partition 0 emits one empty block. With
+      // given boundaries, every partition is a block, empty or not (as in Ray Data).
+      if (given_.empty() && (p != 0 || total_rows_ != 0)) return arrow::Status::OK();
       ARROW_ASSIGN_OR_RAISE(Block empty, arrow::RecordBatch::MakeEmpty(schema_, ctx.pool));
       return emit(std::move(empty));
     }
@@ -354,6 +380,7 @@ class SortExchange : public Exchange {
   }
 
   std::vector<SortKey> keys_;
+  std::vector<SortBoundary> given_;  // of the first key, ascending; empty: sampled
   ExchangeOptions options_;
   ExchangeLedger ledger_;  // before runs_: outlives the blocks it counts
   std::mutex mutex_;
@@ -371,12 +398,14 @@ class SortExchange : public Exchange {
 }  // namespace
 
 arrow::Result<std::unique_ptr<Exchange>> MakeSortExchange(std::vector<SortKey> keys,
-                                                          ExchangeOptions options) {
+                                                          ExchangeOptions options,
+                                                          std::vector<SortBoundary> boundaries) {
   if (keys.empty()) return arrow::Status::Invalid("sort needs at least one key column");
   for (const auto& key : keys) {
     if (key.column.empty()) return arrow::Status::Invalid("sort key column name is empty");
   }
-  return std::make_unique<SortExchange>(std::move(keys), options);
+  ARROW_ASSIGN_OR_RAISE(boundaries, NormalizeSortBoundaries(std::move(boundaries)));
+  return std::make_unique<SortExchange>(std::move(keys), std::move(boundaries), options);
 }
 
 }  // namespace millstream

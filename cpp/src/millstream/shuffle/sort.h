@@ -20,7 +20,14 @@ namespace millstream {
 /// only the chunks it needs are read back from spill files) and sorts them. A block without a key column
 /// that other blocks have sorts as if its keys were null. An empty `keys` or a key column
 /// in no block is an error (at FinishMap) naming the column and the columns there are.
+///
+/// With `boundaries` (values of the first key; see Dataset::Sort), they replace the
+/// sampled ones: `boundaries.size() + 1` partitions (after deduplication), split by the
+/// first key alone, each emitting at least one block (an empty one when no row falls
+/// there); `options.num_partitions` is then ignored. A first key that is not of an
+/// integer or floating-point type is an error at FinishMap naming it.
 arrow::Result<std::unique_ptr<Exchange>> MakeSortExchange(std::vector<SortKey> keys,
-                                                          ExchangeOptions options);
+                                                          ExchangeOptions options,
+                                                          std::vector<SortBoundary> boundaries = {});
 
 }  // namespace millstream
