@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import faulthandler
 import os
+import signal
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +30,10 @@ _stderr_fd = None
 def pytest_configure(config):
     global _config
     _config = config
+    # The Ctrl-C tests simulate SIGINT (_thread.interrupt_main), which does nothing when
+    # SIGINT is ignored, as it is for a command started in the background by a shell.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _real_stderr_fd() -> int:
