@@ -135,6 +135,11 @@ arrow::Status BucketExchange::ReducePieces(int64_t p, const std::function<arrow:
     if (block.piece_offset(b1) == block.piece_offset(b0)) continue;
     auto status = [&]() -> arrow::Status {
       ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
+      // In memory, the partition's buckets are one range of the block: one slice.
+      if (Block range = block.InMemoryRange(b0, b1)) {
+        ARROW_ASSIGN_OR_RAISE(auto cast, CastBlockToSchema(range, schema_));
+        return each(std::move(cast));
+      }
       ARROW_ASSIGN_OR_RAISE(auto got, block.Pieces(b0, b1, ctx));
       for (auto& piece : got) {
         if (piece->num_rows() == 0) continue;

@@ -29,9 +29,10 @@ class BucketExchange : public Exchange {
   /// After FinishMap: the bytes partition `p` takes in memory (each stored block's bytes
   /// prorated by its rows in the partition; nothing is read).
   int64_t PartitionBytes(int64_t p) const;
-  /// After FinishMap: a reduce of partition `p` that hands each of its pieces (with the
-  /// unified schema, earlier input blocks first) to `each`, one at a time, instead of
-  /// concatenating them; pieces read back from spill files are not counted in the
+  /// After FinishMap: a reduce of partition `p` that hands its rows of each stored block
+  /// (one zero-copy slice for a block in memory, one piece per bucket read back for a
+  /// spilled one; with the unified schema, earlier input blocks first) to `each`, one at a
+  /// time, instead of concatenating them; pieces read back from spill files are not counted in the
   /// reservation (`each` holds what it keeps). Like Reduce, once per partition.
   arrow::Status ReducePieces(int64_t p, const std::function<arrow::Status(Block)>& each,
                              ExchangeContext& ctx);
