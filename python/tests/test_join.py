@@ -434,9 +434,9 @@ PANDAS_HOW = {"inner": "inner", "left_outer": "left", "right_outer": "right", "f
 
 
 def grace_counts(stats: str):
-    """(partitions re-partitioned, hot-key sub-partitions streamed) from stats()."""
+    """(partitions re-partitioned, (sub-)partitions joined streaming) from stats()."""
     found = re.findall(r"Grace hash join: (\d+) partitions re-partitioned past the reduce memory "
-                       r"share, (\d+) of one hot key joined streaming", stats)
+                       r"share, (\d+) joined with the larger side streamed in chunks", stats)
     assert found, stats
     return sum(int(r) for r, _ in found), sum(int(s) for _, s in found)
 

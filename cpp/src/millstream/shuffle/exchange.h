@@ -100,8 +100,8 @@ class Exchange {
   /// Partitions (and sub-partitions) re-partitioned in the reduce because they did not
   /// fit a reduce task's share (a grace hash join); 0 for other exchanges.
   virtual int64_t regrouped_partitions() const { return 0; }
-  /// Of those, (sub-)partitions of one key too frequent to split, joined with the other
-  /// side streamed in chunks.
+  /// (Sub-)partitions joined with their larger side streamed in chunks against the whole
+  /// smaller side (a key too frequent to split, or a larger side many times the share).
   virtual int64_t streamed_partitions() const { return 0; }
 };
 
