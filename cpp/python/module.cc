@@ -120,6 +120,8 @@ py::list StatsToPython(const ExecutionStats& stats) {
     d["name"] = op.name;
     d["display_name"] = op.display_name;
     d["spilled_bytes"] = op.spilled_bytes;
+    d["regrouped_partitions"] = op.regrouped_partitions;
+    d["streamed_partitions"] = op.streamed_partitions;
     d["tasks"] = op.tasks;
     d["blocks_in"] = op.blocks_in;
     d["rows_in"] = op.rows_in;

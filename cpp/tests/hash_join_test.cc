@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <map>
 #include <random>
+#include <set>
 #include <thread>
 #include <tuple>
 
@@ -153,6 +154,119 @@ TEST(HashJoinExchange, SpillsUnderATinyReservationWithTheSameResult) {
   EXPECT_GT(exchange->spilled_bytes(), 0);
   EXPECT_EQ(Triples(out), FullOuterByHand(Rows(left, "a"), Rows(right, "b")));
   EXPECT_EQ(h.reservation.size(), 0);
+}
+
+/// The rows of `all` (a full outer join by hand) that a join of `type` outputs, as
+/// (k, a, b) triples (inner, left/right/full outer).
+std::vector<Triple> OfType(const std::vector<Triple>& all, JoinType type) {
+  std::vector<Triple> want;
+  for (const auto& t : all) {
+    const bool has_l = std::get<1>(t) >= 0, has_r = std::get<2>(t) >= 0;
+    if (type == JoinType::kInner && !(has_l && has_r)) continue;
+    if (type == JoinType::kLeftOuter && !has_l) continue;
+    if (type == JoinType::kRightOuter && !has_r) continue;
+    want.push_back(t);
+  }
+  return want;
+}
+
+/// Output triples with right outer's column order (a, k, b) put back as (k, a, b).
+std::vector<Triple> TriplesOf(const std::vector<Block>& blocks, JoinType type) {
+  if (type != JoinType::kRightOuter) return Triples(blocks);
+  std::vector<Block> reordered;
+  for (const auto& b : blocks) reordered.push_back(b->SelectColumns({1, 0, 2}).ValueOrDie());
+  return Triples(reordered);
+}
+
+/// Like Blocks, with a fraction `hot` of the rows on key `hot_key`.
+std::vector<Block> SkewedBlocks(uint64_t seed, int blocks, int64_t rows, int64_t keys, double hot,
+                                int64_t hot_key, const char* payload, int64_t base) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> unit(0, 1);
+  auto schema = arrow::schema({arrow::field("k", arrow::int64()), arrow::field(payload, arrow::int64())});
+  std::vector<Block> out;
+  int64_t id = base;
+  for (int b = 0; b < blocks; ++b) {
+    arrow::Int64Builder k, v;
+    for (int64_t i = 0; i < rows; ++i) {
+      const double u = unit(rng);
+      if (u < hot) (void)k.Append(hot_key);
+      else if (u < hot + 0.05) (void)k.AppendNull();
+      else (void)k.Append(static_cast<int64_t>(rng() % keys));
+      (void)v.Append(id++);
+    }
+    out.push_back(arrow::RecordBatch::Make(schema, rows, {k.Finish().ValueOrDie(), v.Finish().ValueOrDie()}));
+  }
+  return out;
+}
+
+// A reduce share of 8 KiB (a 64 KiB memory limit, one reduce at a time) against
+// partitions of tens of KiB: every partition is re-partitioned (grace), under a
+// reservation so small that the sub-partitions spill too.
+ExchangeOptions TinyShare() {
+  ExchangeOptions options;
+  options.memory_limit = 64 << 10;
+  options.parallelism = 1;
+  return options;
+}
+
+TEST(HashJoinExchange, GraceSubPartitionsUniformKeysWithTheSameResult) {
+  auto left = Blocks(11, 8, 2000, 3000, "a", 0);
+  auto right = Blocks(12, 4, 1000, 4000, "b", 100000);
+  const auto all = FullOuterByHand(Rows(left, "a"), Rows(right, "b"));
+  for (auto type : {JoinType::kInner, JoinType::kLeftOuter, JoinType::kRightOuter, JoinType::kFullOuter}) {
+    Harness h(/*cap=*/16 << 10);
+    ASSIGN_OK(auto exchange, MakeHashJoinExchange(Spec(type, 2), TinyShare()));
+    ASSIGN_OK(auto out, RunJoin(*exchange, left, right, h.ctx));
+    EXPECT_GT(exchange->regrouped_partitions(), 0) << JoinTypeName(type);
+    EXPECT_GT(exchange->spilled_bytes(), 0) << JoinTypeName(type);
+    EXPECT_EQ(TriplesOf(out, type), OfType(all, type)) << JoinTypeName(type);
+    EXPECT_EQ(h.reservation.size(), 0) << JoinTypeName(type);
+  }
+}
+
+TEST(HashJoinExchange, GraceHotKeyStreamsTheProbeSideWithTheSameResult) {
+  // Key 7 is 60% of the right side and a few rows of the left: no hash splits it, so
+  // its sub-partition is joined with the right side streamed in chunks against the left
+  // rows (inner, right outer, right semi/anti) or whole (left and full outer, which need
+  // every left row's matches at once).
+  auto left = SkewedBlocks(13, 6, 1500, 2000, 0.002, 7, "a", 0);
+  auto right = SkewedBlocks(14, 4, 2000, 2000, 0.6, 7, "b", 100000);
+  const auto all = FullOuterByHand(Rows(left, "a"), Rows(right, "b"));
+  for (auto type : {JoinType::kInner, JoinType::kRightOuter, JoinType::kLeftOuter, JoinType::kFullOuter}) {
+    Harness h(/*cap=*/16 << 10);
+    ASSIGN_OK(auto exchange, MakeHashJoinExchange(Spec(type, 2), TinyShare()));
+    ASSIGN_OK(auto out, RunJoin(*exchange, left, right, h.ctx));
+    EXPECT_GT(exchange->regrouped_partitions(), 0) << JoinTypeName(type);
+    // The hot key's right rows are streamed where the type allows; full outer never is.
+    if (type == JoinType::kInner || type == JoinType::kRightOuter) {
+      EXPECT_GT(exchange->streamed_partitions(), 0) << JoinTypeName(type);
+    } else if (type == JoinType::kFullOuter) {
+      EXPECT_EQ(exchange->streamed_partitions(), 0) << JoinTypeName(type);
+    }
+    EXPECT_EQ(TriplesOf(out, type), OfType(all, type)) << JoinTypeName(type);
+    EXPECT_EQ(h.reservation.size(), 0) << JoinTypeName(type);
+  }
+  // Semi and anti joins on the hot side: the right rows, each once.
+  for (auto type : {JoinType::kRightSemi, JoinType::kRightAnti}) {
+    Harness h(/*cap=*/16 << 10);
+    ASSIGN_OK(auto exchange, MakeHashJoinExchange(Spec(type, 2), TinyShare()));
+    ASSIGN_OK(auto out, RunJoin(*exchange, left, right, h.ctx));
+    EXPECT_GT(exchange->streamed_partitions(), 0) << JoinTypeName(type);
+    std::set<int64_t> left_keys;
+    for (const auto& [k, a] : Rows(left, "a")) if (k >= 0) left_keys.insert(k);
+    std::vector<std::pair<int64_t, int64_t>> want;
+    for (const auto& row : Rows(right, "b")) {
+      const bool matched = row.first >= 0 && left_keys.count(row.first) > 0;
+      if (matched == (type == JoinType::kRightSemi)) want.push_back(row);
+    }
+    std::sort(want.begin(), want.end());
+    std::vector<std::pair<int64_t, int64_t>> got;
+    for (const auto& b : out) for (const auto& row : Rows({b}, "b")) got.push_back(row);
+    std::sort(got.begin(), got.end());
+    EXPECT_EQ(got, want) << JoinTypeName(type);
+    EXPECT_EQ(h.reservation.size(), 0) << JoinTypeName(type);
+  }
 }
 
 TEST(HashJoinExchange, EitherSideBuildsWithTheSameOutput) {

@@ -426,3 +426,72 @@ def test_interrupt_mid_join_leaves_no_spill(spill_dir):
     assert fired
     assert_emptied(spill_dir)
     assert not [f for f in os.listdir(spill_dir)]
+
+
+# ---- grace hash join: partitions over a reduce task's memory share --------------------
+
+PANDAS_HOW = {"inner": "inner", "left_outer": "left", "right_outer": "right", "full_outer": "outer"}
+
+
+def grace_counts(stats: str):
+    """(partitions re-partitioned, (sub-)partitions joined streaming) from stats()."""
+    found = re.findall(r"Grace hash join: (\d+) partitions re-partitioned past the reduce memory "
+                       r"share, (\d+) joined with the larger side streamed in chunks", stats)
+    assert found, stats
+    return sum(int(r) for r, _ in found), sum(int(s) for _, s in found)
+
+
+def assert_join_equals_pandas(got: pa.Table, left: pa.Table, right: pa.Table, join_type):
+    """The rows (k, a, b) of `got` equal pandas' merge of the sides (keys without nulls)."""
+    ref = left.to_pandas().merge(right.to_pandas(), on="k", how=PANDAS_HOW[join_type])
+
+    def rows(columns):
+        table = np.stack([np.asarray(c, dtype=np.float64) for c in columns], axis=1)
+        table = np.nan_to_num(table, nan=-1.0)
+        return table[np.lexsort(table.T[::-1])]
+    assert got.num_rows == len(ref)
+    mine = rows([got[c].to_numpy(zero_copy_only=False) for c in ("k", "a", "b")])
+    theirs = rows([ref[c].to_numpy() for c in ("k", "a", "b")])
+    assert np.array_equal(mine, theirs)
+
+
+@pytest.mark.parametrize("join_type", ["inner", "right_outer", "full_outer"])
+def test_grace_join_of_uniform_keys_matches_pandas(spill_dir, ctx, join_type):
+    # Four reduce tasks at once under 8 MiB: a share of 256 KiB per task, against
+    # partitions of about 1 MiB (half of it each side): every one is re-partitioned.
+    ctx.execution_options.resource_limits.cpu = 4
+    n = 400_000
+    rng = np.random.default_rng(5)
+    left = pa.table({"k": rng.integers(0, n, n), "a": np.arange(n, dtype=np.int64)})
+    right = pa.table({"k": rng.integers(0, n, n), "b": np.arange(n, dtype=np.int64) + 10**9})
+    ds = md.from_arrow(left, override_num_blocks=8).join(
+        md.from_arrow(right, override_num_blocks=8), join_type, 2, on=("k",))
+    assert_join_equals_pandas(ds.to_arrow(), left, right, join_type)
+    stats = ds.stats()
+    regrouped, _ = grace_counts(stats)
+    assert regrouped >= 2
+    assert spilled_bytes(stats) > 0
+    assert_emptied(spill_dir)
+
+
+@pytest.mark.parametrize("join_type", ["inner", "right_outer", "full_outer"])
+def test_grace_join_of_a_hot_key_matches_pandas(spill_dir, ctx, join_type):
+    # Key -1 is 60% of the right side (about 1 MiB, four times the share) and 10 left
+    # rows: no hash splits it; inner and right outer stream its right rows in chunks
+    # against the left ones, full outer joins it whole.
+    ctx.execution_options.resource_limits.cpu = 4
+    rng = np.random.default_rng(6)
+    lk = rng.integers(0, 100_000, 300_000)
+    lk[rng.choice(lk.size, 10, replace=False)] = -1
+    rk = rng.integers(0, 100_000, 100_000)
+    rk[rng.random(rk.size) < 0.6] = -1
+    left = pa.table({"k": lk, "a": np.arange(lk.size, dtype=np.int64)})
+    right = pa.table({"k": rk, "b": np.arange(rk.size, dtype=np.int64) + 10**9})
+    ds = md.from_arrow(left, override_num_blocks=6).join(
+        md.from_arrow(right, override_num_blocks=4), join_type, 2, on=("k",))
+    assert_join_equals_pandas(ds.to_arrow(), left, right, join_type)
+    regrouped, streamed = grace_counts(ds.stats())
+    assert regrouped >= 1
+    if join_type != "full_outer":
+        assert streamed >= 1
+    assert_emptied(spill_dir)

@@ -238,6 +238,12 @@ struct OperatorStats {
   int64_t errored_tasks = 0;
   /// Bytes written to spill files (an exchange over the memory limit).
   int64_t spilled_bytes = 0;
+  /// Join partitions (and sub-partitions) whose build side did not fit a reduce task's
+  /// share, re-partitioned by a second hash of the key (grace hash join), and the
+  /// (sub-)partitions joined with their larger side streamed in chunks (a hot key, or a
+  /// larger side many times the share).
+  int64_t regrouped_partitions = 0;
+  int64_t streamed_partitions = 0;
 };
 
 /// \brief Counters of one execution.

@@ -112,4 +112,47 @@ arrow::Status BucketExchange::Reduce(int64_t p, const Emit& emit, ExchangeContex
   return status;
 }
 
+int64_t BucketExchange::PartitionBytes(int64_t p) const {
+  if (p < 0 || p >= n_) return 0;
+  const int64_t b0 = p * num_buckets_ / n_, b1 = (p + 1) * num_buckets_ / n_;
+  int64_t bytes = 0;
+  for (const auto& stored : blocks_) {
+    const StoredBlock& block = *stored.block;
+    const int64_t rows = block.piece_offset(b1) - block.piece_offset(b0);
+    if (rows > 0) bytes += static_cast<int64_t>(static_cast<double>(block.bytes()) * rows / block.num_rows());
+  }
+  return bytes;
+}
+
+arrow::Status BucketExchange::ReducePieces(int64_t p, const std::function<arrow::Status(Block)>& each,
+                                           ExchangeContext& ctx) {
+  if (p < 0 || p >= n_) {
+    return arrow::Status::IndexError("no ", name(), " partition ", p, " of ", n_);
+  }
+  const int64_t b0 = p * num_buckets_ / n_, b1 = (p + 1) * num_buckets_ / n_;
+  for (auto& stored : blocks_) {
+    StoredBlock& block = *stored.block;
+    if (block.piece_offset(b1) == block.piece_offset(b0)) continue;
+    auto status = [&]() -> arrow::Status {
+      ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
+      // In memory, the partition's buckets are one range of the block: one slice.
+      if (Block range = block.InMemoryRange(b0, b1)) {
+        ARROW_ASSIGN_OR_RAISE(auto cast, CastBlockToSchema(range, schema_));
+        return each(std::move(cast));
+      }
+      ARROW_ASSIGN_OR_RAISE(auto got, block.Pieces(b0, b1, ctx));
+      for (auto& piece : got) {
+        if (piece->num_rows() == 0) continue;
+        ARROW_ASSIGN_OR_RAISE(auto cast, CastBlockToSchema(piece, schema_));
+        piece.reset();
+        ARROW_RETURN_NOT_OK(each(std::move(cast)));
+      }
+      return arrow::Status::OK();
+    }();
+    block.Done(ctx);
+    ARROW_RETURN_NOT_OK(status);
+  }
+  return arrow::Status::OK();
+}
+
 }  // namespace millstream

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -24,6 +25,19 @@ class BucketExchange : public Exchange {
   int64_t spilled_bytes() const override {
     return ledger_.spilled.load(std::memory_order_relaxed);
   }
+
+  /// After FinishMap: the bytes partition `p` takes in memory (each stored block's bytes
+  /// prorated by its rows in the partition; nothing is read).
+  int64_t PartitionBytes(int64_t p) const;
+  /// After FinishMap: a reduce of partition `p` that hands its rows of each stored block
+  /// (one zero-copy slice for a block in memory, one piece per bucket read back for a
+  /// spilled one; with the unified schema, earlier input blocks first) to `each`, one at a
+  /// time, instead of concatenating them; pieces read back from spill files are not counted in the
+  /// reservation (`each` holds what it keeps). Like Reduce, once per partition.
+  arrow::Status ReducePieces(int64_t p, const std::function<arrow::Status(Block)>& each,
+                             ExchangeContext& ctx);
+  /// After FinishMap: the unified schema of the input blocks.
+  const std::shared_ptr<arrow::Schema>& schema() const { return schema_; }
 
  protected:
   BucketExchange(ExchangeOptions options, int64_t num_buckets)

@@ -13,6 +13,12 @@ arrow::Status ExchangeContext::CheckCancelled() const {
   return arrow::Status::OK();
 }
 
+int64_t ReduceShare(const ExchangeOptions& options) {
+  constexpr int64_t kMaxPartitionBytes = 64LL << 20;
+  const int64_t parallelism = std::max<int64_t>(1, options.parallelism);
+  return std::clamp<int64_t>(options.memory_limit / (8 * parallelism), 1, kMaxPartitionBytes);
+}
+
 int64_t ChoosePartitions(int64_t total_bytes, int64_t total_rows,
                          const ExchangeOptions& options) {
   if (options.num_partitions > 0) return options.num_partitions;
@@ -23,11 +29,9 @@ int64_t ChoosePartitions(int64_t total_bytes, int64_t total_rows,
   // AllToAllOperator): an eighth of the limit per task keeps them all under it.
   constexpr int64_t kMinPartitionBytes = 1LL << 20;
   int64_t parallelism = std::max<int64_t>(1, options.parallelism);
-  // At most kMaxPartitionBytes: a reduce over a partition that large is a cache-hostile
+  // At most 64 MiB (ReduceShare): a reduce over a partition that large is a cache-hostile
   // permutation or sort of hundreds of MB, and the first output waits for all of it.
-  constexpr int64_t kMaxPartitionBytes = 64LL << 20;
-  int64_t per_partition = std::clamp(options.memory_limit / (8 * parallelism),
-                                     kMinPartitionBytes, kMaxPartitionBytes);
+  int64_t per_partition = std::max(ReduceShare(options), kMinPartitionBytes);
   int64_t n = (total_bytes + per_partition - 1) / per_partition;
   // Enough partitions to keep every reduce thread busy once there is data worth splitting.
   n = std::max(n, std::min(parallelism, (total_bytes + kMinPartitionBytes - 1) / kMinPartitionBytes));

@@ -97,7 +97,18 @@ class Exchange {
   virtual int64_t held_bytes() const = 0;
   /// Bytes written to spill files.
   virtual int64_t spilled_bytes() const = 0;
+  /// Partitions (and sub-partitions) re-partitioned in the reduce because they did not
+  /// fit a reduce task's share (a grace hash join); 0 for other exchanges.
+  virtual int64_t regrouped_partitions() const { return 0; }
+  /// (Sub-)partitions joined with their larger side streamed in chunks against the whole
+  /// smaller side (a key too frequent to split, or a larger side many times the share).
+  virtual int64_t streamed_partitions() const { return 0; }
 };
+
+/// \brief The bytes one reduce task's partition may take under `options`: an eighth of
+/// the memory limit per reduce task running at once, at most 64 MiB (see
+/// ChoosePartitions, which sizes partitions to it, at least 1 MiB each).
+int64_t ReduceShare(const ExchangeOptions& options);
 
 /// \brief Reduce tasks for `total_bytes` of input under `options` (at least 1).
 int64_t ChoosePartitions(int64_t total_bytes, int64_t total_rows, const ExchangeOptions& options);

@@ -1,6 +1,7 @@
 #include "shuffle/hash_join.h"
 
 #include <atomic>
+#include <functional>
 #include <limits>
 #include <numeric>
 #include <set>
@@ -11,8 +12,10 @@
 #include <arrow/compute/api.h>
 #include <arrow/util/byte_size.h>
 
+#include "exec/schema_unify.h"
 #include "shuffle/bucket_exchange.h"
 #include "shuffle/key_hash.h"
+#include "shuffle/stored_block.h"
 
 namespace millstream {
 
@@ -247,7 +250,7 @@ class JoinSide : public BucketExchange {
 class JoinExchange : public Exchange {
  public:
   JoinExchange(JoinSpec spec, ExchangeOptions options)
-      : spec_(std::move(spec)), options_(options),
+      : spec_(std::move(spec)), options_(options), share_(ReduceShare(options)),
         num_buckets_(std::max<int64_t>(kMinBuckets, kBucketsPerPartition * spec_.num_partitions)) {
     sides_[0] = std::make_unique<JoinSide>(options_, num_buckets_, spec_.left_keys);
     sides_[1] = std::make_unique<JoinSide>(options_, num_buckets_, spec_.right_keys);
@@ -300,6 +303,23 @@ class JoinExchange : public Exchange {
 
   arrow::Status Reduce(int64_t p, const Emit& emit, ExchangeContext& ctx) override {
     if (p < 0 || p >= n_) return arrow::Status::IndexError("no Join partition ", p, " of ", n_);
+    if (mapped_[0].load() > 0 && mapped_[1].load() > 0) {
+      const int64_t bytes[2] = {sides_[0]->PartitionBytes(p), sides_[1]->PartitionBytes(p)};
+      const int probe = bytes[0] < bytes[1] ? 1 : 0;  // the larger side, as JoinLeaf
+      if (std::min(bytes[0], bytes[1]) > share_ || (bytes[probe] > 4 * share_ && StreamsProbe(probe))) {
+        // The build side does not fit the reduce task's share: grace hash join. (Or the
+        // other side is many times the share, a hot key: streamed against the build.)
+        SideSource source[2];
+        for (int s = 0; s < 2; ++s) {
+          source[s].schema = sides_[s]->schema();
+          source[s].bytes = bytes[s];
+          source[s].for_each = [this, s, p, &ctx](const PieceFn& each) {
+            return sides_[s]->ReducePieces(p, each, ctx);
+          };
+        }
+        return JoinRange(source, 0, emit, ctx);
+      }
+    }
     std::vector<Block> pieces[2];
     for (int s = 0; s < 2; ++s) {
       if (mapped_[s].load() == 0) continue;
@@ -339,10 +359,232 @@ class JoinExchange : public Exchange {
     ARROW_ASSIGN_OR_RAISE(int64_t more, sides_[1]->Reclaim(bytes - got, ctx));
     return got + more;
   }
-  int64_t held_bytes() const override { return sides_[0]->held_bytes() + sides_[1]->held_bytes(); }
-  int64_t spilled_bytes() const override { return sides_[0]->spilled_bytes() + sides_[1]->spilled_bytes(); }
+  int64_t held_bytes() const override {
+    return sides_[0]->held_bytes() + sides_[1]->held_bytes() + grace_ledger_.held.load(std::memory_order_relaxed);
+  }
+  int64_t spilled_bytes() const override {
+    return sides_[0]->spilled_bytes() + sides_[1]->spilled_bytes() +
+           grace_ledger_.spilled.load(std::memory_order_relaxed);
+  }
+  int64_t regrouped_partitions() const override { return regrouped_.load(); }
+  int64_t streamed_partitions() const override { return streamed_.load(); }
 
  private:
+  using PieceFn = std::function<arrow::Status(Block)>;
+
+  /// The rows of one side of a partition or sub-partition, handed piece by piece (each
+  /// piece with `schema`); `bytes` estimates them in memory.
+  struct SideSource {
+    std::shared_ptr<arrow::Schema> schema;
+    int64_t bytes = 0;
+    std::function<arrow::Status(const PieceFn&)> for_each;
+  };
+
+  /// One side of a partition re-partitioned into sub-partitions: stored blocks each cut
+  /// into one piece per sub-partition.
+  struct SplitSide {
+    std::shared_ptr<arrow::Schema> schema;
+    std::vector<std::unique_ptr<StoredBlock>> blocks;
+    /// Bytes of sub-partition `j` (each block's bytes prorated by its rows there).
+    int64_t Bytes(int64_t j) const {
+      int64_t bytes = 0;
+      for (const auto& block : blocks) {
+        if (block->piece_rows(j) > 0) {
+          bytes += static_cast<int64_t>(static_cast<double>(block->bytes()) * block->piece_rows(j) / block->num_rows());
+        }
+      }
+      return bytes;
+    }
+  };
+
+  /// Whether the join can take the rows of side `probe` in chunks against the whole other
+  /// side: every output row then depends on one probe row and the built side only.
+  bool StreamsProbe(int probe) const {
+    switch (spec_.type) {
+      case JoinType::kInner: return true;
+      case JoinType::kLeftOuter:
+      case JoinType::kLeftSemi:
+      case JoinType::kLeftAnti: return probe == 0;
+      case JoinType::kRightOuter:
+      case JoinType::kRightSemi:
+      case JoinType::kRightAnti: return probe == 1;
+      default: return false;
+    }
+  }
+
+  /// Joins the rows of `source` (left and right of one partition or sub-partition): as it
+  /// is when its smaller side fits the reduce share (or at the depth limit), else by
+  /// re-partitioning both sides by a hash of the keys under seed `depth + 1` into stored
+  /// sub-partitions (spilling past the reservation) joined one after another.
+  arrow::Status JoinRange(SideSource (&source)[2], int depth, const Emit& emit, ExchangeContext& ctx) {
+    ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
+    const int64_t build_bytes = std::min(source[0].bytes, source[1].bytes);
+    if (build_bytes <= share_ || depth >= kMaxDepth) return JoinLeaf(source, emit, ctx);
+    const int64_t k = std::clamp<int64_t>(2 * ((build_bytes + share_ - 1) / share_), 2, kMaxSubPartitions);
+    SplitSide split[2];
+    for (int s = 0; s < 2; ++s) {
+      ARROW_ASSIGN_OR_RAISE(split[s], Split(source[s], s, k, static_cast<uint64_t>(depth) + 1, ctx));
+    }
+    regrouped_.fetch_add(1);
+    for (int64_t j = 0; j < k; ++j) {
+      SideSource sub[2];
+      for (int s = 0; s < 2; ++s) {
+        sub[s].schema = split[s].schema;
+        sub[s].bytes = split[s].Bytes(j);
+        sub[s].for_each = [this, &split, s, j, &ctx](const PieceFn& each) { return ReadSub(split[s], j, each, ctx); };
+      }
+      if (sub[0].bytes == 0 && sub[1].bytes == 0) continue;
+      // A sub-partition that kept nearly all of the build side holds a key too frequent
+      // to split: hashing again cannot help, it is joined as it is.
+      const bool unsplit = std::min(sub[0].bytes, sub[1].bytes) * 10 >= build_bytes * 9;
+      ARROW_RETURN_NOT_OK(JoinRange(sub, unsplit ? kMaxDepth : depth + 1, emit, ctx));
+    }
+    return arrow::Status::OK();
+  }
+
+  /// The rows of `source` (side `side`) re-partitioned by HashKeyColumns under `seed`
+  /// into `k` sub-partitions: pieces gathered to about half the share, grouped by
+  /// sub-partition and stored (in memory if the reservation grows, else spilled).
+  arrow::Result<SplitSide> Split(const SideSource& source, int side, int64_t k, uint64_t seed,
+                                 ExchangeContext& ctx) {
+    SplitSide out;
+    out.schema = source.schema;
+    const auto& keys = side == 0 ? spec_.left_keys : spec_.right_keys;
+    const int64_t chunk_bytes = std::max<int64_t>(share_ / 2, 1);
+    std::vector<Block> pending;
+    int64_t pending_bytes = 0;
+    auto flush = [&]() -> arrow::Status {
+      if (pending.empty()) return arrow::Status::OK();
+      Block block;
+      if (pending.size() == 1) {
+        block = std::move(pending[0]);
+      } else {
+        ARROW_ASSIGN_OR_RAISE(block, arrow::ConcatenateRecordBatches(pending, ctx.pool));
+      }
+      pending.clear();
+      ARROW_ASSIGN_OR_RAISE(auto hashes, HashKeyColumns(*block, keys, seed));
+      std::vector<uint32_t> buckets(hashes.size());
+      for (size_t i = 0; i < hashes.size(); ++i) {
+        buckets[i] = static_cast<uint32_t>((static_cast<unsigned __int128>(hashes[i]) * k) >> 64);
+      }
+      hashes = {};
+      ARROW_ASSIGN_OR_RAISE(auto grouped, GroupRowsByBucket(block, buckets, k, ctx.pool));
+      block.reset();
+      grace_ledger_.Release(pending_bytes, ctx);
+      pending_bytes = 0;
+      ARROW_ASSIGN_OR_RAISE(auto stored, StoredBlock::Make(std::move(grouped.block), std::move(grouped.offsets),
+                                                           &grace_ledger_, ctx));
+      out.blocks.push_back(std::move(stored));
+      return arrow::Status::OK();
+    };
+    auto status = source.for_each([&](Block piece) -> arrow::Status {
+      const int64_t bytes = BlockBytes(*piece);
+      grace_ledger_.Hold(bytes, ctx);
+      pending_bytes += bytes;
+      pending.push_back(std::move(piece));
+      return pending_bytes >= chunk_bytes ? flush() : arrow::Status::OK();
+    });
+    if (status.ok()) status = flush();
+    pending.clear();
+    grace_ledger_.Release(pending_bytes, ctx);
+    ARROW_RETURN_NOT_OK(status);
+    for (auto& block : out.blocks) {
+      int64_t readers = 0;
+      for (int64_t j = 0; j < k; ++j) readers += block->piece_rows(j) > 0;
+      block->SetReaders(readers, ctx);
+    }
+    return out;
+  }
+
+  /// Hands sub-partition `j` of `split` to `each`, piece by piece; each block is done
+  /// with once its piece is handed on.
+  arrow::Status ReadSub(SplitSide& split, int64_t j, const PieceFn& each, ExchangeContext& ctx) {
+    for (auto& block : split.blocks) {
+      if (block->piece_rows(j) == 0) continue;
+      auto status = [&]() -> arrow::Status {
+        ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
+        ARROW_ASSIGN_OR_RAISE(auto got, block->Pieces(j, j + 1, ctx));
+        for (auto& piece : got) {
+          if (piece->num_rows() == 0) continue;
+          ARROW_ASSIGN_OR_RAISE(auto cast, CastBlockToSchema(piece, split.schema));
+          piece.reset();
+          ARROW_RETURN_NOT_OK(each(std::move(cast)));
+        }
+        return arrow::Status::OK();
+      }();
+      block->Done(ctx);
+      ARROW_RETURN_NOT_OK(status);
+    }
+    return arrow::Status::OK();
+  }
+
+  /// Joins `source` without splitting it: both sides whole (JoinPartition), or, when the
+  /// probe side (the larger) is over the share (a hot key) and the join type allows, the
+  /// build side whole and the probe side in chunks of about the share, each chunk's
+  /// output handed on before the next is read.
+  arrow::Status JoinLeaf(SideSource (&source)[2], const Emit& emit, ExchangeContext& ctx) {
+    const int build = source[0].bytes < source[1].bytes ? 0 : 1, probe = 1 - build;
+    int64_t held = 0;
+    auto hold = [&](const Block& piece) {
+      const int64_t bytes = BlockBytes(*piece);
+      grace_ledger_.Hold(bytes, ctx);
+      held += bytes;
+      return bytes;
+    };
+    std::shared_ptr<arrow::Table> tables[2];
+    auto load = [&](int s) -> arrow::Status {
+      std::vector<Block> pieces;
+      ARROW_RETURN_NOT_OK(source[s].for_each([&](Block piece) {
+        hold(piece);
+        pieces.push_back(std::move(piece));
+        return arrow::Status::OK();
+      }));
+      ARROW_ASSIGN_OR_RAISE(tables[s], arrow::Table::FromRecordBatches(source[s].schema, std::move(pieces)));
+      return arrow::Status::OK();
+    };
+    auto status = [&]() -> arrow::Status {
+      ARROW_RETURN_NOT_OK(load(build));
+      if (source[probe].bytes <= share_ || !StreamsProbe(probe)) {
+        ARROW_RETURN_NOT_OK(load(probe));
+        ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
+        ARROW_ASSIGN_OR_RAISE(auto out, JoinPartition(tables[0], tables[1], spec_, ctx.pool));
+        tables[0].reset();
+        tables[1].reset();
+        grace_ledger_.Release(held, ctx);
+        held = 0;
+        return EmitSliced(out, options_.target_max_block_size, emit);
+      }
+      streamed_.fetch_add(1);
+      std::vector<Block> chunk;
+      int64_t chunk_held = 0;
+      auto flush = [&]() -> arrow::Status {
+        if (chunk.empty()) return arrow::Status::OK();
+        ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
+        ARROW_ASSIGN_OR_RAISE(tables[probe], arrow::Table::FromRecordBatches(source[probe].schema, std::move(chunk)));
+        chunk.clear();
+        ARROW_ASSIGN_OR_RAISE(auto out, JoinPartition(tables[0], tables[1], spec_, ctx.pool));
+        tables[probe].reset();
+        grace_ledger_.Release(chunk_held, ctx);
+        held -= chunk_held;
+        chunk_held = 0;
+        return EmitSliced(out, options_.target_max_block_size, emit);
+      };
+      ARROW_RETURN_NOT_OK(source[probe].for_each([&](Block piece) -> arrow::Status {
+        chunk_held += hold(piece);
+        chunk.push_back(std::move(piece));
+        return chunk_held >= share_ ? flush() : arrow::Status::OK();
+      }));
+      return flush();
+    }();
+    grace_ledger_.Release(held, ctx);
+    return status;
+  }
+
+  // Grace hash join: at most this many levels of re-partitioning, into at most this many
+  // sub-partitions each.
+  static constexpr int kMaxDepth = 3;
+  static constexpr int64_t kMaxSubPartitions = 64;
+
   // A reduce task reads one piece per bucket of its partition from every stored block,
   // and concatenating many tiny pieces costs more than the join (16 partitions of 1024
   // buckets: 0.55 s of 1.3 s CPU at 16M rows). Few buckets per partition, room for 4x
@@ -352,7 +594,10 @@ class JoinExchange : public Exchange {
 
   JoinSpec spec_;
   ExchangeOptions options_;
+  int64_t share_;  // the bytes a reduce task's build side may take (ReduceShare)
   int64_t num_buckets_;
+  ExchangeLedger grace_ledger_;  // sub-partitions and what the grace join holds
+  std::atomic<int64_t> regrouped_{0}, streamed_{0};
   std::unique_ptr<JoinSide> sides_[2];
   std::atomic<int64_t> mapped_[2] = {0, 0};  // blocks mapped per side
   std::atomic<int64_t> rows_{0}, bytes_{0};

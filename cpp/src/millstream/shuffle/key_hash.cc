@@ -177,4 +177,14 @@ arrow::Result<std::vector<uint64_t>> HashKeyColumns(const arrow::RecordBatch& ba
   return hashes;
 }
 
+arrow::Result<std::vector<uint64_t>> HashKeyColumns(const arrow::RecordBatch& batch,
+                                                    const std::vector<std::string>& keys,
+                                                    uint64_t seed) {
+  ARROW_ASSIGN_OR_RAISE(auto hashes, HashKeyColumns(batch, keys));
+  if (seed == 0) return hashes;
+  const uint64_t salt = Mix64(seed * 0xd6e8feb86659fd93ULL);
+  for (auto& h : hashes) h = Mix64(h ^ salt);
+  return hashes;
+}
+
 }  // namespace millstream

@@ -16,4 +16,11 @@ namespace millstream {
 arrow::Result<std::vector<uint64_t>> HashKeyColumns(const arrow::RecordBatch& batch,
                                                     const std::vector<std::string>& keys);
 
+/// \brief HashKeyColumns under a seed: `seed` 0 is the unseeded hash; another seed gives
+/// a hash independent of it (rows that share the unseeded hash's top bits spread over
+/// the seeded one's), for re-partitioning a partition (grace hash join).
+arrow::Result<std::vector<uint64_t>> HashKeyColumns(const arrow::RecordBatch& batch,
+                                                    const std::vector<std::string>& keys,
+                                                    uint64_t seed);
+
 }  // namespace millstream

@@ -85,6 +85,16 @@ arrow::Result<std::vector<Block>> StoredBlock::Pieces(int64_t begin, int64_t end
   return out;
 }
 
+Block StoredBlock::InMemoryRange(int64_t begin, int64_t end) const {
+  Block block;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    block = block_;
+  }
+  if (block == nullptr) return nullptr;
+  return block->Slice(offsets_[begin], offsets_[end] - offsets_[begin]);
+}
+
 arrow::Result<int64_t> StoredBlock::Spill(ExchangeContext& ctx) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (block_ == nullptr) return 0;

@@ -62,6 +62,10 @@ class StoredBlock {
   arrow::Result<std::vector<Block>> Pieces(int64_t begin, int64_t end, ExchangeContext& ctx,
                                            bool* from_disk = nullptr) const;
 
+  /// Pieces `begin` to `end - 1` as one zero-copy slice of the block when it is in
+  /// memory; null when it is spilled (or freed).
+  Block InMemoryRange(int64_t begin, int64_t end) const;
+
   /// Writes a block held in memory to a spill file and gives its memory back; returns
   /// the bytes given back (0 when it was not in memory).
   arrow::Result<int64_t> Spill(ExchangeContext& ctx);

@@ -149,6 +149,8 @@ class AllToAllOperator : public PhysicalOperator {
       partitions_ = result.status.ok() ? result.read_rows : 0;
     }
     stats.spilled_bytes = exchange_->spilled_bytes();
+    stats.regrouped_partitions = exchange_->regrouped_partitions();
+    stats.streamed_partitions = exchange_->streamed_partitions();
   }
   int64_t ActiveTasks() const override { return active_tasks_; }
 
