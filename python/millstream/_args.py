@@ -250,11 +250,49 @@ def public(fn: Optional[Callable] = None, *, passthrough: Optional[Passthrough] 
                         extra[key] = value
                 if extra:
                     passthrough.check(fn_name, extra, keywords)
-            return fn(*args, **kwargs)
+            return _record_lineage(fn, args, kwargs, fn(*args, **kwargs))
 
         return checked
 
     return decorate(fn) if fn is not None else decorate
+
+
+# ---- lineage ---------------------------------------------------------------------------
+
+class Lineage:
+    """How a Dataset (or GroupedData) was made: ``parent`` (the lineage of the object the
+    method was called on, None for a source), the public callable's module and qualified
+    name, and the arguments of the call. Recorded by ``public`` for every call that returns
+    one, so the Ray backend (millstream.ray_backend) can replay a plan in its workers.
+    A materialized dataset is its own source: ``materialized`` holds it."""
+
+    __slots__ = ("parent", "module", "name", "args", "kwargs", "materialized")
+
+    def __init__(self, parent, module, name, args, kwargs, materialized=None):
+        self.parent, self.module, self.name = parent, module, name
+        self.args, self.kwargs, self.materialized = args, kwargs, materialized
+
+    @property
+    def method(self) -> str:
+        return self.name.rpartition(".")[2]
+
+
+_TRACED = ("Dataset", "MaterializedDataset", "GroupedData")
+
+
+def _record_lineage(fn, args, kwargs, result):
+    if type(result).__name__ not in _TRACED or not type(result).__module__.startswith("millstream"):
+        return result
+    if type(result).__name__ == "MaterializedDataset":
+        result._lineage = Lineage(None, fn.__module__, fn.__qualname__, (), {}, materialized=result)
+        return result
+    method = "." in fn.__qualname__ and bool(args)
+    parent = None
+    if method:
+        # A dataset made without a public call (internally) is a source run on the driver.
+        parent = getattr(args[0], "_lineage", None) or Lineage(None, "", "<local>", (), {}, materialized=args[0])
+    result._lineage = Lineage(parent, fn.__module__, fn.__qualname__, args[1:] if method else args, kwargs)
+    return result
 
 
 def check_expr_filter(expr: Any, given: Dict[str, Any]) -> None:

@@ -166,6 +166,8 @@ class DataContext(_Strict):
     max_errored_blocks: int = 0
     # millstream's own: "threads" or "processes" (see the docstring and the README).
     python_udf_workers: str = "threads"
+    # millstream's own: "local" or "ray" (env MILLSTREAM_BACKEND); see millstream.ray_backend.
+    execution_backend: str = field(default_factory=lambda: os.environ.get("MILLSTREAM_BACKEND", "local"))
     enable_progress_bars: bool = True
     enable_operator_progress_bars: bool = True
     enable_progress_bar_name_truncation: bool = _cluster_only(True)  # names always fit the terminal

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from millstream import _args, _batch, _core, _files, _workers
+from millstream import _args, _batch, _core, _files, _workers, ray_backend
 from millstream._args import Unsupported, public
 from millstream._expr import serialize, to_expression
 from millstream.compute import ActorPoolStrategy, TaskPoolStrategy
@@ -777,6 +777,8 @@ class Dataset:
     # ---- execution ------------------------------------------------------------------
 
     def _execute(self, batch_size=None, drop_last=False, ordered=False, keep_empty=False):
+        if ray_backend.active():  # DataContext.execution_backend = "ray"
+            return ray_backend.execute(self, batch_size, drop_last, ordered, keep_empty)
         context = DataContext.get_current()._to_core()
         # Calls that collect every row return them in input order (as Ray's do).
         context["preserve_order"] = context["preserve_order"] or ordered
@@ -1093,6 +1095,12 @@ class Dataset:
         if not isinstance(path, str) or not path:
             raise ValueError(f"{fn_name}: path must be a directory path, got {path!r}")
         mode = _files.save_mode(fn_name, mode)
+        if ray_backend.active():  # write tasks on the Ray cluster
+            return ray_backend.write(self, path, fmt, mode=mode, partition_cols=partition_cols,
+                                     filename_provider=filename_provider, min_rows_per_file=min_rows_per_file,
+                                     max_rows_per_file=max_rows_per_file, num_rows_per_file=num_rows_per_file,
+                                     arrow_open_stream_args=arrow_open_stream_args, options=options,
+                                     filesystem=filesystem)
         min_rows, max_rows = _files.rows_per_file(fn_name, num_rows_per_file, min_rows_per_file,
                                                   max_rows_per_file)
         _files.filename_provider(fn_name, filename_provider)
@@ -1319,6 +1327,8 @@ class Dataset:
         print(self._explain_str(), end="")
 
     def _explain_str(self) -> str:
+        if ray_backend.active():
+            return ray_backend.explain(self)
         return self._core.explain(DataContext.get_current()._to_core())
 
     def __iter__(self):

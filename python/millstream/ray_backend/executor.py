@@ -1,0 +1,494 @@
+"""The driver-side coordinator: runs a plan's stages on Ray and streams their blocks.
+
+Each stage is a generator of ``Bundle``s (an object ref to one block, with its rows and
+bytes) pulled by the next one, so nothing runs ahead of the consumer: a stage keeps at most
+as many tasks in flight as the cluster has CPUs (for its tasks' ``num_cpus``), fewer when
+their expected output would pass the memory limit (``DataContext.execution_options.
+resource_limits.object_store_memory``, else half the cluster's object store), and hands
+on each output as it finishes (in task order when the order matters). Exchanges wait for
+their whole input, then stream their reduce tasks' outputs in partition order.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import threading
+import time
+from typing import Callable, Iterator, List, Optional
+
+import numpy as np
+import pyarrow as pa
+
+from millstream.ray_backend import exchange, planner, stages
+from millstream.ray_backend.stages import remote
+
+
+class Bundle:
+    __slots__ = ("ref", "rows", "bytes")
+
+    def __init__(self, ref, rows: int, nbytes: int):
+        self.ref, self.rows, self.bytes = ref, rows, nbytes
+
+
+def require_ray():
+    """Ray, initialized by the user; a clear error otherwise (a cluster is never started here)."""
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("DataContext.execution_backend = 'ray' needs the 'ray' package "
+                          "(pip install ray), or set execution_backend = 'local'") from None
+    if not ray.is_initialized():
+        raise RuntimeError("DataContext.execution_backend is 'ray' (or MILLSTREAM_BACKEND=ray) but Ray is "
+                           "not initialized: call ray.init(address=...) first (millstream never starts a "
+                           "cluster itself), or set execution_backend = 'local'")
+    return ray
+
+
+def _task_options(remote_args: dict, actor: bool = False) -> dict:
+    skip = planner.TASK_ONLY if actor else planner.ACTOR_ONLY
+    return {k: v for k, v in remote_args.items() if k not in skip}
+
+
+class _Counters:
+    def __init__(self, plan):
+        self.lock = threading.Lock()
+        self.stages = [{"name": s.describe(), "where": s.where(), "tasks": 0, "rows": 0, "bytes": 0}
+                       for s in plan.stages]
+        self.started = time.perf_counter()
+
+    def task(self, stage: int, n: int = 1):
+        with self.lock:
+            self.stages[stage]["tasks"] += n
+
+    def out(self, stage: int, bundle: Bundle):
+        with self.lock:
+            self.stages[stage]["rows"] += bundle.rows
+            self.stages[stage]["bytes"] += bundle.bytes
+
+    def text(self) -> str:
+        with self.lock:
+            lines = [f"Stage {i} {s['name']}: {s['tasks']} task(s), {s['rows']} rows, {s['bytes']} bytes out; "
+                     f"ran {s['where']}" for i, s in enumerate(self.stages)]
+        wall = time.perf_counter() - self.started
+        return "\n".join(lines) + f"\nRay backend: {len(self.stages)} stage(s), {wall:.2f} s wall\n"
+
+
+class Runner:
+    """Runs one plan: ``bundles()`` streams the last stage's output."""
+
+    def __init__(self, plan: planner.Plan, ordered: bool, sink=None):
+        from millstream.context import DataContext
+
+        self.ray = require_ray()
+        self.plan = plan
+        self.ordered = ordered or any(s.kind == "limit" for s in plan.stages)
+        self.context = copy.copy(DataContext.get_current())
+        self.cancelled = False
+        self.actors: list = []
+        resources = self.ray.cluster_resources()
+        self.cpus = max(1, int(resources.get("CPU", 1)))
+        limit = self.context.execution_options.resource_limits.object_store_memory
+        if limit is None or limit == float("inf"):
+            limit = 0.5 * resources.get("object_store_memory", 1 << 30)
+        self.max_bytes = max(1, int(limit))
+        self.counters = _Counters(plan)
+        if sink is not None:
+            last = plan.stages[-1]
+            if not last.accepts_maps():
+                plan.stages.append(planner.Stage("map"))
+                self.counters = _Counters(plan)
+            plan.stages[-1].sink = sink
+        self.context_ref = self.ray.put(self.context)
+
+    # ---- the window of tasks in flight ------------------------------------------------
+
+    def _stream(self, index: int, submits: Iterator[Callable], max_tasks: int, ordered: bool,
+                on_done: Optional[Callable] = None) -> Iterator[Bundle]:
+        ray = self.ray
+        pending = collections.deque()  # (table_ref, meta_ref, token)
+        average = None
+        exhausted = False
+        try:
+            while True:
+                limit = max_tasks if not average else max(1, min(max_tasks, self.max_bytes // max(1, average)))
+                while not exhausted and len(pending) < limit and not self.cancelled:
+                    submit = next(submits, None)
+                    if submit is None:
+                        exhausted = True
+                        break
+                    pending.append(submit())
+                    self.counters.task(index)
+                if not pending:
+                    return
+                if ordered:
+                    entry = pending.popleft()
+                else:
+                    ready, _ = ray.wait([e[1] for e in pending], num_returns=1)
+                    entry = next(e for e in pending if e[1] == ready[0])
+                    pending.remove(entry)
+                info = ray.get(entry[1])
+                if on_done is not None:
+                    on_done(entry[2])
+                bundle = Bundle(entry[0], info["rows"], info["bytes"])
+                average = bundle.bytes if average is None else (average + bundle.bytes) // 2
+                self.counters.out(index, bundle)
+                yield bundle
+        finally:
+            pending.clear()  # tasks still running are left to finish; their outputs are dropped
+
+    def _max_tasks(self, stage) -> int:
+        cpus = stage.remote_args.get("num_cpus", 1) or 0
+        return max(1, int(self.cpus / cpus)) if cpus else self.cpus
+
+    # ---- stages -----------------------------------------------------------------------
+
+    def bundles(self) -> Iterator[Bundle]:
+        stream = None
+        for index, stage in enumerate(self.plan.stages):
+            stream = getattr(self, f"_run_{stage.kind}")(index, stage, stream)
+        return stream
+
+    def _sink(self, stage):
+        return getattr(stage, "sink", None)
+
+    def _run_read(self, index, stage, _):
+        source = {k: stage.source[k] for k in ("module", "name", "args", "kwargs")}
+        options = dict(_task_options(stage.remote_args), num_returns=2)
+        ops, sink = stage.ops, self._sink(stage)
+        submits = (lambda g=g: (*remote(stages.read_task, **options).remote(self.context_ref, source, g, ops, sink), None)
+                   for g in stage.source["groups"])
+        return self._stream(index, submits, self._max_tasks(stage), self.ordered)
+
+    def _run_local_source(self, index, stage, _):
+        from millstream import ray_backend
+
+        def blocks():
+            with ray_backend.local_only():
+                batches = list(stage.source["dataset"]._batches(None, ordered=True))
+            for batch in batches:
+                table = pa.Table.from_batches([batch])
+                bundle = Bundle(self.ray.put(table), table.num_rows, table.nbytes)
+                self.counters.out(index, bundle)
+                yield bundle
+
+        if stage.ops or self._sink(stage):  # maps fused into a source stage: run them as tasks
+            mapped = planner.Stage("map")
+            mapped.ops, mapped.remote_args = stage.ops, stage.remote_args
+            mapped.sink = self._sink(stage)
+            return self._run_map(index, mapped, blocks())
+        return blocks()
+
+    def _run_map(self, index, stage, upstream):
+        options = dict(_task_options(stage.remote_args), num_returns=2)
+        ops, sink = stage.ops, self._sink(stage)
+        submits = (lambda b=b: (*remote(stages.map_task, **options).remote(self.context_ref, ops, sink, b.ref), None)
+                   for b in upstream)
+        return self._stream(index, submits, self._max_tasks(stage), self.ordered)
+
+    def _run_actors(self, index, stage, upstream):
+        from millstream.dataset import _compute
+
+        op = stage.op
+        _, lo, hi = _compute(op.fn, op.kwargs.get("concurrency"), op.kwargs.get("compute"))
+        cpus = stage.remote_args.get("num_cpus", 1) or 0
+        room = max(1, int(self.cpus / cpus)) if cpus else self.cpus
+        size = max(lo, min(hi or room, room), 1)
+        options = _task_options(stage.remote_args, actor=True)
+        ops, sink = stage.ops, self._sink(stage)
+        actors = [remote(stages.PoolActor, **options).remote(self.context_ref, op, ops, sink) for _ in range(size)]
+        self.actors.extend(actors)
+        self.ray.get([a.ready.remote() for a in actors])
+        per_actor = self.context.max_tasks_in_flight_per_actor or 2
+        load = [0] * size
+
+        def submit(bundle):
+            i = int(np.argmin(load))
+            load[i] += 1
+            table_ref, meta_ref = actors[i].run.options(num_returns=2).remote(bundle.ref)
+            return table_ref, meta_ref, i
+
+        def done(i):
+            load[i] -= 1
+
+        def run():
+            try:
+                yield from self._stream(index, ((lambda b=b: submit(b)) for b in upstream),
+                                        size * per_actor, self.ordered, done)
+            finally:
+                for a in actors:
+                    self.ray.kill(a)
+
+        return run()
+
+    def _reduce(self, index, stage, reduce_fn, args_for, n):
+        """Reduce tasks 0..n-1 in order, each ``reduce_fn(context, *args_for(j), ops, sink, *parts)``."""
+        ops, sink = stage.ops, self._sink(stage)
+        submits = (lambda j=j: (*remote(reduce_fn, num_returns=2).remote(
+            self.context_ref, *args_for(j)[0], ops, sink, *args_for(j)[1]), None) for j in range(n))
+        return self._stream(index, submits, self.cpus, True)
+
+    def _partition(self, inputs, fn, n, *args):
+        """Map tasks: each input split into n pieces; pieces[i][j] is input i's part j."""
+        out = []
+        for b in inputs:
+            refs = remote(fn, num_returns=n).remote(b.ref, *args)
+            out.append(refs if n > 1 else [refs])
+        return out
+
+    def _run_sort(self, index, stage, upstream):
+        def run():
+            inputs = [b for b in upstream]
+            if not inputs:
+                return
+            op = stage.op
+            names = ("key", "descending", "boundaries")
+            given = dict(zip(names, op.args), **op.kwargs)
+            key, descending = given.get("key"), given.get("descending", False)
+            first = key if isinstance(key, str) else key[0]
+            first_desc = descending if isinstance(descending, bool) else descending[0]
+            if given.get("boundaries") is not None:
+                bounds = list(given["boundaries"])
+            else:
+                samples = self.ray.get([remote(exchange.sample).remote(b.ref, first) for b in inputs])
+                bounds = exchange.boundaries(samples, len(inputs))
+            n = len(bounds) + 1
+            invalid_to = 0 if first_desc else n - 1
+            pieces = self._partition(inputs, exchange.range_partition, n, first, bounds, n, invalid_to)
+            self.counters.task(index, len(inputs))
+            order = list(range(n))[::-1] if first_desc else list(range(n))
+            args = ((key,), {"descending": descending})
+            yield from self._reduce(index, stage, exchange.reduce_sort,
+                                    lambda j: ((args[0], args[1]), [p[order[j]] for p in pieces]), n)
+        return run()
+
+    def _run_groupby(self, index, stage, upstream):
+        def run():
+            inputs = [b for b in upstream]
+            group = dict(zip(("key", "num_partitions"), stage.group_op.args), **stage.group_op.kwargs)
+            key = group.get("key")
+            if not inputs:
+                return
+            keys = [] if key is None else ([key] if isinstance(key, str) else list(key))
+            if not keys:
+                yield from self._reduce(index, stage, exchange.reduce_groupby,
+                                        lambda j: ((stage.group_op, stage.op), [b.ref for b in inputs]), 1)
+                return
+            n = group.get("num_partitions") or len(inputs)
+            samples = self.ray.get([remote(exchange.sample).remote(b.ref, keys[0]) for b in inputs])
+            bounds = exchange.boundaries(samples, n)
+            n = len(bounds) + 1
+            pieces = self._partition(inputs, exchange.range_partition, n, keys[0], bounds, n, n - 1)
+            self.counters.task(index, len(inputs))
+            yield from self._reduce(index, stage, exchange.reduce_groupby,
+                                    lambda j: ((stage.group_op, stage.op), [p[j] for p in pieces]), n)
+        return run()
+
+    def _shuffle(self, index, stage, inputs, n, seed):
+        pieces = [self._partition([b], exchange.random_partition, n, n, seed, i)[0] for i, b in enumerate(inputs)]
+        self.counters.task(index, len(inputs))
+        return self._reduce(index, stage, exchange.reduce_shuffle, lambda j: ((seed, j), [p[j] for p in pieces]), n)
+
+    def _run_shuffle(self, index, stage, upstream):
+        def run():
+            inputs = [b for b in upstream]
+            if not inputs:
+                return
+            n = stage.op.kwargs.get("num_blocks") or len(inputs)
+            yield from self._shuffle(index, stage, inputs, n, _seed(stage.op.kwargs.get("seed")))
+        return run()
+
+    def _run_repartition(self, index, stage, upstream):
+        def run():
+            inputs = [b for b in upstream]
+            given = dict(zip(("num_blocks", "target_num_rows_per_block"), stage.op.args), **stage.op.kwargs)
+            n = given["num_blocks"]
+            if not inputs:
+                return
+            if given.get("shuffle"):
+                yield from self._shuffle(index, stage, inputs, n, None)
+                return
+            keys = given.get("keys")
+            if keys:
+                keys = [keys] if isinstance(keys, str) else list(keys)
+                pieces = self._partition(inputs, exchange.hash_partition, n, keys, n)
+                self.counters.task(index, len(inputs))
+                sort_keys = keys if given.get("sort") else None
+                yield from self._reduce(index, stage, exchange.reduce_concat,
+                                        lambda j: ((sort_keys,), [p[j] for p in pieces]), n)
+                return
+            plans = exchange.row_plan([b.rows for b in inputs], n)
+
+            def args_for(j):
+                used = sorted({i for i, _, _ in plans[j]}) or [0]
+                local = {i: k for k, i in enumerate(used)}
+                return ([[(local[i], o, c) for i, o, c in plans[j]]], [inputs[i].ref for i in used])
+
+            yield from self._reduce(index, stage, exchange.slices, args_for, n)
+        return run()
+
+    def _run_randomize(self, index, stage, upstream):
+        def run():
+            inputs = [b for b in upstream]
+            rng = np.random.default_rng(_seed(stage.op.kwargs.get("seed")))
+            for i in rng.permutation(len(inputs)):
+                self.counters.out(index, inputs[i])
+                yield inputs[i]
+        return run()
+
+    def _run_limit(self, index, stage, upstream):
+        def run():
+            left = stage.op.args[0] if stage.op.args else stage.op.kwargs["limit"]
+            for b in upstream:
+                if left <= 0:
+                    break
+                if b.rows > left:
+                    ref, info = remote(stages.slice_task, num_returns=2).remote(b.ref, 0, left)
+                    b = Bundle(ref, left, self.ray.get(info)["bytes"])
+                left -= b.rows
+                self.counters.out(index, b)
+                yield b
+        return run()
+
+    def _run_driver(self, index, stage, upstream):
+        from millstream import ray_backend
+
+        def run():
+            tables = self.ray.get([b.ref for b in upstream])
+            with ray_backend.local_only():
+                dataset = stages.from_tables(tables)
+                if stage.group_op is not None:
+                    dataset = getattr(dataset, stage.group_op.method)(*stage.group_op.args, **stage.group_op.kwargs)
+                dataset = stages.replay(dataset, [stage.op])
+                batches = list(dataset._batches(None, ordered=True))
+            for batch in batches:
+                table = pa.Table.from_batches([batch])
+                bundle = Bundle(self.ray.put(table), table.num_rows, table.nbytes)
+                self.counters.out(index, bundle)
+                yield bundle
+
+        if stage.ops or self._sink(stage):
+            mapped = planner.Stage("map")
+            mapped.ops, mapped.remote_args, mapped.sink = stage.ops, stage.remote_args, self._sink(stage)
+            return self._run_map(index, mapped, run())
+        return run()
+
+    def close(self):
+        self.cancelled = True
+        for a in self.actors:
+            try:
+                self.ray.kill(a)
+            except Exception:
+                pass
+
+
+def _seed(seed):
+    return getattr(seed, "seed", seed)
+
+
+class RayExecution:
+    """An execution on Ray with the local engine's iterator interface: ``next()`` (a
+    RecordBatch, None at the end), ``drain()``, ``stats()``, ``cancel()``, ``close()``."""
+
+    def __init__(self, dataset, batch_size=None, drop_last=False, ordered=False, keep_empty=False, sink=None):
+        from millstream.context import DataContext
+
+        ordered = ordered or bool(DataContext.get_current().execution_options.preserve_order)
+        self._runner = Runner(planner.plan(dataset), ordered, sink)
+        self._batch_size, self._drop_last, self._keep_empty = batch_size, drop_last, keep_empty
+        self._it = self._batches()
+
+    def _tables(self) -> Iterator[pa.Table]:
+        for bundle in self._runner.bundles() or ():
+            if self._runner.cancelled:
+                return
+            if bundle.rows == 0 and not self._keep_empty:
+                continue
+            yield self._runner.ray.get(bundle.ref)
+
+    def _batches(self) -> Iterator[pa.RecordBatch]:
+        if self._batch_size is None:
+            for table in self._tables():
+                yield _one_batch(table)
+            return
+        pending, rows = [], 0
+        for table in self._tables():
+            pending.append(table)
+            rows += table.num_rows
+            while rows >= self._batch_size:
+                whole = pa.concat_tables(pending, promote_options="default")
+                yield _one_batch(whole.slice(0, self._batch_size))
+                rest = whole.slice(self._batch_size)
+                pending, rows = [rest], rest.num_rows
+        if rows and not self._drop_last:
+            yield _one_batch(pa.concat_tables(pending, promote_options="default"))
+
+    def next(self) -> Optional[pa.RecordBatch]:
+        return next(self._it, None)
+
+    def drain(self) -> int:
+        return sum(b.num_rows for b in iter(self.next, None))
+
+    def stats(self):
+        text = self._runner.counters.text()
+        return (text, [], {"wall_s": time.perf_counter() - self._runner.counters.started})
+
+    def cancel(self) -> None:
+        self._runner.cancelled = True
+
+    def close(self) -> None:
+        self._it.close()
+        self._runner.close()
+
+
+def _one_batch(table: pa.Table) -> pa.RecordBatch:
+    table = table.combine_chunks()
+    batches = table.to_batches()
+    if len(batches) == 1:
+        return batches[0]
+    return pa.RecordBatch.from_pylist([], schema=table.schema) if not batches else \
+        pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+
+
+def write(dataset, path, fmt, *, mode, partition_cols, filename_provider, min_rows_per_file,
+          max_rows_per_file, num_rows_per_file, arrow_open_stream_args, options, filesystem) -> None:
+    """``write_<fmt>`` on Ray: the last stage's tasks write their output's files into
+    ``path`` (created, emptied or refused per ``mode`` on the driver first)."""
+    import logging
+    import os
+
+    from millstream import _core, _files
+
+    fn_name = f"write_{fmt}"
+    if filename_provider is not None:
+        raise NotImplementedError(f"{fn_name}: filename_provider is not supported with execution_backend='ray' "
+                                  "(each write task names its own files)")
+    if filesystem is not None or "://" in path:
+        raise NotImplementedError(f"{fn_name}: with execution_backend='ray' only local paths are written "
+                                  f"(a path every node sees, such as a shared file system); got {path!r}")
+    require_ray()
+    directory = os.path.abspath(_core.local_path(path, fn_name))
+    if os.path.isfile(directory):
+        raise FileExistsError(f"{fn_name}: '{directory}' is a file; give a directory")
+    created = not os.path.lexists(directory)
+    if not _core.prepare_write_dir(directory, mode, fn_name):
+        logging.getLogger("millstream").warning("[SaveMode=ignore] Skipping %s: it exists", path)
+        return
+    before = _files.listing(directory, "parquet") if fmt == "parquet" else set()
+    kwargs = dict(options or {}, mode="append")
+    for name, value in (("partition_cols", partition_cols), ("min_rows_per_file", min_rows_per_file),
+                        ("max_rows_per_file", max_rows_per_file), ("num_rows_per_file", num_rows_per_file),
+                        ("arrow_open_stream_args", arrow_open_stream_args)):
+        if value is not None:
+            kwargs[name] = value
+    execution = RayExecution(dataset, sink=(fmt, directory, kwargs))
+    try:
+        execution.drain()
+    finally:
+        dataset._last_stats = execution.stats()
+        execution.close()
+    if created and _files.remove_if_empty(directory):
+        return
+    if fmt == "parquet" and (options or {}).get("schema") is None:
+        _files.unify_parquet_files(_files.listing(directory, "parquet") - before,
+                                   _files.parquet_rewrite_args(dict(options or {})))

@@ -1,0 +1,275 @@
+"""The Ray planner: a dataset's lineage (``millstream._args.Lineage``, one per public call)
+split into stages at its all-to-all steps.
+
+- A file read (``read_parquet``, ``read_csv``...) becomes a read stage: the files listed on
+  the driver, grouped into tasks, each task replaying the read on its group.
+- Any other source (``range``, ``from_items``, a materialized dataset...) runs on the driver
+  with the local engine; its blocks are put in the object store.
+- Task-pool maps (``map_batches``, ``filter``, ``with_column``, ``select_columns``...) fuse
+  into the stage before them: its tasks replay them after their own step.
+- A callable class (``map_batches(Cls, concurrency=...)``) starts an actor stage (Ray actors
+  keeping the constructed callable); the maps after it fuse into it.
+- ``sort``, ``random_shuffle``, ``repartition(num_blocks)``, ``randomize_block_order`` and
+  ``groupby(...).aggregate/count/sum/min/max/mean/std`` are exchanges across nodes
+  (millstream.ray_backend.exchange); the maps after them fuse into their reduce tasks.
+- ``limit`` is applied by the driver, in order, from the blocks' row counts.
+- Anything else (``union``, ``zip``, ``join``...) runs on the driver with the local engine
+  over the fetched blocks: a fallback that ``explain()`` names.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, List, Optional
+
+# Row-by-block steps that a task can replay on its own blocks.
+MAP_METHODS = frozenset({"map_batches", "map", "flat_map", "filter", "add_column", "with_column",
+                         "select_columns", "drop_columns", "rename_columns"})
+UDF_METHODS = frozenset({"map_batches", "map", "flat_map", "filter"})
+EXCHANGES = frozenset({"sort", "random_shuffle", "repartition", "randomize_block_order"})
+GROUPED_METHODS = frozenset({"aggregate", "count", "sum", "min", "max", "mean", "std"})
+
+# Keys of a map call that say where its tasks run: given to Ray's .options(), not replayed.
+PLACEMENT_KEYS = frozenset({"num_cpus", "num_gpus", "memory", "concurrency", "compute"})
+# Ray options of an actor, not of a task, and the other way round.
+ACTOR_ONLY = frozenset({"max_restarts", "max_task_retries", "max_concurrency", "lifetime", "namespace",
+                        "get_if_exists", "concurrency_groups", "max_pending_calls",
+                        "allow_out_of_order_execution", "name"})
+TASK_ONLY = frozenset({"max_retries", "retry_exceptions", "max_calls", "num_returns"})
+
+
+class Op:
+    """One public call to replay: ``getattr(dataset, method)(*args, **kwargs)``."""
+
+    def __init__(self, method: str, args: tuple, kwargs: dict):
+        self.method, self.args, self.kwargs = method, tuple(args), dict(kwargs)
+
+    @property
+    def fn(self):
+        if self.args:
+            return self.args[0]
+        return self.kwargs.get("fn")
+
+    def label(self) -> str:
+        from millstream.dataset import _fn_name
+
+        if self.method in UDF_METHODS and self.fn is not None and callable(self.fn):
+            return f"{self.method}({_fn_name(self.fn)})"
+        if self.method in ("sort", "select_columns", "drop_columns") and self.args:
+            return f"{self.method}({self.args[0]!r})"
+        return self.method
+
+    def replayed(self) -> "Op":
+        """The call as a worker replays it: without the keys that placed it (its task
+        already holds the resources)."""
+        from millstream._args import RAY_REMOTE_ARGS_WITHOUT_EFFECT
+
+        drop = PLACEMENT_KEYS | RAY_REMOTE_ARGS_WITHOUT_EFFECT | {"ray_remote_args_fn"}
+        if self.method not in UDF_METHODS and self.method != "add_column":
+            return self
+        return Op(self.method, self.args, {k: v for k, v in self.kwargs.items() if k not in drop})
+
+    def remote_args(self) -> dict:
+        """Ray options this call asks for (num_cpus, num_gpus, memory, scheduling_strategy...)."""
+        from millstream._args import RAY_REMOTE_ARGS_WITHOUT_EFFECT
+
+        out = {}
+        for key in ("num_cpus", "num_gpus", "memory"):
+            if self.kwargs.get(key) is not None:
+                out[key] = self.kwargs[key]
+        for key, value in self.kwargs.items():
+            if key in RAY_REMOTE_ARGS_WITHOUT_EFFECT or key == "max_concurrency":
+                out[key] = value
+        return out
+
+    def is_actor_udf(self) -> bool:
+        return self.method in UDF_METHODS and inspect.isclass(self.fn)
+
+
+class Stage:
+    """One stage: ``kind`` says how it runs (read, local_source, map, actors, sort, shuffle,
+    repartition, randomize, groupby, limit, driver); ``op`` is its defining call (None for
+    a map stage), ``ops`` the calls its tasks replay after it."""
+
+    def __init__(self, kind: str, op: Optional[Op] = None, *, source=None, group_op: Optional[Op] = None):
+        self.kind, self.op, self.source, self.group_op = kind, op, source, group_op
+        self.ops: List[Op] = []
+        self.remote_args: dict = {}
+
+    def fuse(self, op: Op) -> None:
+        self.ops.append(op.replayed())
+        for key, value in op.remote_args().items():
+            if key in ("num_cpus", "num_gpus", "memory"):
+                self.remote_args[key] = max(self.remote_args.get(key, 0), value)
+            else:
+                self.remote_args[key] = value
+
+    def accepts_maps(self) -> bool:
+        return self.kind in ("read", "map", "actors", "sort", "shuffle", "repartition", "groupby")
+
+    def where(self) -> str:
+        if self.kind in ("local_source", "driver"):
+            return "on the driver (local engine over the fetched blocks; not distributed)"
+        if self.kind in ("limit", "randomize"):
+            return "on the driver (row counts and refs only)"
+        if self.kind == "actors":
+            return f"on a pool of Ray actors{_fmt(self.remote_args)}"
+        return f"as Ray tasks{_fmt(self.remote_args)}"
+
+    def describe(self) -> str:
+        after = "".join(f"->{op.label()}" for op in self.ops)
+        if self.kind == "read":
+            name, groups = self.source["name"], self.source["groups"]
+            files = sum(len(g) for g in groups)
+            return f"{name}[{files} file(s) in {len(groups)} task(s)]{after}"
+        if self.kind == "local_source":
+            return f"Source[{self.source['label']}]{after}"
+        if self.kind == "map":
+            return f"Map[{after[2:]}]"
+        if self.kind == "actors":
+            return f"ActorPool[{self.op.label()}]{after}"
+        if self.kind == "sort":
+            return f"Exchange[sort {self.op.args[0] if self.op.args else self.op.kwargs.get('key')!r}: sampled " \
+                   f"boundaries, range-partitioned, millstream sort per partition]{after}"
+        if self.kind == "groupby":
+            return (f"Exchange[groupby {self.group_op.args[0] if self.group_op.args else self.group_op.kwargs.get('key')!r}"
+                    f".{self.op.method}: partitioned by key range, millstream aggregate per partition]{after}")
+        if self.kind == "driver":
+            return f"{self.op.label()}{after}"
+        return f"Exchange[{self.op.label()}]{after}" if self.kind != "limit" else f"Limit[{self.op.args[0] if self.op.args else self.op.kwargs.get('limit')}]"
+
+
+def _fmt(remote_args: dict) -> str:
+    if not remote_args:
+        return ""
+    return " (" + ", ".join(f"{k}={v!r}" for k, v in sorted(remote_args.items())) + ")"
+
+
+class Plan:
+    def __init__(self, stages: List[Stage]):
+        self.stages = stages
+
+    def explain(self) -> str:
+        lines = [f"-------- Ray backend plan: {len(self.stages)} stage(s) --------"]
+        for i, stage in enumerate(self.stages):
+            lines.append(f"Stage {i}: {stage.describe()}")
+            lines.append(f"    runs {stage.where()}")
+        return "\n".join(lines) + "\n"
+
+
+def _chain(dataset):
+    """(source lineage, [Op...]) of ``dataset``."""
+    from millstream._args import Lineage
+
+    node = getattr(dataset, "_lineage", None) or Lineage(None, "", "<local>", (), {}, materialized=dataset)
+    chain = []
+    while node.materialized is None and node.parent is not None:
+        chain.append(Op(node.method, node.args, node.kwargs))
+        node = node.parent
+    chain.reverse()
+    return node, chain
+
+
+def _source_stage(node) -> Stage:
+    import importlib
+
+    from millstream import ray_backend
+
+    if node.materialized is not None:
+        label = type(node.materialized).__name__
+        return Stage("local_source", source={"dataset": node.materialized, "label": label})
+    fn = getattr(importlib.import_module(node.module), node.name)
+    with ray_backend.local_only():
+        dataset = fn(*node.args, **node.kwargs)
+    if node.name.startswith("read_") and node.name != "read_datasource":
+        groups = _file_groups(dataset)
+        if groups is not None:
+            return Stage("read", source={"module": node.module, "name": node.name, "args": node.args,
+                                         "kwargs": node.kwargs, "groups": groups})
+    return Stage("local_source", source={"dataset": dataset, "label": node.name})
+
+
+def _file_groups(dataset) -> Optional[List[List[str]]]:
+    """The read's files in groups of consecutive files, one group per task: about 2 tasks
+    per cluster CPU, each of at most 128 MiB where there are many files. None where the
+    files cannot be read apart (hive-partitioned directories: their keys come from the
+    directories given)."""
+    import math
+    import os
+
+    from millstream import ray_backend
+
+    with ray_backend.local_only():
+        files = dataset.input_files()
+    if not files:
+        return None
+    if any("=" in part for f in files for part in f.split("/")[:-1]):
+        return None
+    sizes = []
+    for f in files:
+        try:
+            sizes.append(os.path.getsize(f))
+        except OSError:
+            sizes.append(0)
+    cpus = _cluster_cpus()
+    tasks = min(len(files), max(2 * cpus, math.ceil(sum(sizes) / (128 << 20))))
+    groups, start = [], 0
+    for i in range(tasks):
+        end = round((i + 1) * len(files) / tasks)
+        if end > start:
+            groups.append(files[start:end])
+        start = end
+    return groups
+
+
+def _cluster_cpus() -> int:
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 1))) if ray.is_initialized() else 1
+
+
+def _exchange_kind(op: Op) -> Optional[str]:
+    if op.method == "sort":
+        return "sort"
+    if op.method == "random_shuffle":
+        return "shuffle"
+    if op.method == "randomize_block_order":
+        return "randomize"
+    if op.method == "repartition":
+        target = op.args[1] if len(op.args) > 1 else op.kwargs.get("target_num_rows_per_block")
+        if target is None:
+            return "repartition"
+    return None
+
+
+def plan(dataset) -> Plan:
+    """The stages of ``dataset`` on Ray (see the module doc)."""
+    node, chain = _chain(dataset)
+    stages = [_source_stage(node)]
+    i = 0
+    while i < len(chain):
+        op = chain[i]
+        last = stages[-1]
+        if op.method in MAP_METHODS and not op.is_actor_udf():
+            if not last.accepts_maps():
+                last = Stage("map")
+                stages.append(last)
+            last.fuse(op)
+        elif op.is_actor_udf():
+            stage = Stage("actors", op)
+            stage.remote_args = {k: v for k, v in op.remote_args().items()}
+            stages.append(stage)
+        elif _exchange_kind(op) is not None:
+            stages.append(Stage(_exchange_kind(op), op))
+        elif op.method == "limit":
+            stages.append(Stage("limit", op))
+        elif op.method == "groupby" and i + 1 < len(chain) and chain[i + 1].method in GROUPED_METHODS:
+            stages.append(Stage("groupby", chain[i + 1], group_op=op))
+            i += 1
+        elif op.method == "groupby" and i + 1 < len(chain):
+            stages.append(Stage("driver", chain[i + 1], group_op=op))
+            i += 1
+        else:
+            stages.append(Stage("driver", op))
+        i += 1
+    return Plan(stages)

@@ -1,0 +1,114 @@
+"""What runs inside Ray's workers: each task replays its stage's calls with millstream's
+local engine on its input (a group of files, or blocks from the object store) and returns
+its output block and a small metadata dict (rows, bytes), as two objects."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, List, Optional
+
+import pyarrow as pa
+
+
+def _enter(context) -> None:
+    """The driver's DataContext in this worker, with the local backend."""
+    from millstream.context import DataContext
+
+    object.__setattr__(context, "execution_backend", "local")
+    DataContext._set_current(context)
+
+
+def meta(table: pa.Table) -> dict:
+    return {"rows": table.num_rows, "bytes": table.nbytes}
+
+
+def replay(dataset, ops):
+    for op in ops:
+        dataset = getattr(dataset, op.method)(*op.args, **op.kwargs)
+    return dataset
+
+
+def from_tables(tables: List[pa.Table]):
+    """A local dataset of ``tables`` (empty ones dropped unless all are)."""
+    import millstream
+
+    full = [t for t in tables if t.num_rows > 0]
+    return millstream.from_arrow(full or list(tables[:1]) or [pa.table({})])
+
+
+def finish(dataset, ops, sink) -> tuple:
+    """Replays ``ops`` on ``dataset``, then writes (``sink``) or returns the block."""
+    from millstream import ray_backend
+
+    with ray_backend.local_only():
+        table = replay(dataset, ops).to_arrow()
+        if sink is not None:
+            fmt, path, kwargs = sink
+            if table.num_rows:
+                getattr(from_tables([table]), f"write_{fmt}")(path, **kwargs)
+            return pa.table({}), {"rows": table.num_rows, "bytes": 0}
+    return table, meta(table)
+
+
+def read_task(context, source: dict, group: List[str], ops, sink) -> tuple:
+    """Reads ``group`` (files) as ``source`` (the read call) would, then the fused ops."""
+    from millstream import ray_backend
+
+    _enter(context)
+    fn = getattr(importlib.import_module(source["module"]), source["name"])
+    args, kwargs = list(source["args"]), dict(source["kwargs"])
+    if args:
+        args[0] = group
+    else:
+        kwargs["paths"] = group
+    with ray_backend.local_only():
+        dataset = fn(*args, **kwargs)
+    return finish(dataset, ops, sink)
+
+
+def map_task(context, ops, sink, *tables) -> tuple:
+    """The fused ops over blocks from the object store."""
+    _enter(context)
+    return finish(from_tables(list(tables)), ops, sink)
+
+
+class PoolActor:
+    """An actor of an actor-pool stage: constructs the callable class once and runs each
+    bundle of blocks through it (as a function now) and the ops fused after it."""
+
+    def __init__(self, context, op, ops, sink):
+        from millstream.ray_backend.planner import Op
+
+        _enter(context)
+        kwargs = dict(op.replayed().kwargs)
+        cls = op.args[0] if op.args else kwargs.pop("fn")
+        ctor_args = kwargs.pop("fn_constructor_args", None) or ()
+        ctor_kwargs = kwargs.pop("fn_constructor_kwargs", None) or {}
+        instance = cls(*ctor_args, **ctor_kwargs)
+        self._ops = [Op(op.method, (instance,) + tuple(op.args[1:]), kwargs)] + list(ops)
+        self._sink = sink
+
+    def run(self, *tables) -> tuple:
+        return finish(from_tables(list(tables)), self._ops, self._sink)
+
+    def ready(self) -> bool:
+        return True
+
+
+def slice_task(table: pa.Table, offset: int, length: int) -> tuple:
+    part = table.slice(offset, length)
+    return part, meta(part)
+
+
+_remote_cache: dict = {}
+
+
+def remote(fn, **options):
+    """``fn`` as a Ray remote function (or actor class), made once per process."""
+    import ray
+
+    key = fn
+    if key not in _remote_cache:
+        _remote_cache[key] = ray.remote(fn)
+    handle = _remote_cache[key]
+    return handle.options(**options) if options else handle
