@@ -1,0 +1,285 @@
+"""The Ray backend (DataContext.execution_backend = "ray") on a local 2-node Ray cluster.
+
+One cluster for the module (ray.cluster_utils.Cluster: a head and a worker node, one CPU
+each, small object stores). Expected values come from pyarrow, pandas and numpy on the
+same data.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import sys
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import millstream as md
+
+ray = pytest.importorskip("ray")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+pytestmark = pytest.mark.ray
+
+NODE = {"num_cpus": 1, "object_store_memory": 80 << 20}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    faulthandler.cancel_dump_traceback_later()  # starting nodes takes longer than a test may
+    cluster = Cluster(initialize_head=True, head_node_args=dict(NODE))
+    worker = cluster.add_node(**NODE)
+    ray.init(address=cluster.address, log_to_driver=False)
+    # The UDFs below travel by value: the workers cannot import this test module.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    cluster.wait_for_nodes()
+    cluster.worker_node = worker
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+@pytest.fixture
+def on_ray(cluster, ctx):
+    ctx.execution_backend = "ray"
+    ctx.enable_progress_bars = False
+    yield cluster
+    ctx.execution_backend = "local"
+
+
+def _table(n, seed=0, start=0):
+    rng = np.random.default_rng(seed)
+    cats = np.array(["a", "b", "c", "d"])
+    return pa.table({
+        "key": np.arange(start, start + n, dtype=np.int64),
+        "qty": rng.integers(0, 100, n).astype(np.int64),
+        "price": np.round(rng.random(n) * 100, 3),
+        "cat": pa.array(cats[rng.integers(0, 4, n)]),
+    })
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """8 Parquet files of 250 rows; returns (directory, the whole table)."""
+    root = tmp_path_factory.mktemp("ray_data")
+    tables = [_table(250, seed=i, start=i * 250) for i in range(8)]
+    for i, t in enumerate(tables):
+        pq.write_table(t, root / f"part-{i:03d}.parquet")
+    return str(root), pa.concat_tables(tables)
+
+
+def _revenue(batch):
+    return {**batch, "revenue": batch["price"] * batch["qty"]}
+
+
+def test_not_initialized_raises_naming_the_option(ctx, monkeypatch):
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    ctx.execution_backend = "ray"
+    with pytest.raises(RuntimeError, match="execution_backend.*ray.init"):
+        md.range(10).take_all()
+
+
+def test_backend_from_environment_and_checked(monkeypatch, ctx):
+    monkeypatch.setenv("MILLSTREAM_BACKEND", "ray")
+    assert md.DataContext().execution_backend == "ray"
+    monkeypatch.delenv("MILLSTREAM_BACKEND")
+    assert md.DataContext().execution_backend == "local"
+    ctx.execution_backend = "spark"
+    with pytest.raises(ValueError, match="execution_backend must be 'local' or 'ray'"):
+        md.range(3).take_all()
+
+
+def test_read_map_filter_matches_pyarrow(on_ray, files):
+    path, table = files
+    ds = (md.read_parquet(path, columns=["key", "qty", "price"]).filter(expr="qty > 20")
+          .map_batches(_revenue, batch_format="numpy").filter(lambda r: r["key"] % 2 == 0))
+    out = ds.to_arrow()
+    ref = table.select(["key", "qty", "price"]).to_pandas()
+    ref = ref[(ref.qty > 20) & (ref.key % 2 == 0)].copy()
+    ref["revenue"] = ref.price * ref.qty
+    assert out.column_names == ["key", "qty", "price", "revenue"]
+    pd.testing.assert_frame_equal(out.to_pandas(), ref.reset_index(drop=True))  # input order kept
+    assert ds.count() == len(ref)
+    assert "task(s)" in ds.stats() and "Ray" in ds.stats()
+
+
+def test_iter_batches_take_and_limit(on_ray, files):
+    path, table = files
+    ds = md.read_parquet(path).map_batches(_revenue)
+    sizes = [len(b["key"]) for b in ds.iter_batches(batch_size=300)]
+    assert sum(sizes) == table.num_rows and all(s == 300 for s in sizes[:-1])
+    assert [r["key"] for r in ds.take(5)] == table["key"].to_pylist()[:5]
+    assert ds.limit(260).to_arrow()["key"].to_pylist() == table["key"].to_pylist()[:260]
+
+
+def test_explain_shows_stages_and_driver_fallback(on_ray, files, capsys):
+    path, table = files
+    ds = md.read_parquet(path).map_batches(_revenue).sort("price").union(md.range(3))
+    ds.explain()
+    text = capsys.readouterr().out
+    assert "Stage 0: read_parquet[8 file(s)" in text and "map_batches(_revenue)" in text
+    assert "Exchange[sort 'price'" in text
+    assert "union" in text and "on the driver" in text
+    assert ds.count() == table.num_rows + 3
+
+
+class _Scale:
+    def __init__(self, factor):
+        self.factor = factor
+        self.pid = os.getpid()
+
+    def __call__(self, batch):
+        return {"key": batch["key"], "scaled": batch["qty"] * self.factor,
+                "pid": np.full(len(batch["key"]), self.pid)}
+
+
+def test_actor_pool_keeps_the_constructed_callable(on_ray, files):
+    path, table = files
+    ds = md.read_parquet(path).map_batches(_Scale, fn_constructor_args=(3,), concurrency=2, batch_size=100)
+    out = ds.to_arrow()
+    assert out["key"].to_pylist() == table["key"].to_pylist()
+    np.testing.assert_array_equal(out["scaled"].to_numpy(), table["qty"].to_numpy() * 3)
+    assert 1 <= len(set(out["pid"].to_pylist())) <= 2  # two actors at most, each constructed once
+    assert "ActorPool[map_batches(_Scale)]" in ds._explain_str()
+
+
+def test_write_parquet_on_workers(on_ray, files, tmp_path):
+    path, table = files
+    out_dir = tmp_path / "out"
+    md.read_parquet(path).map_batches(_revenue).write_parquet(str(out_dir))
+    written = [f for f in os.listdir(out_dir) if f.endswith(".parquet")]
+    assert len(written) >= 2  # one or more per task
+    back = pq.read_table(out_dir).sort_by("key")
+    ref = table.to_pandas()
+    ref["revenue"] = ref.price * ref.qty
+    pd.testing.assert_frame_equal(back.to_pandas(), ref)
+    with pytest.raises(ValueError, match="out"):
+        md.read_parquet(path).write_parquet(str(out_dir), mode="error")
+    md.read_parquet(path).limit(10).write_parquet(str(out_dir), mode="overwrite")
+    assert pq.read_table(out_dir).num_rows == 10
+
+
+def test_sort_matches_pandas(on_ray, files):
+    path, table = files
+    out = md.read_parquet(path).sort(["cat", "price"], descending=[False, True]).to_pandas()
+    ref = table.to_pandas().sort_values(["cat", "price"], ascending=[True, False], kind="stable")
+    pd.testing.assert_frame_equal(out, ref.reset_index(drop=True))
+    out = md.read_parquet(path).sort("qty", descending=True).to_pandas()
+    ref = table.to_pandas().sort_values("qty", ascending=False, kind="stable")
+    assert out["qty"].tolist() == ref["qty"].tolist()
+
+
+def test_sort_nulls_and_boundaries_as_local(on_ray, ctx):
+    values = [3.0, None, 1.0, float("nan"), 2.0, None, 5.0, 4.0] * 25
+    tables = [pa.table({"x": values[i::4], "i": list(range(i, 200, 4))}) for i in range(4)]
+    for descending in (False, True):
+        ray_out = md.from_arrow(tables).sort("x", descending=descending).to_arrow()
+        ctx.execution_backend = "local"
+        local_out = md.from_arrow(tables).sort("x", descending=descending).to_arrow()
+        ctx.execution_backend = "ray"
+        # (NaN != NaN: pandas compares them as equal)
+        pd.testing.assert_frame_equal(ray_out.to_pandas(), local_out.to_pandas())
+        x = ray_out["x"].to_pylist()
+        assert x[-50:] == [None] * 50 and all(np.isnan(v) for v in x[-75:-50])
+    blocks = md.from_arrow(tables).sort("x", boundaries=[2, 4]).materialize()
+    ctx.execution_backend = "local"
+    local = md.from_arrow(tables).sort("x", boundaries=[2, 4]).materialize()
+    local_sizes = [len(b["x"]) for b in local.iter_batches(batch_size=None)]
+    ctx.execution_backend = "ray"
+    assert blocks.num_blocks() == local.num_blocks() == 3
+    assert [len(b["x"]) for b in blocks.iter_batches(batch_size=None)] == local_sizes
+    pd.testing.assert_frame_equal(blocks.to_pandas(), local.to_pandas())
+
+
+def test_random_shuffle_is_a_permutation(on_ray, files):
+    path, table = files
+    first = md.read_parquet(path).random_shuffle(seed=7).to_arrow()
+    again = md.read_parquet(path).random_shuffle(seed=7).to_arrow()
+    assert first["key"].to_pylist() == again["key"].to_pylist()  # seeded: the same order
+    assert first["key"].to_pylist() != table["key"].to_pylist()
+    assert first.sort_by("key").equals(table)
+    unseeded = md.read_parquet(path).random_shuffle().to_arrow()
+    assert sorted(unseeded["key"].to_pylist()) == table["key"].to_pylist()
+
+
+def test_repartition_counts_and_keys(on_ray, files):
+    path, table = files
+    m = md.read_parquet(path).repartition(5).materialize()
+    assert m.num_blocks() == 5
+    assert m.to_arrow().equals(table)
+    sizes = [b.num_rows for b in m.iter_batches(batch_size=None, batch_format="pyarrow")]
+    assert sizes == [len(a) for a in np.array_split(np.arange(table.num_rows), 5)]
+    by_key = list(md.read_parquet(path).repartition(3, keys="cat").iter_batches(batch_size=None, batch_format="pandas"))
+    cats = [set(b["cat"]) for b in by_key]
+    assert sum(len(c) for c in cats) == 4  # each category in exactly one block
+    assert sorted(pd.concat(by_key)["key"]) == table["key"].to_pylist()
+
+
+def test_groupby_matches_pandas(on_ray, files):
+    path, table = files
+    frame = table.to_pandas()
+    out = md.read_parquet(path).groupby("cat").count().to_pandas()
+    ref = frame.groupby("cat").size().reset_index(name="count()")
+    pd.testing.assert_frame_equal(out, ref)
+    out = md.read_parquet(path).groupby(["cat", "qty"]).sum("price").to_pandas()
+    ref = frame.groupby(["cat", "qty"])["price"].sum().reset_index(name="sum(price)")
+    pd.testing.assert_frame_equal(out, ref, check_exact=False, rtol=1e-12)
+    from millstream.aggregate import Max, Mean, Std
+
+    out = md.read_parquet(path).groupby("qty").aggregate(Mean("price"), Std("price"), Max("key")).to_pandas()
+    ref = frame.groupby("qty").agg(**{"mean(price)": ("price", "mean"), "std(price)": ("price", "std"),
+                                      "max(key)": ("key", "max")}).reset_index()
+    pd.testing.assert_frame_equal(out, ref, check_exact=False, rtol=1e-9)
+    assert md.read_parquet(path).sum("qty") == int(frame["qty"].sum())
+
+
+def test_scheduling_knobs_reach_ray(on_ray, files):
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    path, _ = files
+    target = on_ray.worker_node.node_id
+
+    def where(batch):
+        context = ray.get_runtime_context()
+        cpus = context.get_assigned_resources().get("CPU", 0)
+        n = len(batch["key"])
+        return {"node": np.array([context.get_node_id()] * n), "cpu": np.full(n, cpus)}
+
+    out = (md.read_parquet(path)
+           .map_batches(where, num_cpus=0.5,
+                        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=target, soft=False))
+           .to_pandas())
+    assert set(out["node"]) == {target}
+    assert set(out["cpu"]) == {0.5}
+
+
+def _slow_double(batch):
+    time.sleep(0.3)
+    return {"key": batch["key"], "double": batch["qty"] * 2}
+
+
+def test_survives_losing_a_node(on_ray, files):
+    path, table = files
+    extra = on_ray.add_node(**NODE)
+    on_ray.wait_for_nodes()
+    ds = md.read_parquet(path).map_batches(_slow_double, batch_size=50).random_shuffle(seed=3)
+    removed = threading.Event()
+
+    def remove():
+        time.sleep(1.0)
+        on_ray.remove_node(extra)
+        removed.set()
+
+    threading.Thread(target=remove, daemon=True).start()
+    out = ds.to_arrow()
+    removed.wait(30)
+    assert removed.is_set()
+    ref = table.select(["key", "qty"]).to_pandas()
+    got = out.to_pandas().sort_values("key").reset_index(drop=True)
+    assert got["key"].tolist() == ref["key"].tolist()
+    assert got["double"].tolist() == (ref["qty"] * 2).tolist()
