@@ -283,3 +283,22 @@ def test_survives_losing_a_node(on_ray, files):
     got = out.to_pandas().sort_values("key").reset_index(drop=True)
     assert got["key"].tolist() == ref["key"].tolist()
     assert got["double"].tolist() == (ref["qty"] * 2).tolist()
+
+
+def test_groupby_partial_aggregation_with_nulls_as_local(on_ray, ctx):
+    from millstream.aggregate import Count, Max, Min, Sum
+
+    tables = [pa.table({"k": pa.array(["x", "y", None, "x", "z"] * 4),
+                        "v": pa.array([1, None, 3, None, 5] * 4, pa.int64()),
+                        "w": pa.array([None, None, 2.5, None, 1.0] * 4)}) for _ in range(3)]
+    aggs = (Count(), Count("v", ignore_nulls=True), Sum("v"), Sum("w", ignore_nulls=False), Min("w"), Max("v"))
+    ds = md.from_arrow(tables).groupby("k").aggregate(*aggs)
+    assert "partial aggregates per block" in ds._explain_str()
+    out = ds.to_pandas()
+    ctx.execution_backend = "local"
+    local = md.from_arrow(tables).groupby("k").aggregate(*aggs).to_pandas()
+    ctx.execution_backend = "ray"
+    pd.testing.assert_frame_equal(out, local)
+    # By hand: per table, "x" twice per 5 rows (v 1 and null), "y" once (v null), "z" once (v 5).
+    assert out["count()"].tolist() == [24, 12, 12, 12]  # x, y, z, then the null key
+    assert out["sum(v)"][0] == 12 and np.isnan(out["sum(v)"][1]) and out["sum(v)"][2] == 60

@@ -165,3 +165,45 @@ def row_plan(rows: List[int], n: int) -> List[list]:
                 block, offset = block + 1, 0
         out.append(pieces)
     return out
+
+
+# ---- group-by with map-side partial aggregation ----------------------------------------
+
+def partial_aggregations(op) -> Optional[tuple]:
+    """(partial aggs, merging aggs) when every aggregation of ``op`` (a GroupedData call)
+    merges by itself: Count (merged by Sum), Sum, Min, Max; None otherwise (rows are then
+    exchanged as they are)."""
+    from millstream import aggregate as agg
+
+    if op.method == "count":
+        aggs = [agg.Count()]
+    elif op.method == "aggregate":
+        aggs = list(op.args)
+    elif op.method in ("sum", "min", "max"):
+        on = op.args[0] if op.args else op.kwargs.get("on")
+        if on is None:
+            return None  # every non-key column: the schema is needed
+        ignore = op.kwargs.get("ignore_nulls", op.args[1] if len(op.args) > 1 else True)
+        cls = {"sum": agg.Sum, "min": agg.Min, "max": agg.Max}[op.method]
+        aggs = [cls(c, ignore_nulls=ignore) for c in ([on] if isinstance(on, str) else on)]
+    else:
+        return None
+    merges = []
+    for a in aggs:
+        if type(a) is agg.Count:
+            merges.append(agg.Sum(a.name, ignore_nulls=True, alias_name=a.name))
+        elif type(a) in (agg.Sum, agg.Min, agg.Max):
+            merges.append(type(a)(a.name, ignore_nulls=a._ignore_nulls, alias_name=a.name))
+        else:
+            return None
+    return aggs, merges
+
+
+def partial_task(context, group_op, aggs, key: Optional[str], block: pa.Table):
+    """One block's groups aggregated into partial rows, and a sample of their first key."""
+    stages._enter(context)
+    from millstream import ray_backend
+
+    with ray_backend.local_only():
+        partial = stages.from_tables([block]).groupby(*group_op.args, **group_op.kwargs).aggregate(*aggs).to_arrow()
+    return partial, (sample(partial, key) if key is not None else np.array([]))

@@ -270,18 +270,37 @@ class Runner:
             if not inputs:
                 return
             keys = [] if key is None else ([key] if isinstance(key, str) else list(key))
+            first = keys[0] if keys else None
+            op = stage.op
+            partial = exchange.partial_aggregations(op) if any(b.rows for b in inputs) else None
+            if partial is not None:
+                inputs = [b for b in inputs if b.rows]
+                # Map side: each block's groups aggregated into partial rows (and their keys
+                # sampled); the reduce side merges the partial rows of its key range.
+                aggs, merges = partial
+                refs = [remote(exchange.partial_task, num_returns=2).remote(
+                    self.context_ref, stage.group_op, aggs, first, b.ref) for b in inputs]
+                self.counters.task(index, len(inputs))
+                blocks = [r[0] for r in refs]
+                samples = self.ray.get([r[1] for r in refs]) if keys else []
+                op = planner.Op("aggregate", tuple(merges), {})
+            else:
+                blocks = [b.ref for b in inputs]
+                samples = self.ray.get([remote(exchange.sample).remote(r, first) for r in blocks]) if keys else []
             if not keys:
                 yield from self._reduce(index, stage, exchange.reduce_groupby,
-                                        lambda j: ((stage.group_op, stage.op), [b.ref for b in inputs]), 1)
+                                        lambda j: ((stage.group_op, op), blocks), 1)
                 return
             n = group.get("num_partitions") or len(inputs)
-            samples = self.ray.get([remote(exchange.sample).remote(b.ref, keys[0]) for b in inputs])
             bounds = exchange.boundaries(samples, n)
             n = len(bounds) + 1
-            pieces = self._partition(inputs, exchange.range_partition, n, keys[0], bounds, n, n - 1)
+            pieces = []
+            for ref in blocks:
+                parts = remote(exchange.range_partition, num_returns=n).remote(ref, first, bounds, n, n - 1)
+                pieces.append(parts if n > 1 else [parts])
             self.counters.task(index, len(inputs))
             yield from self._reduce(index, stage, exchange.reduce_groupby,
-                                    lambda j: ((stage.group_op, stage.op), [p[j] for p in pieces]), n)
+                                    lambda j: ((stage.group_op, op), [p[j] for p in pieces]), n)
         return run()
 
     def _shuffle(self, index, stage, inputs, n, seed):

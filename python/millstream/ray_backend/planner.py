@@ -132,8 +132,11 @@ class Stage:
             return f"Exchange[sort {self.op.args[0] if self.op.args else self.op.kwargs.get('key')!r}: sampled " \
                    f"boundaries, range-partitioned, millstream sort per partition]{after}"
         if self.kind == "groupby":
+            from millstream.ray_backend.exchange import partial_aggregations
+
+            partial = "partial aggregates per block, " if partial_aggregations(self.op) else ""
             return (f"Exchange[groupby {self.group_op.args[0] if self.group_op.args else self.group_op.kwargs.get('key')!r}"
-                    f".{self.op.method}: partitioned by key range, millstream aggregate per partition]{after}")
+                    f".{self.op.method}: {partial}partitioned by key range, millstream aggregate per partition]{after}")
         if self.kind == "driver":
             return f"{self.op.label()}{after}"
         return f"Exchange[{self.op.label()}]{after}" if self.kind != "limit" else f"Limit[{self.op.args[0] if self.op.args else self.op.kwargs.get('limit')}]"
