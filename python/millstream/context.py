@@ -149,6 +149,9 @@ class DataContext(_Strict):
     ``"processes"`` (worker processes, blocks passed through shared memory, so a UDF
     that keeps the GIL busy uses every core). It applies to the transforms added while
     it is set (as Ray takes a dataset's context when the dataset is made).
+    Another is ``execution_backend``: ``"local"`` (the default, or the environment variable
+    ``MILLSTREAM_BACKEND``) runs executions in this process; ``"ray"`` runs them on the Ray
+    cluster ``ray.init(address=...)`` connected to (see ``millstream.ray_backend``).
     The others only mean something on a Ray cluster or for Ray features not built here;
     they are accepted and have no effect (``DataContext.cluster_only_fields()`` lists them).
     """

@@ -162,6 +162,26 @@ def test_write_parquet_on_workers(on_ray, files, tmp_path):
         md.read_parquet(path).write_parquet(str(out_dir), mode="error")
     md.read_parquet(path).limit(10).write_parquet(str(out_dir), mode="overwrite")
     assert pq.read_table(out_dir).num_rows == 10
+    md.read_parquet(path).write_parquet(str(tmp_path / "parts"), partition_cols=["cat"], compression="zstd")
+    parts = pq.read_table(tmp_path / "parts", partitioning="hive")
+    assert sorted(os.listdir(tmp_path / "parts")) == ["cat=a", "cat=b", "cat=c", "cat=d"]
+    assert sorted(parts["key"].to_pylist()) == table["key"].to_pylist()
+
+
+def test_write_csv_and_json_on_workers(on_ray, files, tmp_path):
+    import pyarrow.csv as pacsv
+    import pyarrow.json as pajson
+
+    path, table = files
+    ds = md.read_parquet(path).select_columns(["key", "cat"])
+    ds.write_csv(str(tmp_path / "csv"), write_options=pacsv.WriteOptions(delimiter=";"))
+    ds.write_json(str(tmp_path / "json"))
+    csv_files = sorted((tmp_path / "csv").iterdir())
+    back = pa.concat_tables([pacsv.read_csv(f, parse_options=pacsv.ParseOptions(delimiter=";")) for f in csv_files])
+    assert sorted(back["key"].to_pylist()) == table["key"].to_pylist()
+    back = pa.concat_tables([pajson.read_json(f) for f in sorted((tmp_path / "json").iterdir())])
+    assert sorted(zip(back["key"].to_pylist(), back["cat"].to_pylist())) == \
+        sorted(zip(table["key"].to_pylist(), table["cat"].to_pylist()))
 
 
 def test_sort_matches_pandas(on_ray, files):

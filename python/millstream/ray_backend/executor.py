@@ -494,12 +494,9 @@ def write(dataset, path, fmt, *, mode, partition_cols, filename_provider, min_ro
         logging.getLogger("millstream").warning("[SaveMode=ignore] Skipping %s: it exists", path)
         return
     before = _files.listing(directory, "parquet") if fmt == "parquet" else set()
-    kwargs = dict(options or {}, mode="append")
-    for name, value in (("partition_cols", partition_cols), ("min_rows_per_file", min_rows_per_file),
-                        ("max_rows_per_file", max_rows_per_file), ("num_rows_per_file", num_rows_per_file),
-                        ("arrow_open_stream_args", arrow_open_stream_args)):
-        if value is not None:
-            kwargs[name] = value
+    kwargs = dict(mode="append", partition_cols=partition_cols, min_rows_per_file=min_rows_per_file,
+                  max_rows_per_file=max_rows_per_file, num_rows_per_file=num_rows_per_file,
+                  arrow_open_stream_args=arrow_open_stream_args, options=options)
     execution = RayExecution(dataset, sink=(fmt, directory, kwargs))
     try:
         execution.drain()

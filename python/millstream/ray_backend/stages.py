@@ -43,9 +43,9 @@ def finish(dataset, ops, sink) -> tuple:
     with ray_backend.local_only():
         table = replay(dataset, ops).to_arrow()
         if sink is not None:
-            fmt, path, kwargs = sink
+            fmt, path, kwargs = sink  # Dataset._write's arguments, checked on the driver
             if table.num_rows:
-                getattr(from_tables([table]), f"write_{fmt}")(path, **kwargs)
+                from_tables([table])._write(path, fmt, **kwargs)
             return pa.table({}), {"rows": table.num_rows, "bytes": 0}
     return table, meta(table)
 
