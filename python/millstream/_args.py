@@ -264,7 +264,8 @@ class Lineage:
     method was called on, None for a source), the public callable's module and qualified
     name, and the arguments of the call. Recorded by ``public`` for every call that returns
     one, so the Ray backend (millstream.ray_backend) can replay a plan in its workers.
-    A materialized dataset is its own source: ``materialized`` holds it."""
+    A materialized dataset is its own source: ``materialized`` holds its engine plan (or, for
+    a dataset made without a public call, the dataset)."""
 
     __slots__ = ("parent", "module", "name", "args", "kwargs", "materialized")
 
@@ -284,7 +285,8 @@ def _record_lineage(fn, args, kwargs, result):
     if type(result).__name__ not in _TRACED or not type(result).__module__.startswith("millstream"):
         return result
     if type(result).__name__ == "MaterializedDataset":
-        result._lineage = Lineage(None, fn.__module__, fn.__qualname__, (), {}, materialized=result)
+        # Its engine plan, not itself: no reference cycle keeps its blocks alive.
+        result._lineage = Lineage(None, fn.__module__, fn.__qualname__, (), {}, materialized=result._core)
         return result
     method = "." in fn.__qualname__ and bool(args)
     parent = None

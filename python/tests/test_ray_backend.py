@@ -322,3 +322,19 @@ def test_groupby_partial_aggregation_with_nulls_as_local(on_ray, ctx):
     # By hand: per table, "x" twice per 5 rows (v 1 and null), "y" once (v null), "z" once (v 5).
     assert out["count()"].tolist() == [24, 12, 12, 12]  # x, y, z, then the null key
     assert out["sum(v)"][0] == 12 and np.isnan(out["sum(v)"][1]) and out["sum(v)"][2] == 60
+
+
+def test_hive_partitions_and_materialized_sources(on_ray, files, tmp_path):
+    path, table = files
+    pq.write_to_dataset(table, str(tmp_path / "hive"), partition_cols=["cat"])
+    ds = md.read_parquet(str(tmp_path / "hive")).filter(expr="cat == 'b'")
+    assert "hive-partitioned: 1 task" in ds._explain_str()
+    out = ds.to_pandas().sort_values("key").reset_index(drop=True)
+    ref = table.to_pandas()
+    ref = ref[ref.cat == "b"].reset_index(drop=True)
+    assert out["key"].tolist() == ref["key"].tolist() and set(out["cat"]) == {"b"}
+    m = md.read_parquet(path).map_batches(_revenue).materialize()
+    doubled = m.map_batches(lambda b: {"key": b["key"], "r2": b["revenue"] * 2})
+    assert "Source[MaterializedDataset]" in doubled._explain_str()
+    got = doubled.to_pandas()
+    np.testing.assert_allclose(got["r2"], table["price"].to_numpy() * table["qty"].to_numpy() * 2)

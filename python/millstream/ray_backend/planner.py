@@ -120,6 +120,8 @@ class Stage:
         after = "".join(f"->{op.label()}" for op in self.ops)
         if self.kind == "read":
             name, groups = self.source["name"], self.source["groups"]
+            if groups == [None]:
+                return f"{name}[hive-partitioned: 1 task]{after}"
             files = sum(len(g) for g in groups)
             return f"{name}[{files} file(s) in {len(groups)} task(s)]{after}"
         if self.kind == "local_source":
@@ -179,8 +181,12 @@ def _source_stage(node) -> Stage:
     from millstream import ray_backend
 
     if node.materialized is not None:
-        label = type(node.materialized).__name__
-        return Stage("local_source", source={"dataset": node.materialized, "label": label})
+        dataset = node.materialized
+        if not hasattr(dataset, "_batches"):  # a materialized dataset's engine plan
+            from millstream.dataset import MaterializedDataset
+
+            dataset = MaterializedDataset(dataset)
+        return Stage("local_source", source={"dataset": dataset, "label": type(dataset).__name__})
     fn = getattr(importlib.import_module(node.module), node.name)
     with ray_backend.local_only():
         dataset = fn(*node.args, **node.kwargs)
@@ -196,7 +202,7 @@ def _file_groups(dataset) -> Optional[List[List[str]]]:
     """The read's files in groups of consecutive files, one group per task: about 2 tasks
     per cluster CPU, each of at most 128 MiB where there are many files. None where the
     files cannot be read apart (hive-partitioned directories: their keys come from the
-    directories given)."""
+    directories given): then one task reads the paths as given ([None])."""
     import math
     import os
 
@@ -207,7 +213,7 @@ def _file_groups(dataset) -> Optional[List[List[str]]]:
     if not files:
         return None
     if any("=" in part for f in files for part in f.split("/")[:-1]):
-        return None
+        return [None]  # one task, reading the paths as given
     sizes = []
     for f in files:
         try:

@@ -57,7 +57,9 @@ def read_task(context, source: dict, group: List[str], ops, sink) -> tuple:
     _enter(context)
     fn = getattr(importlib.import_module(source["module"]), source["name"])
     args, kwargs = list(source["args"]), dict(source["kwargs"])
-    if args:
+    if group is None:  # the paths as given
+        pass
+    elif args:
         args[0] = group
     else:
         kwargs["paths"] = group
