@@ -338,3 +338,15 @@ def test_hive_partitions_and_materialized_sources(on_ray, files, tmp_path):
     assert "Source[MaterializedDataset]" in doubled._explain_str()
     got = doubled.to_pandas()
     np.testing.assert_allclose(got["r2"], table["price"].to_numpy() * table["qty"].to_numpy() * 2)
+
+
+def _fails_on_key_600(batch):
+    if (batch["key"] == 600).any():
+        raise ValueError("bad row 600")
+    return batch
+
+
+def test_udf_error_keeps_its_type(on_ray, files):
+    path, _ = files
+    with pytest.raises(ValueError, match="bad row 600"):
+        md.read_parquet(path).map_batches(_fails_on_key_600).take_all()

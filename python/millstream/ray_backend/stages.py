@@ -11,10 +11,18 @@ import pyarrow as pa
 
 
 def _enter(context) -> None:
-    """The driver's DataContext in this worker, with the local backend."""
+    """The driver's DataContext in this worker, with the local backend. Unless the user set
+    a CPU limit, the engine in this task uses the CPUs Ray gave the task (its ``num_cpus``,
+    at least one): tasks side by side on a node then share its cores as Ray planned."""
+    import ray
+
     from millstream.context import DataContext
 
     object.__setattr__(context, "execution_backend", "local")
+    limits = context.execution_options.resource_limits
+    if limits.cpu is None:
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU") or 1
+        limits.cpu = max(1.0, float(cpus))
     DataContext._set_current(context)
 
 
