@@ -350,3 +350,22 @@ def test_udf_error_keeps_its_type(on_ray, files):
     path, _ = files
     with pytest.raises(ValueError, match="bad row 600"):
         md.read_parquet(path).map_batches(_fails_on_key_600).take_all()
+
+
+def test_actor_pool_strategy_and_driver_fallbacks(on_ray, files):
+    path, table = files
+    ds = md.read_parquet(path).map_batches(_Scale, fn_constructor_kwargs={"factor": 2},
+                                           compute=md.ActorPoolStrategy(min_size=1, max_size=2),
+                                           max_restarts=1)
+    out = ds.to_arrow()
+    np.testing.assert_array_equal(out["scaled"].to_numpy(), table["qty"].to_numpy() * 2)
+    # join and map_groups are not distributed: the driver runs them on the fetched blocks.
+    right = md.from_arrow(pa.table({"cat": ["a", "b"], "label": ["A", "B"]}))
+    joined = md.read_parquet(path).join(right, "inner", 2, on=("cat",))
+    assert "join" in joined._explain_str() and "on the driver" in joined._explain_str()
+    got = joined.to_pandas().sort_values("key").reset_index(drop=True)
+    ref = table.to_pandas().merge(right.to_pandas(), on="cat").sort_values("key").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got[ref.columns.tolist()], ref)
+    sizes = md.read_parquet(path).groupby("cat").map_groups(lambda g: {"cat": g["cat"][:1], "n": [len(g["cat"])]})
+    counts = dict(zip(*[sizes.to_pandas()[c] for c in ("cat", "n")]))
+    assert counts == table.to_pandas().groupby("cat").size().to_dict()

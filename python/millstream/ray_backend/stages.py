@@ -11,7 +11,8 @@ import pyarrow as pa
 
 
 def _enter(context) -> None:
-    """The driver's DataContext in this worker, with the local backend. Unless the user set
+    """The driver's DataContext in this worker, with the local backend (and UDFs on
+    threads: the worker is a process of its own). Unless the user set
     a CPU limit, the engine in this task uses the CPUs Ray gave the task (its ``num_cpus``,
     at least one): tasks side by side on a node then share its cores as Ray planned."""
     import ray
@@ -19,6 +20,8 @@ def _enter(context) -> None:
     from millstream.context import DataContext
 
     object.__setattr__(context, "execution_backend", "local")
+    # A Ray worker is already a process of its own: its UDFs run on the engine's threads.
+    object.__setattr__(context, "python_udf_workers", "threads")
     limits = context.execution_options.resource_limits
     if limits.cpu is None:
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU") or 1
