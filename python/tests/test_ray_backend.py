@@ -369,3 +369,16 @@ def test_actor_pool_strategy_and_driver_fallbacks(on_ray, files):
     sizes = md.read_parquet(path).groupby("cat").map_groups(lambda g: {"cat": g["cat"][:1], "n": [len(g["cat"])]})
     counts = dict(zip(*[sizes.to_pandas()[c] for c in ("cat", "n")]))
     assert counts == table.to_pandas().groupby("cat").size().to_dict()
+
+
+def test_stopping_early_releases_the_actor_pool(on_ray, files):
+    path, table = files
+    ds = md.read_parquet(path).map_batches(_Scale, fn_constructor_args=(1,), concurrency=1)
+    for batch in ds.iter_batches(batch_size=10):
+        assert len(batch["key"]) == 10
+        break
+    deadline = time.time() + 30  # the pool's actor is killed: its CPU comes back
+    while ray.available_resources().get("CPU", 0) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    assert ray.available_resources().get("CPU", 0) == 2
+    assert ds.count() == table.num_rows  # and the next execution runs
