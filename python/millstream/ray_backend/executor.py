@@ -15,7 +15,7 @@ import collections
 import copy
 import threading
 import time
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import pyarrow as pa

@@ -20,7 +20,7 @@ split into stages at its all-to-all steps.
 from __future__ import annotations
 
 import inspect
-from typing import Any, List, Optional
+from typing import List, Optional
 
 # Row-by-block steps that a task can replay on its own blocks.
 MAP_METHODS = frozenset({"map_batches", "map", "flat_map", "filter", "add_column", "with_column",

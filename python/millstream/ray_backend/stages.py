@@ -5,7 +5,7 @@ its output block and a small metadata dict (rows, bytes), as two objects."""
 from __future__ import annotations
 
 import importlib
-from typing import Any, List, Optional
+from typing import List
 
 import pyarrow as pa
 
