@@ -124,7 +124,7 @@ class PythonUdf : public BatchUdf {
     std::optional<py::gil_scoped_acquire> gil;
     AcquireGil(gil);
     try {
-      py::object arg = BatchToPyArrow(batch);
+      py::object arg = ToPython(batch);
       PyObject* raw = CallPython(call_->get().ptr(), arg.ptr());
       ParkIfExiting();  // the call outlived the interpreter's exit: never come back
       if (!raw) throw py::error_already_set();
@@ -186,6 +186,34 @@ class PythonUdf : public BatchUdf {
   PythonUdf(std::vector<std::shared_ptr<PyRef>> steps, std::vector<std::string> names,
             std::shared_ptr<PyRef> call)
       : steps_(std::move(steps)), names_(std::move(names)), call_(std::move(call)) {}
+
+  /// The batch as a pyarrow RecordBatch (with the GIL). The blocks of one operator
+  /// mostly share a schema: its pyarrow Schema is kept and only the array is exported,
+  /// which halves the cost of the conversion for small blocks.
+  py::object ToPython(const std::shared_ptr<arrow::RecordBatch>& batch) {
+    // Members are read and written only with the GIL held, and copied to locals around
+    // the Python calls (another thread may take the GIL during one).
+    auto schema = cached_schema_;
+    auto py_schema = cached_py_schema_;
+    if (!schema || (schema != batch->schema() && !schema->Equals(*batch->schema(), true))) {
+      py_schema = std::make_shared<PyRef>(SchemaToPyArrow(batch->schema()));
+      schema = batch->schema();
+      cached_schema_ = schema;
+      cached_py_schema_ = py_schema;
+    }
+    ArrowArray c_array;
+    CheckStatus(arrow::ExportRecordBatch(*batch, &c_array, nullptr));
+    static py::handle import_batch = PyArrowAttr("RecordBatch", "_import_from_c").release();
+    try {
+      return import_batch(reinterpret_cast<uintptr_t>(&c_array), py_schema->get());
+    } catch (...) {
+      if (c_array.release) c_array.release(&c_array);
+      throw;
+    }
+  }
+
+  std::shared_ptr<arrow::Schema> cached_schema_;  // with the GIL only (see ToPython)
+  std::shared_ptr<PyRef> cached_py_schema_;
 
   std::vector<std::shared_ptr<PyRef>> steps_;  // the functions, each a step
   std::vector<std::string> names_;             // their operator names

@@ -79,19 +79,39 @@ def chain(fns: Sequence[Callable], names: Sequence[str]) -> Callable:
     steps = steps_of(fns, names)
     if len(steps) == 1:
         return steps[0][0]
-    first = steps[0][0]
     rest = [(steps[k][0], steps[k - 1][1]) for k in range(1, len(steps))]
 
-    def run(batch):
-        outs = first(batch)
-        for step, before in rest:
-            if len(outs) == 1 and type(outs[0]) is pa.Table:
-                batches = outs[0].to_batches()
-            else:
-                batches = [piece for out in outs for piece in batches_of(out, before)]
+    def run_from(k, outs):
+        """The general case from step k on: any number of results per call."""
+        for step, before in rest[k - 1:]:
+            batches = [piece for out in outs for piece in batches_of(out, before)]
             outs = []
             for piece in batches:
                 outs += step(piece)
         return outs
+
+    if len(steps) != len(fns):  # a run of worker-process steps: the general case
+        first = steps[0][0]
+        return lambda batch: run_from(1, first(batch))
+
+    fns, names = list(fns), list(names)
+    count = len(fns)
+
+    def run(batch):
+        # The common case without lists: each step's result is one batch's worth.
+        k = 0
+        try:
+            out = fns[0](batch)
+            for k in range(1, count):
+                pieces = out.to_batches() if type(out) is pa.Table else None
+                if pieces is None or len(pieces) != 1:
+                    break
+                out = fns[k](pieces[0])
+            else:
+                return [out]
+        except BaseException as exc:
+            note(exc, names[k])
+            raise
+        return run_from(k, [out])  # several (or no) batches, or not a Table
 
     return run
