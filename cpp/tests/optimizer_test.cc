@@ -12,6 +12,7 @@
 namespace millstream {
 namespace {
 
+using testing::SortedBy;
 using testing::Udf;
 namespace cp = arrow::compute;
 
