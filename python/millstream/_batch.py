@@ -581,7 +581,7 @@ def batch_adapter(fn: Callable, batch_format: str, operator: str, writable: bool
         if pyarrow_format:
             # The common case first, without the format and async checks: a Table in, a
             # Table out (the one given back as it is: its names are the input's).
-            user_batch = pa.Table.from_batches([batch])
+            user_batch = pa.Table.from_batches([batch]) if type(batch) is pa.RecordBatch else batch
             result = user_fn(user_batch)
             if type(result) is pa.Table:
                 return result if result is user_batch else unique_names(result, operator)
