@@ -10,7 +10,9 @@
    and 3N blocks; the difference in wall time over 2N is the cost of one more block
    (start-up cancels out), for both modes (the process figure includes the round trip
    through shared memory: write, socket message, map, write back, map). What is left of
-   the N-block run is reported as the start-up (the workers' interpreters).
+   the N-block run is reported as the start-up (the workers' interpreters). Measured
+   again with ``--fused`` (3) identity maps fused into one operator: one call into
+   Python, or one round trip to a worker, per block for all of them.
 
 Each timed run includes starting the workers (they live for one execution). Answers are
 checked against values computed here.
@@ -63,9 +65,11 @@ def run_busy(mode: str, rows: int, blocks: int) -> tuple:
     return wall, cpu, count, total
 
 
-def run_overhead(mode: str, blocks: int) -> float:
+def run_overhead(mode: str, blocks: int, steps: int = 1) -> float:
     md.DataContext.get_current().python_udf_workers = mode
-    ds = md.range(blocks, override_num_blocks=blocks).map_batches(identity)
+    ds = md.range(blocks, override_num_blocks=blocks)
+    for _ in range(steps):  # fused into one operator: one call (one round trip) per block
+        ds = ds.map_batches(identity)
     t0 = time.perf_counter()
     n = sum(b.num_rows for b in ds.iter_batches(batch_size=None, batch_format="pyarrow"))
     wall = time.perf_counter() - t0
@@ -79,6 +83,8 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=40)
     parser.add_argument("--overhead-blocks", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--fused", type=int, default=3,
+                        help="identity map_batches fused into one operator in the second overhead measure")
     args = parser.parse_args()
 
     cores = len(os.sched_getaffinity(0))
@@ -100,17 +106,19 @@ def main() -> None:
     print(f"  speed-up:  {t / p:.2f}x")
 
     n = args.overhead_blocks
-    per_block = {"threads": [], "processes": []}
-    startup = {"threads": [], "processes": []}
-    for r in range(args.repeats):
-        for mode in (("threads", "processes") if r % 2 == 0 else ("processes", "threads")):
-            small, large = run_overhead(mode, n), run_overhead(mode, 3 * n)
-            per_block[mode].append((large - small) / (2 * n))
-            startup[mode].append(small - n * per_block[mode][-1])
-    print(f"task overhead, identity map_batches over {n} and {3 * n} one-row blocks (median):")
-    for mode in ("threads", "processes"):
-        print(f"  {mode + ':':10} {statistics.median(per_block[mode]) * 1e6:.0f} us per block, "
-              f"{statistics.median(startup[mode]):.2f} s start-up")
+    for steps in (1, args.fused):
+        per_block = {"threads": [], "processes": []}
+        startup = {"threads": [], "processes": []}
+        for r in range(args.repeats):
+            for mode in (("threads", "processes") if r % 2 == 0 else ("processes", "threads")):
+                small, large = run_overhead(mode, n, steps), run_overhead(mode, 3 * n, steps)
+                per_block[mode].append((large - small) / (2 * n))
+                startup[mode].append(small - n * per_block[mode][-1])
+        print(f"task overhead, {steps} fused identity map_batches over {n} and {3 * n} one-row "
+              "blocks (median):")
+        for mode in ("threads", "processes"):
+            print(f"  {mode + ':':10} {statistics.median(per_block[mode]) * 1e6:.0f} us per block, "
+                  f"{statistics.median(startup[mode]):.2f} s start-up")
 
 
 if __name__ == "__main__":

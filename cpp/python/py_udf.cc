@@ -101,11 +101,22 @@ struct PythonCall {
   }
 };
 
+/// A Python UDF, or a chain of consecutive ones (`Then`): a chain is one Python callable
+/// (`millstream._udf_chain.chain`) that runs every step on the batch and returns the last
+/// step's results as a list, so a block crosses into Python and back once for all of them.
 class PythonUdf : public BatchUdf {
  public:
-  PythonUdf(py::object fn, std::string name) : fn_(std::move(fn)), name_(std::move(name)) {}
+  PythonUdf(py::object fn, std::string name)
+      : steps_{std::make_shared<PyRef>(std::move(fn))}, names_{std::move(name)}, call_(steps_[0]) {}
 
   arrow::Result<std::shared_ptr<arrow::Table>> Call(
+      const std::shared_ptr<arrow::RecordBatch>& batch) override {
+    ARROW_ASSIGN_OR_RAISE(auto tables, CallAll(batch));
+    if (tables.size() == 1) return tables[0];
+    return arrow::Status::Invalid("a chain of Python UDFs made ", tables.size(), " tables");
+  }
+
+  arrow::Result<std::vector<std::shared_ptr<arrow::Table>>> CallAll(
       const std::shared_ptr<arrow::RecordBatch>& batch) override {
     PythonCall call;
     if (!call.entered) return arrow::Status::Cancelled("the Python interpreter is exiting");
@@ -113,18 +124,33 @@ class PythonUdf : public BatchUdf {
     std::optional<py::gil_scoped_acquire> gil;
     AcquireGil(gil);
     try {
-      py::object arg = BatchToPyArrow(batch);
-      PyObject* raw = CallPython(fn_.get().ptr(), arg.ptr());
+      py::object arg = ToPython(batch);
+      PyObject* raw = CallPython(call_->get().ptr(), arg.ptr());
       ParkIfExiting();  // the call outlived the interpreter's exit: never come back
       if (!raw) throw py::error_already_set();
-      return TableFromPython(py::reinterpret_steal<py::object>(raw));
+      auto result = py::reinterpret_steal<py::object>(raw);
+      std::vector<std::shared_ptr<arrow::Table>> tables;
+      if (steps_.size() == 1) {
+        ARROW_ASSIGN_OR_RAISE(auto table, TableFromPython(result));
+        tables.push_back(std::move(table));
+        return tables;
+      }
+      // A chain answers a list: one result per batch its last step was called on.
+      py::list results = result;
+      tables.reserve(results.size());
+      for (const auto& item : results) {
+        ARROW_ASSIGN_OR_RAISE(auto table, TableFromPython(item));
+        tables.push_back(std::move(table));
+      }
+      return tables;
     } catch (py::error_already_set& error) {
       py::object exception = error.value();
       if (!error.trace().is_none() && py::hasattr(exception, "__traceback__") &&
           exception.attr("__traceback__").is_none()) {
         exception.attr("__traceback__") = error.trace();
       }
-      AddNote(exception, "(raised in millstream operator " + name_ + ")");
+      // A chain notes the step that raised itself.
+      if (steps_.size() == 1) AddNote(exception, "(raised in millstream operator " + names_[0] + ")");
       std::string message = py::str(exception);
       std::string type = py::str(exception.get_type().attr("__name__"));
       return arrow::Status(arrow::StatusCode::ExecutionError, type + ": " + message,
@@ -132,9 +158,66 @@ class PythonUdf : public BatchUdf {
     }
   }
 
+  std::shared_ptr<BatchUdf> Then(const std::shared_ptr<BatchUdf>& next) const override {
+    auto other = std::dynamic_pointer_cast<PythonUdf>(next);
+    if (!other) return nullptr;
+    PythonCall call;
+    if (!call.entered) return nullptr;
+    std::optional<py::gil_scoped_acquire> gil;
+    AcquireGil(gil);
+    try {
+      auto steps = steps_;
+      auto names = names_;
+      steps.insert(steps.end(), other->steps_.begin(), other->steps_.end());
+      names.insert(names.end(), other->names_.begin(), other->names_.end());
+      py::list fns, labels;
+      for (const auto& step : steps) fns.append(step->get());
+      for (const auto& name : names) labels.append(py::str(name));
+      py::object chain = py::module_::import("millstream._udf_chain").attr("chain")(fns, labels);
+      ParkIfExiting();
+      return std::shared_ptr<PythonUdf>(
+          new PythonUdf(std::move(steps), std::move(names), std::make_shared<PyRef>(std::move(chain))));
+    } catch (py::error_already_set&) {
+      return nullptr;  // run one after another instead
+    }
+  }
+
  private:
-  PyRef fn_;
-  std::string name_;
+  PythonUdf(std::vector<std::shared_ptr<PyRef>> steps, std::vector<std::string> names,
+            std::shared_ptr<PyRef> call)
+      : steps_(std::move(steps)), names_(std::move(names)), call_(std::move(call)) {}
+
+  /// The batch as a pyarrow RecordBatch (with the GIL). The blocks of one operator
+  /// mostly share a schema: its pyarrow Schema is kept and only the array is exported,
+  /// which halves the cost of the conversion for small blocks.
+  py::object ToPython(const std::shared_ptr<arrow::RecordBatch>& batch) {
+    // Members are read and written only with the GIL held, and copied to locals around
+    // the Python calls (another thread may take the GIL during one).
+    auto schema = cached_schema_;
+    auto py_schema = cached_py_schema_;
+    if (!schema || (schema != batch->schema() && !schema->Equals(*batch->schema(), true))) {
+      py_schema = std::make_shared<PyRef>(SchemaToPyArrow(batch->schema()));
+      schema = batch->schema();
+      cached_schema_ = schema;
+      cached_py_schema_ = py_schema;
+    }
+    ArrowArray c_array;
+    CheckStatus(arrow::ExportRecordBatch(*batch, &c_array, nullptr));
+    static py::handle import_batch = PyArrowAttr("RecordBatch", "_import_from_c").release();
+    try {
+      return import_batch(reinterpret_cast<uintptr_t>(&c_array), py_schema->get());
+    } catch (...) {
+      if (c_array.release) c_array.release(&c_array);
+      throw;
+    }
+  }
+
+  std::shared_ptr<arrow::Schema> cached_schema_;  // with the GIL only (see ToPython)
+  std::shared_ptr<PyRef> cached_py_schema_;
+
+  std::vector<std::shared_ptr<PyRef>> steps_;  // the functions, each a step
+  std::vector<std::string> names_;             // their operator names
+  std::shared_ptr<PyRef> call_;                // what a call calls: the function, or the chain
 };
 
 }  // namespace

@@ -5,9 +5,14 @@
 #include "io/sources.h"
 #include "test_util.h"
 
+#include <atomic>
+
+#include <arrow/compute/api.h>
+
 namespace millstream {
 namespace {
 
+using testing::SortedBy;
 using testing::Udf;
 namespace cp = arrow::compute;
 
@@ -68,6 +73,53 @@ TEST(FuseMaps, CappedTasksDoNotFuseIntoActors) {
   auto ds = Source().MapBatches(Identity(), capped).MapBatches(Identity(), actor);
   auto optimized = MakeFuseMapsRule()->Apply(ds.plan()).ValueOrDie();
   EXPECT_EQ(Names(optimized), "ReadRange->MapBatches(capped) | MapBatches(Model)");
+}
+
+TEST(FuseMaps, ConsecutiveTaskUdfsBecomeOneStep) {
+  auto actor = Named("MapBatches(Model)");
+  actor.compute = ComputeStrategy::Actors(1, 2);
+  auto batched = Named("MapBatches(batched)");
+  batched.batch_size = 10;
+  auto ds = Source()
+                .MapBatches(Identity(), Named("MapBatches(f)"))
+                .MapBatches(Identity(), Named("Map(g)", /*row_preserving=*/true))
+                .MapBatches(Identity(), batched)
+                .MapBatches(Identity(), actor);
+  auto optimized = MakeFuseMapsRule()->Apply(ds.plan()).ValueOrDie();
+  EXPECT_EQ(Names(optimized),
+            "ReadRange->MapBatches(f)->Map(g)->MapBatches(batched)->MapBatches(Model)");
+  const auto& transforms = PlanChain(optimized)[0]->As<MapOp>()->transforms;
+  // f and g join; a batch size of its own and an actor's UDF stay steps of their own.
+  ASSERT_EQ(transforms.size(), 3u);
+  EXPECT_EQ(transforms[0]->name(), "MapBatches(f)->Map(g)");
+  EXPECT_FALSE(transforms[0]->row_preserving());  // f may change the row count
+}
+
+TEST(FuseMaps, JoinedUdfStepsCallEachUdfOnEveryBatchOfTheOneBefore) {
+  // split keeps even ids and hands them on as two chunks; thrice counts its calls and
+  // multiplies the ids by 3. By hand: ids 0, 6, 12, ... (50 rows), 2 calls per block.
+  auto split = Udf([](const std::shared_ptr<arrow::RecordBatch>& b) {
+    auto odd = cp::CallFunction("bit_wise_and", {b->column(0), arrow::Datum(int64_t{1})}).ValueOrDie();
+    auto even = cp::CallFunction("equal", {odd, arrow::Datum(int64_t{0})}).ValueOrDie();
+    auto kept = cp::Filter(b, even).ValueOrDie().record_batch();
+    int64_t half = kept->num_rows() / 2;
+    return arrow::Table::FromRecordBatches({kept->Slice(0, half), kept->Slice(half)});
+  });
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  auto thrice = Udf([calls](const std::shared_ptr<arrow::RecordBatch>& b) {
+    *calls += 1;
+    auto ids = cp::Multiply(b->column(0), arrow::Datum(int64_t{3})).ValueOrDie();
+    return arrow::Table::FromRecordBatches(
+        {arrow::RecordBatch::Make(b->schema(), b->num_rows(), {ids.make_array()})});
+  });
+  auto ds = Dataset::Range(100, 4).ValueOrDie().MapBatches(split, Named("MapBatches(split)"));
+  ds = ds.MapBatches(thrice, Named("MapBatches(thrice)"));
+  DataContext context;
+  auto table = SortedBy(ds.ToTable(context).ValueOrDie(), "id");
+  ASSERT_EQ(table->num_rows(), 50);
+  auto ids = std::static_pointer_cast<arrow::Int64Array>(table->GetColumnByName("id")->chunk(0));
+  for (int64_t i = 0; i < 50; ++i) EXPECT_EQ(ids->Value(i), 6 * i);
+  EXPECT_EQ(calls->load(), 8);  // 4 blocks, 2 chunks each
 }
 
 TEST(FuseMaps, LimitBreaksFusion) {

@@ -570,22 +570,39 @@ def batch_adapter(fn: Callable, batch_format: str, operator: str, writable: bool
     """Wraps a user batch function into the engine's RecordBatch -> Table call."""
     fn_kwargs = fn_kwargs or {}
     runner = AsyncRunner()
+    pyarrow_format = batch_format == "pyarrow"
+    if not fn_args and not fn_kwargs:
+        user_fn = fn
+    else:
+        def user_fn(user_batch):
+            return fn(user_batch, *fn_args, **fn_kwargs)
 
     def call(batch: pa.RecordBatch) -> pa.Table:
+        if pyarrow_format:
+            # The common case first, without the format and async checks: a Table in, a
+            # Table out (the one given back as it is: its names are the input's).
+            user_batch = pa.Table.from_batches([batch]) if type(batch) is pa.RecordBatch else batch
+            result = user_fn(user_batch)
+            if type(result) is pa.Table:
+                return result if result is user_batch else unique_names(result, operator)
+            return finish(result, user_batch, None)
         user_batch = to_format(batch, batch_format, writable)
         originals = None
         if batch_format == "numpy":
             # Linear in the columns: schema and columns fetched once, not per column.
             originals = {id(a): (a, column, _snapshot(a, column.type))
                          for a, column in zip(user_batch.values(), batch.columns)}
-        result, many = runner.resolve(fn(user_batch, *fn_args, **fn_kwargs))
+        table = finish(user_fn(user_batch), user_batch, originals)
+        return keep_input_types(table, batch.schema)
+
+    def finish(result, user_batch, originals) -> pa.Table:
+        result, many = runner.resolve(result)
         if many or (hasattr(result, "__next__") and not isinstance(result, dict)):
-            table = concat_results(result, operator)
-        else:
-            # `user_batch` is a second local reference when the UDF returned the batch itself.
-            owned = _local_refs(result) <= _SOLE_LOCAL_REFS + (result is user_batch)
-            table = from_format(result, operator, originals, owned, user_batch)
-        return table if batch_format == "pyarrow" else keep_input_types(table, batch.schema)
+            return concat_results(result, operator)
+        # When the UDF returned the batch itself, `user_batch` here and in `call` are two
+        # more local references.
+        owned = _local_refs(result) <= _SOLE_LOCAL_REFS + 2 * (result is user_batch)
+        return from_format(result, operator, originals, owned, user_batch)
 
     return call
 

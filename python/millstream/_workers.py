@@ -87,6 +87,13 @@ def mode() -> str:
     from millstream.context import DataContext
 
     value = DataContext.get_current().python_udf_workers
+    if value == "auto":
+        raise ValueError(
+            'DataContext.python_udf_workers="auto" is not offered: choosing from measured GIL time '
+            "would need the UDF's time holding the GIL, which neither thread CPU time (it counts "
+            "numpy and Arrow code that releases the GIL) nor a probe (its result depends on the CPU "
+            "share other programs leave) tells reliably; set \"threads\" (the default: UDFs "
+            'spending their time in numpy, Arrow or torch) or "processes" (pure-Python UDFs)')
     if value not in MODES:
         raise ValueError(f"DataContext.python_udf_workers must be one of {list(MODES)}, got {value!r}")
     return value
@@ -159,6 +166,18 @@ def _stage(batch: pa.RecordBatch):
     return path
 
 
+def _remove_results(out_path: str) -> None:
+    """Removes the result files ``<out_path>-<i>`` a failed chain call may have left."""
+    prefix = os.path.basename(out_path) + "-"
+    try:
+        names = os.listdir(SHM_DIR)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(prefix):
+            _unlink(os.path.join(SHM_DIR, name))
+
+
 def _unstage(source) -> None:
     if isinstance(source, str):
         _unlink(source)
@@ -226,6 +245,7 @@ class _Worker:
             child.close()
         self.conn = Connection(parent.detach())
         self.loaded: set = set()
+        self.context_version = 0  # the version of the driver's DataContext it has
 
     @property
     def pid(self) -> int:
@@ -251,12 +271,27 @@ class _Worker:
     def call(self, key: str, payload: bytes, source) -> pa.Table:
         """Calls UDF ``key`` on the staged batch ``source`` (see _stage)."""
         out_path = _new_path()
-        message = ("call", key, None if key in self.loaded else payload, source, out_path)
+        message = ("call", key, None if key in self.loaded else payload, source, out_path,
+                   _context_message(self))
         reply = self.request(message, out_path)
         self.loaded.add(key)
         if reply[1] is not None:  # a small result, inside the reply
             return pa.ipc.open_stream(pa.py_buffer(reply[1])).read_all()
         return _read_block(out_path)
+
+    def call_chain(self, parts: List["TaskUdf"], source) -> List[pa.Table]:
+        """Calls the UDFs ``parts`` one after another on the staged batch ``source``; the
+        results of the last one come back inline or in files ``<out>-<i>``."""
+        out_path = _new_path()
+        steps = tuple((p.key, None if p.key in self.loaded else p.payload, p.name) for p in parts)
+        try:
+            reply = self.request(("chain", steps, source, out_path, _context_message(self)))
+        except BaseException:
+            _remove_results(out_path)
+            raise
+        self.loaded.update(p.key for p in parts)
+        return [pa.ipc.open_stream(pa.py_buffer(item)).read_all() if item is not None
+                else _read_block(f"{out_path}-{i}") for i, item in enumerate(reply[1])]
 
     def death(self) -> str:
         try:
@@ -400,10 +435,41 @@ def _task_pool(name: str) -> _TaskPool:
         return _pool
 
 
-def execution_started() -> None:
-    """Called before an execution starts: its UDF calls may start workers."""
-    global _executions, _epoch
+_context: list = [0, None, None]  # version, the driver's DataContext, its pickle (made once)
+
+
+def _context_message(worker: "_Worker"):
+    """The driver's DataContext for ``worker`` when it has not seen this version yet:
+    (version, pickled context); else None. Workers answer DataContext.get_current() with
+    the context the driver had when the execution started (pickled at its first call)."""
     with _lock:
+        version, context, payload = _context
+        if worker.context_version == version or context is None:
+            return None
+        if payload is None:
+            import cloudpickle
+
+            try:
+                payload = cloudpickle.dumps(context)
+            except Exception as exc:
+                raise TypeError("python_udf_workers='processes': the current DataContext cannot be "
+                                "sent to the worker processes, as cloudpickle cannot pickle it "
+                                f"({type(exc).__name__}: {exc})") from exc
+            _context[2] = payload
+    worker.context_version = version
+    return version, payload
+
+
+def execution_started() -> None:
+    """Called before an execution starts: its UDF calls may start workers, which see the
+    DataContext current now."""
+    global _executions, _epoch
+    from millstream.context import DataContext
+
+    context = DataContext.get_current()
+    with _lock:
+        if _context[1] is not context or _context[2] is not None:
+            _context[:] = [_context[0] + 1, context, None]
         first = _executions == 0
         if first:
             _epoch += 1
@@ -474,6 +540,36 @@ def _pickle_udf(make_call: Callable, name: str) -> bytes:
                         "(DataContext.python_udf_workers = 'threads')") from exc
 
 
+def _on_pool(name: str, max_retries: int, batch: pa.RecordBatch, call: Callable):
+    """Runs ``call(worker, source)`` on a worker of the task pool with ``batch`` staged,
+    again on another worker when one dies (up to ``max_retries`` times, -1: no limit)."""
+    pool = _task_pool(name)
+    source = _stage(batch)
+    try:
+        failures = 0
+        while True:
+            worker = pool.acquire(name)
+            try:
+                result = call(worker, source)
+            except _WorkerGone as gone:
+                pool.release(worker, alive=False)
+                if pool.closed:
+                    raise ExecutionEndedError(f"{name}: the execution has ended") from None
+                failures += 1
+                if max_retries != -1 and failures > max_retries:
+                    raise WorkerDiedError(
+                        f"{name}: {gone}; the task failed {failures} time(s) "
+                        f"(max_retries={max_retries})") from None
+                continue
+            except BaseException:
+                pool.release(worker)
+                raise
+            pool.release(worker)
+            return result
+    finally:
+        _unstage(source)
+
+
 class TaskUdf:
     """The callable the engine calls per batch for a function UDF in process mode."""
 
@@ -484,31 +580,25 @@ class TaskUdf:
         self.max_retries = max_retries
 
     def __call__(self, batch: pa.RecordBatch) -> pa.Table:
-        pool = _task_pool(self.name)
-        source = _stage(batch)
-        try:
-            failures = 0
-            while True:
-                worker = pool.acquire(self.name)
-                try:
-                    result = worker.call(self.key, self.payload, source)
-                except _WorkerGone as gone:
-                    pool.release(worker, alive=False)
-                    if pool.closed:
-                        raise ExecutionEndedError(f"{self.name}: the execution has ended") from None
-                    failures += 1
-                    if self.max_retries != -1 and failures > self.max_retries:
-                        raise WorkerDiedError(
-                            f"{self.name}: {gone}; the task failed {failures} time(s) "
-                            f"(max_retries={self.max_retries})") from None
-                    continue
-                except BaseException:
-                    pool.release(worker)
-                    raise
-                pool.release(worker)
-                return result
-        finally:
-            _unstage(source)
+        return _on_pool(self.name, self.max_retries, batch,
+                        lambda worker, source: worker.call(self.key, self.payload, source))
+
+
+class TaskChain:
+    """Consecutive process-mode function UDFs fused into one operator: one round trip to
+    a worker per batch, which runs every step there (each on every batch of the step
+    before's output) and answers the last step's results, a list. A dead worker retries
+    the whole chain, as many times as the most lenient step's ``max_retries`` allows."""
+
+    def __init__(self, parts: List[TaskUdf]):
+        self.parts = list(parts)
+        self.name = "->".join(p.name for p in self.parts)
+        retries = [p.max_retries for p in self.parts]
+        self.max_retries = -1 if -1 in retries else max(retries)
+
+    def __call__(self, batch: pa.RecordBatch) -> List[pa.Table]:
+        return _on_pool(self.name, self.max_retries, batch,
+                        lambda worker, source: worker.call_chain(self.parts, source))
 
 
 class ActorFactory:
@@ -595,7 +685,7 @@ class ProcessActor:
         worker = _Worker(env)
         self.worker = worker
         try:
-            worker.request(("init", "actor", self.factory.payload))
+            worker.request(("init", "actor", self.factory.payload, _context_message(worker)))
         except _WorkerGone as gone:
             self.worker = None
             raise WorkerDiedError(f"{self.factory.name}: {gone} while constructing the actor") from None

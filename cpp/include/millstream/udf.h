@@ -22,6 +22,22 @@ class BatchUdf {
   virtual ~BatchUdf() = default;
   virtual arrow::Result<std::shared_ptr<arrow::Table>> Call(
       const std::shared_ptr<arrow::RecordBatch>& batch) = 0;
+
+  /// Calls the UDF; a UDF that runs several steps (see `Then`) returns one table per
+  /// batch its last step was called on. The default: `Call`'s table.
+  virtual arrow::Result<std::vector<std::shared_ptr<arrow::Table>>> CallAll(
+      const std::shared_ptr<arrow::RecordBatch>& batch) {
+    ARROW_ASSIGN_OR_RAISE(auto table, Call(batch));
+    return std::vector<std::shared_ptr<arrow::Table>>{std::move(table)};
+  }
+
+  /// One UDF that runs this one and then `next` on each batch of its output (in the
+  /// order of the output's batches, empty ones skipped, as fused steps hand blocks on),
+  /// inside one call: for Python UDFs one GIL acquisition and one conversion in and out
+  /// for the whole chain. Null when the two cannot run as one (the default).
+  virtual std::shared_ptr<BatchUdf> Then(const std::shared_ptr<BatchUdf>& next) const {
+    return nullptr;
+  }
 };
 
 /// \brief Makes UDF instances: once for a task pool, once per actor for an actor pool

@@ -18,6 +18,13 @@ namespace millstream {
 std::shared_ptr<const Transform> MakeUdfTransform(BatchUdfFactory factory,
                                                   const MapBatchesOptions& options);
 
+/// `first` then `second` as one step when both are task-pool UDF transforms and
+/// `second` takes whole batches (no batch_size of its own): their instances are joined
+/// with `BatchUdf::Then`, so a block makes one trip through both (for Python, one GIL
+/// acquisition and one conversion in and out). Null when they cannot be joined. The
+/// step's name is both names joined by "->", as the fused operator's name shows them.
+std::shared_ptr<const Transform> FuseUdfTransforms(const Transform& first, const Transform& second);
+
 /// Keeps rows where `predicate` is true; the expression is bound to each block's schema.
 std::shared_ptr<const Transform> MakeFilterTransform(arrow::compute::Expression predicate);
 

@@ -1,5 +1,6 @@
 #include <algorithm>
 
+#include "exec/transforms.h"
 #include "optimizer/optimizer.h"
 #include "plan/logical_operators.h"
 
@@ -51,8 +52,17 @@ class FuseMapsRule : public Rule {
         fused->num_gpus = next->num_gpus;
         fused->memory = std::max(map.memory, next->memory);
       }
-      fused->transforms.insert(fused->transforms.end(), next->transforms.begin(),
-                               next->transforms.end());
+      for (const auto& transform : next->transforms) {
+        // Consecutive user functions of the task pool become one step (one call per block).
+        auto joined = fused->transforms.empty()
+                          ? nullptr
+                          : FuseUdfTransforms(*fused->transforms.back(), *transform);
+        if (joined) {
+          fused->transforms.back() = std::move(joined);
+        } else {
+          fused->transforms.push_back(transform);
+        }
+      }
       fused->min_rows_per_bundle = std::max(map.min_rows_per_bundle, next->min_rows_per_bundle);
       return PlanPtr(fused);
     });
