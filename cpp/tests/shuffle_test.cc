@@ -393,6 +393,22 @@ TEST(SortExchange, PartitionsChosenFromDataSize) {
   for (const auto& block : Flatten(result)) EXPECT_LE(BlockBytes(*block), 256 << 10);
 }
 
+TEST(SortExchange, PartitionsStaySmallUnderALargeLimit) {
+  // 48 MiB of keys under a 1 TiB limit: partitions of about 16 MiB (several reduce tasks,
+  // each emitting its own block), not one partition the limit would allow.
+  ExchangeOptions options;
+  options.memory_limit = int64_t{1} << 40;
+  options.parallelism = 1;
+  auto input = Int64Blocks(8, 12, 512 * 1024);
+  Harness h;
+  auto exchange = MakeSortExchange({{"x"}}, options).ValueOrDie();
+  ASSIGN_OK(auto result, RunExchange(*exchange, input, h.ctx));
+  EXPECT_GE(result.size(), 3u);
+  EXPECT_LE(result.size(), 4u);
+  EXPECT_TRUE(SameBatch(Concat(result), ExpectedSort(input, {{"x"}})));
+  EXPECT_EQ(h.reservation.size(), 0);
+}
+
 TEST(SortExchange, OneKeyMostRowsShareSpreadsOverPartitions) {
   // 90% of the rows have i == 7: partitions split that key's rows by input position.
   auto input = RandomBlocks(17, 10, 1000);
