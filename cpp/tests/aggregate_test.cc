@@ -22,27 +22,6 @@ namespace {
 
 using Kind = AggregateSpec::Kind;
 
-#define AGG_CONCAT_INNER(a, b) a##b
-#define AGG_CONCAT(a, b) AGG_CONCAT_INNER(a, b)
-#define AGG_ASSIGN_IMPL(result, lhs, rexpr)                \
-  auto result = (rexpr);                                  \
-  ASSERT_TRUE(result.ok()) << result.status().ToString(); \
-  lhs = std::move(result).ValueUnsafe()
-#define ASSIGN_OK(lhs, rexpr) AGG_ASSIGN_IMPL(AGG_CONCAT(_agg_res_, __COUNTER__), lhs, rexpr)
-
-/// A context with its own reservation (capped at `cap`) and spill directory.
-struct Harness {
-  explicit Harness(int64_t cap = int64_t{1} << 40) : reservation(cap) {
-    spill = SpillDirectory::Make(dir.path()).ValueOrDie();
-    ctx.reservation = &reservation;
-    ctx.spill = spill.get();
-  }
-  TempDir dir;
-  MemoryReservation reservation;
-  std::shared_ptr<SpillDirectory> spill;
-  ExchangeContext ctx;
-};
-
 /// Maps blocks from two threads, reduces every partition; all output blocks in order.
 arrow::Result<std::vector<Block>> RunAggregate(Exchange& exchange, const std::vector<Block>& input, ExchangeContext& ctx) {
   arrow::Status statuses[2];

@@ -16,26 +16,6 @@
 namespace millstream::testing {
 namespace {
 
-#define JOIN_CONCAT_INNER(a, b) a##b
-#define JOIN_CONCAT(a, b) JOIN_CONCAT_INNER(a, b)
-#define JOIN_ASSIGN_IMPL(result, lhs, rexpr)               \
-  auto result = (rexpr);                                  \
-  ASSERT_TRUE(result.ok()) << result.status().ToString(); \
-  lhs = std::move(result).ValueUnsafe()
-#define ASSIGN_OK(lhs, rexpr) JOIN_ASSIGN_IMPL(JOIN_CONCAT(_join_res_, __COUNTER__), lhs, rexpr)
-
-struct Harness {
-  explicit Harness(int64_t cap = int64_t{1} << 40) : reservation(cap) {
-    spill = SpillDirectory::Make(dir.path()).ValueOrDie();
-    ctx.reservation = &reservation;
-    ctx.spill = spill.get();
-  }
-  TempDir dir;
-  MemoryReservation reservation;
-  std::shared_ptr<SpillDirectory> spill;
-  ExchangeContext ctx;
-};
-
 /// Blocks of (k: int64 0..keys-1 with 10% nulls, `payload`: int64 row id + base).
 std::vector<Block> Blocks(uint64_t seed, int blocks, int64_t rows, int64_t keys, const char* payload, int64_t base) {
   std::mt19937_64 rng(seed);

@@ -34,15 +34,6 @@ namespace {
 namespace cp = arrow::compute;
 namespace fs = std::filesystem;
 
-// ASSERT_OK_AND_ASSIGN of test_util.h names its temporary after the literal __LINE__, so
-// it can be used once per scope; this one can be used any number of times.
-#define SHUFFLE_CONCAT_INNER(a, b) a##b
-#define SHUFFLE_CONCAT(a, b) SHUFFLE_CONCAT_INNER(a, b)
-#define ASSIGN_OK_IMPL(result, lhs, rexpr)                          \
-  auto result = (rexpr);                                            \
-  ASSERT_TRUE(result.ok()) << result.status().ToString();           \
-  lhs = std::move(result).ValueUnsafe()
-#define ASSIGN_OK(lhs, rexpr) ASSIGN_OK_IMPL(SHUFFLE_CONCAT(_shuffle_res_, __COUNTER__), lhs, rexpr)
 using Partitions = std::vector<std::vector<Block>>;
 
 /// Blocks with columns row (unique id, input order), i (int64 0..49, 10% null), d (double
@@ -180,21 +171,6 @@ std::vector<int64_t> Column64(const Block& block, const std::string& name) {
   auto column = std::static_pointer_cast<arrow::Int64Array>(block->GetColumnByName(name));
   return std::vector<int64_t>(column->raw_values(), column->raw_values() + column->length());
 }
-
-/// A context with its own reservation and spill directory.
-struct Harness {
-  explicit Harness(int64_t cap = int64_t{1} << 40) : reservation(cap) {
-    spill = SpillDirectory::Make(dir.path()).ValueOrDie();
-    ctx.reservation = &reservation;
-    ctx.spill = spill.get();
-    ctx.cancelled = &cancelled;
-  }
-  TempDir dir;
-  MemoryReservation reservation;
-  std::shared_ptr<SpillDirectory> spill;
-  std::atomic<bool> cancelled{false};
-  ExchangeContext ctx;
-};
 
 ::testing::AssertionResult SameBatch(const Block& actual, const Block& expected) {
   if (actual->Equals(*expected, arrow::EqualOptions::Defaults().nans_equal(true))) {
@@ -415,6 +391,22 @@ TEST(SortExchange, PartitionsChosenFromDataSize) {
   EXPECT_GE(result.size(), 8u);
   EXPECT_TRUE(SameBatch(Concat(result), ExpectedSort(input, {{"x"}})));
   for (const auto& block : Flatten(result)) EXPECT_LE(BlockBytes(*block), 256 << 10);
+}
+
+TEST(SortExchange, PartitionsStaySmallUnderALargeLimit) {
+  // 48 MiB of keys under a 1 TiB limit: partitions of about 16 MiB (several reduce tasks,
+  // each emitting its own block), not one partition the limit would allow.
+  ExchangeOptions options;
+  options.memory_limit = int64_t{1} << 40;
+  options.parallelism = 1;
+  auto input = Int64Blocks(8, 12, 512 * 1024);
+  Harness h;
+  auto exchange = MakeSortExchange({{"x"}}, options).ValueOrDie();
+  ASSIGN_OK(auto result, RunExchange(*exchange, input, h.ctx));
+  EXPECT_GE(result.size(), 3u);
+  EXPECT_LE(result.size(), 4u);
+  EXPECT_TRUE(SameBatch(Concat(result), ExpectedSort(input, {{"x"}})));
+  EXPECT_EQ(h.reservation.size(), 0);
 }
 
 TEST(SortExchange, OneKeyMostRowsShareSpreadsOverPartitions) {
@@ -855,6 +847,57 @@ TEST(RandomShuffleExchange, SameSeedSameOrderOtherwiseDifferent) {
   EXPECT_EQ(a, b);
   EXPECT_NE(a, ShuffleRows(input, 2, options));
   EXPECT_NE(ShuffleRows(input, std::nullopt), ShuffleRows(input, std::nullopt));
+}
+
+TEST(RandomShuffleExchange, SameOrderWhateverThePartitionCount) {
+  // The order depends on the seed and the input only: not on the memory limit or the
+  // threads that size the reduce stage, nor on spilling.
+  auto input = RandomBlocks(27, 12, 20000);
+  auto run = [&](int64_t memory_limit, int64_t parallelism, int64_t cap, int64_t* partitions) {
+    ExchangeOptions options;
+    options.memory_limit = memory_limit;
+    options.parallelism = parallelism;
+    Harness h(cap);
+    auto exchange = MakeRandomShuffleExchange(5, options).ValueOrDie();
+    for (size_t i = 0; i < input.size(); ++i) EXPECT_TRUE(exchange->Map(i, input[i], h.ctx).ok());
+    *partitions = exchange->FinishMap(h.ctx).ValueOrDie();
+    std::vector<Block> out;
+    for (int64_t p = 0; p < *partitions; ++p) {
+      EXPECT_TRUE(exchange->Reduce(p, [&](Block b) { out.push_back(b); return arrow::Status::OK(); }, h.ctx).ok());
+    }
+    EXPECT_EQ(h.reservation.size(), 0);
+    return Column64(ConcatenateBlocks(out).ValueOrDie(), "row");
+  };
+  int64_t few = 0, many = 0, spilled = 0;
+  auto a = run(int64_t{1} << 40, 1, int64_t{1} << 40, &few);
+  auto b = run(int64_t{8} << 20, 2, int64_t{1} << 40, &many);
+  auto c = run(int64_t{8} << 20, 2, 1, &spilled);
+  EXPECT_LT(few, many);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(a, c);
+  auto sorted = a;
+  std::sort(sorted.begin(), sorted.end());
+  for (size_t i = 0; i < sorted.size(); ++i) ASSERT_EQ(sorted[i], static_cast<int64_t>(i));
+}
+
+TEST(RandomShuffleExchange, EveryRowEquallyLikelyAtEveryPlace) {
+  // The first row of a few rows in 2 blocks lands at each place about equally often over
+  // 1500 seeds (a chi-square bound far above what chance gives).
+  auto input = RandomBlocks(28, 2, 1);
+  const size_t n = static_cast<size_t>(input[0]->num_rows() + input[1]->num_rows());
+  ASSERT_GE(n, 2u);
+  std::vector<int64_t> counts(n, 0);
+  constexpr int kSeeds = 1500;
+  for (uint64_t seed = 0; seed < kSeeds; ++seed) {
+    auto rows = ShuffleRows(input, seed);
+    ASSERT_EQ(rows.size(), n);
+    counts[std::find(rows.begin(), rows.end(), 0) - rows.begin()]++;
+  }
+  const double expected = static_cast<double>(kSeeds) / n;
+  double chi2 = 0;
+  for (int64_t c : counts) chi2 += (c - expected) * (c - expected) / expected;
+  // At most 13 places (12 degrees of freedom): P(chi2 > 45) < 1e-5.
+  EXPECT_LT(chi2, 45.0);
 }
 
 TEST(RandomShuffleExchange, SpilledGivesTheSameOrder) {

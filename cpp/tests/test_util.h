@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -10,6 +11,9 @@
 #include <gtest/gtest.h>
 
 #include "millstream/millstream.h"
+#include "runtime/reservation.h"
+#include "runtime/spill_file.h"
+#include "shuffle/exchange.h"
 
 namespace millstream::testing {
 
@@ -23,6 +27,17 @@ namespace millstream::testing {
   auto _res_##__LINE__ = (rexpr);                             \
   ASSERT_TRUE(_res_##__LINE__.ok()) << _res_##__LINE__.status().ToString(); \
   lhs = std::move(_res_##__LINE__).ValueUnsafe()
+
+// ASSERT_OK_AND_ASSIGN names its temporary after the literal __LINE__, so it can be used
+// once per scope; ASSIGN_OK can be used any number of times.
+#define MILLSTREAM_TEST_CONCAT_INNER(a, b) a##b
+#define MILLSTREAM_TEST_CONCAT(a, b) MILLSTREAM_TEST_CONCAT_INNER(a, b)
+#define MILLSTREAM_TEST_ASSIGN_IMPL(result, lhs, rexpr)      \
+  auto result = (rexpr);                                  \
+  ASSERT_TRUE(result.ok()) << result.status().ToString(); \
+  lhs = std::move(result).ValueUnsafe()
+#define ASSIGN_OK(lhs, rexpr) \
+  MILLSTREAM_TEST_ASSIGN_IMPL(MILLSTREAM_TEST_CONCAT(_assign_ok_, __COUNTER__), lhs, rexpr)
 
 /// A UDF from a function over batches.
 class FnUdf : public BatchUdf {
@@ -78,6 +93,22 @@ class TempDir {
 
  private:
   std::string path_;
+};
+
+/// An exchange's context with its own reservation (capped at `cap`), spill directory (a
+/// fresh temporary one) and cancellation flag, for tests that drive an exchange directly.
+struct Harness {
+  explicit Harness(int64_t cap = int64_t{1} << 40) : reservation(cap) {
+    spill = SpillDirectory::Make(dir.path()).ValueOrDie();
+    ctx.reservation = &reservation;
+    ctx.spill = spill.get();
+    ctx.cancelled = &cancelled;
+  }
+  TempDir dir;
+  MemoryReservation reservation;
+  std::shared_ptr<SpillDirectory> spill;
+  std::atomic<bool> cancelled{false};
+  ExchangeContext ctx;
 };
 
 }  // namespace millstream::testing

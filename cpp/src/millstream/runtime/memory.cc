@@ -17,6 +17,7 @@ namespace millstream {
 namespace {
 std::atomic<int64_t> g_live_executions{0};
 std::atomic<int64_t> g_freed_since_release{0};
+std::atomic<int64_t> g_freed_under_pressure{0};  // ever, by exchanges that spill
 
 #if defined(__GLIBC__)
 /// Memory a program frees after an execution (the DataFrame of `to_pandas`, dropped by
@@ -70,6 +71,20 @@ void MemoryReturn::ExecutionEnded(int64_t bytes) {
 }
 
 void MemoryReturn::BlocksDropped(int64_t bytes) { MaybeRelease(bytes); }
+
+void MemoryReturn::FreedUnderPressure(int64_t bytes) {
+  g_freed_under_pressure.fetch_add(bytes, std::memory_order_relaxed);
+}
+
+void MemoryReturn::AfterTask() {
+  thread_local int64_t seen = 0;
+  const int64_t freed = g_freed_under_pressure.load(std::memory_order_relaxed);
+  if (freed - seen < kThreadReleaseThreshold) return;
+  seen = freed;
+  // This thread's cache only (mimalloc's collect works on the caller's heap); no
+  // malloc_trim, which walks every arena.
+  arrow::default_memory_pool()->ReleaseUnused();
+}
 
 void MemoryReturn::ReleaseUnused() {
   arrow::default_memory_pool()->ReleaseUnused();

@@ -29,8 +29,19 @@ class MemoryReturn {
   /// arenas (glibc's malloc_trim). Takes milliseconds when gigabytes were freed.
   static void ReleaseUnused();
 
+  /// `bytes` of blocks were freed under memory pressure (by an exchange that spills).
+  static void FreedUnderPressure(int64_t bytes);
+  /// Called by a worker thread after each task: once kThreadReleaseThreshold bytes were
+  /// freed under pressure (anywhere) since this thread last released, releases the unused
+  /// memory Arrow's default pool caches for this thread. mimalloc keeps freed pages in
+  /// the heap of the thread that allocated them and gives them back to the system only
+  /// as that thread calls into it, so each worker releases its own.
+  static void AfterTask();
+
   /// Bytes freed before a release is worth its cost.
   static constexpr int64_t kReleaseThreshold = 64LL << 20;
+  /// Bytes one thread frees under pressure before FreedUnderPressure releases.
+  static constexpr int64_t kThreadReleaseThreshold = 16LL << 20;
 };
 
 }  // namespace millstream

@@ -2,6 +2,8 @@
 
 #include <system_error>
 
+#include "runtime/memory.h"
+
 namespace millstream {
 
 namespace {
@@ -59,6 +61,7 @@ void ThreadPool::Loop() {
     }
     work();
     work = nullptr;  // what the closure holds is released while still counted busy
+    MemoryReturn::AfterTask();
     g_busy_workers -= 1;
   }
 }

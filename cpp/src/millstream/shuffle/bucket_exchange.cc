@@ -155,4 +155,92 @@ arrow::Status BucketExchange::ReducePieces(int64_t p, const std::function<arrow:
   return arrow::Status::OK();
 }
 
+arrow::Status BucketExchange::ReduceBucketGroups(int64_t p, int64_t max_bytes,
+                                                 const std::function<arrow::Status(BucketGroup)>& each,
+                                                 ExchangeContext& ctx) {
+  if (p < 0 || p >= n_) {
+    return arrow::Status::IndexError("no ", name(), " partition ", p, " of ", n_);
+  }
+  const int64_t b0 = p * num_buckets_ / n_, b1 = (p + 1) * num_buckets_ / n_;
+  // Each bucket's bytes, prorated by rows from the stored blocks (nothing is read).
+  std::vector<double> bucket_bytes(b1 - b0, 0.0);
+  std::vector<StoredBlock*> read;
+  for (auto& stored : blocks_) {
+    const StoredBlock& block = *stored.block;
+    if (block.piece_offset(b1) == block.piece_offset(b0)) continue;
+    read.push_back(stored.block.get());
+    const double per_row = static_cast<double>(block.bytes()) / block.num_rows();
+    for (int64_t b = b0; b < b1; ++b) bucket_bytes[b - b0] += per_row * block.piece_rows(b);
+  }
+  int64_t loaded = 0;
+  auto status = [&]() -> arrow::Status {
+    for (int64_t g0 = b0; g0 < b1;) {
+      int64_t g1 = g0 + 1;
+      double bytes = bucket_bytes[g0 - b0];
+      while (g1 < b1 && bytes + bucket_bytes[g1 - b0] <= static_cast<double>(max_bytes)) {
+        bytes += bucket_bytes[g1 - b0];
+        ++g1;
+      }
+      ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
+      BucketGroup group;
+      group.first_bucket = g0;
+      group.segments.resize(g1 - g0);
+      std::vector<Block> pieces;
+      int64_t base = 0;
+      for (auto* block : read) {
+        if (block->piece_offset(g1) == block->piece_offset(g0)) continue;
+        if (Block range = block->InMemoryRange(g0, g1)) {
+          for (int64_t b = g0; b < g1; ++b) {
+            if (block->piece_rows(b) == 0) continue;
+            group.segments[b - g0].emplace_back(base + block->piece_offset(b) - block->piece_offset(g0),
+                                                block->piece_rows(b));
+          }
+          base += range->num_rows();
+          ARROW_ASSIGN_OR_RAISE(auto cast, CastBlockToSchema(range, schema_));
+          pieces.push_back(std::move(cast));
+          continue;
+        }
+        bool from_disk = false;
+        ARROW_ASSIGN_OR_RAISE(auto got, block->Pieces(g0, g1, ctx, &from_disk));
+        for (size_t k = 0; k < got.size(); ++k) {
+          const int64_t rows = got[k]->num_rows();
+          if (rows == 0) continue;
+          if (from_disk) {
+            const int64_t piece_bytes = BlockBytes(*got[k]);
+            ledger_.Hold(piece_bytes, ctx);
+            loaded += piece_bytes;
+          }
+          group.segments[k].emplace_back(base, rows);
+          base += rows;
+          ARROW_ASSIGN_OR_RAISE(auto cast, CastBlockToSchema(got[k], schema_));
+          got[k].reset();
+          pieces.push_back(std::move(cast));
+        }
+      }
+      if (pieces.empty()) {
+        ARROW_ASSIGN_OR_RAISE(group.rows, arrow::RecordBatch::MakeEmpty(schema_, ctx.pool));
+      } else if (pieces.size() == 1) {
+        group.rows = std::move(pieces[0]);
+      } else {
+        ARROW_ASSIGN_OR_RAISE(group.rows, arrow::ConcatenateRecordBatches(pieces, ctx.pool));
+        pieces.clear();
+        // The pieces read back are gone; the concatenation is what the group holds now.
+        const int64_t concat_bytes = BlockBytes(*group.rows);
+        ledger_.Release(loaded, ctx);
+        ledger_.Hold(concat_bytes, ctx);
+        loaded = concat_bytes;
+      }
+      pieces.clear();
+      ARROW_RETURN_NOT_OK(each(std::move(group)));
+      ledger_.Release(loaded, ctx);
+      loaded = 0;
+      g0 = g1;
+    }
+    return arrow::Status::OK();
+  }();
+  ledger_.Release(loaded, ctx);
+  for (auto* block : read) block->Done(ctx);
+  return status;
+}
+
 }  // namespace millstream

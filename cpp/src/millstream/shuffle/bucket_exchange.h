@@ -36,6 +36,23 @@ class BucketExchange : public Exchange {
   /// reservation (`each` holds what it keeps). Like Reduce, once per partition.
   arrow::Status ReducePieces(int64_t p, const std::function<arrow::Status(Block)>& each,
                              ExchangeContext& ctx);
+  /// \brief Rows of consecutive buckets `first_bucket`.. gathered by a reduce.
+  struct BucketGroup {
+    int64_t first_bucket = 0;
+    /// With the unified schema: each stored block's rows of the group's buckets, earlier
+    /// input blocks first, each block's rows bucket by bucket.
+    Block rows;
+    /// Per bucket of the group: where its rows are in `rows` (start, length), in input order.
+    std::vector<std::vector<std::pair<int64_t, int64_t>>> segments;
+  };
+  /// After FinishMap: a reduce of partition `p` that hands its buckets to `each` in
+  /// groups of consecutive buckets of at most about `max_bytes` (a larger bucket is a
+  /// group of its own), one group at a time, so that no more than one group is gathered
+  /// at once. The group's rows are counted in the reservation while `each` runs. Like
+  /// Reduce, once per partition.
+  arrow::Status ReduceBucketGroups(int64_t p, int64_t max_bytes,
+                                   const std::function<arrow::Status(BucketGroup)>& each,
+                                   ExchangeContext& ctx);
   /// After FinishMap: the unified schema of the input blocks.
   const std::shared_ptr<arrow::Schema>& schema() const { return schema_; }
 
@@ -54,6 +71,7 @@ class BucketExchange : public Exchange {
   virtual arrow::Status Output(int64_t p, Block rows, const Emit& emit, ExchangeContext& ctx) = 0;
 
   const ExchangeOptions& options() const { return options_; }
+  int64_t num_buckets() const { return num_buckets_; }
   int64_t total_rows() const { return total_rows_; }
 
  private:

@@ -13,6 +13,12 @@ namespace millstream {
 namespace {
 
 constexpr int64_t kDefaultBuckets = 128;
+// Partitions of about this much (at most one per bucket) when the memory limit allows
+// larger ones: the first output comes early and the reduce tasks spread over the threads.
+constexpr int64_t kPartitionBytes = 8LL << 20;
+// A reduce permutes this much at a time (a bucket larger than this alone): the
+// random-access gather stays within the caches.
+constexpr int64_t kGroupBytes = 2LL << 20;
 
 class RandomShuffleExchange : public BucketExchange {
  public:
@@ -35,31 +41,57 @@ class RandomShuffleExchange : public BucketExchange {
 
   int64_t Partitions(int64_t total_bytes, int64_t total_rows) const override {
     if (options().num_partitions > 0) return options().num_partitions;
-    return std::min(buckets_, ChoosePartitions(total_bytes, total_rows, options()));
+    // The order depends only on the buckets, never on how many partitions there are:
+    // many small partitions let the output stream early and spread over the threads.
+    const int64_t small = (total_bytes + kPartitionBytes - 1) / kPartitionBytes;
+    return std::min(buckets_, std::max(small, ChoosePartitions(total_bytes, total_rows, options())));
   }
 
-  arrow::Status Output(int64_t p, Block rows, const Emit& emit, ExchangeContext& ctx) override {
-    int64_t n = rows->num_rows();
-    if (n == 0) {
+  /// Partition p's buckets, a few at a time: each bucket's rows permuted on their own
+  /// (Fisher-Yates over the bucket's rows in input order, seeded by (seed, bucket)), the
+  /// buckets in order, so the output depends on the seed and the input only.
+  arrow::Status Reduce(int64_t p, const Emit& emit, ExchangeContext& ctx) override {
+    if (total_rows() == 0) {
       // The schema survives an input of no rows: partition 0 emits one empty block.
-      if (p == 0 && total_rows() == 0) return emit(std::move(rows));
-      return arrow::Status::OK();
+      return ReduceBucketGroups(p, kGroupBytes, [&](BucketGroup group) -> arrow::Status {
+        if (p == 0 && group.first_bucket == 0) return emit(std::move(group.rows));
+        return arrow::Status::OK();
+      }, ctx);
     }
-    ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
-    ARROW_ASSIGN_OR_RAISE(auto buffer, arrow::AllocateBuffer(n * sizeof(int64_t), ctx.pool));
-    auto* order = reinterpret_cast<int64_t*>(buffer->mutable_data());
-    for (int64_t i = 0; i < n; ++i) order[i] = i;
-    Rng rng(StreamSeed(seed_, static_cast<uint64_t>(p), 1));
-    for (int64_t i = n - 1; i > 0; --i) {
-      std::swap(order[i], order[rng.Below(static_cast<uint64_t>(i) + 1)]);
-    }
-    auto indices = std::make_shared<arrow::Int64Array>(n, std::shared_ptr<arrow::Buffer>(std::move(buffer)));
-    arrow::compute::ExecContext exec(ctx.pool);
-    ARROW_ASSIGN_OR_RAISE(auto taken,
-                          arrow::compute::Take(arrow::Datum(rows), arrow::Datum(indices),
-                                               arrow::compute::TakeOptions::NoBoundsCheck(), &exec));
-    rows.reset();
-    return EmitSliced(taken.record_batch(), options().target_max_block_size, emit);
+    return ReduceBucketGroups(p, kGroupBytes, [&](BucketGroup group) -> arrow::Status {
+      const int64_t n = group.rows->num_rows();
+      if (n == 0) return arrow::Status::OK();
+      ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
+      ARROW_ASSIGN_OR_RAISE(auto buffer, arrow::AllocateBuffer(n * sizeof(int64_t), ctx.pool));
+      auto* order = reinterpret_cast<int64_t*>(buffer->mutable_data());
+      int64_t filled = 0;
+      for (size_t k = 0; k < group.segments.size(); ++k) {
+        int64_t* bucket = order + filled;
+        for (const auto& [start, length] : group.segments[k]) {
+          for (int64_t i = 0; i < length; ++i) order[filled++] = start + i;
+        }
+        const int64_t rows = order + filled - bucket;
+        Rng rng(StreamSeed(seed_, static_cast<uint64_t>(group.first_bucket) + k, 1));
+        for (int64_t i = rows - 1; i > 0; --i) {
+          std::swap(bucket[i], bucket[rng.Below(static_cast<uint64_t>(i) + 1)]);
+        }
+      }
+      if (filled != n) {
+        return arrow::Status::UnknownError("random_shuffle: a bucket group of ", n, " rows lists ",
+                                           filled, " of them");
+      }
+      auto indices = std::make_shared<arrow::Int64Array>(n, std::shared_ptr<arrow::Buffer>(std::move(buffer)));
+      arrow::compute::ExecContext exec(ctx.pool);
+      ARROW_ASSIGN_OR_RAISE(auto taken,
+                            arrow::compute::Take(arrow::Datum(group.rows), arrow::Datum(indices),
+                                                 arrow::compute::TakeOptions::NoBoundsCheck(), &exec));
+      group.rows.reset();
+      return EmitSliced(taken.record_batch(), options().target_max_block_size, emit);
+    }, ctx);
+  }
+
+  arrow::Status Output(int64_t, Block, const Emit&, ExchangeContext&) override {
+    return arrow::Status::NotImplemented("random_shuffle reduces bucket by bucket");
   }
 
  private:

@@ -28,6 +28,11 @@ constexpr int64_t kSamplesPerRun = 128;
 constexpr int64_t kChunkBytes = 64LL << 10;
 constexpr int64_t kChunksPerRun = 16;  // and never fewer chunks than this
 constexpr int64_t kMinChunkRows = 4096;
+// See FinishMap: partitions of about this much, at most kMaxStreamPartitions of them
+// (beyond it, partitions grow; ChoosePartitions may still ask for more under a small
+// memory limit).
+constexpr int64_t kStreamPartitionBytes = 16LL << 20;
+constexpr int64_t kMaxStreamPartitions = 256;
 
 arrow::Result<Block> TakeRows(const Block& block, const std::shared_ptr<arrow::Array>& indices,
                               arrow::MemoryPool* pool) {
@@ -132,6 +137,14 @@ class SortExchange : public Exchange {
       n_ = static_cast<int64_t>(given_.size()) + 1;
     } else {
       n_ = runs_.empty() ? 1 : ChoosePartitions(total_bytes_, total_rows_, options_);
+      if (options_.num_partitions <= 0 && !runs_.empty()) {
+        // Partitions of at most about kStreamPartitionBytes even when the limit allows
+        // larger ones: the reduce tasks spread over the threads, the first output comes
+        // early and the steps after the sort (a write) get blocks to overlap with.
+        const int64_t small = (total_bytes_ + kStreamPartitionBytes - 1) / kStreamPartitionBytes;
+        n_ = std::clamp<int64_t>(std::max(n_, small), 1, std::min(total_rows_, kMaxStreamPartitions));
+        n_ = std::max(n_, ChoosePartitions(total_bytes_, total_rows_, options_));
+      }
     }
 
     if (n_ > 1 && given_.empty()) {

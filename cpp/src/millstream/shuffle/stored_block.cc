@@ -6,6 +6,7 @@
 #include <arrow/compute/api.h>
 
 #include "exec/schema_unify.h"
+#include "runtime/memory.h"
 
 namespace millstream {
 
@@ -17,6 +18,9 @@ void ExchangeLedger::Hold(int64_t bytes, ExchangeContext& ctx) {
 void ExchangeLedger::Release(int64_t bytes, MemoryReservation* reservation) {
   if (reservation != nullptr) reservation->Shrink(bytes);
   held.fetch_sub(bytes, std::memory_order_relaxed);
+  // Under pressure (the exchange spills), what it gives back is released to the system
+  // too (see MemoryReturn::AfterTask).
+  if (spilled.load(std::memory_order_relaxed) > 0) MemoryReturn::FreedUnderPressure(bytes);
 }
 
 arrow::Result<std::unique_ptr<StoredBlock>> StoredBlock::Make(Block block,
@@ -37,6 +41,8 @@ arrow::Result<std::unique_ptr<StoredBlock>> StoredBlock::Make(Block block,
   }
   ARROW_ASSIGN_OR_RAISE(stored->file_, stored->WriteFile(block, ctx));
   stored->spilled_ = true;
+  block.reset();
+  MemoryReturn::FreedUnderPressure(stored->bytes_);
   return stored;
 }
 
