@@ -195,6 +195,44 @@ def rebatch(blocks: Iterator[pa.RecordBatch], batch_size: Optional[int], drop_la
         yield _batch.concat_batches(pending)
 
 
+# Rows of a block converted to numpy at once by ``numpy_batches`` (a multiple of the batch
+# size): the batches are then slices of those arrays. Bounded, so a batch held by the loop
+# keeps at most this many rows of a block alive.
+BULK_ROWS = 1 << 16
+
+
+def numpy_batches(blocks: Iterator[pa.RecordBatch], batch_size: int, drop_last: bool) -> Iterator[Dict[str, Any]]:
+    """``rebatch(blocks, batch_size, drop_last)`` in the numpy format, made in bulk: the
+    batches inside a block are slices of arrays converted for up to ``BULK_ROWS`` rows at
+    once (numeric columns are views either way; a string column is converted in one call,
+    repeated values sharing their objects), and only a batch that spans two blocks is
+    concatenated in Arrow and converted on its own."""
+    pending: List[pa.RecordBatch] = []
+    rows = 0
+    step = max(batch_size, BULK_ROWS // batch_size * batch_size)
+    for block in blocks:
+        n = block.num_rows
+        start = 0
+        if rows and n:
+            start = min(batch_size - rows, n)
+            pending.append(block.slice(0, start))
+            rows += start
+            if rows < batch_size:
+                continue
+            yield _batch.to_format(_batch.concat_batches(pending), "numpy")
+            pending, rows = [], 0
+        end = start + (n - start) // batch_size * batch_size
+        for first in range(start, end, step):
+            length = min(step, end - first)
+            arrays = _batch.to_format(block.slice(first, length), "numpy")
+            for i in range(0, length, batch_size):
+                yield {name: values[i:i + batch_size] for name, values in arrays.items()}
+        if end < n:
+            pending, rows = [block.slice(end)], n - end
+    if rows and not drop_last:
+        yield _batch.to_format(_batch.concat_batches(pending), "numpy")
+
+
 def _check_batching(name, prefetch_batches, batch_size, local_shuffle_buffer_size, local_shuffle_seed):
     prefetch_batches = _args.check_int(name, "prefetch_batches", prefetch_batches)
     batch_size = _args.check_int(name, "batch_size", batch_size, min=1, none_ok=True)
@@ -277,6 +315,12 @@ class DataIterator:
         prefetch_batches, batch_size = _check_batching(
             "DataIterator.iter_batches", prefetch_batches, batch_size, local_shuffle_buffer_size,
             local_shuffle_seed)
+        if fmt == "numpy" and batch_size is not None and local_shuffle_buffer_size is None:
+            def numpy_source(handle):
+                for out in numpy_batches(self._blocks(None, False, handle), batch_size, drop_last):
+                    yield _collate_fn(out) if _collate_fn is not None else out
+
+            return prefetched(numpy_source, prefetch_batches)
 
         def format_batch(batch):
             out = _batch.to_format(batch, fmt)
