@@ -80,7 +80,9 @@ def _column_to_numpy(column: pa.Array | pa.ChunkedArray, writable: bool) -> np.n
     elif _is_text(column.type) and _repetitive(column):
         # One object per distinct value, shared by its rows (~7x faster than a new string
         # a cell for a column of few values; str and bytes are immutable).
-        out = column.to_pandas(deduplicate_objects=True).to_numpy()
+        out = column.to_pandas(deduplicate_objects=True).to_numpy(dtype=object)
+        if column.null_count:  # None, as pyarrow's own conversion (pandas may say NaN)
+            out[column.is_null().to_numpy(zero_copy_only=False)] = None
     else:
         out = column.to_numpy(zero_copy_only=False)
     if writable and not out.flags.writeable:

@@ -178,3 +178,14 @@ def test_repeated_strings_share_one_object_a_value():
     batch = next(md.from_arrow(pa.table({"s": values})).iter_batches(batch_size=5000, batch_format="numpy"))
     assert batch["s"].tolist() == values
     assert len({id(v) for v in batch["s"]}) == 3
+
+
+def test_repeated_strings_with_nulls_give_none_whatever_pandas_infers():
+    import pandas as pd
+
+    values = [None if i % 7 == 0 else f"v{i % 3}" for i in range(3000)]
+    ds = md.from_arrow(pa.table({"s": values}))
+    for infer in (False, True):
+        with pd.option_context("future.infer_string", infer):
+            batch = next(ds.iter_batches(batch_size=3000, batch_format="numpy"))
+        assert batch["s"].dtype == object and batch["s"].tolist() == values
