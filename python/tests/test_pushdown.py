@@ -56,3 +56,15 @@ def test_filter_stays_after_a_limit_and_a_udf(table_dir):
     mapped = read.map_batches(lambda b: b).filter(expr="id >= 9990")
     assert "Filter(" in _optimized(mapped)
     assert mapped.count() == 10
+
+
+def test_column_selection_is_pushed_into_the_read_past_a_limit(table_dir):
+    path, table = table_dir
+    ds = md.read_parquet(str(path)).select_columns(["x", "id"]).limit(10)
+    optimized = _optimized(ds)
+    # The limit moves below the selection; the selection still reaches the read.
+    assert "Project[" not in optimized and "Limit[10]" in optimized, optimized
+    got = ds.to_arrow()
+    assert got.column_names == ["x", "id"]
+    assert got.num_rows == 10
+    assert got.equals(table.select(["x", "id"]).slice(0, 10))
