@@ -5,6 +5,7 @@ by a background thread."""
 from __future__ import annotations
 
 import collections
+import sys
 import threading
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
@@ -144,16 +145,21 @@ class _Prefetcher:
                     if not self._ready and not self._done:
                         self._cv.wait(0.05)
         finally:
-            with self._cv:
+            if sys.is_finalizing():
+                # Collected as the interpreter exits: the daemon thread runs no more and
+                # may hold a lock for ever, and the engine has been shut down (atexit).
                 self._stop = True
-                self._ready.clear()
-                self._cv.notify_all()
-            self._handle.cancel()
-            self._thread.join()
-            with self._source_lock:
-                close = getattr(self._source, "close", None)
-                if close is not None:
-                    close()  # closes the execution (its generator's finally)
+            else:
+                with self._cv:
+                    self._stop = True
+                    self._ready.clear()
+                    self._cv.notify_all()
+                self._handle.cancel()
+                self._thread.join()
+                with self._source_lock:
+                    close = getattr(self._source, "close", None)
+                    if close is not None:
+                        close()  # closes the execution (its generator's finally)
 
 
 def prefetched(make_source: Callable[[_ExecutionHandle], Iterator[Any]], depth: int) -> Iterator[Any]:
