@@ -812,6 +812,168 @@ def join_duckdb(c: Ctx) -> dict:
 
 
 # --------------------------------------------------------------------------
+# 11. torch_ingest: read the numeric columns -> iter_torch_batches(batch_size=4096)
+#
+# A training loop's input side: every batch a dict of CPU tensors. The pyarrow version is
+# the floor: read_table per file, 4096-row batches, each column handed to torch through
+# DLPack (no copy).
+
+TORCH_BATCH = 4096
+TORCH_COLUMNS = ["id", "a", "b", "qty", "day"]
+
+
+def _torch_consume(batches, t0: float):
+    import torch
+
+    rows = 0
+    first = None
+    for batch in batches:
+        if first is None:
+            first = time.perf_counter() - t0
+            _check("batch columns", sorted(batch), sorted(TORCH_COLUMNS))
+            if not all(isinstance(v, torch.Tensor) for v in batch.values()):
+                raise WrongAnswer(f"not tensors: { {k: type(v).__name__ for k, v in batch.items()} }")
+        rows += batch["id"].shape[0]
+    return rows, first
+
+
+def torch_ingest_dataset(c: Ctx) -> dict:
+    import torch  # noqa: F401  (a one-off import, outside the timing as for every engine)
+
+    lib, m = c.lib, c.manifest
+    t0 = time.perf_counter()
+    ds = lib.read_parquet(m["main_dir"], columns=TORCH_COLUMNS)
+    rows, first = _torch_consume(ds.iter_torch_batches(batch_size=TORCH_BATCH), t0)
+    wall = time.perf_counter() - t0
+    _check("rows", rows, m["rows"])
+    return _result(wall, rows, first_batch_s=first)
+
+
+def torch_ingest_pyarrow(c: Ctx) -> dict:
+    import pyarrow.parquet as pq
+    import torch
+
+    m = c.manifest
+
+    def batches():
+        for path in sorted(glob.glob(_parquet_glob(m["main_dir"]))):
+            table = pq.read_table(path, columns=TORCH_COLUMNS)
+            for rb in table.to_batches(max_chunksize=TORCH_BATCH):
+                yield {name: torch.from_dlpack(col) for name, col in zip(rb.schema.names, rb.columns)}
+
+    t0 = time.perf_counter()
+    rows, first = _torch_consume(batches(), t0)
+    wall = time.perf_counter() - t0
+    _check("rows", rows, m["rows"])
+    return _result(wall, rows, first_batch_s=first)
+
+
+# --------------------------------------------------------------------------
+# 12. streaming_split: the ingest pipeline (read -> map_batches -> 1024-row numpy batches)
+# split between two consumer threads by streaming_split(2), against one consumer
+# (streaming_split_one: the same pipeline through iter_batches). Each consumer counts its
+# rows; together they must see every row once.
+
+SPLIT_N = 2
+
+
+def _split_pipeline(c: Ctx):
+    return c.lib.read_parquet(c.manifest["main_dir"]).map_batches(add_column, batch_format="numpy")
+
+
+def _count_batches(it) -> int:
+    rows = 0
+    for batch in it.iter_batches(batch_size=INGEST_BATCH, batch_format="numpy"):
+        rows += len(batch["id"])
+    return rows
+
+
+def streaming_split_dataset(c: Ctx) -> dict:
+    import threading
+
+    m = c.manifest
+    t0 = time.perf_counter()
+    iterators = _split_pipeline(c).streaming_split(SPLIT_N, equal=False)
+    counts = [0] * SPLIT_N
+    errors: list = []
+
+    def consume(i: int) -> None:
+        try:
+            counts[i] = _count_batches(iterators[i])
+        except BaseException as e:  # reported after the join
+            errors.append(e)
+
+    threads = [threading.Thread(target=consume, args=(i,)) for i in range(SPLIT_N)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    _check("rows (both consumers)", sum(counts), m["rows"])
+    return _result(wall, m["rows"])
+
+
+def streaming_split_one_dataset(c: Ctx) -> dict:
+    m = c.manifest
+    t0 = time.perf_counter()
+    rows = _count_batches(_split_pipeline(c))
+    wall = time.perf_counter() - t0
+    _check("rows", rows, m["rows"])
+    return _result(wall, rows)
+
+
+# --------------------------------------------------------------------------
+# 13. expressions: the etl query with expressions and no Python UDF: read_parquet ->
+# filter(expr=col("qty") > 25) -> with_column("c", col("a") * 2.0 + col("b") * col("qty"))
+# -> write_parquet. polars and duckdb run etl's versions (the same query). The output's
+# c is checked against pyarrow.compute outside the timing.
+
+
+def _check_written_c(out_dir: str, m: dict) -> None:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    _check("rows written", _written_rows(out_dir, "c"), m["filtered_rows"])
+    table = pads.dataset(out_dir, format="parquet").to_table(columns=["a", "b", "qty", "c"])
+    if pc.min(table["qty"]).as_py() <= m["qty_threshold"]:
+        raise WrongAnswer("rows with qty <= threshold were written")
+    want = pc.add(pc.multiply(table["a"], 2.0), pc.multiply(table["b"], pc.cast(table["qty"], pa.float64())))
+    if not pc.all(pc.equal(table["c"], want)).as_py():
+        raise WrongAnswer("column c differs from a * 2 + b * qty")
+
+
+def expressions_dataset(c: Ctx) -> dict:
+    import importlib
+
+    lib, m = c.lib, c.manifest
+    col = importlib.import_module(lib.__name__ + ".expressions").col
+    out = c.tmp_dir("expressions")
+    t0 = time.perf_counter()
+    ds = lib.read_parquet(m["main_dir"])
+    ds = ds.filter(expr=col("qty") > m["qty_threshold"])
+    ds = ds.with_column("c", col("a") * 2.0 + col("b") * col("qty"))
+    ds.write_parquet(out)
+    wall = time.perf_counter() - t0
+    _check_written_c(out, m)
+    return _result(wall, m["rows"])
+
+
+def expressions_polars(c: Ctx) -> dict:
+    out = etl_polars(c)
+    _check_written_c(c.tmp_dir("etl"), c.manifest)
+    return out
+
+
+def expressions_duckdb(c: Ctx) -> dict:
+    out = etl_duckdb(c)
+    _check_written_c(c.tmp_dir("etl"), c.manifest)
+    return out
+
+
+# --------------------------------------------------------------------------
 # Registry
 
 
@@ -924,6 +1086,26 @@ BENCHMARKS: dict[str, Benchmark] = {
             "groupby_q1",
             "TPC-H Q1 shape: read Parquet -> filter day <= cutoff -> groupby(cat) -> sum/mean/count",
             {**_both(groupby_q1_dataset), "polars": groupby_q1_polars, "duckdb": groupby_q1_duckdb},
+        ),
+        Benchmark(
+            "torch_ingest",
+            "read_parquet(columns=id,a,b,qty,day) -> iter_torch_batches(batch_size=4096); pyarrow: read_table + DLPack",
+            {**_both(torch_ingest_dataset), "pyarrow": torch_ingest_pyarrow},
+        ),
+        Benchmark(
+            "streaming_split",
+            "the ingest pipeline -> streaming_split(2), each iterator consumed by its own thread (1024-row numpy batches)",
+            _both(streaming_split_dataset),
+        ),
+        Benchmark(
+            "streaming_split_one",
+            "the same pipeline consumed by one loop (iter_batches), the baseline of streaming_split",
+            _both(streaming_split_one_dataset),
+        ),
+        Benchmark(
+            "expressions",
+            "read Parquet -> filter(expr=col('qty') > 25) -> with_column('c', col('a')*2.0 + col('b')*col('qty')) -> write Parquet",
+            {**_both(expressions_dataset), "polars": expressions_polars, "duckdb": expressions_duckdb},
         ),
         Benchmark(
             "join",

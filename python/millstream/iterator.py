@@ -5,6 +5,7 @@ by a background thread."""
 from __future__ import annotations
 
 import collections
+import sys
 import threading
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
@@ -144,16 +145,21 @@ class _Prefetcher:
                     if not self._ready and not self._done:
                         self._cv.wait(0.05)
         finally:
-            with self._cv:
+            if sys.is_finalizing():
+                # Collected as the interpreter exits: the daemon thread runs no more and
+                # may hold a lock for ever, and the engine has been shut down (atexit).
                 self._stop = True
-                self._ready.clear()
-                self._cv.notify_all()
-            self._handle.cancel()
-            self._thread.join()
-            with self._source_lock:
-                close = getattr(self._source, "close", None)
-                if close is not None:
-                    close()  # closes the execution (its generator's finally)
+            else:
+                with self._cv:
+                    self._stop = True
+                    self._ready.clear()
+                    self._cv.notify_all()
+                self._handle.cancel()
+                self._thread.join()
+                with self._source_lock:
+                    close = getattr(self._source, "close", None)
+                    if close is not None:
+                        close()  # closes the execution (its generator's finally)
 
 
 def prefetched(make_source: Callable[[_ExecutionHandle], Iterator[Any]], depth: int) -> Iterator[Any]:
@@ -193,6 +199,61 @@ def rebatch(blocks: Iterator[pa.RecordBatch], batch_size: Optional[int], drop_la
         rows = rest.num_rows
     if rows and not drop_last:
         yield _batch.concat_batches(pending)
+
+
+# Rows of a block converted to numpy at once by ``numpy_batches`` (a multiple of the batch
+# size): the batches are then slices of those arrays. Bounded, so a batch held by the loop
+# keeps at most this many rows of a block alive.
+BULK_ROWS = 1 << 16
+
+
+def numpy_batches(blocks: Iterator[pa.RecordBatch], batch_size: int, drop_last: bool) -> Iterator[Dict[str, Any]]:
+    """``rebatch(blocks, batch_size, drop_last)`` in the numpy format, made in bulk (see
+    ``numpy_batch_groups``)."""
+    for group in numpy_batch_groups(blocks, batch_size, drop_last):
+        yield from group
+
+
+def numpy_batch_groups(blocks: Iterator[pa.RecordBatch], batch_size: int,
+                       drop_last: bool) -> Iterator[List[Dict[str, Any]]]:
+    """The numpy batches of ``rebatch(blocks, batch_size, drop_last)``, in lists made at
+    once: the batches inside a block are slices of arrays converted for up to
+    ``BULK_ROWS`` rows at once (numeric columns are views either way; a string column is
+    converted in one call, repeated values sharing their objects), one list a conversion,
+    and a batch that spans two blocks is concatenated in Arrow and converted on its own."""
+    pending: List[pa.RecordBatch] = []
+    rows = 0
+    step = max(batch_size, BULK_ROWS // batch_size * batch_size)
+    for block in blocks:
+        n = block.num_rows
+        start = 0
+        if rows and n:
+            start = min(batch_size - rows, n)
+            pending.append(block.slice(0, start))
+            rows += start
+            if rows < batch_size:
+                continue
+            yield [_batch.to_format(_batch.concat_batches(pending), "numpy")]
+            pending, rows = [], 0
+        end = start + (n - start) // batch_size * batch_size
+        for first in range(start, end, step):
+            length = min(step, end - first)
+            arrays = _batch.to_format(block.slice(first, length), "numpy")
+            yield [{name: values[i:i + batch_size] for name, values in arrays.items()}
+                   for i in range(0, length, batch_size)]
+        if end < n:
+            pending, rows = [block.slice(end)], n - end
+    if rows and not drop_last:
+        yield [_batch.to_format(_batch.concat_batches(pending), "numpy")]
+
+
+def _flattened(groups: Iterator[List[Any]]) -> Iterator[Any]:
+    """The items of the lists ``groups`` yields; closing it closes ``groups``."""
+    try:
+        for group in groups:
+            yield from group
+    finally:
+        groups.close()
 
 
 def _check_batching(name, prefetch_batches, batch_size, local_shuffle_buffer_size, local_shuffle_seed):
@@ -271,12 +332,27 @@ class DataIterator:
         """Batches of ``batch_size`` rows in ``batch_format`` ("numpy"/"default", "pandas",
         "pyarrow", None: a pyarrow Table); ``batch_size=None``: whole blocks. A background
         thread keeps ``prefetch_batches`` batches formatted ahead of the loop (0: none,
-        each is made when asked for). ``local_shuffle_buffer_size=n`` shuffles rows within
+        each is made when asked for; numpy batches without a collate function are made
+        a bulk conversion at a time, so at least that many are ready). ``local_shuffle_buffer_size=n`` shuffles rows within
         a buffer of at least n rows (seeded by ``local_shuffle_seed``)."""
         fmt = _batch.check_batch_format(batch_format)
         prefetch_batches, batch_size = _check_batching(
             "DataIterator.iter_batches", prefetch_batches, batch_size, local_shuffle_buffer_size,
             local_shuffle_seed)
+        if fmt == "numpy" and batch_size is not None and local_shuffle_buffer_size is None:
+            if _collate_fn is None:
+                # Slices cost next to nothing: the thread keeps whole conversions (lists
+                # of batches) ready, and hands over once a list, not once a batch.
+                return _flattened(prefetched(
+                    lambda handle: numpy_batch_groups(self._blocks(None, False, handle),
+                                                      batch_size, drop_last),
+                    prefetch_batches))
+
+            def numpy_source(handle):
+                for out in numpy_batches(self._blocks(None, False, handle), batch_size, drop_last):
+                    yield _collate_fn(out) if _collate_fn is not None else out
+
+            return prefetched(numpy_source, prefetch_batches)
 
         def format_batch(batch):
             out = _batch.to_format(batch, fmt)

@@ -135,3 +135,57 @@ def test_first_string_batches_do_not_wait_for_pandas(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", "True", "True"]
+
+
+def _blocks_of(table, sizes):
+    out, start = [], 0
+    for size in sizes:
+        out.append(table.slice(start, size))
+        start += size
+    return out
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 1000, 70_000])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_numpy_batches_are_the_rows_cut_in_order(batch_size, drop_last):
+    # Blocks of uneven sizes (some smaller than a batch, one larger than a bulk conversion),
+    # a string column of few values with nulls, one of distinct values, a tensor column.
+    import pandas  # noqa: F401  (the pyarrow conversion of strings, as after the first batches)
+
+    n = 150_000
+    words = pa.array([None if i % 11 == 0 else f"w{i % 5}" for i in range(n)])
+    table = pa.table({"i": np.arange(n), "s": words, "u": [f"u{i}" for i in range(n)],
+                      "t": pa.FixedShapeTensorArray.from_numpy_ndarray(
+                          np.arange(n * 2, dtype=np.float32).reshape(n, 2))})
+    ds = md.from_arrow(_blocks_of(table, [3, 5, 70_001, 1000, 2, 78_989]))
+    batches = list(ds.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=drop_last))
+    keep = n // batch_size * batch_size if drop_last else n
+    sizes = [len(b["i"]) for b in batches]
+    assert sizes == [batch_size] * (keep // batch_size) + ([keep % batch_size] if keep % batch_size else [])
+    got = {name: np.concatenate([b[name] for b in batches]) for name in table.column_names}
+    want = table.slice(0, keep)
+    np.testing.assert_array_equal(got["i"], np.arange(keep))
+    assert got["s"].tolist() == want["s"].to_pylist()
+    assert got["u"].tolist() == want["u"].to_pylist()
+    np.testing.assert_array_equal(got["t"], want["t"].combine_chunks().to_numpy_ndarray())
+    assert all(b["s"].dtype == object and not b["i"].flags.writeable for b in batches)
+
+
+def test_repeated_strings_share_one_object_a_value():
+    import pandas  # noqa: F401
+
+    values = [f"value-{i % 3}" for i in range(5000)]
+    batch = next(md.from_arrow(pa.table({"s": values})).iter_batches(batch_size=5000, batch_format="numpy"))
+    assert batch["s"].tolist() == values
+    assert len({id(v) for v in batch["s"]}) == 3
+
+
+def test_repeated_strings_with_nulls_give_none_whatever_pandas_infers():
+    import pandas as pd
+
+    values = [None if i % 7 == 0 else f"v{i % 3}" for i in range(3000)]
+    ds = md.from_arrow(pa.table({"s": values}))
+    for infer in (False, True):
+        with pd.option_context("future.infer_string", infer):
+            batch = next(ds.iter_batches(batch_size=3000, batch_format="numpy"))
+        assert batch["s"].dtype == object and batch["s"].tolist() == values

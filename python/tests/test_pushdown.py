@@ -56,3 +56,29 @@ def test_filter_stays_after_a_limit_and_a_udf(table_dir):
     mapped = read.map_batches(lambda b: b).filter(expr="id >= 9990")
     assert "Filter(" in _optimized(mapped)
     assert mapped.count() == 10
+
+
+def test_column_selection_is_pushed_into_the_read_past_a_limit(table_dir):
+    path, table = table_dir
+    ds = md.read_parquet(str(path)).select_columns(["x", "id"]).limit(10)
+    optimized = _optimized(ds)
+    # The limit moves below the selection; the selection still reaches the read.
+    assert "Project[" not in optimized and "Limit[10]" in optimized, optimized
+    got = ds.to_arrow()
+    assert got.column_names == ["x", "id"]
+    assert got.num_rows == 10
+    assert got.equals(table.select(["x", "id"]).slice(0, 10))
+
+
+def test_filter_on_a_hive_partition_key_reads_only_its_files(tmp_path):
+    import pyarrow.dataset as pads
+
+    table = pa.table({"k": [i % 4 for i in range(4000)], "x": list(range(4000))})
+    pads.write_dataset(table, tmp_path, format="parquet", partitioning=["k"], partitioning_flavor="hive")
+    # Hive partition values are strings, as in Ray.
+    ds = md.read_parquet(str(tmp_path)).filter(expr=col("k") == "2")
+    text = ds._explain_str()
+    assert 'ReadParquet[filter=(k == "2")]' in _optimized(ds), text
+    assert "Input[1 read tasks]" in text, text  # one partition of four
+    got = ds.to_arrow()
+    assert sorted(got["x"].to_pylist()) == [x for x in range(4000) if x % 4 == 2]

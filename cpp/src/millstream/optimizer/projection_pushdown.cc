@@ -5,8 +5,9 @@
 namespace millstream {
 namespace {
 
-/// Folds a column selection that directly follows a read into the read, so the columns
-/// left out are never decoded.
+/// Folds a column selection that follows a read, directly or past a limit (which the
+/// limit pushdown puts below it), into the read, so the columns left out are never
+/// decoded.
 class ProjectionPushdownRule : public Rule {
  public:
   std::string name() const override { return "ProjectionPushdown"; }
@@ -18,7 +19,9 @@ class ProjectionPushdownRule : public Rule {
           map->compute.kind != ComputeStrategy::Kind::kTasks) {
         return node;
       }
-      const auto* read = map->input()->As<ReadOp>();
+      // A limit keeps rows whatever their columns: the selection passes it.
+      const auto* limit = map->input()->As<LimitOp>();
+      const auto* read = (limit ? limit->input() : map->input())->As<ReadOp>();
       auto project = dynamic_cast<const ProjectTransform*>(map->transforms[0].get());
       // An empty selection keeps the rows and no columns: a read with no columns means
       // every column, so it stays a step of its own.
@@ -26,6 +29,7 @@ class ProjectionPushdownRule : public Rule {
       ARROW_ASSIGN_OR_RAISE(auto narrowed, read->source->WithColumns(*project->select()));
       if (!narrowed) return node;
       PlanPtr pushed = ReadOp::Make(std::move(narrowed), read->override_num_blocks);
+      if (limit) pushed = limit->WithInputs({std::move(pushed)});
       if (project->renames().empty()) return pushed;
       auto renamed = map->CopyOver(pushed);
       renamed->transforms[0] = std::make_shared<ProjectTransform>(std::nullopt, project->renames());
