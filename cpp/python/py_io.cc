@@ -14,6 +14,7 @@
 #include "io/filesystems.h"
 #include "plan/logical_operator.h"
 #include "millstream/millstream.h"
+#include "py_fsspec_filesystem.h"
 #include "py_interop.h"
 
 namespace py = pybind11;
@@ -24,12 +25,14 @@ namespace {
 bool Has(const py::dict& d, const char* key) { return d.contains(key) && !d[key].is_none(); }
 
 /// A filesystem from read_api's spec: None (from each path), {"kind": "local"}, or
-/// {"kind": "s3", ...pyarrow.fs.S3FileSystem's constructor arguments}.
+/// {"kind": "s3", ...pyarrow.fs.S3FileSystem's constructor arguments}, or
+/// {"kind": "fsspec", "fs": an fsspec filesystem}.
 std::shared_ptr<arrow::fs::FileSystem> FileSystemFromSpec(const py::object& spec) {
   if (spec.is_none()) return nullptr;
   auto d = spec.cast<py::dict>();
   auto kind = d["kind"].cast<std::string>();
   if (kind == "local") return std::make_shared<arrow::fs::LocalFileSystem>();
+  if (kind == "fsspec") return MakeFsspecFileSystem(d["fs"]);
   if (kind != "s3") throw py::value_error("unknown filesystem kind '" + kind + "'");
   auto options = ValueOrRaise(S3OptionsFromEnvironment());
   auto str = [&](const char* key) { return Has(d, key) ? d[key].cast<std::string>() : std::string(); };
@@ -86,6 +89,7 @@ FileReadOptions FileOptionsFromDict(const py::dict& d) {
   if (Has(d, "reseed")) options.reseed_after_execution = d["reseed"].cast<bool>();
   if (Has(d, "compression")) options.stream_compression = d["compression"].cast<std::string>();
   if (Has(d, "override_num_blocks")) options.override_num_blocks = d["override_num_blocks"].cast<int64_t>();
+  if (Has(d, "concurrency")) options.concurrency = d["concurrency"].cast<int>();
   if (Has(d, "buffer_size")) options.buffer_size = d["buffer_size"].cast<int64_t>();
   if (Has(d, "retried_io_errors")) options.retry.patterns = d["retried_io_errors"].cast<std::vector<std::string>>();
   if (Has(d, "retry_max_attempts")) options.retry.max_attempts = d["retry_max_attempts"].cast<int>();
@@ -237,13 +241,25 @@ void RegisterIo(py::module_& m) {
     more.reseed_after_execution = file_options.reseed_after_execution;
     more.retry = file_options.retry;
     if (!schema.is_none()) more.schema = SchemaFromPython(schema);
+    if (Has(options, "row_hash_seeds")) {
+      more.include_row_hash = true;
+      more.row_hash_seeds = options["row_hash_seeds"].cast<std::unordered_map<std::string, uint64_t>>();
+    }
+    if (Has(options, "tensor_columns")) {
+      // A schema of the columns' value types, and their shapes in the same order.
+      auto types = SchemaFromPython(options["tensor_columns"]);
+      auto shapes = options["tensor_shapes"].cast<std::vector<std::vector<int64_t>>>();
+      for (int i = 0; i < types->num_fields(); ++i) {
+        more.tensor_columns.push_back({types->field(i)->name(), types->field(i)->type(), shapes.at(i)});
+      }
+    }
     auto found = FilesFromPython(files);
     arrow::Result<Dataset> result;
     {
       GilRelease release;
       auto source = MakeParquetSource(handle.fs, std::move(found),
                                       parquet, std::move(more));
-      result = source.ok() ? Dataset::FromSource(*source, blocks) : arrow::Result<Dataset>(source.status());
+      result = source.ok() ? Dataset::FromSource(*source, blocks, file_options.concurrency) : arrow::Result<Dataset>(source.status());
     }
     return ValueOrRaise(std::move(result));
   }, "A Dataset reading Parquet `files` (from list_files) with read_parquet's options.");
@@ -284,7 +300,8 @@ void RegisterIo(py::module_& m) {
     } else {
       throw py::value_error("read_files: unknown format '" + format + "'");
     }
-    return ValueOrRaise(Dataset::FromSource(std::move(source), file_options.override_num_blocks));
+    return ValueOrRaise(Dataset::FromSource(std::move(source), file_options.override_num_blocks,
+                                                    file_options.concurrency));
   }, "A Dataset reading `files` (from list_files) as `format` ('csv', 'json', 'text', 'binary').");
 }
 

@@ -31,7 +31,6 @@ _NOT_YET = "not implemented yet"
 _WRITE_UNSUPPORTED = {
     "try_create_dir": Unsupported(True, why="the directory is always created"),
     "ray_remote_args": _args.RAY_REMOTE_ARGS_NO_TASK.rule(),
-    "concurrency": Unsupported(None, why=_NOT_YET),
 }
 
 
@@ -1086,8 +1085,12 @@ class Dataset:
     def _write(self, path, fmt: str, *, mode="append", partition_cols=None, filename_provider=None,
                min_rows_per_file=None, max_rows_per_file=None, num_rows_per_file=None,
                arrow_open_stream_args=None, options: Optional[Dict[str, Any]] = None,
-               filesystem=None) -> None:
+               filesystem=None, concurrency=None) -> None:
         fn_name = f"write_{fmt}"
+        concurrency = _args.check_int(fn_name, "concurrency", concurrency, min=1, none_ok=True)
+        if concurrency:
+            # The most write tasks running at once.
+            options = dict(options or {}, concurrency=concurrency)
         if isinstance(path, os.PathLike):
             path = os.fspath(path)
         if not isinstance(path, str) or not path:
@@ -1161,14 +1164,15 @@ class Dataset:
             return
         self._drain(_start(plan, DataContext.get_current()._to_core(), None, False))
 
-    @public(unsupported={"ray_remote_args": _args.RAY_REMOTE_ARGS_NO_TASK.rule(),
-                         "concurrency": Unsupported(None, why=_NOT_YET)})
+    @public(unsupported={"ray_remote_args": _args.RAY_REMOTE_ARGS_NO_TASK.rule()})
     def write_datasink(self, datasink, *, ray_remote_args: Optional[Dict[str, Any]] = None,
                        concurrency: Optional[int] = None) -> None:
         """Writes through a user's ``Datasink`` (Ray's API): ``on_write_start(schema)``,
         then ``write(blocks, ctx)`` once per write task (``min_rows_per_write`` rows
         bundled), each on an engine worker, then ``on_write_complete(WriteResult)`` with
-        every ``write`` return value, or ``on_write_failed(error)`` and the error raised."""
+        every ``write`` return value, or ``on_write_failed(error)`` and the error raised.
+        ``concurrency`` caps how many ``write`` calls run at once."""
+        concurrency = _args.check_int("write_datasink", "concurrency", concurrency, min=1, none_ok=True)
         import threading
         from millstream.datasource import TaskContext, WriteResult
         if not callable(getattr(datasink, "write", None)):
@@ -1195,7 +1199,7 @@ class Dataset:
             if on_start is not None:
                 on_start(self.schema().base_schema if self.schema() is not None else None)
             with _workers.internal():
-                plan = self.map_batches(write, batch_format="pyarrow", batch_size=rows)
+                plan = self.map_batches(write, batch_format="pyarrow", batch_size=rows, concurrency=concurrency)
             for _ in plan._batches():
                 pass
             result = WriteResult(totals[0], totals[1], [v for _, v in sorted(returns, key=lambda r: r[0])])
@@ -1216,8 +1220,10 @@ class Dataset:
                     mode="append") -> None:
         """One ``.npy`` file per block of ``column`` (``min_rows_per_file`` rows per file
         when given; the last may have fewer), each complete before it appears; Ray's
-        ``mode``, ``filename_provider`` and ``arrow_open_stream_args`` compression."""
+        ``mode``, ``filename_provider`` and ``arrow_open_stream_args`` compression. Files are
+        written one at a time, so any ``concurrency`` holds."""
         from millstream import write_api
+        _args.check_int("write_numpy", "concurrency", concurrency, min=1, none_ok=True)
         write_api.write_numpy(self, path, column=column, mode=mode, filename_provider=filename_provider,
                               min_rows_per_file=min_rows_per_file, num_rows_per_file=num_rows_per_file,
                               arrow_open_stream_args=arrow_open_stream_args)
@@ -1229,8 +1235,10 @@ class Dataset:
                      concurrency: Optional[int] = None, mode="append") -> None:
         """One image file per row of ``column`` (ndarrays, encoded by Pillow as
         ``file_format``), each complete before it appears; Ray's ``mode`` and
-        ``filename_provider`` (the row's number added to the task's name)."""
+        ``filename_provider`` (the row's number added to the task's name). Files are
+        written one at a time, so any ``concurrency`` holds."""
         from millstream import write_api
+        _args.check_int("write_images", "concurrency", concurrency, min=1, none_ok=True)
         write_api.write_images(self, path, column=column, file_format=file_format, mode=mode,
                                filename_provider=filename_provider, arrow_open_stream_args=arrow_open_stream_args)
 
@@ -1273,6 +1281,7 @@ class Dataset:
         args = _files.resolve_args("write_parquet", _args.PARQUET_WRITE_ARGS, arrow_parquet_args,
                                    arrow_parquet_args_fn, "arrow_parquet_args_fn")
         self._write(path, "parquet", mode=mode, partition_cols=partition_cols, filesystem=filesystem,
+                    concurrency=concurrency,
                     filename_provider=filename_provider, min_rows_per_file=min_rows_per_file,
                     max_rows_per_file=max_rows_per_file, num_rows_per_file=num_rows_per_file,
                     arrow_open_stream_args=arrow_open_stream_args,
@@ -1294,6 +1303,7 @@ class Dataset:
         args = _files.resolve_args("write_csv", _args.CSV_WRITE_ARGS, arrow_csv_args,
                                    arrow_csv_args_fn, "arrow_csv_args_fn")
         self._write(path, "csv", mode=mode, filename_provider=filename_provider, filesystem=filesystem,
+                    concurrency=concurrency,
                     min_rows_per_file=min_rows_per_file, num_rows_per_file=num_rows_per_file,
                     arrow_open_stream_args=arrow_open_stream_args,
                     options=_files.csv_options("write_csv", args))
@@ -1310,6 +1320,7 @@ class Dataset:
         _files.resolve_args("write_json", _args.JSON_WRITE_ARGS, pandas_json_args,
                             pandas_json_args_fn, "pandas_json_args_fn")
         self._write(path, "json", mode=mode, filename_provider=filename_provider, filesystem=filesystem,
+                    concurrency=concurrency,
                     min_rows_per_file=min_rows_per_file, num_rows_per_file=num_rows_per_file,
                     arrow_open_stream_args=arrow_open_stream_args)
 
@@ -1533,10 +1544,6 @@ def from_huggingface(dataset, parallelism: int = -1, concurrency=None,
     "num_gpus": Unsupported(None, why="a read task takes one CPU slot"),
     "memory": Unsupported(None, why="a read task takes one CPU slot"),
     "ray_remote_args": _args.RAY_REMOTE_ARGS_NO_TASK.rule(),
-    "tensor_column_schema": Unsupported(None, why=_NOT_YET),
-    "include_row_hash": Unsupported(False, why=_NOT_YET),
-    "skip_paths": Unsupported(None, why=_NOT_YET),
-    "concurrency": Unsupported(None, why=_NOT_YET),
 })
 def read_parquet(paths: Union[str, List[str]], *, filesystem=None, catalog=None,
                  columns: Optional[List[str]] = None, parallelism: int = -1,
@@ -1563,6 +1570,13 @@ def read_parquet(paths: Union[str, List[str]], *, filesystem=None, catalog=None,
     Ray's ``PathPartitionFilter``) chooses the files; ``shuffle="files"`` (or a
     ``FileShuffleConfig``) reads them in a random order; ``schema=`` (a pyarrow.Schema)
     reads every file as that schema (cast, missing columns null).
+    ``skip_paths`` (a path or a list) leaves out files with those paths, and every file
+    under a directory among them, whether they exist or not. ``include_row_hash`` adds a
+    uint64 "row_hash" column, Ray's deterministic hash of the file's path and the row's
+    position among the rows read from it (after ``filter``). ``tensor_column_schema``
+    (``{column: (dtype, shape)}``) reads binary columns holding raw C-order arrays
+    (``ndarray.tobytes()``) as tensor columns of that dtype and shape. ``concurrency``
+    caps how many read tasks run at once.
     """
     file_extensions = _args.check_names("read_parquet", "file_extensions", file_extensions, none_ok=True)
     if isinstance(paths, (str, os.PathLike)):
@@ -1582,15 +1596,21 @@ def read_parquet(paths: Union[str, List[str]], *, filesystem=None, catalog=None,
     if schema is not None and not isinstance(schema, pa.Schema):
         raise TypeError(f"read_parquet: schema must be a pyarrow.Schema, got {type(schema).__name__}")
     remote = filesystem is not None or any(p.lower().startswith("s3://") for p in paths)
+    if not isinstance(include_row_hash, bool):
+        raise TypeError(f"read_parquet: include_row_hash must be a bool, got {include_row_hash!r}")
+    concurrency = _args.check_int("read_parquet", "concurrency", concurrency, min=1, none_ok=True)
     if (include_paths or ignore_missing_paths or partition_filter is not None or shuffle is not None or schema
-            or remote):
+            or remote or skip_paths or include_row_hash or tensor_column_schema is not None or concurrency):
         from millstream import read_api
         if not isinstance(include_paths, bool):
             raise TypeError(f"read_parquet: include_paths must be a bool, got {include_paths!r}")
         fs, files = read_api._list("read_parquet", paths, extensions, ignore_missing_paths, partition_filter,
-                                   filesystem)
+                                   filesystem, skip_paths=skip_paths)
         options = {"include_paths": include_paths, **read_api._shuffle_options("read_parquet", shuffle),
-                   **read_api.retry_options("read_parquet")}
+                   **read_api.retry_options("read_parquet"),
+                   **read_api.parquet_extras("read_parquet", files, include_row_hash, tensor_column_schema)}
+        if concurrency:
+            options["concurrency"] = concurrency
         core = _core.read_parquet_files(fs, files, list(columns or []), expr, _blocks(override_num_blocks, parallelism),
                                         style == "hive", options, schema)
     else:

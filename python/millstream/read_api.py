@@ -29,7 +29,6 @@ _READ_UNSUPPORTED = {
     "num_gpus": Unsupported(None, why=_ONE_SLOT),
     "memory": Unsupported(None, why=_ONE_SLOT),
     "ray_remote_args": _args.RAY_REMOTE_ARGS_NO_TASK.rule(),
-    "concurrency": Unsupported(None, why=_NOT_YET),
 }
 
 # Ray's default extensions per format.
@@ -139,14 +138,49 @@ def _hive(fn_name: str, partitioning: Any) -> bool:
     return True
 
 
-def _list(fn_name: str, paths, file_extensions, ignore_missing_paths, partition_filter, filesystem=None):
+def _skip_set(fn_name: str, skip_paths: Any, filesystem) -> List[str]:
+    """``skip_paths`` as paths inside their filesystem (as listed files are named)."""
+    if skip_paths is None:
+        return []
+    if isinstance(skip_paths, (str, os.PathLike)):
+        skip_paths = [skip_paths]
+    if not isinstance(skip_paths, (list, tuple, set, frozenset)):
+        raise TypeError(f"{fn_name}: skip_paths must be a path or a list of paths, got "
+                        f"{type(skip_paths).__name__}")
+    out = []
+    spec = filesystem_spec(fn_name, filesystem)
+    for p in skip_paths:
+        if not isinstance(p, (str, os.PathLike)):
+            raise TypeError(f"{fn_name}: skip_paths must be a path or a list of paths, got {p!r} in the list")
+        _, inner = _core.resolve_path(os.fspath(p), spec, fn_name)
+        out.append(inner.rstrip("/") or inner)
+    return out
+
+
+def _skipped(path: str, skip: List[str]) -> bool:
+    return any(path == s or path.startswith(s + "/") for s in skip)
+
+
+def _list(fn_name: str, paths, file_extensions, ignore_missing_paths, partition_filter, filesystem=None,
+          skip_paths=None):
     paths = _paths(fn_name, paths)
+    skip = _skip_set(fn_name, skip_paths, filesystem)
+    if skip:
+        # A named path that is skipped is not looked for (it may not exist).
+        spec = filesystem_spec(fn_name, filesystem)
+        paths = [p for p in paths if not _skipped(_core.resolve_path(p, spec, fn_name)[1].rstrip("/"), skip)]
+        if not paths:
+            raise ValueError(f"{fn_name}: skip_paths leaves no path to read")
     extensions = _args.check_names(fn_name, "file_extensions", file_extensions, none_ok=True)
     extensions = [e.lstrip(".") for e in (extensions or [])]
     if not isinstance(ignore_missing_paths, bool):
         raise TypeError(f"{fn_name}: ignore_missing_paths must be a bool, got {ignore_missing_paths!r}")
     fs, files = _core.list_files(paths, fn_name, extensions, ignore_missing_paths,
                                  filesystem_spec(fn_name, filesystem))
+    if skip:
+        files = [f for f in files if not _skipped(f[0], skip)]
+        if not files:
+            raise ValueError(f"{fn_name}: skip_paths leaves no file to read under '{paths[0]}'")
     if partition_filter is not None:
         if not callable(partition_filter):
             raise TypeError(f"{fn_name}: partition_filter must be a callable taking a list of paths "
@@ -161,7 +195,7 @@ def _list(fn_name: str, paths, file_extensions, ignore_missing_paths, partition_
 
 def _read(fn_name: str, fmt: str, paths, *, filesystem=None, partitioning, partition_filter, include_paths: bool,
           ignore_missing_paths: bool, shuffle, file_extensions, override_num_blocks, parallelism,
-          arrow_open_stream_args, format_options: Dict[str, Any]) -> Dataset:
+          arrow_open_stream_args, format_options: Dict[str, Any], concurrency=None) -> Dataset:
     if not isinstance(include_paths, bool):
         raise TypeError(f"{fn_name}: include_paths must be a bool, got {include_paths!r}")
     options = {"operation": fn_name, "hive": _hive(fn_name, partitioning), "include_paths": include_paths,
@@ -169,6 +203,9 @@ def _read(fn_name: str, fmt: str, paths, *, filesystem=None, partitioning, parti
                "compression": _files.open_stream_args(fn_name, arrow_open_stream_args),
                "override_num_blocks": _blocks(override_num_blocks, parallelism),
                **_shuffle_options(fn_name, shuffle)}
+    concurrency = _args.check_int(fn_name, "concurrency", concurrency, min=1, none_ok=True)
+    if concurrency:
+        options["concurrency"] = concurrency
     fs, files = _list(fn_name, paths, file_extensions, ignore_missing_paths, partition_filter, filesystem)
     if fs.type_name != "local":
         # An object store: read ahead in large requests (DataContext.streaming_read_buffer_size).
@@ -176,6 +213,41 @@ def _read(fn_name: str, fmt: str, paths, *, filesystem=None, partitioning, parti
         size = DataContext.get_current().streaming_read_buffer_size
         options["buffer_size"] = _args.check_int(fn_name, "DataContext.streaming_read_buffer_size", size, min=0)
     return Dataset(_core.read_files(fmt, fs, files, options, format_options))
+
+
+def parquet_extras(fn_name: str, files, include_row_hash: bool, tensor_column_schema) -> Dict[str, Any]:
+    """read_parquet's ``include_row_hash`` (each file's seed, as Ray derives it: the first
+    8 bytes of the MD5 of its path, little-endian) and ``tensor_column_schema`` (a schema
+    of the columns' value types and their shapes) as the engine's options."""
+    import hashlib
+    out: Dict[str, Any] = {}
+    if include_row_hash:
+        out["row_hash_seeds"] = {f[0]: int.from_bytes(hashlib.md5(f[0].encode("utf-8")).digest()[:8], "little")
+                                 for f in files}
+    if tensor_column_schema is not None:
+        if not isinstance(tensor_column_schema, dict):
+            raise TypeError(f"{fn_name}: tensor_column_schema must be a dict of column name to "
+                            f"(dtype, shape), got {type(tensor_column_schema).__name__}")
+        fields, shapes = [], []
+        for name, spec in tensor_column_schema.items():
+            if not isinstance(name, str) or not isinstance(spec, (tuple, list)) or len(spec) != 2:
+                raise TypeError(f"{fn_name}: tensor_column_schema entries must be name: (dtype, shape), "
+                                f"got {name!r}: {spec!r}")
+            dtype, shape = spec
+            try:
+                value_type = dtype if isinstance(dtype, pa.DataType) else pa.from_numpy_dtype(np.dtype(dtype))
+            except (TypeError, pa.ArrowNotImplementedError) as e:
+                raise TypeError(f"{fn_name}: tensor_column_schema['{name}'] has dtype {dtype!r}, which is not "
+                                f"a fixed-width numeric dtype: {e}") from None
+            if isinstance(shape, int):
+                shape = (shape,)
+            shape = tuple(_args.check_int(fn_name, f"tensor_column_schema['{name}'] shape", d, min=0)
+                          for d in shape)
+            fields.append(pa.field(name, value_type))
+            shapes.append(list(shape))
+        out["tensor_columns"] = pa.schema(fields)
+        out["tensor_shapes"] = shapes
+    return out
 
 
 # ---- CSV ---------------------------------------------------------------------------------
@@ -253,7 +325,7 @@ def read_csv(paths: Union[str, List[str]], *, filesystem=None, parallelism: int 
                  include_paths=include_paths, ignore_missing_paths=ignore_missing_paths, shuffle=shuffle,
                  file_extensions=file_extensions, override_num_blocks=override_num_blocks,
                  parallelism=parallelism, arrow_open_stream_args=arrow_open_stream_args,
-                 format_options=_csv_options("read_csv", arrow_csv_args))
+                 format_options=_csv_options("read_csv", arrow_csv_args), concurrency=concurrency)
 
 
 # ---- JSON --------------------------------------------------------------------------------
@@ -306,7 +378,7 @@ def read_json(paths: Union[str, List[str]], *, lines: bool = False, filesystem=N
                  include_paths=include_paths, ignore_missing_paths=ignore_missing_paths, shuffle=shuffle,
                  file_extensions=file_extensions, override_num_blocks=override_num_blocks,
                  parallelism=parallelism, arrow_open_stream_args=arrow_open_stream_args,
-                 format_options=_json_options("read_json", arrow_json_args))
+                 format_options=_json_options("read_json", arrow_json_args), concurrency=concurrency)
 
 
 # ---- text, binary ------------------------------------------------------------------------
@@ -339,7 +411,7 @@ def read_text(paths: Union[str, List[str]], *, encoding: str = "utf-8", drop_emp
     common = dict(filesystem=filesystem, partitioning=partitioning, partition_filter=partition_filter,
                   ignore_missing_paths=ignore_missing_paths, shuffle=shuffle, file_extensions=file_extensions,
                   override_num_blocks=override_num_blocks, parallelism=parallelism,
-                  arrow_open_stream_args=arrow_open_stream_args)
+                  arrow_open_stream_args=arrow_open_stream_args, concurrency=concurrency)
     if _is_utf8(encoding):
         return _read("read_text", "text", paths, include_paths=include_paths,
                      format_options={"drop_empty_lines": drop_empty_lines}, **common)
@@ -377,7 +449,7 @@ def read_binary_files(paths: Union[str, List[str]], *, include_paths: bool = Fal
                  partition_filter=partition_filter, include_paths=include_paths,
                  ignore_missing_paths=ignore_missing_paths, shuffle=shuffle, file_extensions=file_extensions,
                  override_num_blocks=override_num_blocks, parallelism=parallelism,
-                 arrow_open_stream_args=arrow_open_stream_args, format_options={})
+                 arrow_open_stream_args=arrow_open_stream_args, format_options={}, concurrency=concurrency)
 
 
 def _per_file(table: pa.Table, include_paths: bool, decode) -> pa.Table:
@@ -416,7 +488,7 @@ _NUMPY_ARGS = Passthrough("numpy_load_args", honoured=("mmap_mode", "fix_imports
                                                        "max_header_size", "allow_pickle"))
 
 
-@public(passthrough=_NUMPY_ARGS, unsupported={"concurrency": _READ_UNSUPPORTED["concurrency"]})
+@public(passthrough=_NUMPY_ARGS)
 def read_numpy(paths: Union[str, List[str]], *, filesystem=None, parallelism: int = -1,
                arrow_open_stream_args: Optional[Dict[str, Any]] = None, partition_filter=None,
                partitioning=None, include_paths: bool = False, ignore_missing_paths: bool = False,
@@ -438,7 +510,8 @@ def read_numpy(paths: Union[str, List[str]], *, filesystem=None, parallelism: in
     files = _read("read_numpy", "binary", paths, filesystem=filesystem, partitioning=partitioning, partition_filter=partition_filter,
                   include_paths=True, ignore_missing_paths=ignore_missing_paths, shuffle=shuffle,
                   file_extensions=file_extensions, override_num_blocks=override_num_blocks,
-                  parallelism=parallelism, arrow_open_stream_args=arrow_open_stream_args, format_options={})
+                  parallelism=parallelism, arrow_open_stream_args=arrow_open_stream_args, format_options={},
+                  concurrency=concurrency)
 
     def load(data: bytes, path: str) -> Dict[str, Any]:
         try:
@@ -490,7 +563,8 @@ def read_images(paths: Union[str, List[str]], *, filesystem=None, parallelism: i
     files = _read("read_images", "binary", paths, filesystem=filesystem, partitioning=partitioning, partition_filter=partition_filter,
                   include_paths=True, ignore_missing_paths=ignore_missing_paths, shuffle=shuffle,
                   file_extensions=file_extensions, override_num_blocks=override_num_blocks,
-                  parallelism=parallelism, arrow_open_stream_args=arrow_open_file_args, format_options={})
+                  parallelism=parallelism, arrow_open_stream_args=arrow_open_file_args, format_options={},
+                  concurrency=concurrency)
 
     def load(data: bytes, path: str) -> Dict[str, Any]:
         try:
@@ -540,8 +614,7 @@ def from_blocks(blocks: List[Any]) -> MaterializedDataset:
 
 # ---- user-written sources ----------------------------------------------------------------
 
-@public(unsupported={**{k: _READ_UNSUPPORTED[k] for k in ("num_cpus", "num_gpus", "memory", "ray_remote_args",
-                                                            "concurrency")},
+@public(unsupported={**{k: _READ_UNSUPPORTED[k] for k in ("num_cpus", "num_gpus", "memory", "ray_remote_args")},
                      "compute": Unsupported(None, why=_ONE_SLOT)},
         passthrough=Passthrough("read_args", unsupported={}))
 def read_datasource(datasource, *, parallelism: int = -1, num_cpus: Optional[float] = None,
@@ -550,7 +623,8 @@ def read_datasource(datasource, *, parallelism: int = -1, num_cpus: Optional[flo
                     compute=None, override_num_blocks: Optional[int] = None, **read_args) -> Dataset:
     """A dataset read from a user's ``Datasource`` (Ray's API: ``get_read_tasks(parallelism)``
     returns ``ReadTask``s, callables yielding blocks: pyarrow Tables, pandas DataFrames or
-    dicts of arrays). Each read task runs as one task on the engine's workers."""
+    dicts of arrays). Each read task runs as one task on the engine's workers, at most
+    ``concurrency`` of them at once."""
     if not callable(getattr(datasource, "get_read_tasks", None)):
         raise TypeError(f"read_datasource expects a Datasource (with get_read_tasks), got "
                         f"{type(datasource).__name__}")
@@ -572,4 +646,6 @@ def read_datasource(datasource, *, parallelism: int = -1, num_cpus: Optional[flo
     if not tasks:
         return Dataset(_core.Dataset.from_arrow(pa.table({}), None))
     with _workers.internal():
-        return _range(len(tasks), override_num_blocks=len(tasks)).map_batches(run, batch_format="pyarrow", batch_size=1)
+        return _range(len(tasks), override_num_blocks=len(tasks)).map_batches(
+            run, batch_format="pyarrow", batch_size=1,
+            concurrency=_args.check_int("read_datasource", "concurrency", concurrency, min=1, none_ok=True))

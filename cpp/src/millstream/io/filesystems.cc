@@ -161,7 +161,8 @@ arrow::Result<std::string> ResolvePath(const std::string& given, std::shared_ptr
                                     (*fs)->type_name());
     }
     std::string path = given;
-    while (!path.empty() && path.front() == '/') path.erase(0, 1);
+    // An object store's paths are bucket/key; an fsspec filesystem's are its own.
+    while ((*fs)->type_name() != "fsspec" && !path.empty() && path.front() == '/') path.erase(0, 1);
     while (!path.empty() && path.back() == '/') path.pop_back();
     return path;  // bucket/key on the filesystem given
   }
