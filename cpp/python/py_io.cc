@@ -209,6 +209,23 @@ void RegisterIo(py::module_& m) {
     return ValueOrRaise(std::move(result));
   }, "Makes a write's directory on `filesystem` ready for a save mode; returns whether to write.");
 
+  m.def("write_object", [](const FileSystemHandle& h, const std::string& path, py::bytes data) {
+    std::string bytes = data;
+    arrow::Status status;
+    {
+      GilRelease release;
+      status = [&]() -> arrow::Status {
+        ARROW_ASSIGN_OR_RAISE(auto out, h.fs->OpenOutputStream(path));
+        auto written = out->Write(bytes.data(), static_cast<int64_t>(bytes.size()));
+        if (written.ok()) written = out->Close();
+        // An upload that did not complete is aborted: no object, no multipart upload left.
+        if (!written.ok()) (void)out->Abort();
+        return written;
+      }();
+    }
+    if (!status.ok()) ValueOrRaise(arrow::Result<bool>(status.WithMessage("writing '", path, "': ", status.message())));
+  }, "Writes `data` as the file `path` on `filesystem`, which appears only when complete.");
+
   m.def("finalize_filesystems", [] {
     GilRelease release;
     FinalizeFileSystems();

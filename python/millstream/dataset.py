@@ -34,8 +34,6 @@ _WRITE_UNSUPPORTED = {
 }
 
 
-_LOCAL_WRITE_ONLY = Unsupported(None, why="write_numpy/write_images write to local paths")
-
 class RandomSeedConfig:
     """How a random operator (``random_shuffle``, ``randomize_block_order``) is seeded, as in
     Ray: ``seed=None``, a different order every run; a seed with
@@ -1143,7 +1141,7 @@ class Dataset:
         its final name and appears only when complete."""
         from millstream import read_api
         fn_name = f"write_{fmt}"
-        handle, directory = _core.resolve_path(path, spec, fn_name)
+        handle, directory = _core.resolve_path(read_api.fs_path(spec and spec.get("fs"), path), spec, fn_name)
         if handle.type_name == "local":
             return self._write(directory, fmt, mode=mode, partition_cols=partition_cols,
                                filename_provider=filename_provider, min_rows_per_file=min_rows,
@@ -1212,7 +1210,7 @@ class Dataset:
                 failed(error)
             raise
 
-    @public(unsupported={**_WRITE_UNSUPPORTED, "filesystem": _LOCAL_WRITE_ONLY})
+    @public(unsupported=_WRITE_UNSUPPORTED)
     def write_numpy(self, path: str, *, column: str, filesystem=None, try_create_dir: bool = True,
                     arrow_open_stream_args: Optional[Dict[str, Any]] = None, filename_provider=None,
                     min_rows_per_file: Optional[int] = None, ray_remote_args: Optional[Dict[str, Any]] = None,
@@ -1220,27 +1218,30 @@ class Dataset:
                     mode="append") -> None:
         """One ``.npy`` file per block of ``column`` (``min_rows_per_file`` rows per file
         when given; the last may have fewer), each complete before it appears; Ray's
-        ``mode``, ``filename_provider`` and ``arrow_open_stream_args`` compression. Files are
-        written one at a time, so any ``concurrency`` holds."""
+        ``mode``, ``filename_provider`` and ``arrow_open_stream_args`` compression. Local
+        paths, ``s3://`` URIs or ``filesystem=`` (S3, fsspec): each object is stored whole,
+        never partly. Files are written one at a time, so any ``concurrency`` holds."""
         from millstream import write_api
         _args.check_int("write_numpy", "concurrency", concurrency, min=1, none_ok=True)
         write_api.write_numpy(self, path, column=column, mode=mode, filename_provider=filename_provider,
                               min_rows_per_file=min_rows_per_file, num_rows_per_file=num_rows_per_file,
-                              arrow_open_stream_args=arrow_open_stream_args)
+                              arrow_open_stream_args=arrow_open_stream_args, filesystem=filesystem)
 
-    @public(unsupported={**_WRITE_UNSUPPORTED, "filesystem": _LOCAL_WRITE_ONLY})
+    @public(unsupported=_WRITE_UNSUPPORTED)
     def write_images(self, path: str, column: str, file_format: str = "png", *, filesystem=None,
                      try_create_dir: bool = True, arrow_open_stream_args: Optional[Dict[str, Any]] = None,
                      filename_provider=None, ray_remote_args: Optional[Dict[str, Any]] = None,
                      concurrency: Optional[int] = None, mode="append") -> None:
         """One image file per row of ``column`` (ndarrays, encoded by Pillow as
         ``file_format``), each complete before it appears; Ray's ``mode`` and
-        ``filename_provider`` (the row's number added to the task's name). Files are
-        written one at a time, so any ``concurrency`` holds."""
+        ``filename_provider`` (the row's number added to the task's name). Local paths,
+        ``s3://`` URIs or ``filesystem=`` as ``write_numpy``. Files are written one at a
+        time, so any ``concurrency`` holds."""
         from millstream import write_api
         _args.check_int("write_images", "concurrency", concurrency, min=1, none_ok=True)
         write_api.write_images(self, path, column=column, file_format=file_format, mode=mode,
-                               filename_provider=filename_provider, arrow_open_stream_args=arrow_open_stream_args)
+                               filename_provider=filename_provider, arrow_open_stream_args=arrow_open_stream_args,
+                               filesystem=filesystem)
 
     @public(passthrough=_args.PARQUET_WRITE_ARGS, unsupported={**_WRITE_UNSUPPORTED,
             "catalog": Unsupported(None, why="no catalog support")})

@@ -55,16 +55,42 @@ class FileShuffleConfig:
         return f"FileShuffleConfig(seed={self.seed!r}, reseed_after_execution={self.reseed_after_execution!r})"
 
 
+def _fsspec_of(filesystem: Any) -> Any:
+    """The fsspec filesystem behind ``filesystem`` (itself, or a
+    ``pyarrow.fs.PyFileSystem(FSSpecHandler(fs))``'s), else None."""
+    import pyarrow.fs as pafs
+    if isinstance(filesystem, pafs.PyFileSystem):
+        handler = filesystem.handler
+        return handler.fs if isinstance(handler, pafs.FSSpecHandler) else None
+    try:
+        import fsspec
+    except ImportError:
+        return None
+    return filesystem if isinstance(filesystem, fsspec.AbstractFileSystem) else None
+
+
+def fs_path(filesystem: Any, path: str) -> str:
+    """``path`` as ``filesystem`` names it: an fsspec filesystem's protocol stripped
+    (``memory://a/b`` -> ``/a/b``); other paths as given."""
+    fs = _fsspec_of(filesystem) if filesystem is not None else None
+    return fs._strip_protocol(path) if fs is not None else path
+
+
 def filesystem_spec(fn_name: str, filesystem: Any) -> Optional[Dict[str, Any]]:
     """Ray's ``filesystem=`` as the engine takes it: None (from each path's scheme), a
-    ``pyarrow.fs.LocalFileSystem``, or a ``pyarrow.fs.S3FileSystem`` (its endpoint, region
-    and credentials, read from what the object pickles). Other filesystems (GCS, HDFS,
-    fsspec, a SubTreeFileSystem...) raise NotImplementedError."""
+    ``pyarrow.fs.LocalFileSystem``, a ``pyarrow.fs.S3FileSystem`` (its endpoint, region
+    and credentials, read from what the object pickles), or an fsspec filesystem (itself
+    or wrapped as ``pyarrow.fs.PyFileSystem(FSSpecHandler(fs))``), which the engine calls
+    under the GIL. Other filesystems (GCS, HDFS, a SubTreeFileSystem...) raise
+    NotImplementedError."""
     if filesystem is None:
         return None
     import pyarrow.fs as pafs
     if isinstance(filesystem, pafs.LocalFileSystem):
         return {"kind": "local"}
+    fsspec_fs = _fsspec_of(filesystem)
+    if fsspec_fs is not None:
+        return {"kind": "fsspec", "fs": fsspec_fs}
     if isinstance(filesystem, pafs.S3FileSystem):
         _, args = filesystem.__reduce__()
         spec = dict(args[0]) if args and isinstance(args[0], dict) else {}
@@ -76,7 +102,7 @@ def filesystem_spec(fn_name: str, filesystem: Any) -> Optional[Dict[str, Any]]:
         spec.pop("default_metadata", None)
         return {"kind": "s3", **spec}
     raise NotImplementedError(f"{fn_name}: filesystem={type(filesystem).__name__} is not supported "
-                              "(pyarrow's LocalFileSystem and S3FileSystem are)")
+                              "(pyarrow's LocalFileSystem and S3FileSystem and fsspec filesystems are)")
 
 
 def retry_options(fn_name: str) -> Dict[str, Any]:
@@ -152,7 +178,7 @@ def _skip_set(fn_name: str, skip_paths: Any, filesystem) -> List[str]:
     for p in skip_paths:
         if not isinstance(p, (str, os.PathLike)):
             raise TypeError(f"{fn_name}: skip_paths must be a path or a list of paths, got {p!r} in the list")
-        _, inner = _core.resolve_path(os.fspath(p), spec, fn_name)
+        _, inner = _core.resolve_path(fs_path(filesystem, os.fspath(p)), spec, fn_name)
         out.append(inner.rstrip("/") or inner)
     return out
 
@@ -163,7 +189,7 @@ def _skipped(path: str, skip: List[str]) -> bool:
 
 def _list(fn_name: str, paths, file_extensions, ignore_missing_paths, partition_filter, filesystem=None,
           skip_paths=None):
-    paths = _paths(fn_name, paths)
+    paths = [fs_path(filesystem, p) for p in _paths(fn_name, paths)]
     skip = _skip_set(fn_name, skip_paths, filesystem)
     if skip:
         # A named path that is skipped is not looked for (it may not exist).
