@@ -33,6 +33,37 @@ std::shared_ptr<arrow::fs::FileSystem> FileSystemFromSpec(const py::object& spec
   auto kind = d["kind"].cast<std::string>();
   if (kind == "local") return std::make_shared<arrow::fs::LocalFileSystem>();
   if (kind == "fsspec") return MakeFsspecFileSystem(d["fs"]);
+  if (kind == "gcs") {
+    // pyarrow.fs.GcsFileSystem's constructor arguments (what it pickles).
+    auto text = [&](const char* key) { return Has(d, key) ? d[key].cast<std::string>() : std::string(); };
+    arrow::fs::GcsOptions options = arrow::fs::GcsOptions::Defaults();
+    if (Has(d, "anonymous") && d["anonymous"].cast<bool>()) {
+      options = arrow::fs::GcsOptions::Anonymous();
+    } else if (!text("access_token").empty()) {
+      auto expiration = d["credential_token_expiration"];
+      double seconds = expiration.attr("timestamp")().cast<double>();
+      options = arrow::fs::GcsOptions::FromAccessToken(
+          text("access_token"), arrow::fs::TimePoint(std::chrono::duration_cast<arrow::fs::TimePoint::duration>(
+                                    std::chrono::duration<double>(seconds))));
+    }
+    if (!text("target_service_account").empty()) {
+      options = arrow::fs::GcsOptions::FromImpersonatedServiceAccount(options.credentials,
+                                                                      text("target_service_account"));
+    }
+    if (!text("scheme").empty()) options.scheme = text("scheme");
+    if (!text("endpoint_override").empty()) options.endpoint_override = text("endpoint_override");
+    if (!text("default_bucket_location").empty()) options.default_bucket_location = text("default_bucket_location");
+    if (Has(d, "retry_time_limit")) {
+      options.retry_limit_seconds = d["retry_time_limit"].attr("total_seconds")().cast<double>();
+    }
+    if (!text("project_id").empty()) options.project_id = text("project_id");
+    arrow::Result<std::shared_ptr<arrow::fs::FileSystem>> fs;
+    {
+      GilRelease release;
+      fs = MakeGcsFileSystem(options);
+    }
+    return ValueOrRaise(std::move(fs));
+  }
   if (kind != "s3") throw py::value_error("unknown filesystem kind '" + kind + "'");
   auto options = ValueOrRaise(S3OptionsFromEnvironment());
   auto str = [&](const char* key) { return Has(d, key) ? d[key].cast<std::string>() : std::string(); };

@@ -1100,7 +1100,7 @@ class Dataset:
         stream_compression = _files.open_stream_args(fn_name, arrow_open_stream_args)
         from millstream import read_api
         spec = read_api.filesystem_spec(fn_name, filesystem)
-        if spec is not None or path.lower().startswith("s3://"):
+        if spec is not None or path.lower().startswith(("s3://", "gs://", "gcs://")):
             return self._write_remote(path, fmt, spec, mode=mode, partition_cols=partition_cols,
                                       filename_provider=filename_provider, min_rows=min_rows,
                                       max_rows=max_rows, stream_compression=stream_compression,
@@ -1596,7 +1596,7 @@ def read_parquet(paths: Union[str, List[str]], *, filesystem=None, catalog=None,
     schema = arrow_parquet_args.get("schema")
     if schema is not None and not isinstance(schema, pa.Schema):
         raise TypeError(f"read_parquet: schema must be a pyarrow.Schema, got {type(schema).__name__}")
-    remote = filesystem is not None or any(p.lower().startswith("s3://") for p in paths)
+    remote = filesystem is not None or any(p.lower().startswith(("s3://", "gs://", "gcs://")) for p in paths)
     if not isinstance(include_row_hash, bool):
         raise TypeError(f"read_parquet: include_row_hash must be a bool, got {include_row_hash!r}")
     concurrency = _args.check_int("read_parquet", "concurrency", concurrency, min=1, none_ok=True)

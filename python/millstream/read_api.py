@@ -78,10 +78,10 @@ def fs_path(filesystem: Any, path: str) -> str:
 
 def filesystem_spec(fn_name: str, filesystem: Any) -> Optional[Dict[str, Any]]:
     """Ray's ``filesystem=`` as the engine takes it: None (from each path's scheme), a
-    ``pyarrow.fs.LocalFileSystem``, a ``pyarrow.fs.S3FileSystem`` (its endpoint, region
-    and credentials, read from what the object pickles), or an fsspec filesystem (itself
+    ``pyarrow.fs.LocalFileSystem``, a ``pyarrow.fs.S3FileSystem`` or ``GcsFileSystem`` (its
+    endpoint, region and credentials, read from what the object pickles), or an fsspec filesystem (itself
     or wrapped as ``pyarrow.fs.PyFileSystem(FSSpecHandler(fs))``), which the engine calls
-    under the GIL. Other filesystems (GCS, HDFS, a SubTreeFileSystem...) raise
+    under the GIL. Other filesystems (HDFS, a SubTreeFileSystem...) raise
     NotImplementedError."""
     if filesystem is None:
         return None
@@ -91,6 +91,13 @@ def filesystem_spec(fn_name: str, filesystem: Any) -> Optional[Dict[str, Any]]:
     fsspec_fs = _fsspec_of(filesystem)
     if fsspec_fs is not None:
         return {"kind": "fsspec", "fs": fsspec_fs}
+    if isinstance(filesystem, pafs.GcsFileSystem):
+        _, args = filesystem.__reduce__()
+        spec = dict(args[0]) if args and isinstance(args[0], dict) else {}
+        if spec.get("default_metadata"):
+            raise NotImplementedError(f"{fn_name}: a GcsFileSystem with default_metadata is not supported")
+        spec.pop("default_metadata", None)
+        return {"kind": "gcs", **spec}
     if isinstance(filesystem, pafs.S3FileSystem):
         _, args = filesystem.__reduce__()
         spec = dict(args[0]) if args and isinstance(args[0], dict) else {}
@@ -102,7 +109,7 @@ def filesystem_spec(fn_name: str, filesystem: Any) -> Optional[Dict[str, Any]]:
         spec.pop("default_metadata", None)
         return {"kind": "s3", **spec}
     raise NotImplementedError(f"{fn_name}: filesystem={type(filesystem).__name__} is not supported "
-                              "(pyarrow's LocalFileSystem and S3FileSystem and fsspec filesystems are)")
+                              "(pyarrow's LocalFileSystem, S3FileSystem and GcsFileSystem and fsspec filesystems are)")
 
 
 def retry_options(fn_name: str) -> Dict[str, Any]:

@@ -27,7 +27,7 @@ def _prepare(fn_name: str, path: Any, mode: Any, filesystem: Any = None) -> Opti
     mode = _files.save_mode(fn_name, mode)
     from millstream import read_api
     spec = read_api.filesystem_spec(fn_name, filesystem)
-    if spec is not None or path.lower().startswith("s3://"):
+    if spec is not None or path.lower().startswith(("s3://", "gs://", "gcs://")):
         handle, directory = _core.resolve_path(read_api.fs_path(filesystem, path), spec, fn_name)
         if handle.type_name != "local":
             if not _core.prepare_write_dir_on(handle, directory, mode, fn_name):

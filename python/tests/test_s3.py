@@ -170,8 +170,8 @@ def test_unsupported_filesystems_and_schemes(s3):
     bucket, fs = s3
     with pytest.raises(NotImplementedError, match="SubTreeFileSystem"):
         md.read_parquet("x", filesystem=pafs.SubTreeFileSystem(bucket, fs))
-    with pytest.raises(NotImplementedError, match="scheme 'gs'"):
-        md.read_csv("gs://bucket/x.csv")
+    with pytest.raises(NotImplementedError, match="scheme 'abfs'"):
+        md.read_csv("abfs://bucket/x.csv")
 
 
 def test_write_numpy_and_images_to_s3(s3):
