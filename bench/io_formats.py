@@ -75,6 +75,8 @@ def main() -> None:
         print(f"csv scan  {name:12s} {t:7.3f} s  rows={rows}  speed vs pyarrow.csv: {base / t:.2f}x")
     if args.no_s3:
         return
+    import logging
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     from moto.server import ThreadedMotoServer
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
