@@ -1564,8 +1564,10 @@ def read_parquet(paths: Union[str, List[str]], *, filesystem=None, catalog=None,
     are read (None: every file); files named explicitly are always read.
     ``partitioning="hive"`` (the default; None turns it off) turns ``key=value``
     directories into string columns (percent-decoded, ``__HIVE_DEFAULT_PARTITION__``
-    as null), and a ``filter`` on them skips whole files. Local paths and ``file://``
-    URIs only: another scheme (``s3://``...) raises ``NotImplementedError``.
+    as null), and a ``filter`` on them skips whole files. Local paths, ``file://``,
+    ``s3://`` and ``gs://`` URIs, or ``filesystem=`` (pyarrow's local, S3 or GCS
+    filesystem, or an fsspec one); another scheme (``hdfs://``...) raises
+    ``NotImplementedError``.
     ``include_paths`` adds a "path" column; ``ignore_missing_paths`` skips paths that do
     not exist; ``partition_filter`` (a callable taking the list of file paths, such as
     Ray's ``PathPartitionFilter``) chooses the files; ``shuffle="files"`` (or a
