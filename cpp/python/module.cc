@@ -44,6 +44,7 @@ WriteOptions WriteOptionsFromDict(const py::dict& d) {
   if (has("filename_template")) options.filename_template = d["filename_template"].cast<bool>();
   if (has("stream_compression")) options.stream_compression = d["stream_compression"].cast<std::string>();
   if (has("filesystem")) options.filesystem = python::FileSystemFromHandle(d["filesystem"]);
+  if (has("concurrency")) options.concurrency = d["concurrency"].cast<int>();
   if (has("retried_io_errors")) {
     options.retried_io_errors = d["retried_io_errors"].cast<std::vector<std::string>>();
   }

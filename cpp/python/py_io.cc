@@ -14,6 +14,7 @@
 #include "io/filesystems.h"
 #include "plan/logical_operator.h"
 #include "millstream/millstream.h"
+#include "py_fsspec_filesystem.h"
 #include "py_interop.h"
 
 namespace py = pybind11;
@@ -24,12 +25,45 @@ namespace {
 bool Has(const py::dict& d, const char* key) { return d.contains(key) && !d[key].is_none(); }
 
 /// A filesystem from read_api's spec: None (from each path), {"kind": "local"}, or
-/// {"kind": "s3", ...pyarrow.fs.S3FileSystem's constructor arguments}.
+/// {"kind": "s3", ...pyarrow.fs.S3FileSystem's constructor arguments}, or
+/// {"kind": "fsspec", "fs": an fsspec filesystem}.
 std::shared_ptr<arrow::fs::FileSystem> FileSystemFromSpec(const py::object& spec) {
   if (spec.is_none()) return nullptr;
   auto d = spec.cast<py::dict>();
   auto kind = d["kind"].cast<std::string>();
   if (kind == "local") return std::make_shared<arrow::fs::LocalFileSystem>();
+  if (kind == "fsspec") return MakeFsspecFileSystem(d["fs"]);
+  if (kind == "gcs") {
+    // pyarrow.fs.GcsFileSystem's constructor arguments (what it pickles).
+    auto text = [&](const char* key) { return Has(d, key) ? d[key].cast<std::string>() : std::string(); };
+    arrow::fs::GcsOptions options = arrow::fs::GcsOptions::Defaults();
+    if (Has(d, "anonymous") && d["anonymous"].cast<bool>()) {
+      options = arrow::fs::GcsOptions::Anonymous();
+    } else if (!text("access_token").empty()) {
+      auto expiration = d["credential_token_expiration"];
+      double seconds = expiration.attr("timestamp")().cast<double>();
+      options = arrow::fs::GcsOptions::FromAccessToken(
+          text("access_token"), arrow::fs::TimePoint(std::chrono::duration_cast<arrow::fs::TimePoint::duration>(
+                                    std::chrono::duration<double>(seconds))));
+    }
+    if (!text("target_service_account").empty()) {
+      options = arrow::fs::GcsOptions::FromImpersonatedServiceAccount(options.credentials,
+                                                                      text("target_service_account"));
+    }
+    if (!text("scheme").empty()) options.scheme = text("scheme");
+    if (!text("endpoint_override").empty()) options.endpoint_override = text("endpoint_override");
+    if (!text("default_bucket_location").empty()) options.default_bucket_location = text("default_bucket_location");
+    if (Has(d, "retry_time_limit")) {
+      options.retry_limit_seconds = d["retry_time_limit"].attr("total_seconds")().cast<double>();
+    }
+    if (!text("project_id").empty()) options.project_id = text("project_id");
+    arrow::Result<std::shared_ptr<arrow::fs::FileSystem>> fs;
+    {
+      GilRelease release;
+      fs = MakeGcsFileSystem(options);
+    }
+    return ValueOrRaise(std::move(fs));
+  }
   if (kind != "s3") throw py::value_error("unknown filesystem kind '" + kind + "'");
   auto options = ValueOrRaise(S3OptionsFromEnvironment());
   auto str = [&](const char* key) { return Has(d, key) ? d[key].cast<std::string>() : std::string(); };
@@ -86,6 +120,7 @@ FileReadOptions FileOptionsFromDict(const py::dict& d) {
   if (Has(d, "reseed")) options.reseed_after_execution = d["reseed"].cast<bool>();
   if (Has(d, "compression")) options.stream_compression = d["compression"].cast<std::string>();
   if (Has(d, "override_num_blocks")) options.override_num_blocks = d["override_num_blocks"].cast<int64_t>();
+  if (Has(d, "concurrency")) options.concurrency = d["concurrency"].cast<int>();
   if (Has(d, "buffer_size")) options.buffer_size = d["buffer_size"].cast<int64_t>();
   if (Has(d, "retried_io_errors")) options.retry.patterns = d["retried_io_errors"].cast<std::vector<std::string>>();
   if (Has(d, "retry_max_attempts")) options.retry.max_attempts = d["retry_max_attempts"].cast<int>();
@@ -205,6 +240,23 @@ void RegisterIo(py::module_& m) {
     return ValueOrRaise(std::move(result));
   }, "Makes a write's directory on `filesystem` ready for a save mode; returns whether to write.");
 
+  m.def("write_object", [](const FileSystemHandle& h, const std::string& path, py::bytes data) {
+    std::string bytes = data;
+    arrow::Status status;
+    {
+      GilRelease release;
+      status = [&]() -> arrow::Status {
+        ARROW_ASSIGN_OR_RAISE(auto out, h.fs->OpenOutputStream(path));
+        auto written = out->Write(bytes.data(), static_cast<int64_t>(bytes.size()));
+        if (written.ok()) written = out->Close();
+        // An upload that did not complete is aborted: no object, no multipart upload left.
+        if (!written.ok()) (void)out->Abort();
+        return written;
+      }();
+    }
+    if (!status.ok()) ValueOrRaise(arrow::Result<bool>(status.WithMessage("writing '", path, "': ", status.message())));
+  }, "Writes `data` as the file `path` on `filesystem`, which appears only when complete.");
+
   m.def("finalize_filesystems", [] {
     GilRelease release;
     FinalizeFileSystems();
@@ -237,13 +289,25 @@ void RegisterIo(py::module_& m) {
     more.reseed_after_execution = file_options.reseed_after_execution;
     more.retry = file_options.retry;
     if (!schema.is_none()) more.schema = SchemaFromPython(schema);
+    if (Has(options, "row_hash_seeds")) {
+      more.include_row_hash = true;
+      more.row_hash_seeds = options["row_hash_seeds"].cast<std::unordered_map<std::string, uint64_t>>();
+    }
+    if (Has(options, "tensor_columns")) {
+      // A schema of the columns' value types, and their shapes in the same order.
+      auto types = SchemaFromPython(options["tensor_columns"]);
+      auto shapes = options["tensor_shapes"].cast<std::vector<std::vector<int64_t>>>();
+      for (int i = 0; i < types->num_fields(); ++i) {
+        more.tensor_columns.push_back({types->field(i)->name(), types->field(i)->type(), shapes.at(i)});
+      }
+    }
     auto found = FilesFromPython(files);
     arrow::Result<Dataset> result;
     {
       GilRelease release;
       auto source = MakeParquetSource(handle.fs, std::move(found),
                                       parquet, std::move(more));
-      result = source.ok() ? Dataset::FromSource(*source, blocks) : arrow::Result<Dataset>(source.status());
+      result = source.ok() ? Dataset::FromSource(*source, blocks, file_options.concurrency) : arrow::Result<Dataset>(source.status());
     }
     return ValueOrRaise(std::move(result));
   }, "A Dataset reading Parquet `files` (from list_files) with read_parquet's options.");
@@ -284,7 +348,8 @@ void RegisterIo(py::module_& m) {
     } else {
       throw py::value_error("read_files: unknown format '" + format + "'");
     }
-    return ValueOrRaise(Dataset::FromSource(std::move(source), file_options.override_num_blocks));
+    return ValueOrRaise(Dataset::FromSource(std::move(source), file_options.override_num_blocks,
+                                                    file_options.concurrency));
   }, "A Dataset reading `files` (from list_files) as `format` ('csv', 'json', 'text', 'binary').");
 }
 

@@ -135,7 +135,7 @@ TEST(FileDatasource, MissingPathsAreErrorsUnlessIgnored) {
   options.ignore_missing_paths = true;
   EXPECT_EQ(ListFiles({dir.path() + "/nope.csv", dir.path() + "/a.csv"}, &fs, options).ValueOrDie().size(), 1u);
   EXPECT_TRUE(ListFiles({dir.path() + "/nope.csv"}, &fs, options).status().IsInvalid());
-  EXPECT_TRUE(ListFiles({"gs://bucket/x"}, &fs, options).status().IsNotImplemented());
+  EXPECT_TRUE(ListFiles({"hdfs://namenode/x"}, &fs, options).status().IsNotImplemented());
 }
 
 }  // namespace

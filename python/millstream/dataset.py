@@ -31,11 +31,8 @@ _NOT_YET = "not implemented yet"
 _WRITE_UNSUPPORTED = {
     "try_create_dir": Unsupported(True, why="the directory is always created"),
     "ray_remote_args": _args.RAY_REMOTE_ARGS_NO_TASK.rule(),
-    "concurrency": Unsupported(None, why=_NOT_YET),
 }
 
-
-_LOCAL_WRITE_ONLY = Unsupported(None, why="write_numpy/write_images write to local paths")
 
 class RandomSeedConfig:
     """How a random operator (``random_shuffle``, ``randomize_block_order``) is seeded, as in
@@ -1088,8 +1085,12 @@ class Dataset:
     def _write(self, path, fmt: str, *, mode="append", partition_cols=None, filename_provider=None,
                min_rows_per_file=None, max_rows_per_file=None, num_rows_per_file=None,
                arrow_open_stream_args=None, options: Optional[Dict[str, Any]] = None,
-               filesystem=None) -> None:
+               filesystem=None, concurrency=None) -> None:
         fn_name = f"write_{fmt}"
+        concurrency = _args.check_int(fn_name, "concurrency", concurrency, min=1, none_ok=True)
+        if concurrency:
+            # The most write tasks running at once.
+            options = dict(options or {}, concurrency=concurrency)
         if isinstance(path, os.PathLike):
             path = os.fspath(path)
         if not isinstance(path, str) or not path:
@@ -1107,7 +1108,7 @@ class Dataset:
         stream_compression = _files.open_stream_args(fn_name, arrow_open_stream_args)
         from millstream import read_api
         spec = read_api.filesystem_spec(fn_name, filesystem)
-        if spec is not None or path.lower().startswith("s3://"):
+        if spec is not None or path.lower().startswith(("s3://", "gs://", "gcs://")):
             return self._write_remote(path, fmt, spec, mode=mode, partition_cols=partition_cols,
                                       filename_provider=filename_provider, min_rows=min_rows,
                                       max_rows=max_rows, stream_compression=stream_compression,
@@ -1148,7 +1149,7 @@ class Dataset:
         its final name and appears only when complete."""
         from millstream import read_api
         fn_name = f"write_{fmt}"
-        handle, directory = _core.resolve_path(path, spec, fn_name)
+        handle, directory = _core.resolve_path(read_api.fs_path(spec and spec.get("fs"), path), spec, fn_name)
         if handle.type_name == "local":
             return self._write(directory, fmt, mode=mode, partition_cols=partition_cols,
                                filename_provider=filename_provider, min_rows_per_file=min_rows,
@@ -1169,14 +1170,15 @@ class Dataset:
             return
         self._drain(_start(plan, DataContext.get_current()._to_core(), None, False))
 
-    @public(unsupported={"ray_remote_args": _args.RAY_REMOTE_ARGS_NO_TASK.rule(),
-                         "concurrency": Unsupported(None, why=_NOT_YET)})
+    @public(unsupported={"ray_remote_args": _args.RAY_REMOTE_ARGS_NO_TASK.rule()})
     def write_datasink(self, datasink, *, ray_remote_args: Optional[Dict[str, Any]] = None,
                        concurrency: Optional[int] = None) -> None:
         """Writes through a user's ``Datasink`` (Ray's API): ``on_write_start(schema)``,
         then ``write(blocks, ctx)`` once per write task (``min_rows_per_write`` rows
         bundled), each on an engine worker, then ``on_write_complete(WriteResult)`` with
-        every ``write`` return value, or ``on_write_failed(error)`` and the error raised."""
+        every ``write`` return value, or ``on_write_failed(error)`` and the error raised.
+        ``concurrency`` caps how many ``write`` calls run at once."""
+        concurrency = _args.check_int("write_datasink", "concurrency", concurrency, min=1, none_ok=True)
         import threading
         from millstream.datasource import TaskContext, WriteResult
         if not callable(getattr(datasink, "write", None)):
@@ -1203,7 +1205,7 @@ class Dataset:
             if on_start is not None:
                 on_start(self.schema().base_schema if self.schema() is not None else None)
             with _workers.internal():
-                plan = self.map_batches(write, batch_format="pyarrow", batch_size=rows)
+                plan = self.map_batches(write, batch_format="pyarrow", batch_size=rows, concurrency=concurrency)
             for _ in plan._batches():
                 pass
             result = WriteResult(totals[0], totals[1], [v for _, v in sorted(returns, key=lambda r: r[0])])
@@ -1216,7 +1218,7 @@ class Dataset:
                 failed(error)
             raise
 
-    @public(unsupported={**_WRITE_UNSUPPORTED, "filesystem": _LOCAL_WRITE_ONLY})
+    @public(unsupported=_WRITE_UNSUPPORTED)
     def write_numpy(self, path: str, *, column: str, filesystem=None, try_create_dir: bool = True,
                     arrow_open_stream_args: Optional[Dict[str, Any]] = None, filename_provider=None,
                     min_rows_per_file: Optional[int] = None, ray_remote_args: Optional[Dict[str, Any]] = None,
@@ -1224,23 +1226,30 @@ class Dataset:
                     mode="append") -> None:
         """One ``.npy`` file per block of ``column`` (``min_rows_per_file`` rows per file
         when given; the last may have fewer), each complete before it appears; Ray's
-        ``mode``, ``filename_provider`` and ``arrow_open_stream_args`` compression."""
+        ``mode``, ``filename_provider`` and ``arrow_open_stream_args`` compression. Local
+        paths, ``s3://`` URIs or ``filesystem=`` (S3, fsspec): each object is stored whole,
+        never partly. Files are written one at a time, so any ``concurrency`` holds."""
         from millstream import write_api
+        _args.check_int("write_numpy", "concurrency", concurrency, min=1, none_ok=True)
         write_api.write_numpy(self, path, column=column, mode=mode, filename_provider=filename_provider,
                               min_rows_per_file=min_rows_per_file, num_rows_per_file=num_rows_per_file,
-                              arrow_open_stream_args=arrow_open_stream_args)
+                              arrow_open_stream_args=arrow_open_stream_args, filesystem=filesystem)
 
-    @public(unsupported={**_WRITE_UNSUPPORTED, "filesystem": _LOCAL_WRITE_ONLY})
+    @public(unsupported=_WRITE_UNSUPPORTED)
     def write_images(self, path: str, column: str, file_format: str = "png", *, filesystem=None,
                      try_create_dir: bool = True, arrow_open_stream_args: Optional[Dict[str, Any]] = None,
                      filename_provider=None, ray_remote_args: Optional[Dict[str, Any]] = None,
                      concurrency: Optional[int] = None, mode="append") -> None:
         """One image file per row of ``column`` (ndarrays, encoded by Pillow as
         ``file_format``), each complete before it appears; Ray's ``mode`` and
-        ``filename_provider`` (the row's number added to the task's name)."""
+        ``filename_provider`` (the row's number added to the task's name). Local paths,
+        ``s3://`` URIs or ``filesystem=`` as ``write_numpy``. Files are written one at a
+        time, so any ``concurrency`` holds."""
         from millstream import write_api
+        _args.check_int("write_images", "concurrency", concurrency, min=1, none_ok=True)
         write_api.write_images(self, path, column=column, file_format=file_format, mode=mode,
-                               filename_provider=filename_provider, arrow_open_stream_args=arrow_open_stream_args)
+                               filename_provider=filename_provider, arrow_open_stream_args=arrow_open_stream_args,
+                               filesystem=filesystem)
 
     @public(passthrough=_args.PARQUET_WRITE_ARGS, unsupported={**_WRITE_UNSUPPORTED,
             "catalog": Unsupported(None, why="no catalog support")})
@@ -1281,6 +1290,7 @@ class Dataset:
         args = _files.resolve_args("write_parquet", _args.PARQUET_WRITE_ARGS, arrow_parquet_args,
                                    arrow_parquet_args_fn, "arrow_parquet_args_fn")
         self._write(path, "parquet", mode=mode, partition_cols=partition_cols, filesystem=filesystem,
+                    concurrency=concurrency,
                     filename_provider=filename_provider, min_rows_per_file=min_rows_per_file,
                     max_rows_per_file=max_rows_per_file, num_rows_per_file=num_rows_per_file,
                     arrow_open_stream_args=arrow_open_stream_args,
@@ -1302,6 +1312,7 @@ class Dataset:
         args = _files.resolve_args("write_csv", _args.CSV_WRITE_ARGS, arrow_csv_args,
                                    arrow_csv_args_fn, "arrow_csv_args_fn")
         self._write(path, "csv", mode=mode, filename_provider=filename_provider, filesystem=filesystem,
+                    concurrency=concurrency,
                     min_rows_per_file=min_rows_per_file, num_rows_per_file=num_rows_per_file,
                     arrow_open_stream_args=arrow_open_stream_args,
                     options=_files.csv_options("write_csv", args))
@@ -1318,6 +1329,7 @@ class Dataset:
         _files.resolve_args("write_json", _args.JSON_WRITE_ARGS, pandas_json_args,
                             pandas_json_args_fn, "pandas_json_args_fn")
         self._write(path, "json", mode=mode, filename_provider=filename_provider, filesystem=filesystem,
+                    concurrency=concurrency,
                     min_rows_per_file=min_rows_per_file, num_rows_per_file=num_rows_per_file,
                     arrow_open_stream_args=arrow_open_stream_args)
 
@@ -1543,10 +1555,6 @@ def from_huggingface(dataset, parallelism: int = -1, concurrency=None,
     "num_gpus": Unsupported(None, why="a read task takes one CPU slot"),
     "memory": Unsupported(None, why="a read task takes one CPU slot"),
     "ray_remote_args": _args.RAY_REMOTE_ARGS_NO_TASK.rule(),
-    "tensor_column_schema": Unsupported(None, why=_NOT_YET),
-    "include_row_hash": Unsupported(False, why=_NOT_YET),
-    "skip_paths": Unsupported(None, why=_NOT_YET),
-    "concurrency": Unsupported(None, why=_NOT_YET),
 })
 def read_parquet(paths: Union[str, List[str]], *, filesystem=None, catalog=None,
                  columns: Optional[List[str]] = None, parallelism: int = -1,
@@ -1566,13 +1574,22 @@ def read_parquet(paths: Union[str, List[str]], *, filesystem=None, catalog=None,
     are read (None: every file); files named explicitly are always read.
     ``partitioning="hive"`` (the default; None turns it off) turns ``key=value``
     directories into string columns (percent-decoded, ``__HIVE_DEFAULT_PARTITION__``
-    as null), and a ``filter`` on them skips whole files. Local paths and ``file://``
-    URIs only: another scheme (``s3://``...) raises ``NotImplementedError``.
+    as null), and a ``filter`` on them skips whole files. Local paths, ``file://``,
+    ``s3://`` and ``gs://`` URIs, or ``filesystem=`` (pyarrow's local, S3 or GCS
+    filesystem, or an fsspec one); another scheme (``hdfs://``...) raises
+    ``NotImplementedError``.
     ``include_paths`` adds a "path" column; ``ignore_missing_paths`` skips paths that do
     not exist; ``partition_filter`` (a callable taking the list of file paths, such as
     Ray's ``PathPartitionFilter``) chooses the files; ``shuffle="files"`` (or a
     ``FileShuffleConfig``) reads them in a random order; ``schema=`` (a pyarrow.Schema)
     reads every file as that schema (cast, missing columns null).
+    ``skip_paths`` (a path or a list) leaves out files with those paths, and every file
+    under a directory among them, whether they exist or not. ``include_row_hash`` adds a
+    uint64 "row_hash" column, Ray's deterministic hash of the file's path and the row's
+    position among the rows read from it (after ``filter``). ``tensor_column_schema``
+    (``{column: (dtype, shape)}``) reads binary columns holding raw C-order arrays
+    (``ndarray.tobytes()``) as tensor columns of that dtype and shape. ``concurrency``
+    caps how many read tasks run at once.
     """
     file_extensions = _args.check_names("read_parquet", "file_extensions", file_extensions, none_ok=True)
     if isinstance(paths, (str, os.PathLike)):
@@ -1591,16 +1608,22 @@ def read_parquet(paths: Union[str, List[str]], *, filesystem=None, catalog=None,
     schema = arrow_parquet_args.get("schema")
     if schema is not None and not isinstance(schema, pa.Schema):
         raise TypeError(f"read_parquet: schema must be a pyarrow.Schema, got {type(schema).__name__}")
-    remote = filesystem is not None or any(p.lower().startswith("s3://") for p in paths)
+    remote = filesystem is not None or any(p.lower().startswith(("s3://", "gs://", "gcs://")) for p in paths)
+    if not isinstance(include_row_hash, bool):
+        raise TypeError(f"read_parquet: include_row_hash must be a bool, got {include_row_hash!r}")
+    concurrency = _args.check_int("read_parquet", "concurrency", concurrency, min=1, none_ok=True)
     if (include_paths or ignore_missing_paths or partition_filter is not None or shuffle is not None or schema
-            or remote):
+            or remote or skip_paths or include_row_hash or tensor_column_schema is not None or concurrency):
         from millstream import read_api
         if not isinstance(include_paths, bool):
             raise TypeError(f"read_parquet: include_paths must be a bool, got {include_paths!r}")
         fs, files = read_api._list("read_parquet", paths, extensions, ignore_missing_paths, partition_filter,
-                                   filesystem)
+                                   filesystem, skip_paths=skip_paths)
         options = {"include_paths": include_paths, **read_api._shuffle_options("read_parquet", shuffle),
-                   **read_api.retry_options("read_parquet")}
+                   **read_api.retry_options("read_parquet"),
+                   **read_api.parquet_extras("read_parquet", files, include_row_hash, tensor_column_schema)}
+        if concurrency:
+            options["concurrency"] = concurrency
         core = _core.read_parquet_files(fs, files, list(columns or []), expr, _blocks(override_num_blocks, parallelism),
                                         style == "hive", options, schema)
     else:

@@ -197,8 +197,8 @@ def test_many_small_files_are_grouped(tmp_path):
 def test_read_unsupported_and_bad_arguments(csv_dir):
     with pytest.raises(NotImplementedError, match="filesystem"):
         md.read_csv(csv_dir, filesystem=object())
-    with pytest.raises(NotImplementedError, match="scheme 'gs'"):
-        md.read_csv("gs://bucket/a.csv")
+    with pytest.raises(NotImplementedError, match="scheme 'abfs'"):
+        md.read_csv("abfs://bucket/a.csv")
     with pytest.raises(TypeError, match="did you mean 'include_paths'"):
         md.read_csv(csv_dir, include_path=True)
     with pytest.raises(ValueError, match="no paths"):

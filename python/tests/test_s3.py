@@ -170,12 +170,42 @@ def test_unsupported_filesystems_and_schemes(s3):
     bucket, fs = s3
     with pytest.raises(NotImplementedError, match="SubTreeFileSystem"):
         md.read_parquet("x", filesystem=pafs.SubTreeFileSystem(bucket, fs))
-    with pytest.raises(NotImplementedError, match="scheme 'gs'"):
-        md.read_csv("gs://bucket/x.csv")
-    with pytest.raises(NotImplementedError, match="filesystem"):
-        md.range(3).write_numpy(f"{bucket}/n", column="id", filesystem=fs)
-    with pytest.raises(NotImplementedError, match="local paths only"):
-        md.range(3).write_numpy(f"s3://{bucket}/n", column="id")
+    with pytest.raises(NotImplementedError, match="scheme 'abfs'"):
+        md.read_csv("abfs://bucket/x.csv")
+
+
+def test_write_numpy_and_images_to_s3(s3):
+    bucket, fs = s3
+    arrays = np.arange(24, dtype=np.int16).reshape(4, 3, 2)
+    md.from_numpy(arrays).write_numpy(f"s3://{bucket}/n", column="data")
+    objects = _objects(fs, f"{bucket}/n")
+    assert objects and all(o.endswith(".npy") for o in objects)
+    import io
+    got = np.concatenate([np.load(io.BytesIO(fs.open_input_file(o).read())) for o in objects])
+    np.testing.assert_array_equal(got, arrays)
+    # filesystem= with bucket/key paths; gzip through arrow_open_stream_args.
+    md.from_numpy(arrays).write_numpy(f"{bucket}/gz", column="data", filesystem=fs,
+                                      arrow_open_stream_args={"compression": "gzip"})
+    import gzip
+    (one,) = _objects(fs, f"{bucket}/gz")
+    np.testing.assert_array_equal(np.load(io.BytesIO(gzip.decompress(fs.open_input_file(one).read()))), arrays)
+    from PIL import Image
+    images = [np.full((4, 5, 3), i * 40, np.uint8) for i in range(3)]
+    md.from_items([{"image": im} for im in images]).write_images(f"s3://{bucket}/img", column="image")
+    found = _objects(fs, f"{bucket}/img")
+    assert len(found) == 3
+    decoded = sorted(int(np.asarray(Image.open(io.BytesIO(fs.open_input_file(o).read())))[0, 0, 0]) for o in found)
+    assert decoded == [0, 40, 80]
+    assert _uploads(fs, bucket) == []
+
+
+def test_write_images_to_s3_stops_at_a_bad_row_leaving_no_object_for_it(s3):
+    bucket, fs = s3
+    rows = [{"image": np.zeros((2, 2, 3), np.uint8)}, {"image": np.zeros((2, 2, 7), np.uint8)}]
+    with pytest.raises(ValueError, match="cannot be written as png"):
+        md.from_items(rows, override_num_blocks=1).write_images(f"s3://{bucket}/bad", column="image")
+    assert len(_objects(fs, f"{bucket}/bad")) == 1
+    assert _uploads(fs, bucket) == []
 
 
 def test_interpreter_exits_cleanly_with_an_s3_read_in_progress(s3, tmp_path):

@@ -346,18 +346,18 @@ def test_blocks_without_columns_through_json_and_csv(tmp_path):
 
 # ---- Local paths and S3 only (S3 itself: test_s3.py) ------------------------------------
 
-@pytest.mark.parametrize("uri", ["gs://bucket/x", "hdfs://namenode/x", "GS://b/x", "abfs://c/x"])
+@pytest.mark.parametrize("uri", ["az://bucket/x", "hdfs://namenode/x", "HDFS://b/x", "abfs://c/x"])
 @pytest.mark.parametrize("fmt", ["parquet", "csv", "json"])
 def test_write_to_an_unsupported_uri_scheme_raises_and_writes_nothing(tmp_path, monkeypatch, uri, fmt):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(NotImplementedError, match=r"URI scheme '(gs|hdfs|abfs)' is not supported.*local paths"):
+    with pytest.raises(NotImplementedError, match=r"URI scheme '(az|hdfs|abfs)' is not supported.*local paths"):
         getattr(md.range(3), f"write_{fmt}")(uri)
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.parametrize("uri", ["gs://bucket/x", "gs://bucket/x/*.parquet", "hdfs://namenode/x"])
+@pytest.mark.parametrize("uri", ["abfs://bucket/x", "abfs://bucket/x/*.parquet", "hdfs://namenode/x"])
 def test_read_from_an_unsupported_uri_scheme_raises(uri):
-    with pytest.raises(NotImplementedError, match="URI scheme '(gs|hdfs)' is not supported"):
+    with pytest.raises(NotImplementedError, match="URI scheme '(abfs|hdfs)' is not supported"):
         md.read_parquet(uri)
 
 

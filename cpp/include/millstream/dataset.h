@@ -190,6 +190,8 @@ struct WriteOptions {
   /// as a regex) one of these is uploaded again from its start, with backoff (Ray's
   /// write_file_retry_on_errors); the task keeps the file's blocks until it is complete.
   std::vector<std::string> retried_io_errors;
+  /// The most write tasks running at once (Ray's `concurrency`); 0: no cap.
+  int concurrency = 0;
 };
 
 /// \brief Checks what can be checked of `options` before anything is written (partition
@@ -335,9 +337,11 @@ class Dataset {
   static arrow::Result<Dataset> ReadParquet(std::vector<std::string> paths,
                                             ReadParquetOptions options = {});
   /// The rows of any Datasource (CSV, JSON, text, binary files...), read in
-  /// `override_num_blocks` tasks if given (else as the source splits itself).
+  /// `override_num_blocks` tasks if given (else as the source splits itself), at most
+  /// `concurrency` of them running at once (0: no cap).
   static arrow::Result<Dataset> FromSource(std::shared_ptr<Datasource> source,
-                                           std::optional<int64_t> override_num_blocks = {});
+                                           std::optional<int64_t> override_num_blocks = {},
+                                           int concurrency = 0);
 
   /// Applies `udf` to batches (see MapBatchesOptions).
   Dataset MapBatches(BatchUdfFactory udf, MapBatchesOptions options) const;

@@ -247,12 +247,14 @@ arrow::Result<Dataset> Dataset::ReadParquet(std::vector<std::string> paths,
 }
 
 arrow::Result<Dataset> Dataset::FromSource(std::shared_ptr<Datasource> source,
-                                           std::optional<int64_t> override_num_blocks) {
+                                           std::optional<int64_t> override_num_blocks,
+                                           int concurrency) {
+  if (concurrency < 0) return arrow::Status::Invalid("concurrency must be >= 1, got ", concurrency);
   if (override_num_blocks && *override_num_blocks <= 0) {
     return arrow::Status::Invalid("override_num_blocks must be positive, got ", *override_num_blocks);
   }
   if (!source) return arrow::Status::Invalid("FromSource: no source given");
-  return Dataset(ReadOp::Make(std::move(source), override_num_blocks));
+  return Dataset(ReadOp::Make(std::move(source), override_num_blocks, concurrency));
 }
 
 Dataset Dataset::MapBatches(BatchUdfFactory udf, MapBatchesOptions options) const {
@@ -404,9 +406,10 @@ Dataset Dataset::WithWrite(const std::string& directory, FileFormat format,
 Dataset Dataset::WithWrite(const std::string& directory, FileFormat format,
                            WriteOptions options) const {
   int64_t min_rows = options.min_rows_per_file;
+  auto compute = ComputeStrategy::Tasks(options.concurrency);
   return Dataset(MapOp::Make(
       plan_, MakeWriteTransform(directory, format, RandomId(), std::move(options)),
-      ComputeStrategy{}, /*num_cpus=*/1, /*num_gpus=*/0, /*min_rows_per_bundle=*/min_rows));
+      compute, /*num_cpus=*/1, /*num_gpus=*/0, /*min_rows_per_bundle=*/min_rows));
 }
 
 arrow::Status Dataset::Write(const std::string& directory, FileFormat format,

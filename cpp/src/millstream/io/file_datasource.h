@@ -40,6 +40,8 @@ struct FileReadOptions {
   /// Read tasks to aim for; unset: about DataContext::read_op_min_num_blocks, files
   /// grouped while a group stays under target_max_block_size.
   std::optional<int64_t> override_num_blocks;
+  /// The most read tasks running at once (Ray's `concurrency`); 0: no cap.
+  int concurrency = 0;
   /// Bytes of a file read ahead in one request; 0: unbuffered.
   int64_t buffer_size = 0;
   /// Transient errors (Ray's retried_io_errors) on which a file is read again.

@@ -94,9 +94,15 @@ arrow::Result<std::string> LocalPath(const std::string& given, std::string_view 
                    });
   if (!is_scheme) return given;  // "a/b://c" is a relative path
   for (auto& c : scheme) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (scheme == "hdfs" || scheme == "viewfs") {
+    return arrow::Status::NotImplemented(
+        operation, ": '", given, "': the URI scheme '", scheme,
+        "' is not supported: HDFS needs Hadoop's libhdfs and a cluster, which this build does not use; "
+        "only local paths, file://, s3:// and gs:// URIs are");
+  }
   if (scheme != "file") {
     return arrow::Status::NotImplemented(operation, ": '", given, "': the URI scheme '", scheme,
-                                         "' is not supported; only local paths, file:// URIs and s3:// URIs are");
+                                         "' is not supported; only local paths, file://, s3:// and gs:// URIs are");
   }
   arrow::util::Uri uri;
   bool parsed = uri.Parse(given).ok();

@@ -129,9 +129,135 @@ void FinalizeFileSystems() {
   (void)arrow::fs::FinalizeS3();
 }
 
+arrow::fs::GcsOptions GcsOptionsFromEnvironment() {
+  const char* emulator = std::getenv("STORAGE_EMULATOR_HOST");
+  if (!emulator || !*emulator) return arrow::fs::GcsOptions::Defaults();
+  auto options = arrow::fs::GcsOptions::Anonymous();
+  std::string endpoint = emulator;
+  auto separator = endpoint.find("://");
+  options.scheme = separator == std::string::npos ? "http" : endpoint.substr(0, separator);
+  options.endpoint_override = separator == std::string::npos ? endpoint : endpoint.substr(separator + 3);
+  while (!options.endpoint_override.empty() && options.endpoint_override.back() == '/') {
+    options.endpoint_override.pop_back();
+  }
+  return options;
+}
+
+namespace {
+
+/// A GCS upload under a hidden name (`.tmp-<name>` beside it), moved to its name when
+/// closed: Arrow's GCS stream finalizes the object even when aborted, so an upload under
+/// the final name would leave a partial object after a failure. Abort deletes it.
+class RenamedUpload : public arrow::io::OutputStream {
+ public:
+  RenamedUpload(std::shared_ptr<arrow::fs::FileSystem> fs, std::shared_ptr<arrow::io::OutputStream> out,
+                std::string temp, std::string final_path)
+      : fs_(std::move(fs)), out_(std::move(out)), temp_(std::move(temp)), final_(std::move(final_path)) {}
+  arrow::Status Write(const void* data, int64_t nbytes) override { return out_->Write(data, nbytes); }
+  arrow::Status Write(const std::shared_ptr<arrow::Buffer>& data) override { return out_->Write(data); }
+  arrow::Status Flush() override { return out_->Flush(); }
+  arrow::Result<int64_t> Tell() const override { return out_->Tell(); }
+  bool closed() const override { return done_; }
+  arrow::Status Close() override {
+    if (done_) return arrow::Status::OK();
+    done_ = true;
+    ARROW_RETURN_NOT_OK(out_->Close());
+    return fs_->Move(temp_, final_);
+  }
+  arrow::Status Abort() override {
+    if (done_) return arrow::Status::OK();
+    done_ = true;
+    (void)out_->Abort();
+    return fs_->DeleteFile(temp_);
+  }
+
+ private:
+  std::shared_ptr<arrow::fs::FileSystem> fs_;
+  std::shared_ptr<arrow::io::OutputStream> out_;
+  std::string temp_, final_;
+  bool done_ = false;
+};
+
+/// Arrow's GCS filesystem with uploads that appear only when complete (RenamedUpload).
+class AtomicGcsFileSystem : public arrow::fs::FileSystem {
+ public:
+  explicit AtomicGcsFileSystem(std::shared_ptr<arrow::fs::FileSystem> inner) : inner_(std::move(inner)) {}
+  std::string type_name() const override { return inner_->type_name(); }
+  bool Equals(const arrow::fs::FileSystem& other) const override { return this == &other; }
+  arrow::Result<arrow::fs::FileInfo> GetFileInfo(const std::string& path) override {
+    return inner_->GetFileInfo(path);
+  }
+  arrow::Result<arrow::fs::FileInfoVector> GetFileInfo(const arrow::fs::FileSelector& select) override {
+    return inner_->GetFileInfo(select);
+  }
+  arrow::Status CreateDir(const std::string& path, bool recursive) override {
+    return inner_->CreateDir(path, recursive);
+  }
+  arrow::Status DeleteDir(const std::string& path) override { return inner_->DeleteDir(path); }
+  arrow::Status DeleteDirContents(const std::string& path, bool missing_dir_ok) override {
+    return inner_->DeleteDirContents(path, missing_dir_ok);
+  }
+  arrow::Status DeleteRootDirContents() override { return inner_->DeleteRootDirContents(); }
+  arrow::Status DeleteFile(const std::string& path) override { return inner_->DeleteFile(path); }
+  arrow::Status Move(const std::string& src, const std::string& dest) override { return inner_->Move(src, dest); }
+  arrow::Status CopyFile(const std::string& src, const std::string& dest) override {
+    return inner_->CopyFile(src, dest);
+  }
+  arrow::Result<std::shared_ptr<arrow::io::InputStream>> OpenInputStream(const std::string& path) override {
+    return inner_->OpenInputStream(path);
+  }
+  arrow::Result<std::shared_ptr<arrow::io::InputStream>> OpenInputStream(const arrow::fs::FileInfo& info) override {
+    return inner_->OpenInputStream(info);
+  }
+  arrow::Result<std::shared_ptr<arrow::io::RandomAccessFile>> OpenInputFile(const std::string& path) override {
+    return inner_->OpenInputFile(path);
+  }
+  arrow::Result<std::shared_ptr<arrow::io::RandomAccessFile>> OpenInputFile(
+      const arrow::fs::FileInfo& info) override {
+    return inner_->OpenInputFile(info);
+  }
+  arrow::Result<std::shared_ptr<arrow::io::OutputStream>> OpenOutputStream(
+      const std::string& path, const std::shared_ptr<const arrow::KeyValueMetadata>& metadata) override {
+    auto slash = path.rfind('/');
+    std::string temp = slash == std::string::npos ? ".tmp-" + path
+                                                  : path.substr(0, slash + 1) + ".tmp-" + path.substr(slash + 1);
+    ARROW_ASSIGN_OR_RAISE(auto out, inner_->OpenOutputStream(temp, metadata));
+    return std::make_shared<RenamedUpload>(inner_, std::move(out), std::move(temp), path);
+  }
+  arrow::Result<std::shared_ptr<arrow::io::OutputStream>> OpenAppendStream(
+      const std::string& path, const std::shared_ptr<const arrow::KeyValueMetadata>& metadata) override {
+    return inner_->OpenAppendStream(path, metadata);
+  }
+
+ private:
+  std::shared_ptr<arrow::fs::FileSystem> inner_;
+};
+
+}  // namespace
+
+arrow::Result<std::shared_ptr<arrow::fs::FileSystem>> MakeGcsFileSystem(const arrow::fs::GcsOptions& options) {
+  ARROW_ASSIGN_OR_RAISE(auto fs, arrow::fs::GcsFileSystem::Make(options));
+  return std::make_shared<AtomicGcsFileSystem>(std::move(fs));
+}
+
 arrow::Result<std::string> ResolvePath(const std::string& given, std::shared_ptr<arrow::fs::FileSystem>* fs,
                                        std::string_view operation) {
   std::string scheme = Scheme(given);
+  if (scheme == "gs" || scheme == "gcs") {
+    if (*fs && (*fs)->type_name() != "gcs") {
+      return arrow::Status::Invalid(operation, ": '", given, "' is a GCS URI but the filesystem is ",
+                                    (*fs)->type_name());
+    }
+    std::string rest = given.substr(scheme.size() + 3);
+    if (!*fs) {
+      ARROW_ASSIGN_OR_RAISE(*fs, MakeGcsFileSystem(GcsOptionsFromEnvironment()));
+    }
+    while (!rest.empty() && rest.back() == '/') rest.pop_back();
+    if (rest.empty() || rest[0] == '/') {
+      return arrow::Status::Invalid(operation, ": '", given, "' names no bucket; write gs://bucket/key");
+    }
+    return rest;
+  }
   if (scheme == "s3") {
     if (*fs && (*fs)->type_name() != "s3") {
       return arrow::Status::Invalid(operation, ": '", given, "' is an S3 URI but the filesystem is ",
@@ -161,7 +287,8 @@ arrow::Result<std::string> ResolvePath(const std::string& given, std::shared_ptr
                                     (*fs)->type_name());
     }
     std::string path = given;
-    while (!path.empty() && path.front() == '/') path.erase(0, 1);
+    // An object store's paths are bucket/key; an fsspec filesystem's are its own.
+    while ((*fs)->type_name() != "fsspec" && !path.empty() && path.front() == '/') path.erase(0, 1);
     while (!path.empty() && path.back() == '/') path.pop_back();
     return path;  // bucket/key on the filesystem given
   }

@@ -5,6 +5,7 @@
 #include <string_view>
 
 #include <arrow/filesystem/filesystem.h>
+#include <arrow/filesystem/gcsfs.h>
 #include <arrow/filesystem/s3fs.h>
 #include <arrow/result.h>
 
@@ -23,11 +24,19 @@ arrow::Result<std::shared_ptr<arrow::fs::FileSystem>> MakeS3FileSystem(const arr
 /// Initializes S3 first (the AWS SDK must be before any of its objects is made).
 arrow::Result<arrow::fs::S3Options> S3OptionsFromEnvironment();
 
+/// \brief GCS options from the environment: Google's default credentials, or, when
+/// STORAGE_EMULATOR_HOST is set (`http://host:port`, Google's variable for an emulator),
+/// anonymous access to that endpoint.
+arrow::fs::GcsOptions GcsOptionsFromEnvironment();
+
+/// \brief A GCS filesystem with `options` (Arrow's GCS client).
+arrow::Result<std::shared_ptr<arrow::fs::FileSystem>> MakeGcsFileSystem(const arrow::fs::GcsOptions& options);
+
 /// \brief Where `given` lives. A local path or `file://` URI: the local filesystem and the
 /// absolute path; `s3://bucket/key` (Ray's `s3://anonymous@bucket/key` too): S3 and
-/// `bucket/key`. `*fs` set beforehand (a `filesystem=` argument, or an earlier path of the
+/// `bucket/key`; `gs://bucket/key` (or `gcs://`): GCS and `bucket/key`. `*fs` set beforehand (a `filesystem=` argument, or an earlier path of the
 /// same read) is used for a path without a scheme and must be of the URI's kind. Another
-/// scheme (`gs://`, `hdfs://`...) is NotImplemented before any client is made.
+/// scheme (`hdfs://`...) is NotImplemented before any client is made.
 arrow::Result<std::string> ResolvePath(const std::string& given, std::shared_ptr<arrow::fs::FileSystem>* fs,
                                        std::string_view operation);
 

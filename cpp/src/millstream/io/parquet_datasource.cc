@@ -7,6 +7,7 @@
 
 #include <arrow/api.h>
 #include <arrow/compute/api.h>
+#include <arrow/extension/fixed_shape_tensor.h>
 #include <arrow/filesystem/api.h>
 #include <parquet/arrow/reader.h>
 #include <parquet/arrow/schema.h>
@@ -113,6 +114,78 @@ bool RowGroupExcluded(const ParquetFile& file, int rg, const cp::Expression& bou
           !static_cast<const arrow::BooleanScalar&>(scalar).value);
 }
 
+/// Ray's row hashes of rows [start, start + n) of a file: splitmix64's finalizer of
+/// seed + position.
+arrow::Result<std::shared_ptr<arrow::Array>> RowHashes(uint64_t seed, int64_t start, int64_t n) {
+  arrow::UInt64Builder builder;
+  ARROW_RETURN_NOT_OK(builder.Reserve(n));
+  for (int64_t i = 0; i < n; ++i) {
+    uint64_t z = seed + static_cast<uint64_t>(start + i);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    builder.UnsafeAppend(z ^ (z >> 31));
+  }
+  return builder.Finish();
+}
+
+/// The fixed-shape tensor type a `tensor_column_schema` entry reads its column as.
+std::shared_ptr<arrow::DataType> TensorType(const ParquetFileOptions::TensorColumn& spec) {
+  return arrow::extension::fixed_shape_tensor(spec.value_type, spec.shape);
+}
+
+/// A binary column of raw C-order arrays as a fixed-shape tensor column: every value must
+/// hold exactly one array's bytes (no nulls). The values are used in place.
+arrow::Result<std::shared_ptr<arrow::Array>> ToTensorColumn(const std::shared_ptr<arrow::Array>& column,
+                                                            const ParquetFileOptions::TensorColumn& spec,
+                                                            const std::string& path) {
+  int64_t elements = 1;
+  for (int64_t d : spec.shape) elements *= d;
+  const int width = spec.value_type->byte_width();
+  const int64_t expected = elements * width;
+  auto fail = [&](const std::string& what) {
+    return arrow::Status::Invalid("tensor_column_schema: column '", spec.name, "' in '", path, "' ", what);
+  };
+  if (width <= 0) return fail("needs a fixed-width value type, got " + spec.value_type->ToString());
+  std::shared_ptr<arrow::Buffer> data;
+  int64_t start = 0;
+  auto check = [&](auto offsets, auto values) -> arrow::Status {
+    if (column->null_count() > 0) return fail("has null values; a tensor cannot be read from a null");
+    for (int64_t i = 0; i < column->length(); ++i) {
+      if (offsets[i + 1] - offsets[i] != expected) {
+        return fail("row " + std::to_string(i) + " holds " + std::to_string(offsets[i + 1] - offsets[i]) +
+                    " bytes, not the " + std::to_string(expected) + " of a " + spec.value_type->ToString() +
+                    " array of the given shape");
+      }
+    }
+    start = column->length() ? offsets[0] : 0;
+    data = values;
+    return arrow::Status::OK();
+  };
+  switch (column->type_id()) {
+    case arrow::Type::BINARY:
+    case arrow::Type::STRING: {
+      const auto& a = static_cast<const arrow::BinaryArray&>(*column);
+      ARROW_RETURN_NOT_OK(check(a.raw_value_offsets(), a.value_data()));
+      break;
+    }
+    case arrow::Type::LARGE_BINARY:
+    case arrow::Type::LARGE_STRING: {
+      const auto& a = static_cast<const arrow::LargeBinaryArray&>(*column);
+      ARROW_RETURN_NOT_OK(check(a.raw_value_offsets(), a.value_data()));
+      break;
+    }
+    default:
+      return fail("is " + column->type()->ToString() + ", not binary (serialized arrays)");
+  }
+  auto values_data = arrow::ArrayData::Make(spec.value_type, column->length() * elements,
+                                            {nullptr, data ? arrow::SliceBuffer(data, start, column->length() * expected)
+                                                           : nullptr},
+                                            0);
+  auto values = arrow::MakeArray(values_data);
+  ARROW_ASSIGN_OR_RAISE(auto storage, arrow::FixedSizeListArray::FromArrays(values, static_cast<int32_t>(elements)));
+  return arrow::ExtensionType::WrapArray(TensorType(spec), storage);
+}
+
 class ParquetReadTask : public ReadTask {
  public:
   ParquetReadTask(std::shared_ptr<arrow::fs::FileSystem> fs, std::string path, int64_t file_size,
@@ -120,13 +193,15 @@ class ParquetReadTask : public ReadTask {
                   std::vector<std::string> columns, std::optional<cp::Expression> filter,
                   int64_t rows, int64_t bytes, int64_t batch_rows,
                   std::vector<PartitionKey> partition, bool include_paths,
-                  std::shared_ptr<arrow::Schema> target_schema, const RetryPolicy* retry)
+                  std::shared_ptr<arrow::Schema> target_schema, const RetryPolicy* retry,
+                  std::shared_ptr<const ParquetFileOptions> more = nullptr, int64_t first_row = 0)
       : fs_(std::move(fs)), path_(std::move(path)), file_size_(file_size), metadata_(std::move(metadata)),
         row_groups_(std::move(row_groups)), columns_(std::move(columns)),
         filter_(std::move(filter)), rows_(rows), bytes_(bytes), batch_rows_(batch_rows),
         partition_(std::move(partition)), include_paths_(include_paths),
         target_schema_(std::move(target_schema)),
-        retry_(retry && !retry->patterns.empty() ? std::make_shared<RetryPolicy>(*retry) : nullptr) {}
+        retry_(retry && !retry->patterns.empty() ? std::make_shared<RetryPolicy>(*retry) : nullptr),
+        more_(std::move(more)), first_row_(first_row) {}
 
   arrow::Status Run(const Emit& emit) const override {
     auto once = [this](const Emit& out) -> arrow::Status {
@@ -204,7 +279,8 @@ class ParquetReadTask : public ReadTask {
                          [&](const PartitionKey& key) { return key.name == name; });
     };
     auto not_in_file = [&](const std::string& name) {
-      return is_partition_key(name) || (include_paths_ && name == "path");
+      return is_partition_key(name) || (include_paths_ && name == "path") ||
+             (row_hash() && name == "row_hash");
     };
     std::vector<std::string> wanted = columns_;
     if (wanted.empty()) {
@@ -215,7 +291,22 @@ class ParquetReadTask : public ReadTask {
         for (const auto& [key, value] : partition_) wanted.push_back(key);
       }
       if (include_paths_) wanted.push_back("path");
+      if (row_hash()) {
+        // Ray's row hash replaces a column of the file of that name.
+        wanted.erase(std::remove(wanted.begin(), wanted.end(), "row_hash"), wanted.end());
+        wanted.push_back("row_hash");
+      }
     }
+    const bool hash_wanted = row_hash() && std::find(wanted.begin(), wanted.end(), "row_hash") != wanted.end();
+    uint64_t seed = 0;
+    if (hash_wanted) {
+      auto found = more_->row_hash_seeds.find(path_);
+      if (found == more_->row_hash_seeds.end()) {
+        return arrow::Status::Invalid("include_row_hash: no seed for '", path_, "'");
+      }
+      seed = found->second;
+    }
+    int64_t next_row = first_row_;
     std::vector<std::string> to_read;
     auto want_from_file = [&](const std::string& name) {
       if (not_in_file(name) || std::find(to_read.begin(), to_read.end(), name) != to_read.end()) return;
@@ -280,6 +371,24 @@ class ParquetReadTask : public ReadTask {
         ARROW_ASSIGN_OR_RAISE(auto filtered, cp::Filter(batch, mask));
         batch = filtered.record_batch();
       }
+      if (hash_wanted) {
+        // After the filter: a row's position among the rows read from the file, as Ray.
+        ARROW_ASSIGN_OR_RAISE(auto hashes, RowHashes(seed, next_row, batch->num_rows()));
+        next_row += batch->num_rows();
+        if (int existing = batch->schema()->GetFieldIndex("row_hash"); existing >= 0) {
+          ARROW_ASSIGN_OR_RAISE(batch, batch->RemoveColumn(existing));
+        }
+        ARROW_ASSIGN_OR_RAISE(batch, batch->AddColumn(batch->num_columns(),
+                                                      arrow::field("row_hash", arrow::uint64()), hashes));
+      }
+      if (more_) {
+        for (const auto& spec : more_->tensor_columns) {
+          int index = batch->schema()->GetFieldIndex(spec.name);
+          if (index < 0) continue;
+          ARROW_ASSIGN_OR_RAISE(auto tensor, ToTensorColumn(batch->column(index), spec, path_));
+          ARROW_ASSIGN_OR_RAISE(batch, batch->SetColumn(index, arrow::field(spec.name, tensor->type()), tensor));
+        }
+      }
       if (batch->num_columns() != static_cast<int>(wanted.size()) || !columns_.empty()) {
         arrow::FieldVector out_fields;
         arrow::ArrayVector out_columns;
@@ -308,6 +417,11 @@ class ParquetReadTask : public ReadTask {
   bool include_paths_;
   std::shared_ptr<arrow::Schema> target_schema_;
   std::shared_ptr<const RetryPolicy> retry_;
+  std::shared_ptr<const ParquetFileOptions> more_;
+  /// The position in its file of the first row this task reads (for row hashes).
+  int64_t first_row_;
+
+  bool row_hash() const { return more_ && more_->include_row_hash; }
 };
 
 class ParquetDatasource : public Datasource {
@@ -344,6 +458,9 @@ class ParquetDatasource : public Datasource {
       std::mt19937_64 rng(seed);
       std::shuffle(order.begin(), order.end(), rng);
     }
+    // Row hashes count the rows a filter keeps from the start of the file: such a file is
+    // read by one task.
+    const bool whole_files = more_->include_row_hash && options_.filter.has_value();
     for (const ParquetFile* file_ptr : order) {
       const ParquetFile& file = *file_ptr;
       std::optional<cp::Expression> bound;
@@ -363,7 +480,7 @@ class ParquetDatasource : public Datasource {
         if (bound && RowGroupExcluded(file, rg, *bound)) continue;
         auto row_group = file.metadata->RowGroup(rg);
         int64_t bytes = ProjectedBytes(*row_group, file);
-        if (!piece.row_groups.empty() && piece.bytes + bytes > target_max_block_size) {
+        if (!piece.row_groups.empty() && piece.bytes + bytes > target_max_block_size && !whole_files) {
           pieces.push_back(std::move(piece));
           piece = Piece{&file, {}, 0, 0};
         }
@@ -374,7 +491,7 @@ class ParquetDatasource : public Datasource {
       if (!piece.row_groups.empty()) pieces.push_back(std::move(piece));
     }
     // Split the largest pieces further (by row group) while fewer than asked for.
-    while (static_cast<int64_t>(pieces.size()) < parallelism) {
+    while (!whole_files && static_cast<int64_t>(pieces.size()) < parallelism) {
       auto largest = std::max_element(pieces.begin(), pieces.end(), [](const Piece& a, const Piece& b) {
         return a.row_groups.size() < b.row_groups.size();
       });
@@ -406,7 +523,7 @@ class ParquetDatasource : public Datasource {
       tasks.push_back(std::make_shared<ParquetReadTask>(
           fs_, piece.file->path, piece.file->size, piece.file->metadata, piece.row_groups, options_.columns,
           options_.filter, piece.rows, piece.bytes, batch_rows, piece.file->partition,
-          more_->include_paths, more_->schema, &more_->retry));
+          more_->include_paths, more_->schema, &more_->retry, more_, whole_files ? 0 : FirstRow(piece)));
     }
     // Many small pieces (many small files): group neighbours so that there are about
     // max(parallelism, min_tasks) tasks, no group larger than a block.
@@ -460,6 +577,15 @@ class ParquetDatasource : public Datasource {
     // step stays and reports the problem itself.
     auto bound = predicate.Bind(*schema());
     if (!bound.ok() || !bound->type() || bound->type()->id() != arrow::Type::BOOL) return nullptr;
+    // Row hashes and tensor columns are made after the source's filter runs.
+    for (const auto& ref : cp::FieldsInExpression(predicate)) {
+      const std::string* name = ref.name();
+      if (!name) return nullptr;
+      if (more_->include_row_hash && *name == "row_hash") return nullptr;
+      for (const auto& spec : more_->tensor_columns) {
+        if (spec.name == *name) return nullptr;
+      }
+    }
     auto options = options_;
     options.filter = options_.filter ? cp::and_(*options_.filter, predicate) : predicate;
     return std::make_shared<ParquetDatasource>(fs_, files_, schema_, options, more_);
@@ -496,6 +622,15 @@ class ParquetDatasource : public Datasource {
   }
 
  private:
+  /// The position in its file of a piece's first row: the rows of the row groups before it
+  /// (without a filter no row group is skipped; with one, a file is one piece).
+  template <typename Piece>
+  static int64_t FirstRow(const Piece& piece) {
+    int64_t rows = 0;
+    for (int rg = 0; rg < piece.row_groups.front(); ++rg) rows += piece.file->metadata->RowGroup(rg)->num_rows();
+    return rows;
+  }
+
   /// Uncompressed bytes of the row group's columns that this read decodes.
   int64_t ProjectedBytes(const parquet::RowGroupMetaData& row_group, const ParquetFile& file) const {
     if (options_.columns.empty()) return row_group.total_byte_size();
@@ -607,6 +742,24 @@ arrow::Result<std::shared_ptr<Datasource>> MakeParquetSource(std::shared_ptr<arr
   auto schema = more.schema ? more.schema : files->front().schema;
   if (more.include_paths && schema->GetFieldIndex("path") < 0) {
     ARROW_ASSIGN_OR_RAISE(schema, schema->AddField(schema->num_fields(), arrow::field("path", arrow::utf8())));
+  }
+  if (more.include_row_hash) {
+    if (int existing = schema->GetFieldIndex("row_hash"); existing >= 0) {
+      ARROW_ASSIGN_OR_RAISE(schema, schema->RemoveField(existing));
+    }
+    ARROW_ASSIGN_OR_RAISE(schema, schema->AddField(schema->num_fields(), arrow::field("row_hash", arrow::uint64())));
+  }
+  for (const auto& spec : more.tensor_columns) {
+    int index = schema->GetFieldIndex(spec.name);
+    if (index < 0) {
+      return arrow::Status::KeyError("tensor_column_schema: column '", spec.name, "' not found in '",
+                                     files->front().path, "'; its columns are: ", ColumnList(*schema));
+    }
+    if (spec.value_type->byte_width() <= 0) {
+      return arrow::Status::TypeError("tensor_column_schema: column '", spec.name,
+                                      "' needs a fixed-width dtype, got ", spec.value_type->ToString());
+    }
+    ARROW_ASSIGN_OR_RAISE(schema, schema->SetField(index, arrow::field(spec.name, TensorType(spec))));
   }
   ARROW_RETURN_NOT_OK(ParquetDatasource::CheckColumns(*schema, options.columns, files->front().path));
   if (options.filter) {

@@ -3,6 +3,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <arrow/filesystem/filesystem.h>
@@ -45,6 +46,19 @@ struct ParquetFileOptions {
   std::shared_ptr<arrow::Schema> schema;
   /// Transient errors on which a read (a footer, a task's row groups) is tried again.
   RetryPolicy retry;
+  /// A uint64 column "row_hash" (last): Ray's deterministic row hash, splitmix64's
+  /// finalizer of (the file's seed + the row's position among the rows read from that
+  /// file). Seeds by file path (Ray: the first 8 bytes of the path's MD5, little-endian).
+  bool include_row_hash = false;
+  std::unordered_map<std::string, uint64_t> row_hash_seeds;
+  /// Binary columns holding raw C-order arrays, read as `arrow.fixed_shape_tensor`
+  /// columns of that value type and shape (Ray's `tensor_column_schema`).
+  struct TensorColumn {
+    std::string name;
+    std::shared_ptr<arrow::DataType> value_type;
+    std::vector<int64_t> shape;
+  };
+  std::vector<TensorColumn> tensor_columns;
 };
 
 /// Parquet files already found (see ListFiles), read with `options` and `more`.

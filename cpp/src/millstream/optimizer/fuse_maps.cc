@@ -12,7 +12,12 @@ bool CanFuse(const LogicalOperator& prev, const MapOp& next) {
   // Exact bundles are cut from blocks as they arrive, not from what a step before makes.
   if (next.exact_bundles) return false;
   if (const auto* map = prev.As<MapOp>(); map && map->exact_bundles) return false;
-  if (prev.As<ReadOp>()) return true;
+  if (const auto* read = prev.As<ReadOp>()) {
+    // A read's concurrency cap is kept by a fused task map that has none or the same one.
+    return read->concurrency == 0 ||
+           (next.compute.kind == ComputeStrategy::Kind::kTasks &&
+            (next.compute.max_size == 0 || next.compute.max_size == read->concurrency));
+  }
   const auto* map = prev.As<MapOp>();
   if (!map) return false;
   // An actor's work is its own: nothing joins it from behind.
@@ -41,6 +46,7 @@ class FuseMapsRule : public Rule {
         fused = next->CopyOver(nullptr);
         fused->source = read->source;
         fused->override_num_blocks = read->override_num_blocks;
+        if (read->concurrency > 0) fused->compute = ComputeStrategy::Tasks(read->concurrency);
         return PlanPtr(fused);
       }
       const auto& map = *prev.As<MapOp>();

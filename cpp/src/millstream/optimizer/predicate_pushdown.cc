@@ -51,7 +51,7 @@ arrow::Result<PlanPtr> Push(const MapOp& filter, const arrow::compute::Expressio
                             const PlanPtr& input) {
   if (const auto* read = input->As<ReadOp>()) {
     ARROW_ASSIGN_OR_RAISE(auto narrowed, read->source->WithFilter(predicate));
-    if (narrowed) return ReadOp::Make(std::move(narrowed), read->override_num_blocks);
+    if (narrowed) return read->WithSource(std::move(narrowed));
   } else if (SelectionKeeps(*input, predicate)) {
     ARROW_ASSIGN_OR_RAISE(auto below, Push(filter, predicate, input->input()));
     return input->WithInputs({std::move(below)});

@@ -28,7 +28,7 @@ class ProjectionPushdownRule : public Rule {
       if (!read || !project || !project->select() || project->select()->empty()) return node;
       ARROW_ASSIGN_OR_RAISE(auto narrowed, read->source->WithColumns(*project->select()));
       if (!narrowed) return node;
-      PlanPtr pushed = ReadOp::Make(std::move(narrowed), read->override_num_blocks);
+      PlanPtr pushed = read->WithSource(std::move(narrowed));
       if (limit) pushed = limit->WithInputs({std::move(pushed)});
       if (project->renames().empty()) return pushed;
       auto renamed = map->CopyOver(pushed);

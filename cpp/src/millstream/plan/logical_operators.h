@@ -30,13 +30,24 @@ class ReadOp : public LogicalOperator {
   PlanPtr WithInputs(std::vector<PlanPtr>) const override {
     return std::make_shared<ReadOp>(*this);
   }
-  static PlanPtr Make(std::shared_ptr<Datasource> source, std::optional<int64_t> num_blocks) {
-    return std::make_shared<ReadOp>(std::move(source), num_blocks);
+  static PlanPtr Make(std::shared_ptr<Datasource> source, std::optional<int64_t> num_blocks,
+                      int concurrency = 0) {
+    auto read = std::make_shared<ReadOp>(std::move(source), num_blocks);
+    read->concurrency = concurrency;
+    return read;
+  }
+  /// This read with another source (a pushdown's narrowed one), its other fields kept.
+  PlanPtr WithSource(std::shared_ptr<Datasource> narrowed) const {
+    auto copy = std::make_shared<ReadOp>(*this);
+    copy->source = std::move(narrowed);
+    return copy;
   }
 
   std::shared_ptr<Datasource> source;
   /// The number of read tasks the user asked for.
   std::optional<int64_t> override_num_blocks;
+  /// The most read tasks running at once (Ray's `concurrency`); 0: no cap.
+  int concurrency = 0;
 };
 
 /// \brief A map-like step — MapBatches, Map, FlatMap, Filter, Project, Write — run over

@@ -114,6 +114,7 @@ const PlannerRegistry& PlannerRegistry::Default() {
       auto spec = std::make_shared<MapOp>(nullptr);
       spec->source = read.source;
       spec->override_num_blocks = read.override_num_blocks;
+      spec->compute = ComputeStrategy::Tasks(read.concurrency);
       return PlanMap(std::move(spec), planning);
     });
     r.Register<MapOp>([](const PlanPtr& node, const PlanningContext& planning) -> Made {
