@@ -65,7 +65,8 @@ class PyInputFile : public arrow::io::RandomAccessFile {
   }
   arrow::Result<int64_t> ReadAt(int64_t position, int64_t nbytes, void* out) override {
     ARROW_ASSIGN_OR_RAISE(auto buffer, ReadAt(position, nbytes));
-    std::memcpy(out, buffer->data(), static_cast<size_t>(buffer->size()));
+    // An empty read's buffer has no data pointer, and memcpy takes none even for 0 bytes.
+    if (buffer->size() > 0) std::memcpy(out, buffer->data(), static_cast<size_t>(buffer->size()));
     return buffer->size();
   }
   arrow::Result<std::shared_ptr<arrow::Buffer>> ReadAt(int64_t position, int64_t nbytes) override {
@@ -77,7 +78,7 @@ class PyInputFile : public arrow::io::RandomAccessFile {
       py::bytes data = fs_->object.attr("cat_file")(path_, position, end);
       std::string_view view = data;
       ARROW_ASSIGN_OR_RAISE(auto buffer, arrow::AllocateBuffer(static_cast<int64_t>(view.size())));
-      std::memcpy(buffer->mutable_data(), view.data(), view.size());
+      if (!view.empty()) std::memcpy(buffer->mutable_data(), view.data(), view.size());
       return std::shared_ptr<arrow::Buffer>(std::move(buffer));
     } catch (const py::error_already_set& e) {
       return FromPython(e, "cat_file", path_);
