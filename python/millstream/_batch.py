@@ -612,7 +612,15 @@ def batch_adapter(fn: Callable, batch_format: str, operator: str, writable: bool
             # Linear in the columns: schema and columns fetched once, not per column.
             originals = {id(a): (a, column, _snapshot(a, column.type))
                          for a, column in zip(user_batch.values(), batch.columns)}
-        table = finish(user_fn(user_batch), user_batch, originals)
+        # Inline, not through `finish`: the ownership test counts references to `result`,
+        # and an argument passed down a call is one more reference on some Python versions.
+        result, many = runner.resolve(user_fn(user_batch))
+        if many or (hasattr(result, "__next__") and not isinstance(result, dict)):
+            table = concat_results(result, operator)
+        else:
+            # `user_batch` is a second local reference when the UDF returned the batch itself.
+            owned = _local_refs(result) <= _SOLE_LOCAL_REFS + (result is user_batch)
+            table = from_format(result, operator, originals, owned, user_batch)
         return keep_input_types(table, batch.schema)
 
     def finish(result, user_batch, originals) -> pa.Table:
