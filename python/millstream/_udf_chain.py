@@ -16,15 +16,19 @@ from typing import Callable, List, Sequence
 import pyarrow as pa
 
 
-def note(exc: BaseException, name: str) -> None:
-    note = f"(raised in millstream operator {name})"
+def add_note(exc: BaseException, text: str) -> None:
+    """``exc.add_note(text)``, also on Python 3.10 (which has no add_note)."""
     if hasattr(exc, "add_note"):
-        exc.add_note(note)
-    else:  # Python 3.10
+        exc.add_note(text)
+    else:
         try:
-            exc.__notes__ = getattr(exc, "__notes__", []) + [note]
+            exc.__notes__ = getattr(exc, "__notes__", []) + [text]
         except AttributeError:
             pass
+
+
+def note(exc: BaseException, name: str) -> None:
+    add_note(exc, f"(raised in millstream operator {name})")
 
 
 def batches_of(result, name: str) -> List[pa.RecordBatch]:

@@ -48,6 +48,7 @@ from typing import Any, Callable, List, Optional
 import pyarrow as pa
 
 from millstream._args import public
+from millstream._udf_chain import add_note as _add_note
 
 SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
 SHM_PREFIX = "millstream-udf-"
@@ -166,9 +167,8 @@ def _stage(batch: pa.RecordBatch):
     return path
 
 
-def _remove_results(out_path: str) -> None:
-    """Removes the result files ``<out_path>-<i>`` a failed chain call may have left."""
-    prefix = os.path.basename(out_path) + "-"
+def _remove_prefixed(prefix: str) -> None:
+    """Removes the shared-memory files whose names start with ``prefix``."""
     try:
         names = os.listdir(SHM_DIR)
     except OSError:
@@ -176,6 +176,11 @@ def _remove_results(out_path: str) -> None:
     for name in names:
         if name.startswith(prefix):
             _unlink(os.path.join(SHM_DIR, name))
+
+
+def _remove_results(out_path: str) -> None:
+    """Removes the result files ``<out_path>-<i>`` a failed chain call may have left."""
+    _remove_prefixed(os.path.basename(out_path) + "-")
 
 
 def _unstage(source) -> None:
@@ -205,27 +210,10 @@ def _remove_stale_blocks() -> None:
 
 def _remove_own_blocks(epoch: Optional[int] = None) -> None:
     """Removes this process's blocks (of one epoch, or all)."""
-    prefix = os.path.basename(shm_prefix()) + ("" if epoch is None else f"{epoch}-")
-    try:
-        names = os.listdir(SHM_DIR)
-    except OSError:
-        return
-    for name in names:
-        if name.startswith(prefix):
-            _unlink(os.path.join(SHM_DIR, name))
+    _remove_prefixed(os.path.basename(shm_prefix()) + ("" if epoch is None else f"{epoch}-"))
 
 
 # ---- one worker process ----------------------------------------------------------------
-
-def _add_note(exc: BaseException, note: str) -> None:
-    if hasattr(exc, "add_note"):
-        exc.add_note(note)
-    else:  # Python 3.10
-        try:
-            exc.__notes__ = getattr(exc, "__notes__", []) + [note]
-        except AttributeError:
-            pass
-
 
 class _Worker:
     """One worker process and the driver's end of its socket."""
