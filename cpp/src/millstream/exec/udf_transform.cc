@@ -12,6 +12,19 @@ namespace {
 
 class UdfTransform;
 
+/// Hands each record batch of `table`, its chunks as they are, to `each`.
+template <typename Each>
+arrow::Status ForEachBatch(const arrow::Table& table, Each&& each) {
+  arrow::TableBatchReader reader(table);
+  reader.set_chunksize(std::numeric_limits<int64_t>::max());
+  std::shared_ptr<arrow::RecordBatch> out;
+  while (true) {
+    ARROW_RETURN_NOT_OK(reader.ReadNext(&out));
+    if (!out) return arrow::Status::OK();
+    ARROW_RETURN_NOT_OK(each(std::move(out)));
+  }
+}
+
 
 /// Cuts incoming blocks into batches of exactly `batch_size` rows (the task's last batch
 /// may be shorter) and calls the UDF on each; under `call_lock` when one is given (an
@@ -68,14 +81,7 @@ class UdfState : public TransformState {
     ARROW_ASSIGN_OR_RAISE(auto tables, std::move(result));
     for (const auto& table : tables) {
       if (!table) return arrow::Status::Invalid("the function returned no batch");
-      arrow::TableBatchReader reader(*table);
-      reader.set_chunksize(std::numeric_limits<int64_t>::max());
-      std::shared_ptr<arrow::RecordBatch> out;
-      while (true) {
-        ARROW_RETURN_NOT_OK(reader.ReadNext(&out));
-        if (!out) break;
-        ARROW_RETURN_NOT_OK(emit(std::move(out)));
-      }
+      ARROW_RETURN_NOT_OK(ForEachBatch(*table, emit));
     }
     return arrow::Status::OK();
   }
@@ -117,14 +123,10 @@ class SequenceUdf : public BatchUdf {
       if (k + 1 == steps_.size()) break;
       batches.clear();
       for (const auto& table : outputs) {
-        arrow::TableBatchReader reader(*table);
-        reader.set_chunksize(std::numeric_limits<int64_t>::max());
-        std::shared_ptr<arrow::RecordBatch> out;
-        while (true) {
-          ARROW_RETURN_NOT_OK(reader.ReadNext(&out));
-          if (!out) break;
+        ARROW_RETURN_NOT_OK(ForEachBatch(*table, [&](std::shared_ptr<arrow::RecordBatch> out) {
           batches.push_back(std::move(out));
-        }
+          return arrow::Status::OK();
+        }));
       }
     }
     return outputs;
