@@ -1,6 +1,7 @@
 #include "shuffle/stored_block.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include <arrow/api.h>
 #include <arrow/compute/api.h>
@@ -21,6 +22,70 @@ void ExchangeLedger::Release(int64_t bytes, MemoryReservation* reservation) {
   // Under pressure (the exchange spills), what it gives back is released to the system
   // too (see MemoryReturn::AfterTask).
   if (spilled.load(std::memory_order_relaxed) > 0) MemoryReturn::FreedUnderPressure(bytes);
+}
+
+arrow::Status ExchangeLedger::HoldForReduce(int64_t bytes, int64_t mine, ExchangeContext& ctx,
+                                            const Reclaimer& reclaim) {
+  if (bytes <= 0) return arrow::Status::OK();
+  MemoryReservation* reservation = ctx.reservation;
+  while (reservation != nullptr && !reservation->TryGrow(bytes)) {
+    ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
+    if (reclaim) {
+      const int64_t shortfall = reservation->size() + bytes - reservation->cap();
+      ARROW_ASSIGN_OR_RAISE(int64_t freed, reclaim(std::max<int64_t>(shortfall, 1)));
+      if (freed > 0) continue;
+    }
+    if (mine > 0 || reduce_held.load(std::memory_order_acquire) == 0) {
+      reservation->Grow(bytes);
+      over_cap.fetch_add(1, std::memory_order_relaxed);
+      break;
+    }
+    std::unique_lock<std::mutex> lock(wait_mutex_);
+    released_.wait_for(lock, std::chrono::milliseconds(10));
+  }
+  held.fetch_add(bytes, std::memory_order_relaxed);
+  reduce_held.fetch_add(bytes, std::memory_order_acq_rel);
+  return arrow::Status::OK();
+}
+
+void ExchangeLedger::ReleaseForReduce(int64_t bytes, ExchangeContext& ctx) {
+  if (bytes <= 0) return;
+  {
+    std::lock_guard<std::mutex> lock(wait_mutex_);
+    reduce_held.fetch_sub(bytes, std::memory_order_acq_rel);
+    Release(bytes, ctx);
+  }
+  released_.notify_all();
+}
+
+arrow::Status ReduceHold::Reserve(int64_t bytes) {
+  if (bytes <= 0) return arrow::Status::OK();
+  ARROW_RETURN_NOT_OK(ledger_.HoldForReduce(bytes, total_, ctx_, reclaim_));
+  total_ += bytes;
+  ahead_ += bytes;
+  return arrow::Status::OK();
+}
+
+arrow::Status ReduceHold::Hold(int64_t bytes) {
+  const int64_t from_ahead = std::min(bytes, ahead_);
+  ahead_ -= from_ahead;
+  const int64_t more = bytes - from_ahead;
+  if (more <= 0) return arrow::Status::OK();
+  ARROW_RETURN_NOT_OK(ledger_.HoldForReduce(more, total_, ctx_, reclaim_));
+  total_ += more;
+  return arrow::Status::OK();
+}
+
+void ReduceHold::Release(int64_t bytes) {
+  bytes = std::min(bytes, total_ - ahead_);
+  total_ -= bytes;
+  ledger_.ReleaseForReduce(bytes, ctx_);
+}
+
+void ReduceHold::ReleaseAll() {
+  ledger_.ReleaseForReduce(total_, ctx_);
+  total_ = 0;
+  ahead_ = 0;
 }
 
 arrow::Result<std::unique_ptr<StoredBlock>> StoredBlock::Make(Block block,
@@ -79,6 +144,7 @@ arrow::Result<std::vector<Block>> StoredBlock::Pieces(int64_t begin, int64_t end
     std::lock_guard<std::mutex> lock(mutex_);
     block = block_;
     file = file_;
+    if (block_ != nullptr) sliced_ = true;
   }
   if (from_disk != nullptr) *from_disk = block == nullptr && file != nullptr;
   if (block == nullptr) {
@@ -96,13 +162,30 @@ Block StoredBlock::InMemoryRange(int64_t begin, int64_t end) const {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     block = block_;
+    if (block_ != nullptr) sliced_ = true;
   }
   if (block == nullptr) return nullptr;
   return block->Slice(offsets_[begin], offsets_[end] - offsets_[begin]);
 }
 
+int64_t StoredBlock::RangeBytes(int64_t begin, int64_t end) const {
+  const int64_t rows = offsets_[end] - offsets_[begin];
+  if (rows <= 0 || num_rows() <= 0) return 0;
+  return (bytes_ * rows + num_rows() - 1) / num_rows();
+}
+
+arrow::Result<int64_t> StoredBlock::SpillUnread(ExchangeContext& ctx) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (sliced_) return 0;
+  return SpillLocked(ctx);
+}
+
 arrow::Result<int64_t> StoredBlock::Spill(ExchangeContext& ctx) {
   std::lock_guard<std::mutex> lock(mutex_);
+  return SpillLocked(ctx);
+}
+
+arrow::Result<int64_t> StoredBlock::SpillLocked(ExchangeContext& ctx) {
   if (block_ == nullptr) return 0;
   ARROW_ASSIGN_OR_RAISE(file_, WriteFile(block_, ctx));
   spilled_ = true;
@@ -139,6 +222,17 @@ arrow::Result<int64_t> ReclaimFrom(const std::vector<StoredBlock*>& blocks, int6
   for (StoredBlock* block : blocks) {
     if (freed >= bytes) break;
     ARROW_ASSIGN_OR_RAISE(int64_t got, block->Spill(ctx));
+    freed += got;
+  }
+  return freed;
+}
+
+arrow::Result<int64_t> ReclaimUnread(const std::vector<StoredBlock*>& blocks, int64_t bytes,
+                                     ExchangeContext& ctx) {
+  int64_t freed = 0;
+  for (StoredBlock* block : blocks) {
+    if (freed >= bytes) break;
+    ARROW_ASSIGN_OR_RAISE(int64_t got, block->SpillUnread(ctx));
     freed += got;
   }
   return freed;
