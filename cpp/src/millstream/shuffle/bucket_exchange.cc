@@ -81,8 +81,8 @@ arrow::Status BucketExchange::Reduce(int64_t p, const Emit& emit, ExchangeContex
     read.clear();
   };
   auto status = [&]() -> arrow::Status {
-    // Room for the worst case (every piece read back, then concatenated), reserved
-    // before anything is held so that a refused task waits instead of overshooting.
+    // Room for the pieces it reads and their concatenation, reserved before it holds any
+    // (while it holds none, blocks it will slice can still be spilled to make room).
     ARROW_RETURN_NOT_OK(hold.Reserve(2 * PartitionBytes(p)));
     for (auto& stored : blocks_) {
       StoredBlock& block = *stored.block;
@@ -185,7 +185,7 @@ arrow::Status BucketExchange::ReduceBucketGroups(int64_t p, int64_t max_bytes,
         ++g1;
       }
       ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
-      // The group's worst case (read back, then concatenated), before it holds any.
+      // Room for the group's pieces and their concatenation, before it holds any.
       ARROW_RETURN_NOT_OK(hold.Reserve(2 * static_cast<int64_t>(bytes + 1)));
       int64_t loaded = 0;
       BucketGroup group;

@@ -124,14 +124,15 @@ class SplitRepartitionExchange : public Exchange {
       read.clear();
     };
     auto status = [&]() -> arrow::Status {
-      // Room for the worst case, reserved before anything is held (a refused task waits
-      // rather than overshoots): each overlapping block read back whole, and the output.
+      // Room for the blocks it reads (whole, when read back) and the output, reserved
+      // before it holds any (while it holds none, blocks it will slice can still be
+      // spilled to make room).
       int64_t estimate = 0, output = 0;
       for (auto& stored : blocks_) {
         Range range = Overlap(stored, p);
         if (range.empty()) continue;
         estimate += stored.block->bytes();
-        output += stored.block->RangeBytes(0, 1) * (range.end - range.begin) /
+        output += stored.block->bytes() * (range.end - range.begin) /
                   std::max<int64_t>(1, stored.block->num_rows());
       }
       ARROW_RETURN_NOT_OK(hold.Reserve(estimate + output));

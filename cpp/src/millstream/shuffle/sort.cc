@@ -216,17 +216,19 @@ class SortExchange : public Exchange {
       for (auto* stored : read) stored->Done(ctx);
       read.clear();
     };
-    // Room for the worst case, reserved before anything is held (so a refused task waits
-    // rather than overshoots the cap): every slice read back, and their concatenation.
-    int64_t estimate = 0;
-    int64_t runs_read = 0;
+    // Room for the chunks it reads and their merge (about an even share of the input,
+    // at most the chunks), reserved before it holds any: while it holds none, runs it
+    // will slice can still be spilled to make room. What the merge needs beyond it is
+    // grown once known, waiting for room like this.
+    int64_t estimate = 0, runs_read = 0;
     for (const auto& run : runs_) {
       auto [c0, c1] = run.ranges[p];
       if (c0 >= c1) continue;
       estimate += run.stored->RangeBytes(c0, c1);
       runs_read += 1;
     }
-    auto status = hold.Reserve(runs_read > 1 ? 2 * estimate : estimate);
+    const int64_t merge = runs_read > 1 ? std::min(estimate, 2 * total_bytes_ / std::max<int64_t>(1, n_)) : 0;
+    auto status = hold.Reserve(estimate + merge);
     if (status.ok()) status = Collect(p, ctx, &slices, &read, &hold);
     if (status.ok()) status = MergeAndEmit(std::move(slices), emit, ctx, p, &hold, release);
     release();

@@ -35,25 +35,36 @@ arrow::Status ExchangeLedger::HoldForReduce(int64_t bytes, int64_t mine, Exchang
       ARROW_ASSIGN_OR_RAISE(int64_t freed, reclaim(std::max<int64_t>(shortfall, 1)));
       if (freed > 0) continue;
     }
-    if (mine > 0 || reduce_held.load(std::memory_order_acquire) == 0) {
+    std::unique_lock<std::mutex> lock(wait_mutex_);
+    if (reservation->TryGrow(bytes)) break;
+    // Waiting helps only while some other holder runs (it will give bytes back); the
+    // check and the count are under one lock, so two holders never both wait on the other.
+    const int64_t running_others = holders_ - waiting_holders_ - (mine > 0 ? 1 : 0);
+    if (running_others <= 0) {
       reservation->Grow(bytes);
       over_cap.fetch_add(1, std::memory_order_relaxed);
       break;
     }
-    std::unique_lock<std::mutex> lock(wait_mutex_);
+    if (mine > 0) ++waiting_holders_;
     released_.wait_for(lock, std::chrono::milliseconds(10));
+    if (mine > 0) --waiting_holders_;
   }
   held.fetch_add(bytes, std::memory_order_relaxed);
   reduce_held.fetch_add(bytes, std::memory_order_acq_rel);
+  if (mine == 0) {
+    std::lock_guard<std::mutex> lock(wait_mutex_);
+    ++holders_;
+  }
   return arrow::Status::OK();
 }
 
-void ExchangeLedger::ReleaseForReduce(int64_t bytes, ExchangeContext& ctx) {
+void ExchangeLedger::ReleaseForReduce(int64_t bytes, int64_t left, ExchangeContext& ctx) {
   if (bytes <= 0) return;
   {
     std::lock_guard<std::mutex> lock(wait_mutex_);
     reduce_held.fetch_sub(bytes, std::memory_order_acq_rel);
     Release(bytes, ctx);
+    if (left == 0) --holders_;
   }
   released_.notify_all();
 }
@@ -79,11 +90,11 @@ arrow::Status ReduceHold::Hold(int64_t bytes) {
 void ReduceHold::Release(int64_t bytes) {
   bytes = std::min(bytes, total_ - ahead_);
   total_ -= bytes;
-  ledger_.ReleaseForReduce(bytes, ctx_);
+  ledger_.ReleaseForReduce(bytes, total_, ctx_);
 }
 
 void ReduceHold::ReleaseAll() {
-  ledger_.ReleaseForReduce(total_, ctx_);
+  ledger_.ReleaseForReduce(total_, 0, ctx_);
   total_ = 0;
   ahead_ = 0;
 }
@@ -144,7 +155,6 @@ arrow::Result<std::vector<Block>> StoredBlock::Pieces(int64_t begin, int64_t end
     std::lock_guard<std::mutex> lock(mutex_);
     block = block_;
     file = file_;
-    if (block_ != nullptr) sliced_ = true;
   }
   if (from_disk != nullptr) *from_disk = block == nullptr && file != nullptr;
   if (block == nullptr) {
@@ -162,7 +172,6 @@ Block StoredBlock::InMemoryRange(int64_t begin, int64_t end) const {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     block = block_;
-    if (block_ != nullptr) sliced_ = true;
   }
   if (block == nullptr) return nullptr;
   return block->Slice(offsets_[begin], offsets_[end] - offsets_[begin]);
@@ -174,9 +183,30 @@ int64_t StoredBlock::RangeBytes(int64_t begin, int64_t end) const {
   return (bytes_ * rows + num_rows() - 1) / num_rows();
 }
 
+namespace {
+
+// Whether a buffer of `data` (or of its children or dictionary) is also held elsewhere.
+bool BuffersShared(const arrow::ArrayData& data) {
+  for (const auto& buffer : data.buffers) {
+    if (buffer != nullptr && buffer.use_count() > 1) return true;
+  }
+  for (const auto& child : data.child_data) {
+    if (child != nullptr && BuffersShared(*child)) return true;
+  }
+  return data.dictionary != nullptr && BuffersShared(*data.dictionary);
+}
+
+}  // namespace
+
 arrow::Result<int64_t> StoredBlock::SpillUnread(ExchangeContext& ctx) {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (sliced_) return 0;
+  if (block_ == nullptr) return 0;
+  // A reader holds the block or slices of it (they share its buffers): spilling would
+  // give back bytes still in use. Readers copy block_ under this lock, so none is missed.
+  if (block_.use_count() > 1) return 0;
+  for (const auto& column : block_->column_data()) {
+    if (BuffersShared(*column)) return 0;
+  }
   return SpillLocked(ctx);
 }
 

@@ -30,21 +30,24 @@ struct ExchangeLedger {
 
   /// Grows the reservation and the held count by `bytes` for a reduce task that holds
   /// `mine` bytes already, within the cap: when refused, it spills unread blocks
-  /// (`reclaim`), else waits for other reduce tasks to give bytes back (woken by
-  /// ReleaseForReduce, polling the cap, which the executor may raise). It grows past the
-  /// cap only when waiting cannot help: no other reduce task holds bytes, or this one
-  /// does (two holders waiting on each other would hang).
+  /// (`reclaim`), else waits while another reduce task that holds bytes is running (woken
+  /// by ReleaseForReduce, polling the cap, which the executor may raise). It grows past
+  /// the cap only when waiting cannot help: no other holder runs (one partition larger
+  /// than the cap, or every other holder waits too, which would hang).
   arrow::Status HoldForReduce(int64_t bytes, int64_t mine, ExchangeContext& ctx,
                               const Reclaimer& reclaim);
-  /// Gives back bytes HoldForReduce grew and wakes reduce tasks waiting for room.
-  void ReleaseForReduce(int64_t bytes, ExchangeContext& ctx);
+  /// Gives back bytes HoldForReduce grew (the task holds `left` after it) and wakes
+  /// reduce tasks waiting for room.
+  void ReleaseForReduce(int64_t bytes, int64_t left, ExchangeContext& ctx);
 
   /// Bytes reduce tasks hold now, and how many times one grew past the cap.
   std::atomic<int64_t> reduce_held{0};
   std::atomic<int64_t> over_cap{0};
 
  private:
-  std::mutex wait_mutex_;
+  std::mutex wait_mutex_;   // guards holders_, waiting_holders_
+  int64_t holders_ = 0;          // reduce tasks holding bytes
+  int64_t waiting_holders_ = 0;  // of them, waiting for room
   std::condition_variable released_;
 };
 
@@ -59,8 +62,8 @@ class ReduceHold {
   ReduceHold(const ReduceHold&) = delete;
   ReduceHold& operator=(const ReduceHold&) = delete;
 
-  /// Grows by `bytes` ahead of need (before the task holds any, so it waits rather than
-  /// overshoots); Hold takes from it first.
+  /// Grows by `bytes` ahead of need (what the task is sure to hold); Hold takes from it
+  /// first.
   arrow::Status Reserve(int64_t bytes);
   /// Counts `bytes` the task now holds: from what was reserved ahead, the rest grown.
   arrow::Status Hold(int64_t bytes);
@@ -127,8 +130,8 @@ class StoredBlock {
   /// Writes a block held in memory to a spill file and gives its memory back; returns
   /// the bytes given back (0 when it was not in memory).
   arrow::Result<int64_t> Spill(ExchangeContext& ctx);
-  /// Spill, but only while no reduce task has taken slices of it in memory (those keep
-  /// its memory alive, so spilling would give back bytes still in use); else 0.
+  /// Spill, but only while no reader holds the block or slices of it in memory (those
+  /// keep its memory alive, so spilling would give back bytes still in use); else 0.
   arrow::Result<int64_t> SpillUnread(ExchangeContext& ctx);
 
   /// `n` reduce tasks will read the block; 0 frees it now.
@@ -152,7 +155,6 @@ class StoredBlock {
   Block block_;                       // null when spilled or freed
   std::shared_ptr<SpillFile> file_;   // null when in memory or freed
   bool reserved_ = false;
-  mutable bool sliced_ = false;       // a reader took in-memory slices (guarded by mutex_)
   std::atomic<bool> spilled_{false};
   std::atomic<int64_t> readers_{0};
 };
