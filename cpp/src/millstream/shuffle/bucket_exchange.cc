@@ -58,6 +58,13 @@ arrow::Result<int64_t> BucketExchange::Reclaim(int64_t bytes, ExchangeContext& c
   return ReclaimFrom(blocks, bytes, ctx);
 }
 
+arrow::Result<int64_t> BucketExchange::ReclaimUnread(int64_t bytes, ExchangeContext& ctx) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<StoredBlock*> blocks;
+  for (auto& stored : blocks_) blocks.push_back(stored.block.get());
+  return millstream::ReclaimUnread(blocks, bytes, ctx);
+}
+
 arrow::Status BucketExchange::Reduce(int64_t p, const Emit& emit, ExchangeContext& ctx) {
   if (p < 0 || p >= n_) {
     return arrow::Status::IndexError("no ", name(), " partition ", p, " of ", n_);
@@ -65,16 +72,18 @@ arrow::Status BucketExchange::Reduce(int64_t p, const Emit& emit, ExchangeContex
   int64_t b0 = p * num_buckets_ / n_, b1 = (p + 1) * num_buckets_ / n_;
   std::vector<Block> pieces;
   std::vector<StoredBlock*> read;
-  int64_t loaded = 0;
+  ReduceHold hold(ledger_, ctx, [this, &ctx](int64_t bytes) { return ReclaimUnread(bytes, ctx); });
   // Once the output is made, what the reduce read is the output's memory: given back
   // before it is handed on (where the operator counts it), not counted twice.
   auto release = [&]() {
-    ledger_.Release(loaded, ctx);
-    loaded = 0;
+    hold.ReleaseAll();
     for (auto* block : read) block->Done(ctx);
     read.clear();
   };
   auto status = [&]() -> arrow::Status {
+    // Room for the pieces it reads and their concatenation, reserved before it holds any
+    // (while it holds none, blocks it will slice can still be spilled to make room).
+    ARROW_RETURN_NOT_OK(hold.Reserve(2 * PartitionBytes(p)));
     for (auto& stored : blocks_) {
       StoredBlock& block = *stored.block;
       if (block.piece_offset(b1) == block.piece_offset(b0)) continue;
@@ -84,11 +93,7 @@ arrow::Status BucketExchange::Reduce(int64_t p, const Emit& emit, ExchangeContex
       ARROW_ASSIGN_OR_RAISE(auto got, block.Pieces(b0, b1, ctx, &from_disk));
       for (auto& piece : got) {
         if (piece->num_rows() == 0) continue;
-        if (from_disk) {
-          int64_t bytes = BlockBytes(*piece);
-          ledger_.Hold(bytes, ctx);
-          loaded += bytes;
-        }
+        if (from_disk) ARROW_RETURN_NOT_OK(hold.Hold(BlockBytes(*piece)));
         ARROW_ASSIGN_OR_RAISE(auto cast, CastBlockToSchema(piece, schema_));
         pieces.push_back(std::move(cast));
       }
@@ -100,9 +105,7 @@ arrow::Status BucketExchange::Reduce(int64_t p, const Emit& emit, ExchangeContex
       rows = std::move(pieces[0]);
     } else {
       ARROW_ASSIGN_OR_RAISE(rows, arrow::ConcatenateRecordBatches(pieces, ctx.pool));
-      int64_t bytes = BlockBytes(*rows);
-      ledger_.Hold(bytes, ctx);
-      loaded += bytes;
+      ARROW_RETURN_NOT_OK(hold.Hold(BlockBytes(*rows)));
     }
     pieces.clear();
     release();
@@ -172,7 +175,7 @@ arrow::Status BucketExchange::ReduceBucketGroups(int64_t p, int64_t max_bytes,
     const double per_row = static_cast<double>(block.bytes()) / block.num_rows();
     for (int64_t b = b0; b < b1; ++b) bucket_bytes[b - b0] += per_row * block.piece_rows(b);
   }
-  int64_t loaded = 0;
+  ReduceHold hold(ledger_, ctx, [this, &ctx](int64_t bytes) { return ReclaimUnread(bytes, ctx); });
   auto status = [&]() -> arrow::Status {
     for (int64_t g0 = b0; g0 < b1;) {
       int64_t g1 = g0 + 1;
@@ -182,6 +185,9 @@ arrow::Status BucketExchange::ReduceBucketGroups(int64_t p, int64_t max_bytes,
         ++g1;
       }
       ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
+      // Room for the group's pieces and their concatenation, before it holds any.
+      ARROW_RETURN_NOT_OK(hold.Reserve(2 * static_cast<int64_t>(bytes + 1)));
+      int64_t loaded = 0;
       BucketGroup group;
       group.first_bucket = g0;
       group.segments.resize(g1 - g0);
@@ -207,7 +213,7 @@ arrow::Status BucketExchange::ReduceBucketGroups(int64_t p, int64_t max_bytes,
           if (rows == 0) continue;
           if (from_disk) {
             const int64_t piece_bytes = BlockBytes(*got[k]);
-            ledger_.Hold(piece_bytes, ctx);
+            ARROW_RETURN_NOT_OK(hold.Hold(piece_bytes));
             loaded += piece_bytes;
           }
           group.segments[k].emplace_back(base, rows);
@@ -225,20 +231,17 @@ arrow::Status BucketExchange::ReduceBucketGroups(int64_t p, int64_t max_bytes,
         ARROW_ASSIGN_OR_RAISE(group.rows, arrow::ConcatenateRecordBatches(pieces, ctx.pool));
         pieces.clear();
         // The pieces read back are gone; the concatenation is what the group holds now.
-        const int64_t concat_bytes = BlockBytes(*group.rows);
-        ledger_.Release(loaded, ctx);
-        ledger_.Hold(concat_bytes, ctx);
-        loaded = concat_bytes;
+        hold.Release(loaded);
+        ARROW_RETURN_NOT_OK(hold.Hold(BlockBytes(*group.rows)));
       }
       pieces.clear();
       ARROW_RETURN_NOT_OK(each(std::move(group)));
-      ledger_.Release(loaded, ctx);
-      loaded = 0;
+      hold.ReleaseAll();
       g0 = g1;
     }
     return arrow::Status::OK();
   }();
-  ledger_.Release(loaded, ctx);
+  hold.ReleaseAll();
   for (auto* block : read) block->Done(ctx);
   return status;
 }

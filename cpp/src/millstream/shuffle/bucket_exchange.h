@@ -21,6 +21,8 @@ class BucketExchange : public Exchange {
   arrow::Result<int64_t> FinishMap(ExchangeContext& ctx) override;
   arrow::Status Reduce(int64_t p, const Emit& emit, ExchangeContext& ctx) override;
   arrow::Result<int64_t> Reclaim(int64_t bytes, ExchangeContext& ctx) override;
+  /// Reclaim for a reduce task short of room: spills only blocks no reduce task has read.
+  arrow::Result<int64_t> ReclaimUnread(int64_t bytes, ExchangeContext& ctx);
   int64_t held_bytes() const override { return ledger_.held.load(std::memory_order_relaxed); }
   int64_t spilled_bytes() const override {
     return ledger_.spilled.load(std::memory_order_relaxed);

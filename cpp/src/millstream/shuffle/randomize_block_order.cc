@@ -54,26 +54,28 @@ class RandomizeBlockOrderExchange : public Exchange {
                                        order_.size());
     }
     StoredBlock& stored = *blocks_[order_[p]].block;
-    int64_t loaded = 0;
     bool done = false;
+    ReduceHold hold(ledger_, ctx, [this, &ctx](int64_t bytes) -> arrow::Result<int64_t> {
+      std::lock_guard<std::mutex> lock(mutex_);
+      std::vector<StoredBlock*> blocks;
+      for (auto& other : blocks_) blocks.push_back(other.block.get());
+      return ReclaimUnread(blocks, bytes, ctx);
+    });
     auto status = [&]() -> arrow::Status {
       ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
+      if (stored.spilled()) ARROW_RETURN_NOT_OK(hold.Reserve(stored.bytes()));
       bool from_disk = false;
       ARROW_ASSIGN_OR_RAISE(auto pieces, stored.Pieces(0, 1, ctx, &from_disk));
-      if (from_disk) {
-        loaded = BlockBytes(*pieces[0]);
-        ledger_.Hold(loaded, ctx);
-      }
+      if (from_disk) ARROW_RETURN_NOT_OK(hold.Hold(BlockBytes(*pieces[0])));
       ARROW_ASSIGN_OR_RAISE(auto block, CastBlockToSchema(pieces[0], schema_));
       pieces.clear();
       // Given back before the block is handed on (the operator counts it from then on).
-      ledger_.Release(loaded, ctx);
-      loaded = 0;
+      hold.ReleaseAll();
       stored.Done(ctx);
       done = true;
       return EmitSliced(block, options_.target_max_block_size, emit);
     }();
-    ledger_.Release(loaded, ctx);
+    hold.ReleaseAll();
     if (!done) stored.Done(ctx);
     return status;
   }

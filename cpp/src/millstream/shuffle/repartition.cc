@@ -116,15 +116,26 @@ class SplitRepartitionExchange : public Exchange {
     }
     std::vector<Block> slices;
     std::vector<StoredBlock*> read;
-    int64_t loaded = 0;
+    ReduceHold hold(ledger_, ctx, [this, &ctx](int64_t bytes) { return ReclaimUnread(bytes, ctx); });
     // Given back before the output is handed on (the operator counts it from then on).
     auto release = [&]() {
-      ledger_.Release(loaded, ctx);
-      loaded = 0;
+      hold.ReleaseAll();
       for (auto* block : read) block->Done(ctx);
       read.clear();
     };
     auto status = [&]() -> arrow::Status {
+      // Room for the blocks it reads (whole, when read back) and the output, reserved
+      // before it holds any (while it holds none, blocks it will slice can still be
+      // spilled to make room).
+      int64_t estimate = 0, output = 0;
+      for (auto& stored : blocks_) {
+        Range range = Overlap(stored, p);
+        if (range.empty()) continue;
+        estimate += stored.block->bytes();
+        output += stored.block->bytes() * (range.end - range.begin) /
+                  std::max<int64_t>(1, stored.block->num_rows());
+      }
+      ARROW_RETURN_NOT_OK(hold.Reserve(estimate + output));
       for (auto& stored : blocks_) {
         Range range = Overlap(stored, p);
         if (range.empty()) continue;
@@ -132,11 +143,7 @@ class SplitRepartitionExchange : public Exchange {
         read.push_back(stored.block.get());
         bool from_disk = false;
         ARROW_ASSIGN_OR_RAISE(auto pieces, stored.block->Pieces(0, 1, ctx, &from_disk));
-        if (from_disk) {
-          int64_t bytes = BlockBytes(*pieces[0]);
-          ledger_.Hold(bytes, ctx);
-          loaded += bytes;
-        }
+        if (from_disk) ARROW_RETURN_NOT_OK(hold.Hold(BlockBytes(*pieces[0])));
         ARROW_ASSIGN_OR_RAISE(auto cast, CastBlockToSchema(pieces[0], schema_));
         slices.push_back(cast->Slice(range.begin, range.end - range.begin));
       }
@@ -147,9 +154,7 @@ class SplitRepartitionExchange : public Exchange {
         out = std::move(slices[0]);
       } else {
         ARROW_ASSIGN_OR_RAISE(out, arrow::ConcatenateRecordBatches(slices, ctx.pool));
-        int64_t bytes = BlockBytes(*out);
-        ledger_.Hold(bytes, ctx);
-        loaded += bytes;
+        ARROW_RETURN_NOT_OK(hold.Hold(BlockBytes(*out)));
       }
       slices.clear();
       release();
@@ -157,6 +162,14 @@ class SplitRepartitionExchange : public Exchange {
     }();
     release();
     return status;
+  }
+
+  /// Reclaim for a reduce task short of room: spills only blocks no reduce task has read.
+  arrow::Result<int64_t> ReclaimUnread(int64_t bytes, ExchangeContext& ctx) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::vector<StoredBlock*> blocks;
+    for (auto& stored : blocks_) blocks.push_back(stored.block.get());
+    return millstream::ReclaimUnread(blocks, bytes, ctx);
   }
 
   arrow::Result<int64_t> Reclaim(int64_t bytes, ExchangeContext& ctx) override {

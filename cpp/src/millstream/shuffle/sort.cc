@@ -209,16 +209,28 @@ class SortExchange : public Exchange {
     if (p < 0 || p >= n_) return arrow::Status::IndexError("no sort partition ", p, " of ", n_);
     std::vector<Block> slices;
     std::vector<StoredBlock*> read;
-    int64_t loaded = 0;
+    ReduceHold hold(ledger_, ctx, [this, &ctx](int64_t bytes) { return ReclaimUnread(bytes, ctx); });
     // Given back before the merged rows are handed on (the operator counts them then).
     auto release = [&]() {
-      ledger_.Release(loaded, ctx);
-      loaded = 0;
+      hold.ReleaseAll();
       for (auto* stored : read) stored->Done(ctx);
       read.clear();
     };
-    auto status = Collect(p, ctx, &slices, &read, &loaded);
-    if (status.ok()) status = MergeAndEmit(std::move(slices), emit, ctx, p, release);
+    // Room for the chunks it reads and their merge (about an even share of the input,
+    // at most the chunks), reserved before it holds any: while it holds none, runs it
+    // will slice can still be spilled to make room. What the merge needs beyond it is
+    // grown once known, waiting for room like this.
+    int64_t estimate = 0, runs_read = 0;
+    for (const auto& run : runs_) {
+      auto [c0, c1] = run.ranges[p];
+      if (c0 >= c1) continue;
+      estimate += run.stored->RangeBytes(c0, c1);
+      runs_read += 1;
+    }
+    const int64_t merge = runs_read > 1 ? std::min(estimate, 2 * total_bytes_ / std::max<int64_t>(1, n_)) : 0;
+    auto status = hold.Reserve(estimate + merge);
+    if (status.ok()) status = Collect(p, ctx, &slices, &read, &hold);
+    if (status.ok()) status = MergeAndEmit(std::move(slices), emit, ctx, p, &hold, release);
     release();
     return status;
   }
@@ -230,6 +242,16 @@ class SortExchange : public Exchange {
       for (auto& run : *runs) blocks.push_back(run.stored.get());
     }
     return ReclaimFrom(blocks, bytes, ctx);
+  }
+
+  /// Reclaim for a reduce task short of room: spills only runs no reduce task has read.
+  arrow::Result<int64_t> ReclaimUnread(int64_t bytes, ExchangeContext& ctx) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::vector<StoredBlock*> blocks;
+    for (auto* runs : {&keyless_, &runs_}) {
+      for (auto& run : *runs) blocks.push_back(run.stored.get());
+    }
+    return millstream::ReclaimUnread(blocks, bytes, ctx);
   }
 
   int64_t held_bytes() const override { return ledger_.held.load(std::memory_order_relaxed); }
@@ -313,7 +335,7 @@ class SortExchange : public Exchange {
 
   /// The rows of partition `p` from every run, in input order (each sorted).
   arrow::Status Collect(int64_t p, ExchangeContext& ctx, std::vector<Block>* slices,
-                        std::vector<StoredBlock*>* read, int64_t* loaded) {
+                        std::vector<StoredBlock*>* read, ReduceHold* hold) {
     for (auto& run : runs_) {
       auto [c0, c1] = run.ranges[p];
       if (c0 >= c1) continue;
@@ -324,8 +346,7 @@ class SortExchange : public Exchange {
       if (from_disk) {
         int64_t bytes = 0;
         for (const auto& piece : pieces) bytes += BlockBytes(*piece);
-        ledger_.Hold(bytes, ctx);
-        *loaded += bytes;
+        ARROW_RETURN_NOT_OK(hold->Hold(bytes));
       }
       for (size_t k = 0; k < pieces.size(); ++k) {
         ARROW_ASSIGN_OR_RAISE(Block piece, CastBlockToSchema(pieces[k], schema_));
@@ -348,7 +369,7 @@ class SortExchange : public Exchange {
   }
 
   arrow::Status MergeAndEmit(std::vector<Block> slices, const Emit& emit, ExchangeContext& ctx,
-                             int64_t p, const std::function<void()>& release) {
+                             int64_t p, ReduceHold* hold, const std::function<void()>& release) {
     if (slices.empty()) {
       // The schema survives an input of no rows: partition 0 emits one empty block. With
       // given boundaries, every partition is a block, empty or not (as in Ray Data).
@@ -363,7 +384,7 @@ class SortExchange : public Exchange {
     } else {
       ARROW_ASSIGN_OR_RAISE(Block all, arrow::ConcatenateRecordBatches(slices, ctx.pool));
       int64_t all_bytes = BlockBytes(*all);
-      ledger_.Hold(all_bytes, ctx);
+      ARROW_RETURN_NOT_OK(hold->Hold(all_bytes));
       auto sorted = [&]() -> arrow::Result<Block> {
         std::shared_ptr<arrow::Array> order;
         if (keys_.size() == 1) {
@@ -383,7 +404,7 @@ class SortExchange : public Exchange {
       }();
       all.reset();
       slices.clear();
-      ledger_.Release(all_bytes, ctx);
+      hold->Release(all_bytes);
       ARROW_ASSIGN_OR_RAISE(merged, std::move(sorted));
     }
     ARROW_RETURN_NOT_OK(ctx.CheckCancelled());

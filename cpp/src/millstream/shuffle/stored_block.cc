@@ -1,6 +1,7 @@
 #include "shuffle/stored_block.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include <arrow/api.h>
 #include <arrow/compute/api.h>
@@ -21,6 +22,81 @@ void ExchangeLedger::Release(int64_t bytes, MemoryReservation* reservation) {
   // Under pressure (the exchange spills), what it gives back is released to the system
   // too (see MemoryReturn::AfterTask).
   if (spilled.load(std::memory_order_relaxed) > 0) MemoryReturn::FreedUnderPressure(bytes);
+}
+
+arrow::Status ExchangeLedger::HoldForReduce(int64_t bytes, int64_t mine, ExchangeContext& ctx,
+                                            const Reclaimer& reclaim) {
+  if (bytes <= 0) return arrow::Status::OK();
+  MemoryReservation* reservation = ctx.reservation;
+  while (reservation != nullptr && !reservation->TryGrow(bytes)) {
+    ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
+    if (reclaim) {
+      const int64_t shortfall = reservation->size() + bytes - reservation->cap();
+      ARROW_ASSIGN_OR_RAISE(int64_t freed, reclaim(std::max<int64_t>(shortfall, 1)));
+      if (freed > 0) continue;
+    }
+    std::unique_lock<std::mutex> lock(wait_mutex_);
+    if (reservation->TryGrow(bytes)) break;
+    // Waiting helps only while some other holder runs (it will give bytes back); the
+    // check and the count are under one lock, so two holders never both wait on the other.
+    const int64_t running_others = holders_ - waiting_holders_ - (mine > 0 ? 1 : 0);
+    if (running_others <= 0) {
+      reservation->Grow(bytes);
+      over_cap.fetch_add(1, std::memory_order_relaxed);
+      break;
+    }
+    if (mine > 0) ++waiting_holders_;
+    released_.wait_for(lock, std::chrono::milliseconds(10));
+    if (mine > 0) --waiting_holders_;
+  }
+  held.fetch_add(bytes, std::memory_order_relaxed);
+  reduce_held.fetch_add(bytes, std::memory_order_acq_rel);
+  if (mine == 0) {
+    std::lock_guard<std::mutex> lock(wait_mutex_);
+    ++holders_;
+  }
+  return arrow::Status::OK();
+}
+
+void ExchangeLedger::ReleaseForReduce(int64_t bytes, int64_t left, ExchangeContext& ctx) {
+  if (bytes <= 0) return;
+  {
+    std::lock_guard<std::mutex> lock(wait_mutex_);
+    reduce_held.fetch_sub(bytes, std::memory_order_acq_rel);
+    Release(bytes, ctx);
+    if (left == 0) --holders_;
+  }
+  released_.notify_all();
+}
+
+arrow::Status ReduceHold::Reserve(int64_t bytes) {
+  if (bytes <= 0) return arrow::Status::OK();
+  ARROW_RETURN_NOT_OK(ledger_.HoldForReduce(bytes, total_, ctx_, reclaim_));
+  total_ += bytes;
+  ahead_ += bytes;
+  return arrow::Status::OK();
+}
+
+arrow::Status ReduceHold::Hold(int64_t bytes) {
+  const int64_t from_ahead = std::min(bytes, ahead_);
+  ahead_ -= from_ahead;
+  const int64_t more = bytes - from_ahead;
+  if (more <= 0) return arrow::Status::OK();
+  ARROW_RETURN_NOT_OK(ledger_.HoldForReduce(more, total_, ctx_, reclaim_));
+  total_ += more;
+  return arrow::Status::OK();
+}
+
+void ReduceHold::Release(int64_t bytes) {
+  bytes = std::min(bytes, total_ - ahead_);
+  total_ -= bytes;
+  ledger_.ReleaseForReduce(bytes, total_, ctx_);
+}
+
+void ReduceHold::ReleaseAll() {
+  ledger_.ReleaseForReduce(total_, 0, ctx_);
+  total_ = 0;
+  ahead_ = 0;
 }
 
 arrow::Result<std::unique_ptr<StoredBlock>> StoredBlock::Make(Block block,
@@ -101,8 +177,45 @@ Block StoredBlock::InMemoryRange(int64_t begin, int64_t end) const {
   return block->Slice(offsets_[begin], offsets_[end] - offsets_[begin]);
 }
 
+int64_t StoredBlock::RangeBytes(int64_t begin, int64_t end) const {
+  const int64_t rows = offsets_[end] - offsets_[begin];
+  if (rows <= 0 || num_rows() <= 0) return 0;
+  return (bytes_ * rows + num_rows() - 1) / num_rows();
+}
+
+namespace {
+
+// Whether a buffer of `data` (or of its children or dictionary) is also held elsewhere.
+bool BuffersShared(const arrow::ArrayData& data) {
+  for (const auto& buffer : data.buffers) {
+    if (buffer != nullptr && buffer.use_count() > 1) return true;
+  }
+  for (const auto& child : data.child_data) {
+    if (child != nullptr && BuffersShared(*child)) return true;
+  }
+  return data.dictionary != nullptr && BuffersShared(*data.dictionary);
+}
+
+}  // namespace
+
+arrow::Result<int64_t> StoredBlock::SpillUnread(ExchangeContext& ctx) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (block_ == nullptr) return 0;
+  // A reader holds the block or slices of it (they share its buffers): spilling would
+  // give back bytes still in use. Readers copy block_ under this lock, so none is missed.
+  if (block_.use_count() > 1) return 0;
+  for (const auto& column : block_->column_data()) {
+    if (BuffersShared(*column)) return 0;
+  }
+  return SpillLocked(ctx);
+}
+
 arrow::Result<int64_t> StoredBlock::Spill(ExchangeContext& ctx) {
   std::lock_guard<std::mutex> lock(mutex_);
+  return SpillLocked(ctx);
+}
+
+arrow::Result<int64_t> StoredBlock::SpillLocked(ExchangeContext& ctx) {
   if (block_ == nullptr) return 0;
   ARROW_ASSIGN_OR_RAISE(file_, WriteFile(block_, ctx));
   spilled_ = true;
@@ -139,6 +252,17 @@ arrow::Result<int64_t> ReclaimFrom(const std::vector<StoredBlock*>& blocks, int6
   for (StoredBlock* block : blocks) {
     if (freed >= bytes) break;
     ARROW_ASSIGN_OR_RAISE(int64_t got, block->Spill(ctx));
+    freed += got;
+  }
+  return freed;
+}
+
+arrow::Result<int64_t> ReclaimUnread(const std::vector<StoredBlock*>& blocks, int64_t bytes,
+                                     ExchangeContext& ctx) {
+  int64_t freed = 0;
+  for (StoredBlock* block : blocks) {
+    if (freed >= bytes) break;
+    ARROW_ASSIGN_OR_RAISE(int64_t got, block->SpillUnread(ctx));
     freed += got;
   }
   return freed;
