@@ -521,6 +521,7 @@ PYBIND11_MODULE(_core, m) {
         return ValueOrRaise(std::move(it));
       }, py::arg("ctx"), py::arg("batch_size"), py::arg("drop_last"), py::arg("keep_empty_blocks") = false)
       .def("count_from_metadata", &Dataset::CountFromMetadata)
+      .def("known_to_have_no_blocks", &Dataset::KnownToHaveNoBlocks)
       .def("known_schema", [](const Dataset& self) -> py::object {
         auto schema = self.KnownSchema();
         if (!schema) return py::none();

@@ -84,7 +84,7 @@ TEST(PredicatePushdown, FilterGoesIntoTheReadPastSelectionsAndIntoUnions) {
   auto ds = read.SelectColumns({"id"}).ValueOrDie().Filter(predicate);
   auto optimized = Optimize(ds.plan()).ValueOrDie();
   // The selection folds into the read too: one operator, reading one column of the rows.
-  EXPECT_EQ(PlanNames(optimized), "ReadParquet[filter=(id >= 4200)]");
+  EXPECT_EQ(PlanNames(optimized), "ReadParquet[columns=[id], filter=(id >= 4200)]");
   auto out = ds.ToTable(DataContext{}).ValueOrDie();
   EXPECT_EQ(out->num_rows(), 800);
   EXPECT_EQ(out->num_columns(), 1);
@@ -111,7 +111,7 @@ TEST(PredicatePushdown, StaysWhereItCannotGo) {
   EXPECT_EQ(PlanNames(Optimize(read.Limit(5).Filter(on_x).plan()).ValueOrDie()),
             "ReadParquet | Limit[5] | Filter((x > 10))");
   auto dropped = read.SelectColumns({"id"}).ValueOrDie().Filter(on_x);
-  EXPECT_EQ(PlanNames(Optimize(dropped.plan()).ValueOrDie()), "ReadParquet->Filter((x > 10))");
+  EXPECT_EQ(PlanNames(Optimize(dropped.plan()).ValueOrDie()), "ReadParquet[columns=[id]]->Filter((x > 10))");
   EXPECT_FALSE(dropped.ToTable(DataContext{}).ok());
 }
 

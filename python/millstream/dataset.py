@@ -620,13 +620,16 @@ class Dataset:
         every execution, whatever the timing (block k of task i draws from a generator
         seeded by the seed, i and k; upstream then hands blocks on in order);
         ``RandomSeedConfig(seed, reseed_after_execution=True)`` a different, reproducible
-        sample per execution; None a different sample every time. An empty dataset (known
-        from metadata) raises ``ValueError``, as Ray does."""
+        sample per execution; None a different sample every time. As in Ray, a dataset
+        known before execution to make no blocks at all (``range(0)``, a read of empty
+        files) raises ``ValueError``; one whose blocks hold no rows (``from_arrow`` of an
+        empty table, ``limit(0)``, an empty ``materialize()`` result) gives an empty
+        dataset with its schema."""
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.integer, np.floating)):
             raise TypeError(f"Dataset.random_sample: fraction must be a number, got {fraction!r}")
         if fraction < 0 or fraction > 1:
             raise ValueError("Fraction must be between 0 and 1.")
-        if self._core.count_from_metadata() == 0:
+        if self._core.known_to_have_no_blocks():
             raise ValueError("Cannot sample from an empty Dataset.")
         return Dataset(self._core.random_sample(float(fraction), *_seed("Dataset.random_sample", seed)))
 

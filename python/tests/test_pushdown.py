@@ -28,13 +28,13 @@ def test_filter_is_pushed_into_the_read_and_prunes_row_groups(table_dir, predica
     path, table = table_dir
     ds = md.read_parquet(str(path)).select_columns(["id", "x"]).filter(expr=predicate)
     optimized = _optimized(ds)
-    assert "ReadParquet[filter=" in optimized and "Filter(" not in optimized, optimized
+    assert "ReadParquet[columns=[id, x], filter=" in optimized and "Filter(" not in optimized, optimized
     expected = table.filter(pc.field("id") >= 8500).select(["id", "x"])
     assert ds.to_arrow().sort_by("id").equals(expected)
     # Rows are ordered by id: of the ten row groups only the last two are read.
     ds.materialize()
     first_operator = ds.stats().split("Operator 1")[0]
-    assert "ReadParquet[filter=" in first_operator and "Rows in: 1500," in first_operator, first_operator
+    assert "ReadParquet[columns=[id, x], filter=" in first_operator and "Rows in: 1500," in first_operator, first_operator
 
 
 def test_filter_into_every_input_of_a_union(table_dir):
@@ -64,6 +64,7 @@ def test_column_selection_is_pushed_into_the_read_past_a_limit(table_dir):
     optimized = _optimized(ds)
     # The limit moves below the selection; the selection still reaches the read.
     assert "Project[" not in optimized and "Limit[10]" in optimized, optimized
+    assert "ReadParquet[columns=[x, id]]" in optimized, optimized
     got = ds.to_arrow()
     assert got.column_names == ["x", "id"]
     assert got.num_rows == 10
@@ -82,3 +83,28 @@ def test_filter_on_a_hive_partition_key_reads_only_its_files(tmp_path):
     assert "Input[1 read tasks]" in text, text  # one partition of four
     got = ds.to_arrow()
     assert sorted(got["x"].to_pylist()) == [x for x in range(4000) if x % 4 == 2]
+
+
+def test_explain_names_the_columns_read(table_dir):
+    path, _ = table_dir
+    plain = md.read_parquet(str(path))
+    assert _optimized(plain).strip() == "ReadParquet"  # nothing pushed: the bare name
+    # Given to read_parquet, or pushed from select_columns: the read names them, in order.
+    assert "ReadParquet[columns=[s, id]]" in _optimized(md.read_parquet(str(path), columns=["s", "id"]))
+    ds = plain.select_columns(["s"]).filter(expr="s == 's1'")
+    assert "ReadParquet[columns=[s], filter=(s == \"s1\")]" in _optimized(ds), _optimized(ds)
+    # Shown in explain() itself, not only in the plan text.
+    assert "ReadParquet[columns=[s]" in ds._explain_str()
+
+
+def test_explain_keeps_a_long_column_list_short(tmp_path):
+    names = [f"c{i}" for i in range(30)]
+    pq.write_table(pa.table({n: [1, 2] for n in names}), tmp_path / "w.parquet")
+    ds = md.read_parquet(str(tmp_path)).select_columns(names[::-1])
+    optimized = _optimized(ds)
+    assert "ReadParquet[columns=[c29, c28, c27, c26, c25, c24, ... 24 more]]" in optimized, optimized
+    assert "c23" not in optimized
+    assert ds.to_arrow().column_names == names[::-1]
+    # Up to 8 columns are all named.
+    eight = md.read_parquet(str(tmp_path)).select_columns(names[:8])
+    assert "ReadParquet[columns=[c0, c1, c2, c3, c4, c5, c6, c7]]" in _optimized(eight)

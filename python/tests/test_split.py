@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import millstream as md
@@ -312,6 +313,35 @@ def test_random_sample_edges_and_errors():
         md.range(0).random_sample(0.5)
     with pytest.raises(TypeError, match="seed"):
         ds.random_sample(0.5, seed="x")
+
+
+def test_random_sample_of_empty_blocks_is_an_empty_dataset(tmp_path):
+    # Ray raises only when the dataset makes no blocks at all; blocks without rows sample
+    # to an empty dataset with the input's schema.
+    schema = pa.schema([("a", pa.int64()), ("s", pa.string())])
+    empty = pa.Table.from_pylist([], schema=schema)
+    frame = empty.to_pandas()
+    cases = {  # the dataset and the schema pyarrow gives its input
+        "from_arrow": (md.from_arrow(empty), schema),
+        "from_pandas": (md.from_pandas(frame), pa.Table.from_pandas(frame, preserve_index=False).schema),
+        "limit(0)": (md.from_arrow(pa.table({"a": [1, 2, 3], "s": ["x", "y", "z"]})).limit(0), schema),
+    }
+    for name, (ds, expected) in cases.items():
+        assert ds.count() == 0, name
+        sample = ds.random_sample(0.5, seed=3)
+        got = sample.to_arrow()
+        assert got.num_rows == 0 and sample.count() == 0, name
+        assert got.schema.equals(expected, check_metadata=False), (name, got.schema)
+    # An execution that kept no row still made its (empty) blocks.
+    done = md.range(10, override_num_blocks=2).filter(expr="id > 100").materialize()
+    assert done.random_sample(0.5).to_arrow().schema.names == ["id"]
+    assert done.random_sample(0.5).count() == 0
+    # No blocks at all (an empty range, an empty file): Ray's error.
+    pq.write_table(empty, tmp_path / "e.parquet")
+    with pytest.raises(ValueError, match="Cannot sample from an empty Dataset"):
+        md.read_parquet(str(tmp_path)).random_sample(0.5)
+    with pytest.raises(ValueError, match="Cannot sample from an empty Dataset"):
+        md.range(0).union(md.range(0)).random_sample(0.5)
 
 
 def test_random_sample_explain_is_fused():

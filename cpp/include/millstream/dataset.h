@@ -436,6 +436,11 @@ class Dataset {
   /// The row count when metadata gives it without execution (a source of known size,
   /// then only row-preserving steps and limits); unset otherwise.
   std::optional<int64_t> CountFromMetadata() const;
+  /// Whether the plan is known, without execution, to make no blocks at all (Ray's
+  /// estimate of zero blocks): each read is of a source known to be empty that holds no
+  /// in-memory blocks (`range(0)`, empty files), reached through single-input steps and
+  /// unions. An in-memory dataset of empty blocks has blocks: false.
+  bool KnownToHaveNoBlocks() const;
   /// The files this dataset's reads read (every input of the plan), each once, in plan
   /// order.
   std::vector<std::string> InputFiles() const;

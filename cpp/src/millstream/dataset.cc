@@ -1,5 +1,6 @@
 #include "millstream/dataset.h"
 
+#include <algorithm>
 #include <iomanip>
 #include <random>
 #include <sstream>
@@ -329,6 +330,22 @@ arrow::Result<std::shared_ptr<arrow::Table>> Dataset::ToTable(const DataContext&
 }
 
 std::optional<int64_t> Dataset::CountFromMetadata() const { return PlanRows(plan_); }
+
+namespace {
+
+bool NoBlocks(const PlanPtr& node) {
+  if (const auto* read = node->As<ReadOp>()) {
+    if (auto blocks = read->source->num_blocks()) return *blocks == 0;
+    return read->source->num_rows() == 0;
+  }
+  const auto& inputs = node->inputs();
+  if (inputs.empty() || (inputs.size() > 1 && !node->As<UnionOp>())) return false;
+  return std::all_of(inputs.begin(), inputs.end(), NoBlocks);
+}
+
+}  // namespace
+
+bool Dataset::KnownToHaveNoBlocks() const { return NoBlocks(plan_); }
 
 namespace {
 

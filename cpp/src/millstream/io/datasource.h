@@ -57,6 +57,9 @@ class Datasource {
   virtual std::optional<int64_t> num_rows() const = 0;
   /// The output schema, if known without reading data.
   virtual std::shared_ptr<arrow::Schema> schema() const = 0;
+  /// How many blocks the source holds in memory (a from_* or materialized dataset, empty
+  /// blocks included); unset for a source that makes its blocks as it reads.
+  virtual std::optional<int64_t> num_blocks() const { return std::nullopt; }
   /// The files this source reads (in listing order), or none if it reads no files.
   virtual std::vector<std::string> input_files() const { return {}; }
   /// A copy reading only `columns`, or nullptr if this source cannot push a projection.

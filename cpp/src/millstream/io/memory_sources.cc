@@ -108,6 +108,7 @@ class BlocksSource : public Datasource {
     MemoryReturn::BlocksDropped(bytes);  // a materialized dataset let go: return the memory
   }
   std::string name() const override { return name_; }
+  std::optional<int64_t> num_blocks() const override { return static_cast<int64_t>(blocks_.size()); }
 
   arrow::Result<std::vector<std::shared_ptr<ReadTask>>> GetReadTasks(
       const ReadTaskOptions& options) const override {

@@ -54,6 +54,16 @@ std::string ColumnList(const arrow::Schema& schema) {
   return out;
 }
 
+/// `names` joined by ", "; past 8 names, the first 6 and how many more.
+std::string ShortColumnList(const std::vector<std::string>& names) {
+  constexpr size_t kShown = 6, kAll = 8;
+  const size_t shown = names.size() > kAll ? kShown : names.size();
+  std::string out;
+  for (size_t i = 0; i < shown; ++i) out += (i ? ", " : "") + names[i];
+  if (shown < names.size()) out += ", ... " + std::to_string(names.size() - shown) + " more";
+  return out;
+}
+
 /// Leaf column indices of the top-level fields `fields` (all when empty).
 std::vector<int> LeafColumns(const parquet::arrow::SchemaManifest& manifest,
                              const std::vector<int>& fields) {
@@ -433,8 +443,16 @@ class ParquetDatasource : public Datasource {
       : fs_(std::move(fs)), files_(std::move(files)), schema_(std::move(schema)),
         options_(std::move(options)), more_(std::move(more)) {}
 
+  /// "ReadParquet", or with what was pushed into the read:
+  /// "ReadParquet[columns=[a, b], filter=(a > 1)]" (past 8 columns, the first 6 and a count).
   std::string name() const override {
-    return options_.filter ? "ReadParquet[filter=" + options_.filter->ToString() + "]" : "ReadParquet";
+    std::vector<std::string> pushed;
+    if (!options_.columns.empty()) pushed.push_back("columns=[" + ShortColumnList(options_.columns) + "]");
+    if (options_.filter) pushed.push_back("filter=" + options_.filter->ToString());
+    if (pushed.empty()) return "ReadParquet";
+    std::string out = "ReadParquet[";
+    for (size_t i = 0; i < pushed.size(); ++i) out += (i ? ", " : "") + pushed[i];
+    return out + "]";
   }
 
   arrow::Result<std::vector<std::shared_ptr<ReadTask>>> GetReadTasks(
