@@ -141,20 +141,23 @@ def test_a_later_batch_size_still_gets_its_batches(ctx):
     assert max(sizes) == 20 and sum(sizes) == 100  # batches of 20 (a task's last may be shorter)
 
 
-def test_an_error_in_a_fused_udf_names_its_own_operator(ctx):
+@pytest.mark.parametrize("workers, where", [("threads", ""), ("processes", "[processes]")])
+def test_an_error_in_a_fused_udf_names_its_own_operator(ctx, workers, where):
+    ctx.python_udf_workers = workers
+
     def fine(t):
         return t
 
     def broken(t):
-        raise ZeroDivisionError("no good")
+        raise KeyError("missing thing")
 
     ds = (md.range(10).map_batches(fine, batch_format="pyarrow")
           .map_batches(broken, batch_format="pyarrow"))
-    with pytest.raises(ZeroDivisionError, match="no good") as info:
+    with pytest.raises(KeyError, match="missing thing") as info:
         ds.take_all()
-    notes = getattr(info.value, "__notes__", [])
-    assert any("MapBatches(broken)" in n for n in notes), notes
-    assert not any("MapBatches(fine)" in n for n in notes), notes
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert f"MapBatches(broken){where}" in notes and "MapBatches(fine)" not in notes, notes
+    assert ("worker process" in notes) == (workers == "processes"), notes
 
 
 def test_a_fused_udf_returning_something_else_is_refused(ctx):
@@ -199,21 +202,6 @@ def test_fused_process_udfs_make_one_round_trip_per_block(processes, monkeypatch
     assert [(r["id"], r["x"], r["y"]) for r in got] == [(i, 2 * i, 2 * i + 1) for i in range(N)]
     assert os.getpid() not in {r["pid"] for r in got}
     assert requests == ["chain"] * BLOCKS  # not one per UDF
-
-
-def test_a_fused_process_udf_error_names_its_own_operator(processes):
-    def fine(t):
-        return t
-
-    def broken(t):
-        raise KeyError("missing thing")
-
-    ds = (md.range(10).map_batches(fine, batch_format="pyarrow")
-          .map_batches(broken, batch_format="pyarrow"))
-    with pytest.raises(KeyError, match="missing thing") as info:
-        ds.take_all()
-    notes = "\n".join(getattr(info.value, "__notes__", []))
-    assert "MapBatches(broken)[processes]" in notes and "worker process" in notes
 
 
 def test_workers_see_the_drivers_data_context(processes):

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import millstream as md
+from conftest import make_table
 
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -52,22 +53,11 @@ def on_ray(cluster, ctx):
     ctx.execution_backend = "local"
 
 
-def _table(n, seed=0, start=0):
-    rng = np.random.default_rng(seed)
-    cats = np.array(["a", "b", "c", "d"])
-    return pa.table({
-        "key": np.arange(start, start + n, dtype=np.int64),
-        "qty": rng.integers(0, 100, n).astype(np.int64),
-        "price": np.round(rng.random(n) * 100, 3),
-        "cat": pa.array(cats[rng.integers(0, 4, n)]),
-    })
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """8 Parquet files of 250 rows; returns (directory, the whole table)."""
     root = tmp_path_factory.mktemp("ray_data")
-    tables = [_table(250, seed=i, start=i * 250) for i in range(8)]
+    tables = [make_table(250, seed=i, start=i * 250) for i in range(8)]
     for i, t in enumerate(tables):
         pq.write_table(t, root / f"part-{i:03d}.parquet")
     return str(root), pa.concat_tables(tables)
