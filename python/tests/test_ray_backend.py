@@ -109,13 +109,13 @@ def test_iter_batches_take_and_limit(on_ray, files):
 
 def test_explain_shows_stages_and_driver_fallback(on_ray, files, capsys):
     path, table = files
-    ds = md.read_parquet(path).map_batches(_revenue).sort("price").union(md.range(3))
+    ds = md.read_parquet(path).map_batches(_revenue).sort("price").random_sample(0.5, seed=1)
     ds.explain()
     text = capsys.readouterr().out
     assert "Stage 0: read_parquet[8 file(s)" in text and "map_batches(_revenue)" in text
     assert "Exchange[sort 'price'" in text
-    assert "union" in text and "on the driver" in text
-    assert ds.count() == table.num_rows + 3
+    assert "random_sample" in text and "local engine over the fetched blocks" in text
+    assert 0 < ds.count() < table.num_rows
 
 
 class _Scale:
@@ -349,13 +349,7 @@ def test_actor_pool_strategy_and_driver_fallbacks(on_ray, files):
                                            max_restarts=1)
     out = ds.to_arrow()
     np.testing.assert_array_equal(out["scaled"].to_numpy(), table["qty"].to_numpy() * 2)
-    # join and map_groups are not distributed: the driver runs them on the fetched blocks.
-    right = md.from_arrow(pa.table({"cat": ["a", "b"], "label": ["A", "B"]}))
-    joined = md.read_parquet(path).join(right, "inner", 2, on=("cat",))
-    assert "join" in joined._explain_str() and "on the driver" in joined._explain_str()
-    got = joined.to_pandas().sort_values("key").reset_index(drop=True)
-    ref = table.to_pandas().merge(right.to_pandas(), on="cat").sort_values("key").reset_index(drop=True)
-    pd.testing.assert_frame_equal(got[ref.columns.tolist()], ref)
+    # map_groups is not distributed: the driver runs it on the fetched blocks.
     sizes = md.read_parquet(path).groupby("cat").map_groups(lambda g: {"cat": g["cat"][:1], "n": [len(g["cat"])]})
     counts = dict(zip(*[sizes.to_pandas()[c] for c in ("cat", "n")]))
     assert counts == table.to_pandas().groupby("cat").size().to_dict()
@@ -374,3 +368,78 @@ def test_stopping_early_releases_the_actor_pool(on_ray, files):
         time.sleep(0.2)
     assert ray.available_resources().get("CPU", 0) == 2
     assert ds.count() == table.num_rows  # and the next execution runs
+
+
+# ---- joins, unions and zips across nodes --------------------------------------------------
+
+
+def _sorted(frame, by):
+    return frame.sort_values(by, kind="stable").reset_index(drop=True)
+
+
+@pytest.mark.parametrize("how", ["inner", "left_outer", "right_outer", "full_outer",
+                                 "left_semi", "right_semi", "left_anti", "right_anti"])
+def test_join_matches_pandas(on_ray, files, how):
+    path, table = files
+    rng = np.random.default_rng(7)
+    # Right keys: some match once, some many times, some nowhere, some null (so pandas
+    # would see floats: the partitioning must still send them where the left's go).
+    keys = np.concatenate([rng.choice(2000, 300), np.arange(2000, 2050)])
+    right = pa.table({"key": pa.array([int(k) for k in keys] + [None] * 5, pa.int64()),
+                      "label": [f"r{i}" for i in range(len(keys) + 5)]})
+    ds = md.read_parquet(path).join(md.from_arrow(right).repartition(3), how, 4, on=("key",))
+    assert "Exchange[join " + how in ds._explain_str()
+    got = ds.to_pandas()
+    ref = table.join(right, "key", join_type=how.replace("_", " ")).to_pandas()
+    sort_by = [c for c in ("key", "label", "qty") if c in ref.columns]
+    assert sorted(got.columns) == sorted(ref.columns)
+    pd.testing.assert_frame_equal(_sorted(got[ref.columns.tolist()], sort_by), _sorted(ref, sort_by),
+                                  check_dtype=False)
+
+
+def test_join_with_maps_after_and_an_empty_side(on_ray, files):
+    path, table = files
+    right = md.from_arrow(pa.table({"cat": ["a", "b"], "label": ["A", "B"]}))
+    ds = (md.read_parquet(path).join(right, "inner", 2, on=("cat",))
+          .map_batches(lambda b: {**b, "label2": np.char.lower(b["label"].astype(str))}))
+    got = _sorted(ds.to_pandas(), "key")
+    ref = table.to_pandas().merge(right.to_pandas(), on="cat")
+    assert got["key"].tolist() == sorted(ref["key"]) and (got["label2"] == got["cat"]).all()
+    # A side that makes no blocks at all (its schema known from the plan).
+    outer = md.read_parquet(path).join(md.range(0), "left_outer", 2, on=("key",), right_on=("id",))
+    assert sorted(outer.to_pandas()["key"]) == table["key"].to_pylist()
+    assert md.range(0).join(md.read_parquet(path), "inner", 2, on=("id",), right_on=("key",)).count() == 0
+
+
+def test_union_streams_every_input(on_ray, files):
+    path, table = files
+    ds = md.read_parquet(path).union(md.range(5).map(lambda r: {"key": r["id"] + 10_000}),
+                                     md.read_parquet(path).filter(expr="key < 10"))
+    assert "Union[3 inputs]" in ds._explain_str()
+    keys = ds.select_columns(["key"]).to_pandas()["key"].tolist()
+    assert sorted(keys) == sorted(table["key"].to_pylist() + list(range(10_000, 10_005)) + list(range(10)))
+    assert ds.take_all()[:3] == [dict(r) for r in table.slice(0, 3).to_pylist()]  # in order when it matters
+
+
+def test_zip_lines_up_rows_across_block_boundaries(on_ray, files):
+    path, table = files
+    other = md.range(table.num_rows, override_num_blocks=3).map(lambda r: {"twice": r["id"] * 2})
+    out = md.read_parquet(path).zip(other).to_arrow()
+    assert out["twice"].to_pylist() == [2 * k for k in table["key"].to_pylist()]
+    assert out.num_rows == table.num_rows
+    with pytest.raises(ValueError, match="Cannot zip datasets of different number of rows"):
+        md.read_parquet(path).zip(md.range(3)).take_all()
+
+
+def test_repartition_by_an_integer_key_with_nulls_keeps_each_key_together(on_ray):
+    # One block's key column has nulls (so pandas would see floats), the other's not: the
+    # same key must still land in the same block.
+    a = pa.table({"k": pa.array([1, 2, None, 3], pa.int64())})
+    b = pa.table({"k": pa.array([1, 2, 3, 3], pa.int64())})
+    blocks = md.from_arrow([a, b]).repartition(4, keys=["k"]).iter_batches(batch_size=None, batch_format="pyarrow")
+    homes = {}
+    for i, block in enumerate(blocks):
+        for k in block["k"].to_pylist():
+            if k is not None:
+                homes.setdefault(k, set()).add(i)
+    assert sorted(homes) == [1, 2, 3] and all(len(v) == 1 for v in homes.values())

@@ -14,6 +14,11 @@ their partition's pieces.
 - repartition(keys=): rows sent by a hash of the keys.
 - repartition(n): the rows in order, cut into n blocks of counts within one of each other
   (from the blocks' row counts, no map tasks).
+- join: both sides sent by a hash of their keys (equal keys hash equal whatever the
+  column's integer width, its nulls or its dictionary encoding), each reduce task joining
+  its partition of the left with the same partition of the right.
+- zip: the other inputs' rows cut, from the row counts alone, into pieces lined up with
+  the first input's blocks; a task per block zips them.
 """
 
 from __future__ import annotations
@@ -92,14 +97,38 @@ def random_partition(table: pa.Table, n: int, seed, block: int):
     return _split(table, rng.integers(0, n, table.num_rows), n)
 
 
-def hash_partition(table: pa.Table, keys: List[str], n: int):
+def _column_hash(column) -> np.ndarray:
+    """A uint64 hash per value, equal for equal values of any integer width (or float
+    width), encoding or chunking; a null's hash is that of 0 (nulls match nothing, so
+    where they go does not matter)."""
     import pandas as pd
 
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    kind = column.type
+    if pa.types.is_integer(kind) or pa.types.is_boolean(kind):
+        values = pc.fill_null(column.cast(pa.int64()), 0).to_numpy()
+    elif pa.types.is_floating(kind):
+        values = pc.fill_null(column.cast(pa.float64()), 0.0).to_numpy()
+    elif pa.types.is_temporal(kind):
+        values = pc.fill_null(column.cast(pa.int64()), 0).to_numpy()
+    else:  # strings, binary, decimals...: as Python objects
+        values = column.to_numpy(zero_copy_only=False)
+    return pd.util.hash_array(values, categorize=False)
+
+
+def key_hash(table: pa.Table, keys: List[str]) -> np.ndarray:
+    h = np.zeros(table.num_rows, dtype=np.uint64)
+    for key in keys:
+        h = h * np.uint64(1000003) + _column_hash(table[key])  # wraps around, as meant
+    return h
+
+
+def hash_partition(table: pa.Table, keys: List[str], n: int):
     if table.num_rows == 0:
         return _split(table, np.zeros(0, dtype=np.int64), n)
-    frame = table.select(keys).to_pandas()
-    hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
-    return _split(table, (hashes % np.uint64(n)).astype(np.int64), n)
+    return _split(table, (key_hash(table, keys) % np.uint64(n)).astype(np.int64), n)
 
 
 def reduce_sort(context, sort_args, sort_kwargs, ops, sink, *parts):
@@ -140,6 +169,34 @@ def reduce_groupby(context, group_op, op, ops, sink, *parts):
     return stages.finish(dataset, ops, sink)
 
 
+def reduce_join(context, join_kwargs: dict, left_count: int, ops, sink, *parts):
+    """One partition of a join: ``parts`` holds the left side's pieces, then the right's."""
+    stages._enter(context)
+    from millstream import ray_backend
+
+    with ray_backend.local_only():
+        left, right = stages.from_tables(list(parts[:left_count])), stages.from_tables(list(parts[left_count:]))
+        dataset = left.join(right, num_partitions=1, **join_kwargs)
+    return stages.finish(dataset, ops, sink)
+
+
+def zip_task(context, plans: list, counts: list, ops, sink, block, *tables):
+    """One block of a zip: ``block`` zipped with, for each other input, the pieces
+    ``plans[k]`` (table index, offset, length) of its ``counts[k]`` tables."""
+    stages._enter(context)
+    from millstream import ray_backend
+
+    others, start = [], 0
+    for plan, count in zip(plans, counts):
+        mine = tables[start:start + count]
+        start += count
+        pieces = [mine[i].slice(offset, length) for i, offset, length in plan]
+        others.append(stages.from_tables(pieces or [mine[0].slice(0, 0)]))
+    with ray_backend.local_only():
+        dataset = stages.from_tables([block]).zip(*others)
+    return stages.finish(dataset, ops, sink)
+
+
 def slices(context, plan: list, ops, sink, *tables):
     """One block of a plain repartition: ``plan`` lists (table index, offset, length)."""
     stages._enter(context)
@@ -151,7 +208,12 @@ def row_plan(rows: List[int], n: int) -> List[list]:
     """For each of n output blocks (counts as np.array_split's), the pieces of the inputs
     it takes: (input index, offset, length)."""
     total = sum(rows)
-    sizes = [total // n + (1 if i < total % n else 0) for i in range(n)]
+    return row_pieces(rows, [total // n + (1 if i < total % n else 0) for i in range(n)])
+
+
+def row_pieces(rows: List[int], sizes: List[int]) -> List[list]:
+    """For each output block of ``sizes[j]`` rows (the rows in order), the pieces of the
+    inputs of ``rows`` rows that it takes: (input index, offset, length)."""
     out, block, offset = [], 0, 0
     for size in sizes:
         pieces = []

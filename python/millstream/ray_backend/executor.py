@@ -93,6 +93,7 @@ class Runner:
             limit = 0.5 * resources.get("object_store_memory", 1 << 30)
         self.max_bytes = max(1, int(limit))
         self.counters = _Counters(plan)
+        self.children: list = []  # runners of the other inputs of joins, unions and zips
         if sink is not None:
             last = plan.stages[-1]
             if not last.accepts_maps():
@@ -100,6 +101,24 @@ class Runner:
                 self.counters = _Counters(plan)
             plan.stages[-1].sink = sink
         self.context_ref = self.ray.put(self.context)
+
+    def _child(self, plan: planner.Plan) -> "Runner":
+        """A runner of another input's plan, sharing this one's cluster, context, actors
+        and cancellation."""
+        child = Runner.__new__(Runner)
+        child.__dict__.update(self.__dict__)
+        child.plan, child.counters, child.children = plan, _Counters(plan), []
+        child.ordered = self.ordered or any(s.kind == "limit" for s in plan.stages)
+        self.children.append(child)
+        return child
+
+    @property
+    def cancelled(self) -> bool:
+        return self._flags["cancelled"]
+
+    @cancelled.setter
+    def cancelled(self, value: bool) -> None:
+        self.__dict__.setdefault("_flags", {})["cancelled"] = value
 
     # ---- the window of tasks in flight ------------------------------------------------
 
@@ -165,9 +184,12 @@ class Runner:
 
         def blocks():
             with ray_backend.local_only():
-                batches = list(stage.source["dataset"]._batches(None, ordered=True))
-            for batch in batches:
-                table = pa.Table.from_batches([batch])
+                dataset = stage.source["dataset"]
+                tables = [pa.Table.from_batches([b]) for b in dataset._batches(None, ordered=True)]
+                if not tables:  # one empty block, so that the stages after know the schema
+                    schema = dataset.schema()
+                    tables = [schema.base_schema.empty_table()] if schema is not None else []
+            for table in tables:
                 bundle = Bundle(self.ray.put(table), table.num_rows, table.nbytes)
                 self.counters.out(index, bundle)
                 yield bundle
@@ -369,16 +391,91 @@ class Runner:
                 yield b
         return run()
 
-    def _run_driver(self, index, stage, upstream):
+    def _run_join(self, index, stage, upstream):
+        def run():
+            given = planner.join_arguments(stage.op)
+            left = list(upstream)
+            right = list(self._child(stage.inputs[0]).bundles() or ())
+            if not left or not right:  # a side without blocks: nothing to partition
+                yield from self._run_driver(index, stage, iter(left), right=right)
+                return
+            n = max(1, int(given["num_partitions"]))
+            left_pieces = self._partition(left, exchange.hash_partition, n, given["on"], n)
+            right_pieces = self._partition(right, exchange.hash_partition, n, given["right_on"], n)
+            self.counters.task(index, len(left) + len(right))
+            kwargs = {k: v for k, v in given.items() if k not in ("ds", "num_partitions")}
+            yield from self._reduce(index, stage, exchange.reduce_join,
+                                    lambda j: ((kwargs, len(left)), [p[j] for p in left_pieces] +
+                                               [p[j] for p in right_pieces]), n)
+        return run()
+
+    def _run_union(self, index, stage, upstream):
+        def run():
+            streams = [upstream] + [self._child(p).bundles() or iter(()) for p in stage.inputs]
+            if self.ordered:  # all of the first, then each other in turn
+                streams = [b for s in streams for b in s]
+                for bundle in streams:
+                    self.counters.out(index, bundle)
+                    yield bundle
+                return
+            live = list(streams)
+            while live:  # one block of each in turn: every input's tasks stay in flight
+                for s in list(live):
+                    bundle = next(s, None)
+                    if bundle is None:
+                        live.remove(s)
+                        continue
+                    self.counters.out(index, bundle)
+                    yield bundle
+        return run()
+
+    def _run_zip(self, index, stage, upstream):
+        def run():
+            first = list(upstream)
+            others = [list(self._child(p).bundles() or ()) for p in stage.inputs]
+            totals = [sum(b.rows for b in first)] + [sum(b.rows for b in o) for o in others]
+            if len(set(totals)) > 1 or not first or not all(others):  # the local zip says what is wrong
+                yield from self._run_driver(index, stage, iter(first), others=others)
+                return
+            sizes = [b.rows for b in first]
+            cuts = [exchange.row_pieces([b.rows for b in o], sizes) for o in others]
+            ops, sink = stage.ops, self._sink(stage)
+
+            def submit(j):
+                plans, counts, refs = [], [], []
+                for o, cut in zip(others, cuts):
+                    used = sorted({i for i, _, _ in cut[j]}) or [0]
+                    local = {i: k for k, i in enumerate(used)}
+                    plans.append([(local[i], off, c) for i, off, c in cut[j]])
+                    counts.append(len(used))
+                    refs.extend(o[i].ref for i in used)
+                return (*remote(exchange.zip_task, num_returns=2).remote(
+                    self.context_ref, plans, counts, ops, sink, first[j].ref, *refs), None)
+
+            yield from self._stream(index, ((lambda j=j: submit(j)) for j in range(len(first))),
+                                    self.cpus, self.ordered)
+        return run()
+
+    def _run_driver(self, index, stage, upstream, right=None, others=None):
         from millstream import ray_backend
+
+        def fetched(bundles):
+            return stages.from_tables(self.ray.get([b.ref for b in bundles]) or [pa.table({})])
 
         def run():
             tables = self.ray.get([b.ref for b in upstream])
+            op = stage.op
             with ray_backend.local_only():
                 dataset = stages.from_tables(tables)
                 if stage.group_op is not None:
                     dataset = getattr(dataset, stage.group_op.method)(*stage.group_op.args, **stage.group_op.kwargs)
-                dataset = stages.replay(dataset, [stage.op])
+                if right is not None:  # a join with a side that made no blocks
+                    given = planner.join_arguments(op)
+                    given["ds"] = fetched(right)
+                    op = planner.Op("join", (), given)
+                elif others is not None:  # a zip the local engine checks and runs
+                    op = planner.Op("zip", tuple(fetched(o) for o in others), {})
+                dataset = stages.replay(dataset, [op])
                 batches = list(dataset._batches(None, ordered=True))
             for batch in batches:
                 table = pa.Table.from_batches([batch])

@@ -12,9 +12,15 @@ split into stages at its all-to-all steps.
 - ``sort``, ``random_shuffle``, ``repartition(num_blocks)``, ``randomize_block_order`` and
   ``groupby(...).aggregate/count/sum/min/max/mean/std`` are exchanges across nodes
   (millstream.ray_backend.exchange); the maps after them fuse into their reduce tasks.
+- ``join`` is a two-input exchange: both sides (each planned as its own stages) hash-
+  partitioned by key into ``num_partitions`` pieces, each reduce task joining its pair of
+  partitions with millstream's join; the maps after it fuse into the reduce tasks.
+- ``union`` streams its inputs' blocks (each input planned as its own stages), no tasks
+  of its own; ``zip`` cuts the other inputs' blocks to the first one's row counts and
+  zips each block in a task (the maps after it fuse into those tasks).
 - ``limit`` is applied by the driver, in order, from the blocks' row counts.
-- Anything else (``union``, ``zip``, ``join``...) runs on the driver with the local engine
-  over the fetched blocks: a fallback that ``explain()`` names.
+- Anything else (``map_groups``, ``random_sample``...) runs on the driver with the local
+  engine over the fetched blocks: a fallback that ``explain()`` names.
 """
 
 from __future__ import annotations
@@ -91,8 +97,10 @@ class Stage:
     repartition, randomize, groupby, limit, driver); ``op`` is its defining call (None for
     a map stage), ``ops`` the calls its tasks replay after it."""
 
-    def __init__(self, kind: str, op: Optional[Op] = None, *, source=None, group_op: Optional[Op] = None):
+    def __init__(self, kind: str, op: Optional[Op] = None, *, source=None, group_op: Optional[Op] = None,
+                 inputs: Optional[List["Plan"]] = None):
         self.kind, self.op, self.source, self.group_op = kind, op, source, group_op
+        self.inputs: List["Plan"] = inputs or []  # the other inputs' plans (join, union, zip)
         self.ops: List[Op] = []
         self.remote_args: dict = {}
 
@@ -105,12 +113,12 @@ class Stage:
                 self.remote_args[key] = value
 
     def accepts_maps(self) -> bool:
-        return self.kind in ("read", "map", "actors", "sort", "shuffle", "repartition", "groupby")
+        return self.kind in ("read", "map", "actors", "sort", "shuffle", "repartition", "groupby", "join", "zip")
 
     def where(self) -> str:
         if self.kind in ("local_source", "driver"):
             return "on the driver (local engine over the fetched blocks; not distributed)"
-        if self.kind in ("limit", "randomize"):
+        if self.kind in ("limit", "randomize", "union"):
             return "on the driver (row counts and refs only)"
         if self.kind == "actors":
             return f"on a pool of Ray actors{_fmt(self.remote_args)}"
@@ -139,6 +147,14 @@ class Stage:
             partial = "partial aggregates per block, " if partial_aggregations(self.op) else ""
             return (f"Exchange[groupby {self.group_op.args[0] if self.group_op.args else self.group_op.kwargs.get('key')!r}"
                     f".{self.op.method}: {partial}partitioned by key range, millstream aggregate per partition]{after}")
+        if self.kind == "join":
+            given = join_arguments(self.op)
+            return (f"Exchange[join {given['join_type']} on {tuple(given['on'])}: both sides hash-partitioned "
+                    f"into {given['num_partitions']}, millstream join per partition]{after}")
+        if self.kind == "union":
+            return f"Union[{1 + len(self.inputs)} inputs]"
+        if self.kind == "zip":
+            return f"Zip[{1 + len(self.inputs)} inputs: the others cut to the first's blocks]{after}"
         if self.kind == "driver":
             return f"{self.op.label()}{after}"
         return f"Exchange[{self.op.label()}]{after}" if self.kind != "limit" else f"Limit[{self.op.args[0] if self.op.args else self.op.kwargs.get('limit')}]"
@@ -156,10 +172,16 @@ class Plan:
 
     def explain(self) -> str:
         lines = [f"-------- Ray backend plan: {len(self.stages)} stage(s) --------"]
-        for i, stage in enumerate(self.stages):
-            lines.append(f"Stage {i}: {stage.describe()}")
-            lines.append(f"    runs {stage.where()}")
+        self._lines(lines, "")
         return "\n".join(lines) + "\n"
+
+    def _lines(self, lines: List[str], indent: str) -> None:
+        for i, stage in enumerate(self.stages):
+            lines.append(f"{indent}Stage {i}: {stage.describe()}")
+            lines.append(f"{indent}    runs {stage.where()}")
+            for k, other in enumerate(stage.inputs):
+                lines.append(f"{indent}    input {k + 1}:")
+                other._lines(lines, indent + "        ")
 
 
 def _chain(dataset):
@@ -251,6 +273,22 @@ def _exchange_kind(op: Op) -> Optional[str]:
     return None
 
 
+def join_arguments(op: Op) -> dict:
+    """A ``join`` call's arguments by name, with Dataset.join's defaults."""
+    import inspect as _inspect
+
+    from millstream.dataset import Dataset
+
+    bound = _inspect.signature(Dataset.join).bind(None, *op.args, **op.kwargs)
+    bound.apply_defaults()
+    given = dict(bound.arguments)
+    given.pop("self")
+    given["on"] = [given["on"]] if isinstance(given["on"], str) else list(given["on"])
+    right_on = given.get("right_on")
+    given["right_on"] = given["on"] if right_on is None else ([right_on] if isinstance(right_on, str) else list(right_on))
+    return given
+
+
 def plan(dataset) -> Plan:
     """The stages of ``dataset`` on Ray (see the module doc)."""
     node, chain = _chain(dataset)
@@ -272,6 +310,10 @@ def plan(dataset) -> Plan:
             stages.append(Stage(_exchange_kind(op), op))
         elif op.method == "limit":
             stages.append(Stage("limit", op))
+        elif op.method == "join":
+            stages.append(Stage("join", op, inputs=[plan(join_arguments(op)["ds"])]))
+        elif op.method in ("union", "zip") and op.args and not op.kwargs:
+            stages.append(Stage(op.method, op, inputs=[plan(other) for other in op.args]))
         elif op.method == "groupby" and i + 1 < len(chain) and chain[i + 1].method in GROUPED_METHODS:
             stages.append(Stage("groupby", chain[i + 1], group_op=op))
             i += 1
