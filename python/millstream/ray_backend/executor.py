@@ -546,7 +546,11 @@ class RayExecution:
         return sum(b.num_rows for b in iter(self.next, None))
 
     def stats(self):
-        text = self._runner.counters.text()
+        def text_of(runner, indent=""):
+            own = "".join(indent + line + "\n" for line in runner.counters.text().splitlines())
+            return own + "".join(text_of(c, indent + "    (other input) ") for c in runner.children)
+
+        text = text_of(self._runner)
         return (text, [], {"wall_s": time.perf_counter() - self._runner.counters.started})
 
     def cancel(self) -> None:
