@@ -109,13 +109,14 @@ def test_iter_batches_take_and_limit(on_ray, files):
 
 def test_explain_shows_stages_and_driver_fallback(on_ray, files, capsys):
     path, table = files
-    ds = md.read_parquet(path).map_batches(_revenue).sort("price").random_sample(0.5, seed=1)
+    ds = (md.read_parquet(path).map_batches(_revenue).sort("price").groupby("cat")
+          .map_groups(lambda g: {"cat": g["cat"][:1]}))
     ds.explain()
     text = capsys.readouterr().out
     assert "Stage 0: read_parquet[8 file(s)" in text and "map_batches(_revenue)" in text
     assert "Exchange[sort 'price'" in text
-    assert "random_sample" in text and "local engine over the fetched blocks" in text
-    assert 0 < ds.count() < table.num_rows
+    assert "map_groups" in text and "local engine over the fetched blocks" in text
+    assert ds.count() == 4
 
 
 class _Scale:
@@ -443,3 +444,17 @@ def test_repartition_by_an_integer_key_with_nulls_keeps_each_key_together(on_ray
             if k is not None:
                 homes.setdefault(k, set()).add(i)
     assert sorted(homes) == [1, 2, 3] and all(len(v) == 1 for v in homes.values())
+
+
+def test_random_sample_runs_in_the_tasks_reproducibly(on_ray, files):
+    path, table = files
+    ds = md.read_parquet(path).random_sample(0.3, seed=5)
+    assert "read_parquet[8 file(s) in" in ds._explain_str() and "->random_sample" in ds._explain_str()
+    first, again = ds.to_arrow()["key"].to_pylist(), ds.to_arrow()["key"].to_pylist()
+    assert first == again and 0.2 * table.num_rows < len(first) < 0.4 * table.num_rows
+    assert set(first) <= set(table["key"].to_pylist()) and first == sorted(first)
+    # Each file's 250 rows: the tasks draw different rows, not the same offsets.
+    offsets = [frozenset(k % 250 for k in first if k // 250 == f) for f in range(8)]
+    assert len(set(offsets)) == 8
+    other = md.read_parquet(path).random_sample(0.3, seed=6).to_arrow()["key"].to_pylist()
+    assert other != first

@@ -175,8 +175,9 @@ class Runner:
         source = {k: stage.source[k] for k in ("module", "name", "args", "kwargs")}
         options = dict(_task_options(stage.remote_args), num_returns=2)
         ops, sink = stage.ops, self._sink(stage)
-        submits = (lambda g=g: (*remote(stages.read_task, **options).remote(self.context_ref, source, g, ops, sink), None)
-                   for g in stage.source["groups"])
+        submits = (lambda g=g, i=i: (*remote(stages.read_task, **options).remote(self.context_ref, source, g, ops,
+                                                                                 sink, i), None)
+                   for i, g in enumerate(stage.source["groups"]))
         return self._stream(index, submits, self._max_tasks(stage), self.ordered)
 
     def _run_local_source(self, index, stage, _):
@@ -204,8 +205,9 @@ class Runner:
     def _run_map(self, index, stage, upstream):
         options = dict(_task_options(stage.remote_args), num_returns=2)
         ops, sink = stage.ops, self._sink(stage)
-        submits = (lambda b=b: (*remote(stages.map_task, **options).remote(self.context_ref, ops, sink, b.ref), None)
-                   for b in upstream)
+        submits = (lambda b=b, i=i: (*remote(stages.map_task, **options).remote(self.context_ref, ops, sink, i, b.ref),
+                                     None)
+                   for i, b in enumerate(upstream))
         return self._stream(index, submits, self._max_tasks(stage), self.ordered)
 
     def _run_actors(self, index, stage, upstream):

@@ -18,8 +18,10 @@ split into stages at its all-to-all steps.
 - ``union`` streams its inputs' blocks (each input planned as its own stages), no tasks
   of its own; ``zip`` cuts the other inputs' blocks to the first one's row counts and
   zips each block in a task (the maps after it fuse into those tasks).
+- ``random_sample`` (an int seed or none) runs in read or map tasks, each task drawing
+  from the seed and its index in the stage.
 - ``limit`` is applied by the driver, in order, from the blocks' row counts.
-- Anything else (``map_groups``, ``random_sample``...) runs on the driver with the local
+- Anything else (``map_groups``, ``random_sample`` with a ``RandomSeedConfig``...) runs on the driver with the local
   engine over the fetched blocks: a fallback that ``explain()`` names.
 """
 
@@ -310,6 +312,12 @@ def plan(dataset) -> Plan:
             stages.append(Stage(_exchange_kind(op), op))
         elif op.method == "limit":
             stages.append(Stage("limit", op))
+        elif op.method == "random_sample" and isinstance(op.kwargs.get("seed"), (int, type(None))):
+            # Per block, in read or map tasks that know their index (to reseed it per task).
+            if last.kind not in ("read", "map", "local_source"):
+                last = Stage("map")
+                stages.append(last)
+            last.fuse(op)
         elif op.method == "join":
             stages.append(Stage("join", op, inputs=[plan(join_arguments(op)["ds"])]))
         elif op.method in ("union", "zip") and op.args and not op.kwargs:

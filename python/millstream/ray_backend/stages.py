@@ -33,9 +33,14 @@ def meta(table: pa.Table) -> dict:
     return {"rows": table.num_rows, "bytes": table.nbytes}
 
 
-def replay(dataset, ops):
+def replay(dataset, ops, task=None):
+    """``ops`` applied to ``dataset``. ``task`` (the task's index in its stage) reseeds a
+    seeded ``random_sample``, so that tasks draw different rows."""
     for op in ops:
-        dataset = getattr(dataset, op.method)(*op.args, **op.kwargs)
+        kwargs = op.kwargs
+        if op.method == "random_sample" and task is not None and kwargs.get("seed") is not None:
+            kwargs = dict(kwargs, seed=(int(kwargs["seed"]) * 1_000_003 + task) % (1 << 62))
+        dataset = getattr(dataset, op.method)(*op.args, **kwargs)
     return dataset
 
 
@@ -47,12 +52,12 @@ def from_tables(tables: List[pa.Table]):
     return millstream.from_arrow(full or list(tables[:1]) or [pa.table({})])
 
 
-def finish(dataset, ops, sink) -> tuple:
+def finish(dataset, ops, sink, task=None) -> tuple:
     """Replays ``ops`` on ``dataset``, then writes (``sink``) or returns the block."""
     from millstream import ray_backend
 
     with ray_backend.local_only():
-        table = replay(dataset, ops).to_arrow()
+        table = replay(dataset, ops, task).to_arrow()
         if sink is not None:
             fmt, path, kwargs = sink  # Dataset._write's arguments, checked on the driver
             if table.num_rows:
@@ -61,7 +66,7 @@ def finish(dataset, ops, sink) -> tuple:
     return table, meta(table)
 
 
-def read_task(context, source: dict, group: List[str], ops, sink) -> tuple:
+def read_task(context, source: dict, group: List[str], ops, sink, task: int = 0) -> tuple:
     """Reads ``group`` (files) as ``source`` (the read call) would, then the fused ops."""
     from millstream import ray_backend
 
@@ -76,13 +81,13 @@ def read_task(context, source: dict, group: List[str], ops, sink) -> tuple:
         kwargs["paths"] = group
     with ray_backend.local_only():
         dataset = fn(*args, **kwargs)
-    return finish(dataset, ops, sink)
+    return finish(dataset, ops, sink, task)
 
 
-def map_task(context, ops, sink, *tables) -> tuple:
-    """The fused ops over blocks from the object store."""
+def map_task(context, ops, sink, task, *tables) -> tuple:
+    """The fused ops over blocks from the object store (``task``: its index in the stage)."""
     _enter(context)
-    return finish(from_tables(list(tables)), ops, sink)
+    return finish(from_tables(list(tables)), ops, sink, task)
 
 
 class PoolActor:
