@@ -162,21 +162,21 @@ def add_step(plan: Plan, rng, depth: int, offsets):
         plan.steps.append("union(" + "; ".join(" -> ".join(o.steps) for o in others) + ")")
 
 
-def run_with_watchdog(fn, what: str):
-    """fn() with a watchdog: past WATCHDOG_S the consumer is interrupted and the test fails."""
+def run_with_watchdog(fn, what: str, watchdog_s: float = WATCHDOG_S):
+    """fn() with a watchdog: past watchdog_s the consumer is interrupted and the test fails."""
     fired = threading.Event()
 
     def bark():
         fired.set()
         _thread.interrupt_main()
 
-    timer = threading.Timer(WATCHDOG_S, bark)
+    timer = threading.Timer(watchdog_s, bark)
     timer.start()
     try:
         return fn()
     except KeyboardInterrupt:
         if fired.is_set():
-            pytest.fail(f"hang: the plan ran past {WATCHDOG_S} s: {what}")
+            pytest.fail(f"hang: the plan ran past {watchdog_s} s: {what}")
         raise
     finally:
         timer.cancel()
@@ -197,6 +197,12 @@ def spill_left(path):
 
 @pytest.mark.parametrize("case", range(CASES))
 def test_random_plan(case, ctx, tmp_path, monkeypatch):
+    check_random_plan(case, ctx, tmp_path, monkeypatch)
+
+
+def check_random_plan(case, ctx, tmp_path, monkeypatch, watchdog_s: float = WATCHDOG_S):
+    """Random plan number ``case``, run and checked against its oracle (the Ray backend's
+    tests run some of them on a local cluster)."""
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # where the exchanges spill
     rng = np.random.default_rng(1000 + case)
     limits = [None, 256 * 1024, 1 * MIB, 4 * MIB, 64 * MIB]
@@ -249,7 +255,7 @@ def test_random_plan(case, ctx, tmp_path, monkeypatch):
             return (pd.concat(parts, ignore_index=True) if parts
                     else pd.DataFrame({"id": [], "v": []}, dtype=np.int64))
 
-    got = run_with_watchdog(execute, what)
+    got = run_with_watchdog(execute, what, watchdog_s)
     assert spill_left(tmp_path) == [], what
     if ending in ("fail", "abandon"):
         return

@@ -458,3 +458,13 @@ def test_random_sample_runs_in_the_tasks_reproducibly(on_ray, files):
     assert len(set(offsets)) == 8
     other = md.read_parquet(path).random_sample(0.3, seed=6).to_arrow()["key"].to_pylist()
     assert other != first
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_random_plans_match_pandas_on_ray(on_ray, ctx, case, tmp_path, monkeypatch):
+    # The executor's random plans (maps, limits, sorts, shuffles, repartitions, unions under
+    # random memory limits, failing UDFs and abandoned iterators), run on the cluster.
+    import test_random_plans
+
+    ray.cloudpickle.register_pickle_by_value(test_random_plans)
+    test_random_plans.check_random_plan(case, ctx, tmp_path, monkeypatch, watchdog_s=90.0)
