@@ -1061,7 +1061,10 @@ class Dataset:
     def materialize(self) -> "MaterializedDataset":
         """Executes now and keeps the blocks in memory, as they were made (empty ones
         included, as Ray keeps them: ``num_blocks()`` counts them); later uses re-read
-        those."""
+        those. Under the Ray backend the blocks stay in the cluster's object store (the
+        driver keeps their refs, rows and bytes)."""
+        if ray_backend.active():
+            return ray_backend.materialize(self)
         batches = list(self._batches(None, ordered=True, keep_empty=True))
         if batches:
             table = _batch.concat_batches(batches)

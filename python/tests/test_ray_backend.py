@@ -315,7 +315,7 @@ def test_groupby_partial_aggregation_with_nulls_as_local(on_ray, ctx):
     assert out["sum(v)"][0] == 12 and np.isnan(out["sum(v)"][1]) and out["sum(v)"][2] == 60
 
 
-def test_hive_partitions_and_materialized_sources(on_ray, files, tmp_path):
+def test_hive_partitions_and_materialized_sources(on_ray, files, tmp_path, ctx):
     path, table = files
     pq.write_to_dataset(table, str(tmp_path / "hive"), partition_cols=["cat"])
     ds = md.read_parquet(str(tmp_path / "hive")).filter(expr="cat == 'b'")
@@ -324,7 +324,9 @@ def test_hive_partitions_and_materialized_sources(on_ray, files, tmp_path):
     ref = table.to_pandas()
     ref = ref[ref.cat == "b"].reset_index(drop=True)
     assert out["key"].tolist() == ref["key"].tolist() and set(out["cat"]) == {"b"}
+    ctx.execution_backend = "local"  # materialized in this process: a source on the driver
     m = md.read_parquet(path).map_batches(_revenue).materialize()
+    ctx.execution_backend = "ray"
     doubled = m.map_batches(lambda b: {"key": b["key"], "r2": b["revenue"] * 2})
     assert "Source[MaterializedDataset]" in doubled._explain_str()
     got = doubled.to_pandas()
@@ -468,3 +470,25 @@ def test_random_plans_match_pandas_on_ray(on_ray, ctx, case, tmp_path, monkeypat
 
     ray.cloudpickle.register_pickle_by_value(test_random_plans)
     test_random_plans.check_random_plan(case, ctx, tmp_path, monkeypatch, watchdog_s=90.0)
+
+
+def test_materialize_keeps_the_blocks_on_the_cluster(on_ray, files, ctx, monkeypatch):
+    path, table = files
+    mat = md.read_parquet(path).filter(expr="qty >= 50").materialize()
+    expected = table.filter(pa.compute.greater_equal(table["qty"], 50))
+    fetched = []
+    real_get = ray.get
+    monkeypatch.setattr(ray, "get", lambda *a, **k: fetched.append(a) or real_get(*a, **k))
+    assert mat.count() == expected.num_rows and mat.num_blocks() == 4 and mat.size_bytes() > 0
+    assert mat.schema().names == table.column_names
+    assert fetched == []  # counts from the blocks' metadata: nothing came to the driver
+    monkeypatch.setattr(ray, "get", real_get)
+    ds = mat.map_batches(_revenue)
+    assert "materialized on the cluster" in ds._explain_str()
+    got = ds.to_pandas().sort_values("key").reset_index(drop=True)
+    ref = expected.to_pandas().sort_values("key").reset_index(drop=True)
+    ref["revenue"] = ref.price * ref.qty
+    pd.testing.assert_frame_equal(got, ref)
+    assert mat.join(mat.select_columns(["key"]), "left_semi", 2, on=("key",)).count() == expected.num_rows
+    ctx.execution_backend = "local"  # read back by the local engine, which fetches the blocks
+    assert mat.to_arrow().sort_by("key").equals(expected.sort_by("key"))

@@ -52,6 +52,14 @@ def execute(dataset, batch_size, drop_last, ordered, keep_empty):
     return executor.RayExecution(dataset, batch_size, drop_last, ordered, keep_empty)
 
 
+def materialize(dataset):
+    """``dataset`` executed on the cluster, its blocks kept there (a MaterializedDataset
+    holding object refs and each block's rows and bytes)."""
+    from millstream.ray_backend import executor
+
+    return executor.materialize(dataset)
+
+
 def write(dataset, path, fmt, **options):
     """A write whose files are written by the last stage's tasks, on the workers."""
     from millstream.ray_backend import executor

@@ -202,6 +202,13 @@ class Runner:
             return self._run_map(index, mapped, blocks())
         return blocks()
 
+    def _run_refs(self, index, stage, _):
+        def run():
+            for bundle in stage.source["blocks"].bundles:
+                self.counters.out(index, bundle)
+                yield bundle
+        return run()
+
     def _run_map(self, index, stage, upstream):
         options = dict(_task_options(stage.remote_args), num_returns=2)
         ops, sink = stage.ops, self._sink(stage)
@@ -570,6 +577,99 @@ def _one_batch(table: pa.Table) -> pa.RecordBatch:
         return batches[0]
     return pa.RecordBatch.from_pylist([], schema=table.schema) if not batches else \
         pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+
+
+class RefBlocks:
+    """The blocks of a dataset materialized on the cluster: object refs with their rows and
+    bytes, and the schema. A Ray plan starting from them hands them on as they are."""
+
+    def __init__(self, bundles, schema: pa.Schema):
+        self.bundles, self.schema = list(bundles), schema
+
+
+class _RefsDatasource:
+    """RefBlocks as a Datasource: what the local engine reads when it runs such a dataset
+    (its blocks fetched one task at a time)."""
+
+    def __init__(self, blocks: RefBlocks):
+        self._blocks = blocks
+
+    def get_name(self) -> str:
+        return "RayObjectRefs"
+
+    def estimate_inmemory_data_size(self):
+        return sum(b.bytes for b in self._blocks.bundles)
+
+    def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
+        from millstream.datasource import BlockMetadata, ReadTask
+
+        def read(ref):
+            import ray
+
+            return [ray.get(ref)]
+
+        return [ReadTask(lambda ref=b.ref: read(ref), BlockMetadata(num_rows=b.rows, size_bytes=b.bytes),
+                         schema=self._blocks.schema) for b in self._blocks.bundles]
+
+
+def materialize(dataset):
+    """``dataset`` run on the cluster; the result holds refs to its blocks (kept in the
+    object store, empty ones included) and only their rows and bytes on the driver."""
+    from millstream import ray_backend
+    from millstream.dataset import MaterializedDataset
+
+    execution = RayExecution(dataset, ordered=True, keep_empty=True)
+    try:
+        bundles = list(execution._runner.bundles() or ())
+    finally:
+        dataset._last_stats = execution.stats()
+        execution.close()
+    if bundles:
+        schema = execution._runner.ray.get(bundles[0].ref).schema
+    else:
+        with ray_backend.local_only():
+            known = dataset.schema()
+        schema = known.base_schema if known is not None else pa.schema([])
+    blocks = RefBlocks(bundles, schema)
+    with ray_backend.local_only():
+        from millstream.read_api import read_datasource
+
+        core = read_datasource(_RefsDatasource(blocks), override_num_blocks=max(1, len(bundles)))._core
+    return RayMaterializedDataset(core, blocks, dataset._last_stats)
+
+
+def _materialized_class():
+    from millstream.dataset import MaterializedDataset
+
+    return MaterializedDataset
+
+
+class RayMaterializedDataset(_materialized_class()):
+    """A MaterializedDataset whose blocks stay in the Ray object store (see
+    ``materialize``): its counts come from the blocks' metadata; reading its rows fetches
+    them (under the local backend too)."""
+
+    def __init__(self, core, blocks: RefBlocks, stats=None):
+        from millstream._args import Lineage
+
+        super().__init__(core)
+        self._ref_blocks = blocks
+        self._last_stats = stats
+        self._lineage = Lineage(None, __name__, "materialize", (), {}, materialized=blocks)
+
+    def num_blocks(self) -> int:
+        return len(self._ref_blocks.bundles)
+
+    def size_bytes(self) -> int:
+        return sum(b.bytes for b in self._ref_blocks.bundles)
+
+    def count(self) -> int:
+        return sum(b.rows for b in self._ref_blocks.bundles)
+
+    def schema(self, fetch_if_missing: bool = True):
+        from millstream.dataset import Schema
+
+        return Schema(self._ref_blocks.schema)
 
 
 def write(dataset, path, fmt, *, mode, partition_cols, filename_provider, min_rows_per_file,

@@ -3,8 +3,10 @@ split into stages at its all-to-all steps.
 
 - A file read (``read_parquet``, ``read_csv``...) becomes a read stage: the files listed on
   the driver, grouped into tasks, each task replaying the read on its group.
-- Any other source (``range``, ``from_items``, a materialized dataset...) runs on the driver
-  with the local engine; its blocks are put in the object store.
+- A dataset materialized on the cluster (``materialize()`` under this backend) hands on its
+  blocks' refs as they are.
+- Any other source (``range``, ``from_items``, a dataset materialized locally...) runs on
+  the driver with the local engine; its blocks are put in the object store.
 - Task-pool maps (``map_batches``, ``filter``, ``with_column``, ``select_columns``...) fuse
   into the stage before them: its tasks replay them after their own step.
 - A callable class (``map_batches(Cls, concurrency=...)``) starts an actor stage (Ray actors
@@ -120,7 +122,7 @@ class Stage:
     def where(self) -> str:
         if self.kind in ("local_source", "driver"):
             return "on the driver (local engine over the fetched blocks; not distributed)"
-        if self.kind in ("limit", "randomize", "union"):
+        if self.kind in ("limit", "randomize", "union", "refs"):
             return "on the driver (row counts and refs only)"
         if self.kind == "actors":
             return f"on a pool of Ray actors{_fmt(self.remote_args)}"
@@ -136,6 +138,8 @@ class Stage:
             return f"{name}[{files} file(s) in {len(groups)} task(s)]{after}"
         if self.kind == "local_source":
             return f"Source[{self.source['label']}]{after}"
+        if self.kind == "refs":
+            return f"Blocks[{len(self.source['blocks'].bundles)} block(s) materialized on the cluster]"
         if self.kind == "map":
             return f"Map[{after[2:]}]"
         if self.kind == "actors":
@@ -204,6 +208,8 @@ def _source_stage(node) -> Stage:
 
     from millstream import ray_backend
 
+    if type(node.materialized).__name__ == "RefBlocks":  # materialized on the cluster
+        return Stage("refs", source={"blocks": node.materialized, "label": "materialized on the cluster"})
     if node.materialized is not None:
         dataset = node.materialized
         if not hasattr(dataset, "_batches"):  # a materialized dataset's engine plan
