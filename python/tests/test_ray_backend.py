@@ -492,3 +492,36 @@ def test_materialize_keeps_the_blocks_on_the_cluster(on_ray, files, ctx, monkeyp
     assert mat.join(mat.select_columns(["key"]), "left_semi", 2, on=("key",)).count() == expected.num_rows
     ctx.execution_backend = "local"  # read back by the local engine, which fetches the blocks
     assert mat.to_arrow().sort_by("key").equals(expected.sort_by("key"))
+
+
+def test_write_parquet_to_s3_from_the_workers(on_ray, files):
+    moto_server = pytest.importorskip("moto.server")
+    import uuid
+
+    import pyarrow.fs as pafs
+
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        fs = pafs.S3FileSystem(endpoint_override=f"http://{host}:{port}", access_key="testing",
+                               secret_key="testing", region="us-east-1", allow_bucket_creation=True)
+        bucket = f"b-{uuid.uuid4().hex[:12]}"
+        fs.create_dir(bucket)
+        path, table = files
+        fs.create_dir(f"{bucket}/out")
+        with fs.open_output_stream(f"{bucket}/out/stale.parquet") as f:
+            f.write(b"old")
+        md.read_parquet(path).filter(expr="qty < 50").write_parquet(f"s3://{bucket}/out", filesystem=fs,
+                                                                     mode="overwrite")
+        objects = [i.path for i in fs.get_file_info(pafs.FileSelector(f"{bucket}/out", recursive=True))]
+        assert f"{bucket}/out/stale.parquet" not in objects and len(objects) >= 2  # several write tasks
+        back = pq.read_table(f"{bucket}/out", filesystem=fs).sort_by("key")
+        expected = table.filter(pa.compute.less(table["qty"], 50)).sort_by("key")
+        assert back.select(expected.column_names).equals(expected)
+    finally:
+        server.stop()
+    import fsspec
+
+    with pytest.raises(NotImplementedError, match="in-memory filesystem"):
+        md.range(3).write_parquet("/x", filesystem=fsspec.filesystem("memory"))

@@ -675,7 +675,9 @@ class RayMaterializedDataset(_materialized_class()):
 def write(dataset, path, fmt, *, mode, partition_cols, filename_provider, min_rows_per_file,
           max_rows_per_file, num_rows_per_file, arrow_open_stream_args, options, filesystem) -> None:
     """``write_<fmt>`` on Ray: the last stage's tasks write their output's files into
-    ``path`` (created, emptied or refused per ``mode`` on the driver first)."""
+    ``path`` (created, emptied or refused per ``mode`` on the driver first): a directory
+    every node sees, or an object store (``s3://``, ``gs://``, ``filesystem=``) that the
+    tasks upload to themselves."""
     import logging
     import os
 
@@ -685,10 +687,35 @@ def write(dataset, path, fmt, *, mode, partition_cols, filename_provider, min_ro
     if filename_provider is not None:
         raise NotImplementedError(f"{fn_name}: filename_provider is not supported with execution_backend='ray' "
                                   "(each write task names its own files)")
-    if filesystem is not None or "://" in path:
-        raise NotImplementedError(f"{fn_name}: with execution_backend='ray' only local paths are written "
-                                  f"(a path every node sees, such as a shared file system); got {path!r}")
     require_ray()
+    kwargs = dict(mode="append", partition_cols=partition_cols, min_rows_per_file=min_rows_per_file,
+                  max_rows_per_file=max_rows_per_file, num_rows_per_file=num_rows_per_file,
+                  arrow_open_stream_args=arrow_open_stream_args, options=options)
+    if filesystem is not None or "://" in path:
+        from millstream import read_api
+
+        protocol = getattr(filesystem, "protocol", None)
+        protocols = protocol if isinstance(protocol, (tuple, list)) else (protocol,)
+        if path.startswith("memory://") or "memory" in protocols:
+            raise NotImplementedError(f"{fn_name}: an in-memory filesystem is this process's own: Ray's "
+                                      "workers cannot write to it (use execution_backend='local')")
+
+        spec = read_api.filesystem_spec(fn_name, filesystem)
+        handle, directory = _core.resolve_path(read_api.fs_path(spec and spec.get("fs"), path), spec, fn_name)
+        if handle.type_name != "local":
+            # An object store: the mode applied here, then each task uploads its own files
+            # (each appears only when complete), through the same filesystem.
+            if not _core.prepare_write_dir_on(handle, directory, mode, fn_name):
+                logging.getLogger("millstream").warning("[SaveMode=ignore] Skipping %s: it exists", path)
+                return
+            execution = RayExecution(dataset, sink=(fmt, path, dict(kwargs, filesystem=filesystem)))
+            try:
+                execution.drain()
+            finally:
+                dataset._last_stats = execution.stats()
+                execution.close()
+            return
+        path = directory
     directory = os.path.abspath(_core.local_path(path, fn_name))
     if os.path.isfile(directory):
         raise FileExistsError(f"{fn_name}: '{directory}' is a file; give a directory")
@@ -697,9 +724,6 @@ def write(dataset, path, fmt, *, mode, partition_cols, filename_provider, min_ro
         logging.getLogger("millstream").warning("[SaveMode=ignore] Skipping %s: it exists", path)
         return
     before = _files.listing(directory, "parquet") if fmt == "parquet" else set()
-    kwargs = dict(mode="append", partition_cols=partition_cols, min_rows_per_file=min_rows_per_file,
-                  max_rows_per_file=max_rows_per_file, num_rows_per_file=num_rows_per_file,
-                  arrow_open_stream_args=arrow_open_stream_args, options=options)
     execution = RayExecution(dataset, sink=(fmt, directory, kwargs))
     try:
         execution.drain()
