@@ -69,7 +69,11 @@ class ExecutionOptions(_Strict):
     exclude_resources: subtracted from the limits.
     preserve_order: stream output in input order (costs memory and latency); calls
         that collect every row, and take/limit, keep input order without it.
-    locality_with_output, actor_locality_enabled: cluster-only; no effect on one machine.
+    locality_with_output, actor_locality_enabled: as in Ray, under the Ray backend
+        (``DataContext.execution_backend = "ray"``): True (or a list of node ids) places
+        every task and actor, softly, on the driver's node (or in turn on those listed);
+        actor_locality_enabled (the default) gives a block to an actor on a node holding
+        it when one has room. No effect on one machine.
     verbose_progress: show every operator's progress.
     """
 
@@ -142,7 +146,9 @@ class DataContext(_Strict):
     ``enable_operator_progress_bars``,
     ``progress_bar_log_interval``, ``enable_auto_log_stats``, ``verbose_stats_logs``,
     ``retried_io_errors`` (object-store reads and writes), ``streaming_read_buffer_size``
-    (object-store reads).
+    (object-store reads), ``large_args_threshold`` (Ray backend: a stage's calls, with
+    their UDFs and arguments, that pickle to more bytes are put in the object store once
+    instead of travelling with every task).
     One field is millstream's own (Ray has none like it): ``python_udf_workers``, where
     the Python UDFs of ``map``/``map_batches``/``flat_map``/``filter`` run: ``"threads"``
     (the default: the engine's worker threads, sharing this process's GIL) or
@@ -206,7 +212,7 @@ class DataContext(_Strict):
     gpu_shuffle_setup_timeout_s: float = _cluster_only(120.0)
     scheduling_strategy: str = _cluster_only("SPREAD")
     scheduling_strategy_large_args: str = _cluster_only("DEFAULT")
-    large_args_threshold: int = _cluster_only(50 * 1024 * 1024)
+    large_args_threshold: int = 50 * 1024 * 1024  # Ray backend: UDF arguments past it are put once
     use_polars: bool = _cluster_only(False)
     use_polars_sort: bool = _cluster_only(False)  # the native sort is the fast path here
     _shuffle_strategy: "ShuffleStrategy" = _cluster_only("hash_shuffle")

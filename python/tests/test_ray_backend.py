@@ -525,3 +525,52 @@ def test_write_parquet_to_s3_from_the_workers(on_ray, files):
 
     with pytest.raises(NotImplementedError, match="in-memory filesystem"):
         md.range(3).write_parquet("/x", filesystem=fsspec.filesystem("memory"))
+
+
+def _made_on(batch):
+    # 1 KiB a row: blocks big enough for Ray's object store (small ones travel inline,
+    # with no node of their own).
+    node = ray.get_runtime_context().get_node_id()
+    return {**batch, "made_on": np.array([node] * len(batch["key"])), "pad": np.zeros((len(batch["key"]), 128))}
+
+
+class _ProcessedOn:
+    def __call__(self, batch):
+        node = ray.get_runtime_context().get_node_id()
+        return {**batch, "processed_on": np.array([node] * len(batch["key"]))}
+
+
+def test_locality_knobs_mean_what_they_mean_in_ray(on_ray, files, ctx):
+    path, table = files
+    driver_node = ray.get_runtime_context().get_node_id()
+    ctx.execution_options.locality_with_output = True  # every task on the driver's node
+    out = md.read_parquet(path).map_batches(_made_on).sort("key").to_pandas()
+    assert set(out["made_on"]) == {driver_node} and out["key"].tolist() == table["key"].to_pylist()
+    ctx.execution_options.locality_with_output = [on_ray.worker_node.node_id]  # or on the nodes listed
+    out = md.read_parquet(path).map_batches(_made_on).to_pandas()
+    assert set(out["made_on"]) == {on_ray.worker_node.node_id}
+    # actor_locality_enabled (the default): a block goes to an actor on the node holding it.
+    # locality_with_output places the tasks and actors in turn on the nodes listed: the
+    # pool's two actors (made first) on the driver's node and the worker's, the four read
+    # tasks on worker, driver, driver, worker; handing blocks out in turn would then send
+    # most to the other node's actor.
+    worker = on_ray.worker_node.node_id
+    ctx.execution_options.locality_with_output = [driver_node, worker, worker, driver_node]
+    ctx.max_tasks_in_flight_per_actor = 100  # room on every actor: locality alone decides
+    out = (md.read_parquet(path).map_batches(_made_on, num_cpus=0.25)
+           .map_batches(_ProcessedOn, concurrency=2, num_cpus=0.5).to_pandas())
+    assert len(set(out["made_on"])) == 2
+    assert (out["made_on"] == out["processed_on"]).all()
+
+
+def test_large_udf_arguments_travel_once(on_ray, ctx, monkeypatch):
+    weights = np.arange(2_000_000, dtype=np.float64)  # 16 MB captured by the UDF
+    ctx.large_args_threshold = 1 << 20
+    puts = []
+    real_put = ray.put
+    monkeypatch.setattr(ray, "put", lambda value, **k: puts.append(value) or real_put(value, **k))
+    ds = md.range(40, override_num_blocks=8).map_batches(lambda b: {"id": b["id"], "w": weights[b["id"]]})
+    out = ds.to_pandas()
+    np.testing.assert_array_equal(out.sort_values("id")["w"].to_numpy(), weights[:40])
+    big = [v for v in puts if isinstance(v, list) and v and getattr(v[0], "method", None) == "map_batches"]
+    assert len(big) == 1  # the stage's calls put once, not sent with each of the 8 tasks

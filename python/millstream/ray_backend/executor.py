@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import itertools
 import threading
 import time
 from typing import Callable, Iterator, Optional
@@ -94,6 +95,15 @@ class Runner:
         self.max_bytes = max(1, int(limit))
         self.counters = _Counters(plan)
         self.children: list = []  # runners of the other inputs of joins, unions and zips
+        locality = self.context.execution_options.locality_with_output
+        if locality is True:
+            self.output_nodes = [self.ray.get_runtime_context().get_node_id()]
+        elif isinstance(locality, (list, tuple)) and locality:
+            self.output_nodes = [str(n) for n in locality]
+        else:
+            self.output_nodes = []
+        self._next_output_node = itertools.count()
+        self._large_args: dict = {}  # id(argument) -> (the argument, its ref or None)
         if sink is not None:
             last = plan.stages[-1]
             if not last.accepts_maps():
@@ -101,6 +111,28 @@ class Runner:
                 self.counters = _Counters(plan)
             plan.stages[-1].sink = sink
         self.context_ref = self.ray.put(self.context)
+
+    def _remote(self, fn, **options):
+        """``fn`` as a Ray remote with ``options``; under ``locality_with_output`` placed
+        (softly) on the driver's node, or in turn on the nodes it lists, unless the call
+        has a scheduling strategy of its own."""
+        if self.output_nodes and "scheduling_strategy" not in options:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            node = self.output_nodes[next(self._next_output_node) % len(self.output_nodes)]
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node, soft=True)
+        return remote(fn, **options)
+
+    def _arg(self, value):
+        """A task argument: ``value`` itself, or, once it pickles to more than
+        ``DataContext.large_args_threshold`` bytes (a UDF holding a model, say), a ref to
+        one copy put in the object store, which Ray hands to the task as the value."""
+        key = id(value)
+        if key not in self._large_args:
+            size = len(self.ray.cloudpickle.dumps(value))
+            self._large_args[key] = (value, self.ray.put(value) if size > self.context.large_args_threshold else None)
+        kept, ref = self._large_args[key]
+        return value if ref is None else ref
 
     def _child(self, plan: planner.Plan) -> "Runner":
         """A runner of another input's plan, sharing this one's cluster, context, actors
@@ -174,8 +206,8 @@ class Runner:
     def _run_read(self, index, stage, _):
         source = {k: stage.source[k] for k in ("module", "name", "args", "kwargs")}
         options = dict(_task_options(stage.remote_args), num_returns=2)
-        ops, sink = stage.ops, self._sink(stage)
-        submits = (lambda g=g, i=i: (*remote(stages.read_task, **options).remote(self.context_ref, source, g, ops,
+        ops, sink = self._arg(stage.ops), self._sink(stage)
+        submits = (lambda g=g, i=i: (*self._remote(stages.read_task, **options).remote(self.context_ref, source, g, ops,
                                                                                  sink, i), None)
                    for i, g in enumerate(stage.source["groups"]))
         return self._stream(index, submits, self._max_tasks(stage), self.ordered)
@@ -211,8 +243,8 @@ class Runner:
 
     def _run_map(self, index, stage, upstream):
         options = dict(_task_options(stage.remote_args), num_returns=2)
-        ops, sink = stage.ops, self._sink(stage)
-        submits = (lambda b=b, i=i: (*remote(stages.map_task, **options).remote(self.context_ref, ops, sink, i, b.ref),
+        ops, sink = self._arg(stage.ops), self._sink(stage)
+        submits = (lambda b=b, i=i: (*self._remote(stages.map_task, **options).remote(self.context_ref, ops, sink, i, b.ref),
                                      None)
                    for i, b in enumerate(upstream))
         return self._stream(index, submits, self._max_tasks(stage), self.ordered)
@@ -227,14 +259,22 @@ class Runner:
         size = max(lo, min(hi or room, room), 1)
         options = _task_options(stage.remote_args, actor=True)
         ops, sink = stage.ops, self._sink(stage)
-        actors = [remote(stages.PoolActor, **options).remote(self.context_ref, op, ops, sink) for _ in range(size)]
+        actors = [self._remote(stages.PoolActor, **options).remote(self.context_ref, self._arg(op), self._arg(ops), sink)
+                  for _ in range(size)]
         self.actors.extend(actors)
-        self.ray.get([a.ready.remote() for a in actors])
+        nodes = self.ray.get([a.ready.remote() for a in actors])  # each actor's node id
         per_actor = self.context.max_tasks_in_flight_per_actor or 2
         load = [0] * size
+        local_first = self.context.execution_options.actor_locality_enabled and len(set(nodes)) > 1
+        from ray.experimental import get_object_locations
 
         def submit(bundle):
             i = int(np.argmin(load))
+            if local_first:  # an actor with room on a node holding the block, if any
+                where = get_object_locations([bundle.ref]).get(bundle.ref) or {}
+                here = [k for k in range(size) if nodes[k] in set(where.get("node_ids") or ()) and load[k] < per_actor]
+                if here:
+                    i = min(here, key=lambda k: load[k])
             load[i] += 1
             table_ref, meta_ref = actors[i].run.options(num_returns=2).remote(bundle.ref)
             return table_ref, meta_ref, i
@@ -254,8 +294,8 @@ class Runner:
 
     def _reduce(self, index, stage, reduce_fn, args_for, n):
         """Reduce tasks 0..n-1 in order, each ``reduce_fn(context, *args_for(j), ops, sink, *parts)``."""
-        ops, sink = stage.ops, self._sink(stage)
-        submits = (lambda j=j: (*remote(reduce_fn, num_returns=2).remote(
+        ops, sink = self._arg(stage.ops), self._sink(stage)
+        submits = (lambda j=j: (*self._remote(reduce_fn, num_returns=2).remote(
             self.context_ref, *args_for(j)[0], ops, sink, *args_for(j)[1]), None) for j in range(n))
         return self._stream(index, submits, self.cpus, True)
 
@@ -263,7 +303,7 @@ class Runner:
         """Map tasks: each input split into n pieces; pieces[i][j] is input i's part j."""
         out = []
         for b in inputs:
-            refs = remote(fn, num_returns=n).remote(b.ref, *args)
+            refs = self._remote(fn, num_returns=n).remote(b.ref, *args)
             out.append(refs if n > 1 else [refs])
         return out
 
@@ -281,7 +321,7 @@ class Runner:
             if given.get("boundaries") is not None:
                 bounds = list(given["boundaries"])
             else:
-                samples = self.ray.get([remote(exchange.sample).remote(b.ref, first) for b in inputs])
+                samples = self.ray.get([self._remote(exchange.sample).remote(b.ref, first) for b in inputs])
                 bounds = exchange.boundaries(samples, len(inputs))
             n = len(bounds) + 1
             invalid_to = 0 if first_desc else n - 1
@@ -309,7 +349,7 @@ class Runner:
                 # Map side: each block's groups aggregated into partial rows (and their keys
                 # sampled); the reduce side merges the partial rows of its key range.
                 aggs, merges = partial
-                refs = [remote(exchange.partial_task, num_returns=2).remote(
+                refs = [self._remote(exchange.partial_task, num_returns=2).remote(
                     self.context_ref, stage.group_op, aggs, first, b.ref) for b in inputs]
                 self.counters.task(index, len(inputs))
                 blocks = [r[0] for r in refs]
@@ -317,7 +357,7 @@ class Runner:
                 op = planner.Op("aggregate", tuple(merges), {})
             else:
                 blocks = [b.ref for b in inputs]
-                samples = self.ray.get([remote(exchange.sample).remote(r, first) for r in blocks]) if keys else []
+                samples = self.ray.get([self._remote(exchange.sample).remote(r, first) for r in blocks]) if keys else []
             if not keys:
                 yield from self._reduce(index, stage, exchange.reduce_groupby,
                                         lambda j: ((stage.group_op, op), blocks), 1)
@@ -327,7 +367,7 @@ class Runner:
             n = len(bounds) + 1
             pieces = []
             for ref in blocks:
-                parts = remote(exchange.range_partition, num_returns=n).remote(ref, first, bounds, n, n - 1)
+                parts = self._remote(exchange.range_partition, num_returns=n).remote(ref, first, bounds, n, n - 1)
                 pieces.append(parts if n > 1 else [parts])
             self.counters.task(index, len(inputs))
             yield from self._reduce(index, stage, exchange.reduce_groupby,
@@ -393,7 +433,7 @@ class Runner:
                 if left <= 0:
                     break
                 if b.rows > left:
-                    ref, info = remote(stages.slice_task, num_returns=2).remote(b.ref, 0, left)
+                    ref, info = self._remote(stages.slice_task, num_returns=2).remote(b.ref, 0, left)
                     b = Bundle(ref, left, self.ray.get(info)["bytes"])
                 left -= b.rows
                 self.counters.out(index, b)
@@ -448,7 +488,7 @@ class Runner:
                 return
             sizes = [b.rows for b in first]
             cuts = [exchange.row_pieces([b.rows for b in o], sizes) for o in others]
-            ops, sink = stage.ops, self._sink(stage)
+            ops, sink = self._arg(stage.ops), self._sink(stage)
 
             def submit(j):
                 plans, counts, refs = [], [], []
@@ -458,7 +498,7 @@ class Runner:
                     plans.append([(local[i], off, c) for i, off, c in cut[j]])
                     counts.append(len(used))
                     refs.extend(o[i].ref for i in used)
-                return (*remote(exchange.zip_task, num_returns=2).remote(
+                return (*self._remote(exchange.zip_task, num_returns=2).remote(
                     self.context_ref, plans, counts, ops, sink, first[j].ref, *refs), None)
 
             yield from self._stream(index, ((lambda j=j: submit(j)) for j in range(len(first))),

@@ -109,8 +109,11 @@ class PoolActor:
     def run(self, *tables) -> tuple:
         return finish(from_tables(list(tables)), self._ops, self._sink)
 
-    def ready(self) -> bool:
-        return True
+    def ready(self) -> str:
+        """The node this actor runs on (its pool places blocks by it)."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
 
 
 def slice_task(table: pa.Table, offset: int, length: int) -> tuple:
