@@ -70,45 +70,6 @@ WriteOptions WriteOptionsFromDict(const py::dict& d) {
   return options;
 }
 
-DataContext ContextFromDict(const py::dict& d) {
-  DataContext ctx;
-  auto get_int = [&](const char* key, int64_t* out) {
-    if (d.contains(key) && !d[key].is_none()) *out = d[key].cast<int64_t>();
-  };
-  auto get_opt = [&](const char* key, auto* out) {
-    using T = typename std::remove_reference_t<decltype(*out)>::value_type;
-    if (d.contains(key) && !d[key].is_none()) *out = d[key].cast<T>();
-  };
-  get_int("target_max_block_size", &ctx.target_max_block_size);
-  get_int("target_min_block_size", &ctx.target_min_block_size);
-  get_int("read_op_min_num_blocks", &ctx.read_op_min_num_blocks);
-  auto get_double = [&](const char* key, double* out) {
-    if (d.contains(key) && !d[key].is_none()) *out = d[key].cast<double>();
-  };
-  get_double("actor_pool_util_upscaling_threshold",
-             &ctx.autoscaling_config.actor_pool_util_upscaling_threshold);
-  get_double("actor_pool_util_downscaling_threshold",
-             &ctx.autoscaling_config.actor_pool_util_downscaling_threshold);
-  if (d.contains("actor_pool_max_upscaling_delta"))
-    ctx.autoscaling_config.actor_pool_max_upscaling_delta = d["actor_pool_max_upscaling_delta"].cast<int>();
-  get_double("downstream_capacity_backpressure_ratio", &ctx.downstream_capacity_backpressure_ratio);
-  get_int("max_errored_blocks", &ctx.max_errored_blocks);
-  auto& limits = ctx.execution_options.resource_limits;
-  auto& exclude = ctx.execution_options.exclude_resources;
-  get_opt("cpu", &limits.cpu);
-  get_opt("gpu", &limits.gpu);
-  get_opt("object_store_memory", &limits.object_store_memory);
-  get_opt("exclude_cpu", &exclude.cpu);
-  get_opt("exclude_gpu", &exclude.gpu);
-  get_opt("exclude_object_store_memory", &exclude.object_store_memory);
-  if (d.contains("preserve_order")) ctx.execution_options.preserve_order = d["preserve_order"].cast<bool>();
-  if (d.contains("op_resource_reservation_enabled"))
-    ctx.op_resource_reservation_enabled = d["op_resource_reservation_enabled"].cast<bool>();
-  if (d.contains("op_resource_reservation_ratio"))
-    ctx.op_resource_reservation_ratio = d["op_resource_reservation_ratio"].cast<double>();
-  return ctx;
-}
-
 arrow::compute::Expression ExpressionFromBytes(const py::bytes& data) {
   auto buffer = arrow::Buffer::FromString(std::string(data));
   return ValueOrRaise(arrow::compute::Deserialize(buffer));
@@ -329,6 +290,8 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "millstream's C++ engine";
   CheckStatus(millstream::Initialize());
 
+  python::RegisterContext(m);  // before the Dataset methods that take a DataContext
+
   m.def("prepare_write_dir", [](const std::string& path, const std::string& mode,
                                 const std::string& operation) {
     SaveMode save_mode = mode == "overwrite" ? SaveMode::kOverwrite
@@ -503,12 +466,11 @@ PYBIND11_MODULE(_core, m) {
         CheckStatus(ValidateWriteOptions(format, write_options));
         return self.WithWrite(dir, format, std::move(write_options));
       })
-      .def("execute", [](const Dataset& self, py::dict ctx, std::optional<int64_t> batch_size,
+      .def("execute", [](const Dataset& self, const DataContext& context, std::optional<int64_t> batch_size,
                          bool drop_last, bool keep_empty_blocks) {
         if (python::PythonExiting()) {
           throw std::runtime_error("millstream: the interpreter is exiting; no execution starts now");
         }
-        auto context = ContextFromDict(ctx);
         arrow::Result<std::unique_ptr<PyBatchIterator>> it;
         {
           python::GilRelease release;
@@ -527,7 +489,7 @@ PYBIND11_MODULE(_core, m) {
         if (!schema) return py::none();
         return python::SchemaToPyArrow(schema);
       })
-      .def("explain", [](const Dataset& self, py::dict ctx) { return self.Explain(ContextFromDict(ctx)); })
+      .def("explain", [](const Dataset& self, const DataContext& ctx) { return self.Explain(ctx); })
       .def("__str__", &Dataset::ToString);
 
   python::RegisterIo(m);

@@ -143,7 +143,7 @@ class _Execution:
     """A running execution (the engine's iterator), counted as running for the UDF worker
     processes (``millstream._workers``) until it is closed or dropped."""
 
-    def __init__(self, core, context: dict, batch_size, drop_last, keep_empty=False):
+    def __init__(self, core, context: "_core.DataContext", batch_size, drop_last, keep_empty=False):
         self._ended = True
         _workers.execution_started()
         try:
@@ -170,7 +170,7 @@ class _Execution:
             self.close()
 
 
-def _start(core, context: dict, batch_size, drop_last, keep_empty=False) -> _Execution:
+def _start(core, context: "_core.DataContext", batch_size, drop_last, keep_empty=False) -> _Execution:
     """Starts an execution of the plan ``core``; closing it (Dataset._finish) ends it.
     ``keep_empty``: empty blocks are handed on too (whole blocks only)."""
     return _Execution(core, context, batch_size, drop_last, keep_empty)
@@ -781,7 +781,8 @@ class Dataset:
             return ray_backend.execute(self, batch_size, drop_last, ordered, keep_empty)
         context = DataContext.get_current()._to_core()
         # Calls that collect every row return them in input order (as Ray's do).
-        context["preserve_order"] = context["preserve_order"] or ordered
+        if ordered:
+            context.execution_options.preserve_order = True
         return _start(self._core, context, batch_size, drop_last, keep_empty)
 
     def _batches(self, batch_size=None, drop_last=False, ordered=False, handle=None,
