@@ -26,50 +26,6 @@ using millstream::python::ValueOrRaise;
 
 namespace {
 
-FileFormat FormatFromName(const std::string& fmt) {
-  return fmt == "parquet" ? FileFormat::kParquet : fmt == "csv" ? FileFormat::kCsv : FileFormat::kJson;
-}
-
-/// Write options from the dict that Dataset._write builds (keys as WriteOptions' fields;
-/// a missing key keeps the default).
-WriteOptions WriteOptionsFromDict(const py::dict& d) {
-  WriteOptions options;
-  auto has = [&](const char* key) { return d.contains(key) && !d[key].is_none(); };
-  if (has("partition_cols")) options.partition_cols = d["partition_cols"].cast<std::vector<std::string>>();
-  if (has("min_rows_per_file")) options.min_rows_per_file = d["min_rows_per_file"].cast<int64_t>();
-  if (has("max_rows_per_file")) options.max_rows_per_file = d["max_rows_per_file"].cast<int64_t>();
-  if (has("filename_provider")) {
-    options.filename = python::MakePythonFilenameFunction(d["filename_provider"]);
-  }
-  if (has("filename_template")) options.filename_template = d["filename_template"].cast<bool>();
-  if (has("stream_compression")) options.stream_compression = d["stream_compression"].cast<std::string>();
-  if (has("filesystem")) options.filesystem = python::FileSystemFromHandle(d["filesystem"]);
-  if (has("concurrency")) options.concurrency = d["concurrency"].cast<int>();
-  if (has("retried_io_errors")) {
-    options.retried_io_errors = d["retried_io_errors"].cast<std::vector<std::string>>();
-  }
-  auto& parquet = options.parquet;
-  if (has("compression")) parquet.compression = d["compression"].cast<std::string>();
-  if (has("compression_level")) parquet.compression_level = d["compression_level"].cast<int>();
-  if (has("row_group_size")) parquet.row_group_size = d["row_group_size"].cast<int64_t>();
-  if (has("use_dictionary")) parquet.use_dictionary = d["use_dictionary"].cast<bool>();
-  if (has("write_statistics")) parquet.write_statistics = d["write_statistics"].cast<bool>();
-  if (has("version")) parquet.version = d["version"].cast<std::string>();
-  if (has("data_page_size")) parquet.data_page_size = d["data_page_size"].cast<int64_t>();
-  if (has("schema")) {
-    py::object capsule = d["schema"].attr("__arrow_c_schema__")();
-    auto* c_schema = static_cast<ArrowSchema*>(PyCapsule_GetPointer(capsule.ptr(), "arrow_schema"));
-    parquet.schema = ValueOrRaise(arrow::ImportSchema(c_schema));
-  }
-  auto& csv = options.csv;
-  if (has("include_header")) csv.include_header = d["include_header"].cast<bool>();
-  if (has("delimiter")) csv.delimiter = d["delimiter"].cast<std::string>().at(0);
-  if (has("quoting_style")) csv.quoting_style = d["quoting_style"].cast<std::string>();
-  if (has("quoting_header")) csv.quoting_header = d["quoting_header"].cast<std::string>();
-  if (has("batch_size")) csv.batch_size = d["batch_size"].cast<int32_t>();
-  return options;
-}
-
 arrow::compute::Expression ExpressionFromBytes(const py::bytes& data) {
   auto buffer = arrow::Buffer::FromString(std::string(data));
   return ValueOrRaise(arrow::compute::Deserialize(buffer));
@@ -290,7 +246,9 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "millstream's C++ engine";
   CheckStatus(millstream::Initialize());
 
-  python::RegisterContext(m);  // before the Dataset methods that take a DataContext
+  // The typed settings first: the Dataset methods below take them.
+  python::RegisterContext(m);
+  python::RegisterOptions(m);
 
   m.def("prepare_write_dir", [](const std::string& path, const std::string& mode,
                                 const std::string& operation) {
@@ -458,14 +416,12 @@ PYBIND11_MODULE(_core, m) {
       .def("random_sample", [](const Dataset& self, double fraction, std::optional<uint64_t> seed, bool reseed) {
         return ValueOrRaise(self.RandomSample(fraction, {seed, reseed}));
       })
-      .def("with_write", [](const Dataset& self, const std::string& dir, const std::string& fmt,
-                            py::dict options) {
+      .def("with_write", [](const Dataset& self, const std::string& dir, FileFormat format,
+                            const WriteOptions& options) {
         // A bad option raises here, before the directory is prepared (see _write).
-        FileFormat format = FormatFromName(fmt);
-        auto write_options = WriteOptionsFromDict(options);
-        CheckStatus(ValidateWriteOptions(format, write_options));
-        return self.WithWrite(dir, format, std::move(write_options));
-      })
+        CheckStatus(ValidateWriteOptions(format, options));
+        return self.WithWrite(dir, format, options);
+      }, py::arg("directory"), py::arg("format"), py::arg("options"))
       .def("execute", [](const Dataset& self, const DataContext& context, std::optional<int64_t> batch_size,
                          bool drop_last, bool keep_empty_blocks) {
         if (python::PythonExiting()) {

@@ -1131,7 +1131,7 @@ class Dataset:
             sink.update(filename_provider=_files.ParquetNames(filename_provider, mode),
                         filename_template=True)
         # The engine checks the options here, before the directory is touched.
-        plan = self._core.with_write(directory, fmt, sink)
+        plan = self._core.with_write(directory, _files.core_format(fmt), _files.core_write_options(sink))
         # mode: the directory is created, left alone (ignore), emptied (overwrite) or refused
         # (error) by the engine before anything runs.
         if not _core.prepare_write_dir(directory, mode, fn_name):
@@ -1167,7 +1167,7 @@ class Dataset:
         if fmt == "parquet" and filename_provider is not None:
             sink.update(filename_provider=_files.ParquetNames(filename_provider, mode),
                         filename_template=True)
-        plan = self._core.with_write(directory, fmt, sink)
+        plan = self._core.with_write(directory, _files.core_format(fmt), _files.core_write_options(sink))
         if not _core.prepare_write_dir_on(handle, directory, mode, fn_name):
             import logging
             logging.getLogger("millstream").warning("[SaveMode=ignore] Skipping %s: it exists", path)
