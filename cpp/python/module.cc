@@ -31,41 +31,6 @@ arrow::compute::Expression ExpressionFromBytes(const py::bytes& data) {
   return ValueOrRaise(arrow::compute::Deserialize(buffer));
 }
 
-py::list StatsToPython(const ExecutionStats& stats) {
-  py::list ops;
-  for (const auto& op : stats.operators) {
-    py::dict d;
-    d["name"] = op.name;
-    d["display_name"] = op.display_name;
-    d["spilled_bytes"] = op.spilled_bytes;
-    d["regrouped_partitions"] = op.regrouped_partitions;
-    d["streamed_partitions"] = op.streamed_partitions;
-    d["tasks"] = op.tasks;
-    d["blocks_in"] = op.blocks_in;
-    d["rows_in"] = op.rows_in;
-    d["bytes_in"] = op.bytes_in;
-    d["blocks_out"] = op.blocks_out;
-    d["rows_out"] = op.rows_out;
-    d["bytes_out"] = op.bytes_out;
-    d["task_wall_s"] = op.task_wall_s;
-    d["backpressure_s"] = op.backpressure_s;
-    d["peak_bytes"] = op.peak_bytes;
-    d["cpu_s"] = op.cpu_s;
-    d["udf_s"] = op.udf_s;
-    d["active_tasks"] = op.active_tasks;
-    d["queued_bundles"] = op.queued_bundles;
-    d["queued_bytes"] = op.queued_bytes;
-    d["actors"] = op.actors;
-    d["peak_actors"] = op.peak_actors;
-    d["actors_started"] = op.actors_started;
-    d["estimated_rows_out"] = op.estimated_rows_out;
-    d["done"] = op.done;
-    d["errored_tasks"] = op.errored_tasks;
-    ops.append(d);
-  }
-  return ops;
-}
-
 /// Every execution the module started and Python has not yet closed: cancelled at
 /// interpreter exit. Locked only with the GIL released (Cancel may need the GIL).
 std::mutex g_live_mutex;
@@ -203,20 +168,11 @@ class PyBatchIterator {
     }
   }
 
-  py::tuple Stats() const {
-    if (!it_) return py::make_tuple("", py::list());
-    ExecutionStats stats;
-    {
-      python::GilRelease release;
-      stats = it_->stream().stats();
-    }
-    py::dict totals;
-    totals["wall_s"] = stats.wall_s;
-    totals["peak_bytes"] = stats.peak_bytes;
-    totals["held_bytes"] = stats.held_bytes;
-    totals["memory_limit"] = stats.memory_limit;
-    totals["finished"] = stats.finished;
-    return py::make_tuple(stats.ToString(), StatsToPython(stats), totals);
+  /// The counters so far (complete once the execution ended); zeros once closed.
+  ExecutionStats Stats() const {
+    if (!it_) return {};
+    python::GilRelease release;
+    return it_->stream().stats();
   }
 
   int64_t AccountedBytes() const {
@@ -249,6 +205,7 @@ PYBIND11_MODULE(_core, m) {
   // The typed settings first: the Dataset methods below take them.
   python::RegisterContext(m);
   python::RegisterOptions(m);
+  python::RegisterStats(m);
 
   m.def("prepare_write_dir", [](const std::string& path, const std::string& mode,
                                 const std::string& operation) {

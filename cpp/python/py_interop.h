@@ -46,6 +46,8 @@ void RegisterIo(py::module_& m);
 void RegisterContext(py::module_& m);
 /// Adds FileFormat, WriteOptions, ParquetWriteOptions, CsvWriteOptions (py_options.cc).
 void RegisterOptions(py::module_& m);
+/// Adds OperatorStats and ExecutionStats (py_stats.cc).
+void RegisterStats(py::module_& m);
 /// A filesystem as Python holds it (made by resolve_path / list_files).
 struct FileSystemHandle {
   std::shared_ptr<arrow::fs::FileSystem> fs;

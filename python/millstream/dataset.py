@@ -210,7 +210,7 @@ class Dataset:
 
     def __init__(self, core: "_core.Dataset"):
         self._core = core
-        self._last_stats: Optional[tuple] = None
+        self._last_stats: Optional["_core.ExecutionStats"] = None  # the last execution's counters
 
     # ---- transforms -----------------------------------------------------------------
 
@@ -821,7 +821,7 @@ class Dataset:
         finally:
             it.close()
         context = DataContext.get_current()
-        failed = sum(op.get("errored_tasks", 0) for op in self._last_stats[1])
+        failed = sum(op.errored_tasks for op in self._last_stats.operators)
         if failed:
             import logging
 
@@ -1084,7 +1084,7 @@ class Dataset:
         """Per-operator counters of the last execution, then its totals."""
         if self._last_stats is None:
             return "Dataset has not been executed yet: no stats (execute it, e.g. with materialize())."
-        return self._last_stats[0]
+        return self._last_stats.to_string()
 
     def _write(self, path, fmt: str, *, mode="append", partition_cols=None, filename_provider=None,
                min_rows_per_file=None, max_rows_per_file=None, num_rows_per_file=None,

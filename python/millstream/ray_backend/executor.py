@@ -20,6 +20,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 import pyarrow as pa
 
+from millstream import _core
 from millstream.ray_backend import exchange, planner, stages
 from millstream.ray_backend.stages import remote
 
@@ -405,6 +406,18 @@ def _seed(seed):
     return getattr(seed, "seed", seed)
 
 
+class _RayStats(_core.ExecutionStats):
+    """The counters of an execution on Ray: its wall time and the stages' text (per-operator
+    counters live on the cluster, so ``operators`` is empty)."""
+
+    def __init__(self, text: str, wall_s: float):
+        super().__init__(wall_s=wall_s)
+        self._text = text
+
+    def to_string(self) -> str:
+        return self._text
+
+
 class RayExecution:
     """An execution on Ray with the local engine's iterator interface: ``next()`` (a
     RecordBatch, None at the end), ``drain()``, ``stats()``, ``cancel()``, ``close()``."""
@@ -448,9 +461,8 @@ class RayExecution:
     def drain(self) -> int:
         return sum(b.num_rows for b in iter(self.next, None))
 
-    def stats(self):
-        text = self._runner.counters.text()
-        return (text, [], {"wall_s": time.perf_counter() - self._runner.counters.started})
+    def stats(self) -> "_RayStats":
+        return _RayStats(self._runner.counters.text(), time.perf_counter() - self._runner.counters.started)
 
     def cancel(self) -> None:
         self._runner.cancelled = True
