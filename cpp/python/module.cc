@@ -13,7 +13,6 @@
 #include <pybind11/stl.h>
 
 #include <arrow/api.h>
-#include <arrow/c/bridge.h>
 #include <arrow/compute/expression.h>
 
 #include "millstream/millstream.h"
