@@ -59,8 +59,8 @@ def child(folder: str, limit_mib: int, rows: int) -> None:
         seen += len(k)
     wall = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    stats = ds._last_stats[1] if ds._last_stats else []
-    spilled = sum(op.get("spilled_bytes", 0) for op in stats)
+    stats = ds._last_stats.operators if ds._last_stats else []
+    spilled = sum(op.spilled_bytes for op in stats)
     print(json.dumps({"rows": seen, "correct": ok and seen == rows, "wall_s": round(wall, 2),
                       "rss_before_mb": round(base / 2**20), "peak_rss_mb": round(peak / 2**20),
                       "spilled_mb": round(spilled / 2**20)}))

@@ -710,7 +710,7 @@ def _spill_note(ds) -> str:
     last = getattr(ds, "_last_stats", None)
     if not last:
         return "spilled bytes unknown"
-    spilled = sum(op.get("spilled_bytes", 0) for op in last[1])
+    spilled = sum(op.spilled_bytes for op in last.operators)
     return f"spilled {spilled / 2**20:.0f} MiB"
 
 

@@ -13,7 +13,6 @@
 #include <pybind11/stl.h>
 
 #include <arrow/api.h>
-#include <arrow/c/bridge.h>
 #include <arrow/compute/expression.h>
 
 #include "millstream/millstream.h"
@@ -26,127 +25,9 @@ using millstream::python::ValueOrRaise;
 
 namespace {
 
-FileFormat FormatFromName(const std::string& fmt) {
-  return fmt == "parquet" ? FileFormat::kParquet : fmt == "csv" ? FileFormat::kCsv : FileFormat::kJson;
-}
-
-/// Write options from the dict that Dataset._write builds (keys as WriteOptions' fields;
-/// a missing key keeps the default).
-WriteOptions WriteOptionsFromDict(const py::dict& d) {
-  WriteOptions options;
-  auto has = [&](const char* key) { return d.contains(key) && !d[key].is_none(); };
-  if (has("partition_cols")) options.partition_cols = d["partition_cols"].cast<std::vector<std::string>>();
-  if (has("min_rows_per_file")) options.min_rows_per_file = d["min_rows_per_file"].cast<int64_t>();
-  if (has("max_rows_per_file")) options.max_rows_per_file = d["max_rows_per_file"].cast<int64_t>();
-  if (has("filename_provider")) {
-    options.filename = python::MakePythonFilenameFunction(d["filename_provider"]);
-  }
-  if (has("filename_template")) options.filename_template = d["filename_template"].cast<bool>();
-  if (has("stream_compression")) options.stream_compression = d["stream_compression"].cast<std::string>();
-  if (has("filesystem")) options.filesystem = python::FileSystemFromHandle(d["filesystem"]);
-  if (has("concurrency")) options.concurrency = d["concurrency"].cast<int>();
-  if (has("retried_io_errors")) {
-    options.retried_io_errors = d["retried_io_errors"].cast<std::vector<std::string>>();
-  }
-  auto& parquet = options.parquet;
-  if (has("compression")) parquet.compression = d["compression"].cast<std::string>();
-  if (has("compression_level")) parquet.compression_level = d["compression_level"].cast<int>();
-  if (has("row_group_size")) parquet.row_group_size = d["row_group_size"].cast<int64_t>();
-  if (has("use_dictionary")) parquet.use_dictionary = d["use_dictionary"].cast<bool>();
-  if (has("write_statistics")) parquet.write_statistics = d["write_statistics"].cast<bool>();
-  if (has("version")) parquet.version = d["version"].cast<std::string>();
-  if (has("data_page_size")) parquet.data_page_size = d["data_page_size"].cast<int64_t>();
-  if (has("schema")) {
-    py::object capsule = d["schema"].attr("__arrow_c_schema__")();
-    auto* c_schema = static_cast<ArrowSchema*>(PyCapsule_GetPointer(capsule.ptr(), "arrow_schema"));
-    parquet.schema = ValueOrRaise(arrow::ImportSchema(c_schema));
-  }
-  auto& csv = options.csv;
-  if (has("include_header")) csv.include_header = d["include_header"].cast<bool>();
-  if (has("delimiter")) csv.delimiter = d["delimiter"].cast<std::string>().at(0);
-  if (has("quoting_style")) csv.quoting_style = d["quoting_style"].cast<std::string>();
-  if (has("quoting_header")) csv.quoting_header = d["quoting_header"].cast<std::string>();
-  if (has("batch_size")) csv.batch_size = d["batch_size"].cast<int32_t>();
-  return options;
-}
-
-DataContext ContextFromDict(const py::dict& d) {
-  DataContext ctx;
-  auto get_int = [&](const char* key, int64_t* out) {
-    if (d.contains(key) && !d[key].is_none()) *out = d[key].cast<int64_t>();
-  };
-  auto get_opt = [&](const char* key, auto* out) {
-    using T = typename std::remove_reference_t<decltype(*out)>::value_type;
-    if (d.contains(key) && !d[key].is_none()) *out = d[key].cast<T>();
-  };
-  get_int("target_max_block_size", &ctx.target_max_block_size);
-  get_int("target_min_block_size", &ctx.target_min_block_size);
-  get_int("read_op_min_num_blocks", &ctx.read_op_min_num_blocks);
-  auto get_double = [&](const char* key, double* out) {
-    if (d.contains(key) && !d[key].is_none()) *out = d[key].cast<double>();
-  };
-  get_double("actor_pool_util_upscaling_threshold",
-             &ctx.autoscaling_config.actor_pool_util_upscaling_threshold);
-  get_double("actor_pool_util_downscaling_threshold",
-             &ctx.autoscaling_config.actor_pool_util_downscaling_threshold);
-  if (d.contains("actor_pool_max_upscaling_delta"))
-    ctx.autoscaling_config.actor_pool_max_upscaling_delta = d["actor_pool_max_upscaling_delta"].cast<int>();
-  get_double("downstream_capacity_backpressure_ratio", &ctx.downstream_capacity_backpressure_ratio);
-  get_int("max_errored_blocks", &ctx.max_errored_blocks);
-  auto& limits = ctx.execution_options.resource_limits;
-  auto& exclude = ctx.execution_options.exclude_resources;
-  get_opt("cpu", &limits.cpu);
-  get_opt("gpu", &limits.gpu);
-  get_opt("object_store_memory", &limits.object_store_memory);
-  get_opt("exclude_cpu", &exclude.cpu);
-  get_opt("exclude_gpu", &exclude.gpu);
-  get_opt("exclude_object_store_memory", &exclude.object_store_memory);
-  if (d.contains("preserve_order")) ctx.execution_options.preserve_order = d["preserve_order"].cast<bool>();
-  if (d.contains("op_resource_reservation_enabled"))
-    ctx.op_resource_reservation_enabled = d["op_resource_reservation_enabled"].cast<bool>();
-  if (d.contains("op_resource_reservation_ratio"))
-    ctx.op_resource_reservation_ratio = d["op_resource_reservation_ratio"].cast<double>();
-  return ctx;
-}
-
 arrow::compute::Expression ExpressionFromBytes(const py::bytes& data) {
   auto buffer = arrow::Buffer::FromString(std::string(data));
   return ValueOrRaise(arrow::compute::Deserialize(buffer));
-}
-
-py::list StatsToPython(const ExecutionStats& stats) {
-  py::list ops;
-  for (const auto& op : stats.operators) {
-    py::dict d;
-    d["name"] = op.name;
-    d["display_name"] = op.display_name;
-    d["spilled_bytes"] = op.spilled_bytes;
-    d["regrouped_partitions"] = op.regrouped_partitions;
-    d["streamed_partitions"] = op.streamed_partitions;
-    d["tasks"] = op.tasks;
-    d["blocks_in"] = op.blocks_in;
-    d["rows_in"] = op.rows_in;
-    d["bytes_in"] = op.bytes_in;
-    d["blocks_out"] = op.blocks_out;
-    d["rows_out"] = op.rows_out;
-    d["bytes_out"] = op.bytes_out;
-    d["task_wall_s"] = op.task_wall_s;
-    d["backpressure_s"] = op.backpressure_s;
-    d["peak_bytes"] = op.peak_bytes;
-    d["cpu_s"] = op.cpu_s;
-    d["udf_s"] = op.udf_s;
-    d["active_tasks"] = op.active_tasks;
-    d["queued_bundles"] = op.queued_bundles;
-    d["queued_bytes"] = op.queued_bytes;
-    d["actors"] = op.actors;
-    d["peak_actors"] = op.peak_actors;
-    d["actors_started"] = op.actors_started;
-    d["estimated_rows_out"] = op.estimated_rows_out;
-    d["done"] = op.done;
-    d["errored_tasks"] = op.errored_tasks;
-    ops.append(d);
-  }
-  return ops;
 }
 
 /// Every execution the module started and Python has not yet closed: cancelled at
@@ -286,20 +167,11 @@ class PyBatchIterator {
     }
   }
 
-  py::tuple Stats() const {
-    if (!it_) return py::make_tuple("", py::list());
-    ExecutionStats stats;
-    {
-      python::GilRelease release;
-      stats = it_->stream().stats();
-    }
-    py::dict totals;
-    totals["wall_s"] = stats.wall_s;
-    totals["peak_bytes"] = stats.peak_bytes;
-    totals["held_bytes"] = stats.held_bytes;
-    totals["memory_limit"] = stats.memory_limit;
-    totals["finished"] = stats.finished;
-    return py::make_tuple(stats.ToString(), StatsToPython(stats), totals);
+  /// The counters so far (complete once the execution ended); zeros once closed.
+  ExecutionStats Stats() const {
+    if (!it_) return {};
+    python::GilRelease release;
+    return it_->stream().stats();
   }
 
   int64_t AccountedBytes() const {
@@ -328,6 +200,11 @@ void ShutDown() {
 PYBIND11_MODULE(_core, m) {
   m.doc() = "millstream's C++ engine";
   CheckStatus(millstream::Initialize());
+
+  // The typed settings first: the Dataset methods below take them.
+  python::RegisterContext(m);
+  python::RegisterOptions(m);
+  python::RegisterStats(m);
 
   m.def("prepare_write_dir", [](const std::string& path, const std::string& mode,
                                 const std::string& operation) {
@@ -495,20 +372,17 @@ PYBIND11_MODULE(_core, m) {
       .def("random_sample", [](const Dataset& self, double fraction, std::optional<uint64_t> seed, bool reseed) {
         return ValueOrRaise(self.RandomSample(fraction, {seed, reseed}));
       })
-      .def("with_write", [](const Dataset& self, const std::string& dir, const std::string& fmt,
-                            py::dict options) {
+      .def("with_write", [](const Dataset& self, const std::string& dir, FileFormat format,
+                            const WriteOptions& options) {
         // A bad option raises here, before the directory is prepared (see _write).
-        FileFormat format = FormatFromName(fmt);
-        auto write_options = WriteOptionsFromDict(options);
-        CheckStatus(ValidateWriteOptions(format, write_options));
-        return self.WithWrite(dir, format, std::move(write_options));
-      })
-      .def("execute", [](const Dataset& self, py::dict ctx, std::optional<int64_t> batch_size,
+        CheckStatus(ValidateWriteOptions(format, options));
+        return self.WithWrite(dir, format, options);
+      }, py::arg("directory"), py::arg("format"), py::arg("options"))
+      .def("execute", [](const Dataset& self, const DataContext& context, std::optional<int64_t> batch_size,
                          bool drop_last, bool keep_empty_blocks) {
         if (python::PythonExiting()) {
           throw std::runtime_error("millstream: the interpreter is exiting; no execution starts now");
         }
-        auto context = ContextFromDict(ctx);
         arrow::Result<std::unique_ptr<PyBatchIterator>> it;
         {
           python::GilRelease release;
@@ -527,7 +401,7 @@ PYBIND11_MODULE(_core, m) {
         if (!schema) return py::none();
         return python::SchemaToPyArrow(schema);
       })
-      .def("explain", [](const Dataset& self, py::dict ctx) { return self.Explain(ContextFromDict(ctx)); })
+      .def("explain", [](const Dataset& self, const DataContext& ctx) { return self.Explain(ctx); })
       .def("__str__", &Dataset::ToString);
 
   python::RegisterIo(m);

@@ -42,6 +42,12 @@ std::function<arrow::Result<std::string>(const std::string&, int64_t)> MakePytho
 
 /// Adds the file readers (list_files, read_files) to the module (py_io.cc).
 void RegisterIo(py::module_& m);
+/// Adds DataContext, ExecutionOptions, ExecutionResources, AutoscalingConfig (py_context.cc).
+void RegisterContext(py::module_& m);
+/// Adds FileFormat, WriteOptions, ParquetWriteOptions, CsvWriteOptions (py_options.cc).
+void RegisterOptions(py::module_& m);
+/// Adds OperatorStats and ExecutionStats (py_stats.cc).
+void RegisterStats(py::module_& m);
 /// A filesystem as Python holds it (made by resolve_path / list_files).
 struct FileSystemHandle {
   std::shared_ptr<arrow::fs::FileSystem> fs;

@@ -204,6 +204,34 @@ def csv_options(fn_name: str, args: Dict[str, Any]) -> Dict[str, Any]:
     return {key: getattr(write_options, key) for key in _CSV_OPTION_DEFAULTS}
 
 
+# The keys of the dict Dataset._write assembles that are WriteOptions' own fields.
+_WRITE_OPTION_KEYS = ("partition_cols", "min_rows_per_file", "max_rows_per_file", "filename_provider",
+                      "filename_template", "stream_compression", "filesystem", "retried_io_errors",
+                      "concurrency")
+
+
+def core_write_options(options: Dict[str, Any]):
+    """The engine's typed ``_core.WriteOptions`` from the options Dataset._write assembles
+    (WriteOptions' fields, ``parquet_options``' and ``csv_options``' keys): the one place
+    they are converted. A key that is None keeps the engine's default."""
+    from millstream import _core
+    given = {key: value for key, value in options.items() if value is not None}
+    unknown = sorted(set(given) - set(_WRITE_OPTION_KEYS) - set(PARQUET_DEFAULTS) - set(_CSV_OPTION_DEFAULTS))
+    if unknown:
+        raise TypeError(f"write options: unknown option(s) {', '.join(unknown)}")
+    parquet = _core.ParquetWriteOptions(**{k: v for k, v in given.items() if k in PARQUET_DEFAULTS})
+    csv = _core.CsvWriteOptions(**{k: v for k, v in given.items() if k in _CSV_OPTION_DEFAULTS})
+    return _core.WriteOptions(parquet=parquet, csv=csv,
+                              **{k: v for k, v in given.items() if k in _WRITE_OPTION_KEYS})
+
+
+def core_format(fmt: str):
+    """The engine's FileFormat for "parquet", "csv" or "json"."""
+    from millstream import _core
+    return {"parquet": _core.FileFormat.PARQUET, "csv": _core.FileFormat.CSV,
+            "json": _core.FileFormat.JSON}[fmt]
+
+
 def remove_if_empty(directory: str) -> bool:
     """Removes ``directory`` when it holds no file at any depth (only empty directories);
     whether it did. Never removes a file, nor follows a link."""

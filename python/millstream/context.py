@@ -293,8 +293,11 @@ class DataContext(_Strict):
         """Fields accepted for compatibility that have no effect on this engine."""
         return [f.name for f in fields(cls) if f.metadata.get("effective") is False]
 
-    def _to_core(self) -> dict:
-        """The settings the C++ engine reads, as a plain dict."""
+    def _to_core(self):
+        """The settings the C++ engine reads, as its typed ``_core.DataContext`` (the one
+        place the Python context is converted; values are checked here, naming the field)."""
+        from millstream import _core
+
         limits = self.execution_options.resource_limits
         exclude = self.execution_options.exclude_resources
         autoscaling = self.autoscaling_config
@@ -311,34 +314,41 @@ class DataContext(_Strict):
                 raise ValueError(f"DataContext: {name} must be greater than 0, got {value:g}")
             return value
 
-        return {
+        resource_limits = _core.ExecutionResources(
+            cpu=amount("resource_limits.cpu", limits.cpu, none_ok=True, positive=True),
+            gpu=amount("resource_limits.gpu", limits.gpu, none_ok=True),
+            object_store_memory=None if finite(limits.object_store_memory) is None else
+            int(amount("resource_limits.object_store_memory", limits.object_store_memory)))
+        exclude_resources = _core.ExecutionResources(
+            cpu=amount("exclude_resources.cpu", exclude.cpu or 0),
+            gpu=amount("exclude_resources.gpu", exclude.gpu or 0),
+            object_store_memory=int(amount("exclude_resources.object_store_memory",
+                                           exclude.object_store_memory or 0)))
+        return _core.DataContext(
             # None is Ray's "no limit".
-            "target_max_block_size": INT64_MAX if self.target_max_block_size is None else
+            target_max_block_size=INT64_MAX if self.target_max_block_size is None else
             count("target_max_block_size", self.target_max_block_size, min=1),
-            "target_min_block_size": count("target_min_block_size", self.target_min_block_size),
-            "read_op_min_num_blocks": count("read_op_min_num_blocks", self.read_op_min_num_blocks),
-            "cpu": amount("resource_limits.cpu", limits.cpu, none_ok=True, positive=True),
-            "gpu": amount("resource_limits.gpu", limits.gpu, none_ok=True),
-            "object_store_memory": None if finite(limits.object_store_memory) is None else
-            int(amount("resource_limits.object_store_memory", limits.object_store_memory)),
-            "exclude_cpu": amount("exclude_resources.cpu", exclude.cpu or 0),
-            "exclude_gpu": amount("exclude_resources.gpu", exclude.gpu or 0),
-            "exclude_object_store_memory": int(amount("exclude_resources.object_store_memory",
-                                                      exclude.object_store_memory or 0)),
-            "preserve_order": bool(self.execution_options.preserve_order),
-            "op_resource_reservation_enabled": bool(self.op_resource_reservation_enabled),
-            "op_resource_reservation_ratio": amount("op_resource_reservation_ratio",
-                                                    self.op_resource_reservation_ratio, max=1),
-            "actor_pool_util_upscaling_threshold": amount("autoscaling_config.actor_pool_util_upscaling_threshold",
-                                                          autoscaling.actor_pool_util_upscaling_threshold),
-            "actor_pool_util_downscaling_threshold": amount("autoscaling_config.actor_pool_util_downscaling_threshold",
-                                                            autoscaling.actor_pool_util_downscaling_threshold),
-            "actor_pool_max_upscaling_delta": count("autoscaling_config.actor_pool_max_upscaling_delta",
-                                                    autoscaling.actor_pool_max_upscaling_delta, min=1),
-            "downstream_capacity_backpressure_ratio": amount("downstream_capacity_backpressure_ratio",
-                                                             self.downstream_capacity_backpressure_ratio or 0),
-            "max_errored_blocks": count("max_errored_blocks", self.max_errored_blocks, min=-1),
-        }
+            target_min_block_size=count("target_min_block_size", self.target_min_block_size),
+            read_op_min_num_blocks=count("read_op_min_num_blocks", self.read_op_min_num_blocks),
+            execution_options=_core.ExecutionOptions(
+                resource_limits=resource_limits, exclude_resources=exclude_resources,
+                preserve_order=bool(self.execution_options.preserve_order)),
+            op_resource_reservation_enabled=bool(self.op_resource_reservation_enabled),
+            op_resource_reservation_ratio=amount("op_resource_reservation_ratio",
+                                                 self.op_resource_reservation_ratio, max=1),
+            autoscaling_config=_core.AutoscalingConfig(
+                actor_pool_util_upscaling_threshold=amount(
+                    "autoscaling_config.actor_pool_util_upscaling_threshold",
+                    autoscaling.actor_pool_util_upscaling_threshold),
+                actor_pool_util_downscaling_threshold=amount(
+                    "autoscaling_config.actor_pool_util_downscaling_threshold",
+                    autoscaling.actor_pool_util_downscaling_threshold),
+                actor_pool_max_upscaling_delta=count("autoscaling_config.actor_pool_max_upscaling_delta",
+                                                     autoscaling.actor_pool_max_upscaling_delta, min=1)),
+            downstream_capacity_backpressure_ratio=amount("downstream_capacity_backpressure_ratio",
+                                                          self.downstream_capacity_backpressure_ratio or 0),
+            max_errored_blocks=count("max_errored_blocks", self.max_errored_blocks, min=-1),
+        )
 
 
 def _cpu_count() -> int:

@@ -143,7 +143,7 @@ class _Execution:
     """A running execution (the engine's iterator), counted as running for the UDF worker
     processes (``millstream._workers``) until it is closed or dropped."""
 
-    def __init__(self, core, context: dict, batch_size, drop_last, keep_empty=False):
+    def __init__(self, core, context: "_core.DataContext", batch_size, drop_last, keep_empty=False):
         self._ended = True
         _workers.execution_started()
         try:
@@ -170,7 +170,7 @@ class _Execution:
             self.close()
 
 
-def _start(core, context: dict, batch_size, drop_last, keep_empty=False) -> _Execution:
+def _start(core, context: "_core.DataContext", batch_size, drop_last, keep_empty=False) -> _Execution:
     """Starts an execution of the plan ``core``; closing it (Dataset._finish) ends it.
     ``keep_empty``: empty blocks are handed on too (whole blocks only)."""
     return _Execution(core, context, batch_size, drop_last, keep_empty)
@@ -210,7 +210,7 @@ class Dataset:
 
     def __init__(self, core: "_core.Dataset"):
         self._core = core
-        self._last_stats: Optional[tuple] = None
+        self._last_stats: Optional["_core.ExecutionStats"] = None  # the last execution's counters
 
     # ---- transforms -----------------------------------------------------------------
 
@@ -781,7 +781,8 @@ class Dataset:
             return ray_backend.execute(self, batch_size, drop_last, ordered, keep_empty)
         context = DataContext.get_current()._to_core()
         # Calls that collect every row return them in input order (as Ray's do).
-        context["preserve_order"] = context["preserve_order"] or ordered
+        if ordered:
+            context.execution_options.preserve_order = True
         return _start(self._core, context, batch_size, drop_last, keep_empty)
 
     def _batches(self, batch_size=None, drop_last=False, ordered=False, handle=None,
@@ -820,7 +821,7 @@ class Dataset:
         finally:
             it.close()
         context = DataContext.get_current()
-        failed = sum(op.get("errored_tasks", 0) for op in self._last_stats[1])
+        failed = sum(op.errored_tasks for op in self._last_stats.operators)
         if failed:
             import logging
 
@@ -1086,7 +1087,7 @@ class Dataset:
         """Per-operator counters of the last execution, then its totals."""
         if self._last_stats is None:
             return "Dataset has not been executed yet: no stats (execute it, e.g. with materialize())."
-        return self._last_stats[0]
+        return self._last_stats.to_string()
 
     def _write(self, path, fmt: str, *, mode="append", partition_cols=None, filename_provider=None,
                min_rows_per_file=None, max_rows_per_file=None, num_rows_per_file=None,
@@ -1133,7 +1134,7 @@ class Dataset:
             sink.update(filename_provider=_files.ParquetNames(filename_provider, mode),
                         filename_template=True)
         # The engine checks the options here, before the directory is touched.
-        plan = self._core.with_write(directory, fmt, sink)
+        plan = self._core.with_write(directory, _files.core_format(fmt), _files.core_write_options(sink))
         # mode: the directory is created, left alone (ignore), emptied (overwrite) or refused
         # (error) by the engine before anything runs.
         if not _core.prepare_write_dir(directory, mode, fn_name):
@@ -1169,7 +1170,7 @@ class Dataset:
         if fmt == "parquet" and filename_provider is not None:
             sink.update(filename_provider=_files.ParquetNames(filename_provider, mode),
                         filename_template=True)
-        plan = self._core.with_write(directory, fmt, sink)
+        plan = self._core.with_write(directory, _files.core_format(fmt), _files.core_write_options(sink))
         if not _core.prepare_write_dir_on(handle, directory, mode, fn_name):
             import logging
             logging.getLogger("millstream").warning("[SaveMode=ignore] Skipping %s: it exists", path)

@@ -87,13 +87,13 @@ _WRAPPED = re.compile(r"^(\w+?)Operator\[(.*)\]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def _label(op: dict) -> str:
-    """The name progress shows for an operator: the engine's ``display_name`` field (what
-    the user asked, e.g. ``ReadRange->MapBatches(f)``), else one derived from its name."""
-    given = op.get("display_name")
-    if given:
-        return _CONTROL.sub("?", str(given))
-    return display_name(op.get("name", "?"))
+def _label(op) -> str:
+    """The name progress shows for an operator (a ``_core.OperatorStats``): the engine's
+    ``display_name`` field (what the user asked, e.g. ``ReadRange->MapBatches(f)``), else
+    one derived from its name."""
+    if op.display_name:
+        return _CONTROL.sub("?", str(op.display_name))
+    return display_name(op.name or "?")
 
 
 def display_name(name: str) -> str:
@@ -167,39 +167,36 @@ def _supports_unicode(stream) -> bool:
 class _Snapshot:
     """One reading of the execution's counters, with what the renderer derives from it."""
 
-    def __init__(self, operators, totals, held_bytes, elapsed_s, rate, final):
-        self.operators = [op for op in operators if isinstance(op, dict)]
-        self.totals = totals if isinstance(totals, dict) else {}
+    def __init__(self, stats, held_bytes, elapsed_s, rate, final):
+        self.stats = stats  # a _core.ExecutionStats
+        self.operators = list(stats.operators)
         self.held_bytes = held_bytes
         self.elapsed_s = elapsed_s
         self.rate = rate
         self.final = final
-        last = self.operators[-1] if self.operators else {}
-        self.rows = int(last.get("rows_out", 0) or 0)
-        estimate = last.get("estimated_rows_out", -1)
-        self.estimate = -1 if estimate is None else int(estimate)
+        last = self.operators[-1] if self.operators else None
+        self.rows = last.rows_out if last else 0
+        self.estimate = last.estimated_rows_out if last else -1
 
     @property
     def finished(self) -> bool:
-        if self.totals.get("finished"):
+        if self.stats.finished:
             return True
-        return bool(self.operators) and all(op.get("done") for op in self.operators)
+        return bool(self.operators) and all(op.done for op in self.operators)
 
 
-def _op_stats(op: dict, glyphs: _Glyphs, *, compact: bool) -> List[str]:
+def _op_stats(op, glyphs: _Glyphs, *, compact: bool) -> List[str]:
     """The parts describing one operator's live state (after its rows)."""
     parts = []
-    done = bool(op.get("done"))
+    done = op.done
     if not done:
-        parts.append(f"{int(op.get('active_tasks', 0) or 0)} {'running' if compact else 'tasks running'}")
-        queued_bytes = int(op.get("queued_bytes", 0) or 0)
-        queued = int(op.get("queued_bundles", 0) or 0)
-        if queued_bytes > 0:
-            parts.append(f"{format_bytes(queued_bytes)} queued")
-        elif queued > 0:
-            parts.append(f"{queued} queued")
-    actors = int(op.get("actors", 0) or 0)
-    if actors > 0 or (not done and int(op.get("peak_actors", 0) or 0) > 0):
+        parts.append(f"{op.active_tasks} {'running' if compact else 'tasks running'}")
+        if op.queued_bytes > 0:
+            parts.append(f"{format_bytes(op.queued_bytes)} queued")
+        elif op.queued_bundles > 0:
+            parts.append(f"{op.queued_bundles} queued")
+    actors = op.actors
+    if actors > 0 or (not done and op.peak_actors > 0):
         parts.append(f"{actors} actor{'s' if actors != 1 else ''}")
     if done:
         parts.append(glyphs.done if compact else "done")
@@ -215,8 +212,8 @@ def _rows_text(done: int, estimate: int, exact: bool) -> str:
 
 def _memory_text(snap: _Snapshot, *, verbose: bool) -> str:
     """Bytes of blocks held now (when the execution can tell) or at the peak, vs the limit."""
-    limit = int(snap.totals.get("memory_limit", 0) or 0)
-    peak = int(snap.totals.get("peak_bytes", 0) or 0)
+    limit = snap.stats.memory_limit
+    peak = snap.stats.peak_bytes
     of = f"/{format_bytes(limit)}" if limit > 0 else ""
     if snap.held_bytes is not None and not snap.final:
         held = f"mem {format_bytes(snap.held_bytes)}{of}"
@@ -272,11 +269,9 @@ def render_lines(snap: _Snapshot, title: str, width: int, glyphs: _Glyphs,
     names = [_label(op) for op in ops]
     op_fractions, op_stats = [], []
     for op in ops:
-        rows = int(op.get("rows_out", 0) or 0)
-        estimate = op.get("estimated_rows_out", -1)
-        estimate = -1 if estimate is None else int(estimate)
+        rows, estimate = op.rows_out, op.estimated_rows_out
         fraction = _fraction(rows, estimate)
-        if op.get("done") and fraction is None:
+        if op.done and fraction is None:
             fraction = 1.0
         pct = "   ?%" if fraction is None else f"{fraction * 100:4.0f}%"
         text = ", ".join([_rows_text(rows, estimate, exact=False)] + _op_stats(op, glyphs, compact=True))
@@ -335,10 +330,7 @@ def render_log_line(snap: _Snapshot, title: str, show_operators: bool = True) ->
     if show_operators:
         glyphs = _Glyphs(unicode=False)
         for op in snap.operators:
-            rows_out = int(op.get("rows_out", 0) or 0)
-            estimate = op.get("estimated_rows_out", -1)
-            estimate = -1 if estimate is None else int(estimate)
-            text = ", ".join([_rows_text(rows_out, estimate, exact=True)] + _op_stats(op, glyphs, compact=False))
+            text = ", ".join([_rows_text(op.rows_out, op.estimated_rows_out, exact=True)] + _op_stats(op, glyphs, compact=False))
             segments.append(f"{_label(op)}: {text}")
     return " | ".join(segments)
 
@@ -581,7 +573,7 @@ class ProgressReporter:
     """Shows the progress of one execution while it runs (see DataContext's
     ``enable_progress_bars``, ``enable_operator_progress_bars``, ``progress_bar_log_interval``).
 
-    ``stats_fn()`` returns the execution's ``(text, operators, totals)`` snapshot; it is
+    ``stats_fn()`` returns the execution's counters so far (a ``_core.ExecutionStats``); it is
     polled from a background (daemon) thread between ``start()`` and ``stop()``; ``stop()``
     joins that thread before it returns, so ``stats_fn`` is never called afterwards.
 
@@ -603,9 +595,6 @@ class ProgressReporter:
         self._refresh = max(0.01, float(refresh_interval))
         self._width = width
         self._log_interval_arg = log_interval
-        owner = getattr(stats_fn, "__self__", None)
-        held = getattr(owner, "accounted_bytes", None)
-        self._held_fn = held if callable(held) else None
         self.stream = None
         self.closed = False
         self._thread: Optional[threading.Thread] = None
@@ -713,7 +702,7 @@ class ProgressReporter:
         if (snap is None or not snap.operators) and self._last is not None:
             # The execution was already torn down (e.g. by an interrupt): its last counters.
             last = self._last
-            snap = _Snapshot(last.operators, last.totals, None, last.elapsed_s, last.rate, True)
+            snap = _Snapshot(last.stats, None, last.elapsed_s, last.rate, True)
         if snap is None or not snap.operators:
             return
         if self._mode == "bars":
@@ -779,25 +768,19 @@ class ProgressReporter:
     def _snapshot(self, final: bool) -> Optional[_Snapshot]:
         """Reads the counters; None when they cannot be read (three failures stop the thread)."""
         try:
-            result = self._stats_fn()
-            operators = list(result[1]) if len(result) > 1 else []
-            totals = dict(result[2]) if len(result) > 2 else {}
-            held = None
-            if "held_bytes" in totals:
-                held = int(totals["held_bytes"])
-            elif self._held_fn is not None:
-                held = int(self._held_fn())
+            stats = self._stats_fn()  # a _core.ExecutionStats
+            operators = list(stats.operators)
+            held = stats.held_bytes
+            elapsed = stats.wall_s
         except Exception:
             if not final:
                 self._errors += 1
                 self._failed = self._errors >= 3
             return None
         now = time.monotonic()
-        elapsed = totals.get("wall_s")
-        if not isinstance(elapsed, (int, float)) or elapsed <= 0:
+        if elapsed <= 0:
             elapsed = now - (self._started_at or now)
-        last = operators[-1] if operators and isinstance(operators[-1], dict) else {}
-        rows = int(last.get("rows_out", 0) or 0)
+        rows = operators[-1].rows_out if operators else 0
         rate = None
         if final:
             if elapsed > 0:
@@ -811,7 +794,7 @@ class ProgressReporter:
                 rate = (rows - r0) / (elapsed - t0)
             elif elapsed > 0:
                 rate = rows / elapsed
-        snap = _Snapshot(operators, totals, held, elapsed, rate, final)
+        snap = _Snapshot(stats, held, elapsed, rate, final)
         if snap.operators:
             self._last = snap
         return snap

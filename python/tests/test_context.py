@@ -229,3 +229,49 @@ def test_field_of_a_nested_options_object_is_named_with_its_path(obj_path, bad, 
         obj = getattr(obj, part)
     with pytest.raises(AttributeError, match=re.escape(f"did you mean '{meant}'?")):
         setattr(obj, bad, True)
+
+
+def test_typed_core_context_mirrors_the_python_one(ctx):
+    """The engine gets a typed DataContext (keyword arguments only), built in one place."""
+    from millstream import _core
+
+    ctx.target_min_block_size = 3 * MiB
+    ctx.target_max_block_size = None  # Ray's "no limit"
+    ctx.execution_options.resource_limits.cpu = 2
+    ctx.execution_options.resource_limits.object_store_memory = 64 * MiB
+    ctx.execution_options.exclude_resources.gpu = 1
+    ctx.execution_options.preserve_order = True
+    ctx.autoscaling_config.actor_pool_max_upscaling_delta = 3
+    ctx.max_errored_blocks = -1
+    core = ctx._to_core()
+    assert isinstance(core, _core.DataContext)
+    assert core.target_min_block_size == 3 * MiB
+    assert core.target_max_block_size == 2**63 - 1
+    assert core.read_op_min_num_blocks == 200
+    limits = core.execution_options.resource_limits
+    assert (limits.cpu, limits.gpu, limits.object_store_memory) == (2.0, None, 64 * MiB)
+    exclude = core.execution_options.exclude_resources
+    assert (exclude.cpu, exclude.gpu, exclude.object_store_memory) == (0.0, 1.0, 0)
+    assert core.execution_options.preserve_order is True
+    assert core.autoscaling_config.actor_pool_max_upscaling_delta == 3
+    assert core.autoscaling_config.actor_pool_util_upscaling_threshold == 1.75
+    assert core.op_resource_reservation_ratio == 0.5
+    assert core.max_errored_blocks == -1
+    # Nested parts are edited in place, as on the Python side.
+    core.execution_options.preserve_order = False
+    assert core.execution_options.preserve_order is False
+
+
+def test_typed_core_context_takes_keywords_only_and_validates():
+    from millstream import _core
+
+    with pytest.raises(TypeError):
+        _core.DataContext(1024)
+    with pytest.raises(TypeError):
+        _core.DataContext(target_max_blok_size=1024)
+    core = _core.DataContext(target_max_block_size=0)
+    with pytest.raises(ValueError, match="target_max_block_size"):
+        core.validate()
+    _core.DataContext().validate()  # the defaults are valid
+    with pytest.raises(ValueError, match="target_max_block_size"):
+        md.range(10)._core.execute(core, None, False)

@@ -69,12 +69,12 @@ def test_accounted_memory_stays_under_the_limit(producer_s, middle_s, consumer_s
             rows += batch.num_rows
             peak_accounted = max(peak_accounted, it.accounted_bytes())
             time.sleep(consumer_s)
-        text, ops, totals = it.stats()
+        totals = it.stats()
     finally:
         it.close()
     assert rows == 60 * block // 8
     # The promise: the limit plus one task's input and output.
-    assert totals["peak_bytes"] <= limit + 2 * block
+    assert totals.peak_bytes <= limit + 2 * block
     assert peak_accounted <= limit + 2 * block
 
 
@@ -94,9 +94,9 @@ def test_first_task_sizes_the_others(ctx):
     ds = md.range(6, override_num_blocks=6).map_batches(inflate)
     rows = sum(len(b["v"]) for b in ds.iter_batches(batch_size=None))
     assert rows == 6 * block // 8
-    totals = ds._last_stats[2]
+    totals = ds._last_stats
     # The promise: the limit plus one task's input (8 bytes) and output.
-    assert totals["peak_bytes"] <= limit + block + 1024, totals["peak_bytes"] / MiB
+    assert totals.peak_bytes <= limit + block + 1024, totals.peak_bytes / MiB
 
 
 def test_resident_memory_follows_a_stalled_consumer():
@@ -420,6 +420,42 @@ def test_map_stats_rows_out_equal_rows_in_for_row_preserving_maps():
     rows_in = [int(x) for x in re.findall(r"Rows in: (\d+)", ds.stats())]
     rows_out = [int(x) for x in re.findall(r"rows out: (\d+)", ds.stats())]
     assert rows_in == [500, 500] and rows_out == [500, 500]
+
+
+def test_stats_come_back_as_typed_objects():
+    """The last execution's counters are the engine's typed ExecutionStats / OperatorStats;
+    Dataset.stats() prints their summary."""
+    from millstream import _core
+
+    ds = (md.range(500, override_num_blocks=5).map_batches(lambda b: b, num_cpus=0.5)
+          .map(lambda r: r))  # different resources: two operators
+    assert len(ds.take_all()) == 500
+    stats = ds._last_stats
+    assert isinstance(stats, _core.ExecutionStats) and stats.finished
+    assert [type(op) for op in stats.operators] == [_core.OperatorStats] * 2
+    assert [op.rows_in for op in stats.operators] == [500, 500]
+    assert [op.rows_out for op in stats.operators] == [500, 500]
+    assert [op.blocks_in for op in stats.operators][0] == 5
+    assert all(op.done and op.errored_tasks == 0 for op in stats.operators)
+    assert stats.operators[0].display_name.startswith("ReadRange->MapBatches(")
+    assert stats.wall_s > 0 and stats.peak_bytes > 0 and stats.memory_limit > 0
+    assert ds.stats() == stats.to_string()
+
+
+def test_typed_stats_take_keyword_arguments():
+    from millstream import _core
+
+    op = _core.OperatorStats(name="LimitOperator[3]", rows_out=3, done=True)
+    assert (op.name, op.rows_out, op.done, op.estimated_rows_out, op.tasks) == ("LimitOperator[3]", 3, True, -1, 0)
+    with pytest.raises(TypeError, match="rows_outt"):
+        _core.OperatorStats(rows_outt=3)
+    with pytest.raises(TypeError):
+        _core.OperatorStats(rows_out="three")
+    stats = _core.ExecutionStats(operators=[op], wall_s=1.5, finished=True)
+    assert (stats.operators[0].rows_out, stats.wall_s, stats.held_bytes) == (3, 1.5, 0)
+    with pytest.raises(TypeError):
+        _core.ExecutionStats([op])  # keywords only
+    assert "LimitOperator[3]" in stats.to_string()
 
 
 # ---- DataContext ------------------------------------------------------------------------

@@ -93,7 +93,7 @@ def test_one_group_and_many_groups():
 def test_many_groups_spill_under_a_tiny_memory_limit(ctx):
     ctx.execution_options.resource_limits.object_store_memory = 8 << 20
     ds = _check(_table(400_000, seed=6, groups=100_000), "k1", blocks=40)
-    spilled = {op["name"]: op["spilled_bytes"] for op in ds._last_stats[1]}
+    spilled = {op.name: op.spilled_bytes for op in ds._last_stats.operators}
     assert any(name.startswith("AllToAllOperator[Aggregate") and n > 0 for name, n in spilled.items()), spilled
 
 

@@ -162,7 +162,7 @@ def test_dictionary_and_many_groups_spill(ctx):
     ds = md.from_arrow(_blocks(pa.table({"k": k, "v": v}), 16))
     grouped = ds.groupby("k").aggregate(CountDistinct("v"), Quantile("v"))
     out = grouped.to_pandas()
-    spilled = {op["name"]: op["spilled_bytes"] for op in grouped._last_stats[1]}
+    spilled = {op.name: op.spilled_bytes for op in grouped._last_stats.operators}
     assert any(name.startswith("AllToAllOperator[Aggregate") and n > 0 for name, n in spilled.items()), spilled
     df = pd.DataFrame({"k": k, "v": v}).groupby("k")
     assert out["k"].tolist() == sorted(set(k.tolist()))
@@ -340,7 +340,7 @@ def test_map_groups_spills_under_a_tiny_memory_limit(ctx):
     out = ds.groupby("k").map_groups(lambda g: {"k": g["k"][:1], "n": np.array([len(g["k"])])})
     rows = out.to_pandas()
     assert sorted(zip(rows["k"], rows["n"])) == sorted(pd.Series(k).value_counts().items())
-    spilled = {op["name"]: op["spilled_bytes"] for op in out._last_stats[1]}
+    spilled = {op.name: op.spilled_bytes for op in out._last_stats.operators}
     assert any(name.startswith("AllToAllOperator[Repartition[auto") and n > 0 for name, n in spilled.items()), spilled
 
 

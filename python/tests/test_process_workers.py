@@ -482,7 +482,7 @@ def test_blocks_from_workers_are_counted_in_the_memory_budget(processes):
         time.sleep(0.01)  # a slow consumer: the engine holds blocks while it waits
         assert len(_shm_blocks()) <= 2 * 2  # at most an input and an output per running task
     assert total == sum(i * (block // 8) for i in range(24))
-    peak = ds._last_stats[2]["peak_bytes"]
+    peak = ds._last_stats.peak_bytes
     # The mapped results are the blocks: counted (at least one) and within the promise.
     assert block <= peak <= limit + 2 * block, peak / MiB
     del batch

@@ -20,6 +20,7 @@ import pytest
 
 import millstream as md
 from millstream import progress
+from millstream import _core
 from millstream.progress import ProgressReporter
 
 WIDTH = 120
@@ -85,14 +86,14 @@ class Screen:
 
 def op(name, rows_out, estimate=-1, *, active=0, queued_bundles=0, queued_bytes=0, actors=0,
        done=False):
-    return {
-        "name": name, "tasks": 1, "blocks_in": 0, "rows_in": rows_out, "bytes_in": 0,
-        "blocks_out": 1, "rows_out": rows_out, "bytes_out": 8 * rows_out, "task_wall_s": 0.1,
-        "backpressure_s": 0.0, "peak_bytes": 0, "cpu_s": 0.1, "udf_s": 0.1,
-        "active_tasks": active, "queued_bundles": queued_bundles, "queued_bytes": queued_bytes,
-        "actors": actors, "peak_actors": actors, "actors_started": actors,
-        "estimated_rows_out": estimate, "done": done,
-    }
+    return dict(
+        name=name, tasks=1, blocks_in=0, rows_in=rows_out, bytes_in=0,
+        blocks_out=1, rows_out=rows_out, bytes_out=8 * rows_out, task_wall_s=0.1,
+        backpressure_s=0.0, peak_bytes=0, cpu_s=0.1, udf_s=0.1,
+        active_tasks=active, queued_bundles=queued_bundles, queued_bytes=queued_bytes,
+        actors=actors, peak_actors=actors, actors_started=actors,
+        estimated_rows_out=estimate, done=done,
+    )
 
 
 class FakeStats:
@@ -117,7 +118,9 @@ class FakeStats:
     def __call__(self):
         with self.lock:
             self.calls += 1
-            return "text", [dict(o) for o in self.operators], dict(self.totals)
+            # The engine's typed counters, as a running execution's stats() returns them.
+            return _core.ExecutionStats(operators=[_core.OperatorStats(**o) for o in self.operators],
+                                        **self.totals)
 
 
 def wait_for(predicate, timeout=3.0):
@@ -168,7 +171,7 @@ def test_names_counts_and_bytes():
 
 def test_lines_fit_narrow_terminals():
     stats = FakeStats()
-    snap = progress._Snapshot(stats()[1], stats()[2], 1024, 2.0, 100.0, False)
+    snap = progress._Snapshot(stats(), 1024, 2.0, 100.0, False)
     for width in (30, 60, 80, 200):
         for glyphs in (progress._Glyphs(True), progress._Glyphs(False)):
             lines = progress.render_lines(snap, "Running", width, glyphs)

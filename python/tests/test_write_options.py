@@ -552,3 +552,32 @@ def test_a_bad_option_raises_before_an_overwrite_deletes_anything(tmp_path, fmt,
     with pytest.raises(ValueError):
         getattr(md.range(5), f"write_{fmt}")(str(out), mode="overwrite", **kwargs)
     assert sorted(all_files(out)) == before
+
+
+def test_typed_core_write_options_take_keywords_and_validate():
+    """The engine's write options are typed objects with keyword constructors; the write
+    builds them in one place (_files.core_write_options) from its checked arguments."""
+    from millstream import _core, _files
+
+    schema = pa.schema([("a", pa.int64())])
+    options = _files.core_write_options({"partition_cols": ["a"], "max_rows_per_file": 10,
+                                         "compression": "zstd", "compression_level": 3,
+                                         "row_group_size": None, "schema": schema,
+                                         "delimiter": ";", "concurrency": 2})
+    assert options.partition_cols == ["a"]
+    assert (options.min_rows_per_file, options.max_rows_per_file, options.concurrency) == (0, 10, 2)
+    assert (options.parquet.compression, options.parquet.compression_level) == ("zstd", 3)
+    assert options.parquet.row_group_size == 0  # None keeps the engine's default (Arrow's)
+    assert options.parquet.schema == schema
+    assert options.parquet.version == "2.6" and options.parquet.use_dictionary is True
+    assert options.csv.delimiter == ";" and options.csv.include_header is True
+    assert options.filesystem is None and not options.has_filename_provider
+    options.validate(_core.FileFormat.PARQUET)
+    with pytest.raises(TypeError):
+        _core.ParquetWriteOptions("zstd")  # keywords only
+    with pytest.raises(TypeError, match="unknown option"):
+        _files.core_write_options({"compresion": "zstd"})
+    bad = _core.WriteOptions(parquet=_core.ParquetWriteOptions(compression="nope"))
+    with pytest.raises(Exception, match="nope"):
+        bad.validate(_core.FileFormat.PARQUET)
+    assert _files.core_format("csv") == _core.FileFormat.CSV

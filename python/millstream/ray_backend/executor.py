@@ -21,6 +21,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 import pyarrow as pa
 
+from millstream import _core
 from millstream.ray_backend import exchange, planner, stages
 from millstream.ray_backend.stages import remote
 
@@ -551,6 +552,18 @@ def _seed(seed):
     return getattr(seed, "seed", seed)
 
 
+class _RayStats(_core.ExecutionStats):
+    """The counters of an execution on Ray: its wall time and the stages' text (per-operator
+    counters live on the cluster, so ``operators`` is empty)."""
+
+    def __init__(self, text: str, wall_s: float):
+        super().__init__(wall_s=wall_s)
+        self._text = text
+
+    def to_string(self) -> str:
+        return self._text
+
+
 class RayExecution:
     """An execution on Ray with the local engine's iterator interface: ``next()`` (a
     RecordBatch, None at the end), ``drain()``, ``stats()``, ``cancel()``, ``close()``."""
@@ -594,13 +607,12 @@ class RayExecution:
     def drain(self) -> int:
         return sum(b.num_rows for b in iter(self.next, None))
 
-    def stats(self):
+    def stats(self) -> "_RayStats":
         def text_of(runner, indent=""):
             own = "".join(indent + line + "\n" for line in runner.counters.text().splitlines())
             return own + "".join(text_of(c, indent + "    (other input) ") for c in runner.children)
 
-        text = text_of(self._runner)
-        return (text, [], {"wall_s": time.perf_counter() - self._runner.counters.started})
+        return _RayStats(text_of(self._runner), time.perf_counter() - self._runner.counters.started)
 
     def cancel(self) -> None:
         self._runner.cancelled = True
