@@ -8,6 +8,8 @@
 
 #include <arrow/memory_pool.h>
 
+#include "runtime/counting_memory_pool.h"
+
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -82,12 +84,15 @@ void MemoryReturn::AfterTask() {
   if (freed - seen < kThreadReleaseThreshold) return;
   seen = freed;
   // This thread's cache only (mimalloc's collect works on the caller's heap); no
-  // malloc_trim, which walks every arena.
+  // malloc_trim, which walks every arena. The engine's pool (jemalloc) purges the
+  // pages every thread freed.
   arrow::default_memory_pool()->ReleaseUnused();
+  EngineMemoryPool()->ReleaseUnused();
 }
 
 void MemoryReturn::ReleaseUnused() {
   arrow::default_memory_pool()->ReleaseUnused();
+  EngineMemoryPool()->ReleaseUnused();
 #if defined(__GLIBC__)
   malloc_trim(0);
 #endif
