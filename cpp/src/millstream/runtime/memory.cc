@@ -20,6 +20,17 @@ namespace {
 std::atomic<int64_t> g_live_executions{0};
 std::atomic<int64_t> g_freed_since_release{0};
 std::atomic<int64_t> g_freed_under_pressure{0};  // ever, by exchanges that spill
+std::atomic<bool> g_purging{false};  // the engine pool gives freed pages back at once
+
+/// jemalloc's decay (ms) for the engine pool: Arrow's default while no execution is
+/// under pressure; 0 (pages given back to the system as they are freed, from any
+/// thread) once an exchange spills, until the last execution ends.
+constexpr int kDefaultDecayMs = 1000;
+
+bool EnginePoolIsJemalloc() {
+  static const bool jemalloc = EngineMemoryPool()->backend_name() == "jemalloc";
+  return jemalloc;
+}
 
 #if defined(__GLIBC__)
 /// Memory a program frees after an execution (the DataFrame of `to_pandas`, dropped by
@@ -68,7 +79,9 @@ void MemoryReturn::ExecutionStarted() { g_live_executions += 1; }
 
 void MemoryReturn::ExecutionEnded(int64_t bytes) {
   StartWatcher();
-  g_live_executions -= 1;
+  if (g_live_executions.fetch_sub(1) == 1 && g_purging.exchange(false)) {
+    (void)arrow::jemalloc_set_decay_ms(kDefaultDecayMs);
+  }
   MaybeRelease(bytes);
 }
 
@@ -76,6 +89,10 @@ void MemoryReturn::BlocksDropped(int64_t bytes) { MaybeRelease(bytes); }
 
 void MemoryReturn::FreedUnderPressure(int64_t bytes) {
   g_freed_under_pressure.fetch_add(bytes, std::memory_order_relaxed);
+  if (EnginePoolIsJemalloc() && !g_purging.load(std::memory_order_relaxed) &&
+      !g_purging.exchange(true)) {
+    (void)arrow::jemalloc_set_decay_ms(0);
+  }
 }
 
 void MemoryReturn::AfterTask() {
