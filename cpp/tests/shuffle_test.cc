@@ -281,6 +281,21 @@ TEST(TaskMemoryMeter, CountsWhatNoReservationOrOutputHolds) {
   EXPECT_EQ(meter.allocated.load(), 0);
 }
 
+TEST(EngineMemoryPool, IsJemallocWhereArrowHasItAndCounts) {
+  arrow::MemoryPool* jemalloc = nullptr;
+  const bool has_jemalloc = arrow::jemalloc_memory_pool(&jemalloc).ok();
+  const char* choice = std::getenv("MILLSTREAM_MEMORY_POOL");
+  if (choice == nullptr || std::string(choice) != "default") {
+    EXPECT_EQ(EngineMemoryPool()->backend_name(),
+              has_jemalloc ? "jemalloc" : arrow::default_memory_pool()->backend_name());
+  }
+  const int64_t before = EngineMemoryPool()->bytes_allocated();
+  {
+    ASSIGN_OK(auto buffer, arrow::AllocateBuffer(1 << 20, EngineMemoryPool()));
+    EXPECT_GE(EngineMemoryPool()->bytes_allocated() - before, 1 << 20);
+  }
+}
+
 TEST(TaskMemoryMeter, SortMapScratchIsSeenAndItsStoredRunIsNot) {
   // A map task sorting a 1M-row block through the engine's pool: its scratch (the sort
   // indices, the sorted copy) shows on the meter while it runs; once the run is stored
