@@ -6,6 +6,7 @@
 #include <chrono>
 #include <thread>
 
+#include "runtime/counting_memory_pool.h"
 #include "test_util.h"
 
 namespace millstream {
@@ -325,6 +326,57 @@ TEST(Executor, StalledConsumerKeepsAccountedMemoryUnderTheLimit) {
   auto stats = stream->stats();
   EXPECT_FALSE(stats.finished);
   EXPECT_LT(stats.operators.back().tasks, 400);
+}
+
+TEST(Executor, TaskScratchInTheEnginePoolCountsTowardTheLimit) {
+  // Each task allocates 2x the limit of scratch through the engine's pool, holds it until
+  // the test has seen it, and returns one small batch. The accounted bytes include the
+  // scratch while it is held, and once one task has shown what it needs, the others are
+  // held back and run one at a time (4 CPU slots would otherwise run 4 at once).
+  const int64_t limit = 16LL << 20, scratch = 2 * limit;
+  DataContext context;
+  context.execution_options.resource_limits.object_store_memory = limit;
+  context.execution_options.resource_limits.cpu = 4;
+  std::atomic<int> running{0}, most{0};
+  std::atomic<bool> seen{false};
+  auto udf = Udf([&](const std::shared_ptr<arrow::RecordBatch>& batch)
+                     -> arrow::Result<std::shared_ptr<arrow::Table>> {
+    int now = running.fetch_add(1) + 1;
+    int top = most.load();
+    while (now > top && !most.compare_exchange_weak(top, now)) {
+    }
+    {
+      ARROW_ASSIGN_OR_RAISE(auto buffer, arrow::AllocateBuffer(scratch, EngineMemoryPool()));
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+      while (!seen.load() && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      // Held a while longer, so tasks launched beside it would overlap.
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    running.fetch_sub(1);
+    return arrow::Table::FromRecordBatches({batch});
+  });
+  auto ds = Dataset::Range(64, 8).ValueOrDie().MapBatches(udf, Named("MapBatches(scratch)"));
+  auto stream = ds.Execute(context).ValueOrDie();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  int64_t accounted = 0;
+  while (accounted < scratch && std::chrono::steady_clock::now() < deadline) {
+    accounted = stream->accounted_bytes();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_GE(accounted, scratch);
+  seen = true;
+  int64_t rows = 0;
+  while (true) {
+    auto block = stream->Next();
+    ASSERT_TRUE(block.ok()) << block.status().ToString();
+    if (*block == nullptr) break;
+    rows += (*block)->num_rows();
+  }
+  EXPECT_EQ(rows, 64);
+  EXPECT_EQ(most.load(), 1);
+  EXPECT_GE(stream->stats().peak_bytes, scratch);
 }
 
 TEST(Executor, FirstTaskSizesTheOthers) {

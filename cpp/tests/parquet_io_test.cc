@@ -9,6 +9,7 @@
 
 #include "io/sources.h"
 #include "optimizer/optimizer.h"
+#include "runtime/counting_memory_pool.h"
 #include "test_util.h"
 
 namespace millstream {
@@ -47,6 +48,35 @@ TEST(ParquetRead, DirectoryGlobAndListAgree) {
     EXPECT_TRUE(SortedBy(out, "id")->Equals(*expected)) << paths[0];
     EXPECT_EQ(ds.Count(DataContext{}).ValueOrDie(), 3000);
   }
+}
+
+TEST(ParquetRead, DecodeBuffersComeFromTheEnginePool) {
+  // A read task decodes through the engine's counting pool: its meter sees at least one
+  // block's worth of decode buffers before it is handed on, and the pool counts at least
+  // the bytes of every row read (16 bytes a row).
+  TempDir dir;
+  auto table = IdTable(200000);
+  WriteParquet(table, dir.path() + "/t.parquet", 50000);
+  auto source = MakeParquetSource({dir.path()}, ReadParquetOptions{}).ValueOrDie();
+  auto tasks = source->GetReadTasks(ReadTaskOptions{}).ValueOrDie();
+  ASSERT_FALSE(tasks.empty());
+  TaskMemoryMeter meter;
+  int64_t rows = 0, largest = 0;
+  const int64_t pool_before = EngineMemoryPool()->total_bytes_allocated();
+  {
+    ScopedTaskMeter scoped(&meter);
+    for (const auto& task : tasks) {
+      ASSERT_OK(task->Run([&](Block block) -> arrow::Status {
+        rows += block->num_rows();
+        largest = std::max(largest, BlockBytes(*block));
+        meter.emitted += BlockBytes(*block);
+        return arrow::Status::OK();
+      }));
+    }
+  }
+  EXPECT_EQ(rows, 200000);
+  EXPECT_GE(meter.peak.load(), largest);
+  EXPECT_GE(EngineMemoryPool()->total_bytes_allocated() - pool_before, rows * 16);
 }
 
 TEST(ParquetRead, ColumnsAndFilter) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "runtime/counting_memory_pool.h"
 #include "runtime/memory.h"
 
 namespace millstream {
@@ -27,6 +28,7 @@ Execution::Execution(PhysicalPlan plan, const DataContext& context)
     : context_(context), limits_(ResolveLimits(context)), plan_(std::move(plan)),
       ops_(plan_.operators), policies_(DefaultBackpressurePolicies()),
       forwarded_done_(ops_.size(), false), task_resources_(ops_.size()),
+      task_meters_(ops_.size()), scratch_peaks_(ops_.size(), 0),
       start_(std::chrono::steady_clock::now()) {
   MemoryReturn::ExecutionStarted();
 }
@@ -184,6 +186,10 @@ void Execution::ProcessEvent(Event& event) {
       break;
   }
   running_tasks_ -= 1;
+  if (auto m = task_meters_[event.op].find(event.task); m != task_meters_[event.op].end()) {
+    scratch_peaks_[event.op] = std::max(scratch_peaks_[event.op], m->second->peak.load());
+    task_meters_[event.op].erase(m);
+  }
   cpus_in_use_ -= task_resources_[event.op].cpus;
   gpus_in_use_ -= task_resources_[event.op].gpus;
   auto& result = event.result;
@@ -232,6 +238,7 @@ void Execution::StopUpstream(size_t i) {
 int64_t Execution::OperatorUsage(size_t i) const {
   const auto& op = *ops_[i];
   int64_t bytes = op.CurrentUsage();
+  for (const auto& [task, meter] : task_meters_[i]) bytes += meter->Unaccounted();
   if (op.downstream >= 0) bytes += ops_[op.downstream]->QueuedInputBytes();
   return bytes;
 }
@@ -286,16 +293,21 @@ void Execution::Launch(size_t i) {
   auto& op = *ops_[i];
   const auto resources = op.NextTaskResources();
   TaskSpec spec = op.LaunchTask();
+  auto meter = std::make_shared<TaskMemoryMeter>();
+  task_meters_[i][spec.task_index] = meter;
   task_resources_[i] = resources;
   running_tasks_ += 1;
   cpus_in_use_ += resources.cpus;
   gpus_in_use_ += resources.gpus;
-  backend_->Submit([this, i, spec = std::move(spec), stopped = op.stop_flag()]() mutable {
-    RunTask(i, std::move(spec), std::move(stopped));
+  backend_->Submit([this, i, spec = std::move(spec), stopped = op.stop_flag(),
+                    meter = std::move(meter)]() mutable {
+    ScopedTaskMeter metered(meter.get());
+    RunTask(i, std::move(spec), std::move(stopped), meter.get());
   });
 }
 
-void Execution::RunTask(size_t i, TaskSpec spec, std::shared_ptr<std::atomic<bool>> stopped) {
+void Execution::RunTask(size_t i, TaskSpec spec, std::shared_ptr<std::atomic<bool>> stopped,
+                        TaskMemoryMeter* meter) {
   auto started = std::chrono::steady_clock::now();
   double cpu_started = ThreadCpuSeconds();
   const int64_t task_index = spec.task_index;
@@ -306,6 +318,8 @@ void Execution::RunTask(size_t i, TaskSpec spec, std::shared_ptr<std::atomic<boo
   run.emit = [&](Block block) -> arrow::Status {
     // A read with no transforms after it checks here: a long task stops once not needed.
     if (cancelled_ || *stopped) return arrow::Status::Cancelled("stopped");
+    // Counted in the operator's queues from now on, not as the task's own bytes.
+    meter->emitted.fetch_add(BlockBytes(*block), std::memory_order_relaxed);
     Event output;
     output.op = i;
     output.task = task_index;

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -14,6 +15,7 @@
 #include "exec/policies/backpressure_policy.h"
 #include "millstream/context.h"
 #include "millstream/dataset.h"
+#include "runtime/counting_memory_pool.h"
 
 namespace millstream {
 
@@ -71,6 +73,7 @@ class Execution : private ExecutionView {
   const std::vector<std::unique_ptr<PhysicalOperator>>& operators() const override { return ops_; }
   int64_t OperatorUsage(size_t i) const override;
   int64_t TotalUsage() const override;
+  int64_t TaskScratchPeak(size_t i) const override { return scratch_peaks_[i]; }
   const EffectiveLimits& limits() const override { return limits_; }
   const DataContext& context() const override { return context_; }
 
@@ -85,7 +88,10 @@ class Execution : private ExecutionView {
   bool TryLaunch(bool force);
   bool CanLaunch(size_t i, bool force) const;
   void Launch(size_t i);
-  void RunTask(size_t i, TaskSpec spec, std::shared_ptr<std::atomic<bool>> stopped);
+  /// Runs a task on a worker thread; `meter` (installed on the thread) is what its
+  /// operator's usage counts of the task's own allocations.
+  void RunTask(size_t i, TaskSpec spec, std::shared_ptr<std::atomic<bool>> stopped,
+               TaskMemoryMeter* meter);
   void Post(Event event);
   void UpdatePeaks();
   /// Operator `i` holds `extra` bytes more than it has accounted for a moment (a block a
@@ -112,6 +118,10 @@ class Execution : private ExecutionView {
   double cpus_in_use_ = 0;
   double gpus_in_use_ = 0;
   std::vector<TaskResources> task_resources_;  // per operator: what its running tasks hold
+  // Per operator: the memory meter of each running task (by task index), counted in the
+  // operator's usage (decode buffers, compute scratch: what no queue counts yet).
+  std::vector<std::map<int64_t, std::shared_ptr<TaskMemoryMeter>>> task_meters_;
+  std::vector<int64_t> scratch_peaks_;  // per operator: the largest finished task's meter peak
   int64_t running_tasks_ = 0;
   bool finished_ = false;  // the last operator completed: no more output
   arrow::Status error_;

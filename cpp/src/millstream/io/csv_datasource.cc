@@ -2,6 +2,7 @@
 #include <arrow/csv/api.h>
 
 #include "io/file_datasource.h"
+#include "runtime/counting_memory_pool.h"
 
 namespace millstream {
 
@@ -10,7 +11,7 @@ std::shared_ptr<Datasource> MakeCsvSource(std::shared_ptr<arrow::fs::FileSystem>
                                           CsvReadOptions csv) {
   auto reader = [csv](std::shared_ptr<arrow::io::InputStream> input, const std::string& path,
                       const Emit& emit) -> arrow::Status {
-    arrow::io::IOContext io_context(arrow::default_memory_pool());
+    arrow::io::IOContext io_context(EngineMemoryPool());
     ARROW_ASSIGN_OR_RAISE(auto batches, arrow::csv::StreamingReader::Make(
                                             io_context, std::move(input), csv.read, csv.parse, csv.convert));
     while (true) {

@@ -10,6 +10,8 @@
 #include <arrow/io/api.h>
 #include <arrow/util/compression.h>
 
+#include "runtime/counting_memory_pool.h"
+
 namespace millstream {
 namespace {
 
@@ -53,7 +55,7 @@ class FileReadTask : public ReadTask {
       // Large requests to an object store, but no buffer larger than the file.
       int64_t buffer = std::min(options_->buffer_size, std::max<int64_t>(file_.size, 4096));
       ARROW_ASSIGN_OR_RAISE(input, arrow::io::BufferedInputStream::Create(
-                                       buffer, arrow::default_memory_pool(), input));
+                                       buffer, EngineMemoryPool(), input));
     }
     std::string codec_name = options_->stream_compression.empty() ? DetectCompression(file_.path)
                                                                   : options_->stream_compression;

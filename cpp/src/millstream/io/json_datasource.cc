@@ -3,6 +3,7 @@
 #include <arrow/json/api.h>
 
 #include "io/file_datasource.h"
+#include "runtime/counting_memory_pool.h"
 
 namespace millstream {
 namespace {
@@ -71,7 +72,7 @@ std::shared_ptr<Datasource> MakeJsonSource(std::shared_ptr<arrow::fs::FileSystem
     while (true) {
       auto buffer_reader = std::make_shared<arrow::io::BufferReader>(data);
       ARROW_ASSIGN_OR_RAISE(auto table_reader, arrow::json::TableReader::Make(
-                                                   arrow::default_memory_pool(), buffer_reader, read, parse));
+                                                   EngineMemoryPool(), buffer_reader, read, parse));
       auto table = table_reader->Read();
       if (!table.ok() && table.status().message().find("straddl") != std::string::npos &&
           read.block_size < json.max_block_size) {

@@ -15,6 +15,7 @@
 #include <parquet/statistics.h>
 
 #include "io/filesystems.h"
+#include "runtime/counting_memory_pool.h"
 #include "io/sources.h"
 
 namespace millstream {
@@ -273,9 +274,12 @@ class ParquetReadTask : public ReadTask {
     arrow_props.set_batch_size(batch_rows_);
     arrow_props.set_pre_buffer(true);
     arrow_props.set_use_threads(false);
+    // Decode buffers and pre-buffered column chunks count as the engine's memory.
+    arrow_props.set_io_context(arrow::io::IOContext(EngineMemoryPool()));
     parquet::arrow::FileReaderBuilder builder;
+    builder.memory_pool(EngineMemoryPool());
     // The footer was parsed when the read was planned: don't parse it again.
-    ARROW_RETURN_NOT_OK(builder.Open(input, parquet::default_reader_properties(), metadata_));
+    ARROW_RETURN_NOT_OK(builder.Open(input, parquet::ReaderProperties(EngineMemoryPool()), metadata_));
     std::unique_ptr<parquet::arrow::FileReader> reader;
     ARROW_RETURN_NOT_OK(builder.properties(arrow_props)->Build(&reader));
     std::shared_ptr<arrow::Schema> file_schema;

@@ -1,13 +1,50 @@
 #include "runtime/counting_memory_pool.h"
 
+#include <cstdlib>
+#include <cstring>
+
 #include "runtime/reservation.h"
 
 namespace millstream {
+
+namespace {
+thread_local TaskMemoryMeter* t_meter = nullptr;
+
+arrow::MemoryPool* EngineBasePool() {
+  const char* choice = std::getenv("MILLSTREAM_MEMORY_POOL");
+  if (choice != nullptr && std::strcmp(choice, "default") == 0) {
+    return arrow::default_memory_pool();
+  }
+  arrow::MemoryPool* jemalloc = nullptr;
+  if (arrow::jemalloc_memory_pool(&jemalloc).ok() && jemalloc != nullptr) return jemalloc;
+  return arrow::default_memory_pool();
+}
+}  // namespace
+
+TaskMemoryMeter* CurrentTaskMeter() { return t_meter; }
+
+ScopedTaskMeter::ScopedTaskMeter(TaskMemoryMeter* meter) : previous_(t_meter) {
+  t_meter = meter;
+}
+ScopedTaskMeter::~ScopedTaskMeter() { t_meter = previous_; }
+
+CountingMemoryPool* EngineMemoryPool() {
+  static CountingMemoryPool* pool = new CountingMemoryPool(EngineBasePool());
+  return pool;
+}
 
 void CountingMemoryPool::Add(int64_t delta) {
   int64_t now = bytes_.fetch_add(delta, std::memory_order_relaxed) + delta;
   int64_t peak = peak_.load(std::memory_order_relaxed);
   while (now > peak && !peak_.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+  }
+  if (TaskMemoryMeter* meter = t_meter) {
+    meter->allocated.fetch_add(delta, std::memory_order_relaxed);
+    const int64_t held = meter->Unaccounted();
+    int64_t top = meter->peak.load(std::memory_order_relaxed);
+    while (held > top &&
+           !meter->peak.compare_exchange_weak(top, held, std::memory_order_relaxed)) {
+    }
   }
   if (reservation_ != nullptr) {
     if (delta >= 0) {

@@ -8,6 +8,8 @@
 
 #include <arrow/memory_pool.h>
 
+#include "runtime/counting_memory_pool.h"
+
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -18,6 +20,17 @@ namespace {
 std::atomic<int64_t> g_live_executions{0};
 std::atomic<int64_t> g_freed_since_release{0};
 std::atomic<int64_t> g_freed_under_pressure{0};  // ever, by exchanges that spill
+std::atomic<bool> g_purging{false};  // the engine pool gives freed pages back at once
+
+/// jemalloc's decay (ms) for the engine pool: Arrow's default while no execution is
+/// under pressure; 0 (pages given back to the system as they are freed, from any
+/// thread) once an exchange spills, until the last execution ends.
+constexpr int kDefaultDecayMs = 1000;
+
+bool EnginePoolIsJemalloc() {
+  static const bool jemalloc = EngineMemoryPool()->backend_name() == "jemalloc";
+  return jemalloc;
+}
 
 #if defined(__GLIBC__)
 /// Memory a program frees after an execution (the DataFrame of `to_pandas`, dropped by
@@ -66,7 +79,9 @@ void MemoryReturn::ExecutionStarted() { g_live_executions += 1; }
 
 void MemoryReturn::ExecutionEnded(int64_t bytes) {
   StartWatcher();
-  g_live_executions -= 1;
+  if (g_live_executions.fetch_sub(1) == 1 && g_purging.exchange(false)) {
+    (void)arrow::jemalloc_set_decay_ms(kDefaultDecayMs);
+  }
   MaybeRelease(bytes);
 }
 
@@ -74,6 +89,10 @@ void MemoryReturn::BlocksDropped(int64_t bytes) { MaybeRelease(bytes); }
 
 void MemoryReturn::FreedUnderPressure(int64_t bytes) {
   g_freed_under_pressure.fetch_add(bytes, std::memory_order_relaxed);
+  if (EnginePoolIsJemalloc() && !g_purging.load(std::memory_order_relaxed) &&
+      !g_purging.exchange(true)) {
+    (void)arrow::jemalloc_set_decay_ms(0);
+  }
 }
 
 void MemoryReturn::AfterTask() {
@@ -82,12 +101,15 @@ void MemoryReturn::AfterTask() {
   if (freed - seen < kThreadReleaseThreshold) return;
   seen = freed;
   // This thread's cache only (mimalloc's collect works on the caller's heap); no
-  // malloc_trim, which walks every arena.
+  // malloc_trim, which walks every arena. The engine's pool (jemalloc) purges the
+  // pages every thread freed.
   arrow::default_memory_pool()->ReleaseUnused();
+  EngineMemoryPool()->ReleaseUnused();
 }
 
 void MemoryReturn::ReleaseUnused() {
   arrow::default_memory_pool()->ReleaseUnused();
+  EngineMemoryPool()->ReleaseUnused();
 #if defined(__GLIBC__)
   malloc_trim(0);
 #endif

@@ -30,6 +30,8 @@ class MemoryReturn {
   static void ReleaseUnused();
 
   /// `bytes` of blocks were freed under memory pressure (by an exchange that spills).
+  /// The first call also makes the engine's pool (when it is jemalloc) give freed pages
+  /// back to the system as they are freed, until the last running execution ends.
   static void FreedUnderPressure(int64_t bytes);
   /// Called by a worker thread after each task: once kThreadReleaseThreshold bytes were
   /// freed under pressure (anywhere) since this thread last released, releases the unused

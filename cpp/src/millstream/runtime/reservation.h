@@ -11,7 +11,9 @@ namespace millstream {
 /// Thread-safe: every method is a few atomic operations, no lock is held across calls, so
 /// map and reduce tasks on several worker threads grow and shrink one reservation at once.
 /// The holder grows it before it holds bytes and shrinks it when it lets them go; when
-/// `TryGrow` refuses, the holder spills (or otherwise frees) and retries.
+/// `TryGrow` refuses, the holder spills (or otherwise frees) and retries. Growing and
+/// shrinking on a thread with a task meter moves the meter's `reserved` (so the bytes are
+/// counted here, not twice).
 class MemoryReservation {
  public:
   /// A reservation holding nothing, allowed to grow to `cap` bytes.
@@ -30,7 +32,7 @@ class MemoryReservation {
   void Grow(int64_t bytes);
 
   /// Gives back `bytes` (at most what is held).
-  void Shrink(int64_t bytes) { size_.fetch_sub(bytes, std::memory_order_acq_rel); }
+  void Shrink(int64_t bytes);
 
   /// Bytes held now.
   int64_t size() const { return size_.load(std::memory_order_acquire); }

@@ -1,5 +1,7 @@
 #include "runtime/spill_file.h"
 
+#include "runtime/counting_memory_pool.h"
+
 #include <signal.h>
 #include <unistd.h>
 
@@ -112,6 +114,7 @@ arrow::Status SpillFile::Write(const arrow::RecordBatch& batch) {
   auto options = arrow::ipc::IpcWriteOptions::Defaults();
   ARROW_ASSIGN_OR_RAISE(options.codec, SpillCodec());
   options.use_threads = false;  // already on a worker thread
+  options.memory_pool = EngineMemoryPool();  // the compressed body's buffers
   // The raw-pointer sink is not closed by the writer: the next batch's stream follows.
   ARROW_ASSIGN_OR_RAISE(auto writer, arrow::ipc::MakeStreamWriter(out_.get(), batch.schema(), options));
   ARROW_RETURN_NOT_OK(writer->WriteRecordBatch(batch));

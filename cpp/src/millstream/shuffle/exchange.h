@@ -14,6 +14,7 @@
 #include "io/datasource.h"
 #include "millstream/block.h"
 #include "millstream/dataset.h"
+#include "runtime/counting_memory_pool.h"
 #include "runtime/reservation.h"
 #include "runtime/spill_file.h"
 
@@ -30,9 +31,10 @@ struct ExchangeContext {
   SpillDirectory* spill = nullptr;
   /// When set, tasks stop early and return `Cancelled` (null: never).
   const std::atomic<bool>* cancelled = nullptr;
-  /// For compute kernels and blocks read back from spill files. A CountingMemoryPool
-  /// here must not grow `reservation` too: stored blocks are counted there already.
-  arrow::MemoryPool* pool = arrow::default_memory_pool();
+  /// For compute kernels and blocks read back from spill files (the engine's counting
+  /// pool). A CountingMemoryPool here must not grow `reservation` too: stored blocks are
+  /// counted there already.
+  arrow::MemoryPool* pool = EngineMemoryPool();
 
   /// `Cancelled` once `cancelled` is set, OK otherwise.
   arrow::Status CheckCancelled() const;

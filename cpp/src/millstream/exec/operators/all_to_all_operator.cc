@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <atomic>
 #include <map>
 
 #include "exec/operators/operators.h"
@@ -95,6 +96,13 @@ class AllToAllOperator : public PhysicalOperator {
   arrow::Status RunTask(const TaskSpec& spec, TaskRunContext& run) const override {
     ExchangeContext context = exchange_context_;
     context.cancelled = run.cancelled;
+    // The cap fell under what the exchange holds (other operators' blocks grew since it
+    // grew): a map task spills that much first, on its worker rather than in the
+    // scheduling pass. Reduce tasks make room themselves, spilling only runs no reader
+    // holds (spilling a run a reader slices would give back bytes still in use).
+    if (const int64_t excess = spec.stage == kMap ? reclaim_wanted_.exchange(0) : 0; excess > 0) {
+      ARROW_RETURN_NOT_OK(exchange_->Reclaim(excess, context).status());
+    }
     switch (spec.stage) {
       case kMap: {
         int64_t index = spec.partition;
@@ -161,7 +169,10 @@ class AllToAllOperator : public PhysicalOperator {
     // held (a run is freed only when its last reader is done).
     const int64_t others = CurrentUsage() - reservation_->size();
     const int64_t headroom = stage_ == kMap ? reduce_headroom_ : 0;
-    reservation_->SetCap(std::max<int64_t>(available - others - headroom, 0));
+    const int64_t cap = std::max<int64_t>(available - others - headroom, 0);
+    reservation_->SetCap(cap);
+    // What it holds past the new cap is spilled by its next map task (Reclaim).
+    reclaim_wanted_.store(std::max<int64_t>(reservation_->size() - cap, 0));
   }
 
   int64_t CurrentUsage() const override {
@@ -218,6 +229,8 @@ class AllToAllOperator : public PhysicalOperator {
   std::shared_ptr<SpillDirectory> spill_;
   std::unique_ptr<Exchange> exchange_;
   int64_t reduce_headroom_;
+  // Bytes the next task should spill first (the reservation over its cap).
+  mutable std::atomic<int64_t> reclaim_wanted_{0};
   ExchangeContext exchange_context_;
   std::vector<int64_t> next_block_index_;  // per input
 

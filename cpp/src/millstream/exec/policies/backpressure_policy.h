@@ -18,6 +18,9 @@ class ExecutionView {
   /// Bytes accounted to operator `i`: what it holds and the input queued downstream of it.
   virtual int64_t OperatorUsage(size_t i) const = 0;
   virtual int64_t TotalUsage() const = 0;
+  /// The most bytes one finished task of operator `i` held that nothing else counted
+  /// (decode buffers, compute scratch: its memory meter's peak).
+  virtual int64_t TaskScratchPeak(size_t i) const = 0;
   virtual const EffectiveLimits& limits() const = 0;
   virtual const DataContext& context() const = 0;
 };
@@ -33,7 +36,8 @@ class BackpressurePolicy {
   virtual bool CanLaunch(const ExecutionView& execution, size_t op) const = 0;
 };
 
-/// Memory: the task's expected bytes fit the limit, within the operator's reservation
+/// Memory: the task's expected bytes (its output, or the scratch a finished task of the
+/// operator held, whichever is larger) fit the limit, within the operator's reservation
 /// plus its share of the unreserved part (op_resource_reservation_ratio); the first task
 /// of an operator runs alone, so the rest are sized from what it produced.
 std::unique_ptr<BackpressurePolicy> MakeMemoryBudgetPolicy();

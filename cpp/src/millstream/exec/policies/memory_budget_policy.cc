@@ -20,7 +20,7 @@ class MemoryBudgetPolicy : public BackpressurePolicy {
       return false;
     }
     const int64_t limit = execution.limits().memory;
-    const int64_t estimate = op.EstimateNextTaskBytes();
+    const int64_t estimate = std::max(op.EstimateNextTaskBytes(), execution.TaskScratchPeak(i));
     if (execution.TotalUsage() + estimate > limit) return false;
     const auto& context = execution.context();
     if (!context.op_resource_reservation_enabled) return true;
