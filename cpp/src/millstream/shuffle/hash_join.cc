@@ -482,16 +482,10 @@ class JoinExchange : public Exchange {
   struct SplitSide {
     std::shared_ptr<arrow::Schema> schema;
     std::vector<std::shared_ptr<StoredBlock>> blocks;
-    /// Bytes of sub-partition `j` (each block's bytes prorated by its rows there).
-    int64_t Bytes(int64_t j) const {
-      int64_t bytes = 0;
-      for (const auto& block : blocks) {
-        if (block->piece_rows(j) > 0) {
-          bytes += static_cast<int64_t>(static_cast<double>(block->bytes()) * block->piece_rows(j) / block->num_rows());
-        }
-      }
-      return bytes;
-    }
+    /// Bytes of each sub-partition in memory, measured on its rows when split (rows of
+    /// a hot key may be far wider than the others: prorating by rows would miss them).
+    std::vector<int64_t> sub_bytes;
+    int64_t Bytes(int64_t j) const { return sub_bytes[j]; }
   };
 
   /// A block the grace join stores (a sub-partition's rows, a chunk of a side): in memory
@@ -584,6 +578,7 @@ class JoinExchange : public Exchange {
                                  ExchangeContext& ctx, ReduceHold& hold) {
     SplitSide out;
     out.schema = source.schema;
+    out.sub_bytes.assign(k, 0);
     const auto& keys = side == 0 ? spec_.left_keys : spec_.right_keys;
     const int64_t chunk_bytes = std::max<int64_t>(share_ / 2, 1);
     std::vector<Block> pending;
@@ -605,6 +600,10 @@ class JoinExchange : public Exchange {
       hashes = {};
       ARROW_ASSIGN_OR_RAISE(auto grouped, GroupRowsByBucket(block, buckets, k, ctx.pool));
       block.reset();
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t rows = grouped.offsets[j + 1] - grouped.offsets[j];
+        if (rows > 0) out.sub_bytes[j] += BlockBytes(*grouped.block->Slice(grouped.offsets[j], rows));
+      }
       hold.Release(pending_bytes);
       pending_bytes = 0;
       ARROW_ASSIGN_OR_RAISE(auto stored, StoreGrace(std::move(grouped.block), std::move(grouped.offsets), ctx));
