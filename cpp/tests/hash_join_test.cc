@@ -2,6 +2,7 @@
 // every partition reduced; results compared with a nested-loop join by hand.
 
 #include <algorithm>
+#include <filesystem>
 #include <map>
 #include <random>
 #include <set>
@@ -15,6 +16,8 @@
 
 namespace millstream::testing {
 namespace {
+
+namespace fs = std::filesystem;
 
 /// Blocks of (k: int64 0..keys-1 with 10% nulls, `payload`: int64 row id + base).
 std::vector<Block> Blocks(uint64_t seed, int blocks, int64_t rows, int64_t keys, const char* payload, int64_t base) {
@@ -208,8 +211,9 @@ TEST(HashJoinExchange, GraceSubPartitionsUniformKeysWithTheSameResult) {
 TEST(HashJoinExchange, GraceHotKeyStreamsTheProbeSideWithTheSameResult) {
   // Key 7 is 60% of the right side and a few rows of the left: no hash splits it, so
   // its sub-partition is joined with the right side streamed in chunks against the left
-  // rows (inner, right outer, right semi/anti) or whole (left and full outer, which need
-  // every left row's matches at once).
+  // rows (inner, right outer, right semi/anti) or by block nested loops (left and full
+  // outer, which need to know every left row's matches: the right side in chunks, the
+  // left rows' matches marked across them).
   auto left = SkewedBlocks(13, 6, 1500, 2000, 0.002, 7, "a", 0);
   auto right = SkewedBlocks(14, 4, 2000, 2000, 0.6, 7, "b", 100000);
   const auto all = FullOuterByHand(Rows(left, "a"), Rows(right, "b"));
@@ -221,8 +225,8 @@ TEST(HashJoinExchange, GraceHotKeyStreamsTheProbeSideWithTheSameResult) {
     // The hot key's right rows are streamed where the type allows; full outer never is.
     if (type == JoinType::kInner || type == JoinType::kRightOuter) {
       EXPECT_GT(exchange->streamed_partitions(), 0) << JoinTypeName(type);
-    } else if (type == JoinType::kFullOuter) {
-      EXPECT_EQ(exchange->streamed_partitions(), 0) << JoinTypeName(type);
+    } else {
+      EXPECT_GT(exchange->chunked_partitions(), 0) << JoinTypeName(type);
     }
     EXPECT_EQ(TriplesOf(out, type), OfType(all, type)) << JoinTypeName(type);
     EXPECT_EQ(h.reservation.size(), 0) << JoinTypeName(type);
@@ -246,6 +250,59 @@ TEST(HashJoinExchange, GraceHotKeyStreamsTheProbeSideWithTheSameResult) {
     std::sort(got.begin(), got.end());
     EXPECT_EQ(got, want) << JoinTypeName(type);
     EXPECT_EQ(h.reservation.size(), 0) << JoinTypeName(type);
+  }
+}
+
+/// The rows (k, payload) of `side` that a semi (`semi`) or anti join with `other` outputs.
+std::vector<std::pair<int64_t, int64_t>> SemiOrAntiByHand(const std::vector<std::pair<int64_t, int64_t>>& side,
+                                                          const std::vector<std::pair<int64_t, int64_t>>& other,
+                                                          bool semi) {
+  std::set<int64_t> keys;
+  for (const auto& [k, v] : other) if (k >= 0) keys.insert(k);
+  std::vector<std::pair<int64_t, int64_t>> want;
+  for (const auto& row : side) {
+    const bool matched = row.first >= 0 && keys.count(row.first) > 0;
+    if (matched == semi) want.push_back(row);
+  }
+  std::sort(want.begin(), want.end());
+  return want;
+}
+
+TEST(HashJoinExchange, KeyHotOnBothSidesJoinsInChunksWithinTheCap) {
+  // Key 7 is 40% of both sides (about 25 KiB a side, three times the 8 KiB share): no
+  // hash splits it and neither side fits, so its sub-partition is joined by block nested
+  // loops over chunks of both sides, every join type exact, the reservation never past
+  // the cap (the memory limit).
+  auto left = SkewedBlocks(15, 4, 1000, 500, 0.4, 7, "a", 0);
+  auto right = SkewedBlocks(16, 4, 1000, 500, 0.4, 7, "b", 100000);
+  const auto all = FullOuterByHand(Rows(left, "a"), Rows(right, "b"));
+  const ExchangeOptions options = TinyShare();
+  for (auto type : {JoinType::kInner, JoinType::kLeftOuter, JoinType::kRightOuter, JoinType::kFullOuter,
+                    JoinType::kLeftSemi, JoinType::kLeftAnti, JoinType::kRightSemi, JoinType::kRightAnti}) {
+    Harness h(/*cap=*/options.memory_limit);
+    ASSIGN_OK(auto exchange, MakeHashJoinExchange(Spec(type, 2), options));
+    ASSIGN_OK(auto out, RunJoin(*exchange, left, right, h.ctx));
+    EXPECT_GT(exchange->regrouped_partitions(), 0) << JoinTypeName(type);
+    EXPECT_GT(exchange->chunked_partitions(), 0) << JoinTypeName(type);
+    EXPECT_GT(exchange->spilled_bytes(), 0) << JoinTypeName(type);
+    if (type == JoinType::kLeftSemi || type == JoinType::kLeftAnti) {
+      std::vector<std::pair<int64_t, int64_t>> got;
+      for (const auto& b : out) for (const auto& row : Rows({b}, "a")) got.push_back(row);
+      std::sort(got.begin(), got.end());
+      EXPECT_EQ(got, SemiOrAntiByHand(Rows(left, "a"), Rows(right, "b"), type == JoinType::kLeftSemi))
+          << JoinTypeName(type);
+    } else if (type == JoinType::kRightSemi || type == JoinType::kRightAnti) {
+      std::vector<std::pair<int64_t, int64_t>> got;
+      for (const auto& b : out) for (const auto& row : Rows({b}, "b")) got.push_back(row);
+      std::sort(got.begin(), got.end());
+      EXPECT_EQ(got, SemiOrAntiByHand(Rows(right, "b"), Rows(left, "a"), type == JoinType::kRightSemi))
+          << JoinTypeName(type);
+    } else {
+      EXPECT_EQ(TriplesOf(out, type), OfType(all, type)) << JoinTypeName(type);
+    }
+    EXPECT_LE(h.reservation.peak(), options.memory_limit) << JoinTypeName(type);
+    EXPECT_EQ(h.reservation.size(), 0) << JoinTypeName(type);
+    EXPECT_TRUE(fs::is_empty(h.spill->path())) << JoinTypeName(type);
   }
 }
 

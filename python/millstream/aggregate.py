@@ -303,7 +303,7 @@ def _quantile(values: list, q: float, ignore_nulls: bool):
     missing = [v for v in values if _is_null(v)]
     if missing and not ignore_nulls:
         return None if any(v is None for v in missing) else float("nan")
-    ordered = sorted(float(v) for v in values if not _is_null(v))
+    ordered = sorted(v for v in values if not _is_null(v))
     if not ordered:
         return None
     k = (len(ordered) - 1) * q
@@ -400,11 +400,14 @@ class AbsMax(_Native):
 
 
 class Quantile(_Native):
-    """Exact quantile ``q`` (in [0, 1]; 0.5 is the median) of the numeric column ``on``,
-    as float64 (``"quantile(on)"``), as Ray computes it: linear interpolation between the
-    two nearest ranks, an interpolated value rounded to 5 decimals. Nulls and NaN are
-    skipped (``ignore_nulls=True``) or make the result null (NaN when the only missing
-    values are NaN). Every value of a group is gathered in its reduce task."""
+    """Exact quantile ``q`` (in [0, 1]; 0.5 is the median) of the numeric column ``on``
+    (``"quantile(on)"``), as Ray computes it: the value at rank ``(n - 1) * q`` when that
+    is a whole number, else the linear interpolation of the two nearest ranks rounded to
+    5 decimals. The output type follows Ray's values: for an integer column, int64 when
+    every group's rank is whole (the values themselves), else float64; float64 for other
+    columns. Nulls and NaN are skipped (``ignore_nulls=True``) or make the result null
+    (NaN when the only missing values are NaN). Every value of a group is gathered in its
+    reduce task."""
 
     _kind, _label = "quantile", "quantile"
 

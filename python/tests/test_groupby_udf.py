@@ -98,6 +98,38 @@ def test_quantile_by_hand_and_ray_rounding():
     assert math.isnan(strict["quantile(v)"])
 
 
+def test_quantile_output_type_follows_rays_values():
+    # Ray's finalize returns the value at a whole rank (n - 1) * q as it is (an int for an
+    # integer column) and a rounded float when it interpolates; the column's type is what
+    # pyarrow infers from those values: int64 when every group's value is an int.
+    data = {"k": [0, 0, 0, 1, 1, 1, 1], "v": pa.array([3, 1, 2, 7, 5, 4, 6], pa.int32()),
+            "f": [3.0, 1.0, 2.0, 7.0, 5.0, 4.0, 6.0]}
+    ds = md.from_arrow(pa.table(data))
+    # Ranks 2 * 0.5 = 1 and 3 * 0.5 = 1.5: group 1 interpolates, so float64 for both.
+    median = ds.groupby("k").aggregate(Quantile("v")).to_arrow()
+    assert median.schema.field("quantile(v)").type == pa.float64()
+    assert median["quantile(v)"].to_pylist() == [float(np.quantile([3, 1, 2], 0.5)),
+                                                 float(np.quantile([7, 5, 4, 6], 0.5))] == [2.0, 5.5]
+    # q = 0 and 1 are whole ranks in every group: the integers themselves, int64.
+    for q, fn in ((0.0, min), (1.0, max)):
+        out = ds.groupby("k").aggregate(Quantile("v", q=q)).to_arrow()
+        assert out.schema.field("quantile(v)").type == pa.int64()
+        assert out["quantile(v)"].to_pylist() == [fn([3, 1, 2]), fn([7, 5, 4, 6])]
+    # Three values per group at q = 0.5: rank 1 in both, the middle int.
+    odd = md.from_arrow(pa.table({"k": [0, 0, 0, 1, 1, 1], "v": [9, 3, 5, 2, 8, 4]}))
+    out = odd.groupby("k").aggregate(Quantile("v")).to_arrow()
+    assert out.schema.field("quantile(v)").type == pa.int64()
+    assert out["quantile(v)"].to_pylist() == [int(np.quantile([9, 3, 5], 0.5)), int(np.quantile([2, 8, 4], 0.5))]
+    # Whole dataset: Ray's value, an int at a whole rank, else a float.
+    whole = ds.aggregate(Quantile("v", q=0.5), Quantile("v", q=0.25, alias_name="q25"))
+    assert whole["quantile(v)"] == 4 and isinstance(whole["quantile(v)"], int)
+    assert whole["q25"] == float(np.quantile([3, 1, 2, 7, 5, 4, 6], 0.25)) == 2.5
+    # A float column stays float64 even at whole ranks.
+    out = ds.groupby("k").aggregate(Quantile("f", q=1.0)).to_arrow()
+    assert out.schema.field("quantile(f)").type == pa.float64()
+    assert out["quantile(f)"].to_pylist() == [3.0, 7.0]
+
+
 def test_quantile_checks_its_arguments():
     with pytest.raises(ValueError, match="q must be"):
         Quantile("v", q=1.5)

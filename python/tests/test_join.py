@@ -495,3 +495,75 @@ def test_grace_join_of_a_hot_key_matches_pandas(spill_dir, ctx, join_type):
     if join_type != "full_outer":
         assert streamed >= 1
     assert_emptied(spill_dir)
+
+
+def chunked_count(stats: str) -> int:
+    """(Sub-)partitions joined by block nested loops, from stats()."""
+    found = re.findall(r"(\d+) joined in chunks of both sides \(block nested loops\)", stats)
+    assert found, stats
+    return sum(int(n) for n in found)
+
+
+def peak_held_and_limit(stats: str):
+    units = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+    m = re.search(r"peak ([\d.]+) (\w+) of blocks held \(limit ([\d.]+) (\w+)\)", stats)
+    assert m, stats
+    return float(m.group(1)) * units[m.group(2)], float(m.group(3)) * units[m.group(4)]
+
+
+@pytest.mark.parametrize("join_type", JOIN_TYPES)
+def test_key_hot_on_both_sides_joins_in_chunks_within_the_limit(spill_dir, ctx, join_type):
+    # Under 8 MiB with 16 reduce tasks at once a task's share is 64 KiB. Key -1 holds 8
+    # rows of 16 KiB on each side (128 KiB a side, twice the share): no hash splits it and
+    # neither side fits, so it is joined in chunks of both sides (block nested loops) with
+    # every row's matches tracked across chunks. Other keys: small rows, some null.
+    ctx.execution_options.resource_limits.cpu = 16
+    rng = np.random.default_rng(7)
+
+    def side(n, hot, name, base):
+        k = rng.integers(0, 300, n).astype(np.float64)
+        k[rng.random(n) < 0.05] = np.nan
+        k[:hot] = -1
+        rng.shuffle(k)
+        ids = np.arange(n, dtype=np.int64) + base
+        pad = ["x" * (16 << 10) if key == -1 else "y" for key in k]
+        return pa.table({"k": pa.array(k, mask=np.isnan(k)).cast(pa.int64()), name: ids,
+                         "p" + name: pa.array(pad)})
+    left, right = side(2000, 8, "a", 0), side(1500, 8, "b", 10**6)
+    ds = md.from_arrow(left, override_num_blocks=4).join(
+        md.from_arrow(right, override_num_blocks=3), join_type, 2, on=("k",))
+    got = ds.to_arrow()
+    ldf, rdf = left.to_pandas(), right.to_pandas()
+    # The reference: pandas on the rows with a key (a null key matches nothing), then the
+    # rows a null key keeps (outer, anti).
+    lk, rk = ldf[ldf["k"].notna()], rdf[rdf["k"].notna()]
+    if join_type in PANDAS_HOW:
+        ref = lk.merge(rk, on="k", how=PANDAS_HOW[join_type])
+        extra = []
+        if join_type in ("left_outer", "full_outer"):
+            extra.append(ldf[ldf["k"].isna()])
+        if join_type in ("right_outer", "full_outer"):
+            extra.append(rdf[rdf["k"].isna()])
+        ref = pd.concat([ref] + extra, ignore_index=True)
+        cols = ["k", "a", "b", "pa", "pb"]
+    else:
+        this, other, name = (ldf, rk, "a") if join_type.startswith("left") else (rdf, lk, "b")
+        matched = this["k"].isin(other["k"]) & this["k"].notna()
+        ref = this[matched if join_type.endswith("semi") else ~matched]
+        cols = ["k", name, "p" + name]
+    assert sorted(got.column_names) == sorted(cols)
+
+    def rows(columns):
+        return sorted(zip(*[[None if (v is None or v != v) else v for v in c] for c in columns]),
+                      key=lambda r: tuple((v is None, v if v is not None else 0) for v in r))
+    mine = rows([got[c].to_pylist() for c in cols])
+    theirs = rows([[None if pd.isna(v) else (int(v) if c in ("k", "a", "b") else v) for v in ref[c]]
+                   for c in cols])
+    assert len(mine) == len(theirs)
+    assert mine == theirs
+    stats = ds.stats()
+    assert chunked_count(stats) >= 1
+    peak, limit = peak_held_and_limit(stats)
+    assert limit == 8 << 20
+    assert peak <= limit, stats
+    assert_emptied(spill_dir)

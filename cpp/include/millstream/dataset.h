@@ -246,6 +246,9 @@ struct OperatorStats {
   /// larger side many times the share).
   int64_t regrouped_partitions = 0;
   int64_t streamed_partitions = 0;
+  /// (Sub-)partitions joined by block nested loops over stored chunks of both sides (a
+  /// build side over the share: a key hot on both sides).
+  int64_t chunked_partitions = 0;
 };
 
 /// \brief Counters of one execution.

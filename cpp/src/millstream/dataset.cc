@@ -170,10 +170,11 @@ std::string ExecutionStats::ToString() const {
       out << "* Spilled: " << op.spilled_bytes << " bytes (" << FormatBytes(op.spilled_bytes)
           << ")\n";
     }
-    if (op.regrouped_partitions > 0 || op.streamed_partitions > 0) {
+    if (op.regrouped_partitions > 0 || op.streamed_partitions > 0 || op.chunked_partitions > 0) {
       out << "* Grace hash join: " << op.regrouped_partitions
           << " partitions re-partitioned past the reduce memory share, " << op.streamed_partitions
-          << " joined with the larger side streamed in chunks\n";
+          << " joined with the larger side streamed in chunks, " << op.chunked_partitions
+          << " joined in chunks of both sides (block nested loops)\n";
     }
     if (op.errored_tasks > 0) {
       out << "* Failed tasks tolerated (max_errored_blocks): " << op.errored_tasks << "\n";

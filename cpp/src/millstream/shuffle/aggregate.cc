@@ -231,7 +231,11 @@ class AggregateExchange : public BucketExchange {
           return arrow::Status::TypeError("groupby: ", KindName(agg.kind), " of column '", agg.column,
                                           "' needs numbers, but it is ", column->type()->ToString());
         }
-        ARROW_ASSIGN_OR_RAISE(auto cast, cp::Cast(column, arrow::float64(), cp::CastOptions::Safe(), &exec));
+        // Quantile keeps integers exact, as int64: Ray returns the value at a whole rank
+        // as it is.
+        const bool exact = agg.kind == Kind::kQuantile && arrow::is_integer(column->type_id());
+        ARROW_ASSIGN_OR_RAISE(auto cast, cp::Cast(column, exact ? arrow::int64() : arrow::float64(),
+                                                  cp::CastOptions::Safe(), &exec));
         column = cast.make_array();
       }
       if ((agg.kind == Kind::kUnique || agg.kind == Kind::kCountDistinct) &&
@@ -485,19 +489,42 @@ class AggregateExchange : public BucketExchange {
     return arrow::ListArray::FromArrays(*offsets_array, *values.make_array(), exec->memory_pool());
   }
 
-  /// Quantile q of each group's values (float64), as Ray computes it: nulls and NaN are
-  /// skipped under ignore_nulls (else they make the result null, or NaN when only NaN is
-  /// missing); linear interpolation between the two nearest ranks, rounded to 5 decimals.
+  /// Quantile q of each group's values, as Ray computes it: nulls and NaN are skipped
+  /// under ignore_nulls (else they make the result null, or NaN when only NaN is
+  /// missing); the value at rank (n - 1) q when that is a whole number, else the linear
+  /// interpolation of the two nearest ranks rounded to 5 decimals. Integer values
+  /// (partials of int64) give int64 when every group's rank is whole (Ray's values are
+  /// then its ints), else float64; float values give float64.
   arrow::Result<std::shared_ptr<arrow::Array>> MergeQuantile(const arrow::RecordBatch& rows, size_t i,
                                                              const std::shared_ptr<arrow::UInt32Array>& ids,
                                                              uint32_t groups, cp::ExecContext* exec) const {
     const AggregateSpec& agg = aggs_[i];
     ARROW_ASSIGN_OR_RAISE(auto flat, Flatten(rows, i, "l", ids, exec));
-    const auto& values = static_cast<const arrow::DoubleArray&>(*flat.values);
-    ARROW_ASSIGN_OR_RAISE(auto by_group, GroupValues(*flat.groups, groups));
-    arrow::DoubleBuilder builder(exec->memory_pool());
-    ARROW_RETURN_NOT_OK(builder.Reserve(groups));
-    std::vector<double> group;
+    if (flat.values->type_id() == arrow::Type::INT64) {
+      return QuantileOf<arrow::Int64Array>(static_cast<const arrow::Int64Array&>(*flat.values), *flat.groups,
+                                           groups, agg, exec);
+    }
+    if (flat.values->type_id() != arrow::Type::DOUBLE) {
+      ARROW_ASSIGN_OR_RAISE(auto cast, cp::Cast(flat.values, arrow::float64(), cp::CastOptions::Safe(), exec));
+      flat.values = cast.make_array();
+    }
+    return QuantileOf<arrow::DoubleArray>(static_cast<const arrow::DoubleArray&>(*flat.values), *flat.groups,
+                                          groups, agg, exec);
+  }
+
+  template <typename ArrayType>
+  static arrow::Result<std::shared_ptr<arrow::Array>> QuantileOf(const ArrayType& values,
+                                                                 const arrow::UInt32Array& value_groups,
+                                                                 uint32_t groups, const AggregateSpec& agg,
+                                                                 cp::ExecContext* exec) {
+    using T = typename ArrayType::value_type;
+    ARROW_ASSIGN_OR_RAISE(auto by_group, GroupValues(value_groups, groups));
+    // Per group: null, or the exact value at a whole rank, or an interpolated double.
+    std::vector<uint8_t> valid(groups, 0), exact(groups, 0);
+    std::vector<T> picked(groups, T{});
+    std::vector<double> interpolated(groups, 0.0);
+    bool all_exact = true;
+    std::vector<T> group;
     for (uint32_t g = 0; g < groups; ++g) {
       group.clear();
       bool has_null = false, has_nan = false;
@@ -505,34 +532,50 @@ class AggregateExchange : public BucketExchange {
         const int64_t r = by_group.order[k];
         if (values.IsNull(r)) {
           has_null = true;
-        } else if (std::isnan(values.Value(r))) {
+        } else if (std::isnan(static_cast<double>(values.Value(r)))) {
           has_nan = true;
         } else {
           group.push_back(values.Value(r));
         }
       }
       if (!agg.ignore_nulls && (has_null || has_nan)) {
-        if (has_null) {
-          builder.UnsafeAppendNull();
-        } else {
-          builder.UnsafeAppend(std::numeric_limits<double>::quiet_NaN());
+        if (!has_null) {  // NaN (only a float column has it)
+          valid[g] = 1;
+          interpolated[g] = std::numeric_limits<double>::quiet_NaN();
+          all_exact = false;
         }
         continue;
       }
-      if (group.empty()) {
-        builder.UnsafeAppendNull();
-        continue;
-      }
+      if (group.empty()) continue;
+      valid[g] = 1;
       std::sort(group.begin(), group.end());
       const double k = static_cast<double>(group.size() - 1) * agg.q;
       const double f = std::floor(k), c = std::ceil(k);
       if (f == c) {
-        builder.UnsafeAppend(group[static_cast<size_t>(k)]);
+        exact[g] = 1;
+        picked[g] = group[static_cast<size_t>(k)];
+        interpolated[g] = static_cast<double>(picked[g]);
       } else {
-        const double d0 = group[static_cast<size_t>(f)] * (c - k);
-        const double d1 = group[static_cast<size_t>(c)] * (k - f);
-        builder.UnsafeAppend(Round5(d0 + d1));
+        const double d0 = static_cast<double>(group[static_cast<size_t>(f)]) * (c - k);
+        const double d1 = static_cast<double>(group[static_cast<size_t>(c)]) * (k - f);
+        interpolated[g] = Round5(d0 + d1);
+        all_exact = false;
       }
+    }
+    if constexpr (std::is_same_v<T, int64_t>) {
+      if (all_exact) {
+        arrow::Int64Builder builder(exec->memory_pool());
+        ARROW_RETURN_NOT_OK(builder.Reserve(groups));
+        for (uint32_t g = 0; g < groups; ++g) {
+          if (valid[g]) builder.UnsafeAppend(picked[g]); else builder.UnsafeAppendNull();
+        }
+        return builder.Finish();
+      }
+    }
+    arrow::DoubleBuilder builder(exec->memory_pool());
+    ARROW_RETURN_NOT_OK(builder.Reserve(groups));
+    for (uint32_t g = 0; g < groups; ++g) {
+      if (valid[g]) builder.UnsafeAppend(interpolated[g]); else builder.UnsafeAppendNull();
     }
     return builder.Finish();
   }

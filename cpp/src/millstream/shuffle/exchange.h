@@ -105,6 +105,9 @@ class Exchange {
   /// (Sub-)partitions joined with their larger side streamed in chunks against the whole
   /// smaller side (a key too frequent to split, or a larger side many times the share).
   virtual int64_t streamed_partitions() const { return 0; }
+  /// (Sub-)partitions joined by block nested loops: a build side over the share (a key
+  /// hot on both sides) joined chunk by chunk against every chunk of the other side.
+  virtual int64_t chunked_partitions() const { return 0; }
 };
 
 /// \brief The bytes one reduce task's partition may take under `options`: an eighth of

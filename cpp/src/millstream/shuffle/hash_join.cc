@@ -3,6 +3,7 @@
 #include <atomic>
 #include <functional>
 #include <limits>
+#include <mutex>
 #include <numeric>
 #include <set>
 #include <tuple>
@@ -218,6 +219,98 @@ arrow::Result<std::shared_ptr<arrow::Array>> OneArray(const std::shared_ptr<arro
   return arrow::Concatenate(column->chunks(), pool);
 }
 
+/// Row numbers of Acero's hash join of `probe` with `build` (its hash table built on
+/// `build`; `type` with the probe as its left side) over the keys: `probe_rows` into
+/// `probe` and `build_rows` into `build` (null when the type outputs none of that side;
+/// a null entry: no row of that side).
+struct JoinedRows {
+  std::shared_ptr<arrow::Array> probe_rows, build_rows;
+  int64_t num_rows = 0;
+};
+arrow::Result<JoinedRows> HashJoinRows(const arrow::Table& probe, const std::vector<std::string>& probe_keys,
+                                       const arrow::Table& build, const std::vector<std::string>& build_keys,
+                                       JoinType type, cp::ExecContext* exec) {
+  arrow::MemoryPool* pool = exec->memory_pool();
+  ARROW_ASSIGN_OR_RAISE(auto probe_table, KeysAndRows(probe, probe_keys, "__probe_row", exec));
+  ARROW_ASSIGN_OR_RAISE(auto build_table, KeysAndRows(build, build_keys, "__build_row", exec));
+  std::vector<arrow::FieldRef> key_refs;
+  for (size_t k = 0; k < probe_keys.size(); ++k) key_refs.emplace_back("k" + std::to_string(k));
+  std::vector<arrow::FieldRef> probe_out, build_out;
+  const bool build_only = type == JoinType::kRightSemi || type == JoinType::kRightAnti;
+  const bool probe_only = type == JoinType::kLeftSemi || type == JoinType::kLeftAnti;
+  if (!build_only) probe_out.emplace_back("__probe_row");
+  if (!probe_only) build_out.emplace_back("__build_row");
+  ac::HashJoinNodeOptions options(AceroType(type), key_refs, key_refs, probe_out, build_out);
+  ac::Declaration plan("hashjoin", {ac::Declaration("table_source", ac::TableSourceNodeOptions(probe_table)),
+                                    ac::Declaration("table_source", ac::TableSourceNodeOptions(build_table))},
+                       std::move(options));
+  ARROW_ASSIGN_OR_RAISE(auto joined, ac::DeclarationToTable(std::move(plan), /*use_threads=*/false, pool));
+  probe_table.reset();
+  build_table.reset();
+  JoinedRows out;
+  out.num_rows = joined->num_rows();
+  if (!build_only) {
+    ARROW_ASSIGN_OR_RAISE(out.probe_rows, OneArray(joined->GetColumnByName("__probe_row"), pool));
+  }
+  if (!probe_only) {
+    ARROW_ASSIGN_OR_RAISE(out.build_rows, OneArray(joined->GetColumnByName("__build_row"), pool));
+  }
+  return out;
+}
+
+/// The `n` output rows of `layout` taken from `left` and `right` by row number:
+/// `rows[s]` into side s (a null entry: no row of that side; a null array: none of that
+/// side at all); full outer keys coalesced.
+arrow::Result<Block> TakeLayout(const std::vector<OutputColumn>& layout, const arrow::Table& left,
+                                const arrow::Table& right, std::shared_ptr<arrow::Array> rows[2], int64_t n,
+                                cp::ExecContext* exec) {
+  arrow::MemoryPool* pool = exec->memory_pool();
+  const arrow::Table* sides[2] = {&left, &right};
+  auto take = [&](int side, int index) -> arrow::Result<std::shared_ptr<arrow::Array>> {
+    if (!rows[side]) {
+      ARROW_ASSIGN_OR_RAISE(rows[side], arrow::MakeArrayOfNull(arrow::int32(), n, pool));
+    }
+    ARROW_ASSIGN_OR_RAISE(auto taken, cp::Take(sides[side]->column(index), rows[side],
+                                               cp::TakeOptions::NoBoundsCheck(), exec));
+    return OneArray(taken.chunked_array(), pool);
+  };
+  arrow::FieldVector fields;
+  arrow::ArrayVector columns;
+  for (const auto& column : layout) {
+    ARROW_ASSIGN_OR_RAISE(auto values, take(column.side, column.index));
+    if (column.coalesce >= 0) {
+      ARROW_ASSIGN_OR_RAISE(values, DecodedArray(values, exec));
+      ARROW_ASSIGN_OR_RAISE(auto other, take(1, column.coalesce));
+      ARROW_ASSIGN_OR_RAISE(other, DecodedArray(other, exec));
+      ARROW_ASSIGN_OR_RAISE(auto merged, cp::CallFunction("coalesce", {values, other}, exec));
+      values = merged.make_array();
+    }
+    fields.push_back(sides[column.side]->schema()->field(column.index)->WithName(column.name)->WithType(values->type()));
+    columns.push_back(std::move(values));
+  }
+  return arrow::RecordBatch::Make(arrow::schema(std::move(fields)), n, std::move(columns));
+}
+
+/// Sets `marks[offset + r]` for each row number r in `rows` (nulls skipped).
+void MarkRows(const arrow::Array& rows, int64_t offset, std::vector<uint8_t>& marks) {
+  for (int64_t i = 0; i < rows.length(); ++i) {
+    if (rows.IsNull(i)) continue;
+    const int64_t r = rows.type_id() == arrow::Type::INT32 ? static_cast<const arrow::Int32Array&>(rows).Value(i)
+                                                           : static_cast<const arrow::Int64Array&>(rows).Value(i);
+    marks[offset + r] = 1;
+  }
+}
+
+/// The row numbers r in [0, n) whose `marks[offset + r]` is `want`.
+arrow::Result<std::shared_ptr<arrow::Array>> RowsMarked(const std::vector<uint8_t>& marks, int64_t offset, int64_t n,
+                                                        bool want, arrow::MemoryPool* pool) {
+  arrow::Int64Builder builder(pool);
+  for (int64_t r = 0; r < n; ++r) {
+    if ((marks[offset + r] != 0) == want) ARROW_RETURN_NOT_OK(builder.Append(r));
+  }
+  return builder.Finish();
+}
+
 /// One side of a join exchange: a hash exchange by the keys whose reduce hands on the
 /// partition's rows as one block.
 class JoinSide : public BucketExchange {
@@ -306,9 +399,12 @@ class JoinExchange : public Exchange {
     if (mapped_[0].load() > 0 && mapped_[1].load() > 0) {
       const int64_t bytes[2] = {sides_[0]->PartitionBytes(p), sides_[1]->PartitionBytes(p)};
       const int probe = bytes[0] < bytes[1] ? 1 : 0;  // the larger side, as JoinLeaf
-      if (std::min(bytes[0], bytes[1]) > share_ || (bytes[probe] > 4 * share_ && StreamsProbe(probe))) {
+      if (std::min(bytes[0], bytes[1]) > share_ || bytes[probe] > 4 * share_) {
         // The build side does not fit the reduce task's share: grace hash join. (Or the
         // other side is many times the share, a hot key: streamed against the build.)
+        // What the task holds grows within the reservation's cap, spilling what no
+        // reduce has read.
+        ReduceHold hold(grace_ledger_, ctx, [this, &ctx](int64_t want) { return ReclaimForGrace(want, ctx); });
         SideSource source[2];
         for (int s = 0; s < 2; ++s) {
           source[s].schema = sides_[s]->schema();
@@ -317,7 +413,7 @@ class JoinExchange : public Exchange {
             return sides_[s]->ReducePieces(p, each, ctx);
           };
         }
-        return JoinRange(source, 0, emit, ctx);
+        return JoinRange(source, 0, emit, ctx, hold);
       }
     }
     std::vector<Block> pieces[2];
@@ -368,6 +464,7 @@ class JoinExchange : public Exchange {
   }
   int64_t regrouped_partitions() const override { return regrouped_.load(); }
   int64_t streamed_partitions() const override { return streamed_.load(); }
+  int64_t chunked_partitions() const override { return chunked_.load(); }
 
  private:
   using PieceFn = std::function<arrow::Status(Block)>;
@@ -384,18 +481,49 @@ class JoinExchange : public Exchange {
   /// into one piece per sub-partition.
   struct SplitSide {
     std::shared_ptr<arrow::Schema> schema;
-    std::vector<std::unique_ptr<StoredBlock>> blocks;
-    /// Bytes of sub-partition `j` (each block's bytes prorated by its rows there).
-    int64_t Bytes(int64_t j) const {
-      int64_t bytes = 0;
-      for (const auto& block : blocks) {
-        if (block->piece_rows(j) > 0) {
-          bytes += static_cast<int64_t>(static_cast<double>(block->bytes()) * block->piece_rows(j) / block->num_rows());
-        }
-      }
-      return bytes;
-    }
+    std::vector<std::shared_ptr<StoredBlock>> blocks;
+    /// Bytes of each sub-partition in memory, measured on its rows when split (rows of
+    /// a hot key may be far wider than the others: prorating by rows would miss them).
+    std::vector<int64_t> sub_bytes;
+    int64_t Bytes(int64_t j) const { return sub_bytes[j]; }
   };
+
+  /// A block the grace join stores (a sub-partition's rows, a chunk of a side): in memory
+  /// if the reservation grows, else spilled; ReclaimForGrace may spill it while no reader
+  /// holds it.
+  arrow::Result<std::shared_ptr<StoredBlock>> StoreGrace(Block block, std::vector<int64_t> offsets,
+                                                         ExchangeContext& ctx) {
+    ARROW_ASSIGN_OR_RAISE(std::shared_ptr<StoredBlock> stored,
+                          StoredBlock::Make(std::move(block), std::move(offsets), &grace_ledger_, ctx));
+    std::lock_guard<std::mutex> lock(grace_mutex_);
+    std::erase_if(grace_blocks_, [](const std::weak_ptr<StoredBlock>& b) { return b.expired(); });
+    grace_blocks_.push_back(stored);
+    return stored;
+  }
+
+  /// Room for a grace join's reduce task short of it: spills what no reader holds, the
+  /// exchange's map-side blocks first, then the grace join's own stored blocks.
+  arrow::Result<int64_t> ReclaimForGrace(int64_t want, ExchangeContext& ctx) {
+    int64_t got = 0;
+    for (int s = 0; s < 2 && got < want; ++s) {
+      ARROW_ASSIGN_OR_RAISE(int64_t more, sides_[s]->ReclaimUnread(want - got, ctx));
+      got += more;
+    }
+    if (got >= want) return got;
+    std::vector<std::shared_ptr<StoredBlock>> blocks;
+    {
+      std::lock_guard<std::mutex> lock(grace_mutex_);
+      for (const auto& weak : grace_blocks_) {
+        if (auto block = weak.lock()) blocks.push_back(std::move(block));
+      }
+    }
+    for (const auto& block : blocks) {
+      if (got >= want) break;
+      ARROW_ASSIGN_OR_RAISE(int64_t more, block->SpillUnread(ctx));
+      got += more;
+    }
+    return got;
+  }
 
   /// Whether the join can take the rows of side `probe` in chunks against the whole other
   /// side: every output row then depends on one probe row and the built side only.
@@ -416,14 +544,15 @@ class JoinExchange : public Exchange {
   /// is when its smaller side fits the reduce share (or at the depth limit), else by
   /// re-partitioning both sides by a hash of the keys under seed `depth + 1` into stored
   /// sub-partitions (spilling past the reservation) joined one after another.
-  arrow::Status JoinRange(SideSource (&source)[2], int depth, const Emit& emit, ExchangeContext& ctx) {
+  arrow::Status JoinRange(SideSource (&source)[2], int depth, const Emit& emit, ExchangeContext& ctx,
+                          ReduceHold& hold) {
     ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
     const int64_t build_bytes = std::min(source[0].bytes, source[1].bytes);
-    if (build_bytes <= share_ || depth >= kMaxDepth) return JoinLeaf(source, emit, ctx);
+    if (build_bytes <= share_ || depth >= kMaxDepth) return JoinLeaf(source, emit, ctx, hold);
     const int64_t k = std::clamp<int64_t>(2 * ((build_bytes + share_ - 1) / share_), 2, kMaxSubPartitions);
     SplitSide split[2];
     for (int s = 0; s < 2; ++s) {
-      ARROW_ASSIGN_OR_RAISE(split[s], Split(source[s], s, k, static_cast<uint64_t>(depth) + 1, ctx));
+      ARROW_ASSIGN_OR_RAISE(split[s], Split(source[s], s, k, static_cast<uint64_t>(depth) + 1, ctx, hold));
     }
     regrouped_.fetch_add(1);
     for (int64_t j = 0; j < k; ++j) {
@@ -437,7 +566,7 @@ class JoinExchange : public Exchange {
       // A sub-partition that kept nearly all of the build side holds a key too frequent
       // to split: hashing again cannot help, it is joined as it is.
       const bool unsplit = std::min(sub[0].bytes, sub[1].bytes) * 10 >= build_bytes * 9;
-      ARROW_RETURN_NOT_OK(JoinRange(sub, unsplit ? kMaxDepth : depth + 1, emit, ctx));
+      ARROW_RETURN_NOT_OK(JoinRange(sub, unsplit ? kMaxDepth : depth + 1, emit, ctx, hold));
     }
     return arrow::Status::OK();
   }
@@ -446,9 +575,10 @@ class JoinExchange : public Exchange {
   /// into `k` sub-partitions: pieces gathered to about half the share, grouped by
   /// sub-partition and stored (in memory if the reservation grows, else spilled).
   arrow::Result<SplitSide> Split(const SideSource& source, int side, int64_t k, uint64_t seed,
-                                 ExchangeContext& ctx) {
+                                 ExchangeContext& ctx, ReduceHold& hold) {
     SplitSide out;
     out.schema = source.schema;
+    out.sub_bytes.assign(k, 0);
     const auto& keys = side == 0 ? spec_.left_keys : spec_.right_keys;
     const int64_t chunk_bytes = std::max<int64_t>(share_ / 2, 1);
     std::vector<Block> pending;
@@ -470,23 +600,26 @@ class JoinExchange : public Exchange {
       hashes = {};
       ARROW_ASSIGN_OR_RAISE(auto grouped, GroupRowsByBucket(block, buckets, k, ctx.pool));
       block.reset();
-      grace_ledger_.Release(pending_bytes, ctx);
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t rows = grouped.offsets[j + 1] - grouped.offsets[j];
+        if (rows > 0) out.sub_bytes[j] += BlockBytes(*grouped.block->Slice(grouped.offsets[j], rows));
+      }
+      hold.Release(pending_bytes);
       pending_bytes = 0;
-      ARROW_ASSIGN_OR_RAISE(auto stored, StoredBlock::Make(std::move(grouped.block), std::move(grouped.offsets),
-                                                           &grace_ledger_, ctx));
+      ARROW_ASSIGN_OR_RAISE(auto stored, StoreGrace(std::move(grouped.block), std::move(grouped.offsets), ctx));
       out.blocks.push_back(std::move(stored));
       return arrow::Status::OK();
     };
     auto status = source.for_each([&](Block piece) -> arrow::Status {
       const int64_t bytes = BlockBytes(*piece);
-      grace_ledger_.Hold(bytes, ctx);
+      ARROW_RETURN_NOT_OK(hold.Hold(bytes));
       pending_bytes += bytes;
       pending.push_back(std::move(piece));
       return pending_bytes >= chunk_bytes ? flush() : arrow::Status::OK();
     });
     if (status.ok()) status = flush();
     pending.clear();
-    grace_ledger_.Release(pending_bytes, ctx);
+    hold.Release(pending_bytes);
     ARROW_RETURN_NOT_OK(status);
     for (auto& block : out.blocks) {
       int64_t readers = 0;
@@ -522,20 +655,23 @@ class JoinExchange : public Exchange {
   /// probe side (the larger) is over the share (a hot key) and the join type allows, the
   /// build side whole and the probe side in chunks of about the share, each chunk's
   /// output handed on before the next is read.
-  arrow::Status JoinLeaf(SideSource (&source)[2], const Emit& emit, ExchangeContext& ctx) {
+  arrow::Status JoinLeaf(SideSource (&source)[2], const Emit& emit, ExchangeContext& ctx, ReduceHold& hold) {
     const int build = source[0].bytes < source[1].bytes ? 0 : 1, probe = 1 - build;
+    if (source[build].bytes > share_ || (source[probe].bytes > share_ && !StreamsProbe(probe))) {
+      return JoinChunked(source, build, emit, ctx, hold);
+    }
     int64_t held = 0;
-    auto hold = [&](const Block& piece) {
+    auto hold_piece = [&](const Block& piece) -> arrow::Result<int64_t> {
       const int64_t bytes = BlockBytes(*piece);
-      grace_ledger_.Hold(bytes, ctx);
+      ARROW_RETURN_NOT_OK(hold.Hold(bytes));
       held += bytes;
       return bytes;
     };
     std::shared_ptr<arrow::Table> tables[2];
     auto load = [&](int s) -> arrow::Status {
       std::vector<Block> pieces;
-      ARROW_RETURN_NOT_OK(source[s].for_each([&](Block piece) {
-        hold(piece);
+      ARROW_RETURN_NOT_OK(source[s].for_each([&](Block piece) -> arrow::Status {
+        ARROW_RETURN_NOT_OK(hold_piece(piece).status());
         pieces.push_back(std::move(piece));
         return arrow::Status::OK();
       }));
@@ -544,13 +680,13 @@ class JoinExchange : public Exchange {
     };
     auto status = [&]() -> arrow::Status {
       ARROW_RETURN_NOT_OK(load(build));
-      if (source[probe].bytes <= share_ || !StreamsProbe(probe)) {
+      if (source[probe].bytes <= share_) {
         ARROW_RETURN_NOT_OK(load(probe));
         ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
         ARROW_ASSIGN_OR_RAISE(auto out, JoinPartition(tables[0], tables[1], spec_, ctx.pool));
         tables[0].reset();
         tables[1].reset();
-        grace_ledger_.Release(held, ctx);
+        hold.Release(held);
         held = 0;
         return EmitSliced(out, options_.target_max_block_size, emit);
       }
@@ -564,20 +700,212 @@ class JoinExchange : public Exchange {
         chunk.clear();
         ARROW_ASSIGN_OR_RAISE(auto out, JoinPartition(tables[0], tables[1], spec_, ctx.pool));
         tables[probe].reset();
-        grace_ledger_.Release(chunk_held, ctx);
+        hold.Release(chunk_held);
         held -= chunk_held;
         chunk_held = 0;
         return EmitSliced(out, options_.target_max_block_size, emit);
       };
       ARROW_RETURN_NOT_OK(source[probe].for_each([&](Block piece) -> arrow::Status {
-        chunk_held += hold(piece);
+        ARROW_ASSIGN_OR_RAISE(int64_t bytes, hold_piece(piece));
+        chunk_held += bytes;
         chunk.push_back(std::move(piece));
         return chunk_held >= share_ ? flush() : arrow::Status::OK();
       }));
       return flush();
     }();
-    grace_ledger_.Release(held, ctx);
+    hold.Release(held);
     return status;
+  }
+
+  /// One side of a leaf stored in chunks of about half the share each (in memory if the
+  /// reservation grows, else spilled), read back chunk by chunk, as often as asked.
+  struct Chunks {
+    std::vector<std::shared_ptr<StoredBlock>> blocks;
+    std::vector<int64_t> first_row;  // of each chunk, in the side
+    int64_t rows = 0;
+  };
+
+  arrow::Result<Chunks> StoreChunks(const SideSource& source, ExchangeContext& ctx, ReduceHold& hold) {
+    Chunks out;
+    const int64_t chunk_bytes = std::max<int64_t>(share_ / 2, 1);
+    std::vector<Block> pending;
+    int64_t pending_bytes = 0;
+    auto flush = [&]() -> arrow::Status {
+      if (pending.empty()) return arrow::Status::OK();
+      Block block;
+      if (pending.size() == 1) {
+        block = std::move(pending[0]);
+      } else {
+        ARROW_ASSIGN_OR_RAISE(block, arrow::ConcatenateRecordBatches(pending, ctx.pool));
+      }
+      pending.clear();
+      hold.Release(pending_bytes);
+      pending_bytes = 0;
+      const int64_t rows = block->num_rows();
+      ARROW_ASSIGN_OR_RAISE(auto stored, StoreGrace(std::move(block), {0, rows}, ctx));
+      out.first_row.push_back(out.rows);
+      out.rows += rows;
+      out.blocks.push_back(std::move(stored));
+      return arrow::Status::OK();
+    };
+    auto status = source.for_each([&](Block piece) -> arrow::Status {
+      if (piece->num_rows() == 0) return arrow::Status::OK();
+      ARROW_ASSIGN_OR_RAISE(auto cast, CastBlockToSchema(piece, source.schema));
+      piece.reset();
+      const int64_t bytes = BlockBytes(*cast);
+      ARROW_RETURN_NOT_OK(hold.Hold(bytes));
+      pending_bytes += bytes;
+      pending.push_back(std::move(cast));
+      return pending_bytes >= chunk_bytes ? flush() : arrow::Status::OK();
+    });
+    if (status.ok()) status = flush();
+    pending.clear();
+    hold.Release(pending_bytes);
+    ARROW_RETURN_NOT_OK(status);
+    return out;
+  }
+
+  /// Chunk `i` of `chunks` as a table with `schema`; `*held` the bytes read back from a
+  /// spill file (held in `hold` until the caller releases them).
+  arrow::Result<std::shared_ptr<arrow::Table>> ReadChunk(Chunks& chunks, size_t i,
+                                                         const std::shared_ptr<arrow::Schema>& schema,
+                                                         ExchangeContext& ctx, ReduceHold& hold, int64_t* held) {
+    ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
+    bool from_disk = false;
+    ARROW_ASSIGN_OR_RAISE(auto pieces, chunks.blocks[i]->Pieces(0, 1, ctx, &from_disk));
+    *held = from_disk ? chunks.blocks[i]->bytes() : 0;
+    ARROW_RETURN_NOT_OK(hold.Hold(*held));
+    for (auto& piece : pieces) {
+      ARROW_ASSIGN_OR_RAISE(piece, CastBlockToSchema(piece, schema));
+    }
+    return arrow::Table::FromRecordBatches(schema, std::move(pieces));
+  }
+
+  /// Joins a leaf whose build side (`build`, the smaller) is over the share, or whose
+  /// probe side is and the type needs all of it at once (full outer; the outer, semi or
+  /// anti side being the build side's other): block nested loops. Both sides are stored
+  /// in chunks of about half the share (spilled past the reservation); each build chunk
+  /// is joined (Acero, its hash table on the build chunk) with every probe chunk in
+  /// turn, matched rows marked on both sides. A build chunk's unmatched rows (outer) or
+  /// matched/unmatched ones (semi/anti) are output after its pass over the probe side,
+  /// the probe side's after the last pass, so every join type keeps its exact meaning
+  /// while at most one chunk of each side is held.
+  arrow::Status JoinChunked(SideSource (&source)[2], int build, const Emit& emit, ExchangeContext& ctx,
+                            ReduceHold& hold) {
+    const int probe = 1 - build;
+    chunked_.fetch_add(1);
+    ARROW_ASSIGN_OR_RAISE(auto layout, Layout(spec_, *source[0].schema, *source[1].schema));
+    const JoinType type = spec_.type;
+    // Per side: whether its unmatched rows are output with nulls (outer), and whether
+    // the output is its matched (semi) or unmatched (anti) rows alone.
+    bool keep_unmatched[2], semi[2], anti[2];
+    keep_unmatched[0] = type == JoinType::kFullOuter || type == JoinType::kLeftOuter;
+    keep_unmatched[1] = type == JoinType::kFullOuter || type == JoinType::kRightOuter;
+    semi[0] = type == JoinType::kLeftSemi;
+    semi[1] = type == JoinType::kRightSemi;
+    anti[0] = type == JoinType::kLeftAnti;
+    anti[1] = type == JoinType::kRightAnti;
+    const bool pairs = !IsSemiOrAnti(type);
+    auto marked = [&](int s) { return keep_unmatched[s] || semi[s] || anti[s]; };
+    const auto& probe_keys = probe == 0 ? spec_.left_keys : spec_.right_keys;
+    const auto& build_keys = build == 0 ? spec_.left_keys : spec_.right_keys;
+    cp::ExecContext exec(ctx.pool);
+
+    Chunks chunks[2];
+    ARROW_ASSIGN_OR_RAISE(chunks[build], StoreChunks(source[build], ctx, hold));
+    ARROW_ASSIGN_OR_RAISE(chunks[probe], StoreChunks(source[probe], ctx, hold));
+    const int64_t passes = static_cast<int64_t>(chunks[build].blocks.size());
+    for (auto& block : chunks[build].blocks) block->SetReaders(1, ctx);
+    for (auto& block : chunks[probe].blocks) block->SetReaders(passes + (marked(probe) ? 1 : 0), ctx);
+    std::vector<uint8_t> probe_marks(marked(probe) ? chunks[probe].rows : 0, 0);
+    std::shared_ptr<arrow::Table> sides[2];
+    auto emit_rows = [&](std::shared_ptr<arrow::Array> rows[2], int64_t n) -> arrow::Status {
+      if (n == 0) return arrow::Status::OK();
+      ARROW_ASSIGN_OR_RAISE(auto out, TakeLayout(layout, *sides[0], *sides[1], rows, n, &exec));
+      return EmitSliced(out, options_.target_max_block_size, emit);
+    };
+    // An empty table of a side's schema: the side not present in an output of the other's
+    // rows alone.
+    ARROW_ASSIGN_OR_RAISE(auto empty_build, arrow::Table::MakeEmpty(source[build].schema, ctx.pool));
+    ARROW_ASSIGN_OR_RAISE(auto empty_probe, arrow::Table::MakeEmpty(source[probe].schema, ctx.pool));
+
+    for (int64_t i = 0; i < passes; ++i) {
+      int64_t build_held = 0;
+      auto status = [&]() -> arrow::Status {
+        ARROW_ASSIGN_OR_RAISE(sides[build], ReadChunk(chunks[build], i, source[build].schema, ctx, hold, &build_held));
+        std::vector<uint8_t> build_marks(marked(build) ? sides[build]->num_rows() : 0, 0);
+        for (size_t j = 0; j < chunks[probe].blocks.size(); ++j) {
+          int64_t probe_held = 0;
+          auto pass = [&]() -> arrow::Status {
+            ARROW_ASSIGN_OR_RAISE(sides[probe],
+                                  ReadChunk(chunks[probe], j, source[probe].schema, ctx, hold, &probe_held));
+            const int64_t offset = chunks[probe].first_row[j];
+            if (pairs) {
+              ARROW_ASSIGN_OR_RAISE(auto joined, HashJoinRows(*sides[probe], probe_keys, *sides[build], build_keys,
+                                                              JoinType::kInner, &exec));
+              if (marked(probe)) MarkRows(*joined.probe_rows, offset, probe_marks);
+              if (marked(build)) MarkRows(*joined.build_rows, 0, build_marks);
+              std::shared_ptr<arrow::Array> rows[2];
+              rows[probe] = std::move(joined.probe_rows);
+              rows[build] = std::move(joined.build_rows);
+              return emit_rows(rows, joined.num_rows);
+            }
+            // Semi or anti: only the output side's matches are needed.
+            if (marked(probe)) {
+              ARROW_ASSIGN_OR_RAISE(auto joined, HashJoinRows(*sides[probe], probe_keys, *sides[build], build_keys,
+                                                              JoinType::kLeftSemi, &exec));
+              MarkRows(*joined.probe_rows, offset, probe_marks);
+            } else {
+              ARROW_ASSIGN_OR_RAISE(auto joined, HashJoinRows(*sides[probe], probe_keys, *sides[build], build_keys,
+                                                              JoinType::kRightSemi, &exec));
+              MarkRows(*joined.build_rows, 0, build_marks);
+            }
+            return arrow::Status::OK();
+          }();
+          sides[probe].reset();
+          hold.Release(probe_held);
+          chunks[probe].blocks[j]->Done(ctx);
+          ARROW_RETURN_NOT_OK(pass);
+        }
+        // The build chunk's rows that no probe row matched (outer, anti) or that one did (semi).
+        if (marked(build)) {
+          ARROW_ASSIGN_OR_RAISE(auto picked, RowsMarked(build_marks, 0, sides[build]->num_rows(), semi[build], ctx.pool));
+          sides[probe] = empty_probe;
+          std::shared_ptr<arrow::Array> rows[2];
+          rows[build] = picked;
+          const int64_t n = picked->length();
+          ARROW_RETURN_NOT_OK(emit_rows(rows, n));
+          sides[probe].reset();
+        }
+        return arrow::Status::OK();
+      }();
+      sides[build].reset();
+      hold.Release(build_held);
+      chunks[build].blocks[i]->Done(ctx);
+      ARROW_RETURN_NOT_OK(status);
+    }
+    // The probe side's rows that no build chunk matched (outer, anti) or that one did (semi).
+    if (marked(probe)) {
+      for (size_t j = 0; j < chunks[probe].blocks.size(); ++j) {
+        int64_t probe_held = 0;
+        auto status = [&]() -> arrow::Status {
+          ARROW_ASSIGN_OR_RAISE(sides[probe], ReadChunk(chunks[probe], j, source[probe].schema, ctx, hold, &probe_held));
+          ARROW_ASSIGN_OR_RAISE(auto picked, RowsMarked(probe_marks, chunks[probe].first_row[j], sides[probe]->num_rows(),
+                                                        semi[probe], ctx.pool));
+          sides[build] = empty_build;
+          std::shared_ptr<arrow::Array> rows[2];
+          rows[probe] = picked;
+          const int64_t n = picked->length();
+          return emit_rows(rows, n);
+        }();
+        sides[probe].reset();
+        sides[build].reset();
+        hold.Release(probe_held);
+        chunks[probe].blocks[j]->Done(ctx);
+        ARROW_RETURN_NOT_OK(status);
+      }
+    }
+    return arrow::Status::OK();
   }
 
   // Grace hash join: at most this many levels of re-partitioning, into at most this many
@@ -597,7 +925,9 @@ class JoinExchange : public Exchange {
   int64_t share_;  // the bytes a reduce task's build side may take (ReduceShare)
   int64_t num_buckets_;
   ExchangeLedger grace_ledger_;  // sub-partitions and what the grace join holds
-  std::atomic<int64_t> regrouped_{0}, streamed_{0};
+  std::mutex grace_mutex_;      // guards grace_blocks_
+  std::vector<std::weak_ptr<StoredBlock>> grace_blocks_;  // what StoreGrace stored, while alive
+  std::atomic<int64_t> regrouped_{0}, streamed_{0}, chunked_{0};
   std::unique_ptr<JoinSide> sides_[2];
   std::atomic<int64_t> mapped_[2] = {0, 0};  // blocks mapped per side
   std::atomic<int64_t> rows_{0}, bytes_{0};
@@ -694,54 +1024,11 @@ arrow::Result<Block> JoinPartition(const std::shared_ptr<arrow::Table>& left, co
   const auto& build = swap ? left : right;
   const auto& probe_keys = swap ? spec.right_keys : spec.left_keys;
   const auto& build_keys = swap ? spec.left_keys : spec.right_keys;
-  ARROW_ASSIGN_OR_RAISE(auto probe_table, KeysAndRows(*probe, probe_keys, "__probe_row", &exec));
-  ARROW_ASSIGN_OR_RAISE(auto build_table, KeysAndRows(*build, build_keys, "__build_row", &exec));
-  std::vector<arrow::FieldRef> key_refs;
-  for (size_t k = 0; k < probe_keys.size(); ++k) key_refs.emplace_back("k" + std::to_string(k));
-  std::vector<arrow::FieldRef> probe_out, build_out;
-  const bool build_only = type == JoinType::kRightSemi || type == JoinType::kRightAnti;
-  const bool probe_only = type == JoinType::kLeftSemi || type == JoinType::kLeftAnti;
-  if (!build_only) probe_out.emplace_back("__probe_row");
-  if (!probe_only) build_out.emplace_back("__build_row");
-  ac::HashJoinNodeOptions options(AceroType(type), key_refs, key_refs, probe_out, build_out);
-  ac::Declaration plan("hashjoin", {ac::Declaration("table_source", ac::TableSourceNodeOptions(probe_table)),
-                                    ac::Declaration("table_source", ac::TableSourceNodeOptions(build_table))},
-                       std::move(options));
-  ARROW_ASSIGN_OR_RAISE(auto joined, ac::DeclarationToTable(std::move(plan), /*use_threads=*/false, pool));
-  probe_table.reset();
-  build_table.reset();
-
-  // Row numbers into each side (null: no row of that side).
+  ARROW_ASSIGN_OR_RAISE(auto joined, HashJoinRows(*probe, probe_keys, *build, build_keys, type, &exec));
   std::shared_ptr<arrow::Array> rows[2];
-  if (!build_only) {
-    ARROW_ASSIGN_OR_RAISE(rows[swap ? 1 : 0], OneArray(joined->GetColumnByName("__probe_row"), pool));
-  }
-  if (!probe_only) {
-    ARROW_ASSIGN_OR_RAISE(rows[swap ? 0 : 1], OneArray(joined->GetColumnByName("__build_row"), pool));
-  }
-  const int64_t n = joined->num_rows();
-  joined.reset();
-  const arrow::Table* sides[2] = {left.get(), right.get()};
-  auto take = [&](int side, int index) -> arrow::Result<std::shared_ptr<arrow::Array>> {
-    ARROW_ASSIGN_OR_RAISE(auto taken, cp::Take(sides[side]->column(index), rows[side],
-                                               cp::TakeOptions::NoBoundsCheck(), &exec));
-    return OneArray(taken.chunked_array(), pool);
-  };
-  arrow::FieldVector fields;
-  arrow::ArrayVector columns;
-  for (const auto& column : layout) {
-    ARROW_ASSIGN_OR_RAISE(auto values, take(column.side, column.index));
-    if (column.coalesce >= 0) {
-      ARROW_ASSIGN_OR_RAISE(values, DecodedArray(values, &exec));
-      ARROW_ASSIGN_OR_RAISE(auto other, take(1, column.coalesce));
-      ARROW_ASSIGN_OR_RAISE(other, DecodedArray(other, &exec));
-      ARROW_ASSIGN_OR_RAISE(auto merged, cp::CallFunction("coalesce", {values, other}, &exec));
-      values = merged.make_array();
-    }
-    fields.push_back(sides[column.side]->schema()->field(column.index)->WithName(column.name)->WithType(values->type()));
-    columns.push_back(std::move(values));
-  }
-  return arrow::RecordBatch::Make(arrow::schema(std::move(fields)), n, std::move(columns));
+  rows[swap ? 1 : 0] = std::move(joined.probe_rows);
+  rows[swap ? 0 : 1] = std::move(joined.build_rows);
+  return TakeLayout(layout, *left, *right, rows, joined.num_rows, &exec);
 }
 
 arrow::Result<std::unique_ptr<Exchange>> MakeHashJoinExchange(JoinSpec spec, ExchangeOptions options) {

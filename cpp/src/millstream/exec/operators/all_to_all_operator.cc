@@ -159,6 +159,7 @@ class AllToAllOperator : public PhysicalOperator {
     stats.spilled_bytes = exchange_->spilled_bytes();
     stats.regrouped_partitions = exchange_->regrouped_partitions();
     stats.streamed_partitions = exchange_->streamed_partitions();
+    stats.chunked_partitions = exchange_->chunked_partitions();
   }
   int64_t ActiveTasks() const override { return active_tasks_; }
 
