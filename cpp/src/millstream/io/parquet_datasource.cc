@@ -9,6 +9,8 @@
 #include <arrow/compute/api.h>
 #include <arrow/extension/fixed_shape_tensor.h>
 #include <arrow/filesystem/api.h>
+#include <arrow/io/caching.h>
+#include <arrow/io/memory.h>
 #include <parquet/arrow/reader.h>
 #include <parquet/arrow/schema.h>
 #include <parquet/file_reader.h>
@@ -33,11 +35,21 @@ struct ParquetFile {
   /// Bytes, from the listing: opening with it spares an object store a HEAD request.
   int64_t size = -1;
   std::shared_ptr<parquet::FileMetaData> metadata;
+  /// The whole file, when it is small enough that reading its footer read all of it
+  /// (kWholeFileBytes): its read task decodes these bytes instead of opening it again.
+  std::shared_ptr<arrow::Buffer> contents;
   /// The file's columns, then its partition columns.
   std::shared_ptr<arrow::Schema> schema;
   /// Hive partition values of this file, for keys that are not columns of the file.
   std::vector<PartitionKey> partition;
 };
+
+/// Files of at most this many bytes are read whole when their footer is read (Arrow reads
+/// the last 64 KiB for a footer anyway), and kept for their read task: a small file is
+/// opened and read once, one request on an object store, not two.
+constexpr int64_t kWholeFileBytes = 64 * 1024;
+/// The most bytes of small files one read keeps this way (2,000 files of 32 KiB).
+constexpr int64_t kWholeFilesBudget = 64 << 20;
 
 /// Opens `path`, giving its size when known (an object store then needs no HEAD request).
 arrow::Result<std::shared_ptr<arrow::io::RandomAccessFile>> OpenWithSize(arrow::fs::FileSystem& fs,
@@ -47,6 +59,20 @@ arrow::Result<std::shared_ptr<arrow::io::RandomAccessFile>> OpenWithSize(arrow::
   arrow::fs::FileInfo info(path, arrow::fs::FileType::File);
   info.set_size(size);
   return fs.OpenInputFile(info);
+}
+
+/// How a read task's column chunks are fetched from an object store: chunks less than
+/// 1 MiB apart are merged (one request costs a round trip, about what 1 MiB takes to
+/// arrive) into requests of up to 64 MiB, so a task reading a file of that size makes one
+/// request, not one per 32 MiB (Arrow's default) or per column chunk. Lazy, with the next
+/// request fetched while the current one is decoded: a task holds at most two requests'
+/// bytes.
+arrow::io::CacheOptions ObjectStoreCacheOptions() {
+  arrow::io::CacheOptions options = arrow::io::CacheOptions::LazyDefaults();
+  options.hole_size_limit = 1 << 20;
+  options.range_size_limit = 64 << 20;
+  options.prefetch_limit = 1;
+  return options;
 }
 
 std::string ColumnList(const arrow::Schema& schema) {
@@ -200,13 +226,15 @@ arrow::Result<std::shared_ptr<arrow::Array>> ToTensorColumn(const std::shared_pt
 class ParquetReadTask : public ReadTask {
  public:
   ParquetReadTask(std::shared_ptr<arrow::fs::FileSystem> fs, std::string path, int64_t file_size,
+                  std::shared_ptr<arrow::Buffer> contents,
                   std::shared_ptr<parquet::FileMetaData> metadata, std::vector<int> row_groups,
                   std::vector<std::string> columns, std::optional<cp::Expression> filter,
                   int64_t rows, int64_t bytes, int64_t batch_rows,
                   std::vector<PartitionKey> partition, bool include_paths,
                   std::shared_ptr<arrow::Schema> target_schema, const RetryPolicy* retry,
                   std::shared_ptr<const ParquetFileOptions> more = nullptr, int64_t first_row = 0)
-      : fs_(std::move(fs)), path_(std::move(path)), file_size_(file_size), metadata_(std::move(metadata)),
+      : fs_(std::move(fs)), path_(std::move(path)), file_size_(file_size), contents_(std::move(contents)),
+        metadata_(std::move(metadata)),
         row_groups_(std::move(row_groups)), columns_(std::move(columns)),
         filter_(std::move(filter)), rows_(rows), bytes_(bytes), batch_rows_(batch_rows),
         partition_(std::move(partition)), include_paths_(include_paths),
@@ -269,13 +297,19 @@ class ParquetReadTask : public ReadTask {
   }
 
   arrow::Status RunImpl(const Emit& emit) const {
-    ARROW_ASSIGN_OR_RAISE(auto input, OpenWithSize(*fs_, path_, file_size_));
+    std::shared_ptr<arrow::io::RandomAccessFile> input;
+    if (contents_) {
+      input = std::make_shared<arrow::io::BufferReader>(contents_);
+    } else {
+      ARROW_ASSIGN_OR_RAISE(input, OpenWithSize(*fs_, path_, file_size_));
+    }
     parquet::ArrowReaderProperties arrow_props;
     arrow_props.set_batch_size(batch_rows_);
     arrow_props.set_pre_buffer(true);
     arrow_props.set_use_threads(false);
     // Decode buffers and pre-buffered column chunks count as the engine's memory.
     arrow_props.set_io_context(arrow::io::IOContext(EngineMemoryPool()));
+    if (!IsLocal(*fs_)) arrow_props.set_cache_options(ObjectStoreCacheOptions());
     parquet::arrow::FileReaderBuilder builder;
     builder.memory_pool(EngineMemoryPool());
     // The footer was parsed when the read was planned: don't parse it again.
@@ -422,6 +456,8 @@ class ParquetReadTask : public ReadTask {
   std::shared_ptr<arrow::fs::FileSystem> fs_;
   std::string path_;
   int64_t file_size_;
+  /// The whole file, read when the read was planned (small files); null: open it.
+  std::shared_ptr<arrow::Buffer> contents_;
   std::shared_ptr<parquet::FileMetaData> metadata_;
   std::vector<int> row_groups_;
   std::vector<std::string> columns_;
@@ -543,7 +579,8 @@ class ParquetDatasource : public Datasource {
       int64_t batch_rows = std::min({largest_row_group, kMaxReadBatchRows,
                                      std::max<int64_t>(1024, target_max_block_size / bytes_per_row)});
       tasks.push_back(std::make_shared<ParquetReadTask>(
-          fs_, piece.file->path, piece.file->size, piece.file->metadata, piece.row_groups, options_.columns,
+          fs_, piece.file->path, piece.file->size, piece.file->contents, piece.file->metadata, piece.row_groups,
+          options_.columns,
           options_.filter, piece.rows, piece.bytes, batch_rows, piece.file->partition,
           more_->include_paths, more_->schema, &more_->retry, more_, whole_files ? 0 : FirstRow(piece)));
     }
@@ -675,17 +712,27 @@ class ParquetDatasource : public Datasource {
   mutable std::atomic<uint64_t> executions_{0};
 };
 
+/// Reads the footer of `found` (and, for a small file, the whole file, kept while
+/// `*whole_budget` bytes remain).
 arrow::Result<ParquetFile> ReadFooter(arrow::fs::FileSystem& fs, const FoundFile& found,
-                                      bool hive_partitioning) {
-  ARROW_ASSIGN_OR_RAISE(auto input, OpenWithSize(fs, found.path, found.size));
-  auto reader = parquet::ParquetFileReader::Open(input);
+                                      bool hive_partitioning, std::atomic<int64_t>* whole_budget) {
+  ARROW_ASSIGN_OR_RAISE(std::shared_ptr<arrow::io::RandomAccessFile> input,
+                        OpenWithSize(fs, found.path, found.size));
   ParquetFile file;
   file.path = found.path;
   file.size = found.size;
+  if (found.size > 0 && found.size <= kWholeFileBytes && whole_budget->fetch_sub(found.size) >= found.size) {
+    ARROW_ASSIGN_OR_RAISE(file.contents, input->ReadAt(0, found.size));
+    if (file.contents->size() != found.size) {
+      return arrow::Status::IOError("read ", file.contents->size(), " bytes of ", found.size);
+    }
+    ARROW_RETURN_NOT_OK(input->Close());
+    input = std::make_shared<arrow::io::BufferReader>(file.contents);
+  }
+  auto reader = parquet::ParquetFileReader::Open(input);
   file.metadata = reader->metadata();
-  ARROW_ASSIGN_OR_RAISE(auto arrow_reader,
-                        parquet::arrow::FileReader::Make(arrow::default_memory_pool(), std::move(reader)));
-  ARROW_RETURN_NOT_OK(arrow_reader->GetSchema(&file.schema));
+  ARROW_RETURN_NOT_OK(parquet::arrow::FromParquetSchema(file.metadata->schema(), parquet::ArrowReaderProperties(),
+                                                        file.metadata->key_value_metadata(), &file.schema));
   if (hive_partitioning) {
     ARROW_ASSIGN_OR_RAISE(auto keys, HivePartition(found));
     for (auto& key : keys) {
@@ -716,13 +763,14 @@ arrow::Result<std::shared_ptr<Datasource>> MakeParquetSource(std::shared_ptr<arr
                                                              ParquetFileOptions more) {
   if (found.empty()) return arrow::Status::IOError("read_parquet: no Parquet files to read");
   // Footers are read side by side (on an object store each is a round trip or two).
+  std::atomic<int64_t> whole_budget{kWholeFilesBudget};
   std::vector<arrow::Result<ParquetFile>> footers(found.size(), arrow::Status::UnknownError("not read"));
   auto read_one = [&](size_t i) {
     const auto& f = found[i];
     // parquet throws ParquetException on a bad footer; turn it into a Status naming the file.
     auto read_footer = [&](const Emit&) -> arrow::Status {
       try {
-        footers[i] = ReadFooter(*fs, f, options.hive_partitioning);
+        footers[i] = ReadFooter(*fs, f, options.hive_partitioning, &whole_budget);
       } catch (const std::exception& e) {
         footers[i] = arrow::Status::IOError(e.what());
       }
