@@ -42,6 +42,8 @@ std::function<arrow::Result<std::string>(const std::string&, int64_t)> MakePytho
 
 /// Adds the file readers (list_files, read_files) to the module (py_io.cc).
 void RegisterIo(py::module_& m);
+/// Adds strings_to_objects (string columns to numpy object arrays) to the module (py_strings.cc).
+void RegisterStrings(py::module_& m);
 /// A filesystem as Python holds it (made by resolve_path / list_files).
 struct FileSystemHandle {
   std::shared_ptr<arrow::fs::FileSystem> fs;
