@@ -2,6 +2,8 @@
 // one Python str (or bytes) per distinct value of a column of few values, shared by its
 // rows, made straight from the Arrow buffers (no pandas, no Arrow memo table).
 
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <functional>
 #include <string_view>
@@ -18,6 +20,29 @@
 namespace millstream::python {
 namespace {
 
+/// A cell's value with its first 8 bytes as a word: values of up to 8 bytes (most
+/// category names) compare and hash without touching their bytes again.
+struct Key {
+  explicit Key(std::string_view v) : value(v) {
+    if (v.size() >= 8) {
+      std::memcpy(&prefix, v.data(), 8);
+    } else {
+      for (size_t k = 0; k < v.size(); ++k) prefix |= uint64_t{static_cast<uint8_t>(v[k])} << (8 * k);
+    }
+  }
+  bool operator==(const Key& other) const {
+    return prefix == other.prefix && value.size() == other.value.size() &&
+           (value.size() <= 8 || std::memcmp(value.data() + 8, other.value.data() + 8, value.size() - 8) == 0);
+  }
+  uint64_t Hash() const {
+    uint64_t h = (prefix ^ value.size()) * 0x9E3779B97F4A7C15ULL;
+    if (value.size() > 8) h ^= std::hash<std::string_view>{}(value.substr(8));
+    return h;
+  }
+  std::string_view value;
+  uint64_t prefix = 0;
+};
+
 /// The distinct values met so far in one conversion, and their Python objects: an
 /// open-addressing table of a fixed size over the Arrow data (alive for the call). The
 /// objects are borrowed: the output array holds a reference to each.
@@ -26,21 +51,21 @@ class InternTable {
   /// At most this many distinct values are shared; past them each cell gets its own object.
   static constexpr size_t kMaxEntries = 256;
 
-  /// The object for `value`, or null when it is not in the table.
-  PyObject* Find(std::string_view value, size_t hash) const {
-    for (size_t i = hash & kMask;; i = (i + 1) & kMask) {
+  /// The object for `key`, or null when it is not in the table.
+  PyObject* Find(const Key& key, uint64_t hash) const {
+    for (size_t i = Slot(hash);; i = (i + 1) & kMask) {
       const Entry& e = slots_[i];
       if (e.object == nullptr) return nullptr;
-      if (e.hash == hash && e.value == value) return e.object;
+      if (e.hash == hash && e.key == key) return e.object;
     }
   }
 
-  /// Adds `value` (not in the table); false when the table is full.
-  bool Add(std::string_view value, size_t hash, PyObject* object) {
+  /// Adds `key` (not in the table); false when the table is full.
+  bool Add(const Key& key, uint64_t hash, PyObject* object) {
     if (entries_ == kMaxEntries) return false;
-    size_t i = hash & kMask;
+    size_t i = Slot(hash);
     while (slots_[i].object != nullptr) i = (i + 1) & kMask;
-    slots_[i] = Entry{hash, value, object};
+    slots_[i] = Entry{hash, key, object};
     ++entries_;
     return true;
   }
@@ -48,11 +73,14 @@ class InternTable {
   bool full() const { return entries_ == kMaxEntries; }
 
  private:
-  static constexpr size_t kSlots = 4 * kMaxEntries;  // a power of two, at most a quarter used
+  static constexpr int kBits = 10;
+  static constexpr size_t kSlots = size_t{1} << kBits;  // at most a quarter used
+  static_assert(kSlots >= 4 * kMaxEntries);
   static constexpr size_t kMask = kSlots - 1;
+  static size_t Slot(uint64_t hash) { return static_cast<size_t>(hash >> (64 - kBits)); }
   struct Entry {
-    size_t hash = 0;
-    std::string_view value;
+    uint64_t hash = 0;
+    Key key{std::string_view()};
     PyObject* object = nullptr;
   };
   std::vector<Entry> slots_ = std::vector<Entry>(kSlots);
@@ -68,7 +96,8 @@ PyObject* MakeObject(std::string_view value, bool text) {
               : PyBytes_FromStringAndSize(value.data(), static_cast<Py_ssize_t>(value.size()));
 }
 
-/// Fills `out` (None in every cell) with new references to the cells' objects.
+/// Sets every cell of `out` (unset memory) to a new reference to its object: None for a
+/// null, and for the cells after a failed conversion (then raises).
 template <typename ArrayType>
 void Fill(const ArrayType& array, bool text, PyObject** out) {
   InternTable table;
@@ -76,25 +105,36 @@ void Fill(const ArrayType& array, bool text, PyObject** out) {
   const bool nulls = array.null_count() > 0;
   const int64_t n = array.length();
   for (int64_t i = 0; i < n; ++i) {
-    if (nulls && array.IsNull(i)) continue;  // None already
+    if (nulls && array.IsNull(i)) {
+      Py_INCREF(Py_None);
+      out[i] = Py_None;
+      continue;
+    }
     std::string_view value = array.GetView(i);
     PyObject* object = nullptr;
     if (share) {
-      size_t hash = std::hash<std::string_view>{}(value);
-      object = table.Find(value, hash);
+      Key key(value);
+      uint64_t hash = key.Hash();
+      object = table.Find(key, hash);
       if (object != nullptr) {
         Py_INCREF(object);
       } else {
         object = MakeObject(value, text);
-        if (object == nullptr) throw py::error_already_set();
-        if (!table.Add(value, hash, object) || (table.full() && i < kSampleCells)) share = false;
+        if (object != nullptr && (!table.Add(key, hash, object) || (table.full() && i < kSampleCells))) {
+          share = false;
+        }
       }
     } else {
       object = MakeObject(value, text);
-      if (object == nullptr) throw py::error_already_set();
+    }
+    if (object == nullptr) {  // not UTF-8
+      for (int64_t j = i; j < n; ++j) {
+        Py_INCREF(Py_None);
+        out[j] = Py_None;
+      }
+      throw py::error_already_set();
     }
     out[i] = object;
-    Py_DECREF(Py_None);  // the cell's None, replaced
   }
 }
 
@@ -106,12 +146,16 @@ py::array StringsToObjects(const py::handle& column) {
   auto* c_array = static_cast<ArrowArray*>(PyCapsule_GetPointer(capsules[1].ptr(), "arrow_array"));
   if (c_schema == nullptr || c_array == nullptr) throw py::error_already_set();
   auto array = ValueOrRaise(arrow::ImportArray(c_array, c_schema));
-  // numpy's own empty array (None in every cell; pybind11's constructor makes a read-only
-  // one). Never destroyed: a static py::object would be released after the interpreter.
-  static auto* empty = new py::object(py::module_::import("numpy").attr("empty"));
-  py::array out = (*empty)(array->length(), py::arg("dtype") = "O");
-  auto** cells = static_cast<PyObject**>(out.mutable_data());
-  switch (array->type_id()) {
+  const auto id = array->type_id();
+  if (id != arrow::Type::STRING && id != arrow::Type::LARGE_STRING && id != arrow::Type::BINARY &&
+      id != arrow::Type::LARGE_BINARY) {
+    throw py::type_error("strings_to_objects: a string or binary column, not " +
+                         array->type()->ToString());
+  }
+  // pybind11 makes the array read-only and leaves its cells unset: Fill sets every one.
+  py::array out(py::dtype("O"), std::vector<py::ssize_t>{array->length()});
+  auto** cells = static_cast<PyObject**>(const_cast<void*>(out.data()));
+  switch (id) {
     case arrow::Type::STRING:
       Fill(static_cast<const arrow::StringArray&>(*array), true, cells);
       break;
@@ -121,13 +165,10 @@ py::array StringsToObjects(const py::handle& column) {
     case arrow::Type::BINARY:
       Fill(static_cast<const arrow::BinaryArray&>(*array), false, cells);
       break;
-    case arrow::Type::LARGE_BINARY:
+    default:  // LARGE_BINARY
       Fill(static_cast<const arrow::LargeBinaryArray&>(*array), false, cells);
-      break;
-    default:
-      throw py::type_error("strings_to_objects: a string or binary column, not " +
-                           array->type()->ToString());
   }
+  out.attr("setflags")(py::arg("write") = true);
   return out;
 }
 
