@@ -265,8 +265,14 @@ def to_format(batch: pa.RecordBatch | pa.Table, batch_format: str, writable: boo
     a pandas DataFrame, or a pyarrow Table."""
     if batch_format == "numpy":
         # Names and columns fetched once: each `batch.schema` builds a new O(columns) object.
-        return {name: _column_to_numpy(column, writable)
-                for name, column in zip(batch.schema.names, batch.columns)}
+        out = {}
+        for name, column in zip(batch.schema.names, batch.columns):
+            try:
+                out[name] = _column_to_numpy(column, writable)
+            except UnicodeDecodeError as e:  # a string column that is not UTF-8
+                raise UnicodeDecodeError(e.encoding, e.object, e.start, e.end,
+                                         f"{e.reason} in column {name!r}") from None
+        return out
     if batch_format == "pandas":
         return to_pandas(batch)
     if isinstance(batch, pa.RecordBatch):

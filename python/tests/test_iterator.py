@@ -214,6 +214,16 @@ def test_strings_given_to_a_numpy_udf_are_those_of_the_block():
     assert [r["n"] for r in out] == [len(v) if v else -1 for v in values]
 
 
+def test_a_string_column_that_is_not_utf8_raises():
+    # Arrow's string type promises UTF-8; bytes that are not (made without validation)
+    # raise UnicodeDecodeError naming the column, nothing half-made is left behind.
+    data = b"okay\xff\xfe"
+    bad = pa.Array.from_buffers(pa.string(), 2, [None, pa.py_buffer(np.array([0, 4, 6], np.int32).tobytes()),
+                                                 pa.py_buffer(data)])
+    with pytest.raises(UnicodeDecodeError, match="in column 's'"):
+        next(md.from_arrow(pa.table({"s": bad})).iter_batches(batch_size=2, batch_format="numpy"))
+
+
 def test_repeated_strings_with_nulls_give_none_whatever_pandas_infers():
     import pandas as pd
 
