@@ -405,4 +405,5 @@ PYBIND11_MODULE(_core, m) {
       .def("__str__", &Dataset::ToString);
 
   python::RegisterIo(m);
+  python::RegisterStrings(m);
 }

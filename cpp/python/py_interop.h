@@ -48,6 +48,8 @@ void RegisterContext(py::module_& m);
 void RegisterOptions(py::module_& m);
 /// Adds OperatorStats and ExecutionStats (py_stats.cc).
 void RegisterStats(py::module_& m);
+/// Adds strings_to_objects (string columns to numpy object arrays) to the module (py_strings.cc).
+void RegisterStrings(py::module_& m);
 /// A filesystem as Python holds it (made by resolve_path / list_files).
 struct FileSystemHandle {
   std::shared_ptr<arrow::fs::FileSystem> fs;

@@ -13,9 +13,8 @@ from typing import Any, Callable, Dict, Iterable
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from millstream import _objects
+from millstream import _core, _objects
 
 BATCH_FORMATS = ("default", "numpy", "pandas", "pyarrow")
 
@@ -69,20 +68,11 @@ def _column_to_numpy(column: pa.Array | pa.ChunkedArray, writable: bool) -> np.n
     elif pa.types.is_fixed_size_list(column.type) and column.null_count == 0:
         width = column.type.list_size
         out = column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), width)
-    elif "pandas" not in sys.modules and _is_text(column.type):
-        # pyarrow's conversion of strings imports pandas first (150-300 ms before the
-        # first batch); until something else has loaded it, strings are made one by one
-        # (slower a row), and once many have been, pandas is loaded in the background
-        # (see _load_pandas): the first batches never wait for it.
-        _load_pandas(len(column))
-        out = np.empty(len(column), dtype=object)
-        out[:] = column.to_pylist()
-    elif _is_text(column.type) and _repetitive(column):
-        # One object per distinct value, shared by its rows (~7x faster than a new string
-        # a cell for a column of few values; str and bytes are immutable).
-        out = column.to_pandas(deduplicate_objects=True).to_numpy(dtype=object)
-        if column.null_count:  # None, as pyarrow's own conversion (pandas may say NaN)
-            out[column.is_null().to_numpy(zero_copy_only=False)] = None
+    elif _is_text(column.type):
+        # Made by the engine from the Arrow buffers: one str (bytes) per distinct value of
+        # a column of few values, shared by its rows (str and bytes are immutable), a new
+        # one a cell otherwise; pyarrow's conversion would import pandas first (150-300 ms).
+        out = _core.strings_to_objects(column)
     else:
         out = column.to_numpy(zero_copy_only=False)
     if writable and not out.flags.writeable:
@@ -93,43 +83,6 @@ def _column_to_numpy(column: pa.Array | pa.ChunkedArray, writable: bool) -> np.n
 def _is_text(arrow_type: pa.DataType) -> bool:
     return (pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
             or pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type))
-
-
-_DEDUP_SAMPLE = 1024  # leading cells whose distinct values decide the string conversion
-
-
-def _repetitive(column: pa.Array) -> bool:
-    """Whether a string column's leading cells repeat values often (at most a quarter of
-    them distinct), so that converting each distinct value once pays; a column of mostly
-    distinct values converts faster cell by cell."""
-    if len(column) < _DEDUP_SAMPLE:
-        return False
-    sample = column.slice(0, _DEDUP_SAMPLE)
-    return pc.count_distinct(sample).as_py() * 4 <= _DEDUP_SAMPLE
-
-
-_pandas_loader: threading.Thread | None = None
-_text_cells = 0  # string cells converted one by one so far
-_TEXT_CELLS_BEFORE_PANDAS = 1 << 18  # ~50 ms of row-by-row conversion
-
-
-def _load_pandas(cells: int) -> None:
-    """Counts ``cells`` string cells converted without pandas; past a threshold, imports
-    pandas on a background thread (once), so that later string columns take pyarrow's
-    faster conversion while the first batches did not wait for the import."""
-    global _pandas_loader, _text_cells
-    _text_cells += cells
-    if _pandas_loader is not None or _text_cells < _TEXT_CELLS_BEFORE_PANDAS:
-        return
-
-    def load():
-        try:
-            import pandas  # noqa: F401
-        except ImportError:  # without pandas, strings stay on the row-by-row path
-            pass
-
-    _pandas_loader = threading.Thread(target=load, name="millstream-load-pandas", daemon=True)
-    _pandas_loader.start()
 
 
 # ---- array cells (Ray's tensor columns) --------------------------------------------------
@@ -312,8 +265,14 @@ def to_format(batch: pa.RecordBatch | pa.Table, batch_format: str, writable: boo
     a pandas DataFrame, or a pyarrow Table."""
     if batch_format == "numpy":
         # Names and columns fetched once: each `batch.schema` builds a new O(columns) object.
-        return {name: _column_to_numpy(column, writable)
-                for name, column in zip(batch.schema.names, batch.columns)}
+        out = {}
+        for name, column in zip(batch.schema.names, batch.columns):
+            try:
+                out[name] = _column_to_numpy(column, writable)
+            except UnicodeDecodeError as e:  # a string column that is not UTF-8
+                raise UnicodeDecodeError(e.encoding, e.object, e.start, e.end,
+                                         f"{e.reason} in column {name!r}") from None
+        return out
     if batch_format == "pandas":
         return to_pandas(batch)
     if isinstance(batch, pa.RecordBatch):

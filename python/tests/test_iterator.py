@@ -180,6 +180,50 @@ def test_repeated_strings_share_one_object_a_value():
     assert len({id(v) for v in batch["s"]}) == 3
 
 
+@pytest.mark.parametrize("arrow_type", [pa.string(), pa.large_string(), pa.binary(), pa.large_binary()])
+def test_string_and_binary_columns_convert_as_pyarrow_does(arrow_type):
+    # Few values with nulls (shared objects), then mostly distinct values (past the 256
+    # shared ones), non-ASCII text and empty values; batches that start inside a block.
+    text = pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+    few = [None if i % 13 == 0 else ["", "é", "日本", "a b"][i % 4] for i in range(3000)]
+    many = [f"ünï-{i}" if i % 17 else None for i in range(3000)]
+    values = few + many
+    if not text:
+        values = [None if v is None else v.encode() for v in values]
+    table = pa.table({"s": pa.array(values, arrow_type)})
+    batches = list(md.from_arrow(table).iter_batches(batch_size=700, batch_format="numpy"))
+    got = np.concatenate([b["s"] for b in batches])
+    assert got.dtype == object
+    assert got.tolist() == table["s"].to_pylist()
+    assert {type(v) for v in got if v is not None} == {str if text else bytes}
+    assert len({id(v) for v in batches[0]["s"] if v is not None}) == 4
+
+
+def test_mostly_distinct_strings_are_each_their_own_value():
+    values = [f"u{i}" for i in range(5000)]
+    batch = next(md.from_arrow(pa.table({"s": values})).iter_batches(batch_size=5000, batch_format="numpy"))
+    assert batch["s"].tolist() == values
+
+
+def test_strings_given_to_a_numpy_udf_are_those_of_the_block():
+    values = [None if i % 5 == 0 else f"k{i % 3}" for i in range(2000)]
+    out = md.from_arrow(pa.table({"s": values})).map_batches(
+        lambda b: {"s": b["s"], "n": np.array([len(v) if v else -1 for v in b["s"]])},
+        batch_format="numpy").take_all()
+    assert [r["s"] for r in out] == values
+    assert [r["n"] for r in out] == [len(v) if v else -1 for v in values]
+
+
+def test_a_string_column_that_is_not_utf8_raises():
+    # Arrow's string type promises UTF-8; bytes that are not (made without validation)
+    # raise UnicodeDecodeError naming the column, nothing half-made is left behind.
+    data = b"okay\xff\xfe"
+    bad = pa.Array.from_buffers(pa.string(), 2, [None, pa.py_buffer(np.array([0, 4, 6], np.int32).tobytes()),
+                                                 pa.py_buffer(data)])
+    with pytest.raises(UnicodeDecodeError, match="in column 's'"):
+        next(md.from_arrow(pa.table({"s": bad})).iter_batches(batch_size=2, batch_format="numpy"))
+
+
 def test_repeated_strings_with_nulls_give_none_whatever_pandas_infers():
     import pandas as pd
 
