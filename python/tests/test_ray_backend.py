@@ -360,16 +360,22 @@ def test_actor_pool_strategy_and_driver_fallbacks(on_ray, files):
 
 def test_stopping_early_releases_the_actor_pool(on_ray, files):
     path, table = files
+
+    def free_cpus_reach(target, wait_s):
+        # The raylet reports freed CPUs late on a loaded machine: wait for them.
+        deadline = time.time() + wait_s
+        while ray.available_resources().get("CPU", 0) < target and time.time() < deadline:
+            time.sleep(0.2)
+        return ray.available_resources().get("CPU", 0)
+
+    # What earlier tests' executions still hold is given back first (or taken as is).
+    baseline = free_cpus_reach(2, 60)
     ds = md.read_parquet(path).map_batches(_Scale, fn_constructor_args=(1,), concurrency=1)
     for batch in ds.iter_batches(batch_size=10):
         assert len(batch["key"]) == 10
         break
-    # The pool's actor is killed: its CPU comes back (slowly on a loaded machine, where the
-    # raylet reports it late; the loop ends as soon as it is back).
-    deadline = time.time() + 120
-    while ray.available_resources().get("CPU", 0) < 2 and time.time() < deadline:
-        time.sleep(0.2)
-    assert ray.available_resources().get("CPU", 0) == 2
+    # The pool's actor is killed: its CPU comes back.
+    assert free_cpus_reach(baseline, 120) >= baseline
     assert ds.count() == table.num_rows  # and the next execution runs
 
 
