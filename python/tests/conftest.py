@@ -55,6 +55,13 @@ def _no_hang():
     faulthandler.cancel_dump_traceback_later()
 
 
+def allow_seconds(seconds: float) -> None:
+    """Gives the running test ``seconds`` (from now) instead of PER_TEST_TIMEOUT_S: for a
+    test that waits on something slow by design (a Ray cluster's raylets on a loaded
+    machine) and has a deadline of its own below ``seconds``."""
+    faulthandler.dump_traceback_later(seconds, exit=True, file=_stderr_fd)
+
+
 def _snapshot(obj):
     return {f.name: copy.deepcopy(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
 

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import millstream as md
-from conftest import make_table
+from conftest import allow_seconds, make_table
 
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -368,6 +368,7 @@ def test_stopping_early_releases_the_actor_pool(on_ray, files):
             time.sleep(0.2)
         return ray.available_resources().get("CPU", 0)
 
+    allow_seconds(240)  # the two waits below have deadlines of their own
     # What earlier tests' executions still hold is given back first (or taken as is).
     baseline = free_cpus_reach(2, 60)
     ds = md.read_parquet(path).map_batches(_Scale, fn_constructor_args=(1,), concurrency=1)
@@ -475,6 +476,7 @@ def test_random_plans_match_pandas_on_ray(on_ray, ctx, case, tmp_path, monkeypat
     import test_random_plans
 
     ray.cloudpickle.register_pickle_by_value(test_random_plans)
+    allow_seconds(150)  # the plan's own watchdog (90 s) says which plan hung
     test_random_plans.check_random_plan(case, ctx, tmp_path, monkeypatch, watchdog_s=90.0)
 
 
