@@ -78,13 +78,84 @@ Keys KeysOf(const arrow::RecordBatch& block, const std::vector<std::string>& key
   return out;
 }
 
+/// Whether a key column's values are 64-bit integers as stored (int64, uint64, date64,
+/// timestamp, duration): such a single key takes Int64Table, the fast path.
+bool Is64BitInteger(const arrow::DataType& type) {
+  switch (type.id()) {
+    case arrow::Type::INT64:
+    case arrow::Type::UINT64:
+    case arrow::Type::DATE64:
+    case arrow::Type::TIMESTAMP:
+    case arrow::Type::DURATION: return true;
+    default: return false;
+  }
+}
+
+/// An open-addressing hash table of distinct 64-bit keys to group ids (0, 1... in order of
+/// first insertion); read-only once built, so probe tasks look up without a lock.
+class Int64Table {
+ public:
+  explicit Int64Table(int64_t expected) {
+    int64_t capacity = 16;
+    while (capacity < 2 * expected) capacity *= 2;
+    mask_ = capacity - 1;
+    shift_ = 64 - __builtin_ctzll(static_cast<uint64_t>(capacity));
+    slots_.assign(capacity, Entry{0, -1});
+    filter_.assign(capacity * 4 / 64, 0);
+  }
+  /// The group of `key`, a new one when it is new.
+  int64_t Insert(int64_t key) {
+    for (uint64_t slot = Slot(key);; slot = (slot + 1) & mask_) {
+      Entry& entry = slots_[slot];
+      if (entry.group < 0) {
+        entry = Entry{key, size_};
+        const uint64_t bit = Bit(key);
+        filter_[bit >> 6] |= uint64_t{1} << (bit & 63);
+        return size_++;
+      }
+      if (entry.key == key) return entry.group;
+    }
+  }
+  /// The group of `key`; -1 when it is not in the table.
+  int64_t Find(int64_t key) const {
+    const uint64_t bit = Bit(key);
+    if (!(filter_[bit >> 6] >> (bit & 63) & 1)) return -1;  // most keys not in the table stop here
+    for (uint64_t slot = Slot(key);; slot = (slot + 1) & mask_) {
+      const Entry& entry = slots_[slot];
+      if (entry.group < 0 || entry.key == key) return entry.group;
+    }
+  }
+  int64_t size() const { return size_; }
+
+ private:
+  static uint64_t Hash(int64_t key) { return static_cast<uint64_t>(key) * 0x9E3779B97F4A7C15ULL; }
+  uint64_t Slot(int64_t key) const { return Hash(key) >> shift_; }
+  /// The key's bit in the filter: the hash's top bits, two more than a slot's.
+  uint64_t Bit(int64_t key) const { return Hash(key) >> (shift_ - 2); }
+  uint64_t mask_ = 0;
+  int shift_ = 0;
+  struct Entry {
+    int64_t key;
+    int64_t group;  // -1: an empty slot
+  };
+  std::vector<Entry> slots_;  // key and group side by side: one cache miss a probe
+  /// A bit per 4 slots' worth of hash prefixes set by the keys in the table: small enough
+  /// to stay in cache, it turns away most keys that are not in the table.
+  std::vector<uint64_t> filter_;
+  int64_t size_ = 0;
+};
+
+/// The 64-bit values of a key column (fixed width, 64 bits; see Is64BitInteger).
+const int64_t* Values64(const arrow::Array& column) { return column.data()->GetValues<int64_t>(1); }
+
 /// The hash table of the build side, built once and shared by every probe task: the
 /// build rows (keys decoded) and, per distinct key, the build rows that have it.
 struct BuildTable {
   explicit BuildTable(arrow::MemoryPool* pool) : exec(pool) {}
   std::shared_ptr<arrow::Table> table;
   cp::ExecContext exec;  // the grouper's, for as long as it lives
-  std::unique_ptr<cp::Grouper> grouper;
+  std::unique_ptr<Int64Table> int64;  // one 64-bit integer key: the fast path
+  std::unique_ptr<cp::Grouper> grouper;  // any other keys
   std::mutex mutex;  // Grouper::Lookup keeps scratch state: one probe at a time
   std::vector<int64_t> offsets;  // group g's rows: rows[offsets[g]] .. rows[offsets[g + 1] - 1]
   std::vector<int64_t> rows;
@@ -101,23 +172,37 @@ arrow::Result<std::shared_ptr<BuildTable>> MakeBuildTable(std::vector<Block> blo
   auto out = std::make_shared<BuildTable>(pool);
   ARROW_ASSIGN_OR_RAISE(out->table, arrow::Table::FromRecordBatches(batch->schema(), {batch}));
   Keys k = KeysOf(*batch, keys);
-  std::vector<arrow::TypeHolder> types;
-  for (const auto& value : k.batch.values) types.emplace_back(value.type());
-  ARROW_ASSIGN_OR_RAISE(out->grouper, cp::Grouper::Make(types, &out->exec));
-  ARROW_ASSIGN_OR_RAISE(auto ids_datum, out->grouper->Consume(cp::ExecSpan(k.batch)));
-  auto ids = ids_datum.array_as<arrow::UInt32Array>();
-  const int64_t groups = out->grouper->num_groups();
+  const int64_t n = batch->num_rows();
+  std::vector<int64_t> ids(n, -1);  // each row's group; -1: a null key
+  int64_t groups = 0;
+  if (keys.size() == 1 && Is64BitInteger(*batch->GetColumnByName(keys[0])->type())) {
+    const int64_t* values = Values64(*batch->GetColumnByName(keys[0]));
+    out->int64 = std::make_unique<Int64Table>(n);
+    for (int64_t r = 0; r < n; ++r) {
+      if (k.has_null.empty() || !k.has_null[r]) ids[r] = out->int64->Insert(values[r]);
+    }
+    groups = out->int64->size();
+  } else {
+    std::vector<arrow::TypeHolder> types;
+    for (const auto& value : k.batch.values) types.emplace_back(value.type());
+    ARROW_ASSIGN_OR_RAISE(out->grouper, cp::Grouper::Make(types, &out->exec));
+    ARROW_ASSIGN_OR_RAISE(auto datum, out->grouper->Consume(cp::ExecSpan(k.batch)));
+    auto grouped = datum.array_as<arrow::UInt32Array>();
+    for (int64_t r = 0; r < n; ++r) {
+      if (k.has_null.empty() || !k.has_null[r]) ids[r] = grouped->Value(r);
+    }
+    groups = out->grouper->num_groups();
+  }
   // Counting sort of the rows by group, null-key rows left out.
   out->offsets.assign(groups + 1, 0);
-  const int64_t n = batch->num_rows();
   for (int64_t r = 0; r < n; ++r) {
-    if (k.has_null.empty() || !k.has_null[r]) out->offsets[ids->Value(r) + 1] += 1;
+    if (ids[r] >= 0) out->offsets[ids[r] + 1] += 1;
   }
   for (int64_t g = 0; g < groups; ++g) out->offsets[g + 1] += out->offsets[g];
   out->rows.resize(out->offsets[groups]);
   std::vector<int64_t> next(out->offsets.begin(), out->offsets.end() - 1);
   for (int64_t r = 0; r < n; ++r) {
-    if (k.has_null.empty() || !k.has_null[r]) out->rows[next[ids->Value(r)]++] = r;
+    if (ids[r] >= 0) out->rows[next[ids[r]]++] = r;
   }
   return out;
 }
@@ -314,20 +399,35 @@ class BroadcastJoinOperator : public PhysicalOperator {
     const int probe = 1 - build_;
     ARROW_ASSIGN_OR_RAISE(auto block, DecodeKeys(input, ProbeKeys(), probe, &exec));
     Keys k = KeysOf(*block, ProbeKeys());
-    arrow::Datum ids_datum;
-    {
-      std::lock_guard<std::mutex> lock(table.mutex);
-      ARROW_ASSIGN_OR_RAISE(ids_datum, table.grouper->Lookup(cp::ExecSpan(k.batch)));
-    }
-    auto ids = ids_datum.array_as<arrow::UInt32Array>();
     const int64_t n = block->num_rows();
+    // Each row's build group (-1: none, or a null key); one buffer per worker thread,
+    // reused (a fresh one per block would cost a page fault per 4 KiB of it).
+    thread_local std::vector<int64_t> ids;
+    ids.assign(n, -1);
+    auto valid = [&](int64_t r) { return k.has_null.empty() || !k.has_null[r]; };
+    if (table.int64) {
+      const int64_t* values = Values64(*block->GetColumnByName(ProbeKeys()[0]));
+      for (int64_t r = 0; r < n; ++r) {
+        if (valid(r)) ids[r] = table.int64->Find(values[r]);
+      }
+    } else {
+      arrow::Datum datum;
+      {
+        std::lock_guard<std::mutex> lock(table.mutex);
+        ARROW_ASSIGN_OR_RAISE(datum, table.grouper->Lookup(cp::ExecSpan(k.batch)));
+      }
+      auto found = datum.array_as<arrow::UInt32Array>();
+      for (int64_t r = 0; r < n; ++r) {
+        if (valid(r) && found->IsValid(r)) ids[r] = found->Value(r);
+      }
+    }
     auto matches = [&](int64_t r, int64_t* begin, int64_t* end) {
-      if (ids->IsNull(r) || (!k.has_null.empty() && k.has_null[r])) {
+      if (ids[r] < 0) {
         *begin = *end = 0;
         return;
       }
-      *begin = table.offsets[ids->Value(r)];
-      *end = table.offsets[ids->Value(r) + 1];
+      *begin = table.offsets[ids[r]];
+      *end = table.offsets[ids[r] + 1];
     };
     const JoinType type = ProbeView(spec_.type, build_);
     arrow::Int64Builder probe_rows(pool), build_rows(pool);
