@@ -170,3 +170,13 @@ def test_limit_after_a_broadcast_join():
     got = md.from_arrow(big, override_num_blocks=12).join(
         md.from_arrow(small), "left_outer", 2, on=("k",), left_suffix="_l", right_suffix="_r").limit(7).to_arrow()
     assert got.num_rows == 7
+
+
+def test_key_type_known_only_at_runtime_is_an_error_naming_the_column():
+    big, small = big_and_small(seed=9)
+    as_int32 = md.from_arrow(big, override_num_blocks=4).map_batches(
+        lambda b: b.set_column(0, "k", b["k"].cast(pa.int32())), batch_format="pyarrow")
+    joined = as_int32.join(md.from_arrow(small), "inner", 2, on=("k",), left_suffix="_l", right_suffix="_r")
+    assert "broadcast, build=right" in plan_of(joined)
+    with pytest.raises(TypeError, match="key column 'k' is int32 on the left but 'k' is int64 on the right"):
+        joined.to_arrow()

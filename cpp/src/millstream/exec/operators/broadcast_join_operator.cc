@@ -398,6 +398,19 @@ class BroadcastJoinOperator : public PhysicalOperator {
     cp::ExecContext exec(pool);
     const int probe = 1 - build_;
     ARROW_ASSIGN_OR_RAISE(auto block, DecodeKeys(input, ProbeKeys(), probe, &exec));
+    // Key types are checked before running when both schemas are known; a UDF's output
+    // is known only here.
+    for (size_t i = 0; i < ProbeKeys().size(); ++i) {
+      const auto& probe_type = block->GetColumnByName(ProbeKeys()[i])->type();
+      const auto& build_type = table.table->GetColumnByName(BuildKeys()[i])->type();
+      if (!probe_type->Equals(*build_type)) {
+        const auto& left_type = build_ == 0 ? build_type : probe_type;
+        const auto& right_type = build_ == 0 ? probe_type : build_type;
+        return arrow::Status::TypeError("join: key column '", spec_.left_keys[i], "' is ", left_type->ToString(),
+                                        " on the left but '", spec_.right_keys[i], "' is ", right_type->ToString(),
+                                        " on the right; cast one of them so the key types match");
+      }
+    }
     Keys k = KeysOf(*block, ProbeKeys());
     const int64_t n = block->num_rows();
     // Each row's build group (-1: none, or a null key); one buffer per worker thread,
