@@ -180,3 +180,17 @@ def test_key_type_known_only_at_runtime_is_an_error_naming_the_column():
     assert "broadcast, build=right" in plan_of(joined)
     with pytest.raises(TypeError, match="key column 'k' is int32 on the left but 'k' is int64 on the right"):
         joined.to_arrow()
+
+
+def test_output_of_a_key_repeated_on_both_sides_is_sliced_to_the_target_block_size(ctx):
+    ctx.target_max_block_size = 64 * 1024
+    big = pa.table({"k": np.zeros(2000, dtype=np.int64), "a": np.arange(2000)})
+    small = pa.table({"k": np.zeros(50, dtype=np.int64), "b": np.arange(50)})
+    joined = md.from_arrow(big, override_num_blocks=2).join(md.from_arrow(small), "inner", 2, on=("k",))
+    assert "broadcast, build=right" in plan_of(joined)
+    blocks = [pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b
+              for b in joined.iter_batches(batch_size=None, batch_format="pyarrow")]
+    assert sum(b.num_rows for b in blocks) == 2000 * 50
+    assert max(b.nbytes for b in blocks) <= 2 * 64 * 1024
+    got = pa.concat_tables(blocks)
+    assert sorted(zip(got["a"].to_pylist(), got["b"].to_pylist())) == [(a, b) for a in range(2000) for b in range(50)]

@@ -323,7 +323,11 @@ class BroadcastJoinOperator : public PhysicalOperator {
       ARROW_ASSIGN_OR_RAISE(auto block, ref.Get());
       if (block->num_rows() == 0) continue;  // joins to nothing (and may have no columns)
       ARROW_ASSIGN_OR_RAISE(auto out, Probe(*table, block, pool));
-      if (out && out->num_rows() > 0) ARROW_RETURN_NOT_OK(run.emit(std::move(out)));
+      if (!out || out->num_rows() == 0) continue;
+      // Many matches per probe row (a key repeated on both sides) make a large block:
+      // handed on in slices of the target block size.
+      const int64_t max_bytes = run.context ? run.context->target_max_block_size : 0;
+      ARROW_RETURN_NOT_OK(max_bytes > 0 ? EmitSliced(out, max_bytes, run.emit) : run.emit(std::move(out)));
     }
     return arrow::Status::OK();
   }
