@@ -655,7 +655,15 @@ class Dataset:
         Runs natively as a two-input exchange: both sides are hash-partitioned by key
         into at least ``num_partitions`` partitions (more when one would not fit the
         memory limit), spilling past it, and each partition is joined with the hash table
-        on its smaller side. Rows come in no particular order. ``partition_size_hint`` is
+        on its smaller side. When one side's size is known small before running (a
+        from_arrow's bytes, a read's metadata estimate; at most min(1/8 of the memory
+        limit, 64 MiB)) and the join type lets it be the build side (inner, and the
+        outer/semi/anti joins that keep or output the other side), it is a broadcast join
+        instead: one hash table of the small side, the other side's blocks streamed
+        through it and never exchanged (output blocks follow that side's blocks, whatever
+        ``num_partitions``); ``explain()`` says ``broadcast, build=left|right``, and a
+        side that turns out larger than the cap falls back to the exchange.
+        Rows come in no particular order. ``partition_size_hint`` is
         deprecated and ignored, as in Ray. ``validate_schemas=True`` fetches both schemas
         (which may run the inputs) and checks the keys before the join is built.
         """

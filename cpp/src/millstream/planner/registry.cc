@@ -103,6 +103,58 @@ PlannerRegistry::Factory AllToAll(MakeExchange make) {
   };
 }
 
+/// The bytes `plan` will produce, estimated before running it: a read's tasks' estimates
+/// (file sizes, metadata, a from_arrow's bytes), through row-preserving steps only (a
+/// projection); unknown (nullopt) for anything else.
+std::optional<int64_t> EstimatedBytes(const PlanPtr& plan, const PlanningContext& planning) {
+  std::shared_ptr<Datasource> source;
+  if (const auto* read = plan->As<ReadOp>()) {
+    source = read->source;
+  } else if (const auto* map = plan->As<MapOp>(); map && map->source) {
+    const bool row_preserving = std::all_of(map->transforms.begin(), map->transforms.end(),
+                                            [](const auto& t) { return t->row_preserving(); });
+    if (row_preserving) source = map->source;
+  }
+  if (!source) return std::nullopt;
+  ReadTaskOptions options;
+  options.target_max_block_size = planning.context.target_max_block_size;
+  auto tasks = source->GetReadTasks(options);
+  if (!tasks.ok()) return std::nullopt;
+  int64_t bytes = 0;
+  for (const auto& task : *tasks) bytes += std::max<int64_t>(task->estimated_bytes(), 0);
+  return bytes;
+}
+
+/// A join: broadcast (BroadcastJoinOperator) when one side's estimate is at most the
+/// broadcast cap and the join type lets that side be the build side; the hash join's
+/// exchange otherwise (and as the broadcast's fallback).
+Made PlanJoin(const PlanPtr& node, const PlanningContext& planning) {
+  const auto& join = *node->As<JoinOp>();
+  auto exchange = [spec = join.spec, name = join.Name(), options = ExchangeOptionsFor(planning),
+                   context = planning.context]() -> Made {
+    ARROW_ASSIGN_OR_RAISE(auto exchange, MakeHashJoinExchange(spec, options));
+    return MakeAllToAllOperator(name, std::move(exchange), context);
+  };
+  const int64_t cap = BroadcastJoinCap(planning.limits.memory);
+  int build = -1;
+  int64_t build_bytes = 0;
+  for (int side : {1, 0}) {
+    if (!BroadcastJoinSupports(join.spec.type, side)) continue;
+    auto bytes = EstimatedBytes(join.inputs().at(side), planning);
+    if (!bytes || *bytes > cap || (build >= 0 && *bytes >= build_bytes)) continue;
+    build = side;
+    build_bytes = *bytes;
+  }
+  if (build < 0) return exchange();
+  std::string name = "Join[" + JoinTypeName(join.spec.type) + "; ";
+  for (size_t k = 0; k < join.spec.left_keys.size(); ++k) {
+    name += (k ? ", " : "") + join.spec.left_keys[k] + " = " + join.spec.right_keys.at(k);
+  }
+  name += "; broadcast, build=" + std::string(build == 0 ? "left" : "right") + " (est. " +
+          std::to_string(build_bytes) + " bytes)]";
+  return MakeBroadcastJoinOperator(std::move(name), join.spec, build, cap, std::move(exchange));
+}
+
 }  // namespace
 
 const PlannerRegistry& PlannerRegistry::Default() {
@@ -145,9 +197,7 @@ const PlannerRegistry& PlannerRegistry::Default() {
       options.num_partitions = op.num_partitions;
       return MakeAggregateExchange(op.keys, op.aggregates, std::move(options));
     }));
-    r.Register<JoinOp>(AllToAll<JoinOp>([](const JoinOp& op, ExchangeOptions options) {
-      return MakeHashJoinExchange(op.spec, std::move(options));
-    }));
+    r.Register<JoinOp>(PlanJoin);
     return r;
   }();
   return registry;

@@ -1031,6 +1031,13 @@ arrow::Result<Block> JoinPartition(const std::shared_ptr<arrow::Table>& left, co
   return TakeLayout(layout, *left, *right, rows, joined.num_rows, &exec);
 }
 
+arrow::Result<Block> TakeJoinedRows(const JoinSpec& spec, const arrow::Table& left, const arrow::Table& right,
+                                    std::shared_ptr<arrow::Array> rows[2], int64_t n, arrow::MemoryPool* pool) {
+  ARROW_ASSIGN_OR_RAISE(auto layout, Layout(spec, *left.schema(), *right.schema()));
+  cp::ExecContext exec(pool);
+  return TakeLayout(layout, left, right, rows, n, &exec);
+}
+
 arrow::Result<std::unique_ptr<Exchange>> MakeHashJoinExchange(JoinSpec spec, ExchangeOptions options) {
   ARROW_RETURN_NOT_OK(ValidateJoin(spec, nullptr, nullptr));
   return std::make_unique<JoinExchange>(std::move(spec), options);

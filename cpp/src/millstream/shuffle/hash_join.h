@@ -38,6 +38,13 @@ arrow::Result<Block> JoinPartition(const std::shared_ptr<arrow::Table>& left,
 arrow::Result<Block> JoinPartition(const Block& left, const Block& right, const JoinSpec& spec,
                                    arrow::MemoryPool* pool, bool* built_left = nullptr);
 
+/// \brief The join's output rows taken by row number from `left` and `right` (each
+/// side's dictionary keys already decoded): `rows[s]` indexes side s, a null entry
+/// meaning no row of that side (nulls), a null array none of that side at all; `n`
+/// rows. Columns, order and names as JoinOutputSchema. The broadcast join's output.
+arrow::Result<Block> TakeJoinedRows(const JoinSpec& spec, const arrow::Table& left, const arrow::Table& right,
+                                    std::shared_ptr<arrow::Array> rows[2], int64_t n, arrow::MemoryPool* pool);
+
 /// \brief The exchange of a hash join (two inputs: 0 left, 1 right). MapInput decodes a
 /// block's dictionary keys, hash-partitions its rows by key (`key_hash.h`; equal keys of
 /// both sides land in the same partition, null keys together) and stores them
