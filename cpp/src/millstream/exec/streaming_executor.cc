@@ -363,7 +363,7 @@ void Execution::NotePeak(size_t i, int64_t extra) {
   peak_bytes_ = std::max(peak_bytes_, TotalUsage() + extra);
 }
 
-void Execution::UpdatePeaks() {
+void Execution::UpdatePeaks() const {
   for (size_t i = 0; i < ops_.size(); ++i) {
     ops_[i]->stats.peak_bytes = std::max(ops_[i]->stats.peak_bytes, OperatorUsage(i));
   }
@@ -372,6 +372,7 @@ void Execution::UpdatePeaks() {
 
 ExecutionStats Execution::stats() const {
   std::lock_guard<std::mutex> lock(mutex_);
+  UpdatePeaks();
   ExecutionStats stats;
   std::vector<int64_t> estimates(ops_.size(), 0);
   for (size_t i = 0; i < ops_.size(); ++i) {
@@ -401,6 +402,7 @@ ExecutionStats Execution::stats() const {
 
 int64_t Execution::accounted_bytes() const {
   std::lock_guard<std::mutex> lock(mutex_);
+  UpdatePeaks();
   return TotalUsage();
 }
 

@@ -93,7 +93,10 @@ class Execution : private ExecutionView {
   void RunTask(size_t i, TaskSpec spec, std::shared_ptr<std::atomic<bool>> stopped,
                TaskMemoryMeter* meter);
   void Post(Event event);
-  void UpdatePeaks();
+  /// Raises the peaks to what is held now; also called by the observers (stats(),
+  /// accounted_bytes()), so usage between two events (a running task's scratch) is seen
+  /// whenever someone looks.
+  void UpdatePeaks() const;
   /// Operator `i` holds `extra` bytes more than it has accounted for a moment (a block a
   /// task made and is handing on, or is writing): its peak and the total's see them.
   void NotePeak(size_t i, int64_t extra);
@@ -126,7 +129,7 @@ class Execution : private ExecutionView {
   bool finished_ = false;  // the last operator completed: no more output
   arrow::Status error_;
   std::atomic<bool> cancelled_{false};
-  int64_t peak_bytes_ = 0;
+  mutable int64_t peak_bytes_ = 0;
   std::chrono::steady_clock::time_point start_;
   double end_s_ = -1;
 

@@ -10,11 +10,18 @@ namespace millstream {
 namespace {
 thread_local TaskMemoryMeter* t_meter = nullptr;
 
-arrow::MemoryPool* EngineBasePool() {
+/// Whether the environment chose Arrow's pool: MILLSTREAM_MEMORY_POOL=default, or any
+/// ARROW_DEFAULT_MEMORY_POOL (e.g. "system", as the sanitizer builds set it so that ASan
+/// sees every buffer).
+bool DefaultPoolChosen() {
   const char* choice = std::getenv("MILLSTREAM_MEMORY_POOL");
-  if (choice != nullptr && std::strcmp(choice, "default") == 0) {
-    return arrow::default_memory_pool();
-  }
+  if (choice != nullptr && std::strcmp(choice, "default") == 0) return true;
+  const char* arrow_choice = std::getenv("ARROW_DEFAULT_MEMORY_POOL");
+  return arrow_choice != nullptr && arrow_choice[0] != '\0';
+}
+
+arrow::MemoryPool* EngineBasePool() {
+  if (DefaultPoolChosen()) return arrow::default_memory_pool();
   arrow::MemoryPool* jemalloc = nullptr;
   if (arrow::jemalloc_memory_pool(&jemalloc).ok() && jemalloc != nullptr) return jemalloc;
   return arrow::default_memory_pool();
