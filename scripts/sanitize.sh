@@ -44,11 +44,13 @@ run_py() {
   # The interpreter is not built with ASan: its runtime comes first, and libstdc++ with it so
   # that ASan finds __cxa_throw at start-up (pyarrow loads libstdc++ only later otherwise).
   # Leaks are not checked: the interpreter keeps much of what it allocates until exit.
-  # Left out: 600 executions in a 20 s limit (8x slower under ASan), and resident-memory
-  # bounds (ASan's shadow and quarantine memory are not the engine's).
+  # Left out: 600 executions in a 20 s limit (8x slower under ASan), resident-memory
+  # bounds (ASan's shadow and quarantine memory are not the engine's), and the Ray
+  # backend's tests (marker "ray": a local cluster's raylets and workers under the ASan
+  # runtime outrun the tests' waits; the engine code its tasks run is what the rest checks).
   LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so)" \
   ASAN_OPTIONS="detect_leaks=0" PYTHONMALLOC=malloc PYTHONPATH="$root/build/asan/pkg" \
-    .venv/bin/python -m pytest -q -p no:cacheprovider python/tests \
+    .venv/bin/python -m pytest -q -p no:cacheprovider python/tests -m "not ray" \
       --deselect python/tests/test_process.py::test_many_small_executions_never_stall \
       --deselect python/tests/test_executor.py::test_resident_memory_follows_a_stalled_consumer \
       --deselect python/tests/test_executor.py::test_resident_memory_returns_after_executions \
