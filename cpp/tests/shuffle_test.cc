@@ -285,9 +285,7 @@ TEST(EngineMemoryPool, IsJemallocWhereArrowHasItAndCounts) {
   arrow::MemoryPool* jemalloc = nullptr;
   const bool has_jemalloc = arrow::jemalloc_memory_pool(&jemalloc).ok();
   const char* choice = std::getenv("MILLSTREAM_MEMORY_POOL");
-  const char* arrow_choice = std::getenv("ARROW_DEFAULT_MEMORY_POOL");
-  const bool default_chosen = (choice != nullptr && std::string(choice) == "default") ||
-                              (arrow_choice != nullptr && arrow_choice[0] != '\0');
+  const bool default_chosen = choice != nullptr && std::string(choice) == "default";
   EXPECT_EQ(EngineMemoryPool()->backend_name(), has_jemalloc && !default_chosen
                                                     ? "jemalloc"
                                                     : arrow::default_memory_pool()->backend_name());

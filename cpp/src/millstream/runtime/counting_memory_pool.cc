@@ -10,14 +10,10 @@ namespace millstream {
 namespace {
 thread_local TaskMemoryMeter* t_meter = nullptr;
 
-/// Whether the environment chose Arrow's pool: MILLSTREAM_MEMORY_POOL=default, or any
-/// ARROW_DEFAULT_MEMORY_POOL (e.g. "system", as the sanitizer builds set it so that ASan
-/// sees every buffer).
+/// Whether the environment chose Arrow's default pool: MILLSTREAM_MEMORY_POOL=default.
 bool DefaultPoolChosen() {
   const char* choice = std::getenv("MILLSTREAM_MEMORY_POOL");
-  if (choice != nullptr && std::strcmp(choice, "default") == 0) return true;
-  const char* arrow_choice = std::getenv("ARROW_DEFAULT_MEMORY_POOL");
-  return arrow_choice != nullptr && arrow_choice[0] != '\0';
+  return choice != nullptr && std::strcmp(choice, "default") == 0;
 }
 
 arrow::MemoryPool* EngineBasePool() {

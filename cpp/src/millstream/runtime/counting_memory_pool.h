@@ -93,8 +93,7 @@ class CountingMemoryPool : public arrow::MemoryPool {
 /// CountingMemoryPool (never destroyed: buffers may outlive every execution) over Arrow's
 /// jemalloc pool where the library has one (its `ReleaseUnused` purges every thread's
 /// cached pages at once; mimalloc's only the calling thread's), else the default pool.
-/// `MILLSTREAM_MEMORY_POOL=default`, or any `ARROW_DEFAULT_MEMORY_POOL` (Arrow's own
-/// choice, e.g. "system"), keeps the default pool.
+/// `MILLSTREAM_MEMORY_POOL=default` keeps the default pool.
 CountingMemoryPool* EngineMemoryPool();
 
 }  // namespace millstream
