@@ -11,6 +11,8 @@
 
 #include "exec/backend.h"
 #include "exec/operators/operators.h"
+#include "exec/policies/backpressure_policy.h"
+#include "exec/transforms.h"
 #include "exec/streaming_executor.h"
 #include "optimizer/optimizer.h"
 #include "plan/logical_operators.h"
@@ -588,6 +590,64 @@ TEST(ExecutionStats, PrintsSpilledBytesOfOperatorsThatSpilled) {
   EXPECT_NE(text.find("* Spilled: 3145728 bytes (3.0 MiB)"), std::string::npos) << text;
   EXPECT_EQ(text.find("Spilled"), text.rfind("Spilled")) << text;  // only the sort's line
   EXPECT_GT(text.find("Spilled"), text.find("AllToAllOperator[Sort[id]]"));
+}
+
+// ---- Memory budget: the first task of an operator --------------------------------------
+
+/// The execution as the memory budget sees it: one operator and a limit, nothing held.
+class OneOperatorView : public ExecutionView {
+ public:
+  OneOperatorView(std::unique_ptr<PhysicalOperator> op, int64_t limit) {
+    ops_.push_back(std::move(op));
+    limits_.memory = limit;
+    context_.op_resource_reservation_enabled = false;
+  }
+  PhysicalOperator& op() { return *ops_[0]; }
+  const std::vector<std::unique_ptr<PhysicalOperator>>& operators() const override { return ops_; }
+  int64_t OperatorUsage(size_t) const override { return 0; }
+  int64_t TotalUsage() const override { return 0; }
+  int64_t TaskScratchPeak(size_t) const override { return 0; }
+  const EffectiveLimits& limits() const override { return limits_; }
+  const DataContext& context() const override { return context_; }
+
+ private:
+  std::vector<std::unique_ptr<PhysicalOperator>> ops_;
+  EffectiveLimits limits_;
+  DataContext context_;
+};
+
+/// A step whose output size nothing tells before it runs (as a user function's).
+class UnsizedStep : public Transform {
+ public:
+  std::string name() const override { return "MapBatches(f)"; }
+  arrow::Result<std::unique_ptr<TransformState>> MakeState(const TaskContext&) const override {
+    return arrow::Status::NotImplemented("not run here");
+  }
+};
+
+/// Whether a second task may start while the operator's first one still runs, for an
+/// operator of `step` over blocks of 1,000 ids (8,000 bytes each) under `limit` bytes.
+bool SecondTaskMayStart(std::shared_ptr<const Transform> step, int64_t limit) {
+  auto spec = std::make_shared<MapOp>(nullptr);
+  spec->transforms.push_back(std::move(step));
+  OneOperatorView view(MakeTaskPoolMapOperator(spec), limit);
+  for (int k = 0; k < 3; ++k) view.op().AddInput(0, RefBundle::Of(Ids(1000 * k, 1000)));
+  auto policy = MakeMemoryBudgetPolicy();
+  EXPECT_TRUE(policy->CanLaunch(view, 0));
+  view.op().LaunchTask();
+  return policy->CanLaunch(view, 0);
+}
+
+TEST(MemoryBudgetPolicy, FirstTaskOfAUserFunctionRunsAlone) {
+  EXPECT_FALSE(SecondTaskMayStart(std::make_shared<UnsizedStep>(), int64_t{1} << 30));
+}
+
+TEST(MemoryBudgetPolicy, EngineStepsAreSizedFromTheirInput) {
+  auto filter = [] { return MakeFilterTransform(arrow::compute::literal(true)); };
+  // Two tasks at four times their input's 8,000 bytes each fit 1 GiB: both start.
+  EXPECT_TRUE(SecondTaskMayStart(filter(), int64_t{1} << 30));
+  // They would not fit 48,000 bytes (one task's input would): the first runs alone.
+  EXPECT_FALSE(SecondTaskMayStart(filter(), 48000));
 }
 
 }  // namespace

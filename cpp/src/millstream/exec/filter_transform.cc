@@ -90,6 +90,7 @@ class FilterTransform : public Transform {
  public:
   explicit FilterTransform(cp::Expression predicate) : predicate_(std::move(predicate)) {}
   std::string name() const override { return "Filter(" + predicate_.ToString() + ")"; }
+  bool output_sized_by_input() const override { return true; }
   arrow::Result<std::shared_ptr<arrow::Schema>> SchemaOut(
       const std::shared_ptr<arrow::Schema>& input) const override {
     return input;

@@ -121,6 +121,10 @@ class PhysicalOperator {
   /// reservation): the memory budget never holds it back, since running it is how memory
   /// is freed.
   virtual bool NextTaskRelievesMemory() const { return false; }
+  /// Its next task's output is known from its input before any task has finished (only
+  /// engine steps, no user function, over blocks or reads sized by metadata): the memory
+  /// budget need not run a first task alone to size the rest.
+  virtual bool OutputSizedByInput() const { return false; }
   /// Tasks that could use the inputs waiting here at once: the capacity that
   /// downstream-capacity backpressure compares the queue with; unset: no limit.
   virtual std::optional<double> TaskCapacity(const EffectiveLimits& limits) const {

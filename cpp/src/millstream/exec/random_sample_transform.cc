@@ -68,6 +68,7 @@ class RandomSampleTransform : public Transform {
     return out.str();
   }
   bool needs_ordered_input() const override { return seed_.seed.has_value(); }
+  bool output_sized_by_input() const override { return true; }
   std::shared_ptr<const Transform> ForExecution() const override {
     return std::make_shared<RandomSampleTransform>(fraction_, seed_, seed_.ForExecution());
   }

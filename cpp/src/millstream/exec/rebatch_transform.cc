@@ -81,6 +81,7 @@ class RebatchTransform : public Transform {
     return "StreamingRepartition[" + std::to_string(rows_) + " rows]";
   }
   bool row_preserving() const override { return true; }
+  bool output_sized_by_input() const override { return true; }
   bool shapes_own_output() const override { return true; }
   arrow::Result<std::unique_ptr<TransformState>> MakeState(const TaskContext&) const override {
     return std::make_unique<RebatchState>(rows_);

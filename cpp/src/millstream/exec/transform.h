@@ -123,6 +123,11 @@ class Transform {
       const TaskContext& task) const = 0;
   /// One output row per input row, in order: a limit may move ahead of it.
   virtual bool row_preserving() const { return false; }
+  /// Its output is about its input's size or less (a filter, a projection, a column the
+  /// engine computes per row, a sample, a write): a task's output can be sized from its
+  /// input before any task has finished. False for user functions, whose output may be
+  /// far larger than what they get.
+  virtual bool output_sized_by_input() const { return false; }
   /// The output schema for blocks of `input`, when known without running the step (a
   /// projection, a filter); null when only running it tells (a UDF).
   virtual arrow::Result<std::shared_ptr<arrow::Schema>> SchemaOut(

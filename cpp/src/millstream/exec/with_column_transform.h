@@ -17,6 +17,7 @@ class WithColumnTransform : public Transform {
   WithColumnTransform(std::string name, arrow::compute::Expression expr);
   std::string name() const override;
   bool row_preserving() const override { return true; }
+  bool output_sized_by_input() const override { return true; }
   arrow::Result<std::unique_ptr<TransformState>> MakeState(const TaskContext&) const override;
   arrow::Result<std::shared_ptr<arrow::Schema>> SchemaOut(
       const std::shared_ptr<arrow::Schema>& input) const override {

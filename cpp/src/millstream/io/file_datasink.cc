@@ -763,6 +763,8 @@ class WriteTransform : public Transform {
     }
     return "Write";
   }
+  // It emits nothing: what it holds is the file's current row group, sized by its input.
+  bool output_sized_by_input() const override { return true; }
   arrow::Result<std::unique_ptr<TransformState>> MakeState(const TaskContext& task) const override {
     for (const auto& column : options_->partition_cols) {
       ARROW_RETURN_NOT_OK(HiveSegment(column, "").status());  // a name that cannot be a directory

@@ -1,5 +1,7 @@
 #include "io/datasource.h"
 
+#include <algorithm>
+
 namespace millstream {
 namespace {
 
@@ -19,6 +21,10 @@ class GroupedReadTask : public ReadTask {
     int64_t bytes = 0;
     for (const auto& part : parts_) bytes += part->estimated_bytes();
     return bytes;
+  }
+  bool sized_by_metadata() const override {
+    return std::all_of(parts_.begin(), parts_.end(),
+                       [](const auto& part) { return part->sized_by_metadata(); });
   }
 
  private:

@@ -29,6 +29,7 @@ class RangeReadTask : public ReadTask {
     return arrow::Status::OK();
   }
   int64_t estimated_rows() const override { return end_ - start_; }
+  bool sized_by_metadata() const override { return true; }
   int64_t estimated_bytes() const override {
     const int64_t rows = end_ - start_;
     return rows > std::numeric_limits<int64_t>::max() / 8 ? std::numeric_limits<int64_t>::max()
@@ -91,6 +92,7 @@ class BlocksReadTask : public ReadTask {
   }
   int64_t estimated_rows() const override { return rows_; }
   int64_t estimated_bytes() const override { return bytes_; }
+  bool sized_by_metadata() const override { return true; }
 
  private:
   std::vector<Block> blocks_;

@@ -260,6 +260,7 @@ class ParquetReadTask : public ReadTask {
 
   int64_t estimated_rows() const override { return rows_; }
   int64_t estimated_bytes() const override { return bytes_; }
+  bool sized_by_metadata() const override { return true; }
 
  private:
   /// The batch's columns cast to the target schema's types, and the target's columns the

@@ -83,6 +83,15 @@ int64_t MapOperator::EstimateNextTaskBytes() const {
   return output + spec().memory;
 }
 
+bool MapOperator::OutputSizedByInput() const {
+  if (input_queue_.empty()) return false;
+  const auto& reads = input_queue_.front().read_tasks;
+  return std::all_of(reads.begin(), reads.end(),
+                     [](const auto& read) { return read->sized_by_metadata(); }) &&
+         std::all_of(spec().transforms.begin(), spec().transforms.end(),
+                     [](const auto& t) { return t->output_sized_by_input(); });
+}
+
 TaskSpec MapOperator::LaunchTask() {
   TaskSpec task_spec;
   RefBundle bundle = std::move(input_queue_.front());

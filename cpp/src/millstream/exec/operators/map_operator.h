@@ -38,6 +38,7 @@ class MapOperator : public PhysicalOperator {
   bool RunsTasks() const override { return true; }
   bool HasTaskReady() const override;
   int64_t EstimateNextTaskBytes() const override;
+  bool OutputSizedByInput() const override;
   TaskSpec LaunchTask() override;
   arrow::Status RunTask(const TaskSpec& spec, TaskRunContext& run) const override;
   void OnTaskOutput(int64_t task, Block block) override;

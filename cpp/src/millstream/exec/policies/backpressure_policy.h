@@ -39,7 +39,8 @@ class BackpressurePolicy {
 /// Memory: the task's expected bytes (its output, or the scratch a finished task of the
 /// operator held, whichever is larger) fit the limit, within the operator's reservation
 /// plus its share of the unreserved part (op_resource_reservation_ratio); the first task
-/// of an operator runs alone, so the rest are sized from what it produced.
+/// of an operator with a user function runs alone, so the rest are sized from what it
+/// produced (an operator of engine steps only is sized from its input).
 std::unique_ptr<BackpressurePolicy> MakeMemoryBudgetPolicy();
 /// Downstream capacity: an operator waits while the queue of the operator it feeds holds
 /// more bundles than `downstream_capacity_backpressure_ratio` times that operator's task

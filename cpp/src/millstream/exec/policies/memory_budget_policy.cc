@@ -15,12 +15,20 @@ class MemoryBudgetPolicy : public BackpressurePolicy {
     const auto& op = *ops[i];
     if (op.NextTaskRelievesMemory()) return true;
     // No finished task to size the next one from: run one first (a UDF's output may be
-    // far larger than its input), then size the rest from what it produced.
-    if (op.stats.tasks > 0 && op.ActiveTasks() > 0 && op.ActiveTasks() == op.stats.tasks) {
-      return false;
-    }
+    // far larger than its input), then size the rest from what it produced. Engine steps
+    // alone are sized from their input (a read's from the file's metadata), while the
+    // limit would hold even kFirstWaveMargin times that for every task then running
+    // (metadata sizes miss decode growth, e.g. a dictionary-encoded string column).
     const int64_t limit = execution.limits().memory;
     const int64_t estimate = std::max(op.EstimateNextTaskBytes(), execution.TaskScratchPeak(i));
+    if (op.stats.tasks > 0 && op.ActiveTasks() > 0 && op.ActiveTasks() == op.stats.tasks) {
+      constexpr double kFirstWaveMargin = 4;
+      const double wave = static_cast<double>(op.ActiveTasks() + 1) * kFirstWaveMargin *
+                          static_cast<double>(estimate);
+      const bool sized = op.OutputSizedByInput() &&
+                         static_cast<double>(execution.TotalUsage()) + wave <= static_cast<double>(limit);
+      if (!sized) return false;
+    }
     if (execution.TotalUsage() + estimate > limit) return false;
     const auto& context = execution.context();
     if (!context.op_resource_reservation_enabled) return true;
