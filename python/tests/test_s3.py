@@ -5,9 +5,7 @@ bucket."""
 
 from __future__ import annotations
 
-import logging
 import os
-import uuid
 
 import numpy as np
 import pyarrow as pa
@@ -17,32 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import millstream as md
+from conftest import S3_KEY, S3_REGION
 
-moto_server = pytest.importorskip("moto.server")
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3(s3_endpoint, monkeypatch):
-    """A fresh bucket; the environment points at the server. Yields (bucket, pyarrow fs)."""
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": s3_endpoint}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-    fs = pafs.S3FileSystem(endpoint_override=s3_endpoint, access_key="testing", secret_key="testing",
-                           region="us-east-1", allow_bucket_creation=True, allow_bucket_deletion=True)
-    bucket = f"b-{uuid.uuid4().hex[:12]}"
-    fs.create_dir(bucket)
-    yield bucket, fs
+pytest.importorskip("moto.server")  # the s3 fixture (conftest) runs a moto server
 
 
 def _objects(fs, prefix):
@@ -57,8 +32,8 @@ def _uploads(fs, bucket):
     """Multipart uploads in progress in the bucket, asked of the server with boto3."""
     import boto3
     endpoint = os.environ["AWS_ENDPOINT_URL"]
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client = boto3.client("s3", endpoint_url=endpoint, region_name=S3_REGION,
+                          aws_access_key_id=S3_KEY, aws_secret_access_key=S3_KEY)
     return client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
 
 
