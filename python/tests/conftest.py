@@ -190,8 +190,23 @@ class ConcurrencyProbe:
         return batch
 
 
+# ---- object stores ------------------------------------------------------------------
 
-# ---- an S3-protocol server (moto) on loopback ----------------------------------------
+
+def new_bucket(fs) -> str:
+    """Creates a bucket of a fresh name on ``fs`` (S3, GCS) and returns the name."""
+    bucket = f"b-{uuid.uuid4().hex[:12]}"
+    fs.create_dir(bucket)
+    return bucket
+
+
+def object_paths(fs, prefix: str) -> list[str]:
+    """The objects under ``prefix`` on ``fs``, at any depth, sorted (none if nothing is there)."""
+    infos = fs.get_file_info(pafs.FileSelector(prefix, recursive=True, allow_not_found=True))
+    return sorted(i.path for i in infos if i.type == pafs.FileType.File)
+
+
+# An S3-protocol server (moto) on loopback.
 # The modules that use these skip themselves when moto is missing (importorskip).
 
 S3_REGION = "us-east-1"
@@ -225,13 +240,6 @@ def s3_filesystem(endpoint: str) -> pafs.S3FileSystem:
     """A pyarrow S3 filesystem on ``endpoint``, allowed to create and delete buckets."""
     return pafs.S3FileSystem(endpoint_override=endpoint, access_key=S3_KEY, secret_key=S3_KEY,
                              region=S3_REGION, allow_bucket_creation=True, allow_bucket_deletion=True)
-
-
-def new_bucket(fs) -> str:
-    """Creates a bucket of a fresh name on ``fs`` and returns the name."""
-    bucket = f"b-{uuid.uuid4().hex[:12]}"
-    fs.create_dir(bucket)
-    return bucket
 
 
 @pytest.fixture
