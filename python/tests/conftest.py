@@ -11,9 +11,11 @@ import dataclasses
 import faulthandler
 import os
 import signal
+import uuid
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
@@ -187,3 +189,62 @@ class ConcurrencyProbe:
             self.running -= 1
         return batch
 
+
+# ---- object stores ------------------------------------------------------------------
+
+
+def new_bucket(fs) -> str:
+    """Creates a bucket of a fresh name on ``fs`` (S3, GCS) and returns the name."""
+    bucket = f"b-{uuid.uuid4().hex[:12]}"
+    fs.create_dir(bucket)
+    return bucket
+
+
+def object_paths(fs, prefix: str) -> list[str]:
+    """The objects under ``prefix`` on ``fs``, at any depth, sorted (none if nothing is there)."""
+    infos = fs.get_file_info(pafs.FileSelector(prefix, recursive=True, allow_not_found=True))
+    return sorted(i.path for i in infos if i.type == pafs.FileType.File)
+
+
+# An S3-protocol server (moto) on loopback.
+# The modules that use these skip themselves when moto is missing (importorskip).
+
+S3_REGION = "us-east-1"
+S3_KEY = "testing"  # moto accepts any credentials: the access key and the secret both
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """A moto server on 127.0.0.1 and a free port, one per test module: its http://host:port."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def point_aws_at(monkeypatch, endpoint: str) -> None:
+    """Points s3:// URIs at ``endpoint``: the AWS_* environment, for the test's duration."""
+    for key, value in {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_KEY,
+                       "AWS_REGION": S3_REGION, "AWS_ENDPOINT_URL": endpoint}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+
+
+def s3_filesystem(endpoint: str) -> pafs.S3FileSystem:
+    """A pyarrow S3 filesystem on ``endpoint``, allowed to create and delete buckets."""
+    return pafs.S3FileSystem(endpoint_override=endpoint, access_key=S3_KEY, secret_key=S3_KEY,
+                             region=S3_REGION, allow_bucket_creation=True, allow_bucket_deletion=True)
+
+
+@pytest.fixture
+def s3(s3_endpoint, monkeypatch):
+    """A fresh bucket; the environment points at the server. Yields (bucket, pyarrow fs)."""
+    point_aws_at(monkeypatch, s3_endpoint)
+    fs = s3_filesystem(s3_endpoint)
+    yield new_bucket(fs), fs

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime
 import io
 import socket
-import uuid
 
 import numpy as np
 import pyarrow as pa
@@ -17,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import millstream as md
+from conftest import new_bucket, object_paths
 
 emulator = pytest.importorskip("gcp_storage_emulator.server")
 
@@ -52,14 +52,7 @@ def gcs(gcs_endpoint, monkeypatch):
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://{gcs_endpoint}")
     fs = pafs.GcsFileSystem(anonymous=True, scheme="http", endpoint_override=gcs_endpoint,
                             retry_time_limit=datetime.timedelta(seconds=5), project_id="test")
-    bucket = f"b-{uuid.uuid4().hex[:12]}"
-    fs.create_dir(bucket)
-    yield bucket, fs
-
-
-def _objects(fs, prefix):
-    infos = fs.get_file_info(pafs.FileSelector(prefix, recursive=True, allow_not_found=True))
-    return sorted(i.path for i in infos if i.type == pafs.FileType.File)
+    yield new_bucket(fs), fs
 
 
 def test_read_what_pyarrow_wrote(gcs):
@@ -77,16 +70,16 @@ def test_read_what_pyarrow_wrote(gcs):
 def test_write_parquet_csv_numpy_and_read_back(gcs):
     bucket, fs = gcs
     md.from_arrow(TABLE).write_parquet(f"gs://{bucket}/out", partition_cols=["k"])
-    files = _objects(fs, f"{bucket}/out")
+    files = object_paths(fs, f"{bucket}/out")
     assert len(files) == 4 and all("/k=k" in f and "/.tmp-" not in f for f in files)
     back = pa.concat_tables(pq.read_table(f, filesystem=fs) for f in files)
     assert sorted(back.column("id").to_pylist()) == list(range(40))
     md.from_arrow(TABLE).write_csv(f"{bucket}/csv", filesystem=fs)
-    (one,) = _objects(fs, f"{bucket}/csv")
+    (one,) = object_paths(fs, f"{bucket}/csv")
     assert pacsv.read_csv(fs.open_input_stream(one)).equals(TABLE)
     arrays = np.arange(6, dtype=np.int32).reshape(3, 2)
     md.from_numpy(arrays).write_numpy(f"gs://{bucket}/n", column="data")
-    (npy,) = _objects(fs, f"{bucket}/n")
+    (npy,) = object_paths(fs, f"{bucket}/n")
     np.testing.assert_array_equal(np.load(io.BytesIO(fs.open_input_stream(npy).read())), arrays)
 
 
@@ -101,4 +94,4 @@ def test_failed_write_leaves_no_object(gcs):
     ds = md.range(100_000, override_num_blocks=1).map_batches(fail_late, batch_size=10_000)
     with pytest.raises(RuntimeError, match="boom"):
         ds.write_csv(f"gs://{bucket}/failed")
-    assert _objects(fs, f"{bucket}/failed") == []
+    assert object_paths(fs, f"{bucket}/failed") == []

@@ -1,9 +1,9 @@
 """Broadcast joins: a side whose size is known small before running (a from_arrow's bytes,
 a Parquet read's metadata) is built once into a hash table and the other side streams
 through it. Results against pandas pairs laid out as pyarrow.Table.join lays them out
-(test_join's reference); explain() says when a join is broadcast and which side builds;
-join types that need the small side's unmatched rows, and sides of unknown or too large
-a size, keep the exchange and are as exact."""
+(join_reference.py, test_join's reference too); explain() says when a join is broadcast and
+which side builds; join types that need the small side's unmatched rows, and sides of
+unknown or too large a size, keep the exchange and are as exact."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import millstream as md
-from test_join import ARROW_VERB, expected_table, rows_of
+from join_reference import (ARROW_VERB, assert_join_matches_reference, expected_table, join_datasets,
+                            keyed_sides, rows_of)
 
 # Per the side that is small: the types a probe row decides alone.
 BROADCAST_WITH_SMALL_RIGHT = ["inner", "left_outer", "left_semi", "left_anti"]
@@ -32,33 +33,22 @@ def unknown_size(table, blocks=12):
 
 def big_and_small(seed=0, n_big=6000, n_small=300, keys=200, null_frac=0.05):
     """Duplicate keys on both sides, keys on one side only, null keys on both."""
-    rng = np.random.default_rng(seed)
-    bk = rng.integers(0, keys, n_big).astype(object)
-    sk = rng.integers(keys // 2, keys + keys // 2, n_small).astype(object)
-    bk[rng.random(n_big) < null_frac] = None
-    sk[rng.random(n_small) < null_frac] = None
-    big = pa.table({"k": pa.array(list(bk), pa.int64()), "a": np.arange(n_big, dtype=np.float64),
+    bk, sk = keyed_sides(seed, n_big, n_small, keys, null_frac)
+    big = pa.table({"k": bk, "a": np.arange(n_big, dtype=np.float64),
                     "s": [f"b{i % 7}" for i in range(n_big)]})
-    small = pa.table({"k": pa.array(list(sk), pa.int64()), "a": np.arange(n_small, dtype=np.int64) * 10,
+    small = pa.table({"k": sk, "a": np.arange(n_small, dtype=np.int64) * 10,
                       "t": [f"s{i}" for i in range(n_small)]})
     return big, small
 
 
 def run_join(left, right, join_type, on=("k",), right_on=None, left_suffix="_l", right_suffix="_r",
              left_blocks=12, right_blocks=3, left_ds=None, right_ds=None):
-    right_on = right_on or on
-    lds = left_ds if left_ds is not None else md.from_arrow(left, override_num_blocks=left_blocks)
-    rds = right_ds if right_ds is not None else md.from_arrow(right, override_num_blocks=right_blocks)
-    joined = lds.join(rds, join_type, 4, on=on, right_on=right_on, left_suffix=left_suffix,
-                      right_suffix=right_suffix)
+    joined = join_datasets(left, right, join_type, 4, on=on, right_on=right_on, left_suffix=left_suffix,
+                           right_suffix=right_suffix, left_blocks=left_blocks, right_blocks=right_blocks,
+                           left_ds=left_ds, right_ds=right_ds)
     plan = plan_of(joined)
     got = joined.to_arrow()
-    ref = left.join(right, keys=list(on), right_keys=list(right_on), join_type=ARROW_VERB[join_type],
-                    left_suffix=left_suffix, right_suffix=right_suffix)
-    assert got.column_names == ref.column_names
-    assert got.schema.types == ref.schema.types
-    expected = expected_table(left, right, on, right_on, join_type, ref.column_names)
-    assert rows_of(got) == rows_of(expected)
+    assert_join_matches_reference(got, left, right, join_type, on, right_on, left_suffix, right_suffix)
     return plan, joined
 
 

@@ -5,9 +5,7 @@ bucket."""
 
 from __future__ import annotations
 
-import logging
 import os
-import uuid
 
 import numpy as np
 import pyarrow as pa
@@ -17,48 +15,17 @@ import pyarrow.parquet as pq
 import pytest
 
 import millstream as md
+from conftest import S3_KEY, S3_REGION, object_paths
 
-moto_server = pytest.importorskip("moto.server")
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3(s3_endpoint, monkeypatch):
-    """A fresh bucket; the environment points at the server. Yields (bucket, pyarrow fs)."""
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": s3_endpoint}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-    fs = pafs.S3FileSystem(endpoint_override=s3_endpoint, access_key="testing", secret_key="testing",
-                           region="us-east-1", allow_bucket_creation=True, allow_bucket_deletion=True)
-    bucket = f"b-{uuid.uuid4().hex[:12]}"
-    fs.create_dir(bucket)
-    yield bucket, fs
-
-
-def _objects(fs, prefix):
-    try:
-        infos = fs.get_file_info(pafs.FileSelector(prefix, recursive=True))
-    except FileNotFoundError:
-        return []
-    return sorted(i.path for i in infos if i.type == pafs.FileType.File)
+pytest.importorskip("moto.server")  # the s3 fixture (conftest) runs a moto server
 
 
 def _uploads(fs, bucket):
     """Multipart uploads in progress in the bucket, asked of the server with boto3."""
     import boto3
     endpoint = os.environ["AWS_ENDPOINT_URL"]
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client = boto3.client("s3", endpoint_url=endpoint, region_name=S3_REGION,
+                          aws_access_key_id=S3_KEY, aws_secret_access_key=S3_KEY)
     return client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
 
 
@@ -75,7 +42,7 @@ def test_read_parquet_from_s3_uri_and_filesystem(s3):
     got = md.read_parquet(f"{bucket}/in", filesystem=fs, columns=["id"], filter="id >= 95").to_arrow()
     assert got["id"].to_pylist() == [95, 96, 97, 98, 99]
     assert md.read_parquet(f"s3://{bucket}/in").count() == 100
-    assert md.read_parquet(f"s3://{bucket}/in").input_files() == _objects(fs, f"{bucket}/in")
+    assert md.read_parquet(f"s3://{bucket}/in").input_files() == object_paths(fs, f"{bucket}/in")
 
 
 def test_read_csv_json_text_binary_from_s3(s3, tmp_path):
@@ -111,12 +78,12 @@ def test_write_parquet_to_s3_round_trip(s3):
     bucket, fs = s3
     ds = md.from_arrow(TABLE, override_num_blocks=4)
     ds.write_parquet(f"s3://{bucket}/out")
-    objects = _objects(fs, f"{bucket}/out")
+    objects = object_paths(fs, f"{bucket}/out")
     assert len(objects) == 4 and all(o.endswith(".parquet") for o in objects)
     assert pq.read_table(f"{bucket}/out", filesystem=fs).sort_by("id").equals(TABLE)
     # The same through filesystem= and a path inside the bucket.
     ds.write_csv(f"{bucket}/csv", filesystem=fs)
-    back = pa.concat_tables([pacsv.read_csv(fs.open_input_stream(o)) for o in _objects(fs, f"{bucket}/csv")])
+    back = pa.concat_tables([pacsv.read_csv(fs.open_input_stream(o)) for o in object_paths(fs, f"{bucket}/csv")])
     assert back.sort_by("id").equals(TABLE)
     assert _uploads(fs, bucket) == []
 
@@ -124,7 +91,7 @@ def test_write_parquet_to_s3_round_trip(s3):
 def test_partitioned_write_to_s3(s3):
     bucket, fs = s3
     md.from_arrow(TABLE).write_parquet(f"s3://{bucket}/parts", partition_cols=["s"])
-    dirs = {o.split("/")[2] for o in _objects(fs, f"{bucket}/parts")}
+    dirs = {o.split("/")[2] for o in object_paths(fs, f"{bucket}/parts")}
     assert dirs == {f"s=s{i}" for i in range(7)}
     back = pq.read_table(f"{bucket}/parts", filesystem=fs, partitioning="hive")
     assert back.num_rows == 100
@@ -135,17 +102,17 @@ def test_partitioned_write_to_s3(s3):
 def test_save_modes_on_s3(s3):
     bucket, fs = s3
     md.range(5).write_json(f"s3://{bucket}/m")
-    first = _objects(fs, f"{bucket}/m")
+    first = object_paths(fs, f"{bucket}/m")
     md.range(5).write_json(f"s3://{bucket}/m", mode="append")
-    assert len(_objects(fs, f"{bucket}/m")) == 2 * len(first)
+    assert len(object_paths(fs, f"{bucket}/m")) == 2 * len(first)
     md.range(3).write_json(f"s3://{bucket}/m", mode="overwrite")
-    after = _objects(fs, f"{bucket}/m")
+    after = object_paths(fs, f"{bucket}/m")
     assert not set(after) & set(first)
     assert sum(len(fs.open_input_stream(o).read().splitlines()) for o in after) == 3
     with pytest.raises(ValueError, match="already exists"):
         md.range(3).write_json(f"s3://{bucket}/m", mode="error")
     md.range(3).write_json(f"s3://{bucket}/m", mode="ignore")
-    assert _objects(fs, f"{bucket}/m") == after
+    assert object_paths(fs, f"{bucket}/m") == after
 
 
 def test_failed_write_leaves_no_object_and_no_upload(s3):
@@ -162,7 +129,7 @@ def test_failed_write_leaves_no_object_and_no_upload(s3):
         fail_late, batch_size=10_000)
     with pytest.raises(RuntimeError, match="boom"):
         ds.write_csv(f"s3://{bucket}/failed")
-    assert _objects(fs, f"{bucket}/failed") == []
+    assert object_paths(fs, f"{bucket}/failed") == []
     assert _uploads(fs, bucket) == []
 
 
@@ -178,7 +145,7 @@ def test_write_numpy_and_images_to_s3(s3):
     bucket, fs = s3
     arrays = np.arange(24, dtype=np.int16).reshape(4, 3, 2)
     md.from_numpy(arrays).write_numpy(f"s3://{bucket}/n", column="data")
-    objects = _objects(fs, f"{bucket}/n")
+    objects = object_paths(fs, f"{bucket}/n")
     assert objects and all(o.endswith(".npy") for o in objects)
     import io
     got = np.concatenate([np.load(io.BytesIO(fs.open_input_file(o).read())) for o in objects])
@@ -187,12 +154,12 @@ def test_write_numpy_and_images_to_s3(s3):
     md.from_numpy(arrays).write_numpy(f"{bucket}/gz", column="data", filesystem=fs,
                                       arrow_open_stream_args={"compression": "gzip"})
     import gzip
-    (one,) = _objects(fs, f"{bucket}/gz")
+    (one,) = object_paths(fs, f"{bucket}/gz")
     np.testing.assert_array_equal(np.load(io.BytesIO(gzip.decompress(fs.open_input_file(one).read()))), arrays)
     from PIL import Image
     images = [np.full((4, 5, 3), i * 40, np.uint8) for i in range(3)]
     md.from_items([{"image": im} for im in images]).write_images(f"s3://{bucket}/img", column="image")
-    found = _objects(fs, f"{bucket}/img")
+    found = object_paths(fs, f"{bucket}/img")
     assert len(found) == 3
     decoded = sorted(int(np.asarray(Image.open(io.BytesIO(fs.open_input_file(o).read())))[0, 0, 0]) for o in found)
     assert decoded == [0, 40, 80]
@@ -204,7 +171,7 @@ def test_write_images_to_s3_stops_at_a_bad_row_leaving_no_object_for_it(s3):
     rows = [{"image": np.zeros((2, 2, 3), np.uint8)}, {"image": np.zeros((2, 2, 7), np.uint8)}]
     with pytest.raises(ValueError, match="cannot be written as png"):
         md.from_items(rows, override_num_blocks=1).write_images(f"s3://{bucket}/bad", column="image")
-    assert len(_objects(fs, f"{bucket}/bad")) == 1
+    assert len(object_paths(fs, f"{bucket}/bad")) == 1
     assert _uploads(fs, bucket) == []
 
 

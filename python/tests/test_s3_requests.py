@@ -7,44 +7,25 @@ from pyarrow reading the same objects."""
 from __future__ import annotations
 
 import collections
-import logging
 import threading
-import uuid
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
 import millstream as md
 
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")  # the s3 fixture (conftest) runs a moto server
 moto_responses = pytest.importorskip("moto.s3.responses")
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
-def s3(s3_endpoint, monkeypatch):
-    """A fresh bucket, the environment pointing at the server, and a counter of the object
-    requests the server answers: yields (bucket, pyarrow fs, requests), requests[(method, key)]."""
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": s3_endpoint}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-    fs = pafs.S3FileSystem(endpoint_override=s3_endpoint, access_key="testing", secret_key="testing",
-                           region="us-east-1", allow_bucket_creation=True)
-    bucket = f"b-{uuid.uuid4().hex[:12]}"
-    fs.create_dir(bucket)
+def s3(s3, monkeypatch):
+    """conftest's fresh bucket (the environment pointing at the server), and a counter of the
+    object requests the server answers: yields (bucket, pyarrow fs, requests),
+    requests[(method, key)]."""
+    bucket, fs = s3
     requests: collections.Counter = collections.Counter()
     lock = threading.Lock()
     original = moto_responses.S3Response.key_response

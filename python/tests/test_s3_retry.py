@@ -6,10 +6,9 @@ responses short; the rows read and the objects written equal those of a fault-fr
 from __future__ import annotations
 
 import http.client
-import logging
 import threading
 import time
-import uuid
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pyarrow as pa
@@ -19,8 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import millstream as md
+from conftest import new_bucket, point_aws_at, s3_filesystem
 
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")  # the s3_endpoint fixture (conftest) runs a moto server
 
 SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
              b"<Message>Please reduce your request rate.</Message></Error>")
@@ -136,27 +136,13 @@ class FaultyProxy:
         self.server.server_close()
 
 
-@pytest.fixture(scope="module")
-def moto():
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    yield server.get_host_and_port()[1]
-    server.stop()
-
-
 @pytest.fixture
-def faulty(moto, monkeypatch):
+def faulty(s3_endpoint, monkeypatch):
     """(bucket, direct pyarrow fs, proxy); URIs go through the proxy."""
-    proxy = FaultyProxy(moto)
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}"}.items():
-        monkeypatch.setenv(key, value)
-    direct = pafs.S3FileSystem(endpoint_override=f"http://127.0.0.1:{moto}", access_key="testing",
-                               secret_key="testing", region="us-east-1", allow_bucket_creation=True)
-    bucket = f"r-{uuid.uuid4().hex[:12]}"
-    direct.create_dir(bucket)
-    yield bucket, direct, proxy
+    proxy = FaultyProxy(urllib.parse.urlsplit(s3_endpoint).port)
+    point_aws_at(monkeypatch, f"http://127.0.0.1:{proxy.port}")
+    direct = s3_filesystem(s3_endpoint)
+    yield new_bucket(direct), direct, proxy
     proxy.close()
 
 
