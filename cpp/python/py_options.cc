@@ -50,7 +50,7 @@ void RegisterOptions(py::module_& m) {
   py::class_<ParquetWriteOptions>(m, "ParquetWriteOptions",
                                   "Parquet writer settings (pyarrow.parquet.write_table's names).")
       .def(py::init([](std::string compression, std::optional<int> compression_level, int64_t row_group_size,
-                       bool use_dictionary, bool write_statistics, std::string version, int64_t data_page_size,
+                       std::optional<bool> use_dictionary, bool write_statistics, std::string version, int64_t data_page_size,
                        py::object schema) {
              ParquetWriteOptions o;
              o.compression = std::move(compression);
@@ -65,7 +65,7 @@ void RegisterOptions(py::module_& m) {
            }),
            py::kw_only(), py::arg("compression") = parquet.compression,
            py::arg("compression_level") = py::none(), py::arg("row_group_size") = parquet.row_group_size,
-           py::arg("use_dictionary") = parquet.use_dictionary,
+           py::arg("use_dictionary") = py::none(),
            py::arg("write_statistics") = parquet.write_statistics, py::arg("version") = parquet.version,
            py::arg("data_page_size") = parquet.data_page_size, py::arg("schema") = py::none())
       .def_readwrite("compression", &ParquetWriteOptions::compression)

@@ -142,7 +142,7 @@ def resolve_args(fn_name: str, passthrough, args: Dict[str, Any], args_fn, fn_pa
 # pyarrow.parquet.write_table's options that the engine's Parquet writer applies, with
 # the pyarrow default of each.
 PARQUET_DEFAULTS = {"compression": "snappy", "compression_level": None, "row_group_size": None,
-                    "use_dictionary": True, "write_statistics": True, "version": "2.6",
+                    "use_dictionary": None, "write_statistics": True, "version": "2.6",
                     "data_page_size": None, "schema": None}
 
 
@@ -164,7 +164,10 @@ def parquet_options(fn_name: str, args: Dict[str, Any]) -> Dict[str, Any]:
     out["data_page_size"] = _args.check_int(fn_name, "data_page_size", args.get("data_page_size"),
                                             min=1, none_ok=True)
     for key in ("use_dictionary", "write_statistics"):
-        value = args.get(key, True)
+        value = args.get(key, PARQUET_DEFAULTS[key])
+        if value is None and key == "use_dictionary":
+            out[key] = None  # each column as its values tell (the writer's sample)
+            continue
         if not isinstance(value, bool):
             raise NotImplementedError(f"{fn_name}: {key}={value!r} is not supported (True or False "
                                       "for every column; a list of columns is not)")

@@ -329,7 +329,9 @@ def test_compression_level_changes_the_bytes_as_pyarrow_does(tmp_path):
     table = pa.table({"text": [f"row {i} " * (i % 7) + str(i * 7919 % 1000) for i in range(20000)]})
     sizes = {}
     for level in (1, 19):
-        md.from_arrow(table).write_parquet(str(tmp_path / f"l{level}"), compression="zstd", compression_level=level)
+        # pyarrow's default dictionary choice (True) on both sides: only the level differs.
+        md.from_arrow(table).write_parquet(str(tmp_path / f"l{level}"), compression="zstd", compression_level=level,
+                                           use_dictionary=True)
         pq.write_table(table, tmp_path / f"e{level}.parquet", compression="zstd", compression_level=level)
         sizes[level] = _column_chunk(_one_file(tmp_path / f"l{level}")).total_compressed_size
         # The same within 1% (the engine's blocks cut pages a little differently).
@@ -362,6 +364,30 @@ def test_use_dictionary_false_writes_no_dictionary_pages(tmp_path):
     assert not _column_chunk(_one_file(tmp_path / "plain")).has_dictionary_page
     pq.write_table(table, tmp_path / "e.parquet", use_dictionary=False)
     assert _column_chunk(_one_file(tmp_path / "plain")).encodings == _column_chunk(tmp_path / "e.parquet").encodings
+
+
+def _dictionary_pages(path) -> dict:
+    """Whether each column's first chunk of the one file under `path` has a dictionary page."""
+    meta = pq.ParquetFile(_one_file(path)).metadata
+    return {meta.schema.column(i).name: meta.row_group(0).column(i).has_dictionary_page
+            for i in range(meta.num_columns)}
+
+
+def test_unset_use_dictionary_encodes_the_columns_with_few_distinct_values(tmp_path):
+    n = 50_000
+    table = pa.table({"id": pa.array(range(n), pa.int64()),                     # all distinct
+                      "x": pa.array([i * 0.5 for i in range(n)]),                # all distinct
+                      "cat": pa.array(["a", "b", "c"] * (n // 3) + ["a"] * (n % 3)),
+                      "small": pa.array([i % 100 for i in range(n)], pa.int32()),
+                      "s": pa.array([f"v{i}" for i in range(n)])})              # all distinct
+    md.from_arrow(table).write_parquet(str(tmp_path / "auto"))
+    assert _dictionary_pages(tmp_path / "auto") == {"id": False, "x": False, "cat": True,
+                                                    "small": True, "s": False}
+    md.from_arrow(table).write_parquet(str(tmp_path / "all"), use_dictionary=True)
+    assert all(_dictionary_pages(tmp_path / "all").values())
+    # Whatever the encoding, the file holds the same table.
+    for name in ("auto", "all"):
+        assert pq.read_table(_one_file(tmp_path / name)).equals(table)
 
 
 def test_write_statistics_false_writes_no_statistics(tmp_path):
@@ -569,7 +595,8 @@ def test_typed_core_write_options_take_keywords_and_validate():
     assert (options.parquet.compression, options.parquet.compression_level) == ("zstd", 3)
     assert options.parquet.row_group_size == 0  # None keeps the engine's default (Arrow's)
     assert options.parquet.schema == schema
-    assert options.parquet.version == "2.6" and options.parquet.use_dictionary is True
+    assert options.parquet.version == "2.6"
+    assert options.parquet.use_dictionary is None  # unset: each column as its values tell
     assert options.csv.delimiter == ";" and options.csv.include_header is True
     assert options.filesystem is None and not options.has_filename_provider
     options.validate(_core.FileFormat.PARQUET)

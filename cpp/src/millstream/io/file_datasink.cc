@@ -45,8 +45,9 @@ class FormatWriter {
 };
 
 /// Parquet writer properties from pyarrow.parquet.write_table's options.
+/// `plain_columns`: top-level columns written without a dictionary whatever the option.
 arrow::Result<std::shared_ptr<parquet::WriterProperties>> ParquetProperties(
-    const ParquetWriteOptions& options) {
+    const ParquetWriteOptions& options, const std::vector<std::string>& plain_columns = {}) {
   parquet::WriterProperties::Builder builder;
   std::string codec_name = options.compression;
   std::transform(codec_name.begin(), codec_name.end(), codec_name.begin(),
@@ -87,7 +88,8 @@ arrow::Result<std::shared_ptr<parquet::WriterProperties>> ParquetProperties(
   }
   if (options.row_group_size > 0) builder.max_row_group_length(options.row_group_size);
   if (options.data_page_size > 0) builder.data_pagesize(options.data_page_size);
-  if (options.use_dictionary) builder.enable_dictionary(); else builder.disable_dictionary();
+  if (options.use_dictionary.value_or(true)) builder.enable_dictionary(); else builder.disable_dictionary();
+  for (const auto& column : plain_columns) builder.disable_dictionary(column);
   if (options.write_statistics) builder.enable_statistics(); else builder.disable_statistics();
   if (options.version == "1.0") builder.version(parquet::ParquetVersion::PARQUET_1_0);
   else if (options.version == "2.4") builder.version(parquet::ParquetVersion::PARQUET_2_4);
@@ -97,6 +99,27 @@ arrow::Result<std::shared_ptr<parquet::WriterProperties>> ParquetProperties(
   return builder.build();
 }
 
+/// The top-level columns of `batch` to write without a dictionary: those more than half of
+/// whose first values (up to kDictionarySample) are distinct. Columns already
+/// dictionary-encoded, nested ones and booleans keep Arrow's choice.
+arrow::Result<std::vector<std::string>> PlainColumns(const arrow::RecordBatch& batch) {
+  constexpr int64_t kDictionarySample = 16384;
+  std::vector<std::string> plain;
+  const int64_t n = std::min(batch.num_rows(), kDictionarySample);
+  if (n == 0) return plain;
+  for (int i = 0; i < batch.num_columns(); ++i) {
+    const auto& type = *batch.column(i)->type();
+    if (!arrow::is_primitive(type.id()) && !arrow::is_base_binary_like(type.id()) &&
+        !arrow::is_fixed_size_binary(type.id())) {
+      continue;
+    }
+    if (type.id() == arrow::Type::BOOL) continue;
+    ARROW_ASSIGN_OR_RAISE(auto unique, arrow::compute::Unique(batch.column(i)->Slice(0, n)));
+    if (2 * unique->length() > n) plain.push_back(batch.schema()->field(i)->name());
+  }
+  return plain;
+}
+
 class ParquetFormatWriter : public FormatWriter {
  public:
   static arrow::Result<std::unique_ptr<FormatWriter>> Open(
@@ -104,22 +127,34 @@ class ParquetFormatWriter : public FormatWriter {
       const ParquetWriteOptions& options) {
     auto self = std::make_unique<ParquetFormatWriter>();
     self->out_ = out;
+    self->schema_ = std::move(schema);
+    self->options_ = options;
     ARROW_ASSIGN_OR_RAISE(self->props_, ParquetProperties(options));
-    if (schema->num_fields() == 0) return self;  // rows only: see Close
-    auto arrow_props = parquet::ArrowWriterProperties::Builder().store_schema()->build();
-    ARROW_ASSIGN_OR_RAISE(self->writer_, parquet::arrow::FileWriter::Open(
-                                             *schema, arrow::default_memory_pool(), out,
-                                             self->props_, arrow_props));
+    // With the dictionary left to the data, the file opens at its first block.
+    if (self->schema_->num_fields() > 0 && options.use_dictionary.has_value()) {
+      ARROW_RETURN_NOT_OK(self->OpenFile(self->props_));
+    }
     return self;
   }
   arrow::Status Write(const arrow::RecordBatch& batch) override {
-    if (!writer_) {
+    if (schema_->num_fields() == 0) {  // rows only: see Close
       rows_ += batch.num_rows();
       return arrow::Status::OK();
+    }
+    if (!writer_) {
+      ARROW_ASSIGN_OR_RAISE(auto plain, PlainColumns(batch));
+      auto props = props_;
+      if (!plain.empty()) {
+        ParquetWriteOptions options = options_;
+        options.use_dictionary = true;
+        ARROW_ASSIGN_OR_RAISE(props, ParquetProperties(options, plain));
+      }
+      ARROW_RETURN_NOT_OK(OpenFile(props));
     }
     return writer_->WriteRecordBatch(batch);
   }
   arrow::Status Close() override {
+    if (!writer_ && schema_->num_fields() > 0) ARROW_RETURN_NOT_OK(OpenFile(props_));
     if (writer_) return writer_->Close();
     try {
       return CloseRowsOnly();
@@ -149,9 +184,20 @@ class ParquetFormatWriter : public FormatWriter {
     return arrow::Status::OK();
   }
 
+  arrow::Status OpenFile(std::shared_ptr<parquet::WriterProperties> props) {
+    auto arrow_props = parquet::ArrowWriterProperties::Builder().store_schema()->build();
+    ARROW_ASSIGN_OR_RAISE(writer_, parquet::arrow::FileWriter::Open(*schema_, arrow::default_memory_pool(),
+                                                                    out_, std::move(props), arrow_props));
+    return arrow::Status::OK();
+  }
+
   std::shared_ptr<arrow::io::OutputStream> out_;
+  std::shared_ptr<arrow::Schema> schema_;
+  ParquetWriteOptions options_;
   std::shared_ptr<parquet::WriterProperties> props_;
-  std::unique_ptr<parquet::arrow::FileWriter> writer_;  // null when there are no columns
+  /// Null when there are no columns, and until the first block when the dictionary is
+  /// left to the data.
+  std::unique_ptr<parquet::arrow::FileWriter> writer_;
   int64_t rows_ = 0;
 };
 
