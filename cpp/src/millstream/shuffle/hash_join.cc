@@ -20,17 +20,6 @@
 
 namespace millstream {
 
-namespace {
-
-namespace cp = arrow::compute;
-namespace ac = arrow::acero;
-
-bool IsSemiOrAnti(JoinType type) {
-  return type == JoinType::kLeftSemi || type == JoinType::kRightSemi || type == JoinType::kLeftAnti ||
-         type == JoinType::kRightAnti;
-}
-
-/// The same join with the sides swapped.
 JoinType Mirror(JoinType type) {
   switch (type) {
     case JoinType::kLeftOuter: return JoinType::kRightOuter;
@@ -41,6 +30,16 @@ JoinType Mirror(JoinType type) {
     case JoinType::kRightAnti: return JoinType::kLeftAnti;
     default: return type;
   }
+}
+
+namespace {
+
+namespace cp = arrow::compute;
+namespace ac = arrow::acero;
+
+bool IsSemiOrAnti(JoinType type) {
+  return type == JoinType::kLeftSemi || type == JoinType::kRightSemi || type == JoinType::kLeftAnti ||
+         type == JoinType::kRightAnti;
 }
 
 ac::JoinType AceroType(JoinType type) {

@@ -8,6 +8,9 @@
 
 namespace millstream {
 
+/// The same join with the sides swapped (left outer becomes right outer, and so on).
+JoinType Mirror(JoinType type);
+
 /// \brief Checks a join before it runs and fills in `spec.right_keys` (the left keys when
 /// empty): at least one key, as many right keys as left keys, no key named twice,
 /// `num_partitions >= 0`. For each side whose schema is given (null: unknown) the keys

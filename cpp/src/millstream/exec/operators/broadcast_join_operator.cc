@@ -19,18 +19,7 @@ namespace {
 namespace cp = arrow::compute;
 
 /// The join type as seen from the probe side (the probe as its left side).
-JoinType ProbeView(JoinType type, int build) {
-  if (build == 1) return type;
-  switch (type) {
-    case JoinType::kLeftOuter: return JoinType::kRightOuter;
-    case JoinType::kRightOuter: return JoinType::kLeftOuter;
-    case JoinType::kLeftSemi: return JoinType::kRightSemi;
-    case JoinType::kRightSemi: return JoinType::kLeftSemi;
-    case JoinType::kLeftAnti: return JoinType::kRightAnti;
-    case JoinType::kRightAnti: return JoinType::kLeftAnti;
-    default: return type;
-  }
-}
+JoinType ProbeView(JoinType type, int build) { return build == 1 ? type : Mirror(type); }
 
 /// `block` with its dictionary key columns decoded (as the exchange decodes them).
 arrow::Result<Block> DecodeKeys(const Block& block, const std::vector<std::string>& keys, int side,
