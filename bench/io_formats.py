@@ -48,7 +48,7 @@ def csv_data(parquet_dir: str, out: str) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--parquet-dir", default=os.path.join(HERE, ".data", "quick"))
+    p.add_argument("--parquet-dir", default=os.path.join(HERE, ".data", "quick", "main"))
     p.add_argument("--csv-dir", default=None)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-s3", action="store_true")
