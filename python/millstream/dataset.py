@@ -1291,8 +1291,9 @@ class Dataset:
         0); with mode="append" the name must hold ``write_uuid`` (else ``ValueError``). ``**arrow_parquet_args`` (or ``arrow_parquet_args_fn()``, whose keys
         win): pyarrow.parquet.write_table's ``compression`` (default snappy; None: none),
         ``compression_level``, ``row_group_size``, ``use_dictionary`` (True or False for every
-        column; unset, a column more than half of whose first 16Ki values in a file are
-        distinct is written plain and the others with a dictionary), ``write_statistics``,
+        column; unset, a column more than half of whose first values (up to 16Ki) in a
+        file's first block are distinct is written plain and the others with a dictionary;
+        a first block of fewer than 1Ki rows keeps every dictionary), ``write_statistics``,
         ``version``, ``data_page_size``, and ``schema`` (every block cast to it).
 
         With ``partition_cols``, rows go to Hive-style ``key=value/`` subdirectories

@@ -388,6 +388,10 @@ def test_unset_use_dictionary_encodes_the_columns_with_few_distinct_values(tmp_p
     # Whatever the encoding, the file holds the same table.
     for name in ("auto", "all"):
         assert pq.read_table(_one_file(tmp_path / name)).equals(table)
+    # A first block of 1,000 rows (under 1Ki) is too small to judge: dictionaries stay, as
+    # pyarrow's default would have them.
+    md.from_arrow(table.slice(0, 1000)).write_parquet(str(tmp_path / "small"))
+    assert all(_dictionary_pages(tmp_path / "small").values())
 
 
 def test_write_statistics_false_writes_no_statistics(tmp_path):

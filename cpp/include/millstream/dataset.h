@@ -137,10 +137,11 @@ struct ParquetWriteOptions {
   std::optional<int> compression_level;
   /// Most rows per row group; 0: Arrow's default (1Mi rows).
   int64_t row_group_size = 0;
-  /// Dictionary encoding for every column (true) or none (false). Unset: each column as
-  /// its values tell — a column more than half of whose first file's first values
-  /// (up to 16Ki) are distinct is written plain, the rest with a dictionary; Arrow
-  /// would build and then drop that dictionary for every row group.
+  /// Dictionary encoding for every column (true) or none (false). Unset: each file's
+  /// columns as its first block's values tell — a column more than half of whose first
+  /// values (up to 16Ki; a block of fewer than 1Ki rows decides nothing) are distinct is
+  /// written plain, the rest with a dictionary; Arrow would build and then drop that
+  /// dictionary for every row group.
   std::optional<bool> use_dictionary;
   bool write_statistics = true;
   /// Format version: "1.0", "2.4" or "2.6".

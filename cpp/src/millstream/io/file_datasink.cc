@@ -100,13 +100,14 @@ arrow::Result<std::shared_ptr<parquet::WriterProperties>> ParquetProperties(
 }
 
 /// The top-level columns of `batch` to write without a dictionary: those more than half of
-/// whose first values (up to kDictionarySample) are distinct. Columns already
-/// dictionary-encoded, nested ones and booleans keep Arrow's choice.
+/// whose first values (up to kDictionarySample) are distinct. A block of fewer than
+/// kDictionaryMinSample rows tells too little: every column keeps its dictionary. Columns
+/// already dictionary-encoded, nested ones and booleans keep Arrow's choice.
 arrow::Result<std::vector<std::string>> PlainColumns(const arrow::RecordBatch& batch) {
-  constexpr int64_t kDictionarySample = 16384;
+  constexpr int64_t kDictionarySample = 16384, kDictionaryMinSample = 1024;
   std::vector<std::string> plain;
   const int64_t n = std::min(batch.num_rows(), kDictionarySample);
-  if (n == 0) return plain;
+  if (n < kDictionaryMinSample) return plain;
   for (int i = 0; i < batch.num_columns(); ++i) {
     const auto& type = *batch.column(i)->type();
     if (!arrow::is_primitive(type.id()) && !arrow::is_base_binary_like(type.id()) &&
@@ -145,9 +146,7 @@ class ParquetFormatWriter : public FormatWriter {
       ARROW_ASSIGN_OR_RAISE(auto plain, PlainColumns(batch));
       auto props = props_;
       if (!plain.empty()) {
-        ParquetWriteOptions options = options_;
-        options.use_dictionary = true;
-        ARROW_ASSIGN_OR_RAISE(props, ParquetProperties(options, plain));
+        ARROW_ASSIGN_OR_RAISE(props, ParquetProperties(options_, plain));
       }
       ARROW_RETURN_NOT_OK(OpenFile(props));
     }
