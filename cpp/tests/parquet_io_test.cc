@@ -2,6 +2,7 @@
 
 #include <arrow/csv/writer.h>
 #include <arrow/io/api.h>
+#include <arrow/json/from_string.h>
 #include <parquet/arrow/reader.h>
 #include <parquet/arrow/writer.h>
 #include <parquet/file_reader.h>
@@ -99,6 +100,10 @@ TEST(ParquetRead, ColumnsAndFilter) {
   EXPECT_EQ(rows, 1000);
 }
 
+std::shared_ptr<arrow::ChunkedArray> Chunked(const std::shared_ptr<arrow::DataType>& type, const std::string& json) {
+  return std::make_shared<arrow::ChunkedArray>(arrow::json::ArrayFromJSONString(type, json).ValueOrDie());
+}
+
 std::string PlanNames(const PlanPtr& plan) {
   std::string out;
   for (const auto& op : PlanChain(plan)) out += (out.empty() ? "" : " | ") + op->Name();
@@ -129,6 +134,40 @@ TEST(PredicatePushdown, FilterGoesIntoTheReadPastSelectionsAndIntoUnions) {
   ASSERT_EQ(pushed->inputs().size(), 2u);
   for (const auto& input : pushed->inputs()) EXPECT_EQ(input->Name(), "ReadParquet[filter=(id >= 4200)]");
   EXPECT_EQ(both.ToTable(DataContext{}).ValueOrDie()->num_rows(), 1600);
+}
+
+TEST(ParquetRead, DictionaryColumnsKeepTheirValues) {
+  TempDir dir;
+  auto table = arrow::Table::Make(
+      arrow::schema({arrow::field("s", arrow::utf8()), arrow::field("n", arrow::int64())}),
+      {Chunked(arrow::utf8(), R"(["b", "a", null, "b", "c"])"),
+       Chunked(arrow::int64(), "[1, 2, 3, 4, 5]")});
+  WriteParquet(table, dir.path() + "/t.parquet", 2);
+  ReadParquetOptions options;
+  options.dictionary_columns = {"s"};
+  auto out = Dataset::ReadParquet({dir.path()}, options).ValueOrDie().ToTable(DataContext{}).ValueOrDie();
+  EXPECT_EQ(out->schema()->field(0)->type()->id(), arrow::Type::DICTIONARY);
+  auto decoded = cp::Cast(out->column(0), arrow::utf8()).ValueOrDie().chunked_array();
+  EXPECT_TRUE(decoded->Equals(*table->column(0)));
+  EXPECT_TRUE(out->column(1)->Equals(*table->column(1)));
+}
+
+TEST(DictionaryKeys, AGroupByReadsItsStringKeysAsDictionaries) {
+  TempDir dir;
+  auto table = arrow::Table::Make(
+      arrow::schema({arrow::field("s", arrow::utf8()), arrow::field("n", arrow::int64())}),
+      {Chunked(arrow::utf8(), R"(["b", "a", "b", "b"])"),
+       Chunked(arrow::int64(), "[1, 2, 3, 4]")});
+  WriteParquet(table, dir.path() + "/t.parquet", 3);
+  AggregateSpec sum{AggregateSpec::Kind::kSum, "n", true, 1, "sum(n)"};
+  // The int key stays as it is; the string key is read as a dictionary.
+  auto grouped = Dataset::ReadParquet({dir.path()}).ValueOrDie().GroupByAggregate({"s", "n"}, {sum}).ValueOrDie();
+  EXPECT_NE(PlanNames(Optimize(grouped.plan()).ValueOrDie()).find("ReadParquet[dictionary=[s]]"), std::string::npos);
+  auto by_s = Dataset::ReadParquet({dir.path()}).ValueOrDie().GroupByAggregate({"s"}, {sum}).ValueOrDie();
+  auto out = by_s.ToTable(DataContext{}).ValueOrDie()->CombineChunks().ValueOrDie();
+  // By hand: a = 2, b = 1 + 3 + 4; the key decoded back to strings.
+  EXPECT_TRUE(out->column(0)->Equals(*Chunked(arrow::utf8(), R"(["a", "b"])")));
+  EXPECT_TRUE(out->column(1)->Equals(*Chunked(arrow::int64(), "[2, 8]")));
 }
 
 TEST(PredicatePushdown, StaysWhereItCannotGo) {

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import millstream as md
@@ -58,6 +59,11 @@ _AGGS = (Count(), Count("v", ignore_nulls=True), Sum("v"), Min("v"), Max("v"), M
 
 def _check(table: pa.Table, keys, blocks: int = 8, source=None):
     ds = md.from_arrow(source if source is not None else _blocks(table, blocks)).groupby(keys).aggregate(*_AGGS)
+    return _compare(ds, table, keys)
+
+
+def _compare(ds, table: pa.Table, keys):
+    """``ds`` (a groupby(keys).aggregate(*_AGGS) of ``table``) against pandas."""
     got = pa.Table.from_pylist(ds.take_all()).to_pandas()
     want = _expected(table, keys)
     got = got[list(want.columns)]
@@ -209,3 +215,44 @@ def test_num_partitions_sets_the_reduce_tasks():
         got = ds.take_all()
         want = table.to_pandas().groupby("k1", dropna=False).size()
         assert [r["count()"] for r in got] == list(want)
+
+
+def test_string_keys_read_from_parquet_group_by_their_dictionaries(tmp_path):
+    table = _table(6000, seed=11)
+    # Files with and without dictionary pages, several row groups each.
+    pq.write_table(table.slice(0, 2500), tmp_path / "a.parquet", row_group_size=1000)
+    pq.write_table(table.slice(2500, 2000), tmp_path / "b.parquet", row_group_size=700, use_dictionary=False)
+    pq.write_table(table.slice(4500), tmp_path / "c.parquet", row_group_size=1500)
+    for keys in ("k2", ["k1", "k2"]):
+        ds = md.read_parquet(str(tmp_path)).groupby(keys).aggregate(*_AGGS)
+        assert "ReadParquet[dictionary=[k2]]" in ds._explain_str()
+        assert ds.schema().base_schema.field("k2").type == pa.string()
+        _compare(ds, table, keys)
+
+
+def test_a_filter_on_a_dictionary_read_key_still_applies(tmp_path):
+    table = _table(3000, seed=12)
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=1000)
+    ds = md.read_parquet(str(tmp_path)).filter(expr="k2 == 'b'").groupby("k2").count()
+    assert "dictionary=[k2]" in ds._explain_str()
+    want = sum(1 for k in table["k2"].to_pylist() if k == "b")
+    assert ds.take_all() == [{"k2": "b", "count()": want}]
+
+
+def test_a_dictionary_holding_a_value_twice_makes_one_group():
+    keys = pa.DictionaryArray.from_arrays(pa.array([0, 1, 2, 2, None, 0], pa.int32()), ["a", "b", "a"])
+    ds = md.from_arrow(pa.table({"k": keys, "v": [1, 2, 3, 4, 5, 6]})).groupby("k").sum("v")
+    # By hand: a = 1 + 3 + 4 + 6, b = 2, the null key 5.
+    assert ds.take_all() == [{"k": "a", "sum(v)": 14}, {"k": "b", "sum(v)": 2}, {"k": None, "sum(v)": 5}]
+
+
+def test_partition_and_path_keys_are_not_read_as_dictionaries(tmp_path):
+    for part, values in (("x", [1, 2]), ("y", [3])):
+        (tmp_path / f"p={part}").mkdir()
+        pq.write_table(pa.table({"v": values}), tmp_path / f"p={part}" / "f.parquet")
+    ds = md.read_parquet(str(tmp_path)).groupby("p").sum("v")
+    assert "dictionary" not in ds._explain_str()
+    assert ds.take_all() == [{"p": "x", "sum(v)": 3}, {"p": "y", "sum(v)": 3}]
+    ds = md.read_parquet(str(tmp_path), include_paths=True).groupby("path").count()
+    assert "dictionary" not in ds._explain_str()
+    assert sorted(r["count()"] for r in ds.take_all()) == [1, 2]

@@ -112,6 +112,9 @@ struct ReadParquetOptions {
   /// string columns (unless the files hold a column of that name); a filter on them
   /// skips whole files.
   bool hive_partitioning = true;
+  /// String or binary columns read as dictionary arrays (pyarrow's `read_dictionary`):
+  /// no copy of each value where the file stores the column dictionary-encoded.
+  std::vector<std::string> dictionary_columns;
 };
 
 /// \brief `path` as a local filesystem path: itself, or the path of a `file://` URI.

@@ -71,6 +71,14 @@ class Datasource {
       const std::vector<std::string>& columns) const {
     return nullptr;
   }
+  /// A copy producing the string or binary `columns` as dictionary arrays (same values,
+  /// type dictionary<int32, value>), which is cheap where the files store them
+  /// dictionary-encoded; nullptr if this source cannot. Values, not types, are what a
+  /// consumer may rely on: the optimizer asks this only for group-by keys.
+  virtual arrow::Result<std::shared_ptr<Datasource>> WithDictionaryColumns(
+      const std::vector<std::string>& columns) const {
+    return nullptr;
+  }
   /// A copy producing only the rows where `predicate` is true (and pruning what it
   /// can, such as row groups by statistics), or nullptr if this source cannot take it.
   virtual arrow::Result<std::shared_ptr<Datasource>> WithFilter(

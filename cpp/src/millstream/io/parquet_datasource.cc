@@ -228,15 +228,15 @@ class ParquetReadTask : public ReadTask {
   ParquetReadTask(std::shared_ptr<arrow::fs::FileSystem> fs, std::string path, int64_t file_size,
                   std::shared_ptr<arrow::Buffer> contents,
                   std::shared_ptr<parquet::FileMetaData> metadata, std::vector<int> row_groups,
-                  std::vector<std::string> columns, std::optional<cp::Expression> filter,
-                  int64_t rows, int64_t bytes, int64_t batch_rows,
+                  std::vector<std::string> columns, std::vector<std::string> dictionary_columns,
+                  std::optional<cp::Expression> filter, int64_t rows, int64_t bytes, int64_t batch_rows,
                   std::vector<PartitionKey> partition, bool include_paths,
                   std::shared_ptr<arrow::Schema> target_schema, const RetryPolicy* retry,
                   std::shared_ptr<const ParquetFileOptions> more = nullptr, int64_t first_row = 0)
       : fs_(std::move(fs)), path_(std::move(path)), file_size_(file_size), contents_(std::move(contents)),
         metadata_(std::move(metadata)),
         row_groups_(std::move(row_groups)), columns_(std::move(columns)),
-        filter_(std::move(filter)), rows_(rows), bytes_(bytes), batch_rows_(batch_rows),
+        dictionary_columns_(std::move(dictionary_columns)), filter_(std::move(filter)), rows_(rows), bytes_(bytes), batch_rows_(batch_rows),
         partition_(std::move(partition)), include_paths_(include_paths),
         target_schema_(std::move(target_schema)),
         retry_(retry && !retry->patterns.empty() ? std::make_shared<RetryPolicy>(*retry) : nullptr),
@@ -311,6 +311,13 @@ class ParquetReadTask : public ReadTask {
     // Decode buffers and pre-buffered column chunks count as the engine's memory.
     arrow_props.set_io_context(arrow::io::IOContext(EngineMemoryPool()));
     if (!IsLocal(*fs_)) arrow_props.set_cache_options(ObjectStoreCacheOptions());
+    for (const auto& name : dictionary_columns_) {
+      // Top-level string and binary columns only (ColumnIndex finds a leaf by its path).
+      int column = metadata_->schema()->ColumnIndex(name);
+      if (column >= 0 && metadata_->schema()->Column(column)->physical_type() == parquet::Type::BYTE_ARRAY) {
+        arrow_props.set_read_dictionary(column, true);
+      }
+    }
     parquet::arrow::FileReaderBuilder builder;
     builder.memory_pool(EngineMemoryPool());
     // The footer was parsed when the read was planned: don't parse it again.
@@ -462,6 +469,7 @@ class ParquetReadTask : public ReadTask {
   std::shared_ptr<parquet::FileMetaData> metadata_;
   std::vector<int> row_groups_;
   std::vector<std::string> columns_;
+  std::vector<std::string> dictionary_columns_;
   std::optional<cp::Expression> filter_;
   int64_t rows_, bytes_, batch_rows_;
   std::vector<PartitionKey> partition_;
@@ -490,6 +498,9 @@ class ParquetDatasource : public Datasource {
     std::vector<std::string> pushed;
     if (!options_.columns.empty()) pushed.push_back("columns=[" + ShortColumnList(options_.columns) + "]");
     if (options_.filter) pushed.push_back("filter=" + options_.filter->ToString());
+    if (!options_.dictionary_columns.empty()) {
+      pushed.push_back("dictionary=[" + ShortColumnList(options_.dictionary_columns) + "]");
+    }
     if (pushed.empty()) return "ReadParquet";
     std::string out = "ReadParquet[";
     for (size_t i = 0; i < pushed.size(); ++i) out += (i ? ", " : "") + pushed[i];
@@ -581,7 +592,7 @@ class ParquetDatasource : public Datasource {
                                      std::max<int64_t>(1024, target_max_block_size / bytes_per_row)});
       tasks.push_back(std::make_shared<ParquetReadTask>(
           fs_, piece.file->path, piece.file->size, piece.file->contents, piece.file->metadata, piece.row_groups,
-          options_.columns,
+          options_.columns, options_.dictionary_columns,
           options_.filter, piece.rows, piece.bytes, batch_rows, piece.file->partition,
           more_->include_paths, more_->schema, &more_->retry, more_, whole_files ? 0 : FirstRow(piece)));
     }
@@ -625,10 +636,50 @@ class ParquetDatasource : public Datasource {
   }
 
   std::shared_ptr<arrow::Schema> schema() const override {
-    if (options_.columns.empty()) return schema_;
+    if (options_.columns.empty() && options_.dictionary_columns.empty()) return schema_;
     arrow::FieldVector fields;
-    for (const auto& name : options_.columns) fields.push_back(schema_->GetFieldByName(name));
+    if (options_.columns.empty()) {
+      fields = schema_->fields();
+    } else {
+      for (const auto& name : options_.columns) fields.push_back(schema_->GetFieldByName(name));
+    }
+    for (auto& field : fields) {
+      if (IsDictionaryColumn(field->name()) && field->type()->id() != arrow::Type::DICTIONARY) {
+        field = field->WithType(arrow::dictionary(arrow::int32(), field->type()));
+      }
+    }
     return arrow::schema(fields, schema_->metadata());
+  }
+
+  arrow::Result<std::shared_ptr<Datasource>> WithDictionaryColumns(
+      const std::vector<std::string>& columns) const override {
+    // A target schema's types are what the read produces.
+    if (more_->schema) return nullptr;
+    auto options = options_;
+    for (const auto& name : columns) {
+      auto field = schema_->GetFieldByName(name);
+      if (!field || IsDictionaryColumn(name)) continue;
+      // What the reader produces as dictionary<int32, value>: a BYTE_ARRAY column's values.
+      if (field->type()->id() != arrow::Type::STRING && field->type()->id() != arrow::Type::BINARY) continue;
+      // In every file: not a partition column or the path, which come from the path.
+      if ((more_->include_paths && name == "path") || (more_->include_row_hash && name == "row_hash")) continue;
+      auto in_file = [&](const ParquetFile& file) {
+        return file.metadata->schema()->ColumnIndex(name) >= 0 &&
+               std::none_of(file.partition.begin(), file.partition.end(),
+                            [&](const PartitionKey& key) { return key.name == name; });
+      };
+      if (!std::all_of(files_->begin(), files_->end(), in_file)) {
+        continue;
+      }
+      // Tensor columns are made from binary values after the read.
+      if (std::any_of(more_->tensor_columns.begin(), more_->tensor_columns.end(),
+                      [&](const auto& spec) { return spec.name == name; })) {
+        continue;
+      }
+      options.dictionary_columns.push_back(name);
+    }
+    if (options.dictionary_columns.size() == options_.dictionary_columns.size()) return nullptr;
+    return std::make_shared<ParquetDatasource>(fs_, files_, schema_, options, more_);
   }
 
   arrow::Result<std::shared_ptr<Datasource>> WithFilter(
@@ -657,6 +708,11 @@ class ParquetDatasource : public Datasource {
     auto options = options_;
     options.columns = columns;
     return std::make_shared<ParquetDatasource>(fs_, files_, schema_, options, more_);
+  }
+
+  bool IsDictionaryColumn(const std::string& name) const {
+    return std::find(options_.dictionary_columns.begin(), options_.dictionary_columns.end(), name) !=
+           options_.dictionary_columns.end();
   }
 
   static arrow::Status CheckColumns(const arrow::Schema& schema,

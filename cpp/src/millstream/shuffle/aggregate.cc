@@ -209,9 +209,19 @@ class AggregateExchange : public BucketExchange {
       fields.push_back(arrow::field(kAllKey, arrow::int8()));
       columns.push_back(std::move(zeros));
     }
+    // A dictionary key is grouped by its indices (one dictionary per block) and decoded
+    // in the partial rows: a dictionary holding a value twice makes two partial rows of
+    // one group, which the final aggregation merges.
+    std::vector<std::shared_ptr<arrow::Array>> dictionaries;
     for (const auto& key : user_keys_) {
       ARROW_ASSIGN_OR_RAISE(auto column, Column(*block, key, "key"));
-      ARROW_ASSIGN_OR_RAISE(column, Decoded(column, &exec));
+      std::shared_ptr<arrow::Array> dictionary;
+      if (column->type_id() == arrow::Type::DICTIONARY) {
+        const auto& encoded = static_cast<const arrow::DictionaryArray&>(*column);
+        dictionary = encoded.dictionary();
+        column = encoded.indices();
+      }
+      dictionaries.push_back(std::move(dictionary));
       fields.push_back(arrow::field(key, column->type()));
       columns.push_back(std::move(column));
     }
@@ -295,6 +305,14 @@ class AggregateExchange : public BucketExchange {
     }
     auto input = arrow::RecordBatch::Make(arrow::schema(fields), block->num_rows(), std::move(columns));
     ARROW_ASSIGN_OR_RAISE(auto grouped, HashAggregate(input, keys_, std::move(aggregates), ctx.pool));
+    for (size_t k = 0; k < user_keys_.size(); ++k) {
+      if (!dictionaries[k]) continue;
+      int index = grouped->schema()->GetFieldIndex(user_keys_[k]);
+      ARROW_ASSIGN_OR_RAISE(auto values, cp::Take(dictionaries[k], grouped->column(index),
+                                                  cp::TakeOptions::Defaults(), &exec));
+      ARROW_ASSIGN_OR_RAISE(grouped, grouped->SetColumn(index, arrow::field(user_keys_[k], values.type()),
+                                                        values.make_array()));
+    }
     // Keys first, then the partial columns in a fixed order.
     std::vector<std::string> names = keys_;
     for (size_t i = 0; i < aggs_.size(); ++i) {
