@@ -13,6 +13,7 @@
 #include <arrow/compute/row/grouper.h>
 
 #include "shuffle/bucket_exchange.h"
+#include "shuffle/direct_aggregate.h"
 #include "shuffle/key_hash.h"
 
 namespace millstream {
@@ -304,7 +305,15 @@ class AggregateExchange : public BucketExchange {
       }
     }
     auto input = arrow::RecordBatch::Make(arrow::schema(fields), block->num_rows(), std::move(columns));
-    ARROW_ASSIGN_OR_RAISE(auto grouped, HashAggregate(input, keys_, std::move(aggregates), ctx.pool));
+    // Few distinct integer keys (dictionary indices, the whole dataset's constant key)
+    // group without hashing.
+    ARROW_ASSIGN_OR_RAISE(auto direct, DirectAggregate(*input, keys_, aggregates, ctx.pool));
+    Block grouped;
+    if (direct) {
+      grouped = *std::move(direct);
+    } else {
+      ARROW_ASSIGN_OR_RAISE(grouped, HashAggregate(input, keys_, std::move(aggregates), ctx.pool));
+    }
     for (size_t k = 0; k < user_keys_.size(); ++k) {
       if (!dictionaries[k]) continue;
       int index = grouped->schema()->GetFieldIndex(user_keys_[k]);
