@@ -130,6 +130,18 @@ def test_quantile_output_type_follows_rays_values():
     assert out["quantile(f)"].to_pylist() == [3.0, 7.0]
 
 
+def test_quantile_of_booleans_is_a_boolean_at_a_whole_rank():
+    # Ray sorts the Python values (False < True) and returns the one at a whole rank as it
+    # is; between ranks it interpolates with True as 1.
+    ds = md.from_arrow(pa.table({"k": [0, 0, 0, 1], "b": [True, False, True, False]}))
+    out = ds.groupby("k").aggregate(Quantile("b")).to_arrow()
+    assert out.schema.field("quantile(b)").type == pa.bool_()
+    assert out["quantile(b)"].to_pylist() == [True, False]  # sorted [F, T, T] rank 1; [F] rank 0
+    whole = ds.aggregate(Quantile("b"), Quantile("b", q=1.0, alias_name="top"))
+    assert whole == {"quantile(b)": 0.5, "top": True}  # [F, F, T, T]: rank 1.5, then rank 3
+    assert isinstance(whole["top"], bool)
+
+
 def test_quantile_checks_its_arguments():
     with pytest.raises(ValueError, match="q must be"):
         Quantile("v", q=1.5)

@@ -242,12 +242,14 @@ class AggregateExchange : public BucketExchange {
           return arrow::Status::TypeError("groupby: ", KindName(agg.kind), " of column '", agg.column,
                                           "' needs numbers, but it is ", column->type()->ToString());
         }
-        // Quantile keeps integers exact, as int64: Ray returns the value at a whole rank
-        // as it is.
+        // Quantile keeps integers exact, as int64, and booleans as they are: Ray returns
+        // the value at a whole rank as it is.
         const bool exact = agg.kind == Kind::kQuantile && arrow::is_integer(column->type_id());
-        ARROW_ASSIGN_OR_RAISE(auto cast, cp::Cast(column, exact ? arrow::int64() : arrow::float64(),
-                                                  cp::CastOptions::Safe(), &exec));
-        column = cast.make_array();
+        if (agg.kind != Kind::kQuantile || column->type_id() != arrow::Type::BOOL) {
+          ARROW_ASSIGN_OR_RAISE(auto cast, cp::Cast(column, exact ? arrow::int64() : arrow::float64(),
+                                                    cp::CastOptions::Safe(), &exec));
+          column = cast.make_array();
+        }
       }
       if ((agg.kind == Kind::kUnique || agg.kind == Kind::kCountDistinct) &&
           (arrow::is_nested(column->type_id()) || column->type_id() == arrow::Type::EXTENSION)) {
@@ -521,12 +523,23 @@ class AggregateExchange : public BucketExchange {
   /// missing); the value at rank (n - 1) q when that is a whole number, else the linear
   /// interpolation of the two nearest ranks rounded to 5 decimals. Integer values
   /// (partials of int64) give int64 when every group's rank is whole (Ray's values are
-  /// then its ints), else float64; float values give float64.
+  /// then its ints), else float64; booleans likewise give bool or float64 (True is 1);
+  /// float values give float64.
   arrow::Result<std::shared_ptr<arrow::Array>> MergeQuantile(const arrow::RecordBatch& rows, size_t i,
                                                              const std::shared_ptr<arrow::UInt32Array>& ids,
                                                              uint32_t groups, cp::ExecContext* exec) const {
     const AggregateSpec& agg = aggs_[i];
     ARROW_ASSIGN_OR_RAISE(auto flat, Flatten(rows, i, "l", ids, exec));
+    if (flat.values->type_id() == arrow::Type::BOOL) {
+      ARROW_ASSIGN_OR_RAISE(auto ints, cp::Cast(flat.values, arrow::int64(), cp::CastOptions::Safe(), exec));
+      auto int_values = ints.make_array();
+      ARROW_ASSIGN_OR_RAISE(auto result,
+                            QuantileOf<arrow::Int64Array>(static_cast<const arrow::Int64Array&>(*int_values),
+                                                          *flat.groups, groups, agg, exec));
+      if (result->type_id() != arrow::Type::INT64) return result;
+      ARROW_ASSIGN_OR_RAISE(auto bools, cp::Cast(result, arrow::boolean(), cp::CastOptions::Safe(), exec));
+      return bools.make_array();
+    }
     if (flat.values->type_id() == arrow::Type::INT64) {
       return QuantileOf<arrow::Int64Array>(static_cast<const arrow::Int64Array&>(*flat.values), *flat.groups,
                                            groups, agg, exec);
