@@ -113,6 +113,25 @@ TEST(FileDatasource, CompressionIsDetectedFromTheName) {
   EXPECT_EQ(DetectCompression("a/b.csv"), "");
 }
 
+TEST(FileDatasource, UncompressedFilesAreSizedByTheirBytes) {
+  // An uncompressed text file decodes to about its size, so its first tasks may start
+  // together; a compressed one may decode to many times its size.
+  TempDir dir;
+  WriteText(dir.path() + "/a.csv", "i\n1\n");
+  WriteText(dir.path() + "/b.csv.gz", "not read");
+  std::shared_ptr<arrow::fs::FileSystem> fs;
+  auto files = List({dir.path()}, &fs);
+  ASSERT_EQ(files.size(), 2u);
+  auto tasks = MakeCsvSource(fs, files, {}, {})->GetReadTasks(ReadTaskOptions{}).ValueOrDie();
+  ASSERT_EQ(tasks.size(), 2u);
+  EXPECT_TRUE(tasks[0]->sized_by_metadata());
+  EXPECT_FALSE(tasks[1]->sized_by_metadata());
+  FileReadOptions gzip;
+  gzip.stream_compression = "gzip";
+  auto said = MakeCsvSource(fs, {files[0]}, gzip, {})->GetReadTasks(ReadTaskOptions{}).ValueOrDie();
+  EXPECT_FALSE(said[0]->sized_by_metadata());
+}
+
 TEST(FileDatasource, ManySmallFilesAreGrouped) {
   TempDir dir;
   for (int i = 0; i < 50; ++i) WriteText(dir.path() + "/f" + std::to_string(100 + i) + ".csv", "i\n" + std::to_string(i) + "\n");

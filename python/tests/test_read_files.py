@@ -50,6 +50,28 @@ def test_read_csv_matches_pyarrow(csv_dir):
     assert got.column_names == ["id", "x", "s"]
 
 
+def test_read_csv_of_many_blocks_keeps_the_types_of_its_first_block(tmp_path):
+    # A file of many blocks is read with the types Arrow's streaming reader infers from its
+    # first block: the same table as pyarrow's, whatever the line endings and quoting.
+    rows = [f'{i},{i / 8},"s, {i}",{"" if i % 7 else "x"}' for i in range(20_000)]
+    for name, newline in (("lf.csv", "\n"), ("crlf.csv", "\r\n")):
+        (tmp_path / name).write_bytes(("id,f,s,sparse" + newline + newline.join(rows) + newline).encode())
+        options = pacsv.ReadOptions(block_size=1 << 14)
+        expected = pacsv.read_csv(tmp_path / name, read_options=options)
+        got = md.read_csv(tmp_path / name, read_options=options).to_arrow()
+        assert got.equals(expected), name
+        assert [f.type for f in got.schema] == [pa.int64(), pa.float64(), pa.string(), pa.string()]
+        # Types given by the user stay theirs; the others are inferred.
+        convert = pacsv.ConvertOptions(column_types={"id": pa.int32()})
+        got = md.read_csv(tmp_path / name, read_options=options, convert_options=convert).to_arrow()
+        assert got.equals(pacsv.read_csv(tmp_path / name, read_options=options, convert_options=convert))
+    # A value past the first block that the first block's type cannot hold fails naming the
+    # file, as Arrow's streaming reader does (pyarrow's whole-file reader would widen it).
+    (tmp_path / "late.csv").write_text("n\n" + "\n".join(["1"] * 5000 + ["1.5"]) + "\n")
+    with pytest.raises(Exception, match="late.csv"):
+        md.read_csv(tmp_path / "late.csv", read_options=pacsv.ReadOptions(block_size=1 << 12)).to_arrow()
+
+
 def test_read_csv_paths_in_every_form(csv_dir):
     files = sorted(csv_dir.glob("*.csv"))
     expected = _pyarrow_csv(files)

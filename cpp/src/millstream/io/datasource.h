@@ -26,9 +26,10 @@ class ReadTask {
   /// Expected rows and in-memory bytes (from metadata), for budgets and progress.
   virtual int64_t estimated_rows() const = 0;
   virtual int64_t estimated_bytes() const = 0;
-  /// `estimated_bytes` comes from metadata about the decoded data (Parquet's uncompressed
-  /// sizes, a range's row count), not from a file's size on disk, which a compressed
-  /// text file or an image may exceed many times once decoded.
+  /// `estimated_bytes` bounds the decoded data within a small factor: it comes from
+  /// metadata about the decoded data (Parquet's uncompressed sizes, a range's row count)
+  /// or is the size of an uncompressed text or binary file, not the size of a compressed
+  /// file or an image, which its decoded data may exceed many times.
   virtual bool sized_by_metadata() const { return false; }
 };
 

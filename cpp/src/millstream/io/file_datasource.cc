@@ -42,8 +42,18 @@ class FileReadTask : public ReadTask {
 
   int64_t estimated_rows() const override { return rows_; }
   int64_t estimated_bytes() const override { return file_.size; }
+  /// An uncompressed file of these formats decodes to about its size (text into Arrow
+  /// columns, bytes as they are); a compressed one to many times it.
+  bool sized_by_metadata() const override { return Codec().empty(); }
 
  private:
+  /// The file's stream codec; empty: none.
+  std::string Codec() const {
+    std::string name = options_->stream_compression.empty() ? DetectCompression(file_.path)
+                                                            : options_->stream_compression;
+    return name == "none" ? "" : name;
+  }
+
   arrow::Status RunImpl(const Emit& emit) const {
     std::vector<PartitionKey> partition;
     if (options_->hive_partitioning) {
@@ -57,10 +67,9 @@ class FileReadTask : public ReadTask {
       ARROW_ASSIGN_OR_RAISE(input, arrow::io::BufferedInputStream::Create(
                                        buffer, EngineMemoryPool(), input));
     }
-    std::string codec_name = options_->stream_compression.empty() ? DetectCompression(file_.path)
-                                                                  : options_->stream_compression;
+    const std::string codec_name = Codec();
     std::unique_ptr<arrow::util::Codec> codec;
-    if (!codec_name.empty() && codec_name != "none") {
+    if (!codec_name.empty()) {
       auto type = arrow::util::Codec::GetCompressionType(codec_name);
       if (!type.ok()) {
         return arrow::Status::Invalid("arrow_open_stream_args: compression='", codec_name,
