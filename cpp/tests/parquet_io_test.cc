@@ -80,6 +80,37 @@ TEST(ParquetRead, DecodeBuffersComeFromTheEnginePool) {
   EXPECT_GE(EngineMemoryPool()->total_bytes_allocated() - pool_before, rows * 16);
 }
 
+TEST(ParquetRead, FilteredAndComputedColumnsComeFromTheEnginePool) {
+  // A filter's copy of the rows it keeps (in a Parquet read or as a step) and a computed
+  // column are the engine's memory: counted by its pool, not left to Arrow's default one.
+  TempDir dir;
+  WriteParquet(IdTable(200000), dir.path() + "/t.parquet", 50000);
+  auto odd = cp::equal(cp::call("bit_wise_and", {cp::field_ref("id"), cp::literal(int64_t{1})}),
+                       cp::literal(int64_t{1}));
+  // Arrow's default pool's growth over a run (what the source itself takes from it).
+  auto default_growth = [](const Dataset& ds, int64_t rows) {
+    const int64_t before = arrow::default_memory_pool()->total_bytes_allocated();
+    EXPECT_EQ(ds.ToTable(DataContext{}).ValueOrDie()->num_rows(), rows);
+    return arrow::default_memory_pool()->total_bytes_allocated() - before;
+  };
+  auto run = [&](const Dataset& input, const Dataset& ds, int columns) {
+    const int64_t unfiltered = default_growth(input, 200000);
+    const int64_t engine_before = EngineMemoryPool()->total_bytes_allocated();
+    const int64_t filtered = default_growth(ds, 100000);
+    const int64_t bytes = 100000 * 8 * columns;  // the kept rows' values
+    EXPECT_GE(EngineMemoryPool()->total_bytes_allocated() - engine_before, bytes);
+    EXPECT_LT(filtered - unfiltered, bytes / 4);
+  };
+  ReadParquetOptions options;
+  options.filter = odd;
+  auto read = Dataset::ReadParquet({dir.path()}).ValueOrDie();
+  run(read, Dataset::ReadParquet({dir.path()}, options).ValueOrDie(), 2);
+  auto range = Dataset::Range(200000, 4).ValueOrDie();
+  run(range, range.Filter(odd), 1);
+  run(range, range.Filter(odd).WithColumn(
+                 "twice", cp::call("multiply", {cp::field_ref("id"), cp::literal(int64_t{2})})), 2);
+}
+
 TEST(ParquetRead, ColumnsAndFilter) {
   TempDir dir;
   auto table = IdTable(5000);

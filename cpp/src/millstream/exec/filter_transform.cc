@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "exec/transforms.h"
+#include "runtime/counting_memory_pool.h"
 
 namespace millstream {
 namespace {
@@ -69,14 +70,15 @@ class FilterState : public TransformState {
       bound_ = *bound;
       bound_schema_ = block->schema();
     }
-    ARROW_ASSIGN_OR_RAISE(auto mask,
-                          cp::ExecuteScalarExpression(bound_, cp::ExecBatch(*block)));
+    // The mask and the filtered copy count as the engine's memory.
+    cp::ExecContext exec(EngineMemoryPool());
+    ARROW_ASSIGN_OR_RAISE(auto mask, cp::ExecuteScalarExpression(bound_, cp::ExecBatch(*block), &exec));
     if (mask.is_scalar()) {
       const auto& scalar = mask.scalar_as<arrow::BooleanScalar>();
       if (scalar.is_valid && scalar.value) return emit(std::move(block));
       return emit(block->Slice(0, 0));
     }
-    ARROW_ASSIGN_OR_RAISE(auto filtered, cp::Filter(block, mask));
+    ARROW_ASSIGN_OR_RAISE(auto filtered, cp::Filter(block, mask, cp::FilterOptions::Defaults(), &exec));
     return emit(filtered.record_batch());
   }
 

@@ -6,6 +6,7 @@
 
 #include "exec/transforms.h"
 #include "plan/logical_operators.h"
+#include "runtime/counting_memory_pool.h"
 
 namespace millstream {
 namespace {
@@ -46,7 +47,9 @@ class RandomSampleState : public TransformState {
     }
     if (kept == rows) return emit(std::move(block));
     ARROW_ASSIGN_OR_RAISE(auto selection, mask.Finish());
-    ARROW_ASSIGN_OR_RAISE(auto filtered, arrow::compute::Filter(block, selection));
+    arrow::compute::ExecContext exec(EngineMemoryPool());
+    ARROW_ASSIGN_OR_RAISE(auto filtered, arrow::compute::Filter(block, selection,
+                                                                arrow::compute::FilterOptions::Defaults(), &exec));
     return emit(filtered.record_batch());
   }
 

@@ -1,4 +1,5 @@
 #include "exec/with_column_transform.h"
+#include "runtime/counting_memory_pool.h"
 
 #include <arrow/api.h>
 #include <arrow/compute/api.h>
@@ -74,10 +75,11 @@ arrow::Result<std::shared_ptr<arrow::Schema>> WithColumnTransform::Apply(
 
 arrow::Result<Block> WithColumnTransform::Apply(const Block& block,
                                                 const cp::Expression& bound) const {
-  ARROW_ASSIGN_OR_RAISE(auto result, cp::ExecuteScalarExpression(bound, cp::ExecBatch(*block)));
+  cp::ExecContext exec(EngineMemoryPool());  // the new column counts as the engine's memory
+  ARROW_ASSIGN_OR_RAISE(auto result, cp::ExecuteScalarExpression(bound, cp::ExecBatch(*block), &exec));
   std::shared_ptr<arrow::Array> values;
   if (result.is_scalar()) {
-    ARROW_ASSIGN_OR_RAISE(values, arrow::MakeArrayFromScalar(*result.scalar(), block->num_rows()));
+    ARROW_ASSIGN_OR_RAISE(values, arrow::MakeArrayFromScalar(*result.scalar(), block->num_rows(), EngineMemoryPool()));
   } else {
     values = result.make_array();
   }

@@ -423,8 +423,10 @@ class ParquetReadTask : public ReadTask {
           ARROW_ASSIGN_OR_RAISE(bound, filter_->Bind(*batch->schema()));
           bound_schema = batch->schema();
         }
-        ARROW_ASSIGN_OR_RAISE(auto mask, cp::ExecuteScalarExpression(bound, cp::ExecBatch(*batch)));
-        ARROW_ASSIGN_OR_RAISE(auto filtered, cp::Filter(batch, mask));
+        // The mask and the filtered copy count as the engine's memory.
+        cp::ExecContext exec(EngineMemoryPool());
+        ARROW_ASSIGN_OR_RAISE(auto mask, cp::ExecuteScalarExpression(bound, cp::ExecBatch(*batch), &exec));
+        ARROW_ASSIGN_OR_RAISE(auto filtered, cp::Filter(batch, mask, cp::FilterOptions::Defaults(), &exec));
         batch = filtered.record_batch();
       }
       if (hash_wanted) {
