@@ -135,6 +135,12 @@ std::shared_ptr<arrow::ChunkedArray> Chunked(const std::shared_ptr<arrow::DataTy
   return std::make_shared<arrow::ChunkedArray>(arrow::json::ArrayFromJSONString(type, json).ValueOrDie());
 }
 
+/// A table of a string column "s" and an int64 column "n", from JSON lists.
+std::shared_ptr<arrow::Table> StringsAndInts(const std::string& strings, const std::string& ints) {
+  return arrow::Table::Make(arrow::schema({arrow::field("s", arrow::utf8()), arrow::field("n", arrow::int64())}),
+                            {Chunked(arrow::utf8(), strings), Chunked(arrow::int64(), ints)});
+}
+
 std::string PlanNames(const PlanPtr& plan) {
   std::string out;
   for (const auto& op : PlanChain(plan)) out += (out.empty() ? "" : " | ") + op->Name();
@@ -169,10 +175,7 @@ TEST(PredicatePushdown, FilterGoesIntoTheReadPastSelectionsAndIntoUnions) {
 
 TEST(ParquetRead, DictionaryColumnsKeepTheirValues) {
   TempDir dir;
-  auto table = arrow::Table::Make(
-      arrow::schema({arrow::field("s", arrow::utf8()), arrow::field("n", arrow::int64())}),
-      {Chunked(arrow::utf8(), R"(["b", "a", null, "b", "c"])"),
-       Chunked(arrow::int64(), "[1, 2, 3, 4, 5]")});
+  auto table = StringsAndInts(R"(["b", "a", null, "b", "c"])", "[1, 2, 3, 4, 5]");
   WriteParquet(table, dir.path() + "/t.parquet", 2);
   ReadParquetOptions options;
   options.dictionary_columns = {"s"};
@@ -185,10 +188,7 @@ TEST(ParquetRead, DictionaryColumnsKeepTheirValues) {
 
 TEST(DictionaryKeys, AGroupByReadsItsStringKeysAsDictionaries) {
   TempDir dir;
-  auto table = arrow::Table::Make(
-      arrow::schema({arrow::field("s", arrow::utf8()), arrow::field("n", arrow::int64())}),
-      {Chunked(arrow::utf8(), R"(["b", "a", "b", "b"])"),
-       Chunked(arrow::int64(), "[1, 2, 3, 4]")});
+  auto table = StringsAndInts(R"(["b", "a", "b", "b"])", "[1, 2, 3, 4]");
   WriteParquet(table, dir.path() + "/t.parquet", 3);
   AggregateSpec sum{AggregateSpec::Kind::kSum, "n", true, 1, "sum(n)"};
   // The int key stays as it is; the string key is read as a dictionary.
