@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <random>
+#include <set>
 #include <tuple>
 
 #include "exec/operators/operators.h"
@@ -159,14 +160,52 @@ TEST(BroadcastJoinOperator, BuildSideOverTheCapFallsBackWithTheSameResult) {
   }
 }
 
-TEST(BroadcastJoinOperator, SupportsOnlyTypesAProbeRowDecides) {
+TEST(BroadcastJoinOperator, BuildSideSemiAndAntiJoinsOutputTheBuildRowsByHand) {
+  // The left side builds; the right side's keys choose which left rows come out, each
+  // once, in the left side's order (an anti join keeps the null keys, which never match).
+  auto left = Blocks(5, 3, 200, 60, "a", 0);
+  auto right = Blocks(6, 6, 300, 40, "b", 100000);
+  std::set<int64_t> right_keys;
+  for (const auto& block : right) {
+    auto k = std::static_pointer_cast<arrow::Int64Array>(block->column(0));
+    for (int64_t i = 0; i < k->length(); ++i) {
+      if (k->IsValid(i)) right_keys.insert(k->Value(i));
+    }
+  }
+  for (JoinType type : {JoinType::kLeftSemi, JoinType::kLeftAnti}) {
+    std::vector<int64_t> want;
+    for (const auto& block : left) {
+      auto k = std::static_pointer_cast<arrow::Int64Array>(block->column(0));
+      auto a = std::static_pointer_cast<arrow::Int64Array>(block->column(1));
+      for (int64_t i = 0; i < k->length(); ++i) {
+        const bool found = k->IsValid(i) && right_keys.count(k->Value(i)) > 0;
+        if (found == (type == JoinType::kLeftSemi)) want.push_back(a->Value(i));
+      }
+    }
+    bool fell_back = false;
+    auto op = MakeBroadcastJoinOperator("Join", Spec(type), /*build=*/0, 1 << 20, Exchange(Spec(type), &fell_back));
+    ASSIGN_OK(auto out, Drive(*op, left, right));
+    EXPECT_FALSE(fell_back);
+    std::vector<int64_t> got;
+    for (const auto& block : out) {
+      EXPECT_EQ(block->schema()->field_names(), (std::vector<std::string>{"k", "a"}));
+      auto a = std::static_pointer_cast<arrow::Int64Array>(block->column(1));
+      for (int64_t i = 0; i < a->length(); ++i) got.push_back(a->Value(i));
+    }
+    EXPECT_EQ(got, want) << JoinTypeName(type);
+  }
+}
+
+TEST(BroadcastJoinOperator, SupportsTypesAProbeRowDecidesAndTheBuildSidesSemiAndAnti) {
   EXPECT_TRUE(BroadcastJoinSupports(JoinType::kInner, 0));
   EXPECT_TRUE(BroadcastJoinSupports(JoinType::kInner, 1));
   EXPECT_TRUE(BroadcastJoinSupports(JoinType::kLeftOuter, 1));
   EXPECT_FALSE(BroadcastJoinSupports(JoinType::kLeftOuter, 0));
   EXPECT_TRUE(BroadcastJoinSupports(JoinType::kRightOuter, 0));
   EXPECT_TRUE(BroadcastJoinSupports(JoinType::kLeftSemi, 1));
-  EXPECT_FALSE(BroadcastJoinSupports(JoinType::kLeftSemi, 0));
+  EXPECT_TRUE(BroadcastJoinSupports(JoinType::kLeftSemi, 0));
+  EXPECT_TRUE(BroadcastJoinSupports(JoinType::kRightSemi, 1));
+  EXPECT_FALSE(BroadcastJoinSupports(JoinType::kRightOuter, 1));
   EXPECT_TRUE(BroadcastJoinSupports(JoinType::kRightAnti, 0));
   EXPECT_FALSE(BroadcastJoinSupports(JoinType::kFullOuter, 0));
   EXPECT_FALSE(BroadcastJoinSupports(JoinType::kFullOuter, 1));

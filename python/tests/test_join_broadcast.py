@@ -2,8 +2,10 @@
 a Parquet read's metadata) is built once into a hash table and the other side streams
 through it. Results against pandas pairs laid out as pyarrow.Table.join lays them out
 (join_reference.py, test_join's reference too); explain() says when a join is broadcast and
-which side builds; join types that need the small side's unmatched rows, and sides of
-unknown or too large a size, keep the exchange and are as exact."""
+which side builds; the small side's semi and anti joins are broadcast too (the big side
+marks the keys it has, then the small side's rows are output); outer joins that need the
+small side's unmatched rows, and sides of unknown or too large a size, keep the exchange
+and are as exact."""
 
 from __future__ import annotations
 
@@ -16,10 +18,11 @@ import millstream as md
 from join_reference import (ARROW_VERB, assert_join_matches_reference, expected_table, join_datasets,
                             keyed_sides, rows_of)
 
-# Per the side that is small: the types a probe row decides alone.
-BROADCAST_WITH_SMALL_RIGHT = ["inner", "left_outer", "left_semi", "left_anti"]
-BROADCAST_WITH_SMALL_LEFT = ["inner", "right_outer", "right_semi", "right_anti"]
-EXCHANGE_WITH_SMALL_RIGHT = ["full_outer", "right_outer", "right_semi", "right_anti"]
+# Per the side that is small: the types a probe row decides alone, and the small side's
+# semi and anti joins (its rows chosen by the keys the big side has).
+BROADCAST_WITH_SMALL_RIGHT = ["inner", "left_outer", "left_semi", "left_anti", "right_semi", "right_anti"]
+BROADCAST_WITH_SMALL_LEFT = ["inner", "right_outer", "right_semi", "right_anti", "left_semi", "left_anti"]
+EXCHANGE_WITH_SMALL_RIGHT = ["full_outer", "right_outer"]
 
 
 def plan_of(ds) -> str:

@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <atomic>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -10,6 +11,7 @@
 
 #include "exec/operators/operators.h"
 #include "exec/schema_unify.h"
+#include "runtime/counting_memory_pool.h"
 #include "shuffle/hash_join.h"
 
 namespace millstream {
@@ -20,6 +22,13 @@ namespace cp = arrow::compute;
 
 /// The join type as seen from the probe side (the probe as its left side).
 JoinType ProbeView(JoinType type, int build) { return build == 1 ? type : Mirror(type); }
+
+/// A semi or anti join that outputs the build side's rows (seen from the probe side: a
+/// right semi or anti join): probe tasks only mark the build keys they find, and one
+/// last task outputs the build rows.
+bool OutputsBuildSide(JoinType probe_view) {
+  return probe_view == JoinType::kRightSemi || probe_view == JoinType::kRightAnti;
+}
 
 /// `block` with its dictionary key columns decoded (as the exchange decodes them).
 arrow::Result<Block> DecodeKeys(const Block& block, const std::vector<std::string>& keys, int side,
@@ -148,6 +157,9 @@ struct BuildTable {
   std::mutex mutex;  // Grouper::Lookup keeps scratch state: one probe at a time
   std::vector<int64_t> offsets;  // group g's rows: rows[offsets[g]] .. rows[offsets[g + 1] - 1]
   std::vector<int64_t> rows;
+  /// Per group: a probe row had its key (set by probe tasks of a join that outputs the
+  /// build side).
+  std::unique_ptr<std::atomic<uint8_t>[]> matched;
 };
 
 arrow::Result<std::shared_ptr<BuildTable>> MakeBuildTable(std::vector<Block> blocks,
@@ -189,6 +201,8 @@ arrow::Result<std::shared_ptr<BuildTable>> MakeBuildTable(std::vector<Block> blo
   }
   for (int64_t g = 0; g < groups; ++g) out->offsets[g + 1] += out->offsets[g];
   out->rows.resize(out->offsets[groups]);
+  out->matched = std::make_unique<std::atomic<uint8_t>[]>(static_cast<size_t>(groups));
+  for (int64_t g = 0; g < groups; ++g) out->matched[g].store(0, std::memory_order_relaxed);
   std::vector<int64_t> next(out->offsets.begin(), out->offsets.end() - 1);
   for (int64_t r = 0; r < n; ++r) {
     if (ids[r] >= 0) out->rows[next[ids[r]]++] = r;
@@ -199,8 +213,10 @@ arrow::Result<std::shared_ptr<BuildTable>> MakeBuildTable(std::vector<Block> blo
 /// Broadcast hash join: collects the small (build) side, builds one hash table of it in
 /// one task, then streams the other (probe) side's blocks through it, one task per
 /// bundle, each block's output handed on as it is joined — the probe side is never
-/// exchanged nor held whole. Only join types whose output a probe block decides alone
-/// (inner, and the probe side's outer, semi and anti joins). When the build side turns
+/// exchanged nor held whole. Join types whose output a probe block decides alone (inner,
+/// and the probe side's outer, semi and anti joins), and the build side's semi and anti
+/// joins: their probe tasks mark the build keys found, and a last task outputs the build
+/// rows (in their order) whose key was found, or was not. When the build side turns
 /// out larger than `cap` (its estimate was low), or the probe side queues past
 /// `cap * 2` before the build side is done, or the build side has no block at all, it
 /// falls back to the exchange `make_fallback` builds, replaying what it holds (and when
@@ -254,7 +270,8 @@ class BroadcastJoinOperator : public PhysicalOperator {
     if (stopped() || !error_.ok()) return false;
     if (fallback_) return fallback_->HasTaskReady();
     if (!build_launched_) return inputs_done_[build_];
-    return table_ready_ && !pending_.empty();
+    if (table_ready_ && !pending_.empty()) return true;
+    return FinishDue();
   }
   TaskResources NextTaskResources() const override {
     return fallback_ ? fallback_->NextTaskResources() : TaskResources{1, 0};
@@ -277,6 +294,9 @@ class BroadcastJoinOperator : public PhysicalOperator {
       for (auto& bundle : build_input_) spec.inputs.Merge(std::move(bundle));
       build_input_.clear();
       build_task_ = spec.task_index;
+    } else if (pending_.empty()) {
+      finish_launched_ = true;
+      spec.stage = kFinish;
     } else {
       spec.stage = kProbe;
       spec.inputs = std::move(pending_.front());
@@ -290,7 +310,7 @@ class BroadcastJoinOperator : public PhysicalOperator {
 
   arrow::Status RunTask(const TaskSpec& spec, TaskRunContext& run) const override {
     if (fallback_) return fallback_->RunTask(spec, run);
-    const auto& pool = arrow::default_memory_pool();
+    arrow::MemoryPool* pool = EngineMemoryPool();
     if (spec.stage == kBuild) {
       std::vector<Block> blocks;
       for (const auto& ref : spec.inputs.blocks) {
@@ -306,6 +326,12 @@ class BroadcastJoinOperator : public PhysicalOperator {
     {
       std::lock_guard<std::mutex> lock(table_mutex_);
       table = table_;
+    }
+    if (spec.stage == kFinish) {
+      ARROW_ASSIGN_OR_RAISE(auto out, BuildSideRows(*table, pool));
+      if (out->num_rows() == 0) return arrow::Status::OK();
+      const int64_t max_bytes = run.context ? run.context->target_max_block_size : 0;
+      return max_bytes > 0 ? EmitSliced(out, max_bytes, run.emit) : run.emit(std::move(out));
     }
     for (const auto& ref : spec.inputs.blocks) {
       if (run.stopped()) return arrow::Status::Cancelled("stopped");
@@ -370,7 +396,8 @@ class BroadcastJoinOperator : public PhysicalOperator {
   bool Completed() const override {
     if (fallback_) return fallback_->Completed() && !fallback_->HasNext();
     if (stopped() || !error_.ok()) return AllInputsDone() && active_tasks_ == 0;
-    return AllInputsDone() && table_ready_ && pending_.empty() && active_tasks_ == 0;
+    return AllInputsDone() && table_ready_ && pending_.empty() && active_tasks_ == 0 &&
+           (finish_launched_ || !OutputsBuildSide(ProbeView(spec_.type, build_)));
   }
   void Stop() override {
     PhysicalOperator::Stop();
@@ -381,7 +408,43 @@ class BroadcastJoinOperator : public PhysicalOperator {
   }
 
  private:
-  enum Stage { kProbe = 0, kBuild = 1 };
+  enum Stage { kProbe = 0, kBuild = 1, kFinish = 2 };
+
+  /// The last task of a join that outputs the build side is due: every probe row seen.
+  bool FinishDue() const {
+    return OutputsBuildSide(ProbeView(spec_.type, build_)) && !finish_launched_ && table_ready_ &&
+           inputs_done_[1 - build_] && pending_.empty() && active_tasks_ == 0;
+  }
+
+  /// The build rows of a semi join whose key a probe row had, or of an anti join whose
+  /// key none had (null keys among them), in the build side's order.
+  arrow::Result<Block> BuildSideRows(const BuildTable& table, arrow::MemoryPool* pool) const {
+    const bool semi = ProbeView(spec_.type, build_) == JoinType::kRightSemi;
+    const int64_t n = table.table->num_rows();
+    std::vector<uint8_t> keep(n, semi ? 0 : 1);  // an anti join keeps null-key rows
+    const int64_t groups = static_cast<int64_t>(table.offsets.size()) - 1;
+    for (int64_t g = 0; g < groups; ++g) {
+      const uint8_t found = table.matched[g].load(std::memory_order_relaxed);
+      for (int64_t j = table.offsets[g]; j < table.offsets[g + 1]; ++j) keep[table.rows[j]] = semi ? found : !found;
+    }
+    arrow::Int64Builder selected(pool);
+    for (int64_t r = 0; r < n; ++r) {
+      if (keep[r]) ARROW_RETURN_NOT_OK(selected.Append(r));
+    }
+    std::shared_ptr<arrow::Array> rows[2];
+    ARROW_ASSIGN_OR_RAISE(rows[build_], selected.Finish());
+    const int64_t count = rows[build_]->length();
+    // Only the build side's columns are output; the probe side is its keys, of the build
+    // keys' types (checked against every probe block).
+    arrow::FieldVector probe_fields;
+    for (size_t i = 0; i < ProbeKeys().size(); ++i) {
+      probe_fields.push_back(arrow::field(ProbeKeys()[i], table.table->GetColumnByName(BuildKeys()[i])->type()));
+    }
+    ARROW_ASSIGN_OR_RAISE(auto probe_table, arrow::Table::MakeEmpty(arrow::schema(probe_fields), pool));
+    const arrow::Table& left = build_ == 0 ? *table.table : *probe_table;
+    const arrow::Table& right = build_ == 0 ? *probe_table : *table.table;
+    return TakeJoinedRows(spec_, left, right, rows, count, pool);
+  }
 
   const std::vector<std::string>& BuildKeys() const { return build_ == 0 ? spec_.left_keys : spec_.right_keys; }
   const std::vector<std::string>& ProbeKeys() const { return build_ == 0 ? spec_.right_keys : spec_.left_keys; }
@@ -436,6 +499,12 @@ class BroadcastJoinOperator : public PhysicalOperator {
       *end = table.offsets[ids[r] + 1];
     };
     const JoinType type = ProbeView(spec_.type, build_);
+    if (OutputsBuildSide(type)) {
+      for (int64_t r = 0; r < n; ++r) {
+        if (ids[r] >= 0) table.matched[ids[r]].store(1, std::memory_order_relaxed);
+      }
+      return nullptr;  // the last task outputs the build rows
+    }
     arrow::Int64Builder probe_rows(pool), build_rows(pool);
     int64_t total = 0;
     for (int64_t r = 0; r < n; ++r) {
@@ -520,6 +589,7 @@ class BroadcastJoinOperator : public PhysicalOperator {
   int64_t build_bytes_ = 0;
   int64_t build_rows_ = 0;
   bool build_launched_ = false;
+  bool finish_launched_ = false;
   int64_t build_task_ = -1;
   mutable std::mutex table_mutex_;
   mutable std::shared_ptr<BuildTable> table_;  // set by the build task
@@ -541,7 +611,9 @@ bool BroadcastJoinSupports(JoinType type, int build) {
     case JoinType::kInner:
     case JoinType::kLeftOuter:
     case JoinType::kLeftSemi:
-    case JoinType::kLeftAnti: return true;
+    case JoinType::kLeftAnti:
+    case JoinType::kRightSemi:
+    case JoinType::kRightAnti: return true;
     default: return false;
   }
 }

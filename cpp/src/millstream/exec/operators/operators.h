@@ -29,7 +29,8 @@ constexpr int64_t kBroadcastJoinMaxBytes = 64LL << 20;
 int64_t BroadcastJoinCap(int64_t memory_limit);
 /// Whether a broadcast join of `type` can build on side `build` (0 left, 1 right): the
 /// output of each probe row is known from that row alone (inner, and the outer, semi
-/// and anti joins that keep or output the probe side).
+/// and anti joins that keep or output the probe side), or the output is the build side's
+/// rows chosen by the keys the probe side has (its semi and anti joins).
 bool BroadcastJoinSupports(JoinType type, int build);
 /// A broadcast hash join building on side `build` (0 left, 1 right): collects it, builds
 /// one hash table of it (Arrow's Grouper over the keys, null keys never matching), then
