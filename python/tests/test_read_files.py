@@ -65,6 +65,12 @@ def test_read_csv_of_many_blocks_keeps_the_types_of_its_first_block(tmp_path):
         convert = pacsv.ConvertOptions(column_types={"id": pa.int32()})
         got = md.read_csv(tmp_path / name, read_options=options, convert_options=convert).to_arrow()
         assert got.equals(pacsv.read_csv(tmp_path / name, read_options=options, convert_options=convert))
+    # Two columns of one name keep their own types.
+    (tmp_path / "twice.csv").write_text("x,x\n" + "".join(f"{i},v{i}\n" for i in range(5000)))
+    options = pacsv.ReadOptions(block_size=1 << 12)
+    got = md.read_csv(tmp_path / "twice.csv", read_options=options).to_arrow()
+    assert got.equals(pacsv.read_csv(tmp_path / "twice.csv", read_options=options))
+    assert [f.type for f in got.schema] == [pa.int64(), pa.string()]
     # A value past the first block that the first block's type cannot hold fails naming the
     # file, as Arrow's streaming reader does (pyarrow's whole-file reader would widen it).
     (tmp_path / "late.csv").write_text("n\n" + "\n".join(["1"] * 5000 + ["1.5"]) + "\n")

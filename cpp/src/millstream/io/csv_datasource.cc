@@ -1,3 +1,6 @@
+#include <set>
+#include <string>
+
 #include <arrow/api.h>
 #include <arrow/csv/api.h>
 #include <arrow/io/memory.h>
@@ -82,7 +85,16 @@ std::optional<std::shared_ptr<arrow::Schema>> InferredTypes(const std::shared_pt
   auto rows = std::make_shared<arrow::io::BufferReader>(arrow::SliceBuffer(head, 0, end));
   auto reader = arrow::csv::StreamingReader::Make(io_context, std::move(rows), csv.read, csv.parse, csv.convert);
   if (!reader.ok()) return std::nullopt;
-  return (*reader)->schema();
+  // Types from rows only (a block of only a header infers nothing), and by name only
+  // when every name is one column's.
+  std::shared_ptr<arrow::RecordBatch> first;
+  if (!(*reader)->ReadNext(&first).ok() || !first || first->num_rows() == 0) return std::nullopt;
+  auto schema = (*reader)->schema();
+  std::set<std::string> names;
+  for (const auto& field : schema->fields()) {
+    if (!names.insert(field->name()).second) return std::nullopt;
+  }
+  return schema;
 }
 
 }  // namespace
@@ -100,7 +112,9 @@ std::shared_ptr<Datasource> MakeCsvSource(std::shared_ptr<arrow::fs::FileSystem>
     arrow::csv::ConvertOptions convert = csv.convert;
     const int64_t block_size = csv.read.block_size;
     // (A value holding a line break would make the first block's end a matter of quotes.)
-    if (!convert.auto_dict_encode && !csv.parse.newlines_in_values && block_size > 0) {
+    // (A head past 64 MiB, a block size asked for, would be read whole before parsing.)
+    if (!convert.auto_dict_encode && !csv.parse.newlines_in_values && block_size > 0 &&
+        block_size <= (64 << 20)) {
       ARROW_ASSIGN_OR_RAISE(auto head, ReadHead(*input, block_size));
       if (head->size() == block_size) {
         if (auto inferred = InferredTypes(head, csv)) {
