@@ -99,7 +99,8 @@ TEST(ParquetRead, FilteredAndComputedColumnsComeFromTheEnginePool) {
     const int64_t filtered = default_growth(ds, 100000);
     const int64_t bytes = 100000 * 8 * columns;  // the kept rows' values
     EXPECT_GE(EngineMemoryPool()->total_bytes_allocated() - engine_before, bytes);
-    EXPECT_LT(filtered - unfiltered, bytes / 4);
+    // (With MILLSTREAM_MEMORY_POOL=default the engine's pool wraps the default one.)
+    if (EngineMemoryPool()->base() != arrow::default_memory_pool()) EXPECT_LT(filtered - unfiltered, bytes / 4);
   };
   ReadParquetOptions options;
   options.filter = odd;

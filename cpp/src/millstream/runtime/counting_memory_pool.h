@@ -79,6 +79,8 @@ class CountingMemoryPool : public arrow::MemoryPool {
   }
   int64_t num_allocations() const override { return count_.load(std::memory_order_relaxed); }
   std::string backend_name() const override { return base_->backend_name(); }
+  /// The pool it wraps.
+  arrow::MemoryPool* base() const { return base_; }
 
  private:
   void Add(int64_t delta);
