@@ -103,21 +103,42 @@ TEST(DirectAggregate, MatchesArrowsHashAggregation) {
         }
       }
       auto batch = arrow::RecordBatch::Make(arrow::schema(fields), rows, columns);
-      auto direct = DirectAggregate(*batch, keys, aggregates, arrow::default_memory_pool()).ValueOrDie();
-      ASSERT_TRUE(direct.has_value());
-      auto want = ByKeys(AceroAggregate(batch, keys, aggregates), keys);
-      auto got = ByKeys(arrow::Table::FromRecordBatches({*direct}).ValueOrDie(), keys);
-      // Same columns in Acero's order (aggregates, then keys).
-      got = got->SelectColumns([&] {
-                 std::vector<int> order;
-                 for (const auto& field : want->schema()->fields()) order.push_back(got->schema()->GetFieldIndex(field->name()));
-                 return order;
-               }())
-                .ValueOrDie();
-      ASSERT_TRUE(got->schema()->Equals(*want->schema())) << got->schema()->ToString() << "\n" << want->schema()->ToString();
-      EXPECT_TRUE(got->Equals(*want)) << "rows " << rows << "\n" << got->ToString() << "\n" << want->ToString();
+      // Every row, then the rows a boolean selection with nulls keeps (the reference:
+      // Acero over the filtered batch).
+      auto selection = Numbers(arrow::int8(), rows, 0, 2, 0.2, rng);
+      selection = cp::Cast(selection, arrow::boolean()).ValueOrDie().make_array();
+      for (const arrow::Array* keep : std::vector<const arrow::Array*>{nullptr, selection.get()}) {
+        Block kept = batch;
+        if (keep) kept = cp::Filter(batch, selection).ValueOrDie().record_batch();
+        auto direct = DirectAggregate(*batch, keys, aggregates, arrow::default_memory_pool(), keep).ValueOrDie();
+        ASSERT_TRUE(direct.has_value());
+        auto want = ByKeys(AceroAggregate(kept, keys, aggregates), keys);
+        auto got = ByKeys(arrow::Table::FromRecordBatches({*direct}).ValueOrDie(), keys);
+        // Same columns in Acero's order (aggregates, then keys).
+        got = got->SelectColumns([&] {
+                   std::vector<int> order;
+                   for (const auto& field : want->schema()->fields()) order.push_back(got->schema()->GetFieldIndex(field->name()));
+                   return order;
+                 }())
+                  .ValueOrDie();
+        ASSERT_TRUE(got->schema()->Equals(*want->schema())) << got->schema()->ToString() << "\n" << want->schema()->ToString();
+        EXPECT_TRUE(got->Equals(*want)) << "rows " << rows << (keep ? " selected" : "") << "\n"
+                                        << got->ToString() << "\n" << want->ToString();
+      }
     }
   }
+}
+
+TEST(DirectAggregate, RejectsASelectionOfAnotherTypeOrLength) {
+  std::mt19937_64 rng(5);
+  auto key = Numbers(arrow::int32(), 10, 0, 3, 0.0, rng);
+  auto batch = arrow::RecordBatch::Make(arrow::schema({arrow::field("k", arrow::int32())}), 10, {key});
+  std::vector<cp::Aggregate> count{{"hash_count_all", nullptr, std::vector<arrow::FieldRef>{}, "n"}};
+  auto pool = arrow::default_memory_pool();
+  auto ints = Numbers(arrow::int8(), 10, 0, 2, 0.0, rng);
+  EXPECT_TRUE(DirectAggregate(*batch, {"k"}, count, pool, ints.get()).status().IsInvalid());
+  auto short_mask = cp::Cast(ints->Slice(0, 9), arrow::boolean()).ValueOrDie().make_array();
+  EXPECT_TRUE(DirectAggregate(*batch, {"k"}, count, pool, short_mask.get()).status().IsInvalid());
 }
 
 TEST(DirectAggregate, LeavesWideKeysAndOtherAggregatesToArrow) {

@@ -89,6 +89,13 @@ arrow::Status BucketExchange::Reduce(int64_t p, const Emit& emit, ExchangeContex
       if (block.piece_offset(b1) == block.piece_offset(b0)) continue;
       ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
       read.push_back(&block);
+      // In memory, the partition's buckets are one range of the block: one slice, not
+      // one per bucket (most of them empty when the block is a few partial rows).
+      if (Block range = block.InMemoryRange(b0, b1)) {
+        ARROW_ASSIGN_OR_RAISE(auto cast, CastBlockToSchema(range, schema_));
+        pieces.push_back(std::move(cast));
+        continue;
+      }
       bool from_disk = false;
       ARROW_ASSIGN_OR_RAISE(auto got, block.Pieces(b0, b1, ctx, &from_disk));
       for (auto& piece : got) {

@@ -1,5 +1,6 @@
 #include "shuffle/direct_aggregate.h"
 
+#include <algorithm>
 #include <limits>
 #include <type_traits>
 
@@ -78,7 +79,15 @@ std::optional<KeyRange> RangeOf(const arrow::Array& column) {
     const int64_t n = column.length();
     bool any = false;
     T lo = 0, hi = 0;
-    for (int64_t i = 0; i < n; ++i) {
+    if (!view.bits && n > 0) {
+      lo = hi = view.values[0];
+      for (int64_t i = 1; i < n; ++i) {
+        lo = std::min(lo, view.values[i]);
+        hi = std::max(hi, view.values[i]);
+      }
+      any = true;
+    }
+    for (int64_t i = 0; view.bits && i < n; ++i) {
       if (!view.valid(i)) continue;
       T v = view.values[i];
       if (!any || v < lo) lo = v;
@@ -100,19 +109,59 @@ std::optional<KeyRange> RangeOf(const arrow::Array& column) {
   return out;
 }
 
-/// Per group: the rows, and the valid values of the aggregate's column.
-struct Counts {
-  std::vector<int64_t> rows;
-  std::vector<int64_t> valid;
-};
+// Up to this many groups, sums accumulate into kLanes interleaved copies (row i into copy
+// i % kLanes), so that consecutive rows of one group do not wait on each other's add.
+constexpr int64_t kLaneGroups = 1024;
+constexpr int64_t kLanes = 4;
+
+/// Per slot g of `slots`: the sum of `value(i)` over the rows i with gid[i] == g.
+template <typename Acc, typename Value>
+std::vector<Acc> SumBySlot(const std::vector<uint32_t>& gid, int64_t slots, Value&& value) {
+  const int64_t n = static_cast<int64_t>(gid.size());
+  const uint32_t* g = gid.data();
+  if (slots > kLaneGroups) {
+    std::vector<Acc> out(slots, Acc{});
+    for (int64_t i = 0; i < n; ++i) out[g[i]] += value(i);
+    return out;
+  }
+  std::vector<Acc> lanes(kLanes * slots, Acc{});
+  Acc* l0 = lanes.data();
+  Acc* l1 = l0 + slots;
+  Acc* l2 = l1 + slots;
+  Acc* l3 = l2 + slots;
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    l0[g[i]] += value(i);
+    l1[g[i + 1]] += value(i + 1);
+    l2[g[i + 2]] += value(i + 2);
+    l3[g[i + 3]] += value(i + 3);
+  }
+  for (; i < n; ++i) l0[g[i]] += value(i);
+  std::vector<Acc> out(slots);
+  for (int64_t s = 0; s < slots; ++s) out[s] = l0[s] + l1[s] + l2[s] + l3[s];
+  return out;
+}
+
+/// `bits` (a validity or boolean bitmap at `offset`, null: all set) as one byte per row.
+std::vector<uint8_t> Bytes(const uint8_t* bits, int64_t offset, int64_t n) {
+  std::vector<uint8_t> out(n, 1);
+  if (bits != nullptr) {
+    for (int64_t i = 0; i < n; ++i) out[i] = arrow::bit_util::GetBit(bits, offset + i);
+  }
+  return out;
+}
 
 }  // namespace
 
 arrow::Result<std::optional<Block>> DirectAggregate(const arrow::RecordBatch& batch,
                                                     const std::vector<std::string>& keys,
                                                     const std::vector<cp::Aggregate>& aggregates,
-                                                    arrow::MemoryPool* pool) {
+                                                    arrow::MemoryPool* pool, const arrow::Array* selection) {
   const int64_t n = batch.num_rows();
+  if (selection != nullptr && (selection->type_id() != arrow::Type::BOOL || selection->length() != n)) {
+    return arrow::Status::Invalid("DirectAggregate: the selection is ", selection->type()->ToString(), " of ",
+                                  selection->length(), " rows; expected bool of ", n);
+  }
   // What each aggregate reads, checked before any work.
   std::vector<std::shared_ptr<arrow::Array>> targets;
   for (const auto& agg : aggregates) {
@@ -153,6 +202,8 @@ arrow::Result<std::optional<Block>> DirectAggregate(const arrow::RecordBatch& ba
     key_columns.push_back(std::move(column));
     ranges.push_back(*range);
   }
+  // Group ids: digit k of row i is its value's offset in key k's range. A row the
+  // selection drops goes to slot `groups`, past every group, and is never output.
   std::vector<uint32_t> gid(n, 0);
   int64_t stride = 1;
   for (size_t k = 0; k < keys.size(); ++k) {
@@ -160,18 +211,37 @@ arrow::Result<std::optional<Block>> DirectAggregate(const arrow::RecordBatch& ba
     WithNumberType(*key_columns[k]->type(), false, [&](auto tag) {
       using T = decltype(tag);
       View<T> view(*key_columns[k]);
+      const uint32_t scale = static_cast<uint32_t>(stride);
+      const int64_t min = range.min;
+      uint32_t* g = gid.data();
+      if (!view.bits) {
+        for (int64_t i = 0; i < n; ++i) {
+          g[i] += scale * static_cast<uint32_t>(static_cast<int64_t>(view.values[i]) - min);
+        }
+        return;
+      }
       const uint32_t null_digit = static_cast<uint32_t>(range.range - 1);
       for (int64_t i = 0; i < n; ++i) {
         const uint32_t digit = view.valid(i)
-                                   ? static_cast<uint32_t>(static_cast<int64_t>(view.values[i]) - range.min)
+                                   ? static_cast<uint32_t>(static_cast<int64_t>(view.values[i]) - min)
                                    : null_digit;
-        gid[i] += static_cast<uint32_t>(stride) * digit;
+        g[i] += scale * digit;
       }
     });
     stride *= range.range;
   }
-  std::vector<int64_t> rows(groups, 0);
-  for (int64_t i = 0; i < n; ++i) rows[gid[i]] += 1;
+  if (selection != nullptr) {
+    const auto& keep = static_cast<const arrow::BooleanArray&>(*selection);
+    const uint8_t* values = keep.values()->data();
+    const uint8_t* valid = keep.null_count() > 0 ? keep.null_bitmap_data() : nullptr;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t at = keep.offset() + i;
+      const bool kept = arrow::bit_util::GetBit(values, at) && (!valid || arrow::bit_util::GetBit(valid, at));
+      if (!kept) gid[i] = static_cast<uint32_t>(groups);
+    }
+  }
+  const int64_t slots = groups + 1;
+  const std::vector<int64_t> rows = SumBySlot<int64_t>(gid, slots, [](int64_t) { return int64_t{1}; });
   std::vector<uint32_t> present;
   for (int64_t g = 0; g < groups; ++g) {
     if (rows[g] > 0) present.push_back(static_cast<uint32_t>(g));
@@ -219,12 +289,14 @@ arrow::Result<std::optional<Block>> DirectAggregate(const arrow::RecordBatch& ba
       continue;
     }
     // Valid values per group.
-    std::vector<int64_t> valid(groups, 0);
+    std::vector<int64_t> valid;
+    std::vector<uint8_t> valid_bytes;  // with nulls: 1 per valid row, 0 per null
     if (column->null_count() == 0) {
       valid = rows;
     } else {
-      const uint8_t* bits = column->null_bitmap_data();
-      for (int64_t i = 0; i < n; ++i) valid[gid[i]] += arrow::bit_util::GetBit(bits, column->offset() + i);
+      valid_bytes = Bytes(column->null_bitmap_data(), column->offset(), n);
+      const uint8_t* v = valid_bytes.data();
+      valid = SumBySlot<int64_t>(gid, slots, [v](int64_t i) { return static_cast<int64_t>(v[i]); });
     }
     if (agg.function == "hash_count") {
       auto mode = agg.options ? static_cast<const cp::CountOptions&>(*agg.options).mode
@@ -268,9 +340,16 @@ arrow::Result<std::optional<Block>> DirectAggregate(const arrow::RecordBatch& ba
         using Sum = std::conditional_t<std::is_floating_point_v<T>, double,
                                        std::conditional_t<std::is_signed_v<T>, int64_t, uint64_t>>;
         using Acc = std::conditional_t<std::is_floating_point_v<T>, double, uint64_t>;
-        std::vector<Acc> sums(groups, Acc{});
-        for (int64_t i = 0; i < n; ++i) {
-          if (view.valid(i)) sums[gid[i]] += static_cast<Acc>(static_cast<Sum>(view.values[i]));
+        const T* column_values = view.values;
+        std::vector<Acc> sums;
+        if (valid_bytes.empty()) {
+          sums = SumBySlot<Acc>(gid, slots, [column_values](int64_t i) { return static_cast<Acc>(static_cast<Sum>(column_values[i])); });
+        } else {
+          // A null's slot may hold any bits: multiplied by its 0, or masked out.
+          const uint8_t* v = valid_bytes.data();
+          sums = SumBySlot<Acc>(gid, slots, [column_values, v](int64_t i) {
+            return v[i] ? static_cast<Acc>(static_cast<Sum>(column_values[i])) : Acc{};
+          });
         }
         std::vector<Sum> values(out_groups);
         for (size_t r = 0; r < out_groups; ++r) values[r] = static_cast<Sum>(sums[present[r]]);
@@ -279,7 +358,7 @@ arrow::Result<std::optional<Block>> DirectAggregate(const arrow::RecordBatch& ba
       }
       if constexpr (!std::is_floating_point_v<T>) {
         const bool min = agg.function == "hash_min";
-        std::vector<T> best(groups, min ? std::numeric_limits<T>::max() : std::numeric_limits<T>::lowest());
+        std::vector<T> best(slots, min ? std::numeric_limits<T>::max() : std::numeric_limits<T>::lowest());
         for (int64_t i = 0; i < n; ++i) {
           if (!view.valid(i)) continue;
           T& b = best[gid[i]];

@@ -26,9 +26,14 @@ constexpr int64_t kMaxDirectGroups = 1 << 16;
 /// skip_nulls / min_count = 1 options put them. nullopt when the keys range too widely or
 /// an aggregate is not `hash_count_all`, `hash_count`, `hash_sum`, `hash_min`, `hash_max`
 /// over an integer or floating-point column (mins and maxes: integers only).
+///
+/// `selection` (a boolean array of the batch's length, or null for every row): only the
+/// rows where it is true are aggregated (false and null drop a row, as a filter does),
+/// and groups none of them fall in are not output.
 arrow::Result<std::optional<Block>> DirectAggregate(const arrow::RecordBatch& batch,
                                                     const std::vector<std::string>& keys,
                                                     const std::vector<arrow::compute::Aggregate>& aggregates,
-                                                    arrow::MemoryPool* pool);
+                                                    arrow::MemoryPool* pool,
+                                                    const arrow::Array* selection = nullptr);
 
 }  // namespace millstream
