@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -256,3 +257,49 @@ def test_partition_and_path_keys_are_not_read_as_dictionaries(tmp_path):
     ds = md.read_parquet(str(tmp_path), include_paths=True).groupby("path").count()
     assert "dictionary" not in ds._explain_str()
     assert sorted(r["count()"] for r in ds.take_all()) == [1, 2]
+
+
+def _filtered(table: pa.Table, predicate) -> pa.Table:
+    """The rows where ``predicate`` is true (a null drops the row), by pyarrow."""
+    return table.filter(predicate)
+
+
+@pytest.mark.parametrize("keys", ["k1", ["k1", "k2"], "k2"])
+def test_a_read_filter_is_folded_into_the_group_by_and_still_prunes_row_groups(tmp_path, keys):
+    table = _table(6000, seed=13).append_column("day", pa.array(range(6000), pa.int64()))
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=1000)
+    # v has nulls: a null v drops its row, as a filter does. day >= 2500 rules out the first
+    # two row groups by their statistics.
+    ds = md.read_parquet(str(tmp_path)).filter(expr="day >= 2500 and v >= 0").groupby(keys).aggregate(*_AGGS)
+    optimized = ds._explain_str().split("(Optimized)")[1].split("Physical Plan")[0]
+    assert "filter=((day >= 2500) and (v >= 0))]" in optimized and "prune=((day >= 2500)" in optimized, optimized
+    _compare(ds, _filtered(table, (pc.field("day") >= 2500) & (pc.field("v") >= 0)), keys)
+    first_operator = ds.stats().split("Operator 1")[0]
+    assert "Rows in: 4000," in first_operator or "Rows out: 4000," in first_operator, first_operator
+
+
+def test_a_folded_filter_keeps_a_whole_dataset_aggregate_and_many_keys_right(tmp_path):
+    n = 20_000
+    table = pa.table({"k": pa.array(np.arange(n) % 5000, pa.int64()) * 1_000_003, "v": pa.array(np.arange(n), pa.int64())})
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=4000)
+    # Keys too wide to index directly: the hash aggregation over the filtered rows.
+    ds = md.read_parquet(str(tmp_path)).filter(expr="v > 1000 and v < 15_000").groupby("k").sum("v")
+    assert "filter=" in ds._explain_str().split("(Optimized)")[1].split("Aggregate[")[1]
+    want = _filtered(table, (pc.field("v") > 1000) & (pc.field("v") < 15_000)).group_by("k").aggregate([("v", "sum")])
+    got = pa.Table.from_pylist(ds.take_all())
+    assert dict(zip(got["k"].to_pylist(), got["sum(v)"].to_pylist())) == dict(
+        zip(want["k"].to_pylist(), want["v_sum"].to_pylist()))
+    # Every row dropped: no group, and a whole-dataset sum of no rows.
+    assert md.read_parquet(str(tmp_path)).filter(expr="v < -1").groupby("k").count().take_all() == []
+    assert md.read_parquet(str(tmp_path)).filter(expr="v >= 19_999").sum("v") == 19_999
+
+
+def test_a_filter_on_columns_the_read_leaves_out_stays_in_the_read(tmp_path):
+    table = _table(3000, seed=14)
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=1000)
+    ds = md.read_parquet(str(tmp_path), columns=["k1", "v"], filter=pc.field("x") > 10.0).groupby("k1").sum("v")
+    optimized = ds._explain_str().split("(Optimized)")[1].split("Physical Plan")[0]
+    assert "prune=" not in optimized and "; filter=" not in optimized, optimized
+    want = table.filter(pc.field("x") > 10.0).to_pandas().groupby("k1", dropna=False)["v"].sum(min_count=1)
+    got = {r["k1"]: r["sum(v)"] for r in ds.take_all()}
+    assert got == {(None if pd.isna(k) else int(k)): (None if pd.isna(s) else int(s)) for k, s in want.items()}

@@ -86,6 +86,18 @@ class Datasource {
       const arrow::compute::Expression& predicate) const {
     return nullptr;
   }
+  /// A row filter taken out of a source for the operator after the read to apply.
+  struct DeferredFilter {
+    /// The source producing every row of what the filter does not prune (row groups,
+    /// files ruled out by statistics are still skipped), with the filter's columns.
+    std::shared_ptr<Datasource> source;
+    arrow::compute::Expression predicate;
+  };
+  /// The filter pushed into this source, for an operator that applies it without copying
+  /// the rows it drops (the partial aggregation); nullopt if the source has none or must
+  /// filter rows itself (its output numbers the rows it keeps, or leaves out a column
+  /// the filter reads).
+  virtual arrow::Result<std::optional<DeferredFilter>> WithoutRowFilter() const { return std::nullopt; }
 };
 
 }  // namespace millstream

@@ -490,16 +490,16 @@ class ParquetDatasource : public Datasource {
   ParquetDatasource(std::shared_ptr<arrow::fs::FileSystem> fs,
                     std::shared_ptr<std::vector<ParquetFile>> files,
                     std::shared_ptr<arrow::Schema> schema, ReadParquetOptions options,
-                    std::shared_ptr<const ParquetFileOptions> more)
+                    std::shared_ptr<const ParquetFileOptions> more, bool rows_unfiltered = false)
       : fs_(std::move(fs)), files_(std::move(files)), schema_(std::move(schema)),
-        options_(std::move(options)), more_(std::move(more)) {}
+        options_(std::move(options)), more_(std::move(more)), rows_unfiltered_(rows_unfiltered) {}
 
   /// "ReadParquet", or with what was pushed into the read:
   /// "ReadParquet[columns=[a, b], filter=(a > 1)]" (past 8 columns, the first 6 and a count).
   std::string name() const override {
     std::vector<std::string> pushed;
     if (!options_.columns.empty()) pushed.push_back("columns=[" + ShortColumnList(options_.columns) + "]");
-    if (options_.filter) pushed.push_back("filter=" + options_.filter->ToString());
+    if (options_.filter) pushed.push_back((rows_unfiltered_ ? "prune=" : "filter=") + options_.filter->ToString());
     if (!options_.dictionary_columns.empty()) {
       pushed.push_back("dictionary=[" + ShortColumnList(options_.dictionary_columns) + "]");
     }
@@ -595,7 +595,7 @@ class ParquetDatasource : public Datasource {
       tasks.push_back(std::make_shared<ParquetReadTask>(
           fs_, piece.file->path, piece.file->size, piece.file->contents, piece.file->metadata, piece.row_groups,
           options_.columns, options_.dictionary_columns,
-          options_.filter, piece.rows, piece.bytes, batch_rows, piece.file->partition,
+          rows_unfiltered_ ? std::nullopt : options_.filter, piece.rows, piece.bytes, batch_rows, piece.file->partition,
           more_->include_paths, more_->schema, &more_->retry, more_, whole_files ? 0 : FirstRow(piece)));
     }
     // Many small pieces (many small files): group neighbours so that there are about
@@ -681,13 +681,16 @@ class ParquetDatasource : public Datasource {
       options.dictionary_columns.push_back(name);
     }
     if (options.dictionary_columns.size() == options_.dictionary_columns.size()) return nullptr;
-    return std::make_shared<ParquetDatasource>(fs_, files_, schema_, options, more_);
+    return std::make_shared<ParquetDatasource>(fs_, files_, schema_, options, more_, rows_unfiltered_);
   }
 
   arrow::Result<std::shared_ptr<Datasource>> WithFilter(
       const cp::Expression& predicate) const override {
     // Pushed only when it binds to the files' schema as a boolean: otherwise the filter
     // step stays and reports the problem itself.
+    // Once the rows are left unfiltered for the operator after the read, a new predicate
+    // would be left unapplied too.
+    if (rows_unfiltered_) return nullptr;
     auto bound = predicate.Bind(*schema());
     if (!bound.ok() || !bound->type() || bound->type()->id() != arrow::Type::BOOL) return nullptr;
     // Row hashes and tensor columns are made after the source's filter runs.
@@ -709,7 +712,31 @@ class ParquetDatasource : public Datasource {
     ARROW_RETURN_NOT_OK(CheckColumns(*schema(), columns, files_->front().path));
     auto options = options_;
     options.columns = columns;
-    return std::make_shared<ParquetDatasource>(fs_, files_, schema_, options, more_);
+    if (rows_unfiltered_ && options_.filter) {
+      // The filter's columns stay in the output: the operator after the read reads them.
+      for (const auto& ref : cp::FieldsInExpression(*options_.filter)) {
+        if (ref.name() && std::find(columns.begin(), columns.end(), *ref.name()) == columns.end()) return nullptr;
+      }
+    }
+    return std::make_shared<ParquetDatasource>(fs_, files_, schema_, options, more_, rows_unfiltered_);
+  }
+
+  arrow::Result<std::optional<DeferredFilter>> WithoutRowFilter() const override {
+    if (!options_.filter || rows_unfiltered_) return std::nullopt;
+    // Row hashes number the rows the filter keeps.
+    if (more_->include_row_hash) return std::nullopt;
+    for (const auto& ref : cp::FieldsInExpression(*options_.filter)) {
+      const std::string* name = ref.name();
+      if (!name) return std::nullopt;
+      // Every column the filter reads is in the output, as the read's own type.
+      if (!options_.columns.empty() &&
+          std::find(options_.columns.begin(), options_.columns.end(), *name) == options_.columns.end()) {
+        return std::nullopt;
+      }
+      if (IsDictionaryColumn(*name)) return std::nullopt;
+    }
+    return DeferredFilter{std::make_shared<ParquetDatasource>(fs_, files_, schema_, options_, more_, true),
+                          *options_.filter};
   }
 
   bool IsDictionaryColumn(const std::string& name) const {
@@ -767,6 +794,8 @@ class ParquetDatasource : public Datasource {
   std::shared_ptr<arrow::Schema> schema_;
   ReadParquetOptions options_;
   std::shared_ptr<const ParquetFileOptions> more_;
+  /// The filter only prunes row groups and files; the operator after the read filters rows.
+  bool rows_unfiltered_ = false;
   /// Executions planned so far (for reseed_after_execution).
   mutable std::atomic<uint64_t> executions_{0};
 };

@@ -8,6 +8,7 @@ std::vector<std::unique_ptr<Rule>> DefaultRules() {
   rules.push_back(MakePredicatePushdownRule());
   rules.push_back(MakeProjectionPushdownRule());
   rules.push_back(MakeDictionaryKeysRule());
+  rules.push_back(MakeFilterIntoAggregateRule());
   rules.push_back(MakeFuseMapsRule());
   return rules;
 }

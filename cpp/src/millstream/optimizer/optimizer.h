@@ -22,6 +22,7 @@ std::unique_ptr<Rule> MakeLimitPushdownRule();
 std::unique_ptr<Rule> MakePredicatePushdownRule();
 std::unique_ptr<Rule> MakeProjectionPushdownRule();
 std::unique_ptr<Rule> MakeDictionaryKeysRule();
+std::unique_ptr<Rule> MakeFilterIntoAggregateRule();
 std::unique_ptr<Rule> MakeFuseMapsRule();
 
 /// The rules in the order the optimizer applies them.

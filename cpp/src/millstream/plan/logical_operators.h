@@ -219,19 +219,22 @@ class RepartitionOp : public AllToAllOp {
 };
 
 /// \brief One row per group of `keys` (none: the whole dataset) with the `aggregates`, in
-/// `num_partitions` reduce tasks (0: chosen from the data size).
+/// `num_partitions` reduce tasks (0: chosen from the data size). With a `filter` (a
+/// filter of the input folded in by the optimizer), only the rows where it is true are
+/// aggregated.
 class AggregateOp : public AllToAllOp {
  public:
   AggregateOp(PlanPtr input, std::vector<std::string> keys, std::vector<AggregateSpec> aggregates,
-              int64_t num_partitions = 0)
+              int64_t num_partitions = 0, std::optional<arrow::compute::Expression> filter = std::nullopt)
       : AllToAllOp(std::move(input)), keys(std::move(keys)), aggregates(std::move(aggregates)),
-        num_partitions(num_partitions) {}
-  /// "Aggregate[k1, k2; count(), sum(x)]".
+        num_partitions(num_partitions), filter(std::move(filter)) {}
+  /// "Aggregate[k1, k2; count(), sum(x)]", with a filter "...; filter=(x > 1)]".
   std::string Name() const override {
     std::string name = "Aggregate[";
     for (size_t i = 0; i < keys.size(); ++i) name += (i ? ", " : "") + keys[i];
     if (!keys.empty()) name += "; ";
     for (size_t i = 0; i < aggregates.size(); ++i) name += (i ? ", " : "") + aggregates[i].name;
+    if (filter) name += "; filter=" + filter->ToString();
     return name + "]";
   }
   std::optional<int64_t> RowsOut(const std::vector<std::optional<int64_t>>&) const override {
@@ -242,11 +245,12 @@ class AggregateOp : public AllToAllOp {
     return nullptr;
   }
   PlanPtr WithInputs(std::vector<PlanPtr> inputs) const override {
-    return std::make_shared<AggregateOp>(std::move(inputs.at(0)), keys, aggregates, num_partitions);
+    return std::make_shared<AggregateOp>(std::move(inputs.at(0)), keys, aggregates, num_partitions, filter);
   }
   std::vector<std::string> keys;
   std::vector<AggregateSpec> aggregates;
   int64_t num_partitions = 0;
+  std::optional<arrow::compute::Expression> filter;
 };
 
 /// \brief The rows of two inputs (0 left, 1 right) joined on keys (see Dataset::Join):

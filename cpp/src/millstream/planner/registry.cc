@@ -195,7 +195,7 @@ const PlannerRegistry& PlannerRegistry::Default() {
     }));
     r.Register<AggregateOp>(AllToAll<AggregateOp>([](const AggregateOp& op, ExchangeOptions options) {
       options.num_partitions = op.num_partitions;
-      return MakeAggregateExchange(op.keys, op.aggregates, std::move(options));
+      return MakeAggregateExchange(op.keys, op.aggregates, std::move(options), op.filter);
     }));
     r.Register<JoinOp>(PlanJoin);
     return r;

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <mutex>
 #include <set>
 
 #include <arrow/acero/exec_plan.h>
@@ -154,17 +155,22 @@ arrow::Result<std::shared_ptr<arrow::Array>> Column(const arrow::RecordBatch& ba
 class AggregateExchange : public BucketExchange {
  public:
   AggregateExchange(std::vector<std::string> keys, std::vector<AggregateSpec> aggs,
-                    ExchangeOptions options)
+                    ExchangeOptions options, std::optional<cp::Expression> filter)
       : BucketExchange(options, keys.empty() ? 1 : kBuckets),
         user_keys_(keys),
         keys_(keys.empty() ? std::vector<std::string>{kAllKey} : std::move(keys)),
-        aggs_(std::move(aggs)) {}
+        aggs_(std::move(aggs)),
+        filter_(std::move(filter)) {}
 
   std::string name() const override { return "Aggregate"; }
 
   arrow::Status Map(int64_t index, Block block, ExchangeContext& ctx) override {
     ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
-    ARROW_ASSIGN_OR_RAISE(auto partial, PartialAggregate(block, ctx));
+    std::shared_ptr<arrow::Array> keep;
+    if (filter_) {
+      ARROW_ASSIGN_OR_RAISE(keep, Selection(*block, ctx));
+    }
+    ARROW_ASSIGN_OR_RAISE(auto partial, PartialAggregate(block, keep, ctx));
     block.reset();
     return BucketExchange::Map(index, std::move(partial), ctx);
   }
@@ -199,9 +205,36 @@ class AggregateExchange : public BucketExchange {
   static constexpr int64_t kBuckets = 256;
   static constexpr int64_t kReduceExpansion = 4;
 
-  /// One row per group of `block`: the keys (dictionaries decoded), then each aggregate's
-  /// partial state.
-  arrow::Result<Block> PartialAggregate(const Block& block, ExchangeContext& ctx) const {
+  /// The filter's value per row of `block`, as a boolean array.
+  arrow::Result<std::shared_ptr<arrow::Array>> Selection(const arrow::RecordBatch& block,
+                                                         ExchangeContext& ctx) {
+    cp::Expression bound;
+    {
+      std::lock_guard<std::mutex> lock(filter_mutex_);
+      if (!bound_schema_ || !bound_schema_->Equals(*block.schema())) {
+        auto bind = filter_->Bind(*block.schema());
+        if (!bind.ok()) {
+          return arrow::Status::Invalid("groupby filter ", filter_->ToString(), ": ", bind.status().message());
+        }
+        if (bind->type()->id() != arrow::Type::BOOL) {
+          return arrow::Status::TypeError("groupby filter ", filter_->ToString(), " is of type ",
+                                          bind->type()->ToString(), ", not boolean");
+        }
+        bound_ = *std::move(bind);
+        bound_schema_ = block.schema();
+      }
+      bound = bound_;
+    }
+    cp::ExecContext exec(ctx.pool);
+    ARROW_ASSIGN_OR_RAISE(auto mask, cp::ExecuteScalarExpression(bound, cp::ExecBatch(block), &exec));
+    if (mask.is_scalar()) return arrow::MakeArrayFromScalar(*mask.scalar(), block.num_rows(), ctx.pool);
+    return mask.make_array();
+  }
+
+  /// One row per group of `block` (of its rows where `keep` is true, if given): the keys
+  /// (dictionaries decoded), then each aggregate's partial state.
+  arrow::Result<Block> PartialAggregate(const Block& block, const std::shared_ptr<arrow::Array>& keep,
+                                        ExchangeContext& ctx) const {
     cp::ExecContext exec(ctx.pool);
     arrow::FieldVector fields;
     arrow::ArrayVector columns;
@@ -309,11 +342,15 @@ class AggregateExchange : public BucketExchange {
     auto input = arrow::RecordBatch::Make(arrow::schema(fields), block->num_rows(), std::move(columns));
     // Few distinct integer keys (dictionary indices, the whole dataset's constant key)
     // group without hashing.
-    ARROW_ASSIGN_OR_RAISE(auto direct, DirectAggregate(*input, keys_, aggregates, ctx.pool));
+    ARROW_ASSIGN_OR_RAISE(auto direct, DirectAggregate(*input, keys_, aggregates, ctx.pool, keep.get()));
     Block grouped;
     if (direct) {
       grouped = *std::move(direct);
     } else {
+      if (keep) {
+        ARROW_ASSIGN_OR_RAISE(auto kept, cp::Filter(input, keep, cp::FilterOptions::Defaults(), &exec));
+        input = kept.record_batch();
+      }
       ARROW_ASSIGN_OR_RAISE(grouped, HashAggregate(input, keys_, std::move(aggregates), ctx.pool));
     }
     for (size_t k = 0; k < user_keys_.size(); ++k) {
@@ -666,6 +703,10 @@ class AggregateExchange : public BucketExchange {
   std::vector<std::string> user_keys_;  // as given (empty: whole dataset)
   std::vector<std::string> keys_;       // the grouping columns of the partial rows
   std::vector<AggregateSpec> aggs_;
+  std::optional<cp::Expression> filter_;  // rows to aggregate (a filter folded in)
+  std::mutex filter_mutex_;
+  std::shared_ptr<arrow::Schema> bound_schema_;  // the schema filter_ is bound to
+  cp::Expression bound_;
 };
 
 }  // namespace
@@ -697,9 +738,10 @@ arrow::Status ValidateAggregates(const std::vector<std::string>& keys,
 
 arrow::Result<std::unique_ptr<Exchange>> MakeAggregateExchange(std::vector<std::string> keys,
                                                                std::vector<AggregateSpec> aggregates,
-                                                               ExchangeOptions options) {
+                                                               ExchangeOptions options,
+                                                               std::optional<cp::Expression> filter) {
   ARROW_RETURN_NOT_OK(ValidateAggregates(keys, aggregates));
-  return std::make_unique<AggregateExchange>(std::move(keys), std::move(aggregates), options);
+  return std::make_unique<AggregateExchange>(std::move(keys), std::move(aggregates), options, std::move(filter));
 }
 
 }  // namespace millstream

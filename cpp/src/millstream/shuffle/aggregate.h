@@ -1,8 +1,11 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include <arrow/compute/expression.h>
 
 #include "shuffle/exchange.h"
 
@@ -22,9 +25,11 @@ arrow::Status ValidateAggregates(const std::vector<std::string>& keys,
 /// parallel formula) and emits the keys then one column per aggregate, groups in no
 /// particular order. No keys: the whole dataset is one group, one partition (no row when
 /// the input has none). A key or aggregate column missing from a block is an error
-/// naming it.
-arrow::Result<std::unique_ptr<Exchange>> MakeAggregateExchange(std::vector<std::string> keys,
-                                                               std::vector<AggregateSpec> aggregates,
-                                                               ExchangeOptions options);
+/// naming it. With a `filter`, Map aggregates only the rows where it is true (a boolean
+/// predicate over the block's columns): the direct aggregation skips the others without
+/// copying the rows it keeps.
+arrow::Result<std::unique_ptr<Exchange>> MakeAggregateExchange(
+    std::vector<std::string> keys, std::vector<AggregateSpec> aggregates, ExchangeOptions options,
+    std::optional<arrow::compute::Expression> filter = std::nullopt);
 
 }  // namespace millstream
