@@ -24,6 +24,7 @@
 #include "shuffle/randomize_block_order.h"
 #include "shuffle/repartition.h"
 #include "shuffle/sort.h"
+#include "shuffle/stored_block.h"
 #include "test_util.h"
 
 #include <arrow/json/from_string.h>
@@ -367,6 +368,38 @@ TEST(SpillFile, CompressedSmallerThanTheBlocks) {
   ASSERT_OK(file->Write(*block));
   ASSERT_OK(file->Finish());
   EXPECT_LT(file->bytes(), BlockBytes(*block));
+}
+
+TEST(StoredBlock, SpilledPiecesAreThePiecesInMemoryAndEmptyOnesAreNotWritten) {
+  TempDir base;
+  ASSIGN_OK(auto dir, SpillDirectory::Make(base.path()));
+  auto block = IdTable(10)->CombineChunksToBatch().ValueOrDie();
+  // Ten rows in 256 pieces: rows 0-3 in piece 5, 4-9 in piece 200, every other piece empty.
+  std::vector<int64_t> offsets(257, 0);
+  for (int i = 6; i <= 200; ++i) offsets[i] = 4;
+  for (int i = 201; i <= 256; ++i) offsets[i] = 10;
+  ExchangeLedger memory_ledger, disk_ledger;
+  MemoryReservation roomy(1 << 20), none(0);
+  ExchangeContext in_memory{&roomy, dir.get()}, on_disk{&none, dir.get()};
+  ASSIGN_OK(auto held, StoredBlock::Make(block, offsets, &memory_ledger, in_memory));
+  ASSIGN_OK(auto spilled, StoredBlock::Make(block, offsets, &disk_ledger, on_disk));
+  ASSERT_TRUE(held->in_memory());
+  ASSERT_FALSE(spilled->in_memory());
+  // Two IPC streams, not 256: well under a stream's schema and metadata per empty piece.
+  EXPECT_LT(disk_ledger.spilled.load(), 64 * 1024);
+  for (auto [begin, end] : std::vector<std::pair<int64_t, int64_t>>{{0, 256}, {3, 6}, {6, 200}, {5, 201}}) {
+    for (bool with_empty : {true, false}) {
+      ASSIGN_OK(auto want, held->Pieces(begin, end, in_memory, nullptr, with_empty));
+      bool from_disk = false;
+      ASSIGN_OK(auto got, spilled->Pieces(begin, end, on_disk, &from_disk, with_empty));
+      EXPECT_TRUE(from_disk);
+      ASSERT_EQ(got.size(), want.size()) << begin << ".." << end << " with_empty " << with_empty;
+      for (size_t i = 0; i < want.size(); ++i) EXPECT_TRUE(SameBatch(got[i], want[i])) << begin << ".." << end;
+      // By hand: the pieces with rows among them.
+      const size_t with_rows = (begin <= 5 && 5 < end) + (begin <= 200 && 200 < end);
+      EXPECT_EQ(want.size(), with_empty ? static_cast<size_t>(end - begin) : with_rows);
+    }
+  }
 }
 
 TEST(SpillDirectory, RemovesStaleDirectoriesOfDeadProcesses) {

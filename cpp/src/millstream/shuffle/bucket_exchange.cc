@@ -97,7 +97,7 @@ arrow::Status BucketExchange::Reduce(int64_t p, const Emit& emit, ExchangeContex
         continue;
       }
       bool from_disk = false;
-      ARROW_ASSIGN_OR_RAISE(auto got, block.Pieces(b0, b1, ctx, &from_disk));
+      ARROW_ASSIGN_OR_RAISE(auto got, block.Pieces(b0, b1, ctx, &from_disk, /*with_empty=*/false));
       for (auto& piece : got) {
         if (piece->num_rows() == 0) continue;
         if (from_disk) ARROW_RETURN_NOT_OK(hold.Hold(BlockBytes(*piece)));
@@ -150,7 +150,7 @@ arrow::Status BucketExchange::ReducePieces(int64_t p, const std::function<arrow:
         ARROW_ASSIGN_OR_RAISE(auto cast, CastBlockToSchema(range, schema_));
         return each(std::move(cast));
       }
-      ARROW_ASSIGN_OR_RAISE(auto got, block.Pieces(b0, b1, ctx));
+      ARROW_ASSIGN_OR_RAISE(auto got, block.Pieces(b0, b1, ctx, nullptr, /*with_empty=*/false));
       for (auto& piece : got) {
         if (piece->num_rows() == 0) continue;
         ARROW_ASSIGN_OR_RAISE(auto cast, CastBlockToSchema(piece, schema_));

@@ -129,8 +129,11 @@ arrow::Result<std::shared_ptr<SpillFile>> StoredBlock::WriteFile(const Block& bl
                                       " bytes over its memory cap and has no spill directory");
   }
   ARROW_ASSIGN_OR_RAISE(std::shared_ptr<SpillFile> file, ctx.spill->NewFile());
+  // Only pieces with rows: a bucket exchange's block of a few rows has mostly empty
+  // buckets, and each piece written costs an IPC stream (schema, metadata).
   for (int64_t i = 0; i < num_pieces(); ++i) {
     ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
+    if (piece_rows(i) == 0) continue;
     ARROW_RETURN_NOT_OK(file->Write(*block->Slice(offsets_[i], piece_rows(i))));
   }
   ARROW_RETURN_NOT_OK(file->Finish());
@@ -148,7 +151,8 @@ bool StoredBlock::in_memory() const {
 }
 
 arrow::Result<std::vector<Block>> StoredBlock::Pieces(int64_t begin, int64_t end,
-                                                      ExchangeContext& ctx, bool* from_disk) const {
+                                                      ExchangeContext& ctx, bool* from_disk,
+                                                      bool with_empty) const {
   Block block;
   std::shared_ptr<SpillFile> file;
   {
@@ -157,13 +161,32 @@ arrow::Result<std::vector<Block>> StoredBlock::Pieces(int64_t begin, int64_t end
     file = file_;
   }
   if (from_disk != nullptr) *from_disk = block == nullptr && file != nullptr;
+  std::vector<Block> out;
   if (block == nullptr) {
     if (file == nullptr) return arrow::Status::Invalid("stored block read after it was freed");
-    return file->ReadRange(begin, end, ctx.pool);
+    // The file holds the pieces with rows, in order.
+    auto written_before = [&](int64_t piece) {
+      int64_t n = 0;
+      for (int64_t i = 0; i < piece; ++i) n += piece_rows(i) > 0;
+      return n;
+    };
+    ARROW_ASSIGN_OR_RAISE(auto read, file->ReadRange(written_before(begin), written_before(end), ctx.pool));
+    if (!with_empty) return read;
+    size_t next = 0;
+    for (int64_t i = begin; i < end; ++i) {
+      if (piece_rows(i) > 0) {
+        out.push_back(std::move(read.at(next++)));
+      } else {
+        ARROW_ASSIGN_OR_RAISE(auto empty, arrow::RecordBatch::MakeEmpty(schema(), ctx.pool));
+        out.push_back(std::move(empty));
+      }
+    }
+    return out;
   }
-  std::vector<Block> out;
   out.reserve(end - begin);
-  for (int64_t i = begin; i < end; ++i) out.push_back(block->Slice(offsets_[i], piece_rows(i)));
+  for (int64_t i = begin; i < end; ++i) {
+    if (with_empty || piece_rows(i) > 0) out.push_back(block->Slice(offsets_[i], piece_rows(i)));
+  }
   return out;
 }
 

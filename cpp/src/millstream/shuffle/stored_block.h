@@ -119,9 +119,9 @@ class StoredBlock {
 
   /// Pieces `begin` to `end - 1`, in order: slices of the block, or read back from the
   /// spill file (then `*from_disk` is set). Bytes read back are not counted here: the
-  /// caller holds them.
+  /// caller holds them. `with_empty` false: only the pieces with rows.
   arrow::Result<std::vector<Block>> Pieces(int64_t begin, int64_t end, ExchangeContext& ctx,
-                                           bool* from_disk = nullptr) const;
+                                           bool* from_disk = nullptr, bool with_empty = true) const;
 
   /// Pieces `begin` to `end - 1` as one zero-copy slice of the block when it is in
   /// memory; null when it is spilled (or freed).
