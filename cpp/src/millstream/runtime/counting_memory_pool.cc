@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "runtime/memory.h"
 #include "runtime/reservation.h"
 
 namespace millstream {
@@ -16,18 +17,16 @@ bool DefaultPoolChosen() {
   return choice != nullptr && std::strcmp(choice, "default") == 0;
 }
 
-constexpr int kJemallocDecayMs = 100;
-
 arrow::MemoryPool* EngineBasePool() {
   if (DefaultPoolChosen()) return arrow::default_memory_pool();
   arrow::MemoryPool* jemalloc = nullptr;
   if (arrow::jemalloc_memory_pool(&jemalloc).ok() && jemalloc != nullptr) {
-    // Pages freed go back to the system after kJemallocDecayMs rather than Arrow's
+    // Pages freed go back to the system after MemoryReturn::kJemallocDecayMs, not Arrow's
     // second: a spilling sort frees and allocates hundreds of MB a second, and with a
     // second's worth kept its RSS ran 150-200 MB past what it held (memory_bounded_sort:
     // peak RSS 720-765 MB, 597 MB with 100 ms, no slower). Arenas made from now on (the
     // engine's threads') take it.
-    (void)arrow::jemalloc_set_decay_ms(kJemallocDecayMs);
+    (void)arrow::jemalloc_set_decay_ms(MemoryReturn::kJemallocDecayMs);
     return jemalloc;
   }
   return arrow::default_memory_pool();

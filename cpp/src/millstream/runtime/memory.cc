@@ -22,10 +22,11 @@ std::atomic<int64_t> g_freed_since_release{0};
 std::atomic<int64_t> g_freed_under_pressure{0};  // ever, by exchanges that spill
 std::atomic<bool> g_purging{false};  // the engine pool gives freed pages back at once
 
-/// jemalloc's decay (ms) for the engine pool: Arrow's default while no execution is
-/// under pressure; 0 (pages given back to the system as they are freed, from any
-/// thread) once an exchange spills, until the last execution ends.
-constexpr int kDefaultDecayMs = 1000;
+/// jemalloc's decay for arenas made from now on: MemoryReturn::kJemallocDecayMs while no
+/// execution is under pressure; 0 (pages given back as they are freed) once an exchange
+/// spills, until the last execution ends. Arenas that exist keep the decay they were
+/// made with (jemalloc's `arenas.dirty_decay_ms` is the default for new ones).
+constexpr int kDefaultDecayMs = MemoryReturn::kJemallocDecayMs;
 
 bool EnginePoolIsJemalloc() {
   static const bool jemalloc = EngineMemoryPool()->backend_name() == "jemalloc";

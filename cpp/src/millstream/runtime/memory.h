@@ -42,6 +42,11 @@ class MemoryReturn {
 
   /// Bytes freed before a release is worth its cost.
   static constexpr int64_t kReleaseThreshold = 64LL << 20;
+  /// jemalloc's decay (ms) for the arenas the engine pool's threads get: pages freed go
+  /// back to the system after this long (Arrow's default is a second). jemalloc applies
+  /// a decay to arenas made after it is set, so the engine sets it when it first takes
+  /// its pool, before its threads allocate.
+  static constexpr int kJemallocDecayMs = 100;
   /// Bytes one thread frees under pressure before FreedUnderPressure releases.
   static constexpr int64_t kThreadReleaseThreshold = 16LL << 20;
 };
