@@ -303,3 +303,19 @@ def test_a_filter_on_columns_the_read_leaves_out_stays_in_the_read(tmp_path):
     want = table.filter(pc.field("x") > 10.0).to_pandas().groupby("k1", dropna=False)["v"].sum(min_count=1)
     got = {r["k1"]: r["sum(v)"] for r in ds.take_all()}
     assert got == {(None if pd.isna(k) else int(k)): (None if pd.isna(s) else int(s)) for k, s in want.items()}
+
+
+def test_a_folded_filter_converts_only_the_kept_rows_and_means_of_big_integers_are_numpys(tmp_path):
+    from millstream.aggregate import Quantile
+
+    big = 2**60 + 1
+    pq.write_table(pa.table({"k": [1, 1, 2, 1, 1], "v": pa.array([big, 3, 5, 1, 2], pa.int64()),
+                             "u": pa.array([2**63 + 5, 1, 5, 2, 3], pa.uint64()), "day": [0, 5, 5, 5, 5]}),
+                   tmp_path / "t.parquet")
+    ds = md.read_parquet(str(tmp_path)).filter(expr="day >= 1").groupby("k").aggregate(Mean("v"), Quantile("u"))
+    assert "; filter=(day >= 1)]" in ds._explain_str()
+    # By hand: the row of day 0 is dropped before any value is converted.
+    assert ds.take_all() == [{"k": 1, "mean(v)": 2.0, "quantile(u)": 2}, {"k": 2, "mean(v)": 5.0, "quantile(u)": 5}]
+    # An int64 past 2**53 kept: its mean is numpy's (each value rounded to a double).
+    got = md.read_parquet(str(tmp_path)).groupby("k").mean("v").take_all()
+    assert got[0]["mean(v)"] == np.array([big, 3, 1, 2], dtype=np.float64).mean()

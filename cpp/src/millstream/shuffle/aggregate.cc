@@ -169,6 +169,14 @@ class AggregateExchange : public BucketExchange {
     std::shared_ptr<arrow::Array> keep;
     if (filter_) {
       ARROW_ASSIGN_OR_RAISE(keep, Selection(*block, ctx));
+      if (NeedsFilteredRows()) {
+        // Their values are converted before they are grouped (a uint64 Quantile to int64
+        // may fail): only the kept rows are.
+        cp::ExecContext exec(ctx.pool);
+        ARROW_ASSIGN_OR_RAISE(auto kept, cp::Filter(block, keep, cp::FilterOptions::Defaults(), &exec));
+        block = kept.record_batch();
+        keep.reset();
+      }
     }
     ARROW_ASSIGN_OR_RAISE(auto partial, PartialAggregate(block, keep, ctx));
     block.reset();
@@ -204,6 +212,14 @@ class AggregateExchange : public BucketExchange {
  private:
   static constexpr int64_t kBuckets = 256;
   static constexpr int64_t kReduceExpansion = 4;
+
+  /// Whether an aggregate is grouped by Arrow's hash kernels on converted values (lists,
+  /// distinct values), so the filter is applied to the block first.
+  bool NeedsFilteredRows() const {
+    return std::any_of(aggs_.begin(), aggs_.end(), [](const AggregateSpec& agg) {
+      return agg.kind == Kind::kQuantile || agg.kind == Kind::kUnique || agg.kind == Kind::kCountDistinct;
+    });
+  }
 
   /// The filter's value per row of `block`, as a boolean array.
   arrow::Result<std::shared_ptr<arrow::Array>> Selection(const arrow::RecordBatch& block,
@@ -279,8 +295,11 @@ class AggregateExchange : public BucketExchange {
         // the value at a whole rank as it is.
         const bool exact = agg.kind == Kind::kQuantile && arrow::is_integer(column->type_id());
         if (agg.kind != Kind::kQuantile || column->type_id() != arrow::Type::BOOL) {
+          // To float64 as numpy converts (an int64 past 2^53 rounds to the nearest double);
+          // to int64 exactly.
           ARROW_ASSIGN_OR_RAISE(auto cast, cp::Cast(column, exact ? arrow::int64() : arrow::float64(),
-                                                    cp::CastOptions::Safe(), &exec));
+                                                    exact ? cp::CastOptions::Safe() : cp::CastOptions::Unsafe(),
+                                                    &exec));
           column = cast.make_array();
         }
       }
