@@ -15,6 +15,7 @@
 #include "shuffle/aggregate.h"
 #include "test_util.h"
 
+#include <arrow/compute/api.h>
 #include <arrow/json/from_string.h>
 
 namespace millstream::testing {
@@ -154,6 +155,42 @@ TEST(AggregateExchange, GroupedMatchesByHand) {
   CheckAgainstHand(input, *output, true);
   EXPECT_EQ(exchange->held_bytes(), 0);
   EXPECT_EQ(h.reservation.size(), 0);
+}
+
+TEST(AggregateExchange, PartialRowsMadeUpstreamMergeAsTheExchangeWouldMakeThem) {
+  // The partial aggregation run on its own (as a read task runs it), and the exchange
+  // only merging its rows: the same answers by hand, keyed and whole-dataset, with a
+  // filter on the partial side (the rows with v >= 0 or a null v dropped).
+  for (bool keyed : {true, false}) {
+    Harness h;
+    auto input = Blocks(7, 10, 500, 23);
+    std::vector<std::string> keys = keyed ? std::vector<std::string>{"k"} : std::vector<std::string>{};
+    auto filter = arrow::compute::less(arrow::compute::field_ref("v"), arrow::compute::literal(int64_t{0}));
+    ASSIGN_OK(auto partial, MakePartialAggregation(keys, AllAggregates(), filter));
+    std::vector<Block> partials, kept;
+    for (const auto& block : input) {
+      ASSIGN_OK(auto rows, partial->Apply(block, arrow::default_memory_pool()));
+      EXPECT_LE(rows->num_rows(), keyed ? 24 : 1);
+      partials.push_back(rows);
+      ASSIGN_OK(auto mask, arrow::compute::CallFunction("less", {block->GetColumnByName("v"),
+                                                                 arrow::Datum(int64_t{0})}));
+      ASSIGN_OK(auto filtered, arrow::compute::Filter(block, mask));
+      kept.push_back(filtered.record_batch());
+    }
+    ASSIGN_OK(auto exchange, MakeAggregateExchange(keys, AllAggregates(), {}, std::nullopt,
+                                                   /*input_is_partial=*/true));
+    auto output = RunAggregate(*exchange, partials, h.ctx);
+    ASSERT_TRUE(output.ok()) << output.status().ToString();
+    CheckAgainstHand(kept, *output, keyed);
+  }
+  // The filter is the partial side's: a merge given one refuses it.
+  auto filter = arrow::compute::less(arrow::compute::field_ref("v"), arrow::compute::literal(int64_t{0}));
+  EXPECT_TRUE(MakeAggregateExchange({"k"}, AllAggregates(), {}, filter, true).status().IsInvalid());
+  // A missing column is named by the partial step too.
+  ASSIGN_OK(auto partial, MakePartialAggregation({"nope"}, AllAggregates()));
+  auto missing = partial->Apply(Blocks(1, 1, 10, 3)[0], arrow::default_memory_pool());
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("'nope'"), std::string::npos) << missing.status().ToString();
 }
 
 TEST(AggregateExchange, ManyGroupsSpillUnderATinyReservation) {

@@ -150,6 +150,26 @@ TEST(LimitPushdown, StopsAtFilter) {
   EXPECT_EQ(Names(pushed), "ReadRange | Filter((id > 50)) | Limit[2]");
 }
 
+TEST(PartialAggregateIntoMap, TheMapOrReadBeforeAGroupByMakesItsPartialRows) {
+  const std::vector<AggregateSpec> count = {{AggregateSpec::Kind::kCount, "", true, 1, "count()"}};
+  auto mapped = Source().MapBatches(Identity(), Named("MapBatches(f)")).GroupByAggregate({"id"}, count).ValueOrDie();
+  auto optimized = Optimize(mapped.plan()).ValueOrDie();
+  EXPECT_NE(Names(optimized).find("ReadRange->MapBatches(f)->PartialAggregate[id; count()] | "
+                                  "Aggregate[id; count(); of partials]"),
+            std::string::npos)
+      << Names(optimized);
+  auto read = Source().GroupByAggregate({"id"}, count).ValueOrDie();
+  EXPECT_NE(Names(Optimize(read.plan()).ValueOrDie()).find("ReadRange->PartialAggregate[id; count()] | "),
+            std::string::npos);
+  // An actor pool's calls are its own: the exchange aggregates what it hands on.
+  auto actor = Named("MapBatches(Model)");
+  actor.compute = ComputeStrategy::Actors(1, 2);
+  auto actors = Source().MapBatches(Identity(), actor).GroupByAggregate({"id"}, count).ValueOrDie();
+  const std::string names = Names(Optimize(actors.plan()).ValueOrDie());
+  EXPECT_EQ(names.find("PartialAggregate"), std::string::npos) << names;
+  EXPECT_NE(names.find("Aggregate[id; count()]"), std::string::npos) << names;
+}
+
 TEST(Optimizer, RulesLeaveTheInputPlanUnchanged) {
   auto ds = Source().MapBatches(Identity(), Named("MapBatches(f)")).Limit(1);
   std::string before = Names(ds.plan());

@@ -14,6 +14,8 @@
 
 namespace millstream {
 
+class PartialAggregation;
+
 /// A user function over batches of `options.batch_size` rows (whole blocks if unset).
 std::shared_ptr<const Transform> MakeUdfTransform(BatchUdfFactory factory,
                                                   const MapBatchesOptions& options);
@@ -37,6 +39,12 @@ std::shared_ptr<const Transform> MakeRandomSampleTransform(double fraction, Rand
 /// smaller block (repartition(target_num_rows_per_block=rows)); a run within one input
 /// block is a zero-copy slice, one across blocks is concatenated.
 std::shared_ptr<const Transform> MakeRebatchTransform(int64_t rows);
+
+/// Turns each block into its partial aggregation (one row per group, see
+/// MakePartialAggregation): the map side of a group-by, run in the tasks that make the
+/// rows. `name` is shown in plans ("PartialAggregate[k; sum(x)]").
+std::shared_ptr<const Transform> MakePartialAggregateTransform(std::shared_ptr<const PartialAggregation> aggregation,
+                                                               std::string name);
 
 /// The predicate of a transform made by MakeFilterTransform; null for any other.
 const arrow::compute::Expression* FilterPredicate(const Transform& transform);

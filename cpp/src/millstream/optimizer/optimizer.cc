@@ -10,6 +10,7 @@ std::vector<std::unique_ptr<Rule>> DefaultRules() {
   rules.push_back(MakeDictionaryKeysRule());
   rules.push_back(MakeFilterIntoAggregateRule());
   rules.push_back(MakeFuseMapsRule());
+  rules.push_back(MakePartialAggregateIntoMapRule());
   return rules;
 }
 

@@ -24,6 +24,7 @@ std::unique_ptr<Rule> MakeProjectionPushdownRule();
 std::unique_ptr<Rule> MakeDictionaryKeysRule();
 std::unique_ptr<Rule> MakeFilterIntoAggregateRule();
 std::unique_ptr<Rule> MakeFuseMapsRule();
+std::unique_ptr<Rule> MakePartialAggregateIntoMapRule();
 
 /// The rules in the order the optimizer applies them.
 std::vector<std::unique_ptr<Rule>> DefaultRules();

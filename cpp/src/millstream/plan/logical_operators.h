@@ -225,17 +225,25 @@ class RepartitionOp : public AllToAllOp {
 class AggregateOp : public AllToAllOp {
  public:
   AggregateOp(PlanPtr input, std::vector<std::string> keys, std::vector<AggregateSpec> aggregates,
-              int64_t num_partitions = 0, std::optional<arrow::compute::Expression> filter = std::nullopt)
+              int64_t num_partitions = 0, std::optional<arrow::compute::Expression> filter = std::nullopt,
+              bool input_is_partial = false)
       : AllToAllOp(std::move(input)), keys(std::move(keys)), aggregates(std::move(aggregates)),
-        num_partitions(num_partitions), filter(std::move(filter)) {}
-  /// "Aggregate[k1, k2; count(), sum(x)]", with a filter "...; filter=(x > 1)]".
+        num_partitions(num_partitions), filter(std::move(filter)), input_is_partial(input_is_partial) {}
+  /// "Aggregate[k1, k2; count(), sum(x)]", with a filter "...; filter=(x > 1)]", over
+  /// partial rows "...; of partials]".
   std::string Name() const override {
-    std::string name = "Aggregate[";
-    for (size_t i = 0; i < keys.size(); ++i) name += (i ? ", " : "") + keys[i];
-    if (!keys.empty()) name += "; ";
-    for (size_t i = 0; i < aggregates.size(); ++i) name += (i ? ", " : "") + aggregates[i].name;
-    if (filter) name += "; filter=" + filter->ToString();
-    return name + "]";
+    return std::string("Aggregate[") + Description(keys, aggregates, filter) +
+           (input_is_partial ? "; of partials" : "") + "]";
+  }
+  /// "k1, k2; count(), sum(x)" and "; filter=(x > 1)" with a filter.
+  static std::string Description(const std::vector<std::string>& keys, const std::vector<AggregateSpec>& aggregates,
+                                 const std::optional<arrow::compute::Expression>& filter) {
+    std::string out;
+    for (size_t i = 0; i < keys.size(); ++i) out += (i ? ", " : "") + keys[i];
+    if (!keys.empty()) out += "; ";
+    for (size_t i = 0; i < aggregates.size(); ++i) out += (i ? ", " : "") + aggregates[i].name;
+    if (filter) out += "; filter=" + filter->ToString();
+    return out;
   }
   std::optional<int64_t> RowsOut(const std::vector<std::optional<int64_t>>&) const override {
     return std::nullopt;
@@ -245,12 +253,17 @@ class AggregateOp : public AllToAllOp {
     return nullptr;
   }
   PlanPtr WithInputs(std::vector<PlanPtr> inputs) const override {
-    return std::make_shared<AggregateOp>(std::move(inputs.at(0)), keys, aggregates, num_partitions, filter);
+    return std::make_shared<AggregateOp>(std::move(inputs.at(0)), keys, aggregates, num_partitions, filter,
+                                         input_is_partial);
   }
   std::vector<std::string> keys;
   std::vector<AggregateSpec> aggregates;
   int64_t num_partitions = 0;
   std::optional<arrow::compute::Expression> filter;
+  /// The input is the partial rows of these keys and aggregates (see
+  /// MakePartialAggregation), made by a step the optimizer put at the end of the map
+  /// before it; `filter` is then that step's.
+  bool input_is_partial = false;
 };
 
 /// \brief The rows of two inputs (0 left, 1 right) joined on keys (see Dataset::Join):

@@ -195,7 +195,7 @@ const PlannerRegistry& PlannerRegistry::Default() {
     }));
     r.Register<AggregateOp>(AllToAll<AggregateOp>([](const AggregateOp& op, ExchangeOptions options) {
       options.num_partitions = op.num_partitions;
-      return MakeAggregateExchange(op.keys, op.aggregates, std::move(options), op.filter);
+      return MakeAggregateExchange(op.keys, op.aggregates, std::move(options), op.filter, op.input_is_partial);
     }));
     r.Register<JoinOp>(PlanJoin);
     return r;

@@ -152,67 +152,33 @@ arrow::Result<std::shared_ptr<arrow::Array>> Column(const arrow::RecordBatch& ba
   return column;
 }
 
-class AggregateExchange : public BucketExchange {
+/// The map side of a hash aggregation: a block into one partial row per group.
+class PartialAggregator : public PartialAggregation {
  public:
-  AggregateExchange(std::vector<std::string> keys, std::vector<AggregateSpec> aggs,
-                    ExchangeOptions options, std::optional<cp::Expression> filter)
-      : BucketExchange(options, keys.empty() ? 1 : kBuckets),
-        user_keys_(keys),
+  PartialAggregator(std::vector<std::string> keys, std::vector<AggregateSpec> aggs,
+                    std::optional<cp::Expression> filter)
+      : user_keys_(keys),
         keys_(keys.empty() ? std::vector<std::string>{kAllKey} : std::move(keys)),
         aggs_(std::move(aggs)),
         filter_(std::move(filter)) {}
 
-  std::string name() const override { return "Aggregate"; }
-
-  arrow::Status Map(int64_t index, Block block, ExchangeContext& ctx) override {
-    ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
+  arrow::Result<Block> Apply(Block block, arrow::MemoryPool* pool) const override {
     std::shared_ptr<arrow::Array> keep;
     if (filter_) {
-      ARROW_ASSIGN_OR_RAISE(keep, Selection(*block, ctx));
+      ARROW_ASSIGN_OR_RAISE(keep, Selection(*block, pool));
       if (NeedsFilteredRows()) {
         // Their values are converted before they are grouped (a uint64 Quantile to int64
         // may fail): only the kept rows are.
-        cp::ExecContext exec(ctx.pool);
+        cp::ExecContext exec(pool);
         ARROW_ASSIGN_OR_RAISE(auto kept, cp::Filter(block, keep, cp::FilterOptions::Defaults(), &exec));
         block = kept.record_batch();
         keep.reset();
       }
     }
-    ARROW_ASSIGN_OR_RAISE(auto partial, PartialAggregate(block, keep, ctx));
-    block.reset();
-    return BucketExchange::Map(index, std::move(partial), ctx);
-  }
-
- protected:
-  arrow::Result<std::vector<uint32_t>> Buckets(int64_t, const Block& block,
-                                               ExchangeContext&) override {
-    std::vector<uint32_t> out(block->num_rows(), 0);
-    if (user_keys_.empty()) return out;
-    ARROW_ASSIGN_OR_RAISE(auto hashes, HashKeyColumns(*block, keys_));
-    for (size_t i = 0; i < out.size(); ++i) {
-      out[i] = static_cast<uint32_t>((static_cast<unsigned __int128>(hashes[i]) * kBuckets) >> 64);
-    }
-    return out;
-  }
-
-  int64_t Partitions(int64_t total_bytes, int64_t total_rows) const override {
-    if (user_keys_.empty()) return 1;
-    // The final aggregation's working memory (a Grouper over the keys, a second hash
-    // aggregation by group id, the taken outputs) is several times its partition,
-    // unlike a sort's: smaller partitions keep it, unaccounted, small.
-    return ChoosePartitions(kReduceExpansion * total_bytes, total_rows, options());
-  }
-
-  arrow::Status Output(int64_t, Block rows, const Emit& emit, ExchangeContext& ctx) override {
-    if (rows->num_rows() == 0) return arrow::Status::OK();
-    ARROW_ASSIGN_OR_RAISE(auto out, FinalAggregate(rows, ctx));
-    return EmitSliced(out, options().target_max_block_size, emit);
+    return PartialRows(block, keep, pool);
   }
 
  private:
-  static constexpr int64_t kBuckets = 256;
-  static constexpr int64_t kReduceExpansion = 4;
-
   /// Whether an aggregate is grouped by Arrow's hash kernels on converted values (lists,
   /// distinct values), so the filter is applied to the block first.
   bool NeedsFilteredRows() const {
@@ -223,7 +189,7 @@ class AggregateExchange : public BucketExchange {
 
   /// The filter's value per row of `block`, as a boolean array.
   arrow::Result<std::shared_ptr<arrow::Array>> Selection(const arrow::RecordBatch& block,
-                                                         ExchangeContext& ctx) {
+                                                         arrow::MemoryPool* pool) const {
     cp::Expression bound;
     {
       std::lock_guard<std::mutex> lock(filter_mutex_);
@@ -241,21 +207,21 @@ class AggregateExchange : public BucketExchange {
       }
       bound = bound_;
     }
-    cp::ExecContext exec(ctx.pool);
+    cp::ExecContext exec(pool);
     ARROW_ASSIGN_OR_RAISE(auto mask, cp::ExecuteScalarExpression(bound, cp::ExecBatch(block), &exec));
-    if (mask.is_scalar()) return arrow::MakeArrayFromScalar(*mask.scalar(), block.num_rows(), ctx.pool);
+    if (mask.is_scalar()) return arrow::MakeArrayFromScalar(*mask.scalar(), block.num_rows(), pool);
     return mask.make_array();
   }
 
   /// One row per group of `block` (of its rows where `keep` is true, if given): the keys
   /// (dictionaries decoded), then each aggregate's partial state.
-  arrow::Result<Block> PartialAggregate(const Block& block, const std::shared_ptr<arrow::Array>& keep,
-                                        ExchangeContext& ctx) const {
-    cp::ExecContext exec(ctx.pool);
+  arrow::Result<Block> PartialRows(const Block& block, const std::shared_ptr<arrow::Array>& keep,
+                                   arrow::MemoryPool* pool) const {
+    cp::ExecContext exec(pool);
     arrow::FieldVector fields;
     arrow::ArrayVector columns;
     if (user_keys_.empty()) {
-      ARROW_ASSIGN_OR_RAISE(auto zeros, arrow::MakeArrayFromScalar(arrow::Int8Scalar(0), block->num_rows(), ctx.pool));
+      ARROW_ASSIGN_OR_RAISE(auto zeros, arrow::MakeArrayFromScalar(arrow::Int8Scalar(0), block->num_rows(), pool));
       fields.push_back(arrow::field(kAllKey, arrow::int8()));
       columns.push_back(std::move(zeros));
     }
@@ -361,7 +327,7 @@ class AggregateExchange : public BucketExchange {
     auto input = arrow::RecordBatch::Make(arrow::schema(fields), block->num_rows(), std::move(columns));
     // Few distinct integer keys (dictionary indices, the whole dataset's constant key)
     // group without hashing.
-    ARROW_ASSIGN_OR_RAISE(auto direct, DirectAggregate(*input, keys_, aggregates, ctx.pool, keep.get()));
+    ARROW_ASSIGN_OR_RAISE(auto direct, DirectAggregate(*input, keys_, aggregates, pool, keep.get()));
     Block grouped;
     if (direct) {
       grouped = *std::move(direct);
@@ -370,7 +336,7 @@ class AggregateExchange : public BucketExchange {
         ARROW_ASSIGN_OR_RAISE(auto kept, cp::Filter(input, keep, cp::FilterOptions::Defaults(), &exec));
         input = kept.record_batch();
       }
-      ARROW_ASSIGN_OR_RAISE(grouped, HashAggregate(input, keys_, std::move(aggregates), ctx.pool));
+      ARROW_ASSIGN_OR_RAISE(grouped, HashAggregate(input, keys_, std::move(aggregates), pool));
     }
     for (size_t k = 0; k < user_keys_.size(); ++k) {
       if (!dictionaries[k]) continue;
@@ -399,6 +365,69 @@ class AggregateExchange : public BucketExchange {
     }
     return arrow::RecordBatch::Make(arrow::schema(fields), batch.num_rows(), std::move(columns));
   }
+
+  std::vector<std::string> user_keys_;  // as given (empty: whole dataset)
+  std::vector<std::string> keys_;       // the grouping columns of the partial rows
+  std::vector<AggregateSpec> aggs_;
+  std::optional<cp::Expression> filter_;  // rows to aggregate (a filter folded in)
+  mutable std::mutex filter_mutex_;
+  mutable std::shared_ptr<arrow::Schema> bound_schema_;  // the schema filter_ is bound to
+  mutable cp::Expression bound_;
+};
+
+class AggregateExchange : public BucketExchange {
+ public:
+  AggregateExchange(std::vector<std::string> keys, std::vector<AggregateSpec> aggs,
+                    ExchangeOptions options, std::optional<cp::Expression> filter, bool input_is_partial)
+      : BucketExchange(options, keys.empty() ? 1 : kBuckets),
+        user_keys_(keys),
+        keys_(keys.empty() ? std::vector<std::string>{kAllKey} : keys),
+        aggs_(aggs) {
+    if (!input_is_partial) {
+      partial_ = std::make_unique<PartialAggregator>(std::move(keys), std::move(aggs), std::move(filter));
+    }
+  }
+
+  std::string name() const override { return "Aggregate"; }
+
+  arrow::Status Map(int64_t index, Block block, ExchangeContext& ctx) override {
+    ARROW_RETURN_NOT_OK(ctx.CheckCancelled());
+    if (partial_) {
+      ARROW_ASSIGN_OR_RAISE(block, partial_->Apply(std::move(block), ctx.pool));
+    }
+    return BucketExchange::Map(index, std::move(block), ctx);
+  }
+
+
+ protected:
+  arrow::Result<std::vector<uint32_t>> Buckets(int64_t, const Block& block,
+                                               ExchangeContext&) override {
+    std::vector<uint32_t> out(block->num_rows(), 0);
+    if (user_keys_.empty()) return out;
+    ARROW_ASSIGN_OR_RAISE(auto hashes, HashKeyColumns(*block, keys_));
+    for (size_t i = 0; i < out.size(); ++i) {
+      out[i] = static_cast<uint32_t>((static_cast<unsigned __int128>(hashes[i]) * kBuckets) >> 64);
+    }
+    return out;
+  }
+
+  int64_t Partitions(int64_t total_bytes, int64_t total_rows) const override {
+    if (user_keys_.empty()) return 1;
+    // The final aggregation's working memory (a Grouper over the keys, a second hash
+    // aggregation by group id, the taken outputs) is several times its partition,
+    // unlike a sort's: smaller partitions keep it, unaccounted, small.
+    return ChoosePartitions(kReduceExpansion * total_bytes, total_rows, options());
+  }
+
+  arrow::Status Output(int64_t, Block rows, const Emit& emit, ExchangeContext& ctx) override {
+    if (rows->num_rows() == 0) return arrow::Status::OK();
+    ARROW_ASSIGN_OR_RAISE(auto out, FinalAggregate(rows, ctx));
+    return EmitSliced(out, options().target_max_block_size, emit);
+  }
+
+ private:
+  static constexpr int64_t kBuckets = 256;
+  static constexpr int64_t kReduceExpansion = 4;
 
   /// Merges the partial rows of one partition into one row per group.
   arrow::Result<Block> FinalAggregate(const Block& rows, ExchangeContext& ctx) const {
@@ -722,10 +751,7 @@ class AggregateExchange : public BucketExchange {
   std::vector<std::string> user_keys_;  // as given (empty: whole dataset)
   std::vector<std::string> keys_;       // the grouping columns of the partial rows
   std::vector<AggregateSpec> aggs_;
-  std::optional<cp::Expression> filter_;  // rows to aggregate (a filter folded in)
-  std::mutex filter_mutex_;
-  std::shared_ptr<arrow::Schema> bound_schema_;  // the schema filter_ is bound to
-  cp::Expression bound_;
+  std::unique_ptr<PartialAggregator> partial_;  // null: the input is partial rows already
 };
 
 }  // namespace
@@ -758,9 +784,20 @@ arrow::Status ValidateAggregates(const std::vector<std::string>& keys,
 arrow::Result<std::unique_ptr<Exchange>> MakeAggregateExchange(std::vector<std::string> keys,
                                                                std::vector<AggregateSpec> aggregates,
                                                                ExchangeOptions options,
-                                                               std::optional<cp::Expression> filter) {
+                                                               std::optional<cp::Expression> filter,
+                                                               bool input_is_partial) {
   ARROW_RETURN_NOT_OK(ValidateAggregates(keys, aggregates));
-  return std::make_unique<AggregateExchange>(std::move(keys), std::move(aggregates), options, std::move(filter));
+  if (input_is_partial && filter) {
+    return arrow::Status::Invalid("groupby: a filter belongs to the partial aggregation, not to its merge");
+  }
+  return std::make_unique<AggregateExchange>(std::move(keys), std::move(aggregates), options, std::move(filter),
+                                             input_is_partial);
+}
+
+arrow::Result<std::shared_ptr<const PartialAggregation>> MakePartialAggregation(
+    std::vector<std::string> keys, std::vector<AggregateSpec> aggregates, std::optional<cp::Expression> filter) {
+  ARROW_RETURN_NOT_OK(ValidateAggregates(keys, aggregates));
+  return std::make_shared<PartialAggregator>(std::move(keys), std::move(aggregates), std::move(filter));
 }
 
 }  // namespace millstream
