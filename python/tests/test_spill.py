@@ -163,3 +163,24 @@ def test_interrupt_leaves_no_spill(spill_dir):
             time.sleep(0.01)
     assert fired
     assert_emptied(spill_dir)
+
+
+def test_interrupt_mid_aggregation_leaves_no_spill(spill_dir):
+    # Ctrl-C while the group-by's map side runs (half the blocks aggregated, their
+    # partial rows past the limit and spilled): the consumer gets KeyboardInterrupt and
+    # the spill directory ends up empty.
+    seen = []
+
+    def interrupt_at_block_20(batch):
+        seen.append(sum(len(files) for _, _, files in os.walk(spill_dir)))
+        if len(seen) == 20:
+            _thread.interrupt_main()
+        return batch
+
+    ds = keyed(rows=1_000_000).map_batches(interrupt_at_block_20).groupby("k").count()
+    with pytest.raises(KeyboardInterrupt):
+        for _ in ds.iter_batches(batch_size=None):
+            time.sleep(0.01)
+    assert len(seen) >= 20
+    assert max(seen) > 0, "the aggregation spilled nothing before the interrupt"
+    assert_emptied(spill_dir)
