@@ -59,6 +59,18 @@ std::vector<Triple> ByHand(const std::vector<Block>& left, const std::vector<Blo
   return out;
 }
 
+/// The distinct non-null keys (column 0) of `blocks`.
+std::set<int64_t> NonNullKeys(const std::vector<Block>& blocks) {
+  std::set<int64_t> out;
+  for (const auto& block : blocks) {
+    auto k = std::static_pointer_cast<arrow::Int64Array>(block->column(0));
+    for (int64_t i = 0; i < k->length(); ++i) {
+      if (k->IsValid(i)) out.insert(k->Value(i));
+    }
+  }
+  return out;
+}
+
 std::vector<Triple> Triples(const std::vector<Block>& blocks) {
   std::vector<Triple> out;
   for (const auto& b : blocks) {
@@ -160,18 +172,39 @@ TEST(BroadcastJoinOperator, BuildSideOverTheCapFallsBackWithTheSameResult) {
   }
 }
 
+TEST(BroadcastJoinOperator, FullOuterJoinAddsTheBuildRowsNoProbeRowMatchedByHand) {
+  // The right side builds: the left rows as a left outer join gives them, then each
+  // right row whose key no left row has (null keys among them) once, its left side null.
+  auto left = Blocks(7, 5, 200, 50, "a", 0);
+  auto right = Blocks(8, 3, 150, 90, "b", 100000);
+  const std::set<int64_t> left_keys = NonNullKeys(left);
+  auto want = ByHand(left, right, /*left_outer=*/true);
+  for (const auto& block : right) {
+    auto k = std::static_pointer_cast<arrow::Int64Array>(block->column(0));
+    auto b = std::static_pointer_cast<arrow::Int64Array>(block->column(1));
+    for (int64_t i = 0; i < k->length(); ++i) {
+      if (k->IsNull(i)) {
+        want.emplace_back(-1, -1, b->Value(i));
+      } else if (!left_keys.count(k->Value(i))) {
+        want.emplace_back(k->Value(i), -1, b->Value(i));
+      }
+    }
+  }
+  std::sort(want.begin(), want.end());
+  bool fell_back = false;
+  auto spec = Spec(JoinType::kFullOuter);
+  auto op = MakeBroadcastJoinOperator("Join", spec, /*build=*/1, 1 << 20, Exchange(spec, &fell_back));
+  ASSIGN_OK(auto out, Drive(*op, left, right));
+  EXPECT_FALSE(fell_back);
+  EXPECT_EQ(Triples(out), want);
+}
+
 TEST(BroadcastJoinOperator, BuildSideSemiAndAntiJoinsOutputTheBuildRowsByHand) {
   // The left side builds; the right side's keys choose which left rows come out, each
   // once, in the left side's order (an anti join keeps the null keys, which never match).
   auto left = Blocks(5, 3, 200, 60, "a", 0);
   auto right = Blocks(6, 6, 300, 40, "b", 100000);
-  std::set<int64_t> right_keys;
-  for (const auto& block : right) {
-    auto k = std::static_pointer_cast<arrow::Int64Array>(block->column(0));
-    for (int64_t i = 0; i < k->length(); ++i) {
-      if (k->IsValid(i)) right_keys.insert(k->Value(i));
-    }
-  }
+  const std::set<int64_t> right_keys = NonNullKeys(right);
   for (JoinType type : {JoinType::kLeftSemi, JoinType::kLeftAnti}) {
     std::vector<int64_t> want;
     for (const auto& block : left) {
@@ -196,19 +229,12 @@ TEST(BroadcastJoinOperator, BuildSideSemiAndAntiJoinsOutputTheBuildRowsByHand) {
   }
 }
 
-TEST(BroadcastJoinOperator, SupportsTypesAProbeRowDecidesAndTheBuildSidesSemiAndAnti) {
-  EXPECT_TRUE(BroadcastJoinSupports(JoinType::kInner, 0));
-  EXPECT_TRUE(BroadcastJoinSupports(JoinType::kInner, 1));
-  EXPECT_TRUE(BroadcastJoinSupports(JoinType::kLeftOuter, 1));
-  EXPECT_FALSE(BroadcastJoinSupports(JoinType::kLeftOuter, 0));
-  EXPECT_TRUE(BroadcastJoinSupports(JoinType::kRightOuter, 0));
-  EXPECT_TRUE(BroadcastJoinSupports(JoinType::kLeftSemi, 1));
-  EXPECT_TRUE(BroadcastJoinSupports(JoinType::kLeftSemi, 0));
-  EXPECT_TRUE(BroadcastJoinSupports(JoinType::kRightSemi, 1));
-  EXPECT_FALSE(BroadcastJoinSupports(JoinType::kRightOuter, 1));
-  EXPECT_TRUE(BroadcastJoinSupports(JoinType::kRightAnti, 0));
-  EXPECT_FALSE(BroadcastJoinSupports(JoinType::kFullOuter, 0));
-  EXPECT_FALSE(BroadcastJoinSupports(JoinType::kFullOuter, 1));
+TEST(BroadcastJoinOperator, SupportsEveryJoinTypeWithEitherSideBuilding) {
+  for (JoinType type : {JoinType::kInner, JoinType::kLeftOuter, JoinType::kRightOuter, JoinType::kFullOuter,
+                        JoinType::kLeftSemi, JoinType::kRightSemi, JoinType::kLeftAnti, JoinType::kRightAnti}) {
+    EXPECT_TRUE(BroadcastJoinSupports(type, 0)) << JoinTypeName(type);
+    EXPECT_TRUE(BroadcastJoinSupports(type, 1)) << JoinTypeName(type);
+  }
   EXPECT_EQ(BroadcastJoinCap(int64_t{1} << 30), kBroadcastJoinMaxBytes);
   EXPECT_EQ(BroadcastJoinCap(int64_t{8} << 20), int64_t{1} << 20);
 }

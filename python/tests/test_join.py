@@ -265,13 +265,13 @@ def test_num_partitions_sets_the_output_blocks_and_explain_says_the_build_side(c
     right = md.range(97)
     joined = left.join(right, "inner", 5, on=("id",))
     assert joined.materialize().num_blocks() >= 5
-    # full_outer never broadcasts (test_join_broadcast): the exchange, whose plan says
-    # which side each partition likely builds on.
-    md.range(1000).join(md.range(50), "full_outer", 3, on=("id",)).explain()
+    # Both sides past the broadcast cap (64 MiB; explain() runs nothing): the exchange,
+    # whose plan says which side each partition likely builds on.
+    md.range(20_000_000).join(md.range(10_000_000), "full_outer", 3, on=("id",)).explain()
     plan = capsys.readouterr().out
     assert "AllToAllOperator[Join[full_outer" in plan
     assert "Join[full_outer; id = id; build=smaller side per partition (est. right)]" in plan
-    md.range(20).join(md.range(500), "full_outer", 3, on=("id",)).explain()
+    md.range(10_000_000).join(md.range(20_000_000), "full_outer", 3, on=("id",)).explain()
     assert "Join[full_outer; id = id; build=smaller side per partition (est. left)]" in capsys.readouterr().out
 
 

@@ -3,9 +3,9 @@ a Parquet read's metadata) is built once into a hash table and the other side st
 through it. Results against pandas pairs laid out as pyarrow.Table.join lays them out
 (join_reference.py, test_join's reference too); explain() says when a join is broadcast and
 which side builds; the small side's semi and anti joins are broadcast too (the big side
-marks the keys it has, then the small side's rows are output); outer joins that need the
-small side's unmatched rows, and sides of unknown or too large a size, keep the exchange
-and are as exact."""
+marks the keys it has, then the small side's rows are output), and so are the outer joins
+that keep the small side's unmatched rows (added by a last task, the big side's columns
+null); sides of unknown or too large a size keep the exchange and are as exact."""
 
 from __future__ import annotations
 
@@ -18,11 +18,14 @@ import millstream as md
 from join_reference import (ARROW_VERB, assert_join_matches_reference, expected_table, join_datasets,
                             keyed_sides, rows_of)
 
-# Per the side that is small: the types a probe row decides alone, and the small side's
-# semi and anti joins (its rows chosen by the keys the big side has).
-BROADCAST_WITH_SMALL_RIGHT = ["inner", "left_outer", "left_semi", "left_anti", "right_semi", "right_anti"]
-BROADCAST_WITH_SMALL_LEFT = ["inner", "right_outer", "right_semi", "right_anti", "left_semi", "left_anti"]
-EXCHANGE_WITH_SMALL_RIGHT = ["full_outer", "right_outer"]
+# Every type, whichever side is small: those a probe row decides alone, the small side's
+# semi and anti joins (its rows chosen by the keys the big side has), and the outer joins
+# that keep the small side's unmatched rows.
+BROADCAST_WITH_SMALL_RIGHT = ["inner", "left_outer", "left_semi", "left_anti", "right_semi", "right_anti",
+                              "right_outer", "full_outer"]
+BROADCAST_WITH_SMALL_LEFT = ["inner", "right_outer", "right_semi", "right_anti", "left_semi", "left_anti",
+                             "left_outer", "full_outer"]
+UNMATCHED_SMALL_ROWS = ["full_outer", "right_outer"]
 
 
 def plan_of(ds) -> str:
@@ -71,12 +74,23 @@ def test_small_left_side_is_broadcast_and_exact(join_type):
     assert "broadcast, build=left" in plan
 
 
-@pytest.mark.parametrize("join_type", EXCHANGE_WITH_SMALL_RIGHT)
-def test_types_needing_the_small_sides_unmatched_rows_keep_the_exchange(join_type):
+@pytest.mark.parametrize("join_type", UNMATCHED_SMALL_ROWS)
+def test_the_small_sides_unmatched_rows_come_once_whatever_the_big_side_streams(join_type):
+    # The big side of unknown size (a UDF) in many blocks, some of them empty: the small
+    # side's unmatched rows come once, after every probe block, as with the exchange.
     big, small = big_and_small(seed=2)
-    plan, _ = run_join(big, small, join_type, left_ds=unknown_size(big))
-    assert "broadcast" not in plan
-    assert "AllToAllOperator[Join[" + join_type in plan
+    ragged = md.from_arrow([big.slice(0, 0)] + [big.slice(i, 500) for i in range(0, big.num_rows, 500)]
+                           + [big.slice(0, 0)]).map_batches(lambda b: b, batch_format="pyarrow")
+    plan, _ = run_join(big, small, join_type, left_ds=ragged)
+    assert "broadcast, build=right" in plan
+
+
+@pytest.mark.parametrize("join_type", UNMATCHED_SMALL_ROWS)
+def test_a_big_side_with_no_rows_leaves_only_the_small_sides_rows(join_type):
+    big, small = big_and_small(seed=10)
+    # Every big row filtered out: the reference joins an empty table of the big side's columns.
+    plan, _ = run_join(big.slice(0, 0), small, join_type, left_ds=md.from_arrow(big).filter(expr="a < 0"))
+    assert "broadcast, build=right" in plan
 
 
 @pytest.mark.parametrize("join_type", BROADCAST_WITH_SMALL_RIGHT)
@@ -154,7 +168,7 @@ def test_underestimated_build_side_falls_back_and_is_exact(ctx, tmp_path):
 def test_empty_small_side():
     big, small = big_and_small(seed=7)
     empty = small.slice(0, 0)
-    for join_type in ["inner", "left_outer", "left_semi", "left_anti"]:
+    for join_type in ["inner", "left_outer", "left_semi", "left_anti", "full_outer"]:
         run_join(big, empty, join_type, right_blocks=1)
 
 

@@ -30,6 +30,18 @@ bool OutputsBuildSide(JoinType probe_view) {
   return probe_view == JoinType::kRightSemi || probe_view == JoinType::kRightAnti;
 }
 
+/// A join that keeps the build side's unmatched rows (seen from the probe side: a right
+/// or full outer join): probe tasks join their rows and mark the build keys found, and
+/// one last task outputs the build rows whose key no probe row had, the probe side null.
+bool OutputsUnmatchedBuildRows(JoinType probe_view) {
+  return probe_view == JoinType::kRightOuter || probe_view == JoinType::kFullOuter;
+}
+
+/// Whether probe tasks mark the build keys they find, for a last task.
+bool MarksBuildSide(JoinType probe_view) {
+  return OutputsBuildSide(probe_view) || OutputsUnmatchedBuildRows(probe_view);
+}
+
 /// `block` with its dictionary key columns decoded (as the exchange decodes them).
 arrow::Result<Block> DecodeKeys(const Block& block, const std::vector<std::string>& keys, int side,
                                 cp::ExecContext* exec) {
@@ -213,10 +225,13 @@ arrow::Result<std::shared_ptr<BuildTable>> MakeBuildTable(std::vector<Block> blo
 /// Broadcast hash join: collects the small (build) side, builds one hash table of it in
 /// one task, then streams the other (probe) side's blocks through it, one task per
 /// bundle, each block's output handed on as it is joined — the probe side is never
-/// exchanged nor held whole. Join types whose output a probe block decides alone (inner,
-/// and the probe side's outer, semi and anti joins), and the build side's semi and anti
-/// joins: their probe tasks mark the build keys found, and a last task outputs the build
-/// rows (in their order) whose key was found, or was not. When the build side turns
+/// exchanged nor held whole. Every join type: those whose output a probe block decides
+/// alone (inner, and the probe side's outer, semi and anti joins) as they come; for the
+/// build side's semi and anti joins the probe tasks mark the build keys found, and a last
+/// task outputs the build rows (in their order) whose key was found, or was not; for the
+/// build side's outer and the full outer join the probe tasks also join their rows (as
+/// the inner or the probe side's outer join) and the last task adds the build rows no
+/// probe row matched, the probe side's columns null. When the build side turns
 /// out larger than `cap` (its estimate was low), or the probe side queues past
 /// `cap * 2` before the build side is done, or the build side has no block at all, it
 /// falls back to the exchange `make_fallback` builds, replaying what it holds (and when
@@ -336,6 +351,7 @@ class BroadcastJoinOperator : public PhysicalOperator {
     for (const auto& ref : spec.inputs.blocks) {
       if (run.stopped()) return arrow::Status::Cancelled("stopped");
       ARROW_ASSIGN_OR_RAISE(auto block, ref.Get());
+      if (OutputsUnmatchedBuildRows(ProbeView(spec_.type, build_))) ARROW_RETURN_NOT_OK(SeeProbeSchema(*block, pool));
       if (block->num_rows() == 0) continue;  // joins to nothing (and may have no columns)
       ARROW_ASSIGN_OR_RAISE(auto out, Probe(*table, block, pool));
       if (!out || out->num_rows() == 0) continue;
@@ -397,7 +413,7 @@ class BroadcastJoinOperator : public PhysicalOperator {
     if (fallback_) return fallback_->Completed() && !fallback_->HasNext();
     if (stopped() || !error_.ok()) return AllInputsDone() && active_tasks_ == 0;
     return AllInputsDone() && table_ready_ && pending_.empty() && active_tasks_ == 0 &&
-           (finish_launched_ || !OutputsBuildSide(ProbeView(spec_.type, build_)));
+           (finish_launched_ || !MarksBuildSide(ProbeView(spec_.type, build_)));
   }
   void Stop() override {
     PhysicalOperator::Stop();
@@ -412,14 +428,16 @@ class BroadcastJoinOperator : public PhysicalOperator {
 
   /// The last task of a join that outputs the build side is due: every probe row seen.
   bool FinishDue() const {
-    return OutputsBuildSide(ProbeView(spec_.type, build_)) && !finish_launched_ && table_ready_ &&
+    return MarksBuildSide(ProbeView(spec_.type, build_)) && !finish_launched_ && table_ready_ &&
            inputs_done_[1 - build_] && pending_.empty() && active_tasks_ == 0;
   }
 
-  /// The build rows of a semi join whose key a probe row had, or of an anti join whose
-  /// key none had (null keys among them), in the build side's order.
+  /// The build rows of a semi join whose key a probe row had, or of an anti or outer join
+  /// whose key none had (null keys among them), in the build side's order; an outer
+  /// join's with the probe side's columns null.
   arrow::Result<Block> BuildSideRows(const BuildTable& table, arrow::MemoryPool* pool) const {
-    const bool semi = ProbeView(spec_.type, build_) == JoinType::kRightSemi;
+    const JoinType type = ProbeView(spec_.type, build_);
+    const bool semi = type == JoinType::kRightSemi;
     const int64_t n = table.table->num_rows();
     std::vector<uint8_t> keep(n, semi ? 0 : 1);  // an anti join keeps null-key rows
     const int64_t groups = static_cast<int64_t>(table.offsets.size()) - 1;
@@ -434,16 +452,41 @@ class BroadcastJoinOperator : public PhysicalOperator {
     std::shared_ptr<arrow::Array> rows[2];
     ARROW_ASSIGN_OR_RAISE(rows[build_], selected.Finish());
     const int64_t count = rows[build_]->length();
-    // Only the build side's columns are output; the probe side is its keys, of the build
-    // keys' types (checked against every probe block).
-    arrow::FieldVector probe_fields;
-    for (size_t i = 0; i < ProbeKeys().size(); ++i) {
-      probe_fields.push_back(arrow::field(ProbeKeys()[i], table.table->GetColumnByName(BuildKeys()[i])->type()));
+    // A semi or anti join outputs only the build side's columns; the probe side is its
+    // keys, of the build keys' types (checked against every probe block). An outer join's
+    // probe side is its blocks' schema (only its keys when it had no block), every row null.
+    std::shared_ptr<arrow::Schema> probe_schema;
+    if (OutputsUnmatchedBuildRows(type)) {
+      ARROW_ASSIGN_OR_RAISE(rows[1 - build_], arrow::MakeArrayOfNull(arrow::int64(), count, pool));
+      std::lock_guard<std::mutex> lock(table_mutex_);
+      probe_schema = probe_schema_;
     }
-    ARROW_ASSIGN_OR_RAISE(auto probe_table, arrow::Table::MakeEmpty(arrow::schema(probe_fields), pool));
+    if (!probe_schema) {
+      arrow::FieldVector probe_fields;
+      for (size_t i = 0; i < ProbeKeys().size(); ++i) {
+        probe_fields.push_back(arrow::field(ProbeKeys()[i], table.table->GetColumnByName(BuildKeys()[i])->type()));
+      }
+      probe_schema = arrow::schema(probe_fields);
+    }
+    ARROW_ASSIGN_OR_RAISE(auto probe_table, arrow::Table::MakeEmpty(probe_schema, pool));
     const arrow::Table& left = build_ == 0 ? *table.table : *probe_table;
     const arrow::Table& right = build_ == 0 ? *probe_table : *table.table;
     return TakeJoinedRows(spec_, left, right, rows, count, pool);
+  }
+
+  /// Keeps the schema of the first probe block with columns (its keys decoded), for the
+  /// build side's unmatched rows of an outer join.
+  arrow::Status SeeProbeSchema(const arrow::RecordBatch& block, arrow::MemoryPool* pool) const {
+    if (block.num_columns() == 0) return arrow::Status::OK();
+    {
+      std::lock_guard<std::mutex> lock(table_mutex_);
+      if (probe_schema_) return arrow::Status::OK();
+    }
+    cp::ExecContext exec(pool);
+    ARROW_ASSIGN_OR_RAISE(auto decoded, DecodeKeys(block.Slice(0, 0), ProbeKeys(), 1 - build_, &exec));
+    std::lock_guard<std::mutex> lock(table_mutex_);
+    if (!probe_schema_) probe_schema_ = decoded->schema();
+    return arrow::Status::OK();
   }
 
   const std::vector<std::string>& BuildKeys() const { return build_ == 0 ? spec_.left_keys : spec_.right_keys; }
@@ -498,13 +541,18 @@ class BroadcastJoinOperator : public PhysicalOperator {
       *begin = table.offsets[ids[r]];
       *end = table.offsets[ids[r] + 1];
     };
-    const JoinType type = ProbeView(spec_.type, build_);
-    if (OutputsBuildSide(type)) {
+    const JoinType view = ProbeView(spec_.type, build_);
+    if (MarksBuildSide(view)) {
       for (int64_t r = 0; r < n; ++r) {
         if (ids[r] >= 0) table.matched[ids[r]].store(1, std::memory_order_relaxed);
       }
-      return nullptr;  // the last task outputs the build rows
     }
+    if (OutputsBuildSide(view)) return nullptr;  // the last task outputs the build rows
+    // The probe rows of an outer join that keeps the build side are joined as for the
+    // matching inner or left outer join (the last task adds the unmatched build rows).
+    const JoinType type = view == JoinType::kRightOuter  ? JoinType::kInner
+                          : view == JoinType::kFullOuter ? JoinType::kLeftOuter
+                                                         : view;
     arrow::Int64Builder probe_rows(pool), build_rows(pool);
     int64_t total = 0;
     for (int64_t r = 0; r < n; ++r) {
@@ -593,6 +641,7 @@ class BroadcastJoinOperator : public PhysicalOperator {
   int64_t build_task_ = -1;
   mutable std::mutex table_mutex_;
   mutable std::shared_ptr<BuildTable> table_;  // set by the build task
+  mutable std::shared_ptr<arrow::Schema> probe_schema_;  // an outer join's, seen by probe tasks
   bool table_ready_ = false;
   int64_t table_bytes_ = 0;
 
@@ -610,6 +659,8 @@ bool BroadcastJoinSupports(JoinType type, int build) {
   switch (ProbeView(type, build)) {
     case JoinType::kInner:
     case JoinType::kLeftOuter:
+    case JoinType::kRightOuter:
+    case JoinType::kFullOuter:
     case JoinType::kLeftSemi:
     case JoinType::kLeftAnti:
     case JoinType::kRightSemi:
