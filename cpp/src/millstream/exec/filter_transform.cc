@@ -78,6 +78,13 @@ class FilterState : public TransformState {
       if (scalar.is_valid && scalar.value) return emit(std::move(block));
       return emit(block->Slice(0, 0));
     }
+    // A mask that keeps every row, or none, needs no copy.
+    const auto& keep = static_cast<const arrow::BooleanArray&>(*mask.make_array());
+    if (keep.null_count() == 0) {
+      const int64_t kept = keep.true_count();
+      if (kept == keep.length()) return emit(std::move(block));
+      if (kept == 0) return emit(block->Slice(0, 0));
+    }
     ARROW_ASSIGN_OR_RAISE(auto filtered, cp::Filter(block, mask, cp::FilterOptions::Defaults(), &exec));
     return emit(filtered.record_batch());
   }

@@ -9,18 +9,12 @@
 
 #include <arrow/api.h>
 #include <arrow/compute/initialize.h>
-#include <arrow/util/byte_size.h>
 
 #include "millstream/block.h"
 #include "millstream/context.h"
 #include "millstream/dataset.h"
 
 namespace millstream {
-
-int64_t BlockBytes(const arrow::RecordBatch& block) {
-  auto referenced = arrow::util::ReferencedBufferSize(block);
-  return referenced.ok() ? *referenced : arrow::util::TotalBufferSize(block);
-}
 
 namespace {
 
