@@ -200,6 +200,7 @@ void ShutDown() {
 PYBIND11_MODULE(_core, m) {
   m.doc() = "millstream's C++ engine";
   CheckStatus(millstream::Initialize());
+  python::LoadPyArrowApi();
 
   // The typed settings first: the Dataset methods below take them.
   python::RegisterContext(m);

@@ -124,7 +124,7 @@ class PythonUdf : public BatchUdf {
     std::optional<py::gil_scoped_acquire> gil;
     AcquireGil(gil);
     try {
-      py::object arg = ToPython(batch);
+      py::object arg = BatchToPyArrow(batch);
       PyObject* raw = CallPython(call_->get().ptr(), arg.ptr());
       ParkIfExiting();  // the call outlived the interpreter's exit: never come back
       if (!raw) throw py::error_already_set();
@@ -187,42 +187,57 @@ class PythonUdf : public BatchUdf {
             std::shared_ptr<PyRef> call)
       : steps_(std::move(steps)), names_(std::move(names)), call_(std::move(call)) {}
 
-  /// The batch as a pyarrow RecordBatch (with the GIL). The blocks of one operator
-  /// mostly share a schema: its pyarrow Schema is kept and only the array is exported,
-  /// which halves the cost of the conversion for small blocks.
-  py::object ToPython(const std::shared_ptr<arrow::RecordBatch>& batch) {
-    // Members are read and written only with the GIL held, and copied to locals around
-    // the Python calls (another thread may take the GIL during one).
-    auto schema = cached_schema_;
-    auto py_schema = cached_py_schema_;
-    if (!schema || (schema != batch->schema() && !schema->Equals(*batch->schema(), true))) {
-      py_schema = std::make_shared<PyRef>(SchemaToPyArrow(batch->schema()));
-      schema = batch->schema();
-      cached_schema_ = schema;
-      cached_py_schema_ = py_schema;
-    }
-    ArrowArray c_array;
-    CheckStatus(arrow::ExportRecordBatch(*batch, &c_array, nullptr));
-    static py::handle import_batch = PyArrowAttr("RecordBatch", "_import_from_c").release();
-    try {
-      return import_batch(reinterpret_cast<uintptr_t>(&c_array), py_schema->get());
-    } catch (...) {
-      if (c_array.release) c_array.release(&c_array);
-      throw;
-    }
-  }
-
-  std::shared_ptr<arrow::Schema> cached_schema_;  // with the GIL only (see ToPython)
-  std::shared_ptr<PyRef> cached_py_schema_;
-
   std::vector<std::shared_ptr<PyRef>> steps_;  // the functions, each a step
   std::vector<std::string> names_;             // their operator names
   std::shared_ptr<PyRef> call_;                // what a call calls: the function, or the chain
 };
 
+/// pyarrow's own C++ entry points: the Cython `api` functions of pyarrow.lib (those
+/// arrow::py::import_pyarrow loads), taken from its __pyx_capi__. A RecordBatch or Table
+/// crosses as its shared_ptr: no C Data export and import, no allocation, and no release
+/// of the GIL in between (pyarrow's exports release it, and a UDF call on a busy pool then
+/// hands the GIL to another thread and waits to get it back, several times per block).
+/// Loaded once at import (LoadPyArrowApi); a signature other than the one expected leaves
+/// its entry null and the C Data Interface does the work.
+struct PyArrowApi {
+  PyObject* (*wrap_batch)(const std::shared_ptr<arrow::RecordBatch>&) = nullptr;
+  std::shared_ptr<arrow::RecordBatch> (*unwrap_batch)(PyObject*) = nullptr;
+  std::shared_ptr<arrow::Table> (*unwrap_table)(PyObject*) = nullptr;
+};
+PyArrowApi g_pyarrow;
+
+template <typename Fn>
+void LoadApiFunction(const py::dict& capi, const char* name, const char* signature, Fn* out) {
+  if (!capi.contains(name)) return;
+  PyObject* capsule = py::object(capi[name]).ptr();
+  const char* actual = PyCapsule_GetName(capsule);
+  if (!actual || std::strcmp(actual, signature) != 0) return;
+  *out = reinterpret_cast<Fn>(PyCapsule_GetPointer(capsule, actual));
+}
+
 }  // namespace
 
+void LoadPyArrowApi() {
+  try {
+    py::dict capi = py::module_::import("pyarrow.lib").attr("__pyx_capi__");
+    LoadApiFunction(capi, "pyarrow_wrap_batch",
+                    "PyObject *(std::shared_ptr< arrow::RecordBatch>  const &)",
+                    &g_pyarrow.wrap_batch);
+    LoadApiFunction(capi, "pyarrow_unwrap_batch", "std::shared_ptr< arrow::RecordBatch>  (PyObject *)",
+                    &g_pyarrow.unwrap_batch);
+    LoadApiFunction(capi, "pyarrow_unwrap_table", "std::shared_ptr< arrow::Table>  (PyObject *)",
+                    &g_pyarrow.unwrap_table);
+  } catch (py::error_already_set&) {
+    g_pyarrow = PyArrowApi();  // the C Data Interface it is
+  }
+}
+
 py::object BatchToPyArrow(const std::shared_ptr<arrow::RecordBatch>& batch) {
+  if (g_pyarrow.wrap_batch) {
+    PyObject* wrapped = g_pyarrow.wrap_batch(batch);
+    if (!wrapped) throw py::error_already_set();
+    return py::reinterpret_steal<py::object>(wrapped);
+  }
   auto* c_schema = new ArrowSchema();
   auto* c_array = new ArrowArray();
   auto status = arrow::ExportRecordBatch(*batch, c_array, c_schema);
@@ -247,6 +262,12 @@ py::object SchemaToPyArrow(const std::shared_ptr<arrow::Schema>& schema) {
 }
 
 arrow::Result<std::shared_ptr<arrow::Table>> TableFromPython(const py::handle& obj) {
+  if (g_pyarrow.unwrap_table) {
+    if (auto table = g_pyarrow.unwrap_table(obj.ptr())) return table;
+  }
+  if (g_pyarrow.unwrap_batch) {
+    if (auto batch = g_pyarrow.unwrap_batch(obj.ptr())) return arrow::Table::FromRecordBatches({batch});
+  }
   if (py::hasattr(obj, "__arrow_c_array__") && !py::hasattr(obj, "num_chunks") &&
       py::hasattr(obj, "num_columns")) {
     // A single batch: import it directly.
