@@ -3,7 +3,10 @@
 #include <arrow/api.h>
 #include <arrow/util/io_util.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "py_interop.h"
 
@@ -101,6 +104,46 @@ struct PythonCall {
   }
 };
 
+/// Engine threads holding the GIL for a UDF call now, and whether a thread already waits
+/// for them by spinning.
+std::atomic<int> g_udf_gil_holders{0};
+std::atomic<bool> g_gil_spinner{false};
+
+/// Before a worker asks for the GIL while another holds it for a UDF call, it waits for
+/// that call to end by spinning, up to 50 µs: the GIL's own wait puts the thread to sleep,
+/// and waking it costs more than a call on a small block (two workers then spend their
+/// time handing the GIL over). One thread spins at a time, and only on more than one
+/// core; a call that takes longer (or releases the GIL inside) is waited for as before.
+void WaitBrieflyForUdfGil() {
+  static const bool several_cores = std::thread::hardware_concurrency() > 1;
+  if (!several_cores || g_udf_gil_holders.load(std::memory_order_acquire) == 0) return;
+  bool expected = false;
+  if (!g_gil_spinner.compare_exchange_strong(expected, true)) return;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
+  for (int i = 1; g_udf_gil_holders.load(std::memory_order_acquire) > 0; ++i) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+    if (i % 64 == 0 && std::chrono::steady_clock::now() > deadline) break;
+  }
+  g_gil_spinner.store(false, std::memory_order_release);
+}
+
+/// Counts its thread among the UDF's GIL holders from Hold() to its destruction; declared
+/// before the GIL's scope, so the count drops only once the GIL is released.
+struct UdfGilHold {
+  bool held = false;
+  void Hold() {
+    g_udf_gil_holders.fetch_add(1, std::memory_order_acq_rel);
+    held = true;
+  }
+  ~UdfGilHold() {
+    if (held) g_udf_gil_holders.fetch_sub(1, std::memory_order_acq_rel);
+  }
+};
+
 /// A Python UDF, or a chain of consecutive ones (`Then`): a chain is one Python callable
 /// (`millstream._udf_chain.chain`) that runs every step on the batch and returns the last
 /// step's results as a list, so a block crosses into Python and back once for all of them.
@@ -121,8 +164,11 @@ class PythonUdf : public BatchUdf {
     PythonCall call;
     if (!call.entered) return arrow::Status::Cancelled("the Python interpreter is exiting");
     t_thread_state.Keep();
+    UdfGilHold hold;
     std::optional<py::gil_scoped_acquire> gil;
+    WaitBrieflyForUdfGil();
     AcquireGil(gil);
+    hold.Hold();
     try {
       py::object arg = BatchToPyArrow(batch);
       PyObject* raw = CallPython(call_->get().ptr(), arg.ptr());

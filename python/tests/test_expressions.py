@@ -147,6 +147,17 @@ def test_filter_then_with_column_pipeline():
     assert got.equals(expected)
 
 
+def test_filter_and_with_column_rebind_when_the_blocks_schema_changes():
+    # Blocks of three layouts, one per task: the bound expression one task leaves behind
+    # must not be used on another's columns (by position or type).
+    tables = [pa.table({"x": [1, 5, 9], "y": ["a", "b", "c"]}),
+              pa.table({"y": ["d", "e"], "x": [7, 2]}),
+              pa.table({"x": [3.5, 8.5], "y": ["f", "g"]})]
+    ds = md.from_arrow(tables).filter(expr=col("x") > 4).with_column("z", col("x") * 2)
+    rows = sorted((r["y"], r["x"], r["z"]) for r in ds.take_all())
+    assert rows == [("b", 5, 10), ("c", 9, 18), ("d", 7, 14), ("g", 8.5, 17.0)]
+
+
 def test_read_parquet_filter_takes_an_expression(tmp_path):
     import pyarrow.parquet as pq
 

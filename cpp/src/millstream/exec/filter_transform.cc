@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "exec/bind_cache.h"
 #include "exec/transforms.h"
 #include "runtime/counting_memory_pool.h"
 
@@ -49,25 +50,34 @@ std::string WhyUnbound(const cp::Expression& predicate, const arrow::Schema& sch
   return status.message() + " (columns: " + columns + ")";
 }
 
+/// The predicate bound to `schema`, or why it cannot be.
+arrow::Result<cp::Expression> BindPredicate(const cp::Expression& predicate,
+                                            const arrow::Schema& schema) {
+  auto bound = predicate.Bind(schema);
+  if (!bound.ok()) {
+    return arrow::Status::Invalid("Filter(", predicate.ToString(), "): ",
+                                  WhyUnbound(predicate, schema, bound.status()));
+  }
+  if (bound->type()->id() != arrow::Type::BOOL) {
+    // A number or string is no predicate: `0`, `1 - 1`, `a + b` would keep rows by
+    // whatever their bytes read as a boolean.
+    return arrow::Status::TypeError("filter predicate ", predicate.ToString(), " is of type ",
+                                    bound->type()->ToString(),
+                                    ", not boolean; compare it (e.g. `x != 0`)");
+  }
+  return bound;
+}
+
 class FilterState : public TransformState {
  public:
-  explicit FilterState(const cp::Expression& predicate) : predicate_(predicate) {}
+  FilterState(const cp::Expression& predicate, BindCache* bind_cache)
+      : predicate_(predicate), bind_cache_(bind_cache) {}
 
   arrow::Status Push(Block block, const Emit& emit) override {
     if (!bound_schema_ || !bound_schema_->Equals(*block->schema())) {
-      auto bound = predicate_.Bind(*block->schema());
-      if (!bound.ok()) {
-        return arrow::Status::Invalid("Filter(", predicate_.ToString(), "): ",
-                                      WhyUnbound(predicate_, *block->schema(), bound.status()));
-      }
-      if (bound->type()->id() != arrow::Type::BOOL) {
-        // A number or string is no predicate: `0`, `1 - 1`, `a + b` would keep rows by
-        // whatever their bytes read as a boolean.
-        return arrow::Status::TypeError("filter predicate ", predicate_.ToString(), " is of type ",
-                                        bound->type()->ToString(),
-                                        ", not boolean; compare it (e.g. `x != 0`)");
-      }
-      bound_ = *bound;
+      ARROW_ASSIGN_OR_RAISE(bound_, bind_cache_->Get(block->schema(), [this](const arrow::Schema& schema) {
+                              return BindPredicate(predicate_, schema);
+                            }));
       bound_schema_ = block->schema();
     }
     // The mask and the filtered copy count as the engine's memory.
@@ -91,6 +101,7 @@ class FilterState : public TransformState {
 
  private:
   cp::Expression predicate_;
+  BindCache* bind_cache_;  // the transform's, which outlives its states
   cp::Expression bound_;
   std::shared_ptr<arrow::Schema> bound_schema_;
 };
@@ -105,12 +116,13 @@ class FilterTransform : public Transform {
     return input;
   }
   arrow::Result<std::unique_ptr<TransformState>> MakeState(const TaskContext&) const override {
-    return std::make_unique<FilterState>(predicate_);
+    return std::make_unique<FilterState>(predicate_, &bind_cache_);
   }
   const cp::Expression& predicate() const { return predicate_; }
 
  private:
   cp::Expression predicate_;
+  mutable BindCache bind_cache_;
 };
 
 }  // namespace

@@ -47,6 +47,10 @@ struct TaskRunContext {
   double udf_seconds = 0;
   /// What the task's read produced (for an operator that reads: its input).
   int64_t read_blocks = 0, read_rows = 0, read_bytes = 0;
+  /// Set by a task before its last outputs, when nothing is computed between them (a
+  /// final flush): they are handed on with the task's end, in one scheduling pass
+  /// instead of one each.
+  bool finishing = false;
 };
 
 /// \brief How a task ended, as its operator learns it.

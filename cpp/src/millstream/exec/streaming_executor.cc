@@ -22,6 +22,12 @@ double ThreadCpuSeconds() {
   return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/// The thread's CPU clock when its last task ended. The thread CPU clock is a system call
+/// (no vDSO), a measurable share of a small block's task: a worker reads it once per task,
+/// and a task's CPU time starts where the thread's previous task ended (what the thread
+/// did in between, waiting aside, is the scheduling pass that launched this task).
+thread_local double t_task_cpu_end = -1;
+
 }  // namespace
 
 Execution::Execution(PhysicalPlan plan, const DataContext& context)
@@ -108,12 +114,16 @@ void Execution::Post(Event event) {
   Drive(lock);
 }
 
+void Execution::Post(std::vector<Event> events) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  for (auto& event : events) events_.push_back(std::move(event));
+  Drive(lock);
+}
+
 arrow::Result<Block> Execution::Next(std::chrono::milliseconds timeout, bool* timed_out) {
   std::unique_lock<std::mutex> lock(mutex_);
   auto& last = *ops_.back();
-  auto ready = [&] {
-    return !error_.ok() || last.HasNext() || !consumer_blocks_.empty() || finished_ || cancelled_;
-  };
+  auto ready = [&] { return ConsumerReady(); };
   if (timed_out) *timed_out = false;
   if (timeout.count() < 0) {
     consumer_wake_.wait(lock, ready);
@@ -167,8 +177,14 @@ void Execution::Drive(std::unique_lock<std::mutex>& lock) {
     end_s_ = Now();
   }
   if ((finished_ || cancelled_) && running_tasks_ == 0 && end_s_ < 0) end_s_ = Now();
-  // Wakes the consumer (output, end, error) and a destructor waiting for tasks to drain.
-  consumer_wake_.notify_all();
+  // Wakes the consumer (output, end, error) and a destructor waiting for tasks to drain;
+  // not for an event that gives neither anything to do.
+  if (ConsumerReady() || running_tasks_ == 0) consumer_wake_.notify_all();
+}
+
+bool Execution::ConsumerReady() const {
+  return !error_.ok() || ops_.back()->HasNext() || !consumer_blocks_.empty() || finished_ ||
+         cancelled_;
 }
 
 void Execution::ProcessEvent(Event& event) {
@@ -211,12 +227,17 @@ void Execution::Forward(size_t i) {
   const int d = op.downstream;
   if (d < 0) return;  // the consumer takes the last operator's output
   auto& next = *ops_[d];
+  bool forwarded = false;
   while (op.HasNext()) {
     RefBundle bundle = op.TakeNext();
     if (next.stopped()) continue;
     next.AddInput(op.downstream_input, std::move(bundle));
+    forwarded = true;
     if (next.InputSatisfied()) StopUpstream(d);
   }
+  // Queued downstream, the output still counts as this operator's, until a task takes it
+  // (perhaps in this same pass: an operator that passes blocks straight on held them here).
+  if (forwarded) NotePeak(i, 0);
   // Completion flows downstream.
   if (!forwarded_done_[i] && op.Completed() && !op.HasNext()) {
     forwarded_done_[i] = true;
@@ -309,22 +330,32 @@ void Execution::Launch(size_t i) {
 void Execution::RunTask(size_t i, TaskSpec spec, std::shared_ptr<std::atomic<bool>> stopped,
                         TaskMemoryMeter* meter) {
   auto started = std::chrono::steady_clock::now();
-  double cpu_started = ThreadCpuSeconds();
+  const double cpu_started = t_task_cpu_end >= 0 ? t_task_cpu_end : ThreadCpuSeconds();
   const int64_t task_index = spec.task_index;
   TaskRunContext run;
   run.context = &context_;
   run.cancelled = &cancelled_;
   run.stopped = [&] { return cancelled_ || *stopped; };
-  run.emit = [&](Block block) -> arrow::Status {
-    // A read with no transforms after it checks here: a long task stops once not needed.
-    if (cancelled_ || *stopped) return arrow::Status::Cancelled("stopped");
+  // Outputs of the task's final flush, handed on with its end (TaskRunContext::finishing).
+  std::vector<Event> ending;
+  auto output_event = [&](Block block) {
     // Counted in the operator's queues from now on, not as the task's own bytes.
     meter->emitted.fetch_add(BlockBytes(*block), std::memory_order_relaxed);
     Event output;
     output.op = i;
     output.task = task_index;
     output.block = std::move(block);
-    Post(std::move(output));
+    return output;
+  };
+  run.emit = [&](Block block) -> arrow::Status {
+    // A read with no transforms after it checks here: a long task stops once not needed.
+    if (cancelled_ || *stopped) return arrow::Status::Cancelled("stopped");
+    if (run.finishing) {
+      ending.push_back({});  // made into an event when posted: counted in the task till then
+      ending.back().block = std::move(block);
+      return arrow::Status::OK();
+    }
+    Post(output_event(std::move(block)));
     return arrow::Status::OK();
   };
   run.sunk = [&](const arrow::RecordBatch& block) {
@@ -350,12 +381,15 @@ void Execution::RunTask(size_t i, TaskSpec spec, std::shared_ptr<std::atomic<boo
   done.result.status = std::move(status);
   done.result.wall_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  done.result.cpu_s = ThreadCpuSeconds() - cpu_started;
+  t_task_cpu_end = ThreadCpuSeconds();
+  done.result.cpu_s = t_task_cpu_end - cpu_started;
   done.result.udf_s = run.udf_seconds;
   done.result.read_blocks = run.read_blocks;
   done.result.read_rows = run.read_rows;
   done.result.read_bytes = run.read_bytes;
-  Post(std::move(done));
+  for (auto& held : ending) held = output_event(std::move(held.block));
+  ending.push_back(std::move(done));
+  Post(std::move(ending));
 }
 
 void Execution::NotePeak(size_t i, int64_t extra) {

@@ -79,6 +79,8 @@ class Execution : private ExecutionView {
 
   /// One scheduling pass, with the lock held.
   void Drive(std::unique_lock<std::mutex>& lock);
+  /// Whether Next has something to answer (a block, the end, an error); with the lock.
+  bool ConsumerReady() const;
   void ProcessEvent(Event& event);
   /// Moves operator `i`'s outputs to its downstream operator (or leaves them for the
   /// consumer), and its end once it is complete.
@@ -92,7 +94,9 @@ class Execution : private ExecutionView {
   /// operator's usage counts of the task's own allocations.
   void RunTask(size_t i, TaskSpec spec, std::shared_ptr<std::atomic<bool>> stopped,
                TaskMemoryMeter* meter);
+  /// Queues events (in order) and runs a scheduling pass, on the posting thread.
   void Post(Event event);
+  void Post(std::vector<Event> events);
   /// Raises the peaks to what is held now; also called by the observers (stats(),
   /// accounted_bytes()), so usage between two events (a running task's scratch) is seen
   /// whenever someone looks.

@@ -21,7 +21,7 @@ class WithColumnState : public TransformState {
 
   arrow::Status Push(Block block, const Emit& emit) override {
     if (!bound_schema_ || !bound_schema_->Equals(*block->schema())) {
-      ARROW_ASSIGN_OR_RAISE(bound_, transform_->Bind(*block->schema()));
+      ARROW_ASSIGN_OR_RAISE(bound_, transform_->BindShared(block->schema()));
       bound_schema_ = block->schema();
     }
     ARROW_ASSIGN_OR_RAISE(auto out, transform_->Apply(block, bound_));
@@ -62,6 +62,11 @@ arrow::Result<cp::Expression> WithColumnTransform::Bind(const arrow::Schema& sch
                                       " (columns: ", JoinNames(schema.field_names()), ")");
   }
   return bound;
+}
+
+arrow::Result<cp::Expression> WithColumnTransform::BindShared(
+    const std::shared_ptr<arrow::Schema>& schema) const {
+  return bind_cache_.Get(schema, [this](const arrow::Schema& s) { return Bind(s); });
 }
 
 arrow::Result<std::shared_ptr<arrow::Schema>> WithColumnTransform::Apply(

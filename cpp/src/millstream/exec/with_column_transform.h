@@ -5,6 +5,7 @@
 
 #include <arrow/compute/expression.h>
 
+#include "exec/bind_cache.h"
 #include "exec/transform.h"
 
 namespace millstream {
@@ -26,6 +27,9 @@ class WithColumnTransform : public Transform {
 
   /// The expression bound to `schema`; an error names a missing column and the columns.
   arrow::Result<arrow::compute::Expression> Bind(const arrow::Schema& schema) const;
+  /// Bind, remembered for the last schema across the operator's tasks.
+  arrow::Result<arrow::compute::Expression> BindShared(
+      const std::shared_ptr<arrow::Schema>& schema) const;
   /// The output schema for blocks of `schema`.
   arrow::Result<std::shared_ptr<arrow::Schema>> Apply(const arrow::Schema& schema) const;
   /// Evaluates `bound` (from Bind on this block's schema) over `block`.
@@ -34,6 +38,7 @@ class WithColumnTransform : public Transform {
  private:
   std::string column_;
   arrow::compute::Expression expr_;
+  mutable BindCache bind_cache_;
 };
 
 /// A WithColumnTransform.

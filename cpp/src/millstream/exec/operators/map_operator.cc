@@ -173,7 +173,9 @@ arrow::Status MapOperator::RunTask(const TaskSpec& task_spec, TaskRunContext& ru
     ARROW_RETURN_NOT_OK(emits[0](std::move(block)));
   }
   for (size_t k = 0; k < n; ++k) ARROW_RETURN_NOT_OK(states[k]->Finish(emits[k + 1]));
-  return shaped ? arrow::Status::OK() : shaper.Finish(run.emit);
+  if (shaped) return arrow::Status::OK();
+  run.finishing = true;  // the shaper's last blocks: cut, not computed
+  return shaper.Finish(run.emit);
 }
 
 void MapOperator::OnTaskOutput(int64_t task_index, Block block) {
