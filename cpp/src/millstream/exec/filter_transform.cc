@@ -89,7 +89,7 @@ class FilterState : public TransformState {
       return emit(block->Slice(0, 0));
     }
     // A mask that keeps every row, or none, needs no copy.
-    const auto& keep = static_cast<const arrow::BooleanArray&>(*mask.make_array());
+    const arrow::BooleanArray keep(mask.array());
     if (keep.null_count() == 0) {
       const int64_t kept = keep.true_count();
       if (kept == keep.length()) return emit(std::move(block));
