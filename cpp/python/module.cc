@@ -218,6 +218,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("local_path", [](const std::string& path, const std::string& operation) {
     return ValueOrRaise(LocalPath(path, operation));
   }, "The local path of `path` (a plain path or a file:// URI); other URI schemes raise.");
+  m.def("pyarrow_api_loaded", &python::PyArrowApiLoaded,
+        "Whether Arrow data crosses to and from pyarrow as pyarrow's own objects (its C++ "
+        "api), not through the C Data Interface.");
   m.def("current_gpu_ids", [] { return millstream::CurrentGpuIds(); },
         "The GPU ids of the actor or task whose UDF runs on this thread.");
   m.def("shutdown", &ShutDown,

@@ -26,6 +26,8 @@ namespace py = pybind11;
 /// Finds pyarrow's C++ entry points (wrap and unwrap a RecordBatch or Table); once, at
 /// import. Without them Arrow data crosses through the C Data Interface.
 void LoadPyArrowApi();
+/// Whether LoadPyArrowApi found all of them.
+bool PyArrowApiLoaded();
 /// A pyarrow.RecordBatch viewing `batch` (zero-copy).
 py::object BatchToPyArrow(const std::shared_ptr<arrow::RecordBatch>& batch);
 /// A pyarrow.Schema equal to `schema`.

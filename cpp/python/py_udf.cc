@@ -278,6 +278,10 @@ void LoadPyArrowApi() {
   }
 }
 
+bool PyArrowApiLoaded() {
+  return g_pyarrow.wrap_batch && g_pyarrow.unwrap_batch && g_pyarrow.unwrap_table;
+}
+
 py::object BatchToPyArrow(const std::shared_ptr<arrow::RecordBatch>& batch) {
   if (g_pyarrow.wrap_batch) {
     PyObject* wrapped = g_pyarrow.wrap_batch(batch);

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 import millstream as md
@@ -67,6 +68,21 @@ def test_module_exports_only_its_entry_point():
         if bind in ("GLOBAL", "WEAK", "UNIQUE") and kind != "SECTION"
     }
     assert exported == {"PyInit__core"}
+
+
+def test_blocks_cross_to_the_pinned_pyarrow_as_its_own_objects():
+    # The pinned pyarrow's C++ api must be found (else every UDF call falls back to the C
+    # Data Interface, which releases the GIL per block); and what crosses is pyarrow's type.
+    assert _core.pyarrow_api_loaded()
+    seen = []
+
+    def keep(batch):
+        seen.append(type(batch))
+        return batch
+
+    out = md.range(10).map_batches(keep, batch_format="pyarrow").to_arrow()
+    assert out.column("id").to_pylist() == list(range(10))
+    assert seen and all(t is pa.Table for t in seen)
 
 
 def test_stats_of_an_operator_format_through_the_runtime():

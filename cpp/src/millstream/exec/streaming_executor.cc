@@ -337,7 +337,8 @@ void Execution::RunTask(size_t i, TaskSpec spec, std::shared_ptr<std::atomic<boo
   run.cancelled = &cancelled_;
   run.stopped = [&] { return cancelled_ || *stopped; };
   // Outputs of the task's final flush, handed on with its end (TaskRunContext::finishing).
-  std::vector<Event> ending;
+  // They count as the task's own bytes until then.
+  std::vector<Block> ending;
   auto output_event = [&](Block block) {
     // Counted in the operator's queues from now on, not as the task's own bytes.
     meter->emitted.fetch_add(BlockBytes(*block), std::memory_order_relaxed);
@@ -351,8 +352,7 @@ void Execution::RunTask(size_t i, TaskSpec spec, std::shared_ptr<std::atomic<boo
     // A read with no transforms after it checks here: a long task stops once not needed.
     if (cancelled_ || *stopped) return arrow::Status::Cancelled("stopped");
     if (run.finishing) {
-      ending.push_back({});  // made into an event when posted: counted in the task till then
-      ending.back().block = std::move(block);
+      ending.push_back(std::move(block));
       return arrow::Status::OK();
     }
     Post(output_event(std::move(block)));
@@ -387,9 +387,11 @@ void Execution::RunTask(size_t i, TaskSpec spec, std::shared_ptr<std::atomic<boo
   done.result.read_blocks = run.read_blocks;
   done.result.read_rows = run.read_rows;
   done.result.read_bytes = run.read_bytes;
-  for (auto& held : ending) held = output_event(std::move(held.block));
-  ending.push_back(std::move(done));
-  Post(std::move(ending));
+  std::vector<Event> events;
+  events.reserve(ending.size() + 1);
+  for (auto& block : ending) events.push_back(output_event(std::move(block)));
+  events.push_back(std::move(done));
+  Post(std::move(events));
 }
 
 void Execution::NotePeak(size_t i, int64_t extra) {
