@@ -17,6 +17,7 @@
 
 #include "millstream/millstream.h"
 #include "py_interop.h"
+#include "runtime/jemalloc_ctl.h"
 
 namespace py = pybind11;
 using namespace millstream;
@@ -221,6 +222,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("pyarrow_api_loaded", &python::PyArrowApiLoaded,
         "Whether Arrow data crosses to and from pyarrow as pyarrow's own objects (its C++ "
         "api), not through the C Data Interface.");
+  m.def("jemalloc_purge_available", &JemallocControl::Available,
+        "Whether the engine can give jemalloc's freed pages back to the system at once "
+        "(libarrow's jemalloc control found).");
   m.def("current_gpu_ids", [] { return millstream::CurrentGpuIds(); },
         "The GPU ids of the actor or task whose UDF runs on this thread.");
   m.def("shutdown", &ShutDown,

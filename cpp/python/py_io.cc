@@ -31,7 +31,7 @@ std::shared_ptr<arrow::fs::FileSystem> FileSystemFromSpec(const py::object& spec
   if (spec.is_none()) return nullptr;
   auto d = spec.cast<py::dict>();
   auto kind = d["kind"].cast<std::string>();
-  if (kind == "local") return std::make_shared<arrow::fs::LocalFileSystem>();
+  if (kind == "local") return MakeLocalFileSystem();
   if (kind == "fsspec") return MakeFsspecFileSystem(d["fs"]);
   if (kind == "gcs") {
     // pyarrow.fs.GcsFileSystem's constructor arguments (what it pickles).

@@ -52,6 +52,7 @@ void RegisterStats(py::module_& m) {
       .def_readwrite("done", &OperatorStats::done)
       .def_readwrite("errored_tasks", &OperatorStats::errored_tasks)
       .def_readwrite("spilled_bytes", &OperatorStats::spilled_bytes)
+      .def_readwrite("peak_task_scratch_bytes", &OperatorStats::peak_task_scratch_bytes)
       .def_readwrite("regrouped_partitions", &OperatorStats::regrouped_partitions)
       .def_readwrite("streamed_partitions", &OperatorStats::streamed_partitions)
       .def("__repr__", [](const OperatorStats& op) {

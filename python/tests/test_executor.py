@@ -78,6 +78,25 @@ def test_accounted_memory_stays_under_the_limit(producer_s, middle_s, consumer_s
     assert peak_accounted <= limit + 2 * block
 
 
+def test_a_local_parquet_reads_file_bytes_count_and_are_read_a_window_at_a_time(tmp_path):
+    # Six row groups of 8 MiB (random float64, uncompressed), read by one task with a
+    # filter that keeps nothing (no statistics to skip row groups by): what the task holds is the file's bytes it read ahead.
+    # They count as its memory (they come from the engine's pool), and it reads them a
+    # window of 16 MiB at a time, not the whole 48 MiB file before decoding any.
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "wide.parquet"
+    rows = 6 * 2**20
+    pq.write_table(pa.table({"x": np.random.default_rng(0).random(rows)}), path,
+                   row_group_size=2**20, compression="none", write_statistics=False)
+    ds = md.read_parquet(str(path)).filter(expr="x < -1.0")
+    assert ds.count() == 0
+    (read,) = ds._last_stats.operators
+    assert read.tasks == 1
+    scratch = read.peak_task_scratch_bytes
+    assert 8 * MiB <= scratch <= 16 * MiB + 2 * MiB, scratch / MiB
+
+
 def test_first_task_sizes_the_others(ctx):
     # Tiny inputs, 48 MiB outputs, 4 CPU slots, a 16 MiB limit: before any task finished
     # nothing tells how much a task makes, so one runs first (not one per CPU: 192 MiB).

@@ -233,6 +233,9 @@ struct OperatorStats {
   double udf_s = 0;
   /// Most bytes of blocks accounted to it at once.
   int64_t peak_bytes = 0;
+  /// Most bytes one of its finished tasks held beyond the blocks counted elsewhere:
+  /// decode buffers, file bytes read ahead, compute scratch, the output being built.
+  int64_t peak_task_scratch_bytes = 0;
   /// Live state, for progress: tasks running, input waiting, actors alive (and built).
   int64_t active_tasks = 0;
   int64_t queued_bundles = 0;

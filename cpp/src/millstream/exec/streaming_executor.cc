@@ -426,6 +426,7 @@ ExecutionStats Execution::stats() const {
     snapshot.actors_started = op.ActorsStarted();
     snapshot.done = op.Completed() || op.stopped();
     snapshot.estimated_rows_out = estimates[i];
+    snapshot.peak_task_scratch_bytes = scratch_peaks_[i];
     stats.operators.push_back(std::move(snapshot));
   }
   stats.wall_s = end_s_ >= 0 ? end_s_ : Now();

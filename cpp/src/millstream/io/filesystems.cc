@@ -9,6 +9,7 @@
 #include <arrow/filesystem/s3fs.h>
 
 #include "io/sources.h"
+#include "runtime/counting_memory_pool.h"
 #include "millstream/dataset.h"
 
 namespace millstream {
@@ -16,6 +17,9 @@ namespace {
 
 std::mutex g_s3_mutex;
 std::map<std::string, std::shared_ptr<arrow::fs::FileSystem>>* g_s3_filesystems = nullptr;
+
+/// IO through the engine's pool: file and object reads allocate their buffers there.
+arrow::io::IOContext EngineIOContext() { return arrow::io::IOContext(EngineMemoryPool()); }
 
 std::string Env(const char* name) {
   const char* value = std::getenv(name);
@@ -45,6 +49,11 @@ std::string Scheme(const std::string& given) {
 }
 
 }  // namespace
+
+std::shared_ptr<arrow::fs::FileSystem> MakeLocalFileSystem() {
+  return std::make_shared<arrow::fs::LocalFileSystem>(arrow::fs::LocalFileSystemOptions::Defaults(),
+                                                      EngineIOContext());
+}
 
 bool IsLocal(const arrow::fs::FileSystem& fs) { return fs.type_name() == "local"; }
 
@@ -86,7 +95,7 @@ arrow::Result<std::shared_ptr<arrow::fs::FileSystem>> MakeS3FileSystem(const arr
   auto key = OptionsKey(options);
   auto found = g_s3_filesystems->find(key);
   if (found != g_s3_filesystems->end()) return found->second;
-  ARROW_ASSIGN_OR_RAISE(auto fs, arrow::fs::S3FileSystem::Make(options));
+  ARROW_ASSIGN_OR_RAISE(auto fs, arrow::fs::S3FileSystem::Make(options, EngineIOContext()));
   (*g_s3_filesystems)[key] = fs;
   return fs;
 }
@@ -236,7 +245,7 @@ class AtomicGcsFileSystem : public arrow::fs::FileSystem {
 }  // namespace
 
 arrow::Result<std::shared_ptr<arrow::fs::FileSystem>> MakeGcsFileSystem(const arrow::fs::GcsOptions& options) {
-  ARROW_ASSIGN_OR_RAISE(auto fs, arrow::fs::GcsFileSystem::Make(options));
+  ARROW_ASSIGN_OR_RAISE(auto fs, arrow::fs::GcsFileSystem::Make(options, EngineIOContext()));
   return std::make_shared<AtomicGcsFileSystem>(std::move(fs));
 }
 
@@ -293,7 +302,7 @@ arrow::Result<std::string> ResolvePath(const std::string& given, std::shared_ptr
     return path;  // bucket/key on the filesystem given
   }
   ARROW_ASSIGN_OR_RAISE(auto local, LocalPath(given, operation));
-  if (!*fs) *fs = std::make_shared<arrow::fs::LocalFileSystem>();
+  if (!*fs) *fs = MakeLocalFileSystem();
   return AbsoluteLocalPath(local);
 }
 

@@ -40,6 +40,10 @@ arrow::Result<std::shared_ptr<arrow::fs::FileSystem>> MakeGcsFileSystem(const ar
 arrow::Result<std::string> ResolvePath(const std::string& given, std::shared_ptr<arrow::fs::FileSystem>* fs,
                                        std::string_view operation);
 
+/// \brief The local filesystem, its files' read buffers taken from the engine's pool (so
+/// they count against the memory limit, and are freed where the engine frees).
+std::shared_ptr<arrow::fs::FileSystem> MakeLocalFileSystem();
+
 /// \brief Whether `fs` is the local filesystem.
 bool IsLocal(const arrow::fs::FileSystem& fs);
 

@@ -75,6 +75,39 @@ arrow::io::CacheOptions ObjectStoreCacheOptions() {
   return options;
 }
 
+/// The most column-chunk bytes a local read task pre-buffers at once: Arrow's pre-buffer
+/// reads every chunk of the row groups it is given before decoding any, so a task over a
+/// file of 80 MB held all of it (two such tasks: 150 MB the memory limit did not foresee).
+constexpr int64_t kLocalPreBufferBytes = 16 << 20;
+
+/// Consecutive row groups a read task pre-buffers and decodes together, and the bytes of
+/// the column chunks it reads of them.
+struct PreBufferWindow {
+  std::vector<int> row_groups;
+  int64_t bytes = 0;
+};
+
+/// `row_groups` cut into windows: one holding all of them unless `windowed`, else windows
+/// of at most kLocalPreBufferBytes of the `leaves`' compressed column chunks (a row group
+/// bigger than that on its own).
+std::vector<PreBufferWindow> PreBufferWindows(const parquet::FileMetaData& metadata,
+                                              const std::vector<int>& row_groups,
+                                              const std::vector<int>& leaves, bool windowed) {
+  std::vector<PreBufferWindow> windows;
+  for (int group : row_groups) {
+    auto row_group = metadata.RowGroup(group);
+    int64_t group_bytes = 0;
+    for (int leaf : leaves) group_bytes += row_group->ColumnChunk(leaf)->total_compressed_size();
+    if (windows.empty() || (windowed && windows.back().bytes + group_bytes > kLocalPreBufferBytes)) {
+      windows.emplace_back();
+    }
+    windows.back().row_groups.push_back(group);
+    windows.back().bytes += group_bytes;
+  }
+  if (windows.empty()) windows.emplace_back();  // no row groups: a reader of none
+  return windows;
+}
+
 std::string ColumnList(const arrow::Schema& schema) {
   std::string out;
   for (const auto& name : schema.field_names()) out += (out.empty() ? "" : ", ") + name;
@@ -392,13 +425,29 @@ class ParquetReadTask : public ReadTask {
       fields.push_back(index);
     }
     auto leaves = LeafColumns(reader->manifest(), fields);
-    ARROW_ASSIGN_OR_RAISE(auto batches, reader->GetRecordBatchReader(row_groups_, leaves));
+    const bool local_file = IsLocal(*fs_) && !contents_;
+    const auto windows = PreBufferWindows(*metadata_, row_groups_, leaves, local_file);
+    size_t window = 0;
+    std::shared_ptr<arrow::RecordBatchReader> batches;
+    // Arrow's IO threads allocate the pre-buffered chunks: charged to this task by hand.
+    // (An object store's lazy requests are not: at most two of 64 MiB.)
+    ScopedTaskCharge read_ahead;
 
     cp::Expression bound;
     std::shared_ptr<arrow::Schema> bound_schema;
     while (true) {
-      ARROW_ASSIGN_OR_RAISE(auto batch, batches->Next());
-      if (!batch) break;
+      std::shared_ptr<arrow::RecordBatch> batch;
+      if (batches) {
+        ARROW_ASSIGN_OR_RAISE(batch, batches->Next());
+      }
+      if (!batch) {
+        if (window == windows.size()) break;
+        // The next window's column chunks replace the last one's in the reader's cache.
+        batches.reset();
+        read_ahead.Set(local_file ? windows[window].bytes : 0);
+        ARROW_ASSIGN_OR_RAISE(batches, reader->GetRecordBatchReader(windows[window++].row_groups, leaves));
+        continue;
+      }
       for (const auto& [key, value] : partition_) {
         ARROW_ASSIGN_OR_RAISE(auto column,
                               value ? arrow::MakeArrayFromScalar(arrow::StringScalar(*value), batch->num_rows())

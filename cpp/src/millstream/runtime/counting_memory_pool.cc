@@ -45,19 +45,30 @@ CountingMemoryPool* EngineMemoryPool() {
   return pool;
 }
 
+namespace {
+/// Adds `delta` to the meter's allocated bytes and raises its peak to what it now holds.
+void MeterAdd(TaskMemoryMeter* meter, int64_t delta) {
+  meter->allocated.fetch_add(delta, std::memory_order_relaxed);
+  const int64_t held = meter->Unaccounted();
+  int64_t top = meter->peak.load(std::memory_order_relaxed);
+  while (held > top && !meter->peak.compare_exchange_weak(top, held, std::memory_order_relaxed)) {
+  }
+}
+}  // namespace
+
+ScopedTaskCharge::ScopedTaskCharge() : meter_(t_meter) {}
+
+void ScopedTaskCharge::Set(int64_t bytes) {
+  if (meter_ != nullptr && bytes != bytes_) MeterAdd(meter_, bytes - bytes_);
+  bytes_ = bytes;
+}
+
 void CountingMemoryPool::Add(int64_t delta) {
   int64_t now = bytes_.fetch_add(delta, std::memory_order_relaxed) + delta;
   int64_t peak = peak_.load(std::memory_order_relaxed);
   while (now > peak && !peak_.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
   }
-  if (TaskMemoryMeter* meter = t_meter) {
-    meter->allocated.fetch_add(delta, std::memory_order_relaxed);
-    const int64_t held = meter->Unaccounted();
-    int64_t top = meter->peak.load(std::memory_order_relaxed);
-    while (held > top &&
-           !meter->peak.compare_exchange_weak(top, held, std::memory_order_relaxed)) {
-    }
-  }
+  if (TaskMemoryMeter* meter = t_meter) MeterAdd(meter, delta);
   if (reservation_ != nullptr) {
     if (delta >= 0) {
       reservation_->Grow(delta);

@@ -46,6 +46,25 @@ class ScopedTaskMeter {
   TaskMemoryMeter* previous_;
 };
 
+/// \brief Bytes held for the task running on this thread that its own allocations do not
+/// show: buffers other threads allocate for it, such as the file bytes Arrow's IO threads
+/// read ahead. They count in the task's meter (and its peak) while charged; the charge
+/// ends with this object. Made and used on the task's thread; not copyable.
+class ScopedTaskCharge {
+ public:
+  ScopedTaskCharge();
+  ~ScopedTaskCharge() { Set(0); }
+  ScopedTaskCharge(const ScopedTaskCharge&) = delete;
+  ScopedTaskCharge& operator=(const ScopedTaskCharge&) = delete;
+
+  /// Charges `bytes` in place of what was charged before.
+  void Set(int64_t bytes);
+
+ private:
+  TaskMemoryMeter* meter_;
+  int64_t bytes_ = 0;
+};
+
 /// \brief An `arrow::MemoryPool` that forwards to another pool and counts the bytes
 /// allocated through it, now and at peak, so the scratch of Arrow compute kernels and the
 /// decode buffers of readers count against a memory limit, not only finished blocks.
@@ -93,8 +112,9 @@ class CountingMemoryPool : public arrow::MemoryPool {
 /// \brief The pool the engine's own Arrow work allocates from: readers' decode buffers,
 /// compute kernels' scratch and outputs, blocks read back from spill files. A process-wide
 /// CountingMemoryPool (never destroyed: buffers may outlive every execution) over Arrow's
-/// jemalloc pool where the library has one (its `ReleaseUnused` purges every thread's
-/// cached pages at once; mimalloc's only the calling thread's), else the default pool.
+/// jemalloc pool where the library has one (its arenas are purged for every thread at
+/// once, see JemallocControl; mimalloc gives back only the calling thread's cache), else
+/// the default pool.
 /// `MILLSTREAM_MEMORY_POOL=default` keeps the default pool.
 CountingMemoryPool* EngineMemoryPool();
 

@@ -9,6 +9,7 @@
 #include <arrow/memory_pool.h>
 
 #include "runtime/counting_memory_pool.h"
+#include "runtime/jemalloc_ctl.h"
 
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -20,7 +21,8 @@ namespace {
 std::atomic<int64_t> g_live_executions{0};
 std::atomic<int64_t> g_freed_since_release{0};
 std::atomic<int64_t> g_freed_under_pressure{0};  // ever, by exchanges that spill
-std::atomic<bool> g_purging{false};  // the engine pool gives freed pages back at once
+std::atomic<bool> g_purging{false};
+std::atomic<int64_t> g_churn_at_purge{0};  // the engine pool's total allocated at the last purge  // the engine pool gives freed pages back at once
 
 /// jemalloc's decay for arenas made from now on: MemoryReturn::kJemallocDecayMs while no
 /// execution is under pressure; 0 (pages given back as they are freed) once an exchange
@@ -67,6 +69,12 @@ void StartWatcher() {
 void StartWatcher() {}
 #endif
 
+/// The engine pool's unused pages back to the system. Arrow's ReleaseUnused does not
+/// purge jemalloc (see JemallocControl), so on jemalloc the arenas are purged directly.
+void ReleaseEnginePool() {
+  if (!EnginePoolIsJemalloc() || !JemallocControl::PurgeAll()) EngineMemoryPool()->ReleaseUnused();
+}
+
 void MaybeRelease(int64_t bytes) {
   int64_t freed = g_freed_since_release += bytes;
   if (freed < MemoryReturn::kReleaseThreshold || g_live_executions.load() > 0) return;
@@ -99,18 +107,26 @@ void MemoryReturn::FreedUnderPressure(int64_t bytes) {
 void MemoryReturn::AfterTask() {
   thread_local int64_t seen = 0;
   const int64_t freed = g_freed_under_pressure.load(std::memory_order_relaxed);
-  if (freed - seen < kThreadReleaseThreshold) return;
-  seen = freed;
-  // This thread's cache only (mimalloc's collect works on the caller's heap); no
-  // malloc_trim, which walks every arena. The engine's pool (jemalloc) purges the
-  // pages every thread freed.
-  arrow::default_memory_pool()->ReleaseUnused();
-  EngineMemoryPool()->ReleaseUnused();
+  if (freed - seen >= kThreadReleaseThreshold) {
+    seen = freed;
+    // This thread's cache only (mimalloc's collect works on the caller's heap); no
+    // malloc_trim, which walks every arena.
+    arrow::default_memory_pool()->ReleaseUnused();
+  }
+  if (!g_purging.load(std::memory_order_relaxed)) return;
+  // Under pressure the engine's pool (jemalloc) is purged for every kPurgeEvery bytes
+  // it allocated since the last purge, whatever freed it (a spilled block, a sorted
+  // run's input, a decoded page): its arenas' decay would keep those pages resident.
+  const int64_t churn = EngineMemoryPool()->total_bytes_allocated();
+  int64_t last = g_churn_at_purge.load(std::memory_order_relaxed);
+  if (churn - last < kPurgeEvery) return;
+  if (!g_churn_at_purge.compare_exchange_strong(last, churn)) return;  // another thread purges
+  ReleaseEnginePool();
 }
 
 void MemoryReturn::ReleaseUnused() {
   arrow::default_memory_pool()->ReleaseUnused();
-  EngineMemoryPool()->ReleaseUnused();
+  ReleaseEnginePool();
 #if defined(__GLIBC__)
   malloc_trim(0);
 #endif
