@@ -44,9 +44,7 @@ class FuseMapsRule : public Rule {
       if (const auto* read = prev.As<ReadOp>()) {
         // A read fused with what follows runs as the map asks, reading first.
         fused = next->CopyOver(nullptr);
-        fused->source = read->source;
-        fused->override_num_blocks = read->override_num_blocks;
-        if (read->concurrency > 0) fused->compute = ComputeStrategy::Tasks(read->concurrency);
+        ReadFirst(*read, fused.get());
         return PlanPtr(fused);
       }
       const auto& map = *prev.As<MapOp>();

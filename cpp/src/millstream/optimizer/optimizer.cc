@@ -1,6 +1,14 @@
 #include "optimizer/optimizer.h"
 
+#include "plan/logical_operators.h"
+
 namespace millstream {
+
+void ReadFirst(const ReadOp& read, MapOp* map) {
+  map->source = read.source;
+  map->override_num_blocks = read.override_num_blocks;
+  if (read.concurrency > 0) map->compute = ComputeStrategy::Tasks(read.concurrency);
+}
 
 std::vector<std::unique_ptr<Rule>> DefaultRules() {
   std::vector<std::unique_ptr<Rule>> rules;

@@ -26,6 +26,13 @@ std::unique_ptr<Rule> MakeFilterIntoAggregateRule();
 std::unique_ptr<Rule> MakeFuseMapsRule();
 std::unique_ptr<Rule> MakePartialAggregateIntoMapRule();
 
+class MapOp;
+class ReadOp;
+
+/// Makes `map` (a map with no input) read first, as `read` would: its source, block count
+/// and concurrency cap. For the rules that fold a read into the map after it.
+void ReadFirst(const ReadOp& read, MapOp* map);
+
 /// The rules in the order the optimizer applies them.
 std::vector<std::unique_ptr<Rule>> DefaultRules();
 

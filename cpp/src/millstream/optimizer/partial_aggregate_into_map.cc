@@ -23,9 +23,7 @@ class PartialAggregateIntoMapRule : public Rule {
       std::shared_ptr<MapOp> map;
       if (const auto* read = input->As<ReadOp>()) {
         map = std::make_shared<MapOp>(nullptr);
-        map->source = read->source;
-        map->override_num_blocks = read->override_num_blocks;
-        if (read->concurrency > 0) map->compute = ComputeStrategy::Tasks(read->concurrency);
+        ReadFirst(*read, map.get());
       } else if (const auto* upstream = input->As<MapOp>();
                  upstream && upstream->compute.kind == ComputeStrategy::Kind::kTasks) {
         // An actor pool's tasks are its actors' calls: the aggregation stays off them.
