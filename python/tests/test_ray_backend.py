@@ -110,13 +110,48 @@ def test_iter_batches_take_and_limit(on_ray, files):
 def test_explain_shows_stages_and_driver_fallback(on_ray, files, capsys):
     path, table = files
     ds = (md.read_parquet(path).map_batches(_revenue).sort("price").groupby("cat")
-          .map_groups(lambda g: {"cat": g["cat"][:1]}))
+          .map_groups(_FirstOfGroup, concurrency=1))
     ds.explain()
     text = capsys.readouterr().out
     assert "Stage 0: read_parquet[8 file(s)" in text and "map_batches(_revenue)" in text
     assert "Exchange[sort 'price'" in text
+    # A callable class needs an actor pool: the driver runs it.
     assert "map_groups" in text and "local engine over the fetched blocks" in text
     assert ds.count() == 4
+
+
+class _FirstOfGroup:
+    def __call__(self, group):
+        return {"cat": group["cat"][:1]}
+
+
+def _group_summary(group):
+    return {"cat": group["cat"][:1], "qty": group["qty"][:1], "n": [len(group["key"])],
+            "price_sum": [float(np.sum(group["price"]))]}
+
+
+def test_map_groups_runs_in_the_exchanges_reduce_tasks(on_ray, files, capsys):
+    path, table = files
+    ds = md.read_parquet(path).groupby(["cat", "qty"]).map_groups(_group_summary)
+    ds.explain()
+    assert "Exchange[groupby ['cat', 'qty'].map_groups: partitioned by key range, millstream map_groups" \
+        in capsys.readouterr().out
+    out = ds.to_pandas()
+    expected = (table.to_pandas().groupby(["cat", "qty"])
+                .agg(n=("key", "size"), price_sum=("price", "sum")).reset_index())
+    # Sorted by the first key, as Ray Data's: the partitions are key ranges, in order.
+    assert out["cat"].is_monotonic_increasing
+    out = out.sort_values(["cat", "qty"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(out[["cat", "qty", "n"]], expected[["cat", "qty", "n"]], check_dtype=False)
+    np.testing.assert_allclose(out["price_sum"], expected["price_sum"])
+    # The whole dataset as one group, and pandas batches.
+    whole = md.read_parquet(path).groupby(None).map_groups(
+        lambda g: pd.DataFrame({"n": [len(g)], "qty": [int(g["qty"].sum())]}), batch_format="pandas")
+    assert whole.to_pandas().to_dict("records") == [{"n": table.num_rows, "qty": int(pc_sum(table["qty"]))}]
+
+
+def pc_sum(column) -> int:
+    return int(np.sum(column.to_numpy()))
 
 
 class _Scale:
@@ -352,8 +387,9 @@ def test_actor_pool_strategy_and_driver_fallbacks(on_ray, files):
                                            max_restarts=1)
     out = ds.to_arrow()
     np.testing.assert_array_equal(out["scaled"].to_numpy(), table["qty"].to_numpy() * 2)
-    # map_groups is not distributed: the driver runs it on the fetched blocks.
-    sizes = md.read_parquet(path).groupby("cat").map_groups(lambda g: {"cat": g["cat"][:1], "n": [len(g["cat"])]})
+    # map_groups of a function with a resource argument: the driver runs it on the fetched blocks.
+    sizes = md.read_parquet(path).groupby("cat").map_groups(lambda g: {"cat": g["cat"][:1], "n": [len(g["cat"])]},
+                                                            num_cpus=0.5)
     counts = dict(zip(*[sizes.to_pandas()[c] for c in ("cat", "n")]))
     assert counts == table.to_pandas().groupby("cat").size().to_dict()
 

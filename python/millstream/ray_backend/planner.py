@@ -11,9 +11,11 @@ split into stages at its all-to-all steps.
   into the stage before them: its tasks replay them after their own step.
 - A callable class (``map_batches(Cls, concurrency=...)``) starts an actor stage (Ray actors
   keeping the constructed callable); the maps after it fuse into it.
-- ``sort``, ``random_shuffle``, ``repartition(num_blocks)``, ``randomize_block_order`` and
-  ``groupby(...).aggregate/count/sum/min/max/mean/std`` are exchanges across nodes
-  (millstream.ray_backend.exchange); the maps after them fuse into their reduce tasks.
+- ``sort``, ``random_shuffle``, ``repartition(num_blocks)``, ``randomize_block_order``,
+  ``groupby(...).aggregate/count/sum/min/max/mean/std`` and ``groupby(...).map_groups``
+  with a function (not a callable class, no resource arguments) are exchanges across
+  nodes (millstream.ray_backend.exchange); the maps after them fuse into their reduce
+  tasks.
 - ``join`` is a two-input exchange: both sides (each planned as its own stages) hash-
   partitioned by key into ``num_partitions`` pieces, each reduce task joining its pair of
   partitions with millstream's join; the maps after it fuse into the reduce tasks.
@@ -23,7 +25,8 @@ split into stages at its all-to-all steps.
 - ``random_sample`` (an int seed or none) runs in read or map tasks, each task drawing
   from the seed and its index in the stage.
 - ``limit`` is applied by the driver, in order, from the blocks' row counts.
-- Anything else (``map_groups``, ``random_sample`` with a ``RandomSeedConfig``...) runs on the driver with the local
+- Anything else (``map_groups`` of a callable class or with resource arguments,
+  ``random_sample`` with a ``RandomSeedConfig``...) runs on the driver with the local
   engine over the fetched blocks: a fallback that ``explain()`` names.
 """
 
@@ -151,8 +154,9 @@ class Stage:
             from millstream.ray_backend.exchange import partial_aggregations
 
             partial = "partial aggregates per block, " if partial_aggregations(self.op) else ""
+            step = "map_groups" if self.op.method == "map_groups" else "aggregate"
             return (f"Exchange[groupby {self.group_op.args[0] if self.group_op.args else self.group_op.kwargs.get('key')!r}"
-                    f".{self.op.method}: {partial}partitioned by key range, millstream aggregate per partition]{after}")
+                    f".{self.op.method}: {partial}partitioned by key range, millstream {step} per partition]{after}")
         if self.kind == "join":
             given = join_arguments(self.op)
             return (f"Exchange[join {given['join_type']} on {tuple(given['on'])}: both sides hash-partitioned "
@@ -267,6 +271,17 @@ def _cluster_cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1))) if ray.is_initialized() else 1
 
 
+def _distributed_map_groups(op: Op) -> bool:
+    """Whether a ``map_groups`` call runs in the reduce tasks of a key-range exchange: a
+    function with no resource or placement arguments (a callable class needs an actor
+    pool, which a reduce task does not start; those arguments would go unheeded)."""
+    if op.method != "map_groups" or inspect.isclass(op.fn):
+        return False
+    placed = PLACEMENT_KEYS | {"ray_remote_args_fn", "fn_constructor_args", "fn_constructor_kwargs"}
+    known = {"fn", "zero_copy_batch", "batch_format", "fn_args", "fn_kwargs"}
+    return all(value is None for key, value in op.kwargs.items() if key in placed or key not in known)
+
+
 def _exchange_kind(op: Op) -> Optional[str]:
     if op.method == "sort":
         return "sort"
@@ -328,7 +343,8 @@ def plan(dataset) -> Plan:
             stages.append(Stage("join", op, inputs=[plan(join_arguments(op)["ds"])]))
         elif op.method in ("union", "zip") and op.args and not op.kwargs:
             stages.append(Stage(op.method, op, inputs=[plan(other) for other in op.args]))
-        elif op.method == "groupby" and i + 1 < len(chain) and chain[i + 1].method in GROUPED_METHODS:
+        elif (op.method == "groupby" and i + 1 < len(chain)
+              and (chain[i + 1].method in GROUPED_METHODS or _distributed_map_groups(chain[i + 1]))):
             stages.append(Stage("groupby", chain[i + 1], group_op=op))
             i += 1
         elif op.method == "groupby" and i + 1 < len(chain):
