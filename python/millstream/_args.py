@@ -267,11 +267,12 @@ class Lineage:
     A materialized dataset is its own source: ``materialized`` holds its engine plan (or, for
     a dataset made without a public call, the dataset)."""
 
-    __slots__ = ("parent", "module", "name", "args", "kwargs", "materialized")
+    __slots__ = ("parent", "module", "name", "args", "kwargs", "materialized", "executions")
 
     def __init__(self, parent, module, name, args, kwargs, materialized=None):
         self.parent, self.module, self.name = parent, module, name
         self.args, self.kwargs, self.materialized = args, kwargs, materialized
+        self.executions = 0  # executions of a seeded call on Ray (ray_backend.planner.execution_seed)
 
     @property
     def method(self) -> str:

@@ -505,6 +505,37 @@ def test_random_sample_runs_in_the_tasks_reproducibly(on_ray, files):
     assert other != first
 
 
+def test_random_seed_config_reseeds_each_execution_reproducibly(on_ray, files):
+    # RandomSeedConfig(seed) (reseed_after_execution=True): each execution of the dataset
+    # its own order (or sample), the same sequence for a dataset made the same way;
+    # reseed_after_execution=False: the same every time.
+    path, table = files
+    keys = sorted(table["key"].to_pylist())
+
+    def two_epochs(make):
+        ds = make()
+        return [ds.to_arrow()["key"].to_pylist() for _ in range(2)]
+
+    shuffled = two_epochs(lambda: md.read_parquet(path).random_shuffle(seed=md.RandomSeedConfig(7)))
+    assert all(sorted(epoch) == keys for epoch in shuffled)  # permutations of the rows
+    assert shuffled[0] != shuffled[1] and shuffled[0] != keys
+    assert two_epochs(lambda: md.read_parquet(path).random_shuffle(seed=md.RandomSeedConfig(7))) == shuffled
+    fixed = two_epochs(lambda: md.read_parquet(path).random_shuffle(
+        seed=md.RandomSeedConfig(7, reseed_after_execution=False)))
+    assert fixed[0] == fixed[1] and sorted(fixed[0]) == keys
+
+    make_sample = lambda: md.read_parquet(path).random_sample(0.3, seed=md.RandomSeedConfig(3))  # noqa: E731
+    text = make_sample()._explain_str()
+    assert "->random_sample" in text and "runs on the driver" not in text  # in the read tasks
+    sampled = two_epochs(make_sample)
+    assert sampled[0] != sampled[1] and all(set(epoch) <= set(keys) for epoch in sampled)
+    assert all(0.2 * len(keys) < len(epoch) < 0.4 * len(keys) for epoch in sampled)
+    assert two_epochs(make_sample) == sampled
+
+    blocks = two_epochs(lambda: md.read_parquet(path).randomize_block_order(seed=md.RandomSeedConfig(11)))
+    assert blocks == two_epochs(lambda: md.read_parquet(path).randomize_block_order(seed=md.RandomSeedConfig(11)))
+
+
 @pytest.mark.parametrize("case", range(8))
 def test_random_plans_match_pandas_on_ray(on_ray, ctx, case, tmp_path, monkeypatch):
     # The executor's random plans (maps, limits, sorts, shuffles, repartitions, unions under

@@ -386,7 +386,7 @@ class Runner:
             if not inputs:
                 return
             n = stage.op.kwargs.get("num_blocks") or len(inputs)
-            yield from self._shuffle(index, stage, inputs, n, _seed(stage.op.kwargs.get("seed")))
+            yield from self._shuffle(index, stage, inputs, n, stage.op.kwargs.get("seed"))
         return run()
 
     def _run_repartition(self, index, stage, upstream):
@@ -421,7 +421,7 @@ class Runner:
     def _run_randomize(self, index, stage, upstream):
         def run():
             inputs = [b for b in upstream]
-            rng = np.random.default_rng(_seed(stage.op.kwargs.get("seed")))
+            rng = np.random.default_rng(stage.op.kwargs.get("seed"))
             for i in rng.permutation(len(inputs)):
                 self.counters.out(index, inputs[i])
                 yield inputs[i]
@@ -548,10 +548,6 @@ class Runner:
                 pass
 
 
-def _seed(seed):
-    return getattr(seed, "seed", seed)
-
-
 class _RayStats(_core.ExecutionStats):
     """The counters of an execution on Ray: its wall time and the stages' text (per-operator
     counters live on the cluster, so ``operators`` is empty)."""
@@ -572,7 +568,7 @@ class RayExecution:
         from millstream.context import DataContext
 
         ordered = ordered or bool(DataContext.get_current().execution_options.preserve_order)
-        self._runner = Runner(planner.plan(dataset), ordered, sink)
+        self._runner = Runner(planner.plan(dataset, executing=True), ordered, sink)
         self._batch_size, self._drop_last, self._keep_empty = batch_size, drop_last, keep_empty
         self._it = self._batches()
 

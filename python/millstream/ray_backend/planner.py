@@ -22,11 +22,11 @@ split into stages at its all-to-all steps.
 - ``union`` streams its inputs' blocks (each input planned as its own stages), no tasks
   of its own; ``zip`` cuts the other inputs' blocks to the first one's row counts and
   zips each block in a task (the maps after it fuse into those tasks).
-- ``random_sample`` (an int seed or none) runs in read or map tasks, each task drawing
-  from the seed and its index in the stage.
+- ``random_sample`` runs in read or map tasks, each task drawing from the seed and its
+  index in the stage. A ``RandomSeedConfig`` (of ``random_sample``, ``random_shuffle``,
+  ``randomize_block_order``) becomes an int seed per execution (``execution_seed``).
 - ``limit`` is applied by the driver, in order, from the blocks' row counts.
-- Anything else (``map_groups`` of a callable class or with resource arguments,
-  ``random_sample`` with a ``RandomSeedConfig``...) runs on the driver with the local
+- Anything else (``map_groups`` of a callable class or with resource arguments...) runs on the driver with the local
   engine over the fetched blocks: a fallback that ``explain()`` names.
 """
 
@@ -194,14 +194,51 @@ class Plan:
                 other._lines(lines, indent + "        ")
 
 
-def _chain(dataset):
-    """(source lineage, [Op...]) of ``dataset``."""
+SEEDED_METHODS = frozenset({"random_shuffle", "randomize_block_order", "random_sample"})
+
+
+def execution_seed(node) -> Optional[int]:
+    """The int seed (or None: random) one execution of the seeded call ``node`` (a
+    Lineage) uses. A ``RandomSeedConfig`` with ``reseed_after_execution`` gives each
+    execution of the call its own seed, reproducibly: its seed mixed with the number of
+    executions before (counted on the lineage node, as the local engine counts them on
+    its plan), so epoch k draws the same rows in every run of the program."""
+    from millstream.dataset import RandomSeedConfig
+
+    seed = node.kwargs.get("seed")
+    if not isinstance(seed, RandomSeedConfig):
+        return seed
+    if seed.seed is None:
+        return None
+    base = seed.seed & 0xFFFFFFFFFFFFFFFF
+    if not seed.reseed_after_execution:
+        return base
+    executions = getattr(node, "executions", 0)
+    node.executions = executions + 1
+    return _mix64(base ^ _mix64(executions))
+
+
+def _mix64(x: int) -> int:
+    """SplitMix64's finalizer."""
+    mask = 0xFFFFFFFFFFFFFFFF
+    x = (x + 0x9E3779B97F4A7C15) & mask
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+    return x ^ (x >> 31)
+
+
+def _chain(dataset, executing: bool = False):
+    """(source lineage, [Op...]) of ``dataset``. ``executing``: for an execution, so a
+    seeded call's ``RandomSeedConfig`` becomes this execution's int seed."""
     from millstream._args import Lineage
 
     node = getattr(dataset, "_lineage", None) or Lineage(None, "", "<local>", (), {}, materialized=dataset)
     chain = []
     while node.materialized is None and node.parent is not None:
-        chain.append(Op(node.method, node.args, node.kwargs))
+        kwargs = node.kwargs
+        if executing and node.method in SEEDED_METHODS and "seed" in kwargs:
+            kwargs = dict(kwargs, seed=execution_seed(node))
+        chain.append(Op(node.method, node.args, kwargs))
         node = node.parent
     chain.reverse()
     return node, chain
@@ -271,6 +308,13 @@ def _cluster_cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1))) if ray.is_initialized() else 1
 
 
+def _int_seed(seed) -> bool:
+    """Whether ``seed`` is an int or None, or a RandomSeedConfig (made an int per execution)."""
+    from millstream.dataset import RandomSeedConfig
+
+    return seed is None or isinstance(seed, (int, RandomSeedConfig)) and not isinstance(seed, bool)
+
+
 def _distributed_map_groups(op: Op) -> bool:
     """Whether a ``map_groups`` call runs in the reduce tasks of a key-range exchange: a
     function with no resource or placement arguments (a callable class needs an actor
@@ -312,9 +356,10 @@ def join_arguments(op: Op) -> dict:
     return given
 
 
-def plan(dataset) -> Plan:
-    """The stages of ``dataset`` on Ray (see the module doc)."""
-    node, chain = _chain(dataset)
+def plan(dataset, executing: bool = False) -> Plan:
+    """The stages of ``dataset`` on Ray (see the module doc); ``executing``: for an
+    execution (not ``explain()``), which resolves seeds (see ``execution_seed``)."""
+    node, chain = _chain(dataset, executing)
     stages = [_source_stage(node)]
     i = 0
     while i < len(chain):
@@ -333,16 +378,16 @@ def plan(dataset) -> Plan:
             stages.append(Stage(_exchange_kind(op), op))
         elif op.method == "limit":
             stages.append(Stage("limit", op))
-        elif op.method == "random_sample" and isinstance(op.kwargs.get("seed"), (int, type(None))):
+        elif op.method == "random_sample" and _int_seed(op.kwargs.get("seed")):
             # Per block, in read or map tasks that know their index (to reseed it per task).
             if last.kind not in ("read", "map", "local_source"):
                 last = Stage("map")
                 stages.append(last)
             last.fuse(op)
         elif op.method == "join":
-            stages.append(Stage("join", op, inputs=[plan(join_arguments(op)["ds"])]))
+            stages.append(Stage("join", op, inputs=[plan(join_arguments(op)["ds"], executing)]))
         elif op.method in ("union", "zip") and op.args and not op.kwargs:
-            stages.append(Stage(op.method, op, inputs=[plan(other) for other in op.args]))
+            stages.append(Stage(op.method, op, inputs=[plan(other, executing) for other in op.args]))
         elif (op.method == "groupby" and i + 1 < len(chain)
               and (chain[i + 1].method in GROUPED_METHODS or _distributed_map_groups(chain[i + 1]))):
             stages.append(Stage("groupby", chain[i + 1], group_op=op))
