@@ -21,8 +21,8 @@ namespace {
 std::atomic<int64_t> g_live_executions{0};
 std::atomic<int64_t> g_freed_since_release{0};
 std::atomic<int64_t> g_freed_under_pressure{0};  // ever, by exchanges that spill
-std::atomic<bool> g_purging{false};
-std::atomic<int64_t> g_churn_at_purge{0};  // the engine pool's total allocated at the last purge  // the engine pool gives freed pages back at once
+std::atomic<bool> g_purging{false};  // under pressure: the engine pool purged as it churns
+std::atomic<int64_t> g_churn_at_purge{0};  // the engine pool's total allocated at the last purge
 
 /// jemalloc's decay for arenas made from now on: MemoryReturn::kJemallocDecayMs while no
 /// execution is under pressure; 0 (pages given back as they are freed) once an exchange

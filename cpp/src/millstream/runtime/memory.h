@@ -30,14 +30,17 @@ class MemoryReturn {
   static void ReleaseUnused();
 
   /// `bytes` of blocks were freed under memory pressure (by an exchange that spills).
-  /// The first call also makes the engine's pool (when it is jemalloc) give freed pages
-  /// back to the system as they are freed, until the last running execution ends.
+  /// The first call also puts the engine's pool (when it is jemalloc) under pressure
+  /// until the last running execution ends: arenas made meanwhile decay at once, and
+  /// AfterTask purges them all as the pool churns.
   static void FreedUnderPressure(int64_t bytes);
   /// Called by a worker thread after each task: once kThreadReleaseThreshold bytes were
   /// freed under pressure (anywhere) since this thread last released, releases the unused
   /// memory Arrow's default pool caches for this thread. mimalloc keeps freed pages in
   /// the heap of the thread that allocated them and gives them back to the system only
-  /// as that thread calls into it, so each worker releases its own.
+  /// as that thread calls into it, so each worker releases its own. And once an exchange
+  /// spills, for every kPurgeEvery bytes the engine's pool allocated since the last
+  /// purge, one thread purges its jemalloc arenas (JemallocControl::PurgeAll).
   static void AfterTask();
 
   /// Bytes freed before a release is worth its cost.
