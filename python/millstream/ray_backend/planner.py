@@ -308,8 +308,9 @@ def _cluster_cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1))) if ray.is_initialized() else 1
 
 
-def _int_seed(seed) -> bool:
-    """Whether ``seed`` is an int or None, or a RandomSeedConfig (made an int per execution)."""
+def _task_seed(seed) -> bool:
+    """Whether read or map tasks can take ``seed``: an int, None, or a RandomSeedConfig
+    (made an int per execution by ``execution_seed``)."""
     from millstream.dataset import RandomSeedConfig
 
     return seed is None or isinstance(seed, (int, RandomSeedConfig)) and not isinstance(seed, bool)
@@ -378,7 +379,7 @@ def plan(dataset, executing: bool = False) -> Plan:
             stages.append(Stage(_exchange_kind(op), op))
         elif op.method == "limit":
             stages.append(Stage("limit", op))
-        elif op.method == "random_sample" and _int_seed(op.kwargs.get("seed")):
+        elif op.method == "random_sample" and _task_seed(op.kwargs.get("seed")):
             # Per block, in read or map tasks that know their index (to reseed it per task).
             if last.kind not in ("read", "map", "local_source"):
                 last = Stage("map")

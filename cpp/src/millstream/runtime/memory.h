@@ -51,9 +51,9 @@ class MemoryReturn {
   /// its pool, before its threads allocate.
   static constexpr int kJemallocDecayMs = 100;
   /// Bytes the engine's pool allocates, under pressure, between two purges of its
-  /// jemalloc arenas (AfterTask). With 16 MiB a spilling sort's peak RSS was +223..257 MB
+  /// jemalloc arenas (AfterTask). With 16 MiB a spilling sort's peak RSS was +230..257 MiB
   /// over a 256 MiB limit (+528..543 with the decay alone), its time within the noise, a
-  /// spilling shuffle's about a tenth longer; 32 MiB gave +263..292 MB, no faster.
+  /// spilling shuffle's about a tenth longer; 32 MiB gave +263..292 MiB, no faster (bench/RESULTS).
   static constexpr int64_t kPurgeEvery = 16LL << 20;
   /// Bytes one thread frees under pressure before FreedUnderPressure releases.
   static constexpr int64_t kThreadReleaseThreshold = 16LL << 20;
