@@ -1,11 +1,13 @@
 """Python UDFs on threads vs worker processes (DataContext.python_udf_workers).
 
-    python bench/udf_workers.py                 # both measures, 3 repeats, median
+    python bench/udf_workers.py                 # all measures, 3 repeats, median
     python bench/udf_workers.py --rows 400000 --repeats 5
 
-1. A pure-Python row UDF (``map``) that keeps the GIL busy: wall time on threads and on
-   processes, and the speed-up (the target on 2 cores is >= 1.8x). The CPU seconds of
-   this process and its (waited-for) worker processes show where the work ran.
+1. A pure-Python row UDF (``map``) that keeps the GIL busy: wall time on threads, on
+   processes and with "auto" (which should choose processes), and the speed-up (the
+   target on 2 cores is >= 1.8x). The CPU seconds of this process and its (waited-for)
+   worker processes show where the work ran. Then a numpy UDF (a sort, which releases
+   the GIL) in the three modes: "auto" should keep it on threads.
 2. Task overhead per block: an identity ``map_batches`` over one-row blocks, run with N
    and 3N blocks; the difference in wall time over 2N is the cost of one more block
    (start-up cancels out), for both modes (the process figure includes the round trip
@@ -24,6 +26,8 @@ import argparse
 import os
 import statistics
 import time
+
+import numpy as np
 
 import millstream as md
 
@@ -44,6 +48,15 @@ def reference_acc(x: int) -> int:
     return acc
 
 
+NUMPY_VALUES = None
+
+
+def sort_low(batch):
+    """A numpy sort of 2M values (about 20 ms, the GIL released)."""
+    low = float(np.sort(NUMPY_VALUES)[0])
+    return {"id": batch["id"], "low": np.full(len(batch["id"]), low)}
+
+
 def identity(batch):
     return batch
 
@@ -62,7 +75,25 @@ def run_busy(mode: str, rows: int, blocks: int) -> tuple:
         total += sum(batch.column("acc").to_pylist())
         count += batch.num_rows
     wall, cpu = time.perf_counter() - t0, _cpu_s() - cpu0
-    return wall, cpu, count, total
+    return wall, cpu, count, total, _where(ds)
+
+
+def run_numpy(mode: str, blocks: int) -> tuple:
+    md.DataContext.get_current().python_udf_workers = mode
+    ds = md.range(blocks, override_num_blocks=blocks).map_batches(sort_low)
+    t0 = time.perf_counter()
+    lows = set()
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        lows.update(batch.column("low").to_pylist())
+    return time.perf_counter() - t0, lows, _where(ds)
+
+
+def _where(ds) -> str:
+    """What "auto" chose, from the dataset's stats (empty in the other modes)."""
+    for line in ds.stats().splitlines():
+        if "[auto: " in line:
+            return line[line.index("[auto: ") + 7:line.index("]", line.index("[auto: "))]
+    return ""
 
 
 def run_overhead(mode: str, blocks: int, steps: int = 1) -> float:
@@ -81,6 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=400_000)
     parser.add_argument("--blocks", type=int, default=40)
+    parser.add_argument("--numpy-blocks", type=int, default=128)
     parser.add_argument("--overhead-blocks", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--fused", type=int, default=3,
@@ -91,19 +123,42 @@ def main() -> None:
     print(f"cores: {cores}, load average: {os.getloadavg()[0]:.1f}")
     want = sum(reference_acc(x) for x in range(args.rows))
 
-    walls = {"threads": [], "processes": []}
-    cpus = {"threads": [], "processes": []}
+    modes = ("threads", "processes", "auto")
+    walls = {m: [] for m in modes}
+    cpus = {m: [] for m in modes}
+    chose = {m: set() for m in modes}
     for r in range(args.repeats):
-        for mode in (("threads", "processes") if r % 2 == 0 else ("processes", "threads")):
-            wall, cpu, count, total = run_busy(mode, args.rows, args.blocks)
+        for mode in modes[r % 3:] + modes[:r % 3]:  # each mode first in turn
+            wall, cpu, count, total, where = run_busy(mode, args.rows, args.blocks)
             assert count == args.rows and total == want, (mode, count, total, want)
             walls[mode].append(wall)
             cpus[mode].append(cpu)
+            if where:
+                chose["busy"] = chose.get("busy", set()) | {where}
     t, p = statistics.median(walls["threads"]), statistics.median(walls["processes"])
     print(f"pure-Python map, {args.rows} rows in {args.blocks} blocks (median of {args.repeats}):")
     print(f"  threads:   {t:.2f} s wall, {statistics.median(cpus['threads']):.2f} CPU s")
     print(f"  processes: {p:.2f} s wall, {statistics.median(cpus['processes']):.2f} CPU s (driver + workers)")
-    print(f"  speed-up:  {t / p:.2f}x")
+    a = statistics.median(walls["auto"])
+    print(f"  auto:      {a:.2f} s wall, {statistics.median(cpus['auto']):.2f} CPU s (driver + workers; "
+          f"chose: {', '.join(sorted(chose.get('busy', ())))})")
+    print(f"  speed-up:  processes {t / p:.2f}x, auto {t / a:.2f}x over threads")
+
+    global NUMPY_VALUES
+    NUMPY_VALUES = np.random.default_rng(7).random(1 << 21)
+    low = float(NUMPY_VALUES.min())
+    numpy_walls = {m: [] for m in modes}
+    for r in range(args.repeats):
+        for mode in modes[r % 3:] + modes[:r % 3]:
+            wall, lows, where = run_numpy(mode, args.numpy_blocks)
+            assert lows == {low}, (mode, lows)
+            numpy_walls[mode].append(wall)
+            if where:
+                chose[mode].add(where)
+    print(f"numpy sort map_batches, {args.numpy_blocks} blocks (median of {args.repeats}):")
+    for mode in modes:
+        extra = f" (chose: {', '.join(sorted(chose[mode]))})" if chose[mode] else ""
+        print(f"  {mode + ':':10} {statistics.median(numpy_walls[mode]):.2f} s wall{extra}")
 
     n = args.overhead_blocks
     for steps in (1, args.fused):

@@ -285,6 +285,9 @@ _TRACED = ("Dataset", "MaterializedDataset", "GroupedData")
 def _record_lineage(fn, args, kwargs, result):
     if type(result).__name__ not in _TRACED or not type(result).__module__.startswith("millstream"):
         return result
+    from millstream import _auto_workers
+
+    _auto_workers.inherit(result, args, kwargs)
     if type(result).__name__ == "MaterializedDataset":
         # Its engine plan, not itself: no reference cycle keeps its blocks alive.
         result._lineage = Lineage(None, fn.__module__, fn.__qualname__, (), {}, materialized=result._core)

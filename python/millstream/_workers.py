@@ -53,7 +53,7 @@ from millstream._udf_chain import add_note as _add_note
 SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
 SHM_PREFIX = "millstream-udf-"
 
-MODES = ("threads", "processes")
+MODES = ("threads", "processes", "auto")  # "auto": see millstream._auto_workers
 
 _seq = itertools.count()
 
@@ -88,13 +88,6 @@ def mode() -> str:
     from millstream.context import DataContext
 
     value = DataContext.get_current().python_udf_workers
-    if value == "auto":
-        raise ValueError(
-            'DataContext.python_udf_workers="auto" is not offered: choosing from measured GIL time '
-            "would need the UDF's time holding the GIL, which neither thread CPU time (it counts "
-            "numpy and Arrow code that releases the GIL) nor a probe (its result depends on the CPU "
-            "share other programs leave) tells reliably; set \"threads\" (the default: UDFs "
-            'spending their time in numpy, Arrow or torch) or "processes" (pure-Python UDFs)')
     if value not in MODES:
         raise ValueError(f"DataContext.python_udf_workers must be one of {list(MODES)}, got {value!r}")
     return value

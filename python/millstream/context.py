@@ -153,7 +153,9 @@ class DataContext(_Strict):
     the Python UDFs of ``map``/``map_batches``/``flat_map``/``filter`` run: ``"threads"``
     (the default: the engine's worker threads, sharing this process's GIL) or
     ``"processes"`` (worker processes, blocks passed through shared memory, so a UDF
-    that keeps the GIL busy uses every core). It applies to the transforms added while
+    that keeps the GIL busy uses every core) or ``"auto"`` (a function UDF starts on
+    threads and moves to processes once its calls are measured to be held back by the
+    GIL; see ``millstream._auto_workers``). It applies to the transforms added while
     it is set (as Ray takes a dataset's context when the dataset is made).
     Another is ``execution_backend``: ``"local"`` (the default, or the environment variable
     ``MILLSTREAM_BACKEND``) runs executions in this process; ``"ray"`` runs them on the Ray
@@ -173,7 +175,7 @@ class DataContext(_Strict):
     downstream_capacity_backpressure_ratio: Optional[float] = 2.0
     max_tasks_in_flight_per_actor: Optional[int] = None
     max_errored_blocks: int = 0
-    # millstream's own: "threads" or "processes" (see the docstring and the README).
+    # millstream's own: "threads", "processes" or "auto" (see the docstring and the README).
     python_udf_workers: str = "threads"
     # millstream's own: "local" or "ray" (env MILLSTREAM_BACKEND); see millstream.ray_backend.
     execution_backend: str = field(default_factory=lambda: os.environ.get("MILLSTREAM_BACKEND", "local"))

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from millstream import _args, _batch, _core, _files, _workers, ray_backend
+from millstream import _args, _auto_workers, _batch, _core, _files, _workers, ray_backend
 from millstream._args import Unsupported, public
 from millstream._expr import serialize, to_expression
 from millstream.compute import ActorPoolStrategy, TaskPoolStrategy
@@ -208,6 +208,8 @@ class Dataset:
     a stream under the memory budget of ``DataContext.get_current()``.
     """
 
+    _auto_udfs: tuple = ()  # the "auto" UDFs in its plan (millstream._auto_workers)
+
     def __init__(self, core: "_core.Dataset"):
         self._core = core
         self._last_stats: Optional["_core.ExecutionStats"] = None  # the last execution's counters
@@ -225,6 +227,7 @@ class Dataset:
             batch_size = None
         batch_size = _args.check_int(name, "batch_size", batch_size, min=1, none_ok=True)
         workers = _workers.mode()
+        auto = ()  # the AutoUdf made here, for stats() and explain()
         if is_class:
             args = tuple(fn_constructor_args or ())
             kwargs = dict(fn_constructor_kwargs or {})
@@ -245,6 +248,10 @@ class Dataset:
             name = f"{name}[processes]"
             target = _workers.wrap(target if is_class else (lambda: adapter_for(fn)), is_class, name,
                                    gpus, ray_remote_args)
+        elif workers == "auto" and not is_class:  # a callable class stays on threads
+            name = f"{name}[auto]"
+            target = _auto_workers.AutoUdf(target, lambda: adapter_for(fn), name, ray_remote_args)
+            auto = (target,)
         mem = int(_args.check_number(name, "memory", 0 if memory is None else memory))
         in_flight = getattr(compute, "max_tasks_in_flight_per_actor", None)
         if in_flight is None:
@@ -256,9 +263,11 @@ class Dataset:
             raise ValueError(f"{name}: max_concurrency applies to an actor pool (a callable class); "
                              "a function runs as tasks, capped by concurrency=")
         threaded = bool(getattr(compute, "enable_true_multi_threading", False))
-        return Dataset(self._core.map_batches(target, is_class, name, batch_size, row_preserving,
-                                              is_class, lo, hi, cpus, gpus, in_flight, mem,
-                                              max_concurrency or 1, threaded))
+        out = Dataset(self._core.map_batches(target, is_class, name, batch_size, row_preserving,
+                                             is_class, lo, hi, cpus, gpus, in_flight, mem,
+                                             max_concurrency or 1, threaded))
+        out._auto_udfs = self._auto_udfs + auto
+        return out
 
     @public(passthrough=_args.RAY_REMOTE_ARGS, unsupported={"ray_remote_args_fn": _DYNAMIC_REMOTE_ARGS})
     def map_batches(self, fn, *, batch_size: Union[int, None, str] = None, compute=None,
@@ -280,7 +289,9 @@ class Dataset:
         the UDF's own event loop). With ``DataContext.python_udf_workers = "processes"``
         (set before this call) ``fn`` runs in worker processes, a callable class one
         process per actor; ``max_retries`` / ``max_restarts`` / ``max_task_retries`` then
-        say how often a call whose worker died is tried again (see the README).
+        say how often a call whose worker died is tried again (see the README). With
+        ``"auto"`` a function ``fn`` starts on threads and moves to processes if its calls
+        are measured to be held back by the GIL.
         """
         fmt = _batch.check_batch_format(batch_format)
         name = f"MapBatches({_fn_name(fn)})"
@@ -297,8 +308,8 @@ class Dataset:
             fn_constructor_kwargs=None, num_cpus=None, num_gpus=None, memory=None,
             concurrency=None, ray_remote_args_fn=None, **ray_remote_args) -> "Dataset":
         """Applies ``fn`` to each row (a dict), which returns one row (a dict). It runs in
-        worker processes with ``DataContext.python_udf_workers = "processes"``, as
-        ``map_batches``."""
+        worker processes with ``DataContext.python_udf_workers = "processes"`` (or
+        ``"auto"``), as ``map_batches``."""
         name = f"Map({_fn_name(fn)})"
         args, kwargs = tuple(fn_args or ()), dict(fn_kwargs or {})
 
@@ -1095,7 +1106,7 @@ class Dataset:
         """Per-operator counters of the last execution, then its totals."""
         if self._last_stats is None:
             return "Dataset has not been executed yet: no stats (execute it, e.g. with materialize())."
-        return self._last_stats.to_string()
+        return _auto_workers.annotate(self._last_stats.to_string(), self._auto_udfs)
 
     def _write(self, path, fmt: str, *, mode="append", partition_cols=None, filename_provider=None,
                min_rows_per_file=None, max_rows_per_file=None, num_rows_per_file=None,
@@ -1359,7 +1370,7 @@ class Dataset:
     def _explain_str(self) -> str:
         if ray_backend.active():
             return ray_backend.explain(self)
-        return self._core.explain(DataContext.get_current()._to_core())
+        return _auto_workers.annotate(self._core.explain(DataContext.get_current()._to_core()), self._auto_udfs)
 
     def __iter__(self):
         raise TypeError("a Dataset is not iterable; use iter_rows() or iter_batches()")

@@ -237,8 +237,3 @@ def test_a_process_actor_constructor_sees_the_drivers_data_context(processes):
     rows = md.range(20, override_num_blocks=2).map_batches(ContextActor, concurrency=1).take_all()
     assert {r["at_start"] for r in rows} == {2222222}
 
-
-def test_auto_mode_is_refused_with_the_reason(ctx):
-    ctx.python_udf_workers = "auto"
-    with pytest.raises(ValueError, match="auto.*not offered.*GIL"):
-        md.range(3).map_batches(lambda b: b)
