@@ -36,22 +36,34 @@ bool EnginePoolIsJemalloc() {
 }
 
 #if defined(__GLIBC__)
+/// The lowest free bytes in glibc's arenas seen since the watcher last trimmed them. A
+/// trim leaves freed chunks counted as free (only their pages go back), so growth is
+/// measured from the lowest point: when the next execution reuses them, or when one ends
+/// with its output still held (a table the user drops the moment it is returned).
+std::atomic<size_t> g_arena_free_low{SIZE_MAX};
+
+void NoteArenaFreeBytes(size_t free_bytes) {
+  size_t low = g_arena_free_low.load(std::memory_order_relaxed);
+  while (free_bytes < low && !g_arena_free_low.compare_exchange_weak(low, free_bytes)) {
+  }
+}
+
 /// Memory a program frees after an execution (the DataFrame of `to_pandas`, dropped by
 /// the user) also stays in glibc's arenas. Once a second, while no execution runs, a
-/// watcher releases when the arenas' free bytes grew by the threshold since last time.
+/// watcher releases when the arenas' free bytes grew by the threshold since their lowest.
 void WatchFreedMemory() {
   constexpr size_t kGrowth = 4 * MemoryReturn::kReleaseThreshold;
-  size_t baseline = mallinfo2().fordblks;
+  NoteArenaFreeBytes(mallinfo2().fordblks);
   while (true) {
     std::this_thread::sleep_for(std::chrono::seconds(1));
+    const size_t free_bytes = mallinfo2().fordblks;
+    NoteArenaFreeBytes(free_bytes);
     if (g_live_executions.load() > 0) continue;
-    size_t free_bytes = mallinfo2().fordblks;
-    if (free_bytes < baseline) baseline = free_bytes;  // reused since
-    if (free_bytes - baseline < kGrowth) continue;
+    if (free_bytes - g_arena_free_low.load() < kGrowth) continue;
     // Only the C allocator: it lives until the process ends, while Arrow's pool may be
     // gone during exit (and mimalloc keeps its cache per thread anyway).
     malloc_trim(0);
-    baseline = mallinfo2().fordblks;
+    g_arena_free_low.store(mallinfo2().fordblks);
   }
 }
 
@@ -65,8 +77,11 @@ void StartWatcher() {
     }
   });
 }
+
+void NoteExecutionOutputHeld() { NoteArenaFreeBytes(mallinfo2().fordblks); }
 #else
 void StartWatcher() {}
+void NoteExecutionOutputHeld() {}
 #endif
 
 /// The engine pool's unused pages back to the system. Arrow's ReleaseUnused does not
@@ -88,8 +103,9 @@ void MemoryReturn::ExecutionStarted() { g_live_executions += 1; }
 
 void MemoryReturn::ExecutionEnded(int64_t bytes) {
   StartWatcher();
-  if (g_live_executions.fetch_sub(1) == 1 && g_purging.exchange(false)) {
-    (void)arrow::jemalloc_set_decay_ms(kDefaultDecayMs);
+  if (g_live_executions.fetch_sub(1) == 1) {
+    NoteExecutionOutputHeld();
+    if (g_purging.exchange(false)) (void)arrow::jemalloc_set_decay_ms(kDefaultDecayMs);
   }
   MaybeRelease(bytes);
 }

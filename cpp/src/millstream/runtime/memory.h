@@ -12,9 +12,11 @@ namespace millstream {
 /// run. Thread-safe.
 ///
 /// With glibc, the first execution's end also starts a detached watcher thread: once a
-/// second, while no execution runs, it trims the arenas (malloc_trim only) if their free bytes grew by 4 x
-/// kReleaseThreshold since its last look (memory the program freed after an execution,
-/// such as a dropped DataFrame). It touches no engine or Python state.
+/// second, while no execution runs, it trims the arenas (malloc_trim only) if their free
+/// bytes grew by 4 x kReleaseThreshold since their lowest point since the last trim
+/// (memory the program freed after an execution, such as a dropped DataFrame); the last
+/// running execution's end is also looked at, while its output is still held. It touches
+/// no engine or Python state.
 class MemoryReturn {
  public:
   /// An execution starts (counted until ExecutionEnded).
