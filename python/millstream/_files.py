@@ -65,6 +65,28 @@ def filename_provider(fn_name: str, provider: Any) -> Any:
     return provider
 
 
+class TaskNames:
+    """A FilenameProvider for a write made of many executions (the Ray backend's write
+    tasks, each running the engine on its own blocks): the user's provider is asked with
+    the write's one uuid and the task's index in the write, not the uuid and index of the
+    execution making the files. An execution's write task k > 0 (a task given blocks the
+    engine writes in more than one task) is index ``task + k * 2**32``: unique, and the
+    index itself in the usual case of one."""
+
+    STRIDE = 1 << 32
+
+    def __init__(self, provider: Any, write_uuid: str, mode: str, task_index: Optional[int] = None):
+        self.provider, self.write_uuid, self.mode, self.task_index = provider, write_uuid, mode, task_index
+
+    def for_task(self, task_index: int) -> "TaskNames":
+        return TaskNames(self.provider, self.write_uuid, self.mode, task_index)
+
+    def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
+        if self.task_index is None:
+            raise RuntimeError("filename_provider: a write task was started without its index")
+        return self.provider.get_filename_for_task(self.write_uuid, self.task_index + task_index * self.STRIDE)
+
+
 class ParquetNames:
     """Ray's Parquet file names from a FilenameProvider: the task's name made a template
     for its files as Ray's ParquetDatasink makes it (``part.parquet`` ->
@@ -76,9 +98,13 @@ class ParquetNames:
     def __init__(self, provider: Any, mode: str):
         self.provider = provider
         self.mode = mode
+        if isinstance(provider, TaskNames):  # one of many executions: the write's uuid and mode
+            self.mode = provider.mode
 
     def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
         filename = self.provider.get_filename_for_task(write_uuid, task_index)
+        if isinstance(self.provider, TaskNames):
+            write_uuid = self.provider.write_uuid
         if not isinstance(filename, str):
             return filename  # the engine says what is wrong with it
         if write_uuid not in filename and self.mode == "append":

@@ -210,6 +210,75 @@ def test_write_csv_and_json_on_workers(on_ray, files, tmp_path):
         sorted(zip(table["key"].to_pylist(), table["cat"].to_pylist()))
 
 
+class _TaskNamed:
+    """A FilenameProvider naming each write task's files by the write's uuid and its index."""
+
+    def get_filename_for_task(self, write_uuid, task_index):
+        return f"{write_uuid}_task{task_index:05d}.csv"
+
+
+class _AddOne:
+    def __call__(self, batch):
+        return {"key": batch["key"] + 1}
+
+
+def _names(directory):
+    """(uuids, task indices) of the files _TaskNamed named in ``directory``."""
+    uuids, indices = set(), []
+    for name in os.listdir(directory):
+        stem = name.split(".")[0]
+        uuid, _, rest = stem.partition("_task")
+        uuids.add(uuid)
+        indices.append(int(rest))
+    return uuids, indices
+
+
+def test_filename_provider_names_every_write_task_once(on_ray, files, tmp_path):
+    import pyarrow.csv as pacsv
+
+    path, table = files
+    keys = sorted(table["key"].to_pylist())
+    writes = {
+        "read_tasks": md.read_parquet(path).select_columns(["key"]),
+        "actor_pool": md.read_parquet(path).select_columns(["key"]).map_batches(_AddOne, concurrency=2),
+        "sort_reduce": md.read_parquet(path).select_columns(["key"]).sort("key"),
+    }
+    for label, ds in writes.items():
+        out = tmp_path / label
+        ds.write_csv(str(out), filename_provider=_TaskNamed())
+        uuids, indices = _names(out)
+        assert len(uuids) == 1 and len(next(iter(uuids))) == 32, (label, uuids)  # one write, one uuid
+        assert len(indices) == len(set(indices)) >= 2, (label, indices)  # no file replaced another
+        back = pa.concat_tables([pacsv.read_csv(f) for f in sorted(out.iterdir())])
+        want = [k + 1 for k in keys] if label == "actor_pool" else keys
+        assert sorted(back["key"].to_pylist()) == want, label
+
+
+class _ParquetNamed:
+    def __init__(self, with_uuid):
+        self.with_uuid = with_uuid
+
+    def get_filename_for_task(self, write_uuid, task_index):
+        return f"{write_uuid}-{task_index}.parquet" if self.with_uuid else f"part{task_index}.parquet"
+
+
+def test_parquet_filename_provider_on_ray_follows_rays_rules(on_ray, files, tmp_path):
+    path, table = files
+    ds = md.read_parquet(path).select_columns(["key"])
+    ds.write_parquet(str(tmp_path / "a"), filename_provider=_ParquetNamed(True))
+    names = sorted(os.listdir(tmp_path / "a"))
+    uuid = names[0].split("-")[0]
+    # Ray's Parquet names: "<name>-{i}.parquet", i numbering a task's files from 0.
+    assert all(n.startswith(uuid + "-") and n.endswith("-0.parquet") for n in names), names
+    assert len({n.split("-")[1] for n in names}) == len(names)
+    assert sorted(pq.read_table(tmp_path / "a")["key"].to_pylist()) == table["key"].to_pylist()
+    # Appending with names that do not hold the write's uuid could replace files: refused.
+    with pytest.raises(ValueError, match="Write UUID .* missing from filename template"):
+        ds.write_parquet(str(tmp_path / "b"), filename_provider=_ParquetNamed(False))
+    ds.write_parquet(str(tmp_path / "c"), filename_provider=_ParquetNamed(False), mode="overwrite")
+    assert sorted(os.listdir(tmp_path / "c"))[0] == "part0-0.parquet"
+
+
 def test_sort_matches_pandas(on_ray, files):
     path, table = files
     out = md.read_parquet(path).sort(["cat", "price"], descending=[False, True]).to_pandas()

@@ -16,12 +16,13 @@ import copy
 import itertools
 import threading
 import time
+import uuid
 from typing import Callable, Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
 
-from millstream import _core
+from millstream import _core, _files
 from millstream.ray_backend import exchange, planner, stages
 from millstream.ray_backend.stages import remote
 
@@ -204,12 +205,21 @@ class Runner:
     def _sink(self, stage):
         return getattr(stage, "sink", None)
 
+    def _task_sink(self, stage, task: int):
+        """The stage's write as task ``task`` of the write makes it: with a
+        ``filename_provider``, its files are named for the write's uuid and this index."""
+        sink = self._sink(stage)
+        if sink is None or not isinstance(sink[2].get("filename_provider"), _files.TaskNames):
+            return sink
+        fmt, path, kwargs = sink
+        return fmt, path, dict(kwargs, filename_provider=kwargs["filename_provider"].for_task(task))
+
     def _run_read(self, index, stage, _):
         source = {k: stage.source[k] for k in ("module", "name", "args", "kwargs")}
         options = dict(_task_options(stage.remote_args), num_returns=2)
-        ops, sink = self._arg(stage.ops), self._sink(stage)
-        submits = (lambda g=g, i=i: (*self._remote(stages.read_task, **options).remote(self.context_ref, source, g, ops,
-                                                                                 sink, i), None)
+        ops = self._arg(stage.ops)
+        submits = (lambda g=g, i=i: (*self._remote(stages.read_task, **options).remote(
+            self.context_ref, source, g, ops, self._task_sink(stage, i), i), None)
                    for i, g in enumerate(stage.source["groups"]))
         return self._stream(index, submits, self._max_tasks(stage), self.ordered)
 
@@ -244,9 +254,9 @@ class Runner:
 
     def _run_map(self, index, stage, upstream):
         options = dict(_task_options(stage.remote_args), num_returns=2)
-        ops, sink = self._arg(stage.ops), self._sink(stage)
-        submits = (lambda b=b, i=i: (*self._remote(stages.map_task, **options).remote(self.context_ref, ops, sink, i, b.ref),
-                                     None)
+        ops = self._arg(stage.ops)
+        submits = (lambda b=b, i=i: (*self._remote(stages.map_task, **options).remote(
+            self.context_ref, ops, self._task_sink(stage, i), i, b.ref), None)
                    for i, b in enumerate(upstream))
         return self._stream(index, submits, self._max_tasks(stage), self.ordered)
 
@@ -259,9 +269,10 @@ class Runner:
         room = max(1, int(self.cpus / cpus)) if cpus else self.cpus
         size = max(lo, min(hi or room, room), 1)
         options = _task_options(stage.remote_args, actor=True)
-        ops, sink = stage.ops, self._sink(stage)
-        actors = [self._remote(stages.PoolActor, **options).remote(self.context_ref, self._arg(op), self._arg(ops), sink)
+        ops = stage.ops
+        actors = [self._remote(stages.PoolActor, **options).remote(self.context_ref, self._arg(op), self._arg(ops))
                   for _ in range(size)]
+        calls = itertools.count()  # the write's task index of each call
         self.actors.extend(actors)
         nodes = self.ray.get([a.ready.remote() for a in actors])  # each actor's node id
         per_actor = self.context.max_tasks_in_flight_per_actor or 2
@@ -277,7 +288,8 @@ class Runner:
                 if here:
                     i = min(here, key=lambda k: load[k])
             load[i] += 1
-            table_ref, meta_ref = actors[i].run.options(num_returns=2).remote(bundle.ref)
+            table_ref, meta_ref = actors[i].run.options(num_returns=2).remote(
+                self._task_sink(stage, next(calls)), bundle.ref)
             return table_ref, meta_ref, i
 
         def done(i):
@@ -295,9 +307,10 @@ class Runner:
 
     def _reduce(self, index, stage, reduce_fn, args_for, n):
         """Reduce tasks 0..n-1 in order, each ``reduce_fn(context, *args_for(j), ops, sink, *parts)``."""
-        ops, sink = self._arg(stage.ops), self._sink(stage)
+        ops = self._arg(stage.ops)
         submits = (lambda j=j: (*self._remote(reduce_fn, num_returns=2).remote(
-            self.context_ref, *args_for(j)[0], ops, sink, *args_for(j)[1]), None) for j in range(n))
+            self.context_ref, *args_for(j)[0], ops, self._task_sink(stage, j), *args_for(j)[1]), None)
+            for j in range(n))
         return self._stream(index, submits, self.cpus, True)
 
     def _partition(self, inputs, fn, n, *args):
@@ -489,7 +502,7 @@ class Runner:
                 return
             sizes = [b.rows for b in first]
             cuts = [exchange.row_pieces([b.rows for b in o], sizes) for o in others]
-            ops, sink = self._arg(stage.ops), self._sink(stage)
+            ops = self._arg(stage.ops)
 
             def submit(j):
                 plans, counts, refs = [], [], []
@@ -500,7 +513,7 @@ class Runner:
                     counts.append(len(used))
                     refs.extend(o[i].ref for i in used)
                 return (*self._remote(exchange.zip_task, num_returns=2).remote(
-                    self.context_ref, plans, counts, ops, sink, first[j].ref, *refs), None)
+                    self.context_ref, plans, counts, ops, self._task_sink(stage, j), first[j].ref, *refs), None)
 
             yield from self._stream(index, ((lambda j=j: submit(j)) for j in range(len(first))),
                                     self.cpus, self.ordered)
@@ -732,13 +745,14 @@ def write(dataset, path, fmt, *, mode, partition_cols, filename_provider, min_ro
     from millstream import _core, _files
 
     fn_name = f"write_{fmt}"
-    if filename_provider is not None:
-        raise NotImplementedError(f"{fn_name}: filename_provider is not supported with execution_backend='ray' "
-                                  "(each write task names its own files)")
+    _files.filename_provider(fn_name, filename_provider)
     require_ray()
     kwargs = dict(mode="append", partition_cols=partition_cols, min_rows_per_file=min_rows_per_file,
                   max_rows_per_file=max_rows_per_file, num_rows_per_file=num_rows_per_file,
                   arrow_open_stream_args=arrow_open_stream_args, options=options)
+    if filename_provider is not None:
+        # One uuid for the write, one index per write task (as Ray numbers its write tasks).
+        kwargs["filename_provider"] = _files.TaskNames(filename_provider, uuid.uuid4().hex, mode)
     if filesystem is not None or "://" in path:
         from millstream import read_api
 

@@ -61,7 +61,13 @@ def finish(dataset, ops, sink, task=None) -> tuple:
         if sink is not None:
             fmt, path, kwargs = sink  # Dataset._write's arguments, checked on the driver
             if table.num_rows:
-                from_tables([table])._write(path, fmt, **kwargs)
+                # One block: one write task, as the task is one of the write's (its files
+                # are named for the task's index with a filename_provider).
+                from millstream import _core
+                from millstream.dataset import MaterializedDataset
+
+                one = MaterializedDataset(_core.Dataset.from_arrow_blocks(table, [table.num_rows]))
+                one._write(path, fmt, **kwargs)
             return pa.table({}), {"rows": table.num_rows, "bytes": 0}
     return table, meta(table)
 
@@ -94,7 +100,7 @@ class PoolActor:
     """An actor of an actor-pool stage: constructs the callable class once and runs each
     bundle of blocks through it (as a function now) and the ops fused after it."""
 
-    def __init__(self, context, op, ops, sink):
+    def __init__(self, context, op, ops):
         from millstream.ray_backend.planner import Op
 
         _enter(context)
@@ -104,10 +110,10 @@ class PoolActor:
         ctor_kwargs = kwargs.pop("fn_constructor_kwargs", None) or {}
         instance = cls(*ctor_args, **ctor_kwargs)
         self._ops = [Op(op.method, (instance,) + tuple(op.args[1:]), kwargs)] + list(ops)
-        self._sink = sink
 
-    def run(self, *tables) -> tuple:
-        return finish(from_tables(list(tables)), self._ops, self._sink)
+    def run(self, sink, *tables) -> tuple:
+        """``tables`` through the class and the ops after it, written by ``sink`` if any."""
+        return finish(from_tables(list(tables)), self._ops, sink)
 
     def ready(self) -> str:
         """The node this actor runs on (its pool places blocks by it)."""
