@@ -167,7 +167,7 @@ def _hive(fn_name: str, partitioning: Any) -> bool:
     for attr in ("base_dir", "field_names", "field_types"):
         if getattr(partitioning, attr, None):
             raise NotImplementedError(f"{fn_name}: partitioning {attr}= is not supported (hive "
-                                      "partitions are found below each listed directory)")
+                                      "partitions are every key=value directory of each file's path)")
     return True
 
 

@@ -439,3 +439,21 @@ def test_hive_partitions_become_columns_and_prune_files(tmp_path):
     assert md.read_parquet(str(tmp_path), columns=["year"]).to_arrow().column("year").to_pylist().count("2025") == 100
     # Turned off: no partition column.
     assert "year" not in md.read_parquet(str(tmp_path), partitioning=None).columns()
+
+
+def test_hive_keys_come_from_each_files_own_path_as_in_ray(tmp_path):
+    # Ray's rule: every key=value directory of a file's path is a column, so a list of a
+    # partitioned dataset's files, or one partition's directory, keeps the keys. Expected
+    # rows by hand from what was written where.
+    for year, month, ids in (("2024", "01", [1, 2]), ("2024", "02", [3]), ("2025", "01", [4])):
+        folder = tmp_path / f"year={year}" / f"month={month}"
+        folder.mkdir(parents=True)
+        pq.write_table(pa.table({"id": ids}), folder / "part.parquet")
+    files = sorted(str(p) for p in tmp_path.rglob("*.parquet"))
+    rows = sorted(md.read_parquet(files).take_all(), key=lambda r: r["id"])
+    assert rows == [{"id": 1, "year": "2024", "month": "01"}, {"id": 2, "year": "2024", "month": "01"},
+                    {"id": 3, "year": "2024", "month": "02"}, {"id": 4, "year": "2025", "month": "01"}]
+    one = md.read_parquet(str(tmp_path / "year=2024")).take_all()
+    assert sorted((r["id"], r["year"], r["month"]) for r in one) == [(1, "2024", "01"), (2, "2024", "01"),
+                                                                     (3, "2024", "02")]
+    assert md.read_parquet(files[:1], partitioning=None).columns() == ["id"]

@@ -135,8 +135,6 @@ class Stage:
         after = "".join(f"->{op.label()}" for op in self.ops)
         if self.kind == "read":
             name, groups = self.source["name"], self.source["groups"]
-            if groups == [None]:
-                return f"{name}[hive-partitioned: 1 task]{after}"
             files = sum(len(g) for g in groups)
             return f"{name}[{files} file(s) in {len(groups)} task(s)]{after}"
         if self.kind == "local_source":
@@ -271,9 +269,9 @@ def _source_stage(node) -> Stage:
 
 def _file_groups(dataset) -> Optional[List[List[str]]]:
     """The read's files in groups of consecutive files, one group per task: about 2 tasks
-    per cluster CPU, each of at most 128 MiB where there are many files. None where the
-    files cannot be read apart (hive-partitioned directories: their keys come from the
-    directories given): then one task reads the paths as given ([None])."""
+    per cluster CPU, each of at most 128 MiB where there are many files. A file read on
+    its own keeps its hive partition columns (every ``key=value`` directory of its path,
+    Ray's rule), so partitioned datasets split like any other. None for no files."""
     import math
     import os
 
@@ -283,8 +281,6 @@ def _file_groups(dataset) -> Optional[List[List[str]]]:
         files = dataset.input_files()
     if not files:
         return None
-    if any("=" in part for f in files for part in f.split("/")[:-1]):
-        return [None]  # one task, reading the paths as given
     sizes = []
     for f in files:
         try:

@@ -79,9 +79,7 @@ def read_task(context, source: dict, group: List[str], ops, sink, task: int = 0)
     _enter(context)
     fn = getattr(importlib.import_module(source["module"]), source["name"])
     args, kwargs = list(source["args"]), dict(source["kwargs"])
-    if group is None:  # the paths as given
-        pass
-    elif args:
+    if args:
         args[0] = group
     else:
         kwargs["paths"] = group

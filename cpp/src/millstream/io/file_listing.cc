@@ -55,14 +55,13 @@ arrow::Result<std::string> HiveSegment(const std::string& name, const std::optio
 }
 
 arrow::Result<std::vector<PartitionKey>> HivePartition(const FoundFile& file) {
+  // Ray's rule: every key=value directory of the file's path, whether the file was named
+  // or found in a listed directory (and above that directory too), so a list of a
+  // partitioned dataset's files reads the same columns as its root directory.
   std::vector<PartitionKey> keys;
-  if (file.base_dir.empty() || file.path.compare(0, file.base_dir.size(), file.base_dir) != 0) {
-    return keys;
-  }
-  std::string relative = file.path.substr(file.base_dir.size());
-  auto last_slash = relative.find_last_of('/');
+  auto last_slash = file.path.find_last_of('/');
   if (last_slash == std::string::npos) return keys;
-  std::string dirs = relative.substr(0, last_slash);
+  std::string dirs = file.path.substr(0, last_slash);
   size_t start = 0;
   while (start <= dirs.size()) {
     auto end = dirs.find('/', start);

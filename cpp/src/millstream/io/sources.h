@@ -27,7 +27,7 @@ struct FoundFile {
   std::string path;
   int64_t size = 0;
   /// The directory the path was found under (a listed directory, or a glob's fixed
-  /// prefix); empty for a file named explicitly. Partition keys live below it.
+  /// prefix); empty for a file named explicitly.
   std::string base_dir;
 };
 
@@ -81,8 +81,8 @@ struct PartitionKey {
 /// The directory name Hive and pyarrow write for a null partition value.
 inline constexpr const char* kHiveNullValue = "__HIVE_DEFAULT_PARTITION__";
 
-/// The partition keys of the `key=value` directories between `file.base_dir` and the
-/// file, percent-decoded as pyarrow's hive partitioning does (`%2F` is '/');
+/// The partition keys of the `key=value` directories in the file's path (Ray's rule: all
+/// of them, not only those below `file.base_dir`), percent-decoded as pyarrow's hive partitioning does (`%2F` is '/');
 /// kHiveNullValue is null. Invalid if a name or value is not UTF-8 once decoded.
 arrow::Result<std::vector<PartitionKey>> HivePartition(const FoundFile& file);
 
