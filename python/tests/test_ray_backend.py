@@ -500,9 +500,19 @@ def _sorted(frame, by):
     return frame.sort_values(by, kind="stable").reset_index(drop=True)
 
 
+BROADCASTS = {"inner": "right", "left_outer": "right", "left_semi": "right", "left_anti": "right",
+              "right_outer": "left", "right_semi": "left", "right_anti": "left"}  # the small side
+
+
+@pytest.mark.parametrize("strategy", ["broadcast", "exchange"])
 @pytest.mark.parametrize("how", ["inner", "left_outer", "right_outer", "full_outer",
                                  "left_semi", "right_semi", "left_anti", "right_anti"])
-def test_join_matches_pandas(on_ray, files, how):
+def test_join_matches_pandas(on_ray, files, ctx, how, strategy):
+    # Both sides are small: broadcast where the join type allows it (the right side when
+    # it may, else the left), unless the object store budget makes the cap (1/8 of it)
+    # smaller than either side.
+    if strategy == "exchange":
+        ctx.execution_options.resource_limits.object_store_memory = 16 << 10
     path, table = files
     rng = np.random.default_rng(7)
     # Right keys: some match once, some many times, some nowhere, some null (so pandas
@@ -518,6 +528,11 @@ def test_join_matches_pandas(on_ray, files, how):
     assert sorted(got.columns) == sorted(ref.columns)
     pd.testing.assert_frame_equal(_sorted(got[ref.columns.tolist()], sort_by), _sorted(ref, sort_by),
                                   check_dtype=False)
+    built = re.search(r"broadcast, build=(\w+)", ds.stats())
+    if strategy == "broadcast" and how in BROADCASTS:
+        assert built and built.group(1) == BROADCASTS[how], ds.stats()
+    else:
+        assert built is None, ds.stats()
 
 
 def test_join_with_maps_after_and_an_empty_side(on_ray, files):

@@ -180,6 +180,19 @@ def reduce_join(context, join_kwargs: dict, left_count: int, ops, sink, *parts):
     return stages.finish(dataset, ops, sink)
 
 
+def broadcast_join(context, join_kwargs: dict, build_side: str, ops, sink, probe, *build):
+    """One block of a broadcast join: ``probe`` joined with the whole small side ``build``
+    (the left side when ``build_side`` is "left"), the two kept in their join roles."""
+    stages._enter(context)
+    from millstream import ray_backend
+
+    with ray_backend.local_only():
+        small, block = stages.from_tables(list(build)), stages.from_tables([probe])
+        left, right = (small, block) if build_side == "left" else (block, small)
+        dataset = left.join(right, num_partitions=1, **join_kwargs)
+    return stages.finish(dataset, ops, sink)
+
+
 def zip_task(context, plans: list, counts: list, ops, sink, block, *tables):
     """One block of a zip: ``block`` zipped with, for each other input, the pieces
     ``plans[k]`` (table index, offset, length) of its ``counts[k]`` tables."""

@@ -56,13 +56,18 @@ def _task_options(remote_args: dict, actor: bool = False) -> dict:
 class _Counters:
     def __init__(self, plan):
         self.lock = threading.Lock()
-        self.stages = [{"name": s.describe(), "where": s.where(), "tasks": 0, "rows": 0, "bytes": 0}
-                       for s in plan.stages]
+        self.stages = [{"name": s.describe(), "where": s.where(), "tasks": 0, "rows": 0, "bytes": 0,
+                        "notes": []} for s in plan.stages]
         self.started = time.perf_counter()
 
     def task(self, stage: int, n: int = 1):
         with self.lock:
             self.stages[stage]["tasks"] += n
+
+    def note(self, stage: int, text: str):
+        """What a stage chose as it ran (a join's broadcast), shown by stats()."""
+        with self.lock:
+            self.stages[stage]["notes"].append(text)
 
     def out(self, stage: int, bundle: Bundle):
         with self.lock:
@@ -72,7 +77,8 @@ class _Counters:
     def text(self) -> str:
         with self.lock:
             lines = [f"Stage {i} {s['name']}: {s['tasks']} task(s), {s['rows']} rows, {s['bytes']} bytes out; "
-                     f"ran {s['where']}" for i, s in enumerate(self.stages)]
+                     f"ran {s['where']}" + "".join(f"; {n}" for n in s["notes"])
+                     for i, s in enumerate(self.stages)]
         wall = time.perf_counter() - self.started
         return "\n".join(lines) + f"\nRay backend: {len(self.stages)} stage(s), {wall:.2f} s wall\n"
 
@@ -454,11 +460,46 @@ class Runner:
                 yield b
         return run()
 
+    # Join types whose output for one block of the other side needs only that block and
+    # the whole small side (no unmatched rows of the small side to find across blocks).
+    BROADCAST_RIGHT = ("inner", "left_outer", "left_semi", "left_anti")
+    BROADCAST_LEFT = ("inner", "right_outer", "right_semi", "right_anti")
+    BROADCAST_MAX_BYTES = 64 << 20  # as the local engine's cap (exec/operators/operators.h)
+
+    def _broadcast_cap(self) -> int:
+        """The most bytes a join's small side may take to be broadcast: min(1/8 of the
+        object store budget, 64 MiB), as the local engine caps it by its memory limit."""
+        return min(self.BROADCAST_MAX_BYTES, self.max_bytes // 8)
+
+    def _broadcast(self, index, stage, kwargs, build_side, build, probe):
+        """A broadcast join: one task per block of ``probe`` (streamed), each joining it
+        with every block of the small side ``build`` (refs: Ray keeps one copy per node)."""
+        ops = self._arg(stage.ops)
+        refs = [b.ref for b in build]
+        self.counters.note(index, f"broadcast, build={build_side} ({sum(b.bytes for b in build)} bytes)")
+        submits = ((lambda i=i, b=b: (*self._remote(exchange.broadcast_join, num_returns=2).remote(
+            self.context_ref, kwargs, build_side, ops, self._task_sink(stage, i), b.ref, *refs), None))
+            for i, b in enumerate(probe))
+        return self._stream(index, submits, self.cpus, self.ordered)
+
     def _run_join(self, index, stage, upstream):
         def run():
             given = planner.join_arguments(stage.op)
-            left = list(upstream)
+            kwargs = {k: v for k, v in given.items() if k not in ("ds", "num_partitions")}
+            cap = self._broadcast_cap()
             right = list(self._child(stage.inputs[0]).bundles() or ())
+            lefts = iter(upstream or ())
+            first = next(lefts, None)  # a left side without blocks goes to the driver below
+            if (first is not None and right and given["join_type"] in self.BROADCAST_RIGHT
+                    and sum(b.bytes for b in right) <= cap):
+                yield from self._broadcast(index, stage, kwargs, "right", right,
+                                           itertools.chain([first], lefts))
+                return
+            left = [first, *lefts] if first is not None else []
+            if (left and right and given["join_type"] in self.BROADCAST_LEFT
+                    and sum(b.bytes for b in left) <= cap):
+                yield from self._broadcast(index, stage, kwargs, "left", left, iter(right))
+                return
             if not left or not right:  # a side without blocks: nothing to partition
                 yield from self._run_driver(index, stage, iter(left), right=right)
                 return
@@ -466,7 +507,6 @@ class Runner:
             left_pieces = self._partition(left, exchange.hash_partition, n, given["on"], n)
             right_pieces = self._partition(right, exchange.hash_partition, n, given["right_on"], n)
             self.counters.task(index, len(left) + len(right))
-            kwargs = {k: v for k, v in given.items() if k not in ("ds", "num_partitions")}
             yield from self._reduce(index, stage, exchange.reduce_join,
                                     lambda j: ((kwargs, len(left)), [p[j] for p in left_pieces] +
                                                [p[j] for p in right_pieces]), n)

@@ -18,7 +18,10 @@ split into stages at its all-to-all steps.
   tasks.
 - ``join`` is a two-input exchange: both sides (each planned as its own stages) hash-
   partitioned by key into ``num_partitions`` pieces, each reduce task joining its pair of
-  partitions with millstream's join; the maps after it fuse into the reduce tasks.
+  partitions with millstream's join; the maps after it fuse into the reduce tasks. When
+  one side turns out small (at most min(1/8 of the object store budget, 64 MiB)) and the
+  join type needs no unmatched rows of it, it is broadcast instead: a task per block of
+  the other side joins that block with the whole small side, nothing exchanged.
 - ``union`` streams its inputs' blocks (each input planned as its own stages), no tasks
   of its own; ``zip`` cuts the other inputs' blocks to the first one's row counts and
   zips each block in a task (the maps after it fuse into those tasks).
@@ -158,7 +161,8 @@ class Stage:
         if self.kind == "join":
             given = join_arguments(self.op)
             return (f"Exchange[join {given['join_type']} on {tuple(given['on'])}: both sides hash-partitioned "
-                    f"into {given['num_partitions']}, millstream join per partition]{after}")
+                    f"into {given['num_partitions']}, millstream join per partition; or a broadcast of a "
+                    f"small side (at most 64 MiB) to a task per block of the other]{after}")
         if self.kind == "union":
             return f"Union[{1 + len(self.inputs)} inputs]"
         if self.kind == "zip":
