@@ -471,6 +471,48 @@ def test_actor_pool_strategy_and_driver_fallbacks(on_ray, files):
     assert counts == table.to_pandas().groupby("cat").size().to_dict()
 
 
+class _SlowScale(_Scale):
+    def __call__(self, batch):
+        time.sleep(0.05)  # a queue forms behind the first actor
+        return super().__call__(batch)
+
+
+def test_actor_pool_scales_up_from_min_to_max_when_blocks_wait(on_ray, files):
+    path, table = files
+    ds = md.read_parquet(path).map_batches(_SlowScale, fn_constructor_args=(2,), concurrency=(1, 2),
+                                           num_cpus=0.5, batch_size=50)
+    out = ds.to_arrow()
+    np.testing.assert_array_equal(out["scaled"].to_numpy(), table["qty"].to_numpy() * 2)
+    assert len(set(out["pid"].to_pylist())) == 2  # the second actor took blocks too
+    assert "scaled up to 2 actor(s) of at most 2" in ds.stats()
+    # A fixed size never scales.
+    fixed = md.read_parquet(path).map_batches(_SlowScale, fn_constructor_args=(2,), concurrency=1,
+                                              num_cpus=0.5, batch_size=50)
+    assert len(set(fixed.to_arrow()["pid"].to_pylist())) == 1
+    assert "scaled up" not in fixed.stats()
+
+
+def test_actor_pool_follows_the_autoscaling_config(on_ray, files, ctx):
+    path, table = files
+
+    def run():
+        ds = md.read_parquet(path).map_batches(_SlowScale, fn_constructor_args=(2,), concurrency=(1, 2),
+                                               num_cpus=0.5, batch_size=50)
+        out = ds.to_arrow()
+        np.testing.assert_array_equal(out["scaled"].to_numpy(), table["qty"].to_numpy() * 2)
+        return ds.stats(), len(set(out["pid"].to_pylist()))
+
+    ctx.autoscaling_config.actor_pool_util_upscaling_threshold = 1000.0  # never reached
+    stats, actors = run()
+    assert actors == 1 and "scaled up" not in stats
+    # Retire an idle actor whenever utilization is at most 1 (always, once it answered):
+    # the pool grows, then shrinks back to its minimum as the input ends.
+    ctx.autoscaling_config.actor_pool_util_upscaling_threshold = 1.0
+    ctx.autoscaling_config.actor_pool_util_downscaling_threshold = 1.0
+    stats, actors = run()
+    assert "scaled up to 2" in stats and "scaled down to 1 actor(s)" in stats, stats
+
+
 def test_stopping_early_releases_the_actor_pool(on_ray, files):
     path, table = files
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import copy
 import itertools
+import math
 import threading
 import time
 import uuid
@@ -57,17 +58,18 @@ class _Counters:
     def __init__(self, plan):
         self.lock = threading.Lock()
         self.stages = [{"name": s.describe(), "where": s.where(), "tasks": 0, "rows": 0, "bytes": 0,
-                        "notes": []} for s in plan.stages]
+                        "notes": {}} for s in plan.stages]
         self.started = time.perf_counter()
 
     def task(self, stage: int, n: int = 1):
         with self.lock:
             self.stages[stage]["tasks"] += n
 
-    def note(self, stage: int, text: str):
-        """What a stage chose as it ran (a join's broadcast), shown by stats()."""
+    def note(self, stage: int, key: str, text: str):
+        """What a stage chose as it ran (a join's broadcast, an actor pool's last resize),
+        shown by stats(); a later note of the same key replaces it."""
         with self.lock:
-            self.stages[stage]["notes"].append(text)
+            self.stages[stage]["notes"][key] = text
 
     def out(self, stage: int, bundle: Bundle):
         with self.lock:
@@ -77,7 +79,7 @@ class _Counters:
     def text(self) -> str:
         with self.lock:
             lines = [f"Stage {i} {s['name']}: {s['tasks']} task(s), {s['rows']} rows, {s['bytes']} bytes out; "
-                     f"ran {s['where']}" + "".join(f"; {n}" for n in s["notes"])
+                     f"ran {s['where']}" + "".join(f"; {n}" for n in s["notes"].values())
                      for i, s in enumerate(self.stages)]
         wall = time.perf_counter() - self.started
         return "\n".join(lines) + f"\nRay backend: {len(self.stages)} stage(s), {wall:.2f} s wall\n"
@@ -162,7 +164,7 @@ class Runner:
 
     # ---- the window of tasks in flight ------------------------------------------------
 
-    def _stream(self, index: int, submits: Iterator[Callable], max_tasks: int, ordered: bool,
+    def _stream(self, index: int, submits: Iterator[Callable], max_tasks, ordered: bool,
                 on_done: Optional[Callable] = None) -> Iterator[Bundle]:
         ray = self.ray
         pending = collections.deque()  # (table_ref, meta_ref, token)
@@ -170,7 +172,8 @@ class Runner:
         exhausted = False
         try:
             while True:
-                limit = max_tasks if not average else max(1, min(max_tasks, self.max_bytes // max(1, average)))
+                most = max_tasks() if callable(max_tasks) else max_tasks
+                limit = most if not average else max(1, min(most, self.max_bytes // max(1, average)))
                 while not exhausted and len(pending) < limit and not self.cancelled:
                     submit = next(submits, None)
                     if submit is None:
@@ -267,30 +270,72 @@ class Runner:
         return self._stream(index, submits, self._max_tasks(stage), self.ordered)
 
     def _run_actors(self, index, stage, upstream):
+        """An actor pool of ``min`` actors, growing to ``max`` (and what the cluster's CPUs
+        allow) for a ``(min, max)`` concurrency by ``DataContext.autoscaling_config``'s
+        rules: utilization is the calls in flight (one more block about to go) over
+        actors x ``max_tasks_in_flight_per_actor``; when every actor has a call and it
+        reaches the upscaling threshold, up to ``actor_pool_max_upscaling_delta`` actors
+        start; an actor that has answered calls and has none left is retired when it falls
+        to the downscaling threshold (never below ``min``). While the pool can grow, calls
+        queue at the actors up to the upscaling threshold; at its size, up to
+        ``max_tasks_in_flight_per_actor`` each. Each block goes to the least loaded actor
+        (on its node, with locality)."""
         from millstream.dataset import _compute
 
         op = stage.op
         _, lo, hi = _compute(op.fn, op.kwargs.get("concurrency"), op.kwargs.get("compute"))
         cpus = stage.remote_args.get("num_cpus", 1) or 0
         room = max(1, int(self.cpus / cpus)) if cpus else self.cpus
-        size = max(lo, min(hi or room, room), 1)
+        least = max(lo, 1)
+        most = max(least, min(hi or room, room))
         options = _task_options(stage.remote_args, actor=True)
-        ops = stage.ops
-        actors = [self._remote(stages.PoolActor, **options).remote(self.context_ref, self._arg(op), self._arg(ops))
-                  for _ in range(size)]
-        calls = itertools.count()  # the write's task index of each call
-        self.actors.extend(actors)
-        nodes = self.ray.get([a.ready.remote() for a in actors])  # each actor's node id
+        op_arg, ops_arg = self._arg(op), self._arg(stage.ops)
+        scaling = self.context.autoscaling_config
+        up_at = scaling.actor_pool_util_upscaling_threshold
+        down_at = scaling.actor_pool_util_downscaling_threshold
         per_actor = self.context.max_tasks_in_flight_per_actor or 2
-        load = [0] * size
-        local_first = self.context.execution_options.actor_locality_enabled and len(set(nodes)) > 1
+        actors, nodes, node_refs, load, answered = [], [], [], [], []
+        live: set = set()  # indices of the actors not retired
+
+        def start():
+            actor = self._remote(stages.PoolActor, **options).remote(self.context_ref, op_arg, ops_arg)
+            live.add(len(actors))
+            actors.append(actor)
+            self.actors.append(actor)
+            node_refs.append(actor.ready.remote())  # its node id, once constructed
+            nodes.append(None)
+            load.append(0)
+            answered.append(0)
+
+        for _ in range(least):
+            start()
+        nodes[:] = self.ray.get(node_refs)  # the first ones constructed before any call
+        calls = itertools.count()  # the write's task index of each call
+        locality = self.context.execution_options.actor_locality_enabled
         from ray.experimental import get_object_locations
 
+        def node_of(k):
+            if nodes[k] is None:
+                ready, _ = self.ray.wait([node_refs[k]], timeout=0)
+                if ready:
+                    nodes[k] = self.ray.get(ready[0])
+            return nodes[k]
+
+        def in_flight() -> int:
+            return sum(load[k] for k in live)
+
         def submit(bundle):
-            i = int(np.argmin(load))
-            if local_first:  # an actor with room on a node holding the block, if any
-                where = get_object_locations([bundle.ref]).get(bundle.ref) or {}
-                here = [k for k in range(size) if nodes[k] in set(where.get("node_ids") or ()) and load[k] < per_actor]
+            n = len(live)
+            if (n < most and all(load[k] for k in live)
+                    and (in_flight() + 1) / (n * per_actor) >= up_at):
+                for _ in range(min(max(1, scaling.actor_pool_max_upscaling_delta), most - n)):
+                    start()
+                self.counters.note(index, "grown", f"scaled up to {len(live)} actor(s) of at most {most}")
+            i = min(live, key=lambda k: load[k])
+            if locality and len({node_of(k) for k in live} - {None}) > 1:
+                # an actor with room on a node holding the block, if any
+                where = set((get_object_locations([bundle.ref]).get(bundle.ref) or {}).get("node_ids") or ())
+                here = [k for k in live if load[k] < per_actor and node_of(k) in where]
                 if here:
                     i = min(here, key=lambda k: load[k])
             load[i] += 1
@@ -300,14 +345,26 @@ class Runner:
 
         def done(i):
             load[i] -= 1
+            answered[i] += 1
+            if (len(live) > least and load[i] == 0 and i in live
+                    and in_flight() / (len(live) * per_actor) <= down_at):
+                live.discard(i)  # retired: it takes no more calls
+                self.ray.kill(actors[i])
+                self.counters.note(index, "shrunk", f"scaled down to {len(live)} actor(s)")
+
+        def window() -> int:
+            # Calls may queue at the actors while the pool can still grow (the upscaling
+            # threshold's utilization), else at most max_tasks_in_flight_per_actor each.
+            n = len(live)
+            return n * per_actor if n >= most else max(n * per_actor, math.ceil(n * per_actor * up_at))
 
         def run():
             try:
                 yield from self._stream(index, ((lambda b=b: submit(b)) for b in upstream),
-                                        size * per_actor, self.ordered, done)
+                                        window, self.ordered, done)
             finally:
-                for a in actors:
-                    self.ray.kill(a)
+                for k in live:
+                    self.ray.kill(actors[k])
 
         return run()
 
@@ -476,7 +533,7 @@ class Runner:
         with every block of the small side ``build`` (refs: Ray keeps one copy per node)."""
         ops = self._arg(stage.ops)
         refs = [b.ref for b in build]
-        self.counters.note(index, f"broadcast, build={build_side} ({sum(b.bytes for b in build)} bytes)")
+        self.counters.note(index, "join", f"broadcast, build={build_side} ({sum(b.bytes for b in build)} bytes)")
         submits = ((lambda i=i, b=b: (*self._remote(exchange.broadcast_join, num_returns=2).remote(
             self.context_ref, kwargs, build_side, ops, self._task_sink(stage, i), b.ref, *refs), None))
             for i, b in enumerate(probe))
