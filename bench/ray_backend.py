@@ -7,7 +7,9 @@ local Ray cluster, with 1 and then 2 nodes.
 Workloads (bench/workloads.py, the same functions bench/run.py times): P1 etl (read ->
 filter -> map_batches -> write), P2 ingest (read -> map_batches -> iter_batches), P3
 small_files (many tiny files -> map_batches -> count) and sort (read -> sort ->
-iter_batches). Every answer is checked against the data manifest.
+iter_batches) and join (main inner-joined with the 1/16-size dim table on id = key, every
+row consumed: millstream broadcasts dim, which fits its cap, where Ray Data exchanges both
+sides). Every answer is checked against the data manifest.
 
 The cluster is ray.cluster_utils.Cluster on this machine: each node one raylet with
 ``--cpus-per-node`` CPUs. On a machine with few cores, two nodes share the same cores as one:
@@ -28,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 WORKLOADS = {"etl": "etl_dataset", "ingest": "ingest_dataset", "small_files": "small_files_dataset",
-             "sort": "sort_dataset"}
+             "sort": "sort_dataset", "join": "join_dataset"}
 
 
 def _start_cluster(nodes: int, cpus: int, store: int):
@@ -79,6 +81,8 @@ def main() -> None:
     chosen = args.workloads.split(",")
     if "sort" in chosen:
         manifest["keys"] = datagen.ensure_extra(data_dir, args.size, "keys", log=lambda m: print(m, flush=True))
+    if "join" in chosen:
+        manifest["dim"] = datagen.ensure_extra(data_dir, args.size, "dim", log=lambda m: print(m, flush=True))
     results = {}
     for nodes in [int(n) for n in args.nodes.split(",")]:
         import ray
