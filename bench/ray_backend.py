@@ -9,7 +9,9 @@ filter -> map_batches -> write), P2 ingest (read -> map_batches -> iter_batches)
 small_files (many tiny files -> map_batches -> count) and sort (read -> sort ->
 iter_batches) and join (main inner-joined with the 1/16-size dim table on id = key, every
 row consumed: millstream broadcasts dim, which fits its cap, where Ray Data exchanges both
-sides). Every answer is checked against the data manifest.
+sides; Ray Data's join needs ``--cpus-per-node 2``: with one CPU per node it made no
+progress in 10 minutes on the smoke data). Every answer is checked against the data
+manifest.
 
 The cluster is ray.cluster_utils.Cluster on this machine: each node one raylet with
 ``--cpus-per-node`` CPUs. On a machine with few cores, two nodes share the same cores as one:
