@@ -294,7 +294,7 @@ class Runner:
         up_at = scaling.actor_pool_util_upscaling_threshold
         down_at = scaling.actor_pool_util_downscaling_threshold
         per_actor = self.context.max_tasks_in_flight_per_actor or 2
-        actors, nodes, node_refs, load, answered = [], [], [], [], []
+        actors, nodes, node_refs, load = [], [], [], []
         live: set = set()  # indices of the actors not retired
 
         def start():
@@ -305,7 +305,6 @@ class Runner:
             node_refs.append(actor.ready.remote())  # its node id, once constructed
             nodes.append(None)
             load.append(0)
-            answered.append(0)
 
         for _ in range(least):
             start()
@@ -344,8 +343,7 @@ class Runner:
             return table_ref, meta_ref, i
 
         def done(i):
-            load[i] -= 1
-            answered[i] += 1
+            load[i] -= 1  # it answered a call
             if (len(live) > least and load[i] == 0 and i in live
                     and in_flight() / (len(live) * per_actor) <= down_at):
                 live.discard(i)  # retired: it takes no more calls
