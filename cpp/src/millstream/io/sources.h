@@ -27,7 +27,7 @@ struct FoundFile {
   std::string path;
   int64_t size = 0;
   /// The directory the path was found under (a listed directory, or a glob's fixed
-  /// prefix); empty for a file named explicitly.
+  /// prefix); empty for a file named explicitly. Partition keys no longer depend on it.
   std::string base_dir;
 };
 
@@ -82,8 +82,8 @@ struct PartitionKey {
 inline constexpr const char* kHiveNullValue = "__HIVE_DEFAULT_PARTITION__";
 
 /// The partition keys of the `key=value` directories in the file's path (Ray's rule: all
-/// of them, not only those below `file.base_dir`), percent-decoded as pyarrow's hive partitioning does (`%2F` is '/');
-/// kHiveNullValue is null. Invalid if a name or value is not UTF-8 once decoded.
+/// of them, not only those below `file.base_dir`), percent-decoded as pyarrow's hive
+/// partitioning does (`%2F` is '/'); kHiveNullValue is null. Invalid if a name or value is not UTF-8 once decoded.
 arrow::Result<std::vector<PartitionKey>> HivePartition(const FoundFile& file);
 
 /// The directory name `name=value` of a partition, as pyarrow's hive partitioning
