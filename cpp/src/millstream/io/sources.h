@@ -83,7 +83,8 @@ inline constexpr const char* kHiveNullValue = "__HIVE_DEFAULT_PARTITION__";
 
 /// The partition keys of the `key=value` directories in the file's path (Ray's rule: all
 /// of them, not only those below `file.base_dir`), percent-decoded as pyarrow's hive
-/// partitioning does (`%2F` is '/'); kHiveNullValue is null. Invalid if a name or value is not UTF-8 once decoded.
+/// partitioning does (`%2F` is '/'); kHiveNullValue is null. Invalid if a name or value
+/// is not UTF-8 once decoded.
 arrow::Result<std::vector<PartitionKey>> HivePartition(const FoundFile& file);
 
 /// The directory name `name=value` of a partition, as pyarrow's hive partitioning
